@@ -1,0 +1,136 @@
+"""Backend selection: which implementation (Triton kernel or PyTorch fallback) runs an op.
+
+Rules, in order:
+
+1. an explicit ``backend=`` argument ("triton", "torch" or "auto"/None);
+2. the environment variable ``FASTLANGEVIN_BACKEND`` (same values);
+3. auto: Triton for CUDA tensors when Triton imports, the PyTorch fallback otherwise.
+
+``"triton"`` on a CPU tensor runs the kernel under Triton's interpreter, which must have
+been switched on (``TRITON_INTERPRET=1``) before fastlangevin's kernels were imported;
+otherwise it raises :class:`BackendUnavailableError` rather than silently falling back.
+
+Every op implementation calls :func:`record` with the backend that actually ran, so tests
+(and curious users) can assert it with :func:`track_backends`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from typing import Iterator, List, Optional, Tuple
+
+import torch
+
+BACKENDS = ("triton", "torch")
+ENV_VAR = "FASTLANGEVIN_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """The requested backend cannot run on this tensor / machine."""
+
+
+@functools.lru_cache(maxsize=None)
+def triton_import_error() -> Optional[str]:
+    """None when ``import triton`` works, else the reason it does not."""
+    try:
+        import triton  # noqa: F401
+        import triton.language  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def triton_available() -> bool:
+    return triton_import_error() is None
+
+
+def interpreter_enabled() -> bool:
+    """Whether Triton kernels are (or will be) built for the CPU interpreter."""
+    if not triton_available():
+        return False
+    try:
+        from triton import knobs
+
+        return bool(knobs.runtime.interpret)
+    except Exception:  # older Triton without knobs
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def kernels_interpreted() -> bool:
+    """Whether our kernels module was built for the interpreter (decided at import time)."""
+    from .kernels import langevin_step as k
+
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+    except Exception:
+        return False
+    return isinstance(k._langevin_step_kernel, InterpretedFunction)
+
+
+def _normalise(name: Optional[str], source: str) -> str:
+    if name is None:
+        return "auto"
+    if not isinstance(name, str) or name.lower() not in BACKENDS + ("auto",):
+        raise ValueError(f"{source} must be one of 'triton', 'torch', 'auto' or None, got {name!r}")
+    return name.lower()
+
+
+def resolve_backend(device: torch.device, backend: Optional[str] = None) -> str:
+    """The backend an op runs on a tensor of ``device`` with the given ``backend=`` argument.
+
+    Raises :class:`BackendUnavailableError` when "triton" is asked for and cannot run.
+    """
+    choice = _normalise(backend, "backend")
+    if choice == "auto":
+        choice = _normalise(os.environ.get(ENV_VAR) or None, f"environment variable {ENV_VAR}")
+    if choice == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if choice == "triton":
+        err = triton_import_error()
+        if err is not None:
+            raise BackendUnavailableError(f"backend='triton' requested but Triton does not import ({err})")
+        if device.type == "cpu":
+            if not kernels_interpreted():
+                raise BackendUnavailableError(
+                    "backend='triton' on a CPU tensor needs Triton's interpreter: set "
+                    "TRITON_INTERPRET=1 in the environment before importing fastlangevin "
+                    "(or use backend='torch')"
+                )
+        elif device.type != "cuda":
+            raise BackendUnavailableError(f"backend='triton' supports CUDA (and CPU via the interpreter), not {device.type}")
+    return choice
+
+
+def backend_for(tensor: torch.Tensor, backend: Optional[str] = None) -> str:
+    """Public: the backend fastlangevin's ops would use for ``tensor`` ("triton" or "torch")."""
+    return resolve_backend(tensor.device, backend)
+
+
+# ---------------------------------------------------------------------------------------
+# Recording which backend actually ran
+# ---------------------------------------------------------------------------------------
+_RECORDERS: List[List[Tuple[str, str]]] = []
+
+
+def record(op: str, backend: str) -> None:
+    for rec in _RECORDERS:
+        rec.append((op, backend))
+
+
+@contextlib.contextmanager
+def track_backends() -> Iterator[List[Tuple[str, str]]]:
+    """Context manager yielding a list that fills with ``(op_name, backend)`` per op run.
+
+    >>> with track_backends() as ran:
+    ...     langevin_step(x, s, 0.1)
+    >>> ran
+    [('langevin_step', 'torch')]
+    """
+    rec: List[Tuple[str, str]] = []
+    _RECORDERS.append(rec)
+    try:
+        yield rec
+    finally:
+        _RECORDERS.remove(rec)

@@ -1,0 +1,155 @@
+"""Random numbers: seeds, the kernels' Philox stream in PyTorch, and the fast CPU stream.
+
+Conventions shared by every op (see README, "Noise"):
+
+* **Seed.** Each op call draws one int64 seed from torch's generator
+  (``torch.randint(..., generator=g)``) onto the tensor's device. Kernels ``tl.load`` it, so
+  ``torch.manual_seed`` / ``generator=`` govern the noise and CUDA-graph replays get fresh
+  noise (the seed tensor is refilled by the captured ``randint``). A call consumes exactly one
+  draw whatever the tensor's size, so a multi-step run on ``x[:k]`` sees the same seeds as the
+  run on ``x``.
+* **Counter.** Noise for logical element ``i`` (row-major over the *global* batch:
+  ``i = (sample_offset + row) * row_size + column``) is output ``i % 4`` of Philox4x32-10 at
+  counter ``i // 4`` (``tl.randn4x``: four normals per Philox call, Box-Muller). It never
+  depends on BLOCK, grid, GPU or batch size.
+* **Fallback streams.** ``rng="philox"`` reproduces that stream in PyTorch (integers bitwise,
+  normals to ~1e-6 since ``log``/``cos`` differ by an ulp between libms). ``rng="torch"``
+  (CPU default, ~3x faster) keys torch's own CPU generator by chunk: elements
+  ``[k*C, (k+1)*C)`` of the global index space take ``normal_`` draws from a generator seeded
+  with ``mix(seed, k)``. It is batch- and shard-invariant in the same way, but its values
+  differ from the kernel's.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+# Seeds are drawn in [0, 2**62): non-negative, so they print and round-trip through Python ints.
+_SEED_HIGH = 1 << 62
+
+# Philox4x32 constants (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011).
+_PHILOX_M0 = 0xD2511F53
+_PHILOX_M1 = 0xCD9E8D57
+_PHILOX_W0 = 0x9E3779B9
+_PHILOX_W1 = 0xBB67AE85
+_PHILOX_ROUNDS = 10
+_U32 = 0xFFFFFFFF
+# Triton's uint->uniform scale: largest float with (2**31 - 1) * scale < 1.
+_UNIFORM_SCALE = 4.6566127342e-10
+
+#: Chunk of the global element index handled by one reseeded torch generator (rng="torch").
+#: 2**16 fp32 values = 256 KiB: stays in L2 while the update consumes it.
+TORCH_RNG_CHUNK = 1 << 16
+
+
+def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """One int64 seed on ``device`` (shape ``[1]``) from ``generator`` or the device default."""
+    return torch.randint(0, _SEED_HIGH, (1,), device=device, dtype=torch.int64, generator=generator)
+
+
+# ---------------------------------------------------------------------------------------
+# Philox4x32-10 in PyTorch (uint32 values carried in int64 tensors)
+# ---------------------------------------------------------------------------------------
+def _mul_hi_lo(m: int, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit halves of ``m * c`` for a uint32 constant m and uint32 values c.
+
+    The 64-bit product overflows int64, so split c into 16-bit halves.
+    """
+    p_lo = c.bitwise_and(0xFFFF) * m  # < 2**48
+    p_hi = c.bitwise_right_shift(16) * m  # < 2**48
+    hi = (p_hi + p_lo.bitwise_right_shift(16)).bitwise_right_shift(16)
+    lo = (p_hi.bitwise_and(0xFFFF).bitwise_left_shift(16) + p_lo).bitwise_and(_U32)
+    return hi, lo
+
+
+def philox4x32(seed: torch.Tensor, c0, c1, c2, c3, rounds: int = _PHILOX_ROUNDS):
+    """Philox4x32 with a 64-bit key (``seed``: int64 tensor, 1 element) on uint32 counters.
+
+    Bit-for-bit the same as ``triton.language.philox`` with 32-bit counters.
+    Returns four int64 tensors holding uint32 values.
+    """
+    seed = seed.reshape(()).to(torch.int64)
+    k0 = seed.bitwise_and(_U32)
+    k1 = seed.bitwise_right_shift(32).bitwise_and(_U32)
+    for _ in range(rounds):
+        hi0, lo0 = _mul_hi_lo(_PHILOX_M0, c0)
+        hi1, lo1 = _mul_hi_lo(_PHILOX_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0 = (k0 + _PHILOX_W0).bitwise_and(_U32)
+        k1 = (k1 + _PHILOX_W1).bitwise_and(_U32)
+    return c0, c1, c2, c3
+
+
+def _uint_to_uniform(u: torch.Tensor) -> torch.Tensor:
+    # Triton: bitcast to int32, fold negatives with ~x, scale. In uint32 terms:
+    # v = u if u < 2**31 else 2**32 - 1 - u.
+    v = torch.where(u < (1 << 31), u, _U32 - u)
+    return v.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32, device=u.device)
+
+
+def _box_muller(u1: torch.Tensor, u2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    u1 = torch.clamp_min(u1, 1.0e-7)
+    th = u2 * torch.tensor(6.283185307179586, dtype=torch.float32, device=u2.device)
+    r = torch.sqrt(torch.log(u1) * -2.0)
+    return r * torch.cos(th), r * torch.sin(th)
+
+
+def philox_randint4x(seed: torch.Tensor, counter: torch.Tensor):
+    """``tl.randint4x(seed, counter)`` for an int64 counter tensor."""
+    c0 = counter.bitwise_and(_U32)
+    c1 = counter.bitwise_right_shift(32).bitwise_and(_U32)
+    zero = torch.zeros_like(c0)
+    return philox4x32(seed, c0, c1, zero, zero)
+
+
+def philox_randn4x(seed: torch.Tensor, counter: torch.Tensor):
+    """``tl.randn4x(seed, counter)``: four float32 normal tensors shaped like ``counter``."""
+    i1, i2, i3, i4 = philox_randint4x(seed, counter)
+    n1, n2 = _box_muller(_uint_to_uniform(i1), _uint_to_uniform(i2))
+    n3, n4 = _box_muller(_uint_to_uniform(i3), _uint_to_uniform(i4))
+    return n1, n2, n3, n4
+
+
+def philox_normal(seed: torch.Tensor, start: int, n: int, device=None) -> torch.Tensor:
+    """The kernels' normals for global element indices ``[start, start + n)`` (float32 ``[n]``)."""
+    device = seed.device if device is None else device
+    if n == 0:
+        return torch.empty(0, dtype=torch.float32, device=device)
+    g0, g1 = start // 4, (start + n - 1) // 4 + 1
+    counter = torch.arange(g0, g1, dtype=torch.int64, device=device)
+    z = torch.stack(philox_randn4x(seed.to(device), counter), dim=1).reshape(-1)
+    return z[start - 4 * g0 : start - 4 * g0 + n]
+
+
+# ---------------------------------------------------------------------------------------
+# Chunk-keyed torch generator stream (rng="torch", CPU)
+# ---------------------------------------------------------------------------------------
+def chunk_seed(seed: int, chunk: int) -> int:
+    """splitmix64 of (seed, chunk): an independent-looking 64-bit seed per chunk."""
+    z = (seed + (chunk + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    return z ^ (z >> 31)
+
+
+def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Fill ``out`` (float32, ``TORCH_RNG_CHUNK`` elements, CPU) with chunk ``chunk``'s normals."""
+    generator.manual_seed(chunk_seed(seed, chunk))
+    return out.normal_(generator=generator)
+
+
+def torch_normal(seed: int, start: int, n: int) -> torch.Tensor:
+    """rng="torch" normals for global element indices ``[start, start + n)`` (float32, CPU)."""
+    out = torch.empty(n, dtype=torch.float32)
+    if n == 0:
+        return out
+    C = TORCH_RNG_CHUNK
+    gen = torch.Generator()
+    buf = torch.empty(C, dtype=torch.float32)
+    for k in range(start // C, (start + n - 1) // C + 1):
+        g0, g1 = max(k * C, start), min((k + 1) * C, start + n)
+        torch_chunk_normal(seed, k, buf, gen)
+        out[g0 - start : g1 - start] = buf[g0 - k * C : g1 - k * C]
+    return out

@@ -1,0 +1,115 @@
+"""PyTorch fallback of the fused Langevin update — runs anywhere, and is the kernels' oracle.
+
+    out = clamp(x + a * s + b * z, lo, hi),    z ~ N(0, I)
+
+Same semantics as ``kernels/langevin_step.py``: math in fp32 (fp64 for float64 states),
+stored in x's dtype, and the same evaluation order ``(x + a*s) + b*z`` so that with the noise
+off (or injected) it matches the interpreted kernel exactly in fp32.
+
+It walks the flat tensor in chunks aligned to the *global* element index, so that
+
+* the noise of a chunk (``rng="torch"``: one reseeded torch generator per chunk;
+  ``rng="philox"``: the kernel's counter-based stream) never depends on the batch size or
+  on where the tensor starts (``elem_offset``), and
+* the update runs on cache-resident pieces: a 256 KiB noise buffer is filled and consumed
+  while hot, instead of materialising z, a*s and b*z as full-size temporaries.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import torch
+
+from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal
+from .._validate import Scale
+
+#: Chunk for the Philox stream: larger, since the PyTorch Philox costs Python-level op
+#: launches per chunk (must be a multiple of 4 so groups never straddle chunks).
+PHILOX_CHUNK = 1 << 18
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Math dtype for a storage dtype: fp32, or fp64 for float64 states."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def scale_slice(scale: Scale, i0: int, i1: int, row_size: int, dtype: torch.dtype):
+    """The scale for flat elements ``[i0, i1)`` of a ``[B, row_size]`` tensor: a float, a 0-d
+    tensor, or a ``[i1 - i0]`` tensor repeating each row's value."""
+    if scale.tensor is None:
+        return scale.value
+    t = scale.tensor
+    if t.dim() == 0:
+        return t.to(dtype)
+    r0, r1 = i0 // row_size, (i1 - 1) // row_size
+    if r0 == r1:
+        return t[r0].to(dtype)
+    rep = t[r0 : r1 + 1].to(dtype).repeat_interleave(row_size)
+    return rep[i0 - r0 * row_size : i1 - r0 * row_size]
+
+
+def resolve_noise_scale(noise: Union[Scale, str], step: Scale, dtype: torch.dtype) -> Union[Scale, str]:
+    """``"sqrt2a"`` → the Scale ``sqrt(2 a)``, computed like the kernel (in ``dtype``)."""
+    if noise == "sqrt2a":
+        return Scale(tensor=torch.sqrt(step.tensor.to(dtype) * 2.0))
+    return noise
+
+
+def langevin_step_torch(
+    x: torch.Tensor,
+    score: torch.Tensor,
+    out: torch.Tensor,
+    seed: torch.Tensor,
+    step: Scale,
+    noise: Union[Scale, str],
+    clamp: Optional[Tuple[float, float]],
+    *,
+    row_size: int,
+    elem_offset: int,
+    rng: str,
+    injected_noise: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Flat contiguous ``x``, ``score``, ``out`` (``out`` may be ``x``). Returns ``out``."""
+    n = x.numel()
+    if n == 0:
+        return out
+    cdt = compute_dtype(x.dtype)
+    noise = resolve_noise_scale(noise, step, cdt)
+    with_noise = noise != "none"
+    if rng == "torch":
+        if x.device.type != "cpu":
+            raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {x.device.type}")
+        C = TORCH_RNG_CHUNK
+        gen = torch.Generator()
+        zbuf = torch.empty(C, dtype=torch.float32)
+        seed_int = int(seed.reshape(()).item())  # CPU: no device sync
+    elif rng == "philox":
+        C = PHILOX_CHUNK
+    else:
+        raise ValueError(f"rng must be 'torch' or 'philox', got {rng!r}")
+    tbuf = torch.empty(min(C, n), dtype=cdt, device=x.device)
+    same_dtype = x.dtype == cdt
+
+    for k in range(elem_offset // C, (elem_offset + n - 1) // C + 1):
+        g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
+        i0, i1 = g0 - elem_offset, g1 - elem_offset
+        m = i1 - i0
+        xs, ss, o = x[i0:i1], score[i0:i1], out[i0:i1]
+        t = torch.mul(ss.to(cdt), scale_slice(step, i0, i1, row_size, cdt), out=tbuf[:m])
+        t = torch.add(xs, t, out=o) if same_dtype else t.add_(xs.to(cdt))
+        if with_noise:
+            if injected_noise is not None:
+                z = injected_noise[i0:i1].to(torch.float32, copy=True)
+            elif rng == "torch":
+                torch_chunk_normal(seed_int, k, zbuf, gen)
+                z = zbuf[g0 - k * C : g1 - k * C]
+            else:
+                z = philox_normal(seed, g0, m)
+            z = z.to(cdt).mul_(scale_slice(noise, i0, i1, row_size, cdt))
+            t.add_(z)
+        if clamp is not None:
+            t.clamp_(clamp[0], clamp[1])
+        if not same_dtype:
+            o.copy_(t)
+    return out

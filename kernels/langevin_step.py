@@ -1,0 +1,178 @@
+"""Triton kernel for the fused Langevin update (installed as ``fastlangevin.kernels.langevin_step``).
+
+    out = clamp(x + a * s + b * z, lo, hi),    z ~ N(0, I) drawn in-kernel
+
+One pass: reads x and s (any float dtypes), writes out in x's dtype, never materialises z.
+``a``/``b`` are a scalar argument, a 0-d device tensor, or a per-row ``[B]`` device tensor;
+``b`` may also be derived in-kernel as ``sqrt(2 a)`` (the Langevin default), so annealed
+schedules pass a single ``[B]`` tensor and no host sync happens.
+
+Noise: element with global logical index ``i = elem_offset + local`` gets output ``i % 4`` of
+``tl.randn4x(seed, i // 4)``. Tiles are aligned to groups of four in the *global* index, so
+one Philox call feeds four consecutive elements whatever ``elem_offset`` is, and the stream
+never depends on BLOCK, the grid or the batch size.
+"""
+
+import triton
+import triton.language as tl
+
+# Scale modes (constexpr): where a or b comes from.
+SCALE_ARG = 0  # Python float passed as a kernel scalar
+SCALE_TENSOR = 1  # 0-d device tensor (loaded once per program)
+SCALE_ROWS = 2  # per-row [B] device tensor (gathered per element; rows are few, so L1/L2 hits)
+SCALE_NONE = 3  # b only: deterministic update, no noise generated at all
+SCALE_SQRT2A = 4  # b only: b = sqrt(2 a), computed in-kernel
+
+# GPU launch defaults: 4096 elements per program = 1024 Philox groups; 8 warps give each
+# thread 4 groups (16 contiguous fp32), enough bytes in flight to saturate HBM.
+BLOCK_GPU = 4096
+NUM_WARPS_GPU = 8
+# The interpreter runs each program in Python: few, large programs.
+BLOCK_INTERPRETER = 1 << 16
+
+
+@triton.jit
+def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr):
+    if MODE == 0:
+        r = val
+    elif MODE == 1:
+        r = tl.load(ptr).to(COMPUTE)
+    else:
+        r = tl.load(ptr + rows, mask=mask, other=0.0).to(COMPUTE)
+    return r
+
+
+@triton.jit
+def _normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr):
+    """[GROUPS, 4] standard normals for global elements 4*(first_group + g) + lane."""
+    seed = tl.load(seed_ptr)
+    counter = first_group + tl.arange(0, GROUPS).to(tl.int64)
+    n0, n1, n2, n3 = tl.randn4x(seed, counter)
+    lane = tl.arange(0, 4)[None, :]
+    return tl.where(
+        lane == 0,
+        n0[:, None],
+        tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None])),
+    )
+
+
+@triton.jit
+def _langevin_step_kernel(
+    x_ptr,
+    score_ptr,
+    out_ptr,
+    seed_ptr,
+    noise_ptr,  # injected noise (test hook) when NOISE_FROM_PTR, else unused
+    step_ptr,
+    noise_scale_ptr,
+    step_val,
+    noise_val,
+    lo,
+    hi,
+    n_elements,
+    row_size,
+    elem_offset,
+    STEP_MODE: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr,
+    HAS_CLAMP: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    GROUPS: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    head = elem_offset % 4  # elements before x[0] in x[0]'s Philox group
+    first_group = elem_offset // 4 + pid * GROUPS
+    # local element index, tile shaped [GROUPS, 4] so lanes map to randn4x outputs
+    local = (pid * BLOCK - head) + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    mask = (local >= 0) & (local < n_elements)
+
+    x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    rows = local // row_size
+    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE)
+    out = x + a * s
+    if NOISE_MODE != 3:
+        if NOISE_MODE == 4:
+            b = tl.sqrt(2.0 * a)
+        else:
+            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE)
+        if NOISE_FROM_PTR:
+            z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(tl.float32)
+        else:
+            z = _normal_tile(seed_ptr, first_group, GROUPS)
+        out = out + b * z.to(COMPUTE)
+    if HAS_CLAMP:
+        out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
+    tl.store(out_ptr + local, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def _scale_args(scale, mode_if_tensor_0d=SCALE_TENSOR):
+    """(mode, scalar value, pointer tensor or None) for a fastlangevin Scale."""
+    if scale.tensor is None:
+        return SCALE_ARG, scale.value, None
+    return (SCALE_ROWS if scale.per_row else mode_if_tensor_0d), 0.0, scale.tensor
+
+
+def _as_tensor_scale(scale, device):
+    import torch
+
+    if scale.tensor is not None:
+        return scale
+    return type(scale)(tensor=torch.tensor(scale.value, dtype=torch.float64, device=device))
+
+
+def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, elem_offset, injected_noise=None, block=None):
+    """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
+
+    ``step``: Scale; ``noise``: Scale, or the strings "none" / "sqrt2a".
+    ``out`` may alias ``x`` (each element is read before it is written, by the same program).
+    """
+    import torch
+
+    n = x.numel()
+    if n == 0:
+        return out
+    interpreted = x.device.type == "cpu"
+    if block is None:
+        block = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
+    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
+    if x.dtype == torch.float64:
+        # Kernel scalar arguments are fp32; keep float64 runs in float64 by passing 0-d tensors.
+        step = _as_tensor_scale(step, x.device)
+        noise = noise if isinstance(noise, str) else _as_tensor_scale(noise, x.device)
+    step_mode, step_val, step_t = _scale_args(step)
+    if noise == "none":
+        noise_mode, noise_val, noise_t = SCALE_NONE, 0.0, None
+    elif noise == "sqrt2a":
+        noise_mode, noise_val, noise_t = SCALE_SQRT2A, 0.0, None
+    else:
+        noise_mode, noise_val, noise_t = _scale_args(noise)
+    lo, hi = clamp if clamp is not None else (0.0, 0.0)
+    # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
+    grid = (triton.cdiv(n + elem_offset % 4, block),)
+    kwargs = {} if interpreted else {"num_warps": NUM_WARPS_GPU}
+    _langevin_step_kernel[grid](
+        x,
+        score,
+        out,
+        seed,
+        injected_noise if injected_noise is not None else x,
+        step_t if step_t is not None else x,
+        noise_t if noise_t is not None else x,
+        step_val,
+        noise_val,
+        lo,
+        hi,
+        n,
+        row_size,
+        elem_offset,
+        STEP_MODE=step_mode,
+        NOISE_MODE=noise_mode,
+        NOISE_FROM_PTR=injected_noise is not None,
+        HAS_CLAMP=clamp is not None,
+        COMPUTE=compute,
+        BLOCK=block,
+        **kwargs,
+    )
+    return out
