@@ -1,0 +1,1 @@
+"""Demos behind ``fastlangevin demo NAME`` (the README's main job)."""

@@ -1,0 +1,54 @@
+"""A 2-D mixture of isotropic Gaussians with its exact score (the demos' and tests' target)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GaussianMixture2D:
+    """p(x) = Σ_k w_k N(x; μ_k, s² I).  ``means [K, 2]``, ``weights [K]`` (sum to 1), ``std`` s."""
+
+    means: torch.Tensor
+    weights: torch.Tensor
+    std: float = 1.0
+
+    @classmethod
+    def default(cls, device="cpu") -> "GaussianMixture2D":
+        means = torch.tensor([[-4.0, -4.0], [4.0, 4.0], [-4.0, 4.0]], device=device)
+        weights = torch.tensor([0.5, 0.3, 0.2], device=device)
+        return cls(means, weights, 1.0)
+
+    def to(self, device) -> "GaussianMixture2D":
+        return GaussianMixture2D(self.means.to(device), self.weights.to(device), self.std)
+
+    def _log_components(self, x: torch.Tensor, var: float) -> torch.Tensor:
+        d2 = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)  # [N, K]
+        return torch.log(self.weights)[None] - 0.5 * d2 / var - torch.log(torch.tensor(2 * torch.pi * var, device=x.device))
+
+    def log_prob(self, x: torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
+        """log p_σ(x) of the mixture convolved with N(0, σ² I) (σ = 0: the mixture itself)."""
+        return torch.logsumexp(self._log_components(x, self.std**2 + sigma**2), dim=1)
+
+    def score(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
+        """∇ log p_σ(x): responsibilities-weighted pull towards each mean. ``sigma``: float or [N]."""
+        if isinstance(sigma, torch.Tensor) and sigma.dim() == 1:
+            var = (self.std**2 + sigma.to(x.dtype) ** 2)[:, None]  # [N, 1]
+            d2 = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)
+            logits = torch.log(self.weights)[None] - 0.5 * d2 / var - torch.log(var)
+        else:
+            var = self.std**2 + float(sigma) ** 2
+            logits = self._log_components(x, var)
+        r = torch.softmax(logits, dim=1)  # [N, K]
+        return ((r[:, :, None] * (self.means[None] - x[:, None, :])).sum(1)) / (var if not isinstance(var, torch.Tensor) else var)
+
+    def sample(self, n: int, generator=None) -> torch.Tensor:
+        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+        z = torch.randn(n, 2, device=self.means.device, generator=generator)
+        return self.means[k] + self.std * z
+
+    def assign(self, x: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest mean for each point."""
+        return torch.cdist(x, self.means).argmin(dim=1)
