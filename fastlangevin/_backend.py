@@ -17,7 +17,6 @@ Every op implementation calls :func:`record` with the backend that actually ran,
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from typing import Iterator, List, Optional, Tuple
 
@@ -31,15 +30,22 @@ class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run on this tensor / machine."""
 
 
-@functools.lru_cache(maxsize=None)
+_UNSET = object()
+_TRITON_IMPORT_ERROR = _UNSET
+
+
 def triton_import_error() -> Optional[str]:
-    """None when ``import triton`` works, else the reason it does not."""
-    try:
-        import triton  # noqa: F401
-        import triton.language  # noqa: F401
-    except Exception as exc:  # ImportError, or a broken install raising anything
-        return f"{type(exc).__name__}: {exc}"
-    return None
+    """None when ``import triton`` works, else the reason it does not (cached)."""
+    global _TRITON_IMPORT_ERROR
+    if _TRITON_IMPORT_ERROR is _UNSET:
+        try:
+            import triton  # noqa: F401
+            import triton.language  # noqa: F401
+
+            _TRITON_IMPORT_ERROR = None
+        except Exception as exc:  # ImportError, or a broken install raising anything
+            _TRITON_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    return _TRITON_IMPORT_ERROR
 
 
 def triton_available() -> bool:

@@ -74,24 +74,61 @@ def langevin_step_torch(
     n = x.numel()
     if n == 0:
         return out
+    if rng not in ("torch", "philox"):
+        raise ValueError(f"rng must be 'torch' or 'philox', got {rng!r}")
+    if rng == "torch" and x.device.type != "cpu":
+        raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {x.device.type}")
     cdt = compute_dtype(x.dtype)
     noise = resolve_noise_scale(noise, step, cdt)
+    C = TORCH_RNG_CHUNK if rng == "torch" else PHILOX_CHUNK
+    first, last = elem_offset // C, (elem_offset + n - 1) // C + 1
+    seed_int = int(seed.reshape(()).item()) if rng == "torch" else None  # CPU: no device sync
+    args = (x, score, out, seed, seed_int, step, noise, clamp, row_size, elem_offset, rng, injected_noise, C)
+    workers = _workers(x.device, last - first)
+    if workers <= 1:
+        _update_chunks(first, last, *args)
+        return out
+    # CPU: chunks are independent (noise keyed by chunk), so threads split them; torch ops
+    # release the GIL. Results are identical to the serial loop.
+    bounds = [first + (last - first) * w // workers for w in range(workers + 1)]
+    futures = [_pool().submit(_update_chunks, bounds[w], bounds[w + 1], *args) for w in range(workers)]
+    for f in futures:
+        f.result()
+    return out
+
+
+# Below this many chunks the thread hand-off costs more than it saves.
+_MIN_CHUNKS_PER_WORKER = 4
+_POOL = None
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        import concurrent.futures
+
+        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="fastlangevin")
+    return _POOL
+
+
+def _workers(device: torch.device, n_chunks: int) -> int:
+    if device.type != "cpu" or torch.compiler.is_compiling():
+        return 1
+    return max(1, min(torch.get_num_threads(), n_chunks // _MIN_CHUNKS_PER_WORKER))
+
+
+def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clamp, row_size, elem_offset, rng, injected_noise, C):
+    """The update for global chunks ``[first, last)`` (each C elements of the global index)."""
+    n = x.numel()
+    cdt = compute_dtype(x.dtype)
     with_noise = noise != "none"
     if rng == "torch":
-        if x.device.type != "cpu":
-            raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {x.device.type}")
-        C = TORCH_RNG_CHUNK
         gen = torch.Generator()
         zbuf = torch.empty(C, dtype=torch.float32)
-        seed_int = int(seed.reshape(()).item())  # CPU: no device sync
-    elif rng == "philox":
-        C = PHILOX_CHUNK
-    else:
-        raise ValueError(f"rng must be 'torch' or 'philox', got {rng!r}")
     tbuf = torch.empty(min(C, n), dtype=cdt, device=x.device)
     same_dtype = x.dtype == cdt
 
-    for k in range(elem_offset // C, (elem_offset + n - 1) // C + 1):
+    for k in range(first, last):
         g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
         i0, i1 = g0 - elem_offset, g1 - elem_offset
         m = i1 - i0

@@ -1,0 +1,424 @@
+"""The fused Langevin step: kernel (interpreted on CPU) vs fallback vs the plain formula."""
+
+import math
+
+import pytest
+import torch
+
+import fastlangevin as fl
+from fastlangevin import _backend, _rng
+from fastlangevin.ops.langevin_step import langevin_step_with_noise
+
+from .conftest import device_backends, requires_cuda
+
+# (x dtype, score dtype, atol, rtol): the kernel computes in fp32 and stores x's dtype. The
+# interpreter truncates fp32→bf16/fp16 where PyTorch rounds to nearest: one storage ulp.
+DTYPES = [
+    pytest.param(torch.float32, torch.float32, 0.0, 0.0, id="fp32"),
+    pytest.param(torch.float32, torch.bfloat16, 0.0, 0.0, id="fp32-state-bf16-score"),
+    pytest.param(torch.bfloat16, torch.bfloat16, 0.0, 2**-7, id="bf16"),
+    pytest.param(torch.float16, torch.float16, 0.0, 2**-10, id="fp16"),
+    pytest.param(torch.bfloat16, torch.float32, 0.0, 2**-7, id="bf16-state-fp32-score"),
+    pytest.param(torch.float64, torch.float64, 0.0, 0.0, id="fp64"),
+]
+SHAPES = [(0,), (1,), (1023,), (1025,), (3, 5, 7), (4, 0, 3), (17, 33)]
+
+
+def _make(shape, dtype, score_dtype, device="cpu", seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    s = torch.randn(shape, generator=g).to(device=device, dtype=score_dtype)
+    return x, s
+
+
+def _plain(x, s, a, b, z, clamp=None):
+    """The textbook formula in fp32 (fp64 for fp64), same evaluation order as the kernel."""
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = x.to(cdt) + a * s.to(cdt)
+    if z is not None:
+        out = out + b * z.to(torch.float32).to(cdt)
+    if clamp is not None:
+        out = out.clamp(*clamp)
+    return out.to(x.dtype)
+
+
+def _backend_ran(fn):
+    with fl.track_backends() as ran:
+        out = fn()
+    return out, [b for _, b in ran]
+
+
+# --------------------------------------------------------------------------------------------
+# Exactness against the plain formula, both backends
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype,score_dtype,atol,rtol", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_noise_off_matches_formula(device_backend, shape, dtype, score_dtype, atol, rtol):
+    device, backend = device_backend
+    x, s = _make(shape, dtype, score_dtype, device)
+    out, ran = _backend_ran(lambda: fl.langevin_step(x, s, 0.1, 0.0, backend=backend))
+    assert ran == [backend]
+    expected = _plain(x, s, 0.1, 0.0, None)
+    assert out.dtype == dtype and out.shape == x.shape
+    torch.testing.assert_close(out, expected, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("dtype,score_dtype,atol,rtol", DTYPES)
+@pytest.mark.parametrize("clamp", [None, (-0.5, 0.7)], ids=["noclamp", "clamp"])
+def test_injected_noise_kernel_vs_fallback_vs_formula(device_backend, dtype, score_dtype, atol, rtol, clamp):
+    device, backend = device_backend
+    x, s = _make((5, 201), dtype, score_dtype, device)
+    z = torch.randn(5, 201, generator=torch.Generator().manual_seed(7)).to(device)
+    out, ran = _backend_ran(lambda: langevin_step_with_noise(x, s, z, 0.03, 0.4, clamp=clamp, backend=backend))
+    assert ran == [backend]
+    torch.testing.assert_close(out, _plain(x, s, 0.03, 0.4, z, clamp), atol=atol, rtol=rtol)
+    # in place on a copy gives the same values
+    xi = x.clone()
+    langevin_step_with_noise(xi, s, z, 0.03, 0.4, clamp=clamp, backend=backend, inplace=True)
+    torch.testing.assert_close(xi, out, atol=0, rtol=0)
+
+
+def test_interpreted_kernel_equals_fallback_bitwise_fp32_noise_off():
+    """The fallback mirrors the kernel's evaluation order: fp32 results are identical."""
+    x, s = _make((7, 131), torch.float32, torch.float32)
+    step = torch.rand(7) * 0.2
+    a = fl.langevin_step(x, s, step, 0.0, backend="triton", clamp=(-1.0, 2.0))
+    b = fl.langevin_step(x, s, step, 0.0, backend="torch", clamp=(-1.0, 2.0))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("form", ["float", "0d", "rows"])
+def test_scale_forms_and_default_noise(device_backend, form):
+    device, backend = device_backend
+    x, s = _make((6, 9), torch.float32, torch.float32, device)
+    z = torch.randn(6, 9, generator=torch.Generator().manual_seed(3)).to(device)
+    a_rows = torch.tensor([0.0, 0.01, 0.1, 0.2, 0.5, 1.0])
+    step = {"float": 0.2, "0d": torch.tensor(0.2), "rows": a_rows}[form]
+    step = step.to(device) if isinstance(step, torch.Tensor) else step
+    out = langevin_step_with_noise(x, s, z, step, backend=backend)  # noise_scale=None → sqrt(2a)
+    a = (a_rows if form == "rows" else torch.full((6,), 0.2)).to(device)[:, None]
+    torch.testing.assert_close(out, x + a * s + torch.sqrt(2 * a) * z, atol=1e-6, rtol=1e-6)
+
+
+def test_noncontiguous_inputs(device_backend):
+    device, backend = device_backend
+    base = torch.randn(9, 14, device=device)
+    x = base[:, ::2]  # strided
+    s = torch.randn(7, 9, device=device).t()  # transposed
+    assert not x.is_contiguous() and not s.is_contiguous()
+    g = torch.Generator(device=device)
+    g.manual_seed(1)
+    out = fl.langevin_step(x, s, 0.1, backend=backend, generator=g)
+    g.manual_seed(1)
+    ref = fl.langevin_step(x.contiguous(), s.contiguous(), 0.1, backend=backend, generator=g)
+    assert torch.equal(out, ref)
+    before = base.clone()
+    g.manual_seed(1)
+    r = fl.langevin_step_(x, s, 0.1, backend=backend, generator=g)
+    assert r is x and torch.equal(x, ref)
+    assert torch.equal(base[:, 1::2], before[:, 1::2])  # the other columns untouched
+
+
+# --------------------------------------------------------------------------------------------
+# Noise
+# --------------------------------------------------------------------------------------------
+def _noise_only(n, device, backend, rng=None, generator=None, offset=0):
+    x = torch.zeros(n, device=device)
+    return fl.langevin_step(x, x, 0.0, 1.0, backend=backend, rng=rng, generator=generator, sample_offset=offset)
+
+
+@pytest.mark.parametrize("backend,rng", [("triton", "philox"), ("torch", "torch"), ("torch", "philox")])
+def test_noise_moments_and_ks(backend, rng):
+    stats = pytest.importorskip("scipy.stats")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    z = _noise_only(1 << 20, device, backend, rng, torch.Generator(device=device).manual_seed(123)).double().cpu()
+    n = z.numel()
+    assert abs(z.mean().item()) < 5 / math.sqrt(n)
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2 / n)
+    assert abs((z**3).mean().item()) < 5 * math.sqrt(15 / n)  # skewness of N(0,1) is 0, var of z^3 is 15
+    assert abs((z**4).mean().item() - 3) < 5 * math.sqrt(96 / n)
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    # every lane of the randn4x groups is N(0, 1) too (a lane mix-up would show here)
+    for lane in range(4):
+        zl = z[lane::4]
+        assert abs(zl.std().item() - 1) < 0.01
+
+
+@pytest.mark.parametrize("device,backend", device_backends())
+def test_consecutive_calls_independent_and_reproducible(device, backend):
+    g = torch.Generator(device=device).manual_seed(5)
+    z1 = _noise_only(1 << 16, device, backend, generator=g)
+    z2 = _noise_only(1 << 16, device, backend, generator=g)
+    r = torch.corrcoef(torch.stack([z1, z2]).cpu())[0, 1].item()
+    assert abs(r) < 5 / math.sqrt(z1.numel())
+    assert not torch.equal(z1, z2)
+    g.manual_seed(5)
+    assert torch.equal(_noise_only(1 << 16, device, backend, generator=g), z1)
+    # the global torch seed governs the default generator
+    torch.manual_seed(11)
+    a = _noise_only(999, device, backend)
+    torch.manual_seed(11)
+    assert torch.equal(_noise_only(999, device, backend), a)
+
+
+@pytest.mark.parametrize("device,backend", device_backends())
+@pytest.mark.parametrize("shape", [(10, 3), (33, 2, 5), (7,)], ids=["10x3", "33x2x5", "7"])
+def test_batch_invariance_and_offsets(device, backend, shape):
+    """Same generator state: x[:k] gives the first k rows; x[i:j] with sample_offset=i gives rows i:j."""
+    g = torch.Generator(device=device)
+    x, s = _make(shape, torch.float32, torch.float32, device)
+    g.manual_seed(9)
+    full = fl.langevin_step(x, s, 0.05, backend=backend, generator=g)
+    g.manual_seed(9)
+    assert torch.equal(fl.langevin_step(x[:4], s[:4], 0.05, backend=backend, generator=g), full[:4])
+    g.manual_seed(9)
+    part = fl.langevin_step(x[3:6], s[3:6], 0.05, backend=backend, generator=g, sample_offset=3)
+    assert torch.equal(part, full[3:6])
+    # the generator advanced by one draw whatever the batch size
+    g.manual_seed(9)
+    fl.langevin_step(x[:1], s[:1], 0.05, backend=backend, generator=g)
+    after_small = torch.randint(0, 100, (4,), generator=g, device=device)
+    g.manual_seed(9)
+    fl.langevin_step(x, s, 0.05, backend=backend, generator=g)
+    assert torch.equal(torch.randint(0, 100, (4,), generator=g, device=device), after_small)
+
+
+def test_block_size_invariance():
+    from fastlangevin._validate import Scale
+    from fastlangevin.kernels.langevin_step import launch_langevin_step
+
+    x = torch.randn(3001)
+    s = torch.randn(3001)
+    seed = torch.tensor([987654321], dtype=torch.int64)
+    outs = []
+    for block in (64, 256, 4096):
+        for offset in (0, 5):
+            out = torch.full_like(x, float("nan"))
+            launch_langevin_step(x, s, out, seed, Scale(value=0.1), Scale(value=1.0), None, row_size=1, elem_offset=offset, block=block)
+            outs.append((offset, out))
+    for offset, out in outs:
+        assert not out.isnan().any()
+        assert torch.equal(out, [o for off, o in outs if off == offset][0])
+    # the stream is keyed by the global index: offset 5 is the same stream shifted by 5
+    big = torch.full((3006,), float("nan"))
+    launch_langevin_step(torch.zeros(3006), torch.zeros(3006), big, seed, Scale(value=0.0), Scale(value=1.0), None, row_size=1, elem_offset=0)
+    shifted = outs[1][1] - x - 0.1 * s  # offset 5, block 64
+    torch.testing.assert_close(shifted, big[5:], atol=1e-6, rtol=0)
+
+
+def test_fallback_philox_stream_matches_kernel():
+    """rng='philox' reproduces the kernel's stream: integers bitwise, normals to ~1e-6."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def _ints(seed_ptr, out_ptr, N: tl.constexpr):
+        seed = tl.load(seed_ptr)
+        c = tl.arange(0, N).to(tl.int64) + (1 << 33)  # exercise the high counter word
+        a, b, cc, d = tl.randint4x(seed, c)
+        tl.store(out_ptr + tl.arange(0, N) * 4 + 0, a.to(tl.int64) & 0xFFFFFFFF)
+        tl.store(out_ptr + tl.arange(0, N) * 4 + 1, b.to(tl.int64) & 0xFFFFFFFF)
+        tl.store(out_ptr + tl.arange(0, N) * 4 + 2, cc.to(tl.int64) & 0xFFFFFFFF)
+        tl.store(out_ptr + tl.arange(0, N) * 4 + 3, d.to(tl.int64) & 0xFFFFFFFF)
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    seed = torch.tensor([0x123456789ABCDEF], dtype=torch.int64, device=device)
+    got = torch.empty(4 * 64, dtype=torch.int64, device=device)
+    _ints[(1,)](seed, got, N=64)
+    ref = torch.stack(_rng.philox_randint4x(seed, torch.arange(64, device=device) + (1 << 33)), 1).reshape(-1)
+    assert torch.equal(got, ref)
+
+    g = torch.Generator(device=device)
+    g.manual_seed(3)
+    zk = _noise_only(4099, device, "triton", generator=g, offset=2)
+    g.manual_seed(3)
+    zf = _noise_only(4099, device, "torch", rng="philox", generator=g, offset=2)
+    torch.testing.assert_close(zk, zf, atol=1e-5, rtol=0)
+
+
+def test_rng_torch_stream_is_chunk_keyed():
+    """rng='torch': chunk k of the global index comes from a generator seeded mix(seed, k)."""
+    n = _rng.TORCH_RNG_CHUNK * 2 + 17
+    g = torch.Generator().manual_seed(4)
+    z = _noise_only(n, "cpu", "torch", rng="torch", generator=g)
+    seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(4)).item())
+    assert torch.equal(z, _rng.torch_normal(seed, 0, n))
+    g2 = torch.Generator().manual_seed(int(_rng.chunk_seed(seed, 1)))
+    assert torch.equal(z[_rng.TORCH_RNG_CHUNK : 2 * _rng.TORCH_RNG_CHUNK], torch.randn(_rng.TORCH_RNG_CHUNK, generator=g2))
+
+
+def test_threaded_fallback_equals_serial(monkeypatch):
+    from fastlangevin.fallback import langevin_step as F
+
+    x, s = _make((8, 40000), torch.float32, torch.float32)
+    g = torch.Generator()
+    g.manual_seed(2)
+    threaded = fl.langevin_step(x, s, 0.1, backend="torch", generator=g)
+    monkeypatch.setattr(F, "_MIN_CHUNKS_PER_WORKER", 10**9)
+    g.manual_seed(2)
+    assert torch.equal(fl.langevin_step(x, s, 0.1, backend="torch", generator=g), threaded)
+
+
+# --------------------------------------------------------------------------------------------
+# Autograd, opcheck, compile
+# --------------------------------------------------------------------------------------------
+def _op_args(x, s, seed, step=0.1, step_t=None, noise=0.3, clamp=(None, None), backend="torch", rng="philox"):
+    return (x, s, seed, step, step_t, noise, None, 0, clamp[0], clamp[1], 0, backend, rng, None)
+
+
+@pytest.mark.parametrize("device,backend", device_backends())
+def test_gradients(device, backend):
+    x = torch.randn(4, 6, device=device, requires_grad=True)
+    s = torch.randn(4, 6, device=device, requires_grad=True)
+    step = torch.tensor([0.1, 0.2, 0.3, 0.4], device=device)
+    out = fl.langevin_step(x, s, step, clamp=(-0.5, 0.5), backend=backend)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    inside = ((out > -0.5) & (out < 0.5)).float()
+    torch.testing.assert_close(x.grad, w * inside)
+    torch.testing.assert_close(s.grad, w * inside * step[:, None])
+
+
+def test_gradcheck_fp64_fallback():
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    seed = torch.tensor([42])
+    step_t = torch.tensor([0.1, 0.5, 1.0], dtype=torch.float64)
+    f = lambda x, s: torch.ops.fastlangevin.langevin_step(*_op_args(x, s, seed, step_t=step_t, clamp=(-1.5, 1.5)))  # noqa: E731
+    assert torch.autograd.gradcheck(f, (x, s))
+
+
+@pytest.mark.parametrize("device,backend", device_backends())
+def test_opcheck(device, backend):
+    seed = torch.tensor([7], device=device)
+    x = torch.randn(5, 3, device=device, requires_grad=True)
+    s = torch.randn(5, 3, device=device, requires_grad=True)
+    st = torch.rand(5, device=device)
+    rng = "philox"
+    torch.library.opcheck(torch.ops.fastlangevin.langevin_step.default, _op_args(x, s, seed, backend=backend, rng=rng))
+    torch.library.opcheck(torch.ops.fastlangevin.langevin_step.default, _op_args(x, s, seed, step_t=st, clamp=(-1.0, 1.0), backend=backend, rng=rng))
+    torch.library.opcheck(torch.ops.fastlangevin.langevin_step_.default, _op_args(x.detach().clone(), s.detach(), seed, backend=backend, rng=rng))
+
+
+@pytest.mark.parametrize("device,backend", device_backends())
+def test_torch_compile_fullgraph(device, backend):
+    torch._dynamo.reset()
+
+    @torch.compile(fullgraph=True, backend="aot_eager" if device == "cpu" else "inductor")
+    def step(x, s):
+        return fl.langevin_step(x * 1.0, s, 0.05, clamp=(-3.0, 3.0), backend=backend)
+
+    x = torch.randn(6, 5, device=device)
+    s = torch.randn(6, 5, device=device)
+    with fl.track_backends() as ran:
+        torch.manual_seed(0)
+        out = step(x, s)
+    assert [b for _, b in ran] == [backend]
+    torch.manual_seed(0)
+    ref = fl.langevin_step(x, s, 0.05, clamp=(-3.0, 3.0), backend=backend)
+    assert torch.equal(out, ref)
+
+
+# --------------------------------------------------------------------------------------------
+# Backend selection
+# --------------------------------------------------------------------------------------------
+def test_backend_selection(monkeypatch):
+    x = torch.zeros(3)
+    monkeypatch.delenv("FASTLANGEVIN_BACKEND", raising=False)
+    assert fl.backend_for(x) == "torch"
+    monkeypatch.setenv("FASTLANGEVIN_BACKEND", "triton")
+    assert fl.backend_for(x) == "triton"
+    with fl.track_backends() as ran:
+        fl.langevin_step(x, x, 0.1)
+    assert [b for _, b in ran] == ["triton"]
+    assert fl.backend_for(x, "torch") == "torch"  # the argument beats the environment
+    monkeypatch.setenv("FASTLANGEVIN_BACKEND", "cuda-magic")
+    with pytest.raises(ValueError, match="FASTLANGEVIN_BACKEND"):
+        fl.backend_for(x)
+    monkeypatch.delenv("FASTLANGEVIN_BACKEND")
+    with pytest.raises(ValueError, match="backend"):
+        fl.langevin_step(x, x, 0.1, backend="cuda")
+
+
+def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.setattr(_backend, "kernels_interpreted", lambda: False)
+    with pytest.raises(fl.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+        fl.langevin_step(torch.zeros(3), torch.zeros(3), 0.1, backend="triton")
+
+
+@requires_cuda
+def test_auto_backend_on_cuda_is_triton():
+    x = torch.zeros(3, device="cuda")
+    assert fl.backend_for(x) == "triton"
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+def _bad_cases():
+    x = torch.randn(4, 3)
+    s = torch.randn(4, 3)
+    return [
+        ("x-int", dict(x=x.long()), TypeError, "x must have a floating dtype"),
+        ("x-0d", dict(x=torch.tensor(1.0), score=torch.tensor(1.0)), ValueError, "x must have at least 1"),
+        ("x-not-tensor", dict(x=[1.0]), TypeError, "x must be a torch.Tensor"),
+        ("score-shape", dict(score=torch.randn(4, 2)), ValueError, "score must have the shape"),
+        ("score-int", dict(score=s.int()), TypeError, "score must have a floating dtype"),
+        ("score-device", dict(score=s.to("meta")), ValueError, "score must be on x's device"),
+        ("step-negative", dict(step_size=-0.1), ValueError, "step_size must be finite and ≥ 0"),
+        ("step-nan", dict(step_size=float("nan")), ValueError, "step_size must be finite"),
+        ("step-inf-tensor", dict(step_size=torch.tensor([0.1, float("inf"), 0.1, 0.1])), ValueError, "step_size must be finite"),
+        ("step-wrong-len", dict(step_size=torch.rand(3)), ValueError, r"step_size tensor must be 0-d or per-sample of shape \[4\]"),
+        ("step-2d", dict(step_size=torch.rand(4, 1)), ValueError, "step_size tensor must be 0-d"),
+        ("step-int-tensor", dict(step_size=torch.tensor([1, 1, 1, 1])), TypeError, "step_size tensor must have a floating"),
+        ("step-bool", dict(step_size=True), TypeError, "step_size must be a float"),
+        ("step-str", dict(step_size="0.1"), TypeError, "step_size must be a float"),
+        ("noise-negative", dict(noise_scale=-1.0), ValueError, "noise_scale must be finite and ≥ 0"),
+        ("noise-negative-rows", dict(noise_scale=torch.tensor([1.0, -1.0, 1.0, 1.0])), ValueError, "noise_scale must be finite"),
+        ("noise-wrong-len", dict(noise_scale=torch.rand(5)), ValueError, "noise_scale tensor must be 0-d or per-sample"),
+        ("clamp-order", dict(clamp=(1.0, -1.0)), ValueError, "clamp must satisfy lo <= hi"),
+        ("clamp-arity", dict(clamp=(1.0,)), TypeError, "clamp must be a"),
+        ("clamp-nan", dict(clamp=(float("nan"), 1.0)), ValueError, "clamp lo must not be NaN"),
+        ("generator-type", dict(generator=3), TypeError, "generator must be a torch.Generator"),
+        ("backend-name", dict(backend="cuda"), ValueError, "backend must be one of"),
+        ("rng-name", dict(rng="mt"), ValueError, "rng must be"),
+        ("rng-torch-on-triton", dict(rng="torch", backend="triton"), ValueError, "rng='torch'"),
+        ("offset-negative", dict(sample_offset=-1), ValueError, "sample_offset must be a non-negative int"),
+        ("step-requires-grad", dict(step_size=torch.tensor(0.1, requires_grad=True)), ValueError, "step_size is treated as a constant"),
+    ]
+
+
+@pytest.mark.parametrize("inplace", [False, True], ids=["out", "inplace"])
+@pytest.mark.parametrize("case", _bad_cases(), ids=lambda c: c[0])
+def test_bad_input(case, inplace):
+    _, over, exc, msg = case
+    kwargs = dict(x=torch.randn(4, 3), score=torch.randn(4, 3), step_size=0.1)
+    kwargs.update(over)
+    x = kwargs.pop("x")
+    before = x.clone() if isinstance(x, torch.Tensor) else None
+    fn = fl.langevin_step_ if inplace else fl.langevin_step
+    with pytest.raises(exc, match=msg):
+        fn(x, kwargs.pop("score"), kwargs.pop("step_size"), **kwargs)
+    if before is not None:
+        assert torch.equal(x, before), "a failed call must leave x untouched"
+
+
+def test_inplace_refuses_autograd():
+    x = torch.randn(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="does not support autograd"):
+        fl.langevin_step_(x, torch.randn(3), 0.1)
+
+
+@requires_cuda
+def test_generator_device_mismatch():
+    x = torch.zeros(3, device="cuda")
+    with pytest.raises(ValueError, match="generator must be on x's device type"):
+        fl.langevin_step(x, x, 0.1, generator=torch.Generator())
+
+
+def test_cpu_scalar_tensor_accepted_for_cuda_x_and_zero_noise_leaves_generator():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5)
+    out = fl.langevin_step(x, x, torch.tensor(0.5), 0.0, generator=g)
+    assert torch.equal(out, x + 0.5 * x)
+    assert torch.equal(torch.randint(0, 1000, (3,), generator=g), torch.randint(0, 1000, (3,), generator=torch.Generator().manual_seed(0)))
