@@ -84,7 +84,7 @@ def langevin_step_torch(
     first, last = elem_offset // C, (elem_offset + n - 1) // C + 1
     seed_int = int(seed.reshape(()).item()) if rng == "torch" else None  # CPU: no device sync
     args = (x, score, out, seed, seed_int, step, noise, clamp, row_size, elem_offset, rng, injected_noise, C)
-    workers = _workers(x.device, last - first)
+    workers = _workers(x.device, last - first) if rng == "torch" else 1
     if workers <= 1:
         _update_chunks(first, last, *args)
         return out
@@ -125,28 +125,46 @@ def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clam
     if rng == "torch":
         gen = torch.Generator()
         zbuf = torch.empty(C, dtype=torch.float32)
-    tbuf = torch.empty(min(C, n), dtype=cdt, device=x.device)
-    same_dtype = x.dtype == cdt
+    # Elementwise ops on CPU run in pieces below ATen's parallel grain size (32768): each
+    # worker thread then computes serially instead of spawning its own OpenMP team, which
+    # oversubscribes the cores. Elsewhere, one piece per chunk.
+    piece = _CPU_PIECE if x.device.type == "cpu" else C
+    tbuf = torch.empty(min(piece, n), dtype=cdt, device=x.device)
 
     for k in range(first, last):
         g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
-        i0, i1 = g0 - elem_offset, g1 - elem_offset
-        m = i1 - i0
-        xs, ss, o = x[i0:i1], score[i0:i1], out[i0:i1]
-        t = torch.mul(ss.to(cdt), scale_slice(step, i0, i1, row_size, cdt), out=tbuf[:m])
-        t = torch.add(xs, t, out=o) if same_dtype else t.add_(xs.to(cdt))
-        if with_noise:
-            if injected_noise is not None:
-                z = injected_noise[i0:i1].to(torch.float32, copy=True)
-            elif rng == "torch":
+        z = None
+        if with_noise and injected_noise is None:
+            if rng == "torch":
                 torch_chunk_normal(seed_int, k, zbuf, gen)
                 z = zbuf[g0 - k * C : g1 - k * C]
             else:
-                z = philox_normal(seed, g0, m)
-            z = z.to(cdt).mul_(scale_slice(noise, i0, i1, row_size, cdt))
-            t.add_(z)
-        if clamp is not None:
-            t.clamp_(clamp[0], clamp[1])
-        if not same_dtype:
-            o.copy_(t)
+                z = philox_normal(seed, g0, g1 - g0)
+        for p0 in range(g0, g1, piece):
+            p1 = min(p0 + piece, g1)
+            zp = None if z is None else z[p0 - g0 : p1 - g0]
+            _update_piece(x, score, out, tbuf, zp, p0 - elem_offset, p1 - elem_offset, step, noise, clamp, row_size, injected_noise, cdt)
     return out
+
+
+_CPU_PIECE = (1 << 15) - 1  # the largest piece ATen still runs serially
+
+
+def _update_piece(x, score, out, tbuf, z, i0, i1, step, noise, clamp, row_size, injected_noise, cdt):
+    """out[i0:i1] = clamp((x + a*s) + b*z) in ``cdt``; ``z`` the piece's noise (or None)."""
+    xs, ss, o = x[i0:i1], score[i0:i1], out[i0:i1]
+    same_dtype = x.dtype == cdt
+    if score.dtype != cdt:
+        ss = ss.to(cdt)
+    t = torch.mul(ss, scale_slice(step, i0, i1, row_size, cdt), out=tbuf[: i1 - i0])
+    t = torch.add(xs, t, out=o) if same_dtype else t.add_(xs.to(cdt))
+    if noise != "none":
+        if injected_noise is not None:
+            z = injected_noise[i0:i1].to(torch.float32, copy=True)
+        if cdt != torch.float32:
+            z = z.to(cdt)
+        t.add_(z.mul_(scale_slice(noise, i0, i1, row_size, cdt)))
+    if clamp is not None:
+        t.clamp_(clamp[0], clamp[1])
+    if not same_dtype:
+        o.copy_(t)
