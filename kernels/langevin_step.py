@@ -71,7 +71,8 @@ def _langevin_step_kernel(
     hi,
     n_elements,
     row_size,
-    elem_offset,
+    group_offset,
+    HEAD: tl.constexpr,
     STEP_MODE: tl.constexpr,
     NOISE_MODE: tl.constexpr,
     NOISE_FROM_PTR: tl.constexpr,
@@ -79,13 +80,18 @@ def _langevin_step_kernel(
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    # x[0] is global element 4 * group_offset + HEAD. HEAD (0..3) is a constexpr so the common
+    # aligned case keeps provable 16-byte alignment (vectorised loads) and a one-sided mask.
     GROUPS: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
-    head = elem_offset % 4  # elements before x[0] in x[0]'s Philox group
-    first_group = elem_offset // 4 + pid * GROUPS
+    first_group = group_offset + pid * GROUPS
     # local element index, tile shaped [GROUPS, 4] so lanes map to randn4x outputs
-    local = (pid * BLOCK - head) + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
-    mask = (local >= 0) & (local < n_elements)
+    local = pid * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    if HEAD != 0:
+        local = local - HEAD
+        mask = (local >= 0) & (local < n_elements)
+    else:
+        mask = local < n_elements
 
     x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
@@ -166,7 +172,8 @@ def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, e
         hi,
         n,
         row_size,
-        elem_offset,
+        elem_offset // 4,
+        HEAD=elem_offset % 4,
         STEP_MODE=step_mode,
         NOISE_MODE=noise_mode,
         NOISE_FROM_PTR=injected_noise is not None,
