@@ -5,18 +5,34 @@ Public API (see README):
 * :func:`langevin_step`, :func:`langevin_step_` — the fused update
   ``x + a * s + b * z`` with in-kernel noise;
 * :func:`backend_for`, :func:`track_backends` — which implementation runs;
+* samplers: :func:`langevin` (ULA), :func:`annealed_langevin` (NCSN), :func:`pc_sample` with
+  :class:`VESDE` / :class:`VPSDE` (predictor–corrector), :func:`mala`, :func:`score_from_energy`,
+  with :class:`Trace`; the fused SNR corrector :func:`langevin_corrector_`;
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
+from .ops.corrector import langevin_corrector_
 from .ops.langevin_step import langevin_step, langevin_step_
+from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
+from .sde import VESDE, VPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "NonFiniteError",
+    "Trace",
+    "VESDE",
+    "VPSDE",
+    "annealed_langevin",
     "backend_for",
+    "langevin",
+    "langevin_corrector_",
     "langevin_step",
     "langevin_step_",
+    "mala",
+    "pc_sample",
+    "score_from_energy",
     "track_backends",
     "__version__",
 ]

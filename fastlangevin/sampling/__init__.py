@@ -1,0 +1,20 @@
+"""Samplers built on the fused ops: ULA, annealed Langevin (NCSN), predictor–corrector (score
+SDE) and MALA, with the loop options they share (trace, callback, CUDA graphs, ...)."""
+
+from .dynamics import annealed_langevin, check_sigmas, langevin
+from .loop import PHASES, NonFiniteError, Trace
+from .mala import mala, score_from_energy
+from .pc import pc_sample, sample_prior
+
+__all__ = [
+    "PHASES",
+    "NonFiniteError",
+    "Trace",
+    "annealed_langevin",
+    "check_sigmas",
+    "langevin",
+    "mala",
+    "pc_sample",
+    "sample_prior",
+    "score_from_energy",
+]

@@ -1,0 +1,326 @@
+"""The step loop shared by every sampler: options, tracing, profiling labels, CUDA graphs.
+
+A sampler describes one step as two callables:
+
+* ``prepare(j)`` — load step j's parameters (noise level, step size, time) into its *slots*:
+  Python floats in eager mode, static device buffers under ``cuda_graph=True``;
+* ``body(last)`` — score evaluation(s) and fused update(s), in place on the state tensors.
+
+:class:`Loop` runs them eagerly, or captures ``body`` once in a CUDA graph and replays it:
+every replay re-runs the captured ``torch.randint`` that fills the ops' seed tensor, so each
+replay gets fresh noise, and the step's parameters are read from the static buffers that
+``prepare`` refilled.
+
+Profiler labels (``torch.profiler.record_function``, plus NVTX ranges when CUDA is present)
+mark the phases of each step: ``fastlangevin.score``, ``fastlangevin.update``,
+``fastlangevin.correct`` and ``fastlangevin.denoise`` (:data:`PHASES`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import torch
+
+PHASES = ("fastlangevin.score", "fastlangevin.update", "fastlangevin.correct", "fastlangevin.denoise")
+NONFINITE_MODES = ("ignore", "raise")
+
+
+# ---------------------------------------------------------------------------------------
+# Profiler phases
+# ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _nvtx_enabled() -> bool:
+    return torch.cuda.is_available()
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    """``record_function(name)`` (+ an NVTX range on CUDA machines): a few µs when no profiler runs."""
+    with torch.profiler.record_function(name):
+        if _nvtx_enabled():
+            torch.cuda.nvtx.range_push(name)
+            try:
+                yield
+            finally:
+                torch.cuda.nvtx.range_pop()
+        else:
+            yield
+
+
+# ---------------------------------------------------------------------------------------
+# Errors and checks
+# ---------------------------------------------------------------------------------------
+class NonFiniteError(FloatingPointError):
+    """A state became NaN/Inf under ``on_nonfinite="raise"``; ``step`` is the step that did it."""
+
+    def __init__(self, message: str, step: int):
+        super().__init__(message)
+        self.step = step
+
+
+def check_n(name: str, n) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {n!r}")
+    return n
+
+
+def checked_score(s, x: torch.Tensor, fn_name: str = "score_fn") -> torch.Tensor:
+    """``s`` must be a float tensor shaped like ``x`` on its device (metadata only: no sync)."""
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"{fn_name} must return a torch.Tensor, got {type(s).__name__}")
+    if s.shape != x.shape:
+        raise ValueError(f"{fn_name} must return a tensor shaped like x {tuple(x.shape)}, got {tuple(s.shape)}")
+    if s.device != x.device:
+        raise ValueError(f"{fn_name} must return a tensor on x's device {x.device}, got {s.device}")
+    if not s.dtype.is_floating_point:
+        raise TypeError(f"{fn_name} must return a floating tensor, got {s.dtype}")
+    return s
+
+
+def eval_score(score_fn, x: torch.Tensor, *args) -> torch.Tensor:
+    with phase("fastlangevin.score"):
+        s = score_fn(x, *args)
+    return checked_score(s, x)
+
+
+# ---------------------------------------------------------------------------------------
+# Trace
+# ---------------------------------------------------------------------------------------
+@dataclass
+class Trace:
+    """Records the state every ``every`` steps into one preallocated device tensor.
+
+    After a sampler ran: ``states`` is ``[R, *x.shape]`` on x's device (``states[0]`` is the
+    starting state, ``states[r]`` the state after ``steps[r]`` steps) and ``steps`` the list of
+    step counts. Recording is a device-to-device copy: no host transfer, no sync. Reusing a
+    Trace for another run overwrites it.
+    """
+
+    every: int = 1
+    states: Optional[torch.Tensor] = field(default=None, init=False)
+    steps: List[int] = field(default_factory=list, init=False)
+
+    def __post_init__(self):
+        check_n("Trace.every", self.every)
+
+    def _start(self, x: torch.Tensor, n_steps: int) -> None:
+        self.steps = [0] + list(range(self.every, n_steps + 1, self.every))
+        self.states = torch.empty((len(self.steps),) + tuple(x.shape), dtype=x.dtype, device=x.device)
+        self.states[0].copy_(x)
+
+    def _record(self, step: int, x: torch.Tensor) -> None:
+        if step % self.every == 0:
+            self.states[step // self.every].copy_(x)
+
+
+# ---------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------
+class _TextBar:
+    """Minimal progress bar on stderr (used when tqdm is not installed)."""
+
+    def __init__(self, total: int, desc: str):
+        self.total, self.desc, self.n, self._shown = total, desc, 0, -1
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        pct = int(100 * self.n / self.total)
+        if pct != self._shown:
+            self._shown = pct
+            bar = "#" * (pct // 5)
+            sys.stderr.write(f"\r{self.desc}: [{bar:<20}] {self.n}/{self.total}")
+            sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")
+
+
+def _progress_bar(progress, total: int, desc: str):
+    if not progress:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except Exception:
+        return _TextBar(total, desc)
+    return tqdm(total=total, desc=desc)
+
+
+# ---------------------------------------------------------------------------------------
+# Slots: per-step parameters
+# ---------------------------------------------------------------------------------------
+class Slot:
+    """A per-step parameter, set by ``prepare`` and read by ``body``.
+
+    Eager mode: a batch-wide float stays a Python float (a kernel scalar argument, nothing on
+    the device); tensors are used as given. Under CUDA graphs (``static=True``): a buffer of
+    fixed ``shape`` on the device, captured by address and refilled before every replay.
+    Per-sample slots (``shape=(B,)``, e.g. the σ or t handed to score functions) are always
+    device tensors.
+    """
+
+    def __init__(self, static: bool, device, dtype, shape=()):
+        self.static, self.shape, self.device, self.dtype = static, tuple(shape), device, dtype
+        self.value = 0.0
+        self.buf: Optional[torch.Tensor] = None
+        self._owned = False
+        if static or self.shape:
+            self._own()
+
+    def _own(self) -> None:
+        self.buf = torch.zeros(self.shape, device=self.device, dtype=self.dtype)
+        self._owned = True
+
+    def set(self, v) -> None:
+        """``v``: a Python float, or a tensor broadcastable to the slot's shape."""
+        if isinstance(v, torch.Tensor):
+            if self.static:
+                self.buf.copy_(v)
+            else:
+                v = v.to(self.dtype)
+                self.buf = v if tuple(v.shape) == self.shape else v.expand(self.shape).contiguous()
+                self._owned = False
+        elif self.static or self.shape:
+            if not self._owned:
+                self._own()
+            self.buf.fill_(float(v))
+        else:
+            self.value, self.buf, self._owned = float(v), None, False
+
+    def get(self):
+        return self.buf if self.buf is not None else self.value
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------
+@dataclass
+class LoopOptions:
+    """Options every sampler takes (see the samplers' docstrings)."""
+
+    generator: Optional[torch.Generator] = None
+    callback: Optional[Callable[[int, torch.Tensor], None]] = None
+    progress: bool = False
+    trace: Optional[Trace] = None
+    on_nonfinite: str = "ignore"
+    cuda_graph: bool = False
+
+    def validate(self, x: torch.Tensor) -> "LoopOptions":
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"callback must be callable(step, x) or None, got {type(self.callback).__name__}")
+        if self.trace is not None and not isinstance(self.trace, Trace):
+            raise TypeError(f"trace must be a fastlangevin.Trace or None, got {type(self.trace).__name__}")
+        if self.on_nonfinite not in NONFINITE_MODES:
+            raise ValueError(f"on_nonfinite must be 'ignore' or 'raise', got {self.on_nonfinite!r}")
+        if not isinstance(self.cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be a bool, got {type(self.cuda_graph).__name__}")
+        if self.cuda_graph:
+            if x.device.type != "cuda":
+                raise ValueError(
+                    f"cuda_graph=True captures GPU kernels and needs the state on a CUDA device, got x on {x.device.type!r}; "
+                    "run without cuda_graph on this device"
+                )
+            if torch.cuda.is_current_stream_capturing():
+                raise RuntimeError("cuda_graph=True cannot be used while another CUDA graph is being captured")
+        return self
+
+
+class Loop:
+    """Runs ``n_steps`` of (prepare, body) with the options' callback / trace / progress / checks."""
+
+    def __init__(self, name: str, opts: LoopOptions, state: Sequence[torch.Tensor], n_steps: int, describe: Callable[[int], str]):
+        self.name, self.opts, self.state, self.n, self.describe = name, opts, list(state), n_steps, describe
+
+    @property
+    def static(self) -> bool:
+        return self.opts.cuda_graph
+
+    def _after(self, j: int, bar) -> None:
+        x = self.state[0]
+        step = j + 1
+        if self.opts.on_nonfinite == "raise" and not bool(torch.isfinite(x).all()):  # host sync (documented)
+            raise NonFiniteError(f"{self.name}: non-finite values in the state after step {step} of {self.n} ({self.describe(j)})", step)
+        if self.opts.trace is not None:
+            self.opts.trace._record(step, x)
+        if self.opts.callback is not None:
+            self.opts.callback(step, x)
+        if bar is not None:
+            bar.update(1)
+
+    def run(self, prepare: Callable[[int], None], body: Callable[[bool], None], *, last_differs: bool = False) -> None:
+        """``last_differs``: the last step runs ``body(True)`` (e.g. without noise); under CUDA
+        graphs it then runs eagerly after the replays."""
+        if self.opts.trace is not None:
+            self.opts.trace._start(self.state[0], self.n)
+        bar = _progress_bar(self.opts.progress, self.n, self.name)
+        try:
+            if not self.opts.cuda_graph:
+                for j in range(self.n):
+                    prepare(j)
+                    body(j == self.n - 1)
+                    self._after(j, bar)
+                return
+            n_replay = self.n - 1 if last_differs else self.n
+            graph = self._capture(prepare, body) if n_replay > 0 else None
+            for j in range(n_replay):
+                prepare(j)
+                graph.replay()
+                self._after(j, bar)
+            if last_differs:
+                prepare(self.n - 1)
+                body(True)
+                self._after(self.n - 1, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _capture(self, prepare, body) -> "torch.cuda.CUDAGraph":
+        """Warm up once on a side stream (compiles kernels, sizes workspaces), undo its effect
+        on the state and the generator, then capture one ``body(False)``."""
+        device = self.state[0].device
+        gen = self.opts.generator if self.opts.generator is not None else torch.cuda.default_generators[device.index or 0]
+        snapshot = [t.clone() for t in self.state]
+        gen_state = gen.get_state()
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            prepare(0)
+            body(False)
+        torch.cuda.current_stream(device).wait_stream(side)
+        for t, s in zip(self.state, snapshot):
+            t.copy_(s)
+        gen.set_state(gen_state)
+        graph = torch.cuda.CUDAGraph()
+        if self.opts.generator is not None:
+            if not hasattr(graph, "register_generator_state"):
+                raise RuntimeError("cuda_graph=True with a custom generator needs torch>=2.6 (CUDAGraph.register_generator_state)")
+            graph.register_generator_state(self.opts.generator)
+        prepare(0)
+        with torch.cuda.graph(graph):
+            body(False)
+        return graph
+
+
+# ---------------------------------------------------------------------------------------
+# Arguments forwarded to the fused ops
+# ---------------------------------------------------------------------------------------
+def op_kwargs(x: torch.Tensor, *, clamp, generator, backend, rng, sample_offset) -> dict:
+    """Validate (before any work) and return the keyword arguments every fused op call gets."""
+    from .._backend import resolve_backend
+    from .._validate import check_clamp, check_generator, check_offset
+    from ..ops.langevin_step import resolve_rng
+
+    check_clamp(clamp)
+    check_generator(generator, x.device)
+    check_offset("sample_offset", sample_offset)
+    resolve_rng(rng, resolve_backend(x.device, backend), x.device)
+    return dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of per-step parameters handed to ops and score functions: fp32 (fp64 for fp64 states)."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

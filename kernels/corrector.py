@@ -1,0 +1,111 @@
+"""Triton kernel for pass 1 of the Langevin corrector (installed as ``fastlangevin.kernels.corrector``).
+
+The score-SDE Langevin corrector (signal-to-noise-ratio step size r):
+
+    ε = 2 α (r ‖z‖ / ‖s‖)²,     x ← x + ε s + √(2ε) z,      z ~ N(0, I)
+
+needs the norms of z *before* it can use z. Instead of storing z we run two passes over the
+same Philox stream:
+
+* pass 1 (this kernel): per row, partial sums of ‖s‖² and ‖z‖² with z generated in-kernel and
+  thrown away. A 2-D grid ``(row, chunk)`` writes deterministic partial sums to a
+  ``[rows, n_chunks, 2]`` buffer (no atomics: bitwise reproducible); a tiny reduction over
+  chunks and the step-size formula then run on the device (``fastlangevin.ops.corrector``);
+* pass 2: the core fused update ``fastlangevin.kernels.langevin_step`` with the per-row ``[B]``
+  step tensor and the *same seed*, which regenerates exactly the same z (noise depends only on
+  the seed and the global element index).
+
+Noise convention (shared with every kernel): global element ``i = (sample_offset + row) *
+row_size + col`` takes output ``i % 4`` of ``tl.randn4x(seed, i // 4)``. A row need not start
+on a group boundary, so each program covers a group-aligned range of the global index and
+masks the elements outside its row.
+"""
+
+import triton
+import triton.language as tl
+
+from .langevin_step import _normal_tile
+
+# GPU: 4096 elements per program (1024 Philox groups) keeps a 3·32·32 row in one program and
+# 8 warps busy; small rows (2-D toys) shrink BLOCK to the row (see `block_for`).
+BLOCK_GPU = 4096
+NUM_WARPS_GPU = 8
+# The interpreter runs each program in Python: few, large programs.
+BLOCK_INTERPRETER = 1 << 16
+# One Philox call yields 4 normals; a tile is at least one group.
+MIN_BLOCK = 4
+
+
+@triton.jit
+def _corrector_norms_kernel(
+    score_ptr,
+    seed_ptr,
+    partial_ptr,  # [rows, n_chunks, 2]: (Σ s², Σ z²) of each chunk of each row
+    row_size,
+    sample_offset,
+    n_chunks,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    GROUPS: tl.constexpr = BLOCK // 4
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    row_start = (sample_offset + row) * row_size  # global index of this row's first element
+    head = row_start % 4  # elements of the previous row inside our first Philox group
+    first_group = row_start // 4 + chunk * GROUPS
+    # column within the row, tile shaped [GROUPS, 4] so lanes map to randn4x outputs
+    col = (chunk * BLOCK - head) + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    mask = (col >= 0) & (col < row_size)
+
+    s = tl.load(score_ptr + row * row_size + col, mask=mask, other=0.0).to(COMPUTE)
+    z = _normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
+    z = tl.where(mask, z, 0.0)
+    ss = tl.sum(tl.sum(s * s, axis=1), axis=0)
+    zz = tl.sum(tl.sum(z * z, axis=1), axis=0)
+    base = partial_ptr + (row * n_chunks + chunk) * 2
+    tl.store(base, ss)
+    tl.store(base + 1, zz)
+
+
+def block_for(row_size: int, interpreted: bool) -> int:
+    """Power-of-two BLOCK covering a row plus its ≤ 3-element head, capped per target."""
+    cap = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
+    return max(MIN_BLOCK, min(cap, triton.next_power_of_2(row_size + 3)))
+
+
+def n_chunks_for(row_size: int, block: int) -> int:
+    # A row's first column can sit up to 3 elements into a group: cover row_size + 3.
+    return triton.cdiv(row_size + 3, block)
+
+
+def launch_corrector_norms(score, seed, *, sample_offset, block=None):
+    """Per-row ``(‖s‖², ‖z‖²)`` of a contiguous ``[B, row_size]`` score, as ``[B, 2]``.
+
+    fp32 sums (fp64 for float64 scores). z is the kernels' Philox stream for ``seed`` at the
+    rows' global indices (``sample_offset`` is the global index of row 0). The reduction over
+    chunks is a fixed-shape ``sum`` over a ``[B, n_chunks]`` buffer: deterministic.
+    """
+    import torch
+
+    rows, row_size = score.shape
+    acc_dtype = torch.float64 if score.dtype == torch.float64 else torch.float32
+    if rows == 0 or row_size == 0:
+        return torch.zeros(rows, 2, dtype=acc_dtype, device=score.device)
+    interpreted = score.device.type == "cpu"
+    if block is None:
+        block = block_for(row_size, interpreted)
+    n_chunks = n_chunks_for(row_size, block)
+    partial = torch.empty(rows, n_chunks, 2, dtype=acc_dtype, device=score.device)
+    kwargs = {} if interpreted else {"num_warps": NUM_WARPS_GPU if block >= 1024 else 4}
+    _corrector_norms_kernel[(rows, n_chunks)](
+        score,
+        seed,
+        partial,
+        row_size,
+        sample_offset,
+        n_chunks,
+        COMPUTE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
+        BLOCK=block,
+        **kwargs,
+    )
+    return partial.sum(dim=1) if n_chunks > 1 else partial[:, 0]
