@@ -275,22 +275,35 @@ def test_pc_batch_norms_couple_the_batch():
     assert not torch.allclose(alone, whole[2:3])
 
 
-@pytest.mark.parametrize("name", ["langevin", "annealed", "pc_per_sample", "pc_vp_em", "mala"])
+@pytest.mark.parametrize("name", ["langevin", "annealed", "pc_batch_norms", "pc_per_sample", "pc_vp_em", "mala"])
 def test_interpreter_kernel_matches_fallback(name):
     if not fl._backend.triton_available():
         pytest.skip("needs Triton")
-    run = _runners()[name]
+    ve = fl.VESDE(sigma_min=0.05, sigma_max=3.0)
+    runners = dict(_runners(), pc_batch_norms=lambda x, **kw: fl.pc_sample(ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, **kw))
+    run = runners[name]
     x0 = torch.randn(5, 2, 3, generator=gen(13))
-    pc_batch = name.startswith("pc")
     with track_backends() as ran:
         kern = run(x0, generator=gen(14), backend="triton", sample_offset=1)
     assert {b for _, b in ran} == {"triton"}
-    if pc_batch and "per_sample" in name:
-        assert ("corrector_norms", "triton") in ran
+    assert (("corrector_norms", "triton") in ran) == (name in ("pc_batch_norms", "pc_per_sample", "pc_vp_em"))
     with track_backends() as ran:
         ref = run(x0, generator=gen(14), backend="torch", rng="philox", sample_offset=1)
     assert {b for _, b in ran} == {"torch"}
     torch.testing.assert_close(kern, ref, atol=2e-5, rtol=2e-5)
+
+
+@pytest.mark.parametrize("dtype,atol,rtol", [(torch.bfloat16, 0.05, 0.02), (torch.float16, 5e-3, 5e-3)], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", ["langevin", "annealed", "pc_per_sample"])
+def test_low_precision_states_track_fp32(name, dtype, atol, rtol):
+    """Half-precision states: same seeds, same fp32 noise and math, only storage rounding.
+    (Not MALA: its accept/reject decisions are discontinuous in the state.)"""
+    run = _runners()[name]
+    x0 = torch.randn(5, 2, 3, generator=gen(26))
+    ref = run(x0, generator=gen(27), backend="torch", rng="philox")
+    out = run(x0.to(dtype), generator=gen(27), backend="torch", rng="philox")
+    assert out.dtype == dtype
+    torch.testing.assert_close(out.float(), ref, atol=atol, rtol=rtol)
 
 
 def test_per_sample_step_sizes_equal_separate_runs():

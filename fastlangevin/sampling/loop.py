@@ -300,8 +300,15 @@ class Loop:
                 raise RuntimeError("cuda_graph=True with a custom generator needs torch>=2.6 (CUDAGraph.register_generator_state)")
             graph.register_generator_state(self.opts.generator)
         prepare(0)
-        with torch.cuda.graph(graph):
-            body(False)
+        try:
+            with torch.cuda.graph(graph):
+                body(False)
+        except Exception as exc:
+            raise RuntimeError(
+                f"{self.name}: cuda_graph=True could not capture one step ({type(exc).__name__}: {exc}). The score function "
+                "must be capturable: no host syncs (.item(), printing or branching on CUDA values), no CPU tensors moved "
+                "to the GPU per call, fixed shapes. Run with cuda_graph=False otherwise."
+            ) from exc
         return graph
 
 
