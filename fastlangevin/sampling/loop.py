@@ -278,28 +278,46 @@ class Loop:
             if bar is not None:
                 bar.close()
 
-    def _capture(self, prepare, body) -> "torch.cuda.CUDAGraph":
-        """Warm up once on a side stream (compiles kernels, sizes workspaces), undo its effect
-        on the state and the generator, then capture one ``body(False)``."""
+    def _capture(self, prepare, body):
+        """Warm up once (compiles kernels, sizes workspaces), undo its effect on the state and
+        the generator, then record one ``body(False)``. Returns an object with ``replay()``."""
+        self._warm_up(prepare, body)
+        prepare(0)
+        return self._record(body)
+
+    def _generator(self) -> torch.Generator:
+        if self.opts.generator is not None:
+            return self.opts.generator
         device = self.state[0].device
-        gen = self.opts.generator if self.opts.generator is not None else torch.cuda.default_generators[device.index or 0]
+        if device.type == "cuda":
+            return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+        return torch.default_generator
+
+    def _warm_up(self, prepare, body) -> None:
+        device = self.state[0].device
+        gen = self._generator()
         snapshot = [t.clone() for t in self.state]
         gen_state = gen.get_state()
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
+        if device.type == "cuda":  # warm-up on a side stream, as torch.cuda.graph requires
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                prepare(0)
+                body(False)
+            torch.cuda.current_stream(device).wait_stream(side)
+        else:
             prepare(0)
             body(False)
-        torch.cuda.current_stream(device).wait_stream(side)
         for t, s in zip(self.state, snapshot):
             t.copy_(s)
         gen.set_state(gen_state)
+
+    def _record(self, body) -> "torch.cuda.CUDAGraph":
         graph = torch.cuda.CUDAGraph()
         if self.opts.generator is not None:
             if not hasattr(graph, "register_generator_state"):
                 raise RuntimeError("cuda_graph=True with a custom generator needs torch>=2.6 (CUDAGraph.register_generator_state)")
             graph.register_generator_state(self.opts.generator)
-        prepare(0)
         try:
             with torch.cuda.graph(graph):
                 body(False)
