@@ -15,7 +15,7 @@ from fastlangevin import NonFiniteError, Trace, track_backends
 from fastlangevin._rng import draw_seed, philox_normal
 from fastlangevin.sampling import PHASES
 
-from conftest import requires_cuda
+from .conftest import requires_cuda
 
 CPU = torch.device("cpu")
 
