@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -110,6 +111,7 @@ def run(args) -> dict:
         threads=torch.get_num_threads(),
         backend=fl.backend_for(torch.empty(1, device=device)),
         python=sys.version.split()[0],
+        loadavg_at_end=os.getloadavg() if hasattr(os, "getloadavg") else None,
     )
     return dict(env=env, config=vars(args), results=results)
 
