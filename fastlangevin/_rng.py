@@ -134,10 +134,18 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return z ^ (z >> 31)
 
 
-def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Fill ``out`` (float32, ``TORCH_RNG_CHUNK`` elements, CPU) with chunk ``chunk``'s normals."""
+def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torch.Generator, needed: int = TORCH_RNG_CHUNK) -> torch.Tensor:
+    """Fill ``out`` (float32, ``TORCH_RNG_CHUNK`` elements, CPU) with chunk ``chunk``'s normals.
+
+    Only the first ``needed`` values are guaranteed: torch's CPU ``normal_`` draws all
+    uniforms in order, then transforms them in self-contained groups of 16, so a fill of any
+    multiple of 16 (≥ 16) is a prefix of the full chunk's fill. Small tensors thus pay for
+    what they use, not for 2**16 values.
+    """
+    fill = min(out.numel(), max(16, -(-needed // 16) * 16))
     generator.manual_seed(chunk_seed(seed, chunk))
-    return out.normal_(generator=generator)
+    out[:fill].normal_(generator=generator)
+    return out
 
 
 def torch_normal(seed: int, start: int, n: int) -> torch.Tensor:
@@ -150,6 +158,6 @@ def torch_normal(seed: int, start: int, n: int) -> torch.Tensor:
     buf = torch.empty(C, dtype=torch.float32)
     for k in range(start // C, (start + n - 1) // C + 1):
         g0, g1 = max(k * C, start), min((k + 1) * C, start + n)
-        torch_chunk_normal(seed, k, buf, gen)
+        torch_chunk_normal(seed, k, buf, gen, needed=g1 - k * C)
         out[g0 - start : g1 - start] = buf[g0 - k * C : g1 - k * C]
     return out

@@ -247,6 +247,18 @@ def test_rng_torch_stream_is_chunk_keyed():
     assert torch.equal(z[_rng.TORCH_RNG_CHUNK : 2 * _rng.TORCH_RNG_CHUNK], torch.randn(_rng.TORCH_RNG_CHUNK, generator=g2))
 
 
+@pytest.mark.parametrize("n,offset", [(1, 0), (5, 3), (17, 0), (100, 40), (70000, 65530)])
+def test_rng_torch_partial_fill_is_prefix_of_full_chunk(n, offset):
+    """Small tensors fill only what they need; the values are the full chunk's."""
+    C = _rng.TORCH_RNG_CHUNK
+    full = torch.empty(C)
+    got = _rng.torch_normal(77, offset, n)
+    for k in range(offset // C, (offset + n - 1) // C + 1):
+        _rng.torch_chunk_normal(77, k, full, torch.Generator())  # needed defaults to the whole chunk
+        g0, g1 = max(k * C, offset), min((k + 1) * C, offset + n)
+        assert torch.equal(got[g0 - offset : g1 - offset], full[g0 - k * C : g1 - k * C])
+
+
 def test_threaded_fallback_equals_serial(monkeypatch):
     from fastlangevin.fallback import langevin_step as F
 

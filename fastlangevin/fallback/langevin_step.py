@@ -136,7 +136,7 @@ def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clam
         z = None
         if with_noise and injected_noise is None:
             if rng == "torch":
-                torch_chunk_normal(seed_int, k, zbuf, gen)
+                torch_chunk_normal(seed_int, k, zbuf, gen, needed=g1 - k * C)
                 z = zbuf[g0 - k * C : g1 - k * C]
             else:
                 z = philox_normal(seed, g0, g1 - g0)
