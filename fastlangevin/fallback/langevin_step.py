@@ -17,6 +17,7 @@ It walks the flat tensor in chunks aligned to the *global* element index, so tha
 
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple, Union
 
 import torch
@@ -122,14 +123,14 @@ def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clam
     n = x.numel()
     cdt = compute_dtype(x.dtype)
     with_noise = noise != "none"
-    if rng == "torch":
-        gen = torch.Generator()
-        zbuf = torch.empty(C, dtype=torch.float32)
     # Elementwise ops on CPU run in pieces below ATen's parallel grain size (32768): each
     # worker thread then computes serially instead of spawning its own OpenMP team, which
     # oversubscribes the cores. Elsewhere, one piece per chunk.
     piece = _CPU_PIECE if x.device.type == "cpu" else C
-    tbuf = torch.empty(min(piece, n), dtype=cdt, device=x.device)
+    if x.device.type == "cpu":
+        gen, zbuf, tbuf = _cpu_scratch(cdt)
+    else:
+        tbuf = torch.empty(min(piece, n), dtype=cdt, device=x.device)
 
     for k in range(first, last):
         g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
@@ -145,6 +146,23 @@ def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clam
             zp = None if z is None else z[p0 - g0 : p1 - g0]
             _update_piece(x, score, out, tbuf, zp, p0 - elem_offset, p1 - elem_offset, step, noise, clamp, row_size, injected_noise, cdt)
     return out
+
+
+_SCRATCH = threading.local()
+
+
+def _cpu_scratch(cdt: torch.dtype):
+    """This thread's generator, noise buffer (one chunk) and work buffer (one piece).
+
+    Reused across calls: a fresh 256 KiB buffer per call is an mmap/munmap pair and page
+    faults, which small-batch sampling loops would pay at every step.
+    """
+    cache = getattr(_SCRATCH, "cache", None)
+    if cache is None:
+        cache = _SCRATCH.cache = {"gen": torch.Generator(), "z": torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32)}
+    if cdt not in cache:
+        cache[cdt] = torch.empty(_CPU_PIECE, dtype=cdt)
+    return cache["gen"], cache["z"], cache[cdt]
 
 
 _CPU_PIECE = (1 << 15) - 1  # the largest piece ATen still runs serially

@@ -71,8 +71,7 @@ def _unpack(step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, 
 # ---------------------------------------------------------------------------------------
 # Custom ops
 # ---------------------------------------------------------------------------------------
-@torch.library.custom_op("fastlangevin::langevin_step", mutates_args=())
-def _langevin_step_op(
+def _langevin_step_impl(
     x: torch.Tensor,
     score: torch.Tensor,
     seed: torch.Tensor,
@@ -95,6 +94,9 @@ def _langevin_step_op(
     inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
     _dispatch(xc.reshape(-1), sc.reshape(-1), out.reshape(-1), seed, step, noise, clamp, row_size, sample_offset * row_size, backend, rng, inj)
     return out
+
+
+_langevin_step_op = torch.library.custom_op("fastlangevin::langevin_step", mutates_args=())(_langevin_step_impl)
 
 
 @_langevin_step_op.register_fake
@@ -128,8 +130,7 @@ def _backward(ctx, grad):
 _langevin_step_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@torch.library.custom_op("fastlangevin::langevin_step_", mutates_args=("x",))
-def _langevin_step_inplace_op(
+def _langevin_step_inplace_impl(
     x: torch.Tensor,
     score: torch.Tensor,
     seed: torch.Tensor,
@@ -154,6 +155,9 @@ def _langevin_step_inplace_op(
     _dispatch(flat, sc, flat, seed, step, noise, clamp, row_size, sample_offset * row_size, backend, rng, inj)
     if target is not x:
         x.copy_(target)
+
+
+_langevin_step_inplace_op = torch.library.custom_op("fastlangevin::langevin_step_", mutates_args=("x",))(_langevin_step_inplace_impl)
 
 
 @_langevin_step_inplace_op.register_fake
@@ -228,7 +232,10 @@ def langevin_step(
         a new contiguous tensor shaped and typed like ``x``. Differentiable in ``x`` (1 inside the
         clamp range) and ``score`` (``step_size``); the scales are constants.
     """
-    return torch.ops.fastlangevin.langevin_step(*_prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset))
+    args = _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset)
+    if _backend.can_call_directly(x, score):
+        return _langevin_step_impl(*args)
+    return torch.ops.fastlangevin.langevin_step(*args)
 
 
 def langevin_step_(
@@ -251,7 +258,10 @@ def langevin_step_(
     args = _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset)
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
         raise RuntimeError("langevin_step_ (in-place) does not support autograd; use langevin_step, or run under torch.no_grad()")
-    torch.ops.fastlangevin.langevin_step_(*args)
+    if _backend.can_call_directly(x, score):
+        _langevin_step_inplace_impl(*args)
+    else:
+        torch.ops.fastlangevin.langevin_step_(*args)
     return x
 
 
