@@ -291,6 +291,14 @@ def test_gradients(device, backend):
     torch.testing.assert_close(s.grad, w * inside * step[:, None])
 
 
+def test_gradients_through_threaded_fallback():
+    """Large inputs that require grad: the fallback's worker threads must not record autograd."""
+    x = torch.randn(10 * 65536, requires_grad=True)
+    s = torch.randn(10 * 65536, requires_grad=True)
+    fl.langevin_step(x, s, 0.1, backend="torch").sum().backward()
+    assert torch.equal(x.grad, torch.ones_like(x)) and torch.allclose(s.grad, torch.full_like(s, 0.1))
+
+
 def test_gradcheck_fp64_fallback():
     x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
     s = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)

@@ -118,6 +118,7 @@ def _workers(device: torch.device, n_chunks: int) -> int:
     return max(1, min(torch.get_num_threads(), n_chunks // _MIN_CHUNKS_PER_WORKER))
 
 
+@torch.no_grad()  # worker threads do not inherit the caller's grad mode; the op is not traced
 def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clamp, row_size, elem_offset, rng, injected_noise, C):
     """The update for global chunks ``[first, last)`` (each C elements of the global index)."""
     n = x.numel()
