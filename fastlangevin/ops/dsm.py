@@ -306,7 +306,8 @@ def dsm_loss(
         backward pass keeps the score (one ``[B, ...]`` tensor) and regenerates z from its seed.
 
     Values of sigma/alpha/weight tensors on an accelerator are not inspected (no host sync);
-    CPU tensors and Python numbers are.
+    CPU tensors and Python numbers are. Under ``torch.compile(fullgraph=True)`` leave
+    ``generator=None`` (seed with ``torch.manual_seed``): Dynamo cannot trace a generator object.
     """
     p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng)
     return _run(score_fn, x, p)
