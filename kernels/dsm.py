@@ -35,18 +35,23 @@ ROW_ELEMS_PER_WARP = 512
 
 
 @triton.jit
-def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr):
+def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr):
     """Columns, mask and first Philox group of program (row, chunk).
 
     The tile is aligned to groups of four in the *global* element index: a row starting
     ``head`` elements into its group begins at tile position ``head`` of chunk 0.
+    ``ROWS_ALIGNED`` (every row starts on a group: row_size and elem_offset multiples of 4)
+    drops the head, so the compiler can prove 16-byte alignment and vectorise the loads.
     """
     GROUPS: tl.constexpr = BLOCK // 4
     start = elem_offset + row * row_size  # global index of the row's first element
-    head = start % 4
+    col = chunk * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    if ROWS_ALIGNED:
+        mask = col < row_size
+    else:
+        col = col - start % 4
+        mask = (col >= 0) & (col < row_size)
     first_group = start // 4 + chunk * GROUPS
-    col = (chunk * BLOCK - head) + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
-    mask = (col >= 0) & (col < row_size)
     return col, mask, first_group
 
 
@@ -69,18 +74,24 @@ def _dsm_perturb_kernel(
     sigma_ptr,  # [B] compute dtype
     n_elements,
     row_size,
-    elem_offset,
+    group_offset,
+    HEAD: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     NOISE_FROM_PTR: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
+    # x[0] is global element 4 * group_offset + HEAD; HEAD is a constexpr so the aligned case
+    # keeps provable 16-byte alignment (vectorised loads) and a one-sided mask.
     GROUPS: tl.constexpr = BLOCK // 4
     pid = tl.program_id(0).to(tl.int64)
-    head = elem_offset % 4
-    first_group = elem_offset // 4 + pid * GROUPS
-    local = (pid * BLOCK - head) + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
-    mask = (local >= 0) & (local < n_elements)
+    first_group = group_offset + pid * GROUPS
+    local = pid * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    if HEAD != 0:
+        local = local - HEAD
+        mask = (local >= 0) & (local < n_elements)
+    else:
+        mask = local < n_elements
     rows = local // row_size
 
     x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
@@ -105,13 +116,14 @@ def _dsm_loss_partial_kernel(
     n_chunks,
     elem_offset,
     NOISE_FROM_PTR: tl.constexpr,
+    ROWS_ALIGNED: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK)
+    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED)
     local = row * row_size + col
 
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
@@ -145,13 +157,14 @@ def _dsm_loss_backward_kernel(
     row_size,
     elem_offset,
     NOISE_FROM_PTR: tl.constexpr,
+    ROWS_ALIGNED: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK)
+    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED)
     local = row * row_size + col
 
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
@@ -172,17 +185,18 @@ def _compute(dtype):
 
 
 def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
-    """(BLOCK, n_chunks, num_warps) of the row kernels for rows of ``row_size`` elements.
+    """(BLOCK, n_chunks, num_warps, rows_aligned) of the row kernels for rows of ``row_size`` elements.
 
     Depends on the row length (and offset alignment) only, never on the batch size.
     """
     cap = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
     # Rows start mid-group unless every row start is 4-aligned; then a chunk must cover 3 more.
-    head_room = 0 if (row_size % 4 == 0 and elem_offset % 4 == 0) else 3
+    aligned = row_size % 4 == 0 and elem_offset % 4 == 0
+    head_room = 0 if aligned else 3
     block = max(MIN_ROW_BLOCK, min(cap, triton.next_power_of_2(row_size + head_room)))
     n_chunks = triton.cdiv(row_size + head_room, block)
     num_warps = max(1, min(NUM_WARPS_GPU, block // ROW_ELEMS_PER_WARP))
-    return block, n_chunks, num_warps
+    return block, n_chunks, num_warps, aligned
 
 
 def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None):
@@ -205,7 +219,8 @@ def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_o
         sigma_rows,
         n,
         row_size,
-        elem_offset,
+        elem_offset // 4,
+        HEAD=elem_offset % 4,
         HAS_ALPHA=alpha_rows is not None,
         NOISE_FROM_PTR=injected_noise is not None,
         COMPUTE=_compute(sigma_rows.dtype),
@@ -223,7 +238,7 @@ def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_s
     if rows == 0:
         return out
     interpreted = score.device.type == "cpu"
-    block, n_chunks, num_warps = row_launch_shape(row_size, elem_offset, interpreted)
+    block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
     partial = torch.empty((rows, n_chunks), dtype=out.dtype, device=score.device)
     kwargs = {} if interpreted else {"num_warps": num_warps}
     _dsm_loss_partial_kernel[(rows, n_chunks)](
@@ -236,6 +251,7 @@ def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_s
         n_chunks,
         elem_offset,
         NOISE_FROM_PTR=injected_noise is not None,
+        ROWS_ALIGNED=aligned,
         COMPUTE=_compute(out.dtype),
         BLOCK=block,
         **kwargs,
@@ -250,7 +266,7 @@ def launch_dsm_loss_backward(score, grad, seed, inv_sigma_rows, coef_rows, *, ro
     if rows == 0 or row_size == 0:
         return grad
     interpreted = score.device.type == "cpu"
-    block, n_chunks, num_warps = row_launch_shape(row_size, elem_offset, interpreted)
+    block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
     kwargs = {} if interpreted else {"num_warps": num_warps}
     _dsm_loss_backward_kernel[(rows, n_chunks)](
         score,
@@ -262,6 +278,7 @@ def launch_dsm_loss_backward(score, grad, seed, inv_sigma_rows, coef_rows, *, ro
         row_size,
         elem_offset,
         NOISE_FROM_PTR=injected_noise is not None,
+        ROWS_ALIGNED=aligned,
         COMPUTE=_compute(inv_sigma_rows.dtype),
         BLOCK=block,
         **kwargs,

@@ -312,6 +312,29 @@ def test_perturb_noise_is_standard_normal_and_block_independent():
     assert abs(a.var().item() - 1) < 5 * math.sqrt(2 / n)
 
 
+@pytest.mark.parametrize("elem_offset", [0, 3, 6])
+@pytest.mark.parametrize("B,D", [(3, 7), (2, 8)], ids=["3x7", "2x8-aligned"])
+def test_launchers_honour_elem_offset(B, D, elem_offset):
+    """The noise of element i is the global stream's element elem_offset + i in every kernel."""
+    from fastlangevin.kernels import dsm as kd
+
+    dev = _kernel_pairs()
+    x = torch.randn(B * D, generator=torch.Generator().manual_seed(1)).to(dev)
+    seed = torch.tensor([4242], device=dev)
+    sig, _, inv, w = [None if t is None else t.to(dev) for t in rows_for(x.view(B, D), torch.rand(B) + 0.1)]
+    kw = dict(row_size=D, elem_offset=elem_offset)
+    fkw = dict(kw, rng="philox")
+    pairs = [
+        (kd.launch_dsm_perturb(x, torch.empty_like(x), seed, None, sig, **kw), fb.dsm_perturb_torch(x, torch.empty_like(x), seed, None, sig, **fkw)),
+        (kd.launch_dsm_loss_backward(x, torch.empty_like(x), seed, inv, w, **kw), fb.dsm_loss_backward_torch(x, torch.empty_like(x), seed, inv, w, **fkw)),
+        (kd.launch_dsm_loss_rows(x, torch.empty(B, device=dev), seed, inv, w, **kw), fb.dsm_loss_rows_torch(x, seed, inv, w, **fkw)),
+    ]
+    for got, want in pairs:
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    z = _rng.philox_normal(seed, elem_offset, B * D)
+    torch.testing.assert_close(pairs[0][0], x + sig.repeat_interleave(D) * z, atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------
 # Generated noise: the loss regenerates exactly the perturb's z
 # ---------------------------------------------------------------------------------------
@@ -526,7 +549,7 @@ def test_bitwise_reproducible(device_backend):
     assert not torch.equal(a[0], c[0])
 
 
-@pytest.mark.parametrize("shape", [(6, 3, 7), (5, 1)], ids=["6x3x7", "5x1"])
+@pytest.mark.parametrize("shape", [(6, 3, 7), (5, 1), (4, 2, 6)], ids=["6x3x7", "5x1", "4x2x6-aligned"])
 def test_batch_invariance(device_backend, shape):
     """The per-sample losses (and gradients) of x[:k] are those rows of the full batch."""
     device, backend = device_backend
