@@ -573,6 +573,31 @@ def test_batch_invariance_fallback_long_rows(rng):
         assert torch.equal(part, full[:k])
 
 
+def test_fallback_threaded_equals_serial():
+    """Chunks spread over torch's threads give bitwise the serial result (loss, x̃, gradients)."""
+    from fastlangevin.fallback.langevin_step import _workers
+
+    x = torch.randn(9, 65537, generator=torch.Generator().manual_seed(17))  # 10 noise chunks
+    sigma = torch.rand(9, generator=torch.Generator().manual_seed(18)) + 0.1
+    threads = torch.get_num_threads()
+    if _workers(x.device, 10) < 2:
+        pytest.skip("needs 2 torch threads")
+    results = []
+    try:
+        for n in (threads, 1):
+            torch.set_num_threads(n)
+            b = torch.zeros(65537, requires_grad=True)
+            seen = {}
+            fn = lambda xt, s: seen.setdefault("xt", xt) * -0.5 + b  # noqa: E731
+            loss = fl.dsm_loss(fn, x, sigma, reduction="none", generator=torch.Generator().manual_seed(2), backend="torch")
+            loss.sum().backward()
+            results.append((loss.detach(), seen["xt"], b.grad))
+    finally:
+        torch.set_num_threads(threads)
+    for a, c in zip(*results):
+        assert torch.equal(a, c)
+
+
 def test_row_sums_fixed_order():
     t = torch.randn(5, 3001, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     got = fb.row_sums(t)

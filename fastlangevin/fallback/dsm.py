@@ -68,7 +68,8 @@ def for_pieces(
     # thread oversubscribing the cores) and keep every reduction single-threaded.
     piece = _CPU_PIECE if device.type == "cpu" else C
 
-    def run(k0: int, k1: int) -> List[T]:
+    @torch.no_grad()  # plain arithmetic inside an op; worker threads do not inherit the
+    def run(k0: int, k1: int) -> List[T]:  # caller's thread-local autograd state
         if seed_int is not None:
             gen, buf = torch.Generator(), torch.empty(C, dtype=torch.float32)
         results = []
