@@ -19,8 +19,8 @@ Each (variant, dtype) runs in a fresh subprocess:
   over ``torch.utils.benchmark`` blocked runs;
 * peak memory: CUDA — ``max_memory_allocated`` during one forward+backward above what was
   allocated before it; CPU — growth of the process's peak RSS (``ru_maxrss``) during the first
-  full forward+backward (after a tiny warm-up), with glibc told to mmap (and unmap on free)
-  every block ≥ 64 KiB so RSS follows live memory (page-granular, so coarse for small sizes);
+  full forward+backward (after a tiny warm-up), in a separate process where glibc mmaps (and
+  unmaps on free) every block ≥ 64 KiB so RSS follows live memory (page-granular: coarse);
 * saved bytes: the tensors autograd saves for backward (``saved_tensors_hooks``, unique storages).
 """
 
@@ -119,8 +119,11 @@ def _child(cfg: dict) -> dict:
     saved = sum(seen.values())
     del loss
 
-    timer = benchmark.Timer(stmt="run(x, sigma)", globals={"run": run, "x": x_full, "sigma": sigma_full}, num_threads=torch.get_num_threads())
-    m = timer.blocked_autorange(min_run_time=cfg["min_run_time"])
+    if cfg.get("skip_timing"):
+        m = None
+    else:
+        timer = benchmark.Timer(stmt="run(x, sigma)", globals={"run": run, "x": x_full, "sigma": sigma_full}, num_threads=torch.get_num_threads())
+        m = timer.blocked_autorange(min_run_time=cfg["min_run_time"])
     return {
         "variant": cfg["variant"],
         "dtype": cfg["dtype"],
@@ -130,10 +133,10 @@ def _child(cfg: dict) -> dict:
         "batch": B,
         "shape": list(shape),
         "backends_ran": sorted({f"{op}:{be}" for op, be in ran}),
-        "fwd_bwd_ms_median": m.median * 1e3,
-        "fwd_bwd_ms_iqr": m.iqr * 1e3,
-        "fwd_bwd_ms_min_block": min(m.times) * 1e3,  # robust to other processes on shared CPUs
-        "runs": len(m.times),
+        "fwd_bwd_ms_median": m and m.median * 1e3,
+        "fwd_bwd_ms_iqr": m and m.iqr * 1e3,
+        "fwd_bwd_ms_min_block": m and min(m.times) * 1e3,  # robust to other processes on shared CPUs
+        "runs": m and len(m.times),
         "peak_mem_bytes": peak,
         "peak_mem_kind": peak_kind,
         "saved_for_backward_bytes": saved,
@@ -145,6 +148,18 @@ def _child(cfg: dict) -> dict:
 # ---------------------------------------------------------------------------------------
 # Parent: spawn children, print a table, write JSON
 # ---------------------------------------------------------------------------------------
+def _spawn(cfg: dict, extra_env: dict) -> dict:
+    """Run one measurement in a fresh Python process; return its result dict."""
+    env = dict(os.environ, **extra_env)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise SystemExit(f"{cfg['variant']} {cfg['dtype']} failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len("RESULT ") :])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -174,18 +189,13 @@ def main(argv=None) -> int:
         for variant in ("naive", "fused"):
             cfg = dict(variant=variant, dtype=dt, device=device, batch=batch, shape=shape, fused_backend=args.fused_backend, min_run_time=args.min_run_time, threads=args.threads)
             t0 = time.time()
-            env = dict(os.environ)
+            res = _spawn(cfg, {})
             if device == "cpu":
-                # glibc: serve every allocation ≥ 64 KiB by mmap and unmap it on free, so the
-                # peak RSS follows the peak of live memory instead of heap high-water marks.
-                env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
-            cmd = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(cfg)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                sys.stderr.write(proc.stdout + proc.stderr)
-                raise SystemExit(f"{variant} {dt} failed (exit {proc.returncode})")
-            res = json.loads(lines[-1][len("RESULT ") :])
+                # Peak memory in a separate process: glibc told to serve every block ≥ 64 KiB by
+                # mmap and unmap it on free, so the peak RSS follows the peak of live memory
+                # (this makes every allocation page-fault, hence not used for the timing).
+                mem = _spawn(dict(cfg, skip_timing=True), {"MALLOC_MMAP_THRESHOLD_": "65536"})
+                res["peak_mem_bytes"], res["peak_mem_kind"] = mem["peak_mem_bytes"], mem["peak_mem_kind"] + ", MALLOC_MMAP_THRESHOLD_=65536"
             res["wall_s"] = round(time.time() - t0, 1)
             results.append(res)
 
@@ -200,7 +210,8 @@ def main(argv=None) -> int:
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            json.dump({"argv": sys.argv, "results": results}, f, indent=2)
+            meta = {"argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "platform": platform.platform(), "cpu_count": os.cpu_count()}
+            json.dump(dict(meta, results=results), f, indent=2)
         print(f"wrote {args.out}")
     return 0
 
