@@ -642,12 +642,18 @@ def test_mapping_score_sde_likelihood_weighting(sde):
         std = smin * (smax / smin) ** t
         mean_scale = torch.ones(B)
         g2 = std**2 * 2 * math.log(smax / smin)  # d σ(t)² / dt
+        obj = fl.VESDE(sigma_min=smin, sigma_max=smax)
     else:
         bmin, bmax = 0.1, 20.0
         log_m = -0.25 * t**2 * (bmax - bmin) - 0.5 * t * bmin
         mean_scale = torch.exp(log_m)
         std = torch.sqrt(1 - torch.exp(2 * log_m))
         g2 = bmin + t * (bmax - bmin)  # β(t)
+        obj = fl.VPSDE(beta_min=bmin, beta_max=bmax)
+        torch.testing.assert_close(obj.beta(t).float(), g2)
+    # the same perturbation kernel as the samplers' SDE objects
+    torch.testing.assert_close(obj.marginal_mean_scale(t).float(), mean_scale)
+    torch.testing.assert_close(obj.marginal_std(t).float(), std)
     net = AffineScore(shape)
     xt = rows_view(mean_scale, 3) * x + rows_view(std, 3) * z
     s = net(xt, std)

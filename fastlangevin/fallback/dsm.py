@@ -78,7 +78,7 @@ def for_pieces(
             z = None
             if injected_noise is None:
                 if seed_int is not None:
-                    torch_chunk_normal(seed_int, k, buf, gen)
+                    torch_chunk_normal(seed_int, k, buf, gen, needed=g1 - k * C)
                     z = buf[g0 - k * C : g1 - k * C]
                 else:
                     z = philox_normal(seed, g0, g1 - g0)
