@@ -26,7 +26,7 @@ import torch
 
 from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal
 from .._validate import Scale
-from .langevin_step import _CPU_PIECE, PHILOX_CHUNK, _pool, _workers, scale_slice
+from .langevin_step import _CPU_PIECE, PHILOX_CHUNK, _cpu_scratch, _pool, _workers, scale_slice
 
 T = TypeVar("T")
 
@@ -70,8 +70,8 @@ def for_pieces(
 
     @torch.no_grad()  # plain arithmetic inside an op; worker threads do not inherit the
     def run(k0: int, k1: int) -> List[T]:  # caller's thread-local autograd state
-        if seed_int is not None:
-            gen, buf = torch.Generator(), torch.empty(C, dtype=torch.float32)
+        if seed_int is not None:  # this thread's reused generator and one-chunk noise buffer
+            gen, buf, _ = _cpu_scratch(torch.float32)
         results = []
         for k in range(k0, k1):
             g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
