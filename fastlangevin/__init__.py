@@ -4,6 +4,8 @@ Public API (see README):
 
 * :func:`langevin_step`, :func:`langevin_step_` — the fused update
   ``x + a * s + b * z`` with in-kernel noise;
+* :func:`dsm_loss` — the denoising score-matching loss, fused (noise regenerated in backward);
+* :func:`geometric_sigmas`, :func:`sample_noise_levels` — noise-level schedules;
 * :func:`backend_for`, :func:`track_backends` — which implementation runs;
 * samplers: :func:`langevin` (ULA), :func:`annealed_langevin` (NCSN), :func:`pc_sample` with
   :class:`VESDE` / :class:`VPSDE` (predictor–corrector), :func:`mala`, :func:`score_from_energy`,
@@ -12,8 +14,10 @@ Public API (see README):
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .ops.corrector import langevin_corrector_
+from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
+from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
 
 __version__ = "0.1.0"
@@ -26,12 +30,15 @@ __all__ = [
     "VPSDE",
     "annealed_langevin",
     "backend_for",
+    "dsm_loss",
+    "geometric_sigmas",
     "langevin",
     "langevin_corrector_",
     "langevin_step",
     "langevin_step_",
     "mala",
     "pc_sample",
+    "sample_noise_levels",
     "score_from_energy",
     "track_backends",
     "__version__",

@@ -1,0 +1,323 @@
+"""The fused denoising score-matching (DSM) loss: custom ops and the public function.
+
+    x̃   = α · x + σ · z,              z ~ N(0, I)     (fastlangevin::dsm_perturb)
+    s    = score_fn(x̃, σ)                              (the user's network, plain autograd)
+    ℓ_i  = ½ · λ_i · Σ_j (s_ij + z_ij / σ_i)²          (fastlangevin::dsm_loss_rows)
+    ∂ℓ_i/∂s_ij = λ_i · (s_ij + z_ij / σ_i)            (fastlangevin::dsm_loss_rows_backward)
+
+The noise z exists only inside the kernels: one int64 seed tensor (drawn from torch's generator)
+is an input of every op, and each pass regenerates z from it with the same counters. The loss
+saves the score (the one ``[B, ...]`` tensor it keeps for backward), the seed and ``[B]``
+vectors; the perturb op saves only α. Each op dispatches to the Triton kernels
+(``fastlangevin.kernels.dsm``) or the PyTorch fallback (``fastlangevin.fallback.dsm``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .. import _backend
+from .._rng import draw_seed
+from .._validate import FLOAT_DTYPES, check_generator, check_like, check_scale, check_state
+from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch
+from ..fallback.langevin_step import compute_dtype
+from .langevin_step import resolve_rng
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _row_size(t: torch.Tensor) -> int:
+    return math.prod(t.shape[1:])
+
+
+def _flat(t: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    return None if t is None else t.contiguous().reshape(-1)
+
+
+def _rows_view(rows: torch.Tensor, ndim: int) -> torch.Tensor:
+    return rows.reshape((-1,) + (1,) * (ndim - 1))
+
+
+# ---------------------------------------------------------------------------------------
+# Custom ops
+# ---------------------------------------------------------------------------------------
+@torch.library.custom_op("fastlangevin::dsm_perturb", mutates_args=())
+def _dsm_perturb_op(
+    x: torch.Tensor,
+    seed: torch.Tensor,
+    alpha_rows: Optional[torch.Tensor],
+    sigma_rows: torch.Tensor,
+    backend: str,
+    rng: str,
+    injected_noise: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """x̃ = α x + σ z (x + σ z when ``alpha_rows`` is None); rows ``[B]`` in the compute dtype."""
+    _backend.record("dsm_perturb", backend)
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    args = (xc.reshape(-1), out.reshape(-1), seed, alpha_rows, sigma_rows)
+    kw = dict(row_size=_row_size(x), elem_offset=0, injected_noise=_flat(injected_noise))
+    if backend == "triton":
+        from ..kernels.dsm import launch_dsm_perturb
+
+        launch_dsm_perturb(*args, **kw)
+    else:
+        dsm_perturb_torch(*args, rng=rng, **kw)
+    return out
+
+
+@_dsm_perturb_op.register_fake
+def _(x, seed, alpha_rows, sigma_rows, backend, rng, injected_noise):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _perturb_setup_context(ctx, inputs, output):
+    x, _seed, alpha_rows = inputs[:3]
+    ctx.x_dtype = x.dtype
+    ctx.save_for_backward(alpha_rows)
+
+
+def _perturb_backward(ctx, grad):
+    """∂x̃/∂x = α (per row): the noise does not enter the gradient."""
+    (alpha_rows,) = ctx.saved_tensors
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        if alpha_rows is None:
+            grad_x = grad.to(ctx.x_dtype)
+        else:
+            cdt = alpha_rows.dtype
+            grad_x = (grad.to(cdt) * _rows_view(alpha_rows, grad.dim())).to(ctx.x_dtype)
+    return grad_x, None, None, None, None, None, None
+
+
+_dsm_perturb_op.register_autograd(_perturb_backward, setup_context=_perturb_setup_context)
+
+
+@torch.library.custom_op("fastlangevin::dsm_loss_rows", mutates_args=())
+def _dsm_loss_rows_op(
+    score: torch.Tensor,
+    seed: torch.Tensor,
+    inv_sigma_rows: torch.Tensor,
+    weight_rows: torch.Tensor,
+    backend: str,
+    rng: str,
+    injected_noise: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Per-sample loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²``: ``[B]`` in ``inv_sigma_rows``' dtype."""
+    _backend.record("dsm_loss", backend)
+    sc = score.contiguous().reshape(-1)
+    kw = dict(row_size=_row_size(score), elem_offset=0, injected_noise=_flat(injected_noise))
+    if backend == "triton":
+        from ..kernels.dsm import launch_dsm_loss_rows
+
+        out = torch.empty(score.shape[0], dtype=inv_sigma_rows.dtype, device=score.device)
+        return launch_dsm_loss_rows(sc, out, seed, inv_sigma_rows, weight_rows, **kw)
+    return dsm_loss_rows_torch(sc, seed, inv_sigma_rows, weight_rows, rng=rng, **kw)
+
+
+@_dsm_loss_rows_op.register_fake
+def _(score, seed, inv_sigma_rows, weight_rows, backend, rng, injected_noise):
+    return score.new_empty((score.shape[0],), dtype=inv_sigma_rows.dtype)
+
+
+@torch.library.custom_op("fastlangevin::dsm_loss_rows_backward", mutates_args=())
+def _dsm_loss_rows_backward_op(
+    score: torch.Tensor,
+    seed: torch.Tensor,
+    inv_sigma_rows: torch.Tensor,
+    coef_rows: torch.Tensor,
+    backend: str,
+    rng: str,
+    injected_noise: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """∂L/∂s = c_i (s_ij + z_ij / σ_i) with z regenerated from ``seed``; score's shape and dtype."""
+    _backend.record("dsm_loss_backward", backend)
+    sc = score.contiguous()
+    grad = torch.empty_like(sc)
+    args = (sc.reshape(-1), grad.reshape(-1), seed, inv_sigma_rows, coef_rows)
+    kw = dict(row_size=_row_size(score), elem_offset=0, injected_noise=_flat(injected_noise))
+    if backend == "triton":
+        from ..kernels.dsm import launch_dsm_loss_backward
+
+        launch_dsm_loss_backward(*args, **kw)
+    else:
+        dsm_loss_backward_torch(*args, rng=rng, **kw)
+    return grad
+
+
+@_dsm_loss_rows_backward_op.register_fake
+def _(score, seed, inv_sigma_rows, coef_rows, backend, rng, injected_noise):
+    return torch.empty_like(score, memory_format=torch.contiguous_format)
+
+
+def _loss_setup_context(ctx, inputs, output):
+    score, seed, inv_sigma_rows, weight_rows, backend, rng, injected_noise = inputs
+    ctx.backend, ctx.rng = backend, rng
+    # The one [B, ...] tensor kept for backward is the score; z is regenerated from the seed.
+    # (injected_noise is None except in the test hook.)
+    ctx.save_for_backward(score, seed, inv_sigma_rows, weight_rows, injected_noise)
+
+
+def _loss_backward(ctx, grad_rows):
+    score, seed, inv_sigma_rows, weight_rows, injected_noise = ctx.saved_tensors
+    grad_s = None
+    if ctx.needs_input_grad[0]:
+        coef = weight_rows * grad_rows.to(weight_rows.dtype)
+        grad_s = torch.ops.fastlangevin.dsm_loss_rows_backward(score, seed, inv_sigma_rows, coef, ctx.backend, ctx.rng, injected_noise)
+    return grad_s, None, None, None, None, None, None
+
+
+_dsm_loss_rows_op.register_autograd(_loss_backward, setup_context=_loss_setup_context)
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+@dataclass
+class _Prepared:
+    seed: torch.Tensor
+    alpha_rows: Optional[torch.Tensor]
+    sigma_rows: torch.Tensor
+    inv_sigma_rows: torch.Tensor
+    weight_rows: torch.Tensor
+    sigma_arg: torch.Tensor  # what score_fn receives: [B]
+    backend: str
+    rng: str
+    reduction: str
+
+
+def _rows_of(scale, batch: int, cdt: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A validated Scale as a contiguous ``[batch]`` tensor in the compute dtype."""
+    if scale.tensor is None:
+        return torch.full((batch,), scale.value, dtype=cdt, device=device)
+    return scale.tensor.to(cdt).expand(batch).contiguous()
+
+
+def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, injected_noise=None) -> _Prepared:
+    """Validate every argument (before the generator is touched) and build the ops' inputs."""
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable as score_fn(x_tilde, sigma), got {type(score_fn).__name__}")
+    check_state("x", x)
+    if x.numel() == 0:
+        raise ValueError(f"x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), got shape {tuple(x.shape)}")
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
+    batch, device = x.shape[0], x.device
+    cdt = compute_dtype(x.dtype)
+    sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
+    alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
+    wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
+    generator = check_generator(generator, device)
+    chosen = _backend.resolve_backend(device, backend)
+    stream = resolve_rng(rng, chosen, device)
+    if injected_noise is not None:
+        check_like("noise", injected_noise, x, "x")
+
+    sigma_rows = _rows_of(sig, batch, cdt, device)
+    alpha_rows = None if alp is None else _rows_of(alp, batch, cdt, device)
+    weight_rows = sigma_rows * sigma_rows if wgt is None else _rows_of(wgt, batch, cdt, device)
+    if sig.per_row:
+        sigma_arg = sig.tensor  # the caller's own [B] tensor
+    elif sig.tensor is not None:
+        sigma_arg = sig.tensor.expand(batch)
+    else:
+        sigma_arg = sigma_rows
+    if injected_noise is not None:
+        seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
+    else:
+        seed = draw_seed(device, generator)
+    return _Prepared(seed, alpha_rows, sigma_rows, torch.reciprocal(sigma_rows), weight_rows, sigma_arg, chosen, stream, reduction)
+
+
+def _check_score(s, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(s, torch.Tensor):
+        raise TypeError(f"score_fn must return a torch.Tensor, got {type(s).__name__}")
+    if s.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"score_fn must return a floating tensor (float32, bfloat16, float16, float64), got dtype {s.dtype}")
+    if s.shape != x.shape:
+        raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {tuple(s.shape)}")
+    if s.device != x.device:
+        raise ValueError(f"score_fn must return a tensor on x's device {x.device}, got {s.device}")
+    return s
+
+
+def _run(score_fn, x, p: _Prepared, injected_noise=None) -> torch.Tensor:
+    x_tilde = torch.ops.fastlangevin.dsm_perturb(x, p.seed, p.alpha_rows, p.sigma_rows, p.backend, p.rng, injected_noise)
+    s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
+    losses = torch.ops.fastlangevin.dsm_loss_rows(s, p.seed, p.inv_sigma_rows, p.weight_rows, p.backend, p.rng, injected_noise)
+    if p.reduction == "mean":
+        return losses.mean()
+    if p.reduction == "sum":
+        return losses.sum()
+    return losses
+
+
+def dsm_loss(
+    score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    sigma,
+    *,
+    alpha=None,
+    weight=None,
+    reduction: str = "mean",
+    generator: Optional[torch.Generator] = None,
+    backend: Optional[str] = None,
+    rng: Optional[str] = None,
+) -> torch.Tensor:
+    """Denoising score-matching loss with fused kernels; the noise is never stored.
+
+        x̃   = alpha · x + sigma · z,          z ~ N(0, I) (fresh per call)
+        s    = score_fn(x̃, sigma_b)            sigma_b: the per-sample sigma, a [B] tensor
+        ℓ_i  = ½ · λ_i · Σ_j (s_ij + z_ij / sigma_i)²     (sum over all non-batch dims)
+
+    Mappings to published losses (both checked in ``tests/test_dsm.py``):
+
+    * NCSN's annealed DSM loss (Song & Ermon 2019, ``anneal_power = 2``): per-sample levels
+      ``sigma = sigmas[idx]`` (see :func:`fastlangevin.sample_noise_levels`), ``alpha=None``,
+      ``weight=None`` (λ = σ², the default) and ``reduction="mean"``.
+    * Score SDE's loss with likelihood weighting (Song et al. 2021, sum over dims):
+      ``alpha = m(t)`` (the SDE's mean scale: 1 for VE), ``sigma = std(t)``,
+      ``weight = g(t)²`` (the squared diffusion coefficient: β(t) for VP,
+      ``σ(t)² · 2 log(σ_max/σ_min)`` for VE), ``reduction="mean"``. Without likelihood
+      weighting, score SDE's loss is ``weight=None`` (λ = std², the NCSN weighting).
+
+    Args:
+        score_fn: ``score_fn(x_tilde, sigma_b) -> s``; ``s`` must have x's shape and device and a
+            floating dtype (it may differ from x's, e.g. bf16 under autocast; math is fp32).
+            ``sigma_b`` is the caller's ``[B]`` sigma tensor when one was passed, else a ``[B]``
+            tensor (fp32; fp64 for float64 x) holding the scalar.
+        x: clean data ``[B, ...]`` (float32 / bfloat16 / float16 / float64). Gradients flow to it
+            (∂x̃/∂x = alpha) when it requires grad.
+        sigma: noise level σ > 0: float, 0-d tensor or per-sample ``[B]`` tensor (a constant).
+        alpha: signal scale α ≥ 0 (same forms); None → 1.
+        weight: per-sample λ ≥ 0 (``[B]`` tensor, 0-d tensor or float); None → σ².
+        reduction: "mean" over the batch, "sum", or "none" for the ``[B]`` per-sample losses.
+        generator: torch generator (on x's device type) the noise seed is drawn from.
+        backend: "triton", "torch" or None (→ ``FASTLANGEVIN_BACKEND``, else auto).
+        rng: fallback noise stream, "torch" (CPU default, fast) or "philox" (the kernels').
+
+    Returns:
+        the loss in fp32 (fp64 for float64 x): a scalar, or ``[B]`` for ``reduction="none"``.
+        Differentiable with respect to ``x`` and everything ``score_fn`` depends on. The
+        backward pass keeps the score (one ``[B, ...]`` tensor) and regenerates z from its seed.
+
+    Values of sigma/alpha/weight tensors on an accelerator are not inspected (no host sync);
+    CPU tensors and Python numbers are. Under ``torch.compile(fullgraph=True)`` leave
+    ``generator=None`` (seed with ``torch.manual_seed``): Dynamo cannot trace a generator object.
+    """
+    p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng)
+    return _run(score_fn, x, p)
+
+
+def dsm_loss_with_noise(score_fn, x, sigma, noise, *, alpha=None, weight=None, reduction="mean", backend=None, rng=None) -> torch.Tensor:
+    """Test hook: :func:`dsm_loss` with the noise ``z`` supplied (shaped like x) instead of drawn.
+
+    Every pass (kernels included) reads ``noise`` where it would regenerate z, so the Triton
+    kernels, the fallback and a plain formula can be compared exactly.
+    """
+    p = _prepare(score_fn, x, sigma, alpha, weight, reduction, None, backend, rng, injected_noise=noise)
+    return _run(score_fn, x, p, injected_noise=noise.contiguous())

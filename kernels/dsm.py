@@ -1,0 +1,286 @@
+"""Triton kernels for the fused denoising score-matching loss (installed as ``fastlangevin.kernels.dsm``).
+
+    perturb:   x̃ = α · x + σ · z                           (z ~ N(0, I) drawn in-kernel)
+    loss:      ℓ_i = ½ · λ_i · Σ_j (s_ij + z_ij · (1/σ_i))²  (z regenerated from the same seed)
+    backward:  ∂ℓ/∂s_ij = c_i · (s_ij + z_ij · (1/σ_i)),  c_i = λ_i · ∂L/∂ℓ_i   (z regenerated again)
+
+The noise is never written to memory: all three passes draw element ``i``'s normal from the
+same Philox counter (output ``i % 4`` of ``tl.randn4x(seed, i // 4)``, ``i`` the global flat
+index, as in ``langevin_step``), so the backward pass sees exactly the forward's z.
+
+Per-row scales (α, σ, 1/σ, λ, c) arrive as ``[B]`` tensors in the compute dtype; the op layer
+builds them (a few [B]-sized ops), so the kernels have a single code path and the PyTorch
+fallback reproduces their arithmetic exactly (same operations, same order).
+
+The loss is a per-row reduction: a 2-D grid (row, column chunk) writes one partial sum per
+program into a ``[B, n_chunks]`` buffer, then a tiny kernel (one program per row) sums a row's
+partials in a fixed order. No atomics: bitwise reproducible, and a row's loss never depends on
+the batch size (the chunking depends on the row length only).
+"""
+
+import triton
+import triton.language as tl
+
+from .langevin_step import BLOCK_INTERPRETER, _normal_tile
+
+# Perturb (elementwise over the flat tensor): the langevin_step launch shape — 4096 elements
+# per program with 8 warps keep enough bytes in flight to saturate HBM.
+BLOCK_GPU = 4096
+NUM_WARPS_GPU = 8
+# Row kernels: a program covers at most BLOCK_GPU columns of one row; short rows get a
+# smaller power-of-two block (never below 16 so a program still feeds a few lanes).
+MIN_ROW_BLOCK = 16
+# Column elements per warp in the row kernels (4096 / 8 warps = 512, as for perturb).
+ROW_ELEMS_PER_WARP = 512
+
+
+@triton.jit
+def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr):
+    """Columns, mask and first Philox group of program (row, chunk).
+
+    The tile is aligned to groups of four in the *global* element index: a row starting
+    ``head`` elements into its group begins at tile position ``head`` of chunk 0.
+    ``ROWS_ALIGNED`` (every row starts on a group: row_size and elem_offset multiples of 4)
+    drops the head, so the compiler can prove 16-byte alignment and vectorise the loads.
+    """
+    GROUPS: tl.constexpr = BLOCK // 4
+    start = elem_offset + row * row_size  # global index of the row's first element
+    col = chunk * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    if ROWS_ALIGNED:
+        mask = col < row_size
+    else:
+        col = col - start % 4
+        mask = (col >= 0) & (col < row_size)
+    first_group = start // 4 + chunk * GROUPS
+    return col, mask, first_group
+
+
+@triton.jit
+def _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr):
+    if NOISE_FROM_PTR:
+        z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    else:
+        z = _normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
+    return z
+
+
+@triton.jit
+def _dsm_perturb_kernel(
+    x_ptr,
+    out_ptr,
+    seed_ptr,
+    noise_ptr,  # injected noise (test hook) when NOISE_FROM_PTR, else unused
+    alpha_ptr,  # [B] compute dtype, unused unless HAS_ALPHA
+    sigma_ptr,  # [B] compute dtype
+    n_elements,
+    row_size,
+    group_offset,
+    HEAD: tl.constexpr,
+    HAS_ALPHA: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # x[0] is global element 4 * group_offset + HEAD; HEAD is a constexpr so the aligned case
+    # keeps provable 16-byte alignment (vectorised loads) and a one-sided mask.
+    GROUPS: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    first_group = group_offset + pid * GROUPS
+    local = pid * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    if HEAD != 0:
+        local = local - HEAD
+        mask = (local >= 0) & (local < n_elements)
+    else:
+        mask = local < n_elements
+    rows = local // row_size
+
+    x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    sigma = tl.load(sigma_ptr + rows, mask=mask, other=0.0).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS)
+    if HAS_ALPHA:
+        alpha = tl.load(alpha_ptr + rows, mask=mask, other=0.0).to(COMPUTE)
+        out = alpha * x + sigma * z
+    else:
+        out = x + sigma * z
+    tl.store(out_ptr + local, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _dsm_loss_partial_kernel(
+    score_ptr,
+    partial_ptr,  # [B, n_chunks] compute dtype
+    seed_ptr,
+    noise_ptr,
+    inv_sigma_ptr,  # [B] compute dtype: 1/σ_i
+    row_size,
+    n_chunks,
+    elem_offset,
+    NOISE_FROM_PTR: tl.constexpr,
+    ROWS_ALIGNED: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    GROUPS: tl.constexpr = BLOCK // 4
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED)
+    local = row * row_size + col
+
+    s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS)
+    r = s + z * inv_sigma
+    r = tl.where(mask, r, 0.0)
+    part = tl.sum(tl.sum(r * r, axis=1), axis=0)
+    tl.store(partial_ptr + row * n_chunks + chunk, part)
+
+
+@triton.jit
+def _dsm_loss_reduce_kernel(partial_ptr, weight_ptr, out_ptr, n_chunks, CHUNKS: tl.constexpr):
+    """ℓ_i = ½ · λ_i · Σ_c partial[i, c]: one program per row, a fixed summation order."""
+    row = tl.program_id(0).to(tl.int64)
+    idx = tl.arange(0, CHUNKS)
+    p = tl.load(partial_ptr + row * n_chunks + idx, mask=idx < n_chunks, other=0.0)
+    q = tl.sum(p, axis=0)
+    w = tl.load(weight_ptr + row)
+    tl.store(out_ptr + row, 0.5 * (w * q))
+
+
+@triton.jit
+def _dsm_loss_backward_kernel(
+    score_ptr,
+    grad_ptr,  # output ∂L/∂s, score's dtype
+    seed_ptr,
+    noise_ptr,
+    inv_sigma_ptr,  # [B] compute dtype
+    coef_ptr,  # [B] compute dtype: λ_i · ∂L/∂ℓ_i
+    row_size,
+    elem_offset,
+    NOISE_FROM_PTR: tl.constexpr,
+    ROWS_ALIGNED: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    GROUPS: tl.constexpr = BLOCK // 4
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED)
+    local = row * row_size + col
+
+    s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
+    coef = tl.load(coef_ptr + row).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS)
+    g = coef * (s + z * inv_sigma)
+    tl.store(grad_ptr + local, g.to(grad_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------
+def _compute(dtype):
+    import torch
+
+    return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
+    """(BLOCK, n_chunks, num_warps, rows_aligned) of the row kernels for rows of ``row_size`` elements.
+
+    Depends on the row length (and offset alignment) only, never on the batch size.
+    """
+    cap = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
+    # Rows start mid-group unless every row start is 4-aligned; then a chunk must cover 3 more.
+    aligned = row_size % 4 == 0 and elem_offset % 4 == 0
+    head_room = 0 if aligned else 3
+    block = max(MIN_ROW_BLOCK, min(cap, triton.next_power_of_2(row_size + head_room)))
+    n_chunks = triton.cdiv(row_size + head_room, block)
+    num_warps = max(1, min(NUM_WARPS_GPU, block // ROW_ELEMS_PER_WARP))
+    return block, n_chunks, num_warps, aligned
+
+
+def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None):
+    """x̃ = α x + σ z. ``x``, ``out`` (and ``injected_noise``) flat contiguous; rows ``[B]`` tensors."""
+    n = x.numel()
+    if n == 0:
+        return out
+    interpreted = x.device.type == "cpu"
+    if block is None:
+        block = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
+    grid = (triton.cdiv(n + elem_offset % 4, block),)
+    kwargs = {} if interpreted else {"num_warps": NUM_WARPS_GPU}
+    # Unused pointer slots get sigma_rows (never dereferenced: a constexpr disables the load).
+    _dsm_perturb_kernel[grid](
+        x,
+        out,
+        seed,
+        injected_noise if injected_noise is not None else sigma_rows,
+        alpha_rows if alpha_rows is not None else sigma_rows,
+        sigma_rows,
+        n,
+        row_size,
+        elem_offset // 4,
+        HEAD=elem_offset % 4,
+        HAS_ALPHA=alpha_rows is not None,
+        NOISE_FROM_PTR=injected_noise is not None,
+        COMPUTE=_compute(sigma_rows.dtype),
+        BLOCK=block,
+        **kwargs,
+    )
+    return out
+
+
+def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None):
+    """Per-row loss ``out[i] = ½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` (``out``: [B], compute dtype)."""
+    import torch
+
+    rows = out.shape[0]
+    if rows == 0:
+        return out
+    interpreted = score.device.type == "cpu"
+    block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
+    partial = torch.empty((rows, n_chunks), dtype=out.dtype, device=score.device)
+    kwargs = {} if interpreted else {"num_warps": num_warps}
+    _dsm_loss_partial_kernel[(rows, n_chunks)](
+        score,
+        partial,
+        seed,
+        injected_noise if injected_noise is not None else inv_sigma_rows,
+        inv_sigma_rows,
+        row_size,
+        n_chunks,
+        elem_offset,
+        NOISE_FROM_PTR=injected_noise is not None,
+        ROWS_ALIGNED=aligned,
+        COMPUTE=_compute(out.dtype),
+        BLOCK=block,
+        **kwargs,
+    )
+    _dsm_loss_reduce_kernel[(rows,)](partial, weight_rows, out, n_chunks, CHUNKS=max(2, triton.next_power_of_2(n_chunks)), **({} if interpreted else {"num_warps": 1}))
+    return out
+
+
+def launch_dsm_loss_backward(score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None):
+    """``grad[i, j] = c_i (s_ij + z_ij / σ_i)`` (flat contiguous ``score``/``grad``)."""
+    rows = inv_sigma_rows.shape[0]
+    if rows == 0 or row_size == 0:
+        return grad
+    interpreted = score.device.type == "cpu"
+    block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
+    kwargs = {} if interpreted else {"num_warps": num_warps}
+    _dsm_loss_backward_kernel[(rows, n_chunks)](
+        score,
+        grad,
+        seed,
+        injected_noise if injected_noise is not None else inv_sigma_rows,
+        inv_sigma_rows,
+        coef_rows,
+        row_size,
+        elem_offset,
+        NOISE_FROM_PTR=injected_noise is not None,
+        ROWS_ALIGNED=aligned,
+        COMPUTE=_compute(inv_sigma_rows.dtype),
+        BLOCK=block,
+        **kwargs,
+    )
+    return grad
