@@ -24,7 +24,7 @@ masks the elements outside its row.
 import triton
 import triton.language as tl
 
-from .langevin_step import _normal_tile
+from .tiles import normal_tile
 
 # GPU: 4096 elements per program (1024 Philox groups) keeps a 3·32·32 row in one program and
 # 8 warps busy; small rows (2-D toys) shrink BLOCK to the row (see `block_for`).
@@ -58,7 +58,7 @@ def _corrector_norms_kernel(
     mask = (col >= 0) & (col < row_size)
 
     s = tl.load(score_ptr + row * row_size + col, mask=mask, other=0.0).to(COMPUTE)
-    z = _normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
+    z = normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
     z = tl.where(mask, z, 0.0)
     ss = tl.sum(tl.sum(s * s, axis=1), axis=0)
     zz = tl.sum(tl.sum(z * z, axis=1), axis=0)

@@ -21,7 +21,8 @@ the batch size (the chunking depends on the row length only).
 import triton
 import triton.language as tl
 
-from .langevin_step import BLOCK_INTERPRETER, _normal_tile
+from .langevin_step import BLOCK_INTERPRETER
+from .tiles import flat_tile, normal_tile
 
 # Perturb (elementwise over the flat tensor): the langevin_step launch shape — 4096 elements
 # per program with 8 warps keep enough bytes in flight to saturate HBM.
@@ -60,7 +61,7 @@ def _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR: tl.con
     if NOISE_FROM_PTR:
         z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     else:
-        z = _normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
+        z = normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
     return z
 
 
@@ -81,17 +82,8 @@ def _dsm_perturb_kernel(
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # x[0] is global element 4 * group_offset + HEAD; HEAD is a constexpr so the aligned case
-    # keeps provable 16-byte alignment (vectorised loads) and a one-sided mask.
     GROUPS: tl.constexpr = BLOCK // 4
-    pid = tl.program_id(0).to(tl.int64)
-    first_group = group_offset + pid * GROUPS
-    local = pid * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
-    if HEAD != 0:
-        local = local - HEAD
-        mask = (local >= 0) & (local < n_elements)
-    else:
-        mask = local < n_elements
+    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK)
     rows = local // row_size
 
     x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)

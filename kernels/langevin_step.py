@@ -16,6 +16,8 @@ never depends on BLOCK, the grid or the batch size.
 import triton
 import triton.language as tl
 
+from .tiles import flat_tile, normal_tile
+
 # Scale modes (constexpr): where a or b comes from.
 SCALE_ARG = 0  # Python float passed as a kernel scalar
 SCALE_TENSOR = 1  # 0-d device tensor (loaded once per program)
@@ -43,20 +45,6 @@ def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr)
 
 
 @triton.jit
-def _normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr):
-    """[GROUPS, 4] standard normals for global elements 4*(first_group + g) + lane."""
-    seed = tl.load(seed_ptr)
-    counter = first_group + tl.arange(0, GROUPS).to(tl.int64)
-    n0, n1, n2, n3 = tl.randn4x(seed, counter)
-    lane = tl.arange(0, 4)[None, :]
-    return tl.where(
-        lane == 0,
-        n0[:, None],
-        tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None])),
-    )
-
-
-@triton.jit
 def _langevin_step_kernel(
     x_ptr,
     score_ptr,
@@ -80,18 +68,7 @@ def _langevin_step_kernel(
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    # x[0] is global element 4 * group_offset + HEAD. HEAD (0..3) is a constexpr so the common
-    # aligned case keeps provable 16-byte alignment (vectorised loads) and a one-sided mask.
-    GROUPS: tl.constexpr = BLOCK // 4
-    pid = tl.program_id(0).to(tl.int64)
-    first_group = group_offset + pid * GROUPS
-    # local element index, tile shaped [GROUPS, 4] so lanes map to randn4x outputs
-    local = pid * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
-    if HEAD != 0:
-        local = local - HEAD
-        mask = (local >= 0) & (local < n_elements)
-    else:
-        mask = local < n_elements
+    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK)
 
     x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
@@ -106,7 +83,7 @@ def _langevin_step_kernel(
         if NOISE_FROM_PTR:
             z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(tl.float32)
         else:
-            z = _normal_tile(seed_ptr, first_group, GROUPS)
+            z = normal_tile(seed_ptr, first_group, BLOCK // 4)
         out = out + b * z.to(COMPUTE)
     if HAS_CLAMP:
         out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)

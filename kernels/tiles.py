@@ -1,0 +1,43 @@
+"""Tile helpers shared by the kernels: group-aligned element tiles and their Philox normals.
+
+Every kernel draws noise the same way: element ``i`` of the global index gets output ``i % 4``
+of ``tl.randn4x(seed, i // 4)``. Tiles are shaped ``[BLOCK // 4, 4]`` and aligned to those
+groups of four, so each Philox call feeds four consecutive elements (no wasted outputs).
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's ``[BLOCK // 4, 4]`` tile of a flat tensor whose element 0 is global element
+    ``4 * group_offset + HEAD``. Returns (local element indices (int64), mask, first Philox group).
+
+    HEAD (0..3) is a constexpr so the common aligned case keeps provable 16-byte alignment
+    (vectorised loads) and a one-sided mask.
+    """
+    GROUPS: tl.constexpr = BLOCK // 4
+    pid = tl.program_id(0).to(tl.int64)
+    first_group = group_offset + pid * GROUPS
+    local = pid * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    if HEAD != 0:
+        local = local - HEAD
+        mask = (local >= 0) & (local < n_elements)
+    else:
+        mask = local < n_elements
+    return local, mask, first_group
+
+
+@triton.jit
+def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr):
+    """[GROUPS, 4] standard normals for global elements 4*(first_group + g) + lane."""
+    seed = tl.load(seed_ptr)
+    counter = first_group + tl.arange(0, GROUPS).to(tl.int64)
+    n0, n1, n2, n3 = tl.randn4x(seed, counter)
+    lane = tl.arange(0, 4)[None, :]
+    return tl.where(
+        lane == 0,
+        n0[:, None],
+        tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None])),
+    )
