@@ -36,7 +36,7 @@ from .. import _backend
 from .._rng import draw_seed
 from .._validate import check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
-from .langevin_step import _NOISE_NONE, _NOISE_SQRT2A, resolve_rng
+from .langevin_step import _NOISE_NONE, _NOISE_SQRT2A, resolve_rng, run_inplace_op
 
 NORM_MODES = ("batch", "per_sample")
 
@@ -44,8 +44,7 @@ NORM_MODES = ("batch", "per_sample")
 # ---------------------------------------------------------------------------------------
 # Pass 1: per-row norms (custom op)
 # ---------------------------------------------------------------------------------------
-@torch.library.custom_op("fastlangevin::corrector_norms", mutates_args=())
-def _corrector_norms_op(score: torch.Tensor, seed: torch.Tensor, sample_offset: int, backend: str, rng: str) -> torch.Tensor:
+def _corrector_norms_impl(score: torch.Tensor, seed: torch.Tensor, sample_offset: int, backend: str, rng: str) -> torch.Tensor:
     _backend.record("corrector_norms", backend)
     rows = score.shape[0]
     flat = score.contiguous().reshape(rows, -1)
@@ -56,6 +55,15 @@ def _corrector_norms_op(score: torch.Tensor, seed: torch.Tensor, sample_offset: 
     else:
         out = corrector_norms_torch(flat, seed, sample_offset=sample_offset, rng=rng)
     return out.contiguous()
+
+
+_corrector_norms_op = torch.library.custom_op("fastlangevin::corrector_norms", mutates_args=())(_corrector_norms_impl)
+
+
+def _norms(score, seed, sample_offset, backend, rng):
+    if _backend.can_call_directly(score, seed):  # skip the dispatcher's per-call overhead
+        return _corrector_norms_impl(score, seed, sample_offset, backend, rng)
+    return torch.ops.fastlangevin.corrector_norms(score, seed, sample_offset, backend, rng)
 
 
 @_corrector_norms_op.register_fake
@@ -91,7 +99,7 @@ def corrector_norms(
     sample_offset = check_offset("sample_offset", sample_offset)
     chosen = _backend.resolve_backend(score.device, backend)
     stream = resolve_rng(rng, chosen, score.device)
-    return torch.ops.fastlangevin.corrector_norms(score, seed, sample_offset, chosen, stream)
+    return _norms(score, seed, sample_offset, chosen, stream)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,7 +182,7 @@ def langevin_corrector_(
         raise RuntimeError("langevin_corrector_ is a sampler op without autograd; run it under torch.no_grad()")
 
     seed = draw_seed(device, generator)
-    norms = torch.ops.fastlangevin.corrector_norms(score, seed, sample_offset, chosen, stream)
+    norms = _norms(score, seed, sample_offset, chosen, stream)
     eps = snr_step_size(
         norms,
         snr_s.value if snr_s.tensor is None else snr_s.tensor,
@@ -185,7 +193,7 @@ def langevin_corrector_(
         eps = eps.contiguous()
     lo, hi = (None, None) if lo_hi is None else lo_hi
     mode = _NOISE_SQRT2A if add_noise else _NOISE_NONE
-    torch.ops.fastlangevin.langevin_step_(x, score, seed, 0.0, eps, 0.0, None, mode, lo, hi, sample_offset, chosen, stream, None)
+    run_inplace_op((x, score, seed, 0.0, eps, 0.0, None, mode, lo, hi, sample_offset, chosen, stream, None))
     return (x, eps) if return_step_size else x
 
 

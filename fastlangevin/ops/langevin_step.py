@@ -165,6 +165,15 @@ def _(x, score, seed, step_value, step_tensor, noise_value, noise_tensor, noise_
     return None
 
 
+def run_inplace_op(args: tuple) -> None:
+    """``fastlangevin::langevin_step_(*args)``, skipping the dispatcher when nothing needs it
+    (see :func:`fastlangevin._backend.can_call_directly`): same function, ~100 µs less a call."""
+    if _backend.can_call_directly(args[0], args[1], args[4], args[6]):
+        _langevin_step_inplace_impl(*args)
+    else:
+        torch.ops.fastlangevin.langevin_step_(*args)
+
+
 # ---------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------
@@ -258,10 +267,7 @@ def langevin_step_(
     args = _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset)
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
         raise RuntimeError("langevin_step_ (in-place) does not support autograd; use langevin_step, or run under torch.no_grad()")
-    if _backend.can_call_directly(x, score):
-        _langevin_step_inplace_impl(*args)
-    else:
-        torch.ops.fastlangevin.langevin_step_(*args)
+    run_inplace_op(args)
     return x
 
 
