@@ -1,0 +1,323 @@
+"""fastlangevin.distributed on two CPU processes (gloo): sharded sampling equals the one-process
+run sample for sample, seeds give the same samples whatever the world size, a failing rank is a
+clear error on every rank within a bounded time; shard helpers in one process.
+
+Each multi-process test is one 2-process job (``tests/dist_harness.py``: spawn, gloo, a hard
+deadline, one thread per worker) that writes its results to files; the test compares them with
+the same calls made here in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+import torch
+
+import fastlangevin as fl
+from fastlangevin import distributed as fd
+
+from .dist_harness import launch
+
+B = 7  # odd: shards of 4 and 3 rows
+SEED = 1234
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Cases: the same calls on 2 ranks (sharded) and here (one process)
+# ---------------------------------------------------------------------------------------
+def ring_score(x):  # score of a ring-shaped density: nonlinear, row-wise
+    r2 = (x * x).sum(dim=1, keepdim=True)
+    return -x * (r2 - 1.0)
+
+
+def sigma_score(x, sigma):
+    return -x / (1.0 + sigma[:, None] ** 2)
+
+
+def _ve():
+    return fl.VESDE(sigma_min=0.01, sigma_max=5.0)
+
+
+def ve_score(x, t):
+    return -x / (1.0 + _ve().marginal_std(t)[:, None] ** 2)
+
+
+def vp_score(x, t):
+    return -x
+
+
+def log_prob(x):
+    return -0.5 * (x * x).sum(dim=1) - 0.25 * (x**4).sum(dim=1)
+
+
+def zero_score(x):
+    return torch.zeros_like(x)
+
+
+def _x0():
+    return torch.randn(B, 3, generator=gen(5))
+
+
+def cases():
+    """name -> (sampler, positional args, start {"x0": ...} or {"shape": ...}, keyword options)."""
+    x0 = _x0()
+    return {
+        "langevin-torch": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.05, n_steps=4, backend="torch")),
+        "langevin-triton": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.05, n_steps=2, backend="triton")),
+        "langevin-philox-clamp": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.3, n_steps=3, backend="torch", rng="philox", clamp=(-1.0, 1.0))),
+        "noise-only": (fl.langevin, (zero_score,), {"x0": torch.zeros(B, 3)}, dict(step_size=0.5, n_steps=1, backend="torch")),
+        "annealed-per-sample-lr": (
+            fl.annealed_langevin, (sigma_score,), {"x0": x0},
+            dict(sigmas=[1.0, 0.5, 0.1], n_steps_each=2, step_lr=torch.linspace(1e-3, 3e-3, B), backend="torch"),
+        ),
+        "pc-ve-batch-norms-torch": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=5, backend="torch")),
+        "pc-ve-batch-norms-triton": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=2, backend="triton")),
+        "pc-vp-per-sample-snr-2-correctors": (
+            fl.pc_sample, (vp_score, fl.VPSDE(beta_min=0.1, beta_max=2.0)), {"x0": x0},
+            dict(n_steps=4, predictor="euler_maruyama", n_corrector_steps=2, snr=torch.linspace(0.1, 0.2, B), backend="torch"),
+        ),
+        "pc-per-sample-norms": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=3, corrector_norm="per_sample", backend="torch")),
+        "mala": (fl.mala, (log_prob,), {"x0": x0}, dict(step_size=0.4, n_steps=5, backend="torch")),
+    }
+
+
+def one_process(name, generator=None):
+    sampler, args, start, kw = cases()[name]
+    return sampler(*args, generator=generator or gen(SEED), **start, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# The 2-process sampling job
+# ---------------------------------------------------------------------------------------
+def _sampling_job(rank, world, out_dir):
+    results = {}
+    for name, (sampler, args, start, kw) in cases().items():
+        results[name] = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+        assert (results[name] is None) == (rank != 0), "gather='dst' returns the batch on rank 0 only"
+
+    sampler, args, start, kw = cases()["pc-ve-batch-norms-torch"]
+    # every rank gets the whole batch
+    results["all"] = fd.sample_sharded(sampler, *args, seed=SEED, gather="all", **start, **kw)
+    # negative control: the corrector's norms NOT gathered (each shard's own batch means)
+    results["no-gather"] = fd.sample_sharded(sampler, *args, seed=SEED, corrector_gather_norms=None, **start, **kw)
+    # per-rank files
+    own = fd.sample_sharded(sampler, *args, seed=SEED, gather="none", **start, **kw)
+    fd.save_shard(os.path.join(out_dir, "shards"), own, batch=B)
+    mala_own = fd.sample_sharded(fl.mala, log_prob, x0=_x0(), seed=SEED, gather="none", step_size=0.4, n_steps=5, backend="torch")
+    fd.save_shard(os.path.join(out_dir, "mala-shards"), mala_own, batch=B)
+
+    sampler, args, start, kw = cases()["langevin-torch"]
+    # a generator whose state differs per rank: rank 0's state is broadcast
+    g = gen(SEED if rank == 0 else 999)
+    results["generator"] = fd.sample_sharded(sampler, *args, generator=g, **start, **kw)
+    # no seed: rank 0's default generator draws one (other ranks' default generators differ)
+    torch.manual_seed(77 if rank == 0 else 1000 + rank)
+    results["default-seed"] = fd.sample_sharded(sampler, *args, **start, **kw)
+    # x0 as a callable building the shard
+    x0 = start["x0"]
+    results["x0-callable"] = fd.sample_sharded(sampler, *args, x0=lambda a, b: x0[a:b].clone(), batch=B, seed=SEED, **kw)
+    # seeds that disagree between ranks: a ValueError on every rank (and the group stays usable)
+    try:
+        fd.sample_sharded(sampler, *args, seed=SEED + rank, **start, **kw)
+        results["bad-seed"] = "no error"
+    except ValueError as e:
+        results["bad-seed"] = str(e)
+    results["after-bad-seed"] = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.fixture(scope="module")
+def sampling_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sampling")
+    wall = launch(_sampling_job, 2, out, str(out), deadline_s=120)
+    print(f"2-process sampling job: {wall:.1f} s")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)], out
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_sharded_equals_one_process(sampling_job, name):
+    (r0, r1), _ = sampling_job
+    assert r1[name] is None
+    got, want = r0[name], one_process(name)
+    if isinstance(want, tuple):  # mala: (samples, accept_rate), both per sample
+        assert isinstance(got, tuple) and len(got) == 2
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    else:
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert torch.equal(got, want), f"max |diff| {(got - want).abs().max().item():.3g}"
+
+
+def test_one_process_sample_sharded_is_the_sampler():
+    """Without torch.distributed, sample_sharded is the sampler on the whole batch (world size 1)."""
+    for name in ("langevin-torch", "pc-ve-batch-norms-torch", "mala"):
+        sampler, args, start, kw = cases()[name]
+        got = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+        want = one_process(name)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(g, w)
+
+
+def test_ranks_noise_is_distinct(sampling_job):
+    (r0, _), _ = sampling_job
+    z = r0["noise-only"]  # x0 = 0, score 0: one step is pure noise, rows 0-3 from rank 0, 4-6 from rank 1
+    assert torch.unique(z.reshape(-1)).numel() == z.numel()
+    assert not torch.allclose(z[:3], z[4:7])
+
+
+def test_batch_norms_need_the_gather(sampling_job):
+    """Negative control: shards using their own batch means differ from the one-process run."""
+    (r0, _), _ = sampling_job
+    want = one_process("pc-ve-batch-norms-torch")
+    assert not torch.allclose(r0["no-gather"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_gather_all_and_per_rank_files(sampling_job):
+    (r0, r1), out = sampling_job
+    want = one_process("pc-ve-batch-norms-torch")
+    assert torch.equal(r0["all"], want) and torch.equal(r1["all"], want)
+    assert torch.equal(fd.load_shards(str(out / "shards")), want)
+    got = fd.load_shards(str(out / "mala-shards"))
+    for g, w in zip(got, one_process("mala")):
+        assert torch.equal(g, w)
+
+
+def test_seed_sources(sampling_job):
+    (r0, r1), _ = sampling_job
+    want = one_process("langevin-torch")
+    assert torch.equal(r0["generator"], want)  # rank 0's generator state, broadcast
+    assert torch.equal(r0["x0-callable"], want)
+    assert torch.equal(r0["after-bad-seed"], want)
+    torch.manual_seed(77)
+    drawn = int(torch.randint(0, 1 << 62, (1,)).item())
+    assert torch.equal(r0["default-seed"], one_process("langevin-torch", gen(drawn)))
+    for r in (r0, r1):
+        assert "seed must be the same on every rank" in r["bad-seed"] and "[1234, 1235]" in r["bad-seed"]
+
+
+# ---------------------------------------------------------------------------------------
+# A rank failing mid-run
+# ---------------------------------------------------------------------------------------
+def _failure_job(rank, world, out_dir, mode):
+    calls = [0]
+
+    def score(x, t):
+        calls[0] += 1
+        if rank == 1 and calls[0] == 3:
+            if mode == "raise":
+                raise ValueError("boom: score network failed at call 3")
+            time.sleep(3.0)  # "hang": longer than the group's 1 s timeout
+        return ve_score(x, t)
+
+    t0 = time.monotonic()
+    try:
+        fd.sample_sharded(fl.pc_sample, score, _ve(), shape=(B, 3), seed=SEED, n_steps=6, backend="torch")
+        rec = {"error": None}
+    except Exception as e:
+        rec = {"error": type(e).__name__, "message": str(e), "failed_rank": getattr(e, "failed_rank", "n/a")}
+    rec["seconds"] = time.monotonic() - t0
+    torch.save(rec, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.parametrize("mode", ["raise", "hang"])
+def test_rank_failure_is_a_clear_error_on_every_rank(tmp_path, mode):
+    wall = launch(_failure_job, 2, tmp_path, str(tmp_path), mode, pg_timeout_s=1.0, deadline_s=60)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2))
+    if mode == "raise":
+        assert r1["error"] == "ValueError" and "boom" in r1["message"]  # the failing rank: its own error
+        assert r0["error"] == "RankFailedError" and r0["failed_rank"] == 1
+        assert "rank 1 failed" in r0["message"] and "boom: score network failed at call 3" in r0["message"]
+    else:
+        # rank 0 times out waiting in the corrector's all-gather; rank 1, back from its stall,
+        # finds rank 0 gone: both raise, neither reports an error of its own
+        assert r0["error"] == "RankFailedError" and r0["failed_rank"] is None and "stopped answering" in r0["message"]
+        assert r1["error"] == "RankFailedError"
+    assert r0["seconds"] < 15 and r1["seconds"] < 15
+    assert wall < 40
+
+
+# ---------------------------------------------------------------------------------------
+# One-process helpers
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch,world", [(7, 2), (8, 2), (10, 3), (5, 5), (1000, 7)])
+def test_shard_range_tiles_the_batch(batch, world):
+    ranges = [fd.shard_range(batch, r, world) for r in range(world)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == batch
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    sizes = [b - a for a, b in ranges]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"batch \(3\) must be >= world_size \(4\)"):
+        fd.shard_range(3, 0, 4)
+    with pytest.raises(ValueError, match="0 <= rank < world_size"):
+        fd.shard_range(8, 2, 2)
+    with pytest.raises(TypeError, match="batch must be an int"):
+        fd.shard_range(8.0, 0, 2)
+    x0 = _x0()
+    with pytest.raises(ValueError, match="gather must be one of"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, gather="rank0", step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="sample_offset is set by sample_sharded"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, sample_offset=3, step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="exactly one of x0"):
+        fd.sample_sharded(fl.langevin, ring_score, step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="pass batch=B"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=lambda a, b: x0[a:b], step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match=r"x0\(0, 7\) must return a \[7, \.\.\.\] tensor"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=lambda a, b: x0[:2], batch=B, step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="seed or generator, not both"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, seed=1, generator=gen(1), step_size=0.1, n_steps=1)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, seed=1.5, step_size=0.1, n_steps=1)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        fd.rank_and_world(group=object())
+
+
+def test_load_shards_reports_a_missing_shard(tmp_path):
+    x = torch.arange(14.0).reshape(7, 2)
+    # write rank 0's shard of a 2-rank run only
+    torch.save({"start": 0, "stop": 4, "batch": 7, "world_size": 2, "samples": (x[:4],), "tuple": False}, tmp_path / "shard-00000.pt")
+    with pytest.raises(ValueError, match="cover rows 0..4 of 7"):
+        fd.load_shards(str(tmp_path))
+    torch.save({"start": 5, "stop": 7, "batch": 7, "world_size": 2, "samples": (x[5:],), "tuple": False}, tmp_path / "shard-00001.pt")
+    with pytest.raises(ValueError, match="expected a shard starting at row 4"):
+        fd.load_shards(str(tmp_path))
+
+
+def test_corrector_gather_norms_hook():
+    """The hook sees this shard's [b, 2] norms; a shard given the whole batch's norms steps with
+    the whole batch's ε (what the distributed gather provides)."""
+    g = gen(3)
+    x = torch.randn(6, 4, generator=g)
+    s = -x * torch.linspace(0.5, 2.0, 6)[:, None]
+    whole, eps_whole = fl.langevin_corrector_(x.clone(), s, 0.16, generator=gen(9), backend="torch", return_step_size=True)
+    # the whole batch's norms, as the ranks would gather them
+    from fastlangevin._rng import draw_seed
+    from fastlangevin.ops.corrector import corrector_norms
+
+    all_norms = corrector_norms(s, draw_seed(x.device, gen(9)), backend="torch")
+    seen = []
+
+    def hook(n):
+        seen.append(n.shape)
+        return all_norms
+
+    part, eps_part = fl.langevin_corrector_(x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2,
+                                             gather_norms=hook, return_step_size=True)
+    assert seen == [torch.Size([3, 2])]
+    assert torch.equal(eps_part, eps_whole) and torch.equal(part, whole[2:5])
+    _, eps_local = fl.langevin_corrector_(x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2, return_step_size=True)
+    assert not math.isclose(eps_local.item(), eps_whole.item(), rel_tol=1e-3)
+    with pytest.raises(ValueError, match=r"gather_norms must return the whole batch's \[B, 2\]"):
+        fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=lambda n: n[:, :1])
+    with pytest.raises(TypeError, match="gather_norms must be callable"):
+        fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=3)
