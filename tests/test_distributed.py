@@ -321,3 +321,53 @@ def test_corrector_gather_norms_hook():
         fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=lambda n: n[:, :1])
     with pytest.raises(TypeError, match="gather_norms must be callable"):
         fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=3)
+
+
+# ---------------------------------------------------------------------------------------
+# dsm_loss(sample_offset=...): a shard draws the whole batch's noise rows
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("D", [3, 8], ids=["row3", "row8"])  # row 3: shards start off a Philox group
+def test_dsm_loss_shard_equals_rows_of_whole_batch(device_backend, D):
+    device, backend = device_backend
+    g = gen(11)
+    x = torch.randn(B, D, generator=g).to(device).requires_grad_(True)
+    sigma = torch.linspace(0.2, 1.5, B).to(device)
+    w = torch.tensor(0.7, device=device, requires_grad=True)
+
+    def score_fn(xt, sig):  # row-wise, with a parameter
+        return -w * xt / (1.0 + sig[:, None] ** 2)
+
+    whole = fl.dsm_loss(score_fn, x, sigma, reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend)
+    gw_whole, gx_whole = torch.autograd.grad(whole.sum(), (w, x))
+    rows, gw_parts, gx_parts = [], [], []
+    for a, b in ((0, 4), (4, 7)):
+        xs = x.detach()[a:b].clone().requires_grad_(True)
+        part = fl.dsm_loss(score_fn, xs, sigma[a:b], reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend, sample_offset=a)
+        gw, gx = torch.autograd.grad(part.sum(), (w, xs))
+        rows.append(part.detach()), gw_parts.append(gw), gx_parts.append(gx)
+    assert torch.equal(torch.cat(rows), whole.detach())
+    torch.testing.assert_close(gw_parts[0] + gw_parts[1], gw_whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(torch.cat(gx_parts), gx_whole)
+    # without the offset, the second shard would draw the first rows' noise
+    wrong = fl.dsm_loss(score_fn, x.detach()[4:7], sigma[4:7], reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend)
+    assert not torch.allclose(wrong, whole.detach()[4:7])
+    with pytest.raises(ValueError, match="sample_offset must be a non-negative int"):
+        fl.dsm_loss(score_fn, x, sigma, sample_offset=-1, backend=backend)
+
+
+def test_dsm_ops_opcheck_with_sample_offset(device_backend):
+    device, backend = device_backend
+    rng = "torch" if backend == "torch" and device == "cpu" else "philox"
+    ops = torch.ops.fastlangevin
+    x = torch.randn(3, 5, device=device, requires_grad=True)
+    sig = torch.tensor([0.5, 1.0, 2.0], device=device)
+    inv, w = sig.reciprocal(), sig * sig
+    seed = torch.tensor([77], device=device)
+    s = torch.randn(x.shape, device=device, requires_grad=True)
+    torch.library.opcheck(ops.dsm_perturb, (x, seed, None, sig, backend, rng, None, 3))
+    torch.library.opcheck(ops.dsm_loss_rows, (s, seed, inv, w, backend, rng, None, 3))
+    torch.library.opcheck(ops.dsm_loss_rows_backward, (s.detach(), seed, inv, w, backend, rng, None, 3))
+    # the offset moves the noise: rows 3.. of a 6-row call at offset 0
+    big = ops.dsm_perturb(torch.zeros(6, 5, device=device), seed, None, torch.ones(6, device=device), backend, rng, None)
+    moved = ops.dsm_perturb(torch.zeros(3, 5, device=device), seed, None, torch.ones(3, device=device), backend, rng, None, 3)
+    assert torch.equal(moved, big[3:])
