@@ -138,6 +138,19 @@ def shard(t: torch.Tensor, group=None) -> torch.Tensor:
     return t[start:stop]
 
 
+def shard_weight(batch: int, group=None) -> float:
+    """``world_size · b_r / batch``: multiply this rank's batch-mean loss by it before ``backward``
+    so that DistributedDataParallel's gradient *average* over ranks is the gradient of the whole
+    batch's mean loss even when the shards differ in size (1.0 when they are equal)::
+
+        loss = fl.dsm_loss(model, x[start:stop], sigma[start:stop], generator=g, sample_offset=start)
+        (loss * shard_weight(B)).backward()      # DDP: mean over ranks of the weighted grads
+    """
+    rank, world = rank_and_world(group)
+    start, stop = shard_range(batch, rank, world)
+    return world * (stop - start) / batch
+
+
 def gather_rows(t: torch.Tensor, batch: int, *, group=None, dst: Optional[int] = 0) -> Optional[torch.Tensor]:
     """Concatenate the ranks' shards ``[b_r, ...]`` (from :func:`shard_range`) into ``[batch, ...]``.
 
@@ -487,5 +500,6 @@ __all__ = [
     "save_shard",
     "shard",
     "shard_range",
+    "shard_weight",
     "synced_generator",
 ]
