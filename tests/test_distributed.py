@@ -486,3 +486,35 @@ def test_ddp_negative_controls_differ(ddp_job, control):
     train(model)
     diff = max((g - w.detach()).abs().max().item() for g, w in zip(r0[control]["params"], model.parameters()))
     assert diff > 1e-4, diff
+
+
+# ---------------------------------------------------------------------------------------
+# The torchrun example: the same run on 1 process and on 2
+# ---------------------------------------------------------------------------------------
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_ddp.py")
+EXAMPLE_ARGS = ["--steps", "12", "--log-every", "4", "--batch", "63", "--samples", "45", "--sampling-steps", "2", "--timeout", "30"]
+
+
+def _result_lines(text):
+    return [ln for ln in text.splitlines() if ln.startswith("step ") or ln.startswith("weight of the mode")]
+
+
+def test_example_under_torchrun_matches_one_process(capsys):
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("train_ddp_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(EXAMPLE_ARGS) == 0
+    one = _result_lines(capsys.readouterr().out)
+    assert len(one) == 4 and one[-1].startswith("weight of the mode")
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", EXAMPLE, *EXAMPLE_ARGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout and "rows 0:32" in proc.stdout  # 63 rows: shards of 32 and 31
+    assert _result_lines(proc.stdout) == one  # losses and samples: the same run whatever the world size
