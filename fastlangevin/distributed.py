@@ -315,7 +315,11 @@ def _looks_like_peer_failure(exc: BaseException) -> bool:
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
     text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and any(k in text for k in ("connection closed", "connection reset", "timed out", "timeout", "gloo", "nccl", "broken pipe"))
+    # gloo raises plain RuntimeErrors; their messages name the transport ("gloo/transport/tcp/...")
+    return isinstance(exc, RuntimeError) and any(k in text for k in _PEER_FAILURE_MARKERS)
+
+
+_PEER_FAILURE_MARKERS = ("connection closed by peer", "connection reset", "timed out waiting", "gloo/transport", "nccl", "broken pipe", "watchdog")
 
 
 # ---------------------------------------------------------------------------------------

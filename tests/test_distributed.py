@@ -223,7 +223,7 @@ def _failure_job(rank, world, out_dir):
     import torch.distributed as dist
 
     fl.pc_sample(ve_score, _ve(), shape=(2, 3), n_steps=1, backend="torch")  # warm-up: first-call imports
-    short = {k: dist.new_group(timeout=datetime.timedelta(seconds=1.0)) for k in ("raise-and-stay", "stall")}
+    short = {k: dist.new_group(timeout=datetime.timedelta(seconds=2.0)) for k in ("raise-and-stay", "stall")}
     records = {}
     for mode in FAILURES:
         dist.barrier()  # the default group (long timeout) lines the ranks up between cases
@@ -233,7 +233,7 @@ def _failure_job(rank, world, out_dir):
             calls[0] += 1
             if rank == 1 and calls[0] == 3:
                 if mode == "stall":
-                    time.sleep(2.5)
+                    time.sleep(4.5)  # past the group's 2 s timeout
                 else:
                     raise ValueError(f"boom: score network failed at call 3 ({mode})")
             return ve_score(x, t)
