@@ -405,13 +405,13 @@ def sample_sharded(
         device = None
     else:
         raise TypeError(f"x0 must be a tensor or a callable (start, stop) -> shard, got {type(x0).__name__}")
-    start, stop = shard_range(batch, rank, world)
 
     with failure_report(getattr(sampler, "__name__", "sampler"), group):
         if world > 1:  # every rank must agree on the batch size (a mismatch would misalign shards)
             sizes = [v[0] for v in _all_ints([batch], group)]
             if any(b != sizes[0] for b in sizes):
                 raise ValueError(f"the whole batch must have the same size on every rank, got {sizes} by rank")
+        start, stop = shard_range(batch, rank, world)
         if callable(x0) and not isinstance(x0, torch.Tensor):
             local = x0(start, stop)
             if not isinstance(local, torch.Tensor) or local.dim() < 1 or local.shape[0] != stop - start:

@@ -129,6 +129,11 @@ def _sampling_job(rank, world, out_dir):
         results["bad-seed"] = "no error"
     except ValueError as e:
         results["bad-seed"] = str(e)
+    try:  # batch sizes that disagree: the same
+        fd.sample_sharded(sampler, *args, x0=torch.zeros(B + rank, 3), seed=SEED, **kw)
+        results["bad-batch"] = "no error"
+    except ValueError as e:
+        results["bad-batch"] = str(e)
     results["after-bad-seed"] = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
@@ -200,6 +205,7 @@ def test_seed_sources(sampling_job):
     assert torch.equal(r0["default-seed"], one_process("langevin-torch", gen(drawn)))
     for r in (r0, r1):
         assert "seed must be the same on every rank" in r["bad-seed"] and "[1234, 1235]" in r["bad-seed"]
+        assert "the whole batch must have the same size on every rank, got [7, 8]" in r["bad-batch"]
 
 
 # ---------------------------------------------------------------------------------------
