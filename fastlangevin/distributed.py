@@ -44,7 +44,6 @@ import contextlib
 import datetime
 import inspect
 import os
-import traceback
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import torch

@@ -135,6 +135,8 @@ def _sampling_job(rank, world, out_dir):
     except ValueError as e:
         results["bad-batch"] = str(e)
     results["after-bad-seed"] = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+    results["shard"] = fd.shard(torch.arange(2.0 * B).reshape(B, 2))
+    results["shard_weight"] = fd.shard_weight(B)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
@@ -192,6 +194,14 @@ def test_gather_all_and_per_rank_files(sampling_job):
     got = fd.load_shards(str(out / "mala-shards"))
     for g, w in zip(got, one_process("mala")):
         assert torch.equal(g, w)
+
+
+def test_shard_and_weight_per_rank(sampling_job):
+    (r0, r1), _ = sampling_job
+    t = torch.arange(2.0 * B).reshape(B, 2)
+    assert torch.equal(r0["shard"], t[:4]) and torch.equal(r1["shard"], t[4:])
+    assert r0["shard_weight"] == pytest.approx(2 * 4 / 7) and r1["shard_weight"] == pytest.approx(2 * 3 / 7)
+    assert torch.equal(fd.shard(t), t) and fd.shard_weight(B) == 1.0  # one process
 
 
 def test_seed_sources(sampling_job):
