@@ -10,6 +10,9 @@ Public API (see README):
 * samplers: :func:`langevin` (ULA), :func:`annealed_langevin` (NCSN), :func:`pc_sample` with
   :class:`VESDE` / :class:`VPSDE` (predictor–corrector), :func:`mala`, :func:`score_from_energy`,
   with :class:`Trace`; the fused SNR corrector :func:`langevin_corrector_`;
+* :mod:`fastlangevin.distributed` — samplers sharded across ``torchrun`` ranks
+  (``sample_sharded``), ``dsm_loss`` under DistributedDataParallel (``sample_offset``,
+  ``synced_generator``, ``shard_weight``), clear errors when a rank fails;
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends

@@ -19,16 +19,17 @@ The corrector is a sampler-only op: it is not differentiable (no ``register_auto
 in-place update refuses tensors that require grad) — samplers run it under ``torch.no_grad()``.
 
 Norm choice: batch-averaged norms (default) make ε a property of the whole batch, so a sample's
-trajectory depends on the other samples (not batch-invariant; a sharded run would need the two
-batch means all-reduced — :func:`corrector_norms` and :func:`snr_step_size` are separate for
-that). Per-sample norms are batch-invariant but unstable in low dimension: a row whose ‖s‖ is
+trajectory depends on the other samples (not batch-invariant). A batch sharded across
+processes gets the whole batch's ε through ``gather_norms``: each shard's ``[b, 2]`` per-row
+norms are all-gathered into the batch's ``[B, 2]`` before :func:`snr_step_size`, so the means
+are the ones one process computes on the whole batch (see :mod:`fastlangevin.distributed`). Per-sample norms are batch-invariant but unstable in low dimension: a row whose ‖s‖ is
 near zero gets a huge step (a 2-D Gaussian run came out with ~20x the true variance, against 3%
 off with batch-averaged norms). In high dimension ‖z‖/‖s‖ concentrates and both agree.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -129,6 +130,16 @@ def snr_step_size(norms: torch.Tensor, snr, alpha=1.0, *, norm: str = "batch") -
     return (snr * ratio) ** 2 * 2 * alpha
 
 
+def _gathered(gather_norms, norms: torch.Tensor) -> torch.Tensor:
+    out = gather_norms(norms)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != 2 or out.shape[0] < norms.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"gather_norms must return the whole batch's [B, 2] norms (B >= this shard's {norms.shape[0]} rows), got {got}")
+    if out.dtype != norms.dtype or out.device != norms.device:
+        raise ValueError(f"gather_norms must return {norms.dtype} on {norms.device} (the norms' dtype and device), got {out.dtype} on {out.device}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # Public corrector
 # ---------------------------------------------------------------------------------------
@@ -146,6 +157,7 @@ def langevin_corrector_(
     rng: Optional[str] = None,
     sample_offset: int = 0,
     return_step_size: bool = False,
+    gather_norms: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
     """One Langevin corrector step with SNR step size, in place on ``x``.
 
@@ -163,11 +175,19 @@ def langevin_corrector_(
             uses ‖z‖ of the call's noise, as in the published sampler.
         clamp, generator, backend, rng, sample_offset: as in :func:`fastlangevin.langevin_step_`.
         return_step_size: also return ε (0-d or ``[B]`` device tensor).
+        gather_norms: for a batch sharded across processes, with ``norm="batch"``: called with
+            this shard's ``[b, 2]`` per-row squared norms, returns the whole batch's ``[B, 2]``
+            (rows in global order, e.g. an all-gather across ranks:
+            :func:`fastlangevin.distributed.gather_rows`). ε is then computed from the whole
+            batch's norms, as one process computes it on the whole batch. Ignored with
+            ``norm="per_sample"`` (each row's ε is its own).
 
     One seed is drawn from ``generator`` per call, whatever the batch size.
     """
     check_state("x", x)
     check_like("score", score, x, "x")
+    if gather_norms is not None and not callable(gather_norms):
+        raise TypeError(f"gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(gather_norms).__name__}")
     batch, device = x.shape[0], x.device
     snr_s = check_scale("snr", snr, batch=batch, device=device)
     alpha_s = check_scale("alpha", alpha, batch=batch, device=device)
@@ -183,6 +203,8 @@ def langevin_corrector_(
 
     seed = draw_seed(device, generator)
     norms = _norms(score, seed, sample_offset, chosen, stream)
+    if gather_norms is not None and norm == "batch":
+        norms = _gathered(gather_norms, norms)
     eps = snr_step_size(
         norms,
         snr_s.value if snr_s.tensor is None else snr_s.tensor,

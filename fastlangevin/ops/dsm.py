@@ -22,7 +22,7 @@ import torch
 
 from .. import _backend
 from .._rng import draw_seed
-from .._validate import FLOAT_DTYPES, check_generator, check_like, check_scale, check_state
+from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch
 from ..fallback.langevin_step import compute_dtype
 from .langevin_step import resolve_rng
@@ -54,13 +54,14 @@ def _dsm_perturb_op(
     backend: str,
     rng: str,
     injected_noise: Optional[torch.Tensor],
+    sample_offset: int = 0,
 ) -> torch.Tensor:
     """x̃ = α x + σ z (x + σ z when ``alpha_rows`` is None); rows ``[B]`` in the compute dtype."""
     _backend.record("dsm_perturb", backend)
     xc = x.contiguous()
     out = torch.empty_like(xc)
     args = (xc.reshape(-1), out.reshape(-1), seed, alpha_rows, sigma_rows)
-    kw = dict(row_size=_row_size(x), elem_offset=0, injected_noise=_flat(injected_noise))
+    kw = dict(row_size=_row_size(x), elem_offset=sample_offset * _row_size(x), injected_noise=_flat(injected_noise))
     if backend == "triton":
         from ..kernels.dsm import launch_dsm_perturb
 
@@ -71,7 +72,7 @@ def _dsm_perturb_op(
 
 
 @_dsm_perturb_op.register_fake
-def _(x, seed, alpha_rows, sigma_rows, backend, rng, injected_noise):
+def _(x, seed, alpha_rows, sigma_rows, backend, rng, injected_noise, sample_offset=0):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -91,7 +92,7 @@ def _perturb_backward(ctx, grad):
         else:
             cdt = alpha_rows.dtype
             grad_x = (grad.to(cdt) * _rows_view(alpha_rows, grad.dim())).to(ctx.x_dtype)
-    return grad_x, None, None, None, None, None, None
+    return grad_x, None, None, None, None, None, None, None
 
 
 _dsm_perturb_op.register_autograd(_perturb_backward, setup_context=_perturb_setup_context)
@@ -106,11 +107,12 @@ def _dsm_loss_rows_op(
     backend: str,
     rng: str,
     injected_noise: Optional[torch.Tensor],
+    sample_offset: int = 0,
 ) -> torch.Tensor:
     """Per-sample loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²``: ``[B]`` in ``inv_sigma_rows``' dtype."""
     _backend.record("dsm_loss", backend)
     sc = score.contiguous().reshape(-1)
-    kw = dict(row_size=_row_size(score), elem_offset=0, injected_noise=_flat(injected_noise))
+    kw = dict(row_size=_row_size(score), elem_offset=sample_offset * _row_size(score), injected_noise=_flat(injected_noise))
     if backend == "triton":
         from ..kernels.dsm import launch_dsm_loss_rows
 
@@ -120,7 +122,7 @@ def _dsm_loss_rows_op(
 
 
 @_dsm_loss_rows_op.register_fake
-def _(score, seed, inv_sigma_rows, weight_rows, backend, rng, injected_noise):
+def _(score, seed, inv_sigma_rows, weight_rows, backend, rng, injected_noise, sample_offset=0):
     return score.new_empty((score.shape[0],), dtype=inv_sigma_rows.dtype)
 
 
@@ -133,13 +135,14 @@ def _dsm_loss_rows_backward_op(
     backend: str,
     rng: str,
     injected_noise: Optional[torch.Tensor],
+    sample_offset: int = 0,
 ) -> torch.Tensor:
     """∂L/∂s = c_i (s_ij + z_ij / σ_i) with z regenerated from ``seed``; score's shape and dtype."""
     _backend.record("dsm_loss_backward", backend)
     sc = score.contiguous()
     grad = torch.empty_like(sc)
     args = (sc.reshape(-1), grad.reshape(-1), seed, inv_sigma_rows, coef_rows)
-    kw = dict(row_size=_row_size(score), elem_offset=0, injected_noise=_flat(injected_noise))
+    kw = dict(row_size=_row_size(score), elem_offset=sample_offset * _row_size(score), injected_noise=_flat(injected_noise))
     if backend == "triton":
         from ..kernels.dsm import launch_dsm_loss_backward
 
@@ -150,13 +153,14 @@ def _dsm_loss_rows_backward_op(
 
 
 @_dsm_loss_rows_backward_op.register_fake
-def _(score, seed, inv_sigma_rows, coef_rows, backend, rng, injected_noise):
+def _(score, seed, inv_sigma_rows, coef_rows, backend, rng, injected_noise, sample_offset=0):
     return torch.empty_like(score, memory_format=torch.contiguous_format)
 
 
 def _loss_setup_context(ctx, inputs, output):
-    score, seed, inv_sigma_rows, weight_rows, backend, rng, injected_noise = inputs
+    score, seed, inv_sigma_rows, weight_rows, backend, rng, injected_noise = inputs[:7]
     ctx.backend, ctx.rng = backend, rng
+    ctx.sample_offset = inputs[7] if len(inputs) > 7 else 0
     # The one [B, ...] tensor kept for backward is the score; z is regenerated from the seed.
     # (injected_noise is None except in the test hook.)
     ctx.save_for_backward(score, seed, inv_sigma_rows, weight_rows, injected_noise)
@@ -167,8 +171,8 @@ def _loss_backward(ctx, grad_rows):
     grad_s = None
     if ctx.needs_input_grad[0]:
         coef = weight_rows * grad_rows.to(weight_rows.dtype)
-        grad_s = torch.ops.fastlangevin.dsm_loss_rows_backward(score, seed, inv_sigma_rows, coef, ctx.backend, ctx.rng, injected_noise)
-    return grad_s, None, None, None, None, None, None
+        grad_s = torch.ops.fastlangevin.dsm_loss_rows_backward(score, seed, inv_sigma_rows, coef, ctx.backend, ctx.rng, injected_noise, ctx.sample_offset)
+    return grad_s, None, None, None, None, None, None, None
 
 
 _dsm_loss_rows_op.register_autograd(_loss_backward, setup_context=_loss_setup_context)
@@ -188,6 +192,7 @@ class _Prepared:
     backend: str
     rng: str
     reduction: str
+    sample_offset: int = 0
 
 
 def _rows_of(scale, batch: int, cdt: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -197,7 +202,7 @@ def _rows_of(scale, batch: int, cdt: torch.dtype, device: torch.device) -> torch
     return scale.tensor.to(cdt).expand(batch).contiguous()
 
 
-def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, injected_noise=None) -> _Prepared:
+def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, injected_noise=None, sample_offset=0) -> _Prepared:
     """Validate every argument (before the generator is touched) and build the ops' inputs."""
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable as score_fn(x_tilde, sigma), got {type(score_fn).__name__}")
@@ -212,6 +217,7 @@ def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, r
     alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
     wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
     generator = check_generator(generator, device)
+    sample_offset = check_offset("sample_offset", sample_offset)
     chosen = _backend.resolve_backend(device, backend)
     stream = resolve_rng(rng, chosen, device)
     if injected_noise is not None:
@@ -230,7 +236,7 @@ def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, r
         seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
     else:
         seed = draw_seed(device, generator)
-    return _Prepared(seed, alpha_rows, sigma_rows, torch.reciprocal(sigma_rows), weight_rows, sigma_arg, chosen, stream, reduction)
+    return _Prepared(seed, alpha_rows, sigma_rows, torch.reciprocal(sigma_rows), weight_rows, sigma_arg, chosen, stream, reduction, sample_offset)
 
 
 def _check_score(s, x: torch.Tensor) -> torch.Tensor:
@@ -246,9 +252,9 @@ def _check_score(s, x: torch.Tensor) -> torch.Tensor:
 
 
 def _run(score_fn, x, p: _Prepared, injected_noise=None) -> torch.Tensor:
-    x_tilde = torch.ops.fastlangevin.dsm_perturb(x, p.seed, p.alpha_rows, p.sigma_rows, p.backend, p.rng, injected_noise)
+    x_tilde = torch.ops.fastlangevin.dsm_perturb(x, p.seed, p.alpha_rows, p.sigma_rows, p.backend, p.rng, injected_noise, p.sample_offset)
     s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
-    losses = torch.ops.fastlangevin.dsm_loss_rows(s, p.seed, p.inv_sigma_rows, p.weight_rows, p.backend, p.rng, injected_noise)
+    losses = torch.ops.fastlangevin.dsm_loss_rows(s, p.seed, p.inv_sigma_rows, p.weight_rows, p.backend, p.rng, injected_noise, p.sample_offset)
     if p.reduction == "mean":
         return losses.mean()
     if p.reduction == "sum":
@@ -267,6 +273,7 @@ def dsm_loss(
     generator: Optional[torch.Generator] = None,
     backend: Optional[str] = None,
     rng: Optional[str] = None,
+    sample_offset: int = 0,
 ) -> torch.Tensor:
     """Denoising score-matching loss with fused kernels; the noise is never stored.
 
@@ -299,6 +306,10 @@ def dsm_loss(
         generator: torch generator (on x's device type) the noise seed is drawn from.
         backend: "triton", "torch" or None (→ ``FASTLANGEVIN_BACKEND``, else auto).
         rng: fallback noise stream, "torch" (CPU default, fast) or "philox" (the kernels').
+        sample_offset: global index of ``x[0]``: z is keyed by the global sample index, so a shard
+            ``x[i:j]`` with ``sample_offset=i`` (and the same generator state) draws rows ``i:j``
+            of the whole batch's noise. Data-parallel training gives each rank its shard's start
+            (see :mod:`fastlangevin.distributed`): ranks' noise is distinct and reproducible.
 
     Returns:
         the loss in fp32 (fp64 for float64 x): a scalar, or ``[B]`` for ``reduction="none"``.
@@ -309,7 +320,7 @@ def dsm_loss(
     CPU tensors and Python numbers are. Under ``torch.compile(fullgraph=True)`` leave
     ``generator=None`` (seed with ``torch.manual_seed``): Dynamo cannot trace a generator object.
     """
-    p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng)
+    p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset=sample_offset)
     return _run(score_fn, x, p)
 
 

@@ -72,6 +72,7 @@ def pc_sample(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    corrector_gather_norms: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Predictor–corrector sampling from a score SDE (``VESDE`` or ``VPSDE``).
 
@@ -93,6 +94,11 @@ def pc_sample(
             unstable in low dimension: a sample whose ‖s‖ is near zero gets a huge step (a 2-D
             Gaussian came out with ~20x the true variance); in high dimension the two agree.
         denoise: drop the noise of the last update ("noise removal").
+        corrector_gather_norms: for a batch sharded across processes (set by
+            :func:`fastlangevin.distributed.sample_sharded`): maps this shard's ``[b, 2]``
+            per-row corrector norms to the whole batch's ``[B, 2]``, so batch-averaged norms
+            are those of the whole batch and the shards equal the one-process run (see
+            :func:`fastlangevin.langevin_corrector_`'s ``gather_norms``).
     """
     sde_ok = isinstance(sde, (VESDE, VPSDE)) or (hasattr(sde, "schedule") and hasattr(sde, "prior_std"))
     if not sde_ok:
@@ -103,6 +109,8 @@ def pc_sample(
         raise ValueError("predictor and corrector cannot both be 'none': nothing would update x")
     if corrector_norm not in NORM_MODES:
         raise ValueError(f"corrector_norm must be 'batch' or 'per_sample', got {corrector_norm!r}")
+    if corrector_gather_norms is not None and not callable(corrector_gather_norms):
+        raise TypeError(f"corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(corrector_gather_norms).__name__}")
     n = check_n("n_steps", n_steps)
     n_corr = check_n("n_corrector_steps", n_corrector_steps) if corr == "langevin" else 0
     sch = sde.schedule(n, eps)
@@ -146,7 +154,9 @@ def pc_sample(
             s = eval_score(score_fn, x, t)
             quiet = last and denoise and pred == "none" and k == n_corr - 1
             with phase("fastlangevin.correct"):
-                langevin_corrector_(x, s, snr, alpha=alpha_slot.get(), norm=corrector_norm, add_noise=not quiet, **kw)
+                langevin_corrector_(
+                    x, s, snr, alpha=alpha_slot.get(), norm=corrector_norm, add_noise=not quiet, gather_norms=corrector_gather_norms, **kw
+                )
         if pred != "none":
             s = eval_score(score_fn, x, t)
             with phase("fastlangevin.update"):

@@ -1,0 +1,536 @@
+"""fastlangevin.distributed on two CPU processes (gloo): sharded sampling equals the one-process
+run sample for sample, seeds give the same samples whatever the world size, a failing rank is a
+clear error on every rank within a bounded time; shard helpers in one process.
+
+Each multi-process test is one 2-process job (``tests/dist_harness.py``: spawn, gloo, a hard
+deadline, one thread per worker) that writes its results to files; the test compares them with
+the same calls made here in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+import torch
+
+import fastlangevin as fl
+from fastlangevin import distributed as fd
+
+from .dist_harness import launch
+
+B = 7  # odd: shards of 4 and 3 rows
+SEED = 1234
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Cases: the same calls on 2 ranks (sharded) and here (one process)
+# ---------------------------------------------------------------------------------------
+def ring_score(x):  # score of a ring-shaped density: nonlinear, row-wise
+    r2 = (x * x).sum(dim=1, keepdim=True)
+    return -x * (r2 - 1.0)
+
+
+def sigma_score(x, sigma):
+    return -x / (1.0 + sigma[:, None] ** 2)
+
+
+def _ve():
+    return fl.VESDE(sigma_min=0.01, sigma_max=5.0)
+
+
+def ve_score(x, t):
+    return -x / (1.0 + _ve().marginal_std(t)[:, None] ** 2)
+
+
+def vp_score(x, t):
+    return -x
+
+
+def log_prob(x):
+    return -0.5 * (x * x).sum(dim=1) - 0.25 * (x**4).sum(dim=1)
+
+
+def zero_score(x):
+    return torch.zeros_like(x)
+
+
+def _x0():
+    return torch.randn(B, 3, generator=gen(5))
+
+
+def cases():
+    """name -> (sampler, positional args, start {"x0": ...} or {"shape": ...}, keyword options)."""
+    x0 = _x0()
+    return {
+        "langevin-torch": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.05, n_steps=4, backend="torch")),
+        "langevin-triton": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.05, n_steps=2, backend="triton")),
+        "langevin-philox-clamp": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.3, n_steps=3, backend="torch", rng="philox", clamp=(-1.0, 1.0))),
+        "noise-only": (fl.langevin, (zero_score,), {"x0": torch.zeros(B, 3)}, dict(step_size=0.5, n_steps=1, backend="torch")),
+        "annealed-per-sample-lr": (
+            fl.annealed_langevin, (sigma_score,), {"x0": x0},
+            dict(sigmas=[1.0, 0.5, 0.1], n_steps_each=2, step_lr=torch.linspace(1e-3, 3e-3, B), backend="torch"),
+        ),
+        "pc-ve-batch-norms-torch": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=5, backend="torch")),
+        "pc-ve-batch-norms-triton": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=2, backend="triton")),
+        "pc-vp-per-sample-snr-2-correctors": (
+            fl.pc_sample, (vp_score, fl.VPSDE(beta_min=0.1, beta_max=2.0)), {"x0": x0},
+            dict(n_steps=4, predictor="euler_maruyama", n_corrector_steps=2, snr=torch.linspace(0.1, 0.2, B), backend="torch"),
+        ),
+        "pc-per-sample-norms": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=3, corrector_norm="per_sample", backend="torch")),
+        "mala": (fl.mala, (log_prob,), {"x0": x0}, dict(step_size=0.4, n_steps=5, backend="torch")),
+    }
+
+
+def one_process(name, generator=None):
+    sampler, args, start, kw = cases()[name]
+    return sampler(*args, generator=generator or gen(SEED), **start, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# The 2-process sampling job
+# ---------------------------------------------------------------------------------------
+def _sampling_job(rank, world, out_dir):
+    results = {}
+    for name, (sampler, args, start, kw) in cases().items():
+        results[name] = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+        assert (results[name] is None) == (rank != 0), "gather='dst' returns the batch on rank 0 only"
+
+    sampler, args, start, kw = cases()["pc-ve-batch-norms-torch"]
+    # every rank gets the whole batch
+    results["all"] = fd.sample_sharded(sampler, *args, seed=SEED, gather="all", **start, **kw)
+    # negative control: the corrector's norms NOT gathered (each shard's own batch means)
+    results["no-gather"] = fd.sample_sharded(sampler, *args, seed=SEED, corrector_gather_norms=None, **start, **kw)
+    # per-rank files
+    own = fd.sample_sharded(sampler, *args, seed=SEED, gather="none", **start, **kw)
+    fd.save_shard(os.path.join(out_dir, "shards"), own, batch=B)
+    mala_own = fd.sample_sharded(fl.mala, log_prob, x0=_x0(), seed=SEED, gather="none", step_size=0.4, n_steps=5, backend="torch")
+    fd.save_shard(os.path.join(out_dir, "mala-shards"), mala_own, batch=B)
+
+    sampler, args, start, kw = cases()["langevin-torch"]
+    # a generator whose state differs per rank: rank 0's state is broadcast
+    g = gen(SEED if rank == 0 else 999)
+    results["generator"] = fd.sample_sharded(sampler, *args, generator=g, **start, **kw)
+    # no seed: rank 0's default generator draws one (other ranks' default generators differ)
+    torch.manual_seed(77 if rank == 0 else 1000 + rank)
+    results["default-seed"] = fd.sample_sharded(sampler, *args, **start, **kw)
+    # x0 as a callable building the shard
+    x0 = start["x0"]
+    results["x0-callable"] = fd.sample_sharded(sampler, *args, x0=lambda a, b: x0[a:b].clone(), batch=B, seed=SEED, **kw)
+    # seeds that disagree between ranks: a ValueError on every rank (and the group stays usable)
+    try:
+        fd.sample_sharded(sampler, *args, seed=SEED + rank, **start, **kw)
+        results["bad-seed"] = "no error"
+    except ValueError as e:
+        results["bad-seed"] = str(e)
+    try:  # batch sizes that disagree: the same
+        fd.sample_sharded(sampler, *args, x0=torch.zeros(B + rank, 3), seed=SEED, **kw)
+        results["bad-batch"] = "no error"
+    except ValueError as e:
+        results["bad-batch"] = str(e)
+    results["after-bad-seed"] = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+    results["shard"] = fd.shard(torch.arange(2.0 * B).reshape(B, 2))
+    results["shard_weight"] = fd.shard_weight(B)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.fixture(scope="module")
+def sampling_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sampling")
+    wall = launch(_sampling_job, 2, out, str(out), deadline_s=120)
+    print(f"2-process sampling job: {wall:.1f} s")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)], out
+
+
+@pytest.mark.parametrize("name", list(cases()))
+def test_sharded_equals_one_process(sampling_job, name):
+    (r0, r1), _ = sampling_job
+    assert r1[name] is None
+    got, want = r0[name], one_process(name)
+    if isinstance(want, tuple):  # mala: (samples, accept_rate), both per sample
+        assert isinstance(got, tuple) and len(got) == 2
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    else:
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert torch.equal(got, want), f"max |diff| {(got - want).abs().max().item():.3g}"
+
+
+def test_one_process_sample_sharded_is_the_sampler():
+    """Without torch.distributed, sample_sharded is the sampler on the whole batch (world size 1)."""
+    for name in ("langevin-torch", "pc-ve-batch-norms-torch", "mala"):
+        sampler, args, start, kw = cases()[name]
+        got = fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw)
+        want = one_process(name)
+        for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            assert torch.equal(g, w)
+
+
+def test_ranks_noise_is_distinct(sampling_job):
+    (r0, _), _ = sampling_job
+    z = r0["noise-only"]  # x0 = 0, score 0: one step is pure noise, rows 0-3 from rank 0, 4-6 from rank 1
+    assert torch.unique(z.reshape(-1)).numel() == z.numel()
+    assert not torch.allclose(z[:3], z[4:7])
+
+
+def test_batch_norms_need_the_gather(sampling_job):
+    """Negative control: shards using their own batch means differ from the one-process run."""
+    (r0, _), _ = sampling_job
+    want = one_process("pc-ve-batch-norms-torch")
+    assert not torch.allclose(r0["no-gather"], want, rtol=1e-4, atol=1e-5)
+
+
+def test_gather_all_and_per_rank_files(sampling_job):
+    (r0, r1), out = sampling_job
+    want = one_process("pc-ve-batch-norms-torch")
+    assert torch.equal(r0["all"], want) and torch.equal(r1["all"], want)
+    assert torch.equal(fd.load_shards(str(out / "shards")), want)
+    got = fd.load_shards(str(out / "mala-shards"))
+    for g, w in zip(got, one_process("mala")):
+        assert torch.equal(g, w)
+
+
+def test_shard_and_weight_per_rank(sampling_job):
+    (r0, r1), _ = sampling_job
+    t = torch.arange(2.0 * B).reshape(B, 2)
+    assert torch.equal(r0["shard"], t[:4]) and torch.equal(r1["shard"], t[4:])
+    assert r0["shard_weight"] == pytest.approx(2 * 4 / 7) and r1["shard_weight"] == pytest.approx(2 * 3 / 7)
+    assert torch.equal(fd.shard(t), t) and fd.shard_weight(B) == 1.0  # one process
+
+
+def test_seed_sources(sampling_job):
+    (r0, r1), _ = sampling_job
+    want = one_process("langevin-torch")
+    assert torch.equal(r0["generator"], want)  # rank 0's generator state, broadcast
+    assert torch.equal(r0["x0-callable"], want)
+    assert torch.equal(r0["after-bad-seed"], want)
+    torch.manual_seed(77)
+    drawn = int(torch.randint(0, 1 << 62, (1,)).item())
+    assert torch.equal(r0["default-seed"], one_process("langevin-torch", gen(drawn)))
+    for r in (r0, r1):
+        assert "seed must be the same on every rank" in r["bad-seed"] and "[1234, 1235]" in r["bad-seed"]
+        assert "the whole batch must have the same size on every rank, got [7, 8]" in r["bad-batch"]
+
+
+# ---------------------------------------------------------------------------------------
+# A rank failing mid-run
+# ---------------------------------------------------------------------------------------
+FAILURES = {
+    # rank 1 raises in its score function and carries on (its process stays alive): rank 0,
+    # waiting in the corrector's all-gather, times out and reports rank 1's error
+    "raise-and-stay": "short group",
+    # rank 1 stalls past the group's timeout: rank 0 times out; rank 1, back, finds rank 0 gone
+    "stall": "short group",
+    # rank 1 raises and its process exits (what torchrun's workers do): rank 0's collective
+    # fails at once with a closed connection, and it reports rank 1's error
+    "raise-and-exit": "default group",
+}
+
+
+def _failure_job(rank, world, out_dir):
+    import datetime
+
+    import torch.distributed as dist
+
+    fl.pc_sample(ve_score, _ve(), shape=(2, 3), n_steps=1, backend="torch")  # warm-up: first-call imports
+    short = {k: dist.new_group(timeout=datetime.timedelta(seconds=2.0)) for k in ("raise-and-stay", "stall")}
+    records = {}
+    for mode in FAILURES:
+        dist.barrier()  # the default group (long timeout) lines the ranks up between cases
+        calls = [0]
+
+        def score(x, t):
+            calls[0] += 1
+            if rank == 1 and calls[0] == 3:
+                if mode == "stall":
+                    time.sleep(4.5)  # past the group's 2 s timeout
+                else:
+                    raise ValueError(f"boom: score network failed at call 3 ({mode})")
+            return ve_score(x, t)
+
+        t0 = time.monotonic()
+        try:
+            fd.sample_sharded(fl.pc_sample, score, _ve(), shape=(B, 3), seed=SEED, n_steps=6, backend="torch", group=short.get(mode))
+            rec = {"error": None}
+        except Exception as e:
+            rec = {"error": type(e).__name__, "message": str(e), "failed_rank": getattr(e, "failed_rank", "n/a")}
+        rec["seconds"] = time.monotonic() - t0
+        records[mode] = rec
+        torch.save(records, os.path.join(out_dir, f"rank{rank}.pt"))
+        if mode == "raise-and-exit" and rank == 1:
+            os._exit(0)  # leave without closing the group: the peer sees the connection drop
+
+
+@pytest.fixture(scope="module")
+def failure_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("failure")
+    wall = launch(_failure_job, 2, out, str(out), deadline_s=90)
+    print(f"2-process failure job: {wall:.1f} s")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.mark.parametrize("mode", list(FAILURES))
+def test_rank_failure_is_a_clear_error_on_every_rank(failure_job, mode):
+    r0, r1 = (recs[mode] for recs in failure_job)
+    if mode == "stall":
+        assert r0["error"] == "RankFailedError" and r0["failed_rank"] is None and "stopped answering" in r0["message"]
+        assert r1["error"] == "RankFailedError" and r1["failed_rank"] is None
+    else:
+        assert r1["error"] == "ValueError" and f"boom: score network failed at call 3 ({mode})" == r1["message"]
+        assert r0["error"] == "RankFailedError" and r0["failed_rank"] == 1
+        assert f"rank 1 failed: rank 1: ValueError: boom: score network failed at call 3 ({mode})" in r0["message"]
+    assert r0["seconds"] < 10 and r1["seconds"] < 10
+
+
+# ---------------------------------------------------------------------------------------
+# One-process helpers
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch,world", [(7, 2), (8, 2), (10, 3), (5, 5), (1000, 7)])
+def test_shard_range_tiles_the_batch(batch, world):
+    ranges = [fd.shard_range(batch, r, world) for r in range(world)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == batch
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    sizes = [b - a for a, b in ranges]
+    assert max(sizes) - min(sizes) <= 1 and min(sizes) >= 1
+    assert sizes == sorted(sizes, reverse=True)
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match=r"batch \(3\) must be >= world_size \(4\)"):
+        fd.shard_range(3, 0, 4)
+    with pytest.raises(ValueError, match="0 <= rank < world_size"):
+        fd.shard_range(8, 2, 2)
+    with pytest.raises(TypeError, match="batch must be an int"):
+        fd.shard_range(8.0, 0, 2)
+    x0 = _x0()
+    with pytest.raises(ValueError, match="gather must be one of"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, gather="rank0", step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="sample_offset is set by sample_sharded"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, sample_offset=3, step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="exactly one of x0"):
+        fd.sample_sharded(fl.langevin, ring_score, step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="pass batch=B"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=lambda a, b: x0[a:b], step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match=r"x0\(0, 7\) must return a \[7, \.\.\.\] tensor"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=lambda a, b: x0[:2], batch=B, step_size=0.1, n_steps=1)
+    with pytest.raises(ValueError, match="seed or generator, not both"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, seed=1, generator=gen(1), step_size=0.1, n_steps=1)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        fd.sample_sharded(fl.langevin, ring_score, x0=x0, seed=1.5, step_size=0.1, n_steps=1)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        fd.rank_and_world(group=object())
+
+
+def test_load_shards_reports_a_missing_shard(tmp_path):
+    x = torch.arange(14.0).reshape(7, 2)
+    # write rank 0's shard of a 2-rank run only
+    torch.save({"start": 0, "stop": 4, "batch": 7, "world_size": 2, "samples": (x[:4],), "tuple": False}, tmp_path / "shard-00000.pt")
+    with pytest.raises(ValueError, match="cover rows 0..4 of 7"):
+        fd.load_shards(str(tmp_path))
+    torch.save({"start": 5, "stop": 7, "batch": 7, "world_size": 2, "samples": (x[5:],), "tuple": False}, tmp_path / "shard-00001.pt")
+    with pytest.raises(ValueError, match="expected a shard starting at row 4"):
+        fd.load_shards(str(tmp_path))
+
+
+def test_corrector_gather_norms_hook():
+    """The hook sees this shard's [b, 2] norms; a shard given the whole batch's norms steps with
+    the whole batch's ε (what the distributed gather provides)."""
+    g = gen(3)
+    x = torch.randn(6, 4, generator=g)
+    s = -x * torch.linspace(0.5, 2.0, 6)[:, None]
+    whole, eps_whole = fl.langevin_corrector_(x.clone(), s, 0.16, generator=gen(9), backend="torch", return_step_size=True)
+    # the whole batch's norms, as the ranks would gather them
+    from fastlangevin._rng import draw_seed
+    from fastlangevin.ops.corrector import corrector_norms
+
+    all_norms = corrector_norms(s, draw_seed(x.device, gen(9)), backend="torch")
+    seen = []
+
+    def hook(n):
+        seen.append(n.shape)
+        return all_norms
+
+    part, eps_part = fl.langevin_corrector_(x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2,
+                                             gather_norms=hook, return_step_size=True)
+    assert seen == [torch.Size([3, 2])]
+    assert torch.equal(eps_part, eps_whole) and torch.equal(part, whole[2:5])
+    _, eps_local = fl.langevin_corrector_(x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2, return_step_size=True)
+    assert not math.isclose(eps_local.item(), eps_whole.item(), rel_tol=1e-3)
+    with pytest.raises(ValueError, match=r"gather_norms must return the whole batch's \[B, 2\]"):
+        fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=lambda n: n[:, :1])
+    with pytest.raises(TypeError, match="gather_norms must be callable"):
+        fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=3)
+
+
+# ---------------------------------------------------------------------------------------
+# dsm_loss(sample_offset=...): a shard draws the whole batch's noise rows
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("D", [3, 8], ids=["row3", "row8"])  # row 3: shards start off a Philox group
+def test_dsm_loss_shard_equals_rows_of_whole_batch(device_backend, D):
+    device, backend = device_backend
+    g = gen(11)
+    x = torch.randn(B, D, generator=g).to(device).requires_grad_(True)
+    sigma = torch.linspace(0.2, 1.5, B).to(device)
+    w = torch.tensor(0.7, device=device, requires_grad=True)
+
+    def score_fn(xt, sig):  # row-wise, with a parameter
+        return -w * xt / (1.0 + sig[:, None] ** 2)
+
+    whole = fl.dsm_loss(score_fn, x, sigma, reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend)
+    gw_whole, gx_whole = torch.autograd.grad(whole.sum(), (w, x))
+    rows, gw_parts, gx_parts = [], [], []
+    for a, b in ((0, 4), (4, 7)):
+        xs = x.detach()[a:b].clone().requires_grad_(True)
+        part = fl.dsm_loss(score_fn, xs, sigma[a:b], reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend, sample_offset=a)
+        gw, gx = torch.autograd.grad(part.sum(), (w, xs))
+        rows.append(part.detach()), gw_parts.append(gw), gx_parts.append(gx)
+    assert torch.equal(torch.cat(rows), whole.detach())
+    torch.testing.assert_close(gw_parts[0] + gw_parts[1], gw_whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(torch.cat(gx_parts), gx_whole)
+    # without the offset, the second shard would draw the first rows' noise
+    wrong = fl.dsm_loss(score_fn, x.detach()[4:7], sigma[4:7], reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend)
+    assert not torch.allclose(wrong, whole.detach()[4:7])
+    with pytest.raises(ValueError, match="sample_offset must be a non-negative int"):
+        fl.dsm_loss(score_fn, x, sigma, sample_offset=-1, backend=backend)
+
+
+def test_dsm_ops_opcheck_with_sample_offset(device_backend):
+    device, backend = device_backend
+    rng = "torch" if backend == "torch" and device == "cpu" else "philox"
+    ops = torch.ops.fastlangevin
+    x = torch.randn(3, 5, device=device, requires_grad=True)
+    sig = torch.tensor([0.5, 1.0, 2.0], device=device)
+    inv, w = sig.reciprocal(), sig * sig
+    seed = torch.tensor([77], device=device)
+    s = torch.randn(x.shape, device=device, requires_grad=True)
+    torch.library.opcheck(ops.dsm_perturb, (x, seed, None, sig, backend, rng, None, 3))
+    torch.library.opcheck(ops.dsm_loss_rows, (s, seed, inv, w, backend, rng, None, 3))
+    torch.library.opcheck(ops.dsm_loss_rows_backward, (s.detach(), seed, inv, w, backend, rng, None, 3))
+    # the offset moves the noise: rows 3.. of a 6-row call at offset 0
+    big = ops.dsm_perturb(torch.zeros(6, 5, device=device), seed, None, torch.ones(6, device=device), backend, rng, None)
+    moved = ops.dsm_perturb(torch.zeros(3, 5, device=device), seed, None, torch.ones(3, device=device), backend, rng, None, 3)
+    assert torch.equal(moved, big[3:])
+
+
+# ---------------------------------------------------------------------------------------
+# DistributedDataParallel training with dsm_loss
+# ---------------------------------------------------------------------------------------
+TRAIN_BATCH, TRAIN_STEPS = 7, 4  # uneven shards (4 + 3): shard_weight makes DDP's average exact
+
+
+class TinyScore(torch.nn.Module):
+    def __init__(self, d=2, hidden=16):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(d + 1, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, d))
+
+    def forward(self, x, sigma):
+        return self.net(torch.cat([x, sigma.log()[:, None]], dim=1)) / sigma[:, None]
+
+
+def _new_model():
+    torch.manual_seed(0)
+    return TinyScore()
+
+
+def train(model, *, offset=True, weight=True, group=None):
+    """TRAIN_STEPS SGD steps of the DSM loss on a global batch drawn identically on every rank;
+    each rank takes its shard (one process: the whole batch). Returns the loss per step."""
+    rank, world = fd.rank_and_world(group)
+    start, stop = fd.shard_range(TRAIN_BATCH, rank, world)
+    data_g = gen(21)  # data and noise levels: the same global batch on every rank
+    noise_g = fd.synced_generator("cpu", seed=22, group=group)  # the same per-call seeds on every rank
+    sigmas = torch.tensor([2.0, 1.0, 0.5, 0.25])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(TRAIN_STEPS):
+        x = torch.randn(TRAIN_BATCH, 2, generator=data_g) * 0.5 + torch.tensor([1.0, -2.0])
+        sigma = sigmas[torch.randint(len(sigmas), (TRAIN_BATCH,), generator=data_g)]
+        loss = fl.dsm_loss(model, x[start:stop], sigma[start:stop], generator=noise_g, sample_offset=start if offset else 0, backend="torch")
+        opt.zero_grad()
+        (loss * (fd.shard_weight(TRAIN_BATCH, group) if weight else 1.0)).backward()
+        opt.step()
+        losses.append(loss.detach())
+    return losses
+
+
+def _ddp_job(rank, world, out_dir):
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    results = {}
+    for name, kw in {"ddp": {}, "no-offset": {"offset": False}, "no-weight": {"weight": False}}.items():
+        model = DDP(_new_model())
+        losses = train(model, **kw)
+        results[name] = {"params": [p.detach().clone() for p in model.module.parameters()], "losses": losses}
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.fixture(scope="module")
+def ddp_job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp")
+    wall = launch(_ddp_job, 2, out, str(out), deadline_s=90)
+    print(f"2-process DDP job: {wall:.1f} s")
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_ddp_training_matches_one_process(ddp_job):
+    r0, r1 = ddp_job
+    model = _new_model()
+    one = train(model)
+    want = [p.detach() for p in model.parameters()]
+    for r in (r0, r1):  # DDP keeps the replicas in step
+        for got, w in zip(r["ddp"]["params"], want):
+            torch.testing.assert_close(got, w, rtol=1e-5, atol=1e-6)
+    # the ranks' shard losses combine into the one-process batch loss (4 + 3 rows)
+    for k in range(TRAIN_STEPS):
+        combined = (4 * r0["ddp"]["losses"][k] + 3 * r1["ddp"]["losses"][k]) / 7
+        torch.testing.assert_close(combined, one[k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(one[-1], one[0])  # the training did move
+
+
+@pytest.mark.parametrize("control", ["no-offset", "no-weight"])
+def test_ddp_negative_controls_differ(ddp_job, control):
+    """Without sample_offset the ranks repeat each other's noise rows; without shard_weight DDP's
+    average over unequal shards is not the batch mean: either way the run is not the one-process run."""
+    r0, _ = ddp_job
+    model = _new_model()
+    train(model)
+    diff = max((g - w.detach()).abs().max().item() for g, w in zip(r0[control]["params"], model.parameters()))
+    assert diff > 1e-4, diff
+
+
+# ---------------------------------------------------------------------------------------
+# The torchrun example: the same run on 1 process and on 2
+# ---------------------------------------------------------------------------------------
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_ddp.py")
+EXAMPLE_ARGS = ["--steps", "12", "--log-every", "4", "--batch", "63", "--samples", "45", "--sampling-steps", "2", "--timeout", "30"]
+
+
+def _result_lines(text):
+    return [ln for ln in text.splitlines() if ln.startswith("step ") or ln.startswith("weight of the mode")]
+
+
+def test_example_under_torchrun_matches_one_process(capsys):
+    import importlib.util
+    import subprocess
+    import sys
+
+    spec = importlib.util.spec_from_file_location("train_ddp_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.main(EXAMPLE_ARGS) == 0
+    one = _result_lines(capsys.readouterr().out)
+    assert len(one) == 4 and one[-1].startswith("weight of the mode")
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", EXAMPLE, *EXAMPLE_ARGS]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout and "rows 0:32" in proc.stdout  # 63 rows: shards of 32 and 31
+    assert _result_lines(proc.stdout) == one  # losses and samples: the same run whatever the world size
