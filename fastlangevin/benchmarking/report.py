@@ -1,0 +1,156 @@
+"""Presenting a :class:`~fastlangevin.benchmarking.runner.BenchResult`: table, JSON, plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Dict, List, Optional, Tuple
+
+from .runner import BenchResult, CaseResult
+
+MODE_NAMES = {"out": "out-of-place", "inplace": "in-place"}
+
+
+def _fmt_bytes(n: int) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:.3g} {unit}"
+    return f"{n} B"
+
+
+def case_table(cr: CaseResult) -> str:
+    c = cr.case
+    head = f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  (op must move {_fmt_bytes(cr.bytes_moved)})"
+    lines = [head]
+    if cr.skipped:
+        lines.append(f"  skipped: {cr.skipped}")
+        return "\n".join(lines)
+    copy_gbps = cr.copy_gbps
+    if cr.copy is not None:
+        lines.append(f"  copy y.copy_(x) on {c.device.type}: {cr.copy.median_ms:.4f} ms, {copy_gbps:.1f} GB/s  (the 100% reference)")
+    timed = cr.timed()
+    names = [p.name for p in timed]
+    sp = cr.speedups()
+    w = max([len(p.name) for p in cr.providers] + [8])
+    cols = "".join(f" {('x' + n)[:10]:>10s}" for n in names)
+    lines.append(f"  {'provider':{w}s} {'median ms':>10s} {'[p20, p80]':>22s} {'GB/s':>8s} {'%copy':>6s}{cols}")
+    for p in timed:
+        t = p.timing
+        gb = p.gbps(cr.bytes_moved)
+        pct = f"{100 * gb / copy_gbps:5.1f}%" if copy_gbps else "   n/a"
+        q = f"[{t.p20_ms:.4g}, {t.p80_ms:.4g}]"
+        row = "".join(f" {'-':>10s}" if n == p.name else f" {sp[p.name][n]:9.2f}x" for n in names)
+        lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {q:>22s} {gb:8.1f} {pct:>6s}{row}")
+    for p in cr.providers:
+        if p.status == "skipped":
+            lines.append(f"  {p.name:{w}s} skipped: {p.reason}")
+        elif p.status == "rejected":
+            lines.append(f"  {p.name:{w}s} REJECTED (wrong output, not timed): {p.reason}")
+        elif p.status == "error":
+            lines.append(f"  {p.name:{w}s} ERROR: {p.reason}")
+    rebind = [p.name for p in timed if p.extra.get("rebinds")]
+    if rebind:
+        lines.append(f"  out of place even here (x = f(x), as a user's loop would): {', '.join(rebind)}")
+    for p in timed:
+        first = p.extra.get("first_call_ms")
+        if p.name == "compile" and first is not None:
+            lines.append(f"  compile warm-up (first call, not in the timings): {first / 1e3:.2f} s")
+    return "\n".join(lines)
+
+
+def table(result: BenchResult) -> str:
+    m = result.meta
+    parts = [
+        f"fastlangevin bench — {m['device']} ({m['device_name']}), torch {m['torch']}, triton {m['triton']}, {m['date']}",
+        "  GB/s = bytes the op must move / median time; %copy = that GB/s over y.copy_(x)'s GB/s at the same size and dtype;",
+        "  column xP = this row's speed-up over provider P (P's median time / this row's).",
+    ]
+    for note in result.bytes_notes.values():
+        parts.append(f"  bytes: {note}")
+    for cr in result.cases:
+        parts.append("")
+        parts.append(case_table(cr))
+    return "\n".join(parts)
+
+
+def summary_lines(result: BenchResult, pairs: List[Tuple[str, str]]) -> List[str]:
+    """One line per case and pair ``(ours, other)`` that both ran: ``ours`` speed-up over ``other``."""
+    from .runner import headline
+
+    out = []
+    for cr in result.cases:
+        for ours, other in pairs:
+            r = headline(cr, ours, other)
+            if r is not None:
+                out.append(f"{cr.case.key}: {ours} is {r:.2f}x {other}")
+    return out
+
+
+def write_json(result: BenchResult, path: str) -> None:
+    def clean(o):
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        return o
+
+    with open(path, "w") as f:
+        json.dump(clean(result.to_dict()), f, indent=1)
+        f.write("\n")
+
+
+def write_plot(result: BenchResult, path: str) -> None:
+    """Effective GB/s against size, one panel per (workload, dtype, mode), a line per provider,
+    the copy bandwidth dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: Dict[Tuple[str, str, str], List[CaseResult]] = {}
+    for cr in result.cases:
+        series.setdefault((cr.case.workload, cr.case.dtype_name, cr.case.mode), []).append(cr)
+    n = max(len(series), 1)
+    ncols = min(2, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 4.2 * nrows), squeeze=False)
+    for ax, ((wl, dt, mode), crs) in zip(axes.flat, series.items()):
+        crs = sorted(crs, key=lambda c: c.case.numel)
+        names: List[str] = []
+        for cr in crs:
+            for p in cr.timed():
+                if p.name not in names:
+                    names.append(p.name)
+        for name in names:
+            xs, ys = [], []
+            for cr in crs:
+                for p in cr.timed():
+                    if p.name == name:
+                        xs.append(cr.case.numel)
+                        ys.append(p.gbps(cr.bytes_moved))
+            ax.plot(xs, ys, marker="o", label=name)
+        cx = [(cr.case.numel, cr.copy_gbps) for cr in crs if cr.copy_gbps]
+        if cx:
+            ax.plot([a for a, _ in cx], [b for _, b in cx], "k--", label="copy y.copy_(x)")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("elements")
+        ax.set_ylabel("effective GB/s")
+        ax.set_title(f"{wl} {dt} {MODE_NAMES.get(mode, mode)}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(series) :]:
+        ax.set_visible(False)
+    m = result.meta
+    fig.suptitle(f"fastlangevin bench — {m['device_name']} ({m['date']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def first_present(names: List[str], candidates: List[str]) -> Optional[str]:
+    for c in candidates:
+        if c in names:
+            return c
+    return None
