@@ -16,6 +16,7 @@ SUBCOMMANDS = [
     "fastlangevin.cli_info",
     "fastlangevin.demos.cli",
     "fastlangevin.benchmarking.cli",
+    "fastlangevin.benchmarking.profiling",
 ]
 
 

@@ -91,6 +91,33 @@ class BenchOptions:
     def replace(self, **kw) -> "BenchOptions":
         return dataclasses.replace(self, **kw)
 
+    @classmethod
+    def from_env(cls, environ=None) -> "BenchOptions":
+        """Options from ``FASTLANGEVIN_BENCH_*`` variables (used by the pytest-benchmark files):
+        ``DEVICE``, ``WORKLOADS``, ``DTYPES``, ``MODES``, ``SIZES`` (log2, "16,20" or "16:28:2"),
+        ``PROVIDERS`` (comma-separated)."""
+        import os
+
+        from .cli import parse_sizes
+
+        env = os.environ if environ is None else environ
+
+        def lst(name):
+            v = env.get(f"FASTLANGEVIN_BENCH_{name}")
+            return None if not v else [t.strip() for t in v.split(",") if t.strip()]
+
+        opts = cls()
+        if env.get("FASTLANGEVIN_BENCH_DEVICE"):
+            opts.device = torch.device(env["FASTLANGEVIN_BENCH_DEVICE"])
+        opts.workloads = lst("WORKLOADS") or list(opts.workloads)
+        opts.dtypes = lst("DTYPES") or list(opts.dtypes)
+        opts.modes = lst("MODES") or list(opts.modes)
+        opts.sizes = parse_sizes(env.get("FASTLANGEVIN_BENCH_SIZES")) if env.get("FASTLANGEVIN_BENCH_SIZES") else None
+        opts.providers = lst("PROVIDERS")
+        if opts.workloads == ["all"]:
+            opts.workloads = list(all_workloads())
+        return opts
+
 
 class Workload:
     """Base class. Subclasses define the inputs, the check, the timed call and the byte count.
