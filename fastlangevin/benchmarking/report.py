@@ -32,14 +32,15 @@ def case_table(cr: CaseResult) -> str:
     names = [p.name for p in timed]
     sp = cr.speedups()
     w = max([len(p.name) for p in cr.providers] + [8])
-    cols = "".join(f" {('x' + n)[:10]:>10s}" for n in names)
+    cw = {n: max(9, len(n) + 1) for n in names}
+    cols = "".join(f" {'x' + n:>{cw[n]}s}" for n in names)
     lines.append(f"  {'provider':{w}s} {'median ms':>10s} {'[p20, p80]':>22s} {'GB/s':>8s} {'%copy':>6s}{cols}")
     for p in timed:
         t = p.timing
         gb = p.gbps(cr.bytes_moved)
         pct = f"{100 * gb / copy_gbps:5.1f}%" if copy_gbps else "   n/a"
         q = f"[{t.p20_ms:.4g}, {t.p80_ms:.4g}]"
-        row = "".join(f" {'-':>10s}" if n == p.name else f" {sp[p.name][n]:9.2f}x" for n in names)
+        row = "".join(f" {'-':>{cw[n]}s}" if n == p.name else f" {sp[p.name][n]:{cw[n] - 1}.2f}x" for n in names)
         lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {q:>22s} {gb:8.1f} {pct:>6s}{row}")
     for p in cr.providers:
         if p.status == "skipped":
