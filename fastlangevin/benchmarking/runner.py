@@ -9,13 +9,13 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Callable, Dict, List, Optional, TextIO, Tuple
 
 import torch
 
 from .checks import CheckFailed
 from .registry import BenchOptions, Case, Provider, ProviderUnavailable, Workload, get_workload
-from .timing import Timing, synchronize, time_fn
+from .timing import Timing, synchronize, time_cpu_interleaved, time_fn
 
 
 @dataclass
@@ -193,28 +193,32 @@ def _fits(workload: Workload, case: Case) -> Optional[str]:
     return None
 
 
-def _run_provider(workload: Workload, provider: Provider, case: Case, inputs: Any, opts: BenchOptions, progress: Progress) -> ProviderResult:
+def _prepare_provider(workload: Workload, provider: Provider, case: Case, inputs: Any, opts: BenchOptions, progress: Progress):
+    """Availability, correctness check, then the callable to time (after one untimed first call,
+    whose time — compilation included — is kept as ``first_call_ms``). Returns ``(result, fn)``;
+    ``fn`` is None when the provider is skipped, rejected or crashed."""
     res = ProviderResult(provider.name, provider.label, provider.kind, "ok")
+    tag = f"{case.key:34s} {provider.name:16s}"
     reason = provider.unavailable(case, opts)
     if reason:
         res.status, res.reason = "skipped", reason
-        progress.say(f"{case.key:34s} {provider.name:16s} skipped: {reason}", advance=True)
-        return res
+        progress.say(f"{tag} skipped: {reason}", advance=True)
+        return res, None
     try:
         res.check = workload.check(provider, case, inputs, opts)
         synchronize(case.device)
     except ProviderUnavailable as exc:
         res.status, res.reason = "skipped", str(exc)
-        progress.say(f"{case.key:34s} {provider.name:16s} skipped: {exc}", advance=True)
-        return res
+        progress.say(f"{tag} skipped: {exc}", advance=True)
+        return res, None
     except CheckFailed as exc:
         res.status, res.reason = "rejected", str(exc)
-        progress.say(f"{case.key:34s} {provider.name:16s} REJECTED by the correctness check: {exc}", advance=True)
-        return res
+        progress.say(f"{tag} REJECTED by the correctness check: {exc}", advance=True)
+        return res, None
     except Exception as exc:  # a provider crashing must not end the run
         res.status, res.reason = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        progress.say(f"{case.key:34s} {provider.name:16s} ERROR: {res.reason}", advance=True)
-        return res
+        progress.say(f"{tag} ERROR: {res.reason}", advance=True)
+        return res, None
     try:
         fn, extra = workload.timed(provider, case, inputs, opts)
         if provider.rebinds and case.mode == "inplace":
@@ -226,14 +230,40 @@ def _run_provider(workload: Workload, provider: Provider, case: Case, inputs: An
         extra["first_call_ms"] = (time.perf_counter() - t0) * 1e3  # includes compilation, if any
         del first
         res.extra = extra
-        res.timing = time_fn(fn, case.device, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps)
     except Exception as exc:
         res.status, res.reason = "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
-        progress.say(f"{case.key:34s} {provider.name:16s} ERROR while timing: {res.reason}", advance=True)
-        return res
-    gb = res.gbps(workload.bytes_moved(case))
-    progress.say(f"{case.key:34s} {provider.name:16s} {res.timing.median_ms:10.4f} ms  {gb:8.1f} GB/s", advance=True)
-    return res
+        progress.say(f"{tag} ERROR while preparing to time: {res.reason}", advance=True)
+        return res, None
+    progress.say(f"{tag} passed the check")
+    return res, fn
+
+
+def _time_case(cr: CaseResult, ready: List[Tuple[ProviderResult, Callable[[], Any]]], copy_fn, opts: BenchOptions, progress: Progress) -> None:
+    """GPU: ``do_bench`` per provider. CPU: all providers (and the copy) round-robin, so a
+    change of load on a shared machine hits every provider alike."""
+    case = cr.case
+    fns: Dict[str, Callable[[], Any]] = {}
+    if copy_fn is not None and cr.copy is None:
+        fns["__copy__"] = copy_fn
+    for res, fn in ready:
+        fns[res.name] = fn
+    timings: Dict[str, Timing] = {}
+    try:
+        if case.device.type == "cuda":
+            for name, fn in fns.items():
+                timings[name] = time_fn(fn, case.device, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps)
+        elif fns:
+            timings = time_cpu_interleaved(fns, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps)
+    except Exception as exc:
+        for res, _ in ready:
+            res.status, res.reason = "error", f"while timing: {type(exc).__name__}: {exc}".splitlines()[0][:300]
+        return
+    if "__copy__" in timings:
+        cr.copy = timings["__copy__"]
+        progress.say(f"{case.key:34s} {'copy y.copy_(x)':16s} {cr.copy.median_ms:10.4f} ms  {cr.copy_gbps:8.1f} GB/s")
+    for res, _ in ready:
+        res.timing = timings[res.name]
+        progress.say(f"{case.key:34s} {res.name:16s} {res.timing.median_ms:10.4f} ms  {res.gbps(cr.bytes_moved):8.1f} GB/s", advance=True)
 
 
 def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
@@ -247,7 +277,7 @@ def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
     if not opts.quiet:
         print(f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases, {total} measurements", file=stream, flush=True)
     results: List[CaseResult] = []
-    copy_cache: Dict[Any, Timing] = {}
+    copy_cache: Dict[Any, Timing] = {}  # GPU: one copy measurement per (numel, dtype)
     for w, case in plan:
         cr = CaseResult(case, w.bytes_moved(case))
         results.append(cr)
@@ -258,19 +288,26 @@ def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
                 progress.say(f"{case.key:34s} skipped: {too_big}", advance=True)
             continue
         inputs = w.setup(case, opts)
+        copy_fn = None
         pair = w.copy_baseline(case, inputs)
         if pair is not None:
             src, dst = pair
             cr.copy_bytes = src.numel() * src.element_size() + dst.numel() * dst.element_size()
             ck = (src.numel(), src.dtype, dst.dtype)
-            if ck not in copy_cache:
-                copy_cache[ck] = time_fn(lambda: dst.copy_(src), case.device, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps)
-                progress.say(f"{case.key:34s} {'copy (y.copy_(x))':16s} {copy_cache[ck].median_ms:10.4f} ms  {cr.copy_bytes / copy_cache[ck].median_ms / 1e6:8.1f} GB/s")
-            cr.copy = copy_cache[ck]
-            del src, dst, pair
+            if case.device.type == "cuda" and ck in copy_cache:
+                cr.copy = copy_cache[ck]
+            else:
+                copy_fn = lambda: dst.copy_(src)  # noqa: E731
+        ready = []
         for provider in w.providers(opts):
-            cr.providers.append(_run_provider(w, provider, case, inputs, opts, progress))
-        del inputs
+            res, fn = _prepare_provider(w, provider, case, inputs, opts, progress)
+            cr.providers.append(res)
+            if fn is not None:
+                ready.append((res, fn))
+        _time_case(cr, ready, copy_fn, opts, progress)
+        if case.device.type == "cuda" and cr.copy is not None and pair is not None:
+            copy_cache[ck] = cr.copy
+        del inputs, ready, copy_fn, pair
         if case.device.type == "cuda":
             torch.cuda.empty_cache()
     return BenchResult(meta, results, {w.name: w.bytes_note for w in workloads})

@@ -10,7 +10,8 @@ quantiles (older Triton without ``return_mode="all"``: ask for the quantiles dir
 
 CPU: one untimed call, then warm-up calls for ``warmup_ms``, then at least ``min_reps`` timed
 calls (``time.perf_counter`` around each) until ``rep_ms`` is spent; median and quantiles
-of those. Results a call returns are released outside the timed region.
+of those. Results a call returns are released outside the timed region. The runner times the
+providers of a CPU case interleaved (:func:`time_cpu_interleaved`), round-robin.
 """
 
 from __future__ import annotations
@@ -77,6 +78,40 @@ def time_cpu(fn: Callable[[], Any], warmup_ms: float = 25.0, rep_ms: float = 100
         del r  # freeing the result is not part of the call being timed
         samples.append((t1 - t0) * 1e3)
     return _summary(samples, "time.perf_counter, median of repeats")
+
+
+def time_cpu_interleaved(
+    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps: int = 10_000
+) -> Dict[str, Timing]:
+    """Time several callables round-robin (one call of each per round), so that a change of
+    load on a shared machine hits all of them alike. At least ``min_reps`` rounds, and rounds
+    until ``rep_ms`` per callable is spent. Warm-up: one untimed call each, then whole rounds
+    for ``warmup_ms`` per callable (at least two rounds: in a VM the first touches of fresh
+    memory are slow)."""
+    names = list(fns)
+    for name in names:
+        r = fns[name]()
+        del r
+    t_end = time.perf_counter() + len(names) * warmup_ms / 1e3
+    rounds = 0
+    while rounds < 2 or time.perf_counter() < t_end:
+        for name in names:
+            r = fns[name]()
+            del r
+        rounds += 1
+    samples: Dict[str, List[float]] = {name: [] for name in names}
+    deadline = time.perf_counter() + len(names) * rep_ms / 1e3
+    rounds = 0
+    while rounds < min_reps or (time.perf_counter() < deadline and rounds < max_reps):
+        for name in names:
+            fn = fns[name]
+            t0 = time.perf_counter()
+            r = fn()
+            t1 = time.perf_counter()
+            del r
+            samples[name].append((t1 - t0) * 1e3)
+        rounds += 1
+    return {name: _summary(v, "time.perf_counter, median of repeats (providers interleaved)") for name, v in samples.items()}
 
 
 def time_fn(fn: Callable[[], Any], device: torch.device, warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5) -> Timing:
