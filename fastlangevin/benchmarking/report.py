@@ -53,7 +53,7 @@ def case_table(cr: CaseResult) -> str:
     if rebind:
         lines.append(f"  out of place even here (x = f(x), as a user's loop would): {', '.join(rebind)}")
     for p in timed:
-        first = p.extra.get("first_call_ms")
+        first = p.extra.get("compile_ms", p.extra.get("first_call_ms"))
         if p.name == "compile" and first is not None:
             lines.append(f"  compile warm-up (first call, not in the timings): {first / 1e3:.2f} s")
     return "\n".join(lines)
