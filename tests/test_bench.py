@@ -268,11 +268,11 @@ def test_pytest_benchmark_files_run():
 
 
 def test_compile_provider_passes_checks():
-    from fastlangevin.benchmarking.workloads.step import _compile_unavailable
+    from fastlangevin.benchmarking.workloads.common import compile_unavailable
 
     opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("inplace",), sizes=(10,), providers=("compile",), **TINY)
     w = get_workload("langevin_step")
-    reason = _compile_unavailable(w.cases(opts)[0], opts)
+    reason = compile_unavailable(w.cases(opts)[0], opts)
     if reason:
         pytest.skip(reason)
     (case,) = run(opts).cases

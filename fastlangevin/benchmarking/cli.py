@@ -73,7 +73,7 @@ def list_registry() -> str:
     return "\n".join(lines)
 
 
-def options_from_args(args) -> "BenchOptions":  # noqa: F821
+def options_from_args(args):
     from .registry import DTYPES, MODES, BenchOptions, all_workloads
 
     device = torch.device(args.device)
