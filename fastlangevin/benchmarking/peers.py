@@ -37,6 +37,7 @@ from typing import Optional
 
 import torch
 
+from .checks import chi_mean
 from .registry import BenchOptions, Case, Provider, ProviderUnavailable
 
 
@@ -171,11 +172,6 @@ def _diffusers_unavailable(case: Case, opts: BenchOptions) -> Optional[str]:
     return None
 
 
-def chi_mean(d: int) -> float:
-    """E||z|| for z ~ N(0, I_d)."""
-    return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
-
-
 def _diffusers_make(case: Case, s: torch.Tensor, eps: float, noise_scale: Optional[float]):
     if noise_scale is not None and abs(noise_scale - math.sqrt(2 * eps)) > 1e-12:
         raise ProviderUnavailable("step_correct always adds sqrt(2 eps) noise (no noise-off form)")
@@ -194,6 +190,29 @@ def _diffusers_make(case: Case, s: torch.Tensor, eps: float, noise_scale: Option
         return getattr(out, "prev_sample", out)
 
     return step
+
+
+def _diffusers_corrector_make(case: Case, s: torch.Tensor, snr: float, alpha: float):
+    if alpha != 1.0:
+        raise ProviderUnavailable("ScoreSdeVeScheduler's corrector is the VE one (alpha = 1)")
+    from diffusers import ScoreSdeVeScheduler
+
+    sched = ScoreSdeVeScheduler(snr=snr)
+    sched.set_timesteps(1)
+
+    def step(x):
+        out = sched.step_correct(s, x)
+        if isinstance(out, tuple):
+            return out[0]
+        return getattr(out, "prev_sample", out)
+
+    return step
+
+
+def register_corrector_peers(workload) -> None:
+    workload.add_provider(
+        Provider("diffusers", "diffusers ScoreSdeVeScheduler.step_correct", _diffusers_corrector_make, kind="peer", unavailable=_diffusers_unavailable, rebinds=True)
+    )
 
 
 def register_step_peers(workload) -> None:

@@ -131,7 +131,8 @@ class Workload:
       :class:`~fastlangevin.benchmarking.checks.CheckFailed` when the provider is wrong;
     * ``timed(provider, case, inputs, opts)`` → ``(fn, extra)``: a no-argument callable to time
       (warm-up such as compilation already done) and a dict of extra figures (compile time);
-    * ``bytes_moved(case)`` → bytes the op must read + write at minimum (for effective GB/s).
+    * ``bytes_moved(case)`` → bytes the op must read + write at minimum (for effective GB/s), or
+      None with ``items(case)`` → ``(items per call, unit)`` (e.g. sampler steps per second).
     """
 
     name: str = ""
@@ -198,8 +199,14 @@ class Workload:
     def timed(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions) -> Tuple[Callable[[], Any], Dict[str, Any]]:
         raise NotImplementedError
 
-    def bytes_moved(self, case: Case) -> int:
+    def bytes_moved(self, case: Case) -> Optional[int]:
+        """Bytes the op must move; None for workloads measured in ``items`` per second instead."""
         raise NotImplementedError
+
+    def items(self, case: Case) -> Optional[Tuple[float, str]]:
+        """``(items per call, unit)`` for workloads whose throughput is not a bandwidth, e.g.
+        ``(50, "steps/s")``; None for bandwidth workloads."""
+        return None
 
 
 WORKLOADS: Dict[str, Workload] = {}

@@ -20,7 +20,8 @@ def _fmt_bytes(n: int) -> str:
 
 def case_table(cr: CaseResult) -> str:
     c = cr.case
-    head = f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  (op must move {_fmt_bytes(cr.bytes_moved)})"
+    what = f"op must move {_fmt_bytes(cr.bytes_moved)}" if cr.bytes_moved is not None else f"{cr.items:g} {cr.unit.split('/')[0]} per call"
+    head = f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  ({what})"
     lines = [head]
     if cr.skipped:
         lines.append(f"  skipped: {cr.skipped}")
@@ -34,14 +35,20 @@ def case_table(cr: CaseResult) -> str:
     w = max([len(p.name) for p in cr.providers] + [8])
     cw = {n: max(9, len(n) + 1) for n in names}
     cols = "".join(f" {'x' + n:>{cw[n]}s}" for n in names)
-    lines.append(f"  {'provider':{w}s} {'median ms':>10s} {'[p20, p80]':>22s} {'GB/s':>8s} {'%copy':>6s}{cols}")
+    bandwidth = cr.bytes_moved is not None
+    unit_cols = f"{'GB/s':>8s} {'%copy':>6s}" if bandwidth else f"{cr.unit:>10s}"
+    lines.append(f"  {'provider':{w}s} {'median ms':>10s} {'[p20, p80]':>22s} {unit_cols}{cols}")
     for p in timed:
         t = p.timing
-        gb = p.gbps(cr.bytes_moved)
-        pct = f"{100 * gb / copy_gbps:5.1f}%" if copy_gbps else "   n/a"
         q = f"[{t.p20_ms:.4g}, {t.p80_ms:.4g}]"
         row = "".join(f" {'-':>{cw[n]}s}" if n == p.name else f" {sp[p.name][n]:{cw[n] - 1}.2f}x" for n in names)
-        lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {q:>22s} {gb:8.1f} {pct:>6s}{row}")
+        if bandwidth:
+            gb = p.gbps(cr.bytes_moved)
+            pct = f"{100 * gb / copy_gbps:5.1f}%" if copy_gbps else "   n/a"
+            vals = f"{gb:8.1f} {pct:>6s}"
+        else:
+            vals = f"{cr.throughput(p):10.1f}"
+        lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {q:>22s} {vals}{row}")
     for p in cr.providers:
         if p.status == "skipped":
             lines.append(f"  {p.name:{w}s} skipped: {p.reason}")
@@ -103,8 +110,8 @@ def write_json(result: BenchResult, path: str) -> None:
 
 
 def write_plot(result: BenchResult, path: str) -> None:
-    """Effective GB/s against size, one panel per (workload, dtype, mode), a line per provider,
-    the copy bandwidth dashed."""
+    """Throughput (effective GB/s, or items/s for sampler workloads) against size, one panel per
+    (workload, dtype, mode), a line per provider, the copy bandwidth dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,14 +137,14 @@ def write_plot(result: BenchResult, path: str) -> None:
                 for p in cr.timed():
                     if p.name == name:
                         xs.append(cr.case.numel)
-                        ys.append(p.gbps(cr.bytes_moved))
+                        ys.append(cr.throughput(p))
             ax.plot(xs, ys, marker="o", label=name)
         cx = [(cr.case.numel, cr.copy_gbps) for cr in crs if cr.copy_gbps]
         if cx:
             ax.plot([a for a, _ in cx], [b for _, b in cx], "k--", label="copy y.copy_(x)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("elements")
-        ax.set_ylabel("effective GB/s")
+        ax.set_ylabel("effective GB/s" if crs[0].bytes_moved is not None else crs[0].unit)
         ax.set_title(f"{wl} {dt} {MODE_NAMES.get(mode, mode)}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
@@ -148,10 +155,3 @@ def write_plot(result: BenchResult, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-
-
-def first_present(names: List[str], candidates: List[str]) -> Optional[str]:
-    for c in candidates:
-        if c in names:
-            return c
-    return None

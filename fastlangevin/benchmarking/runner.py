@@ -29,14 +29,16 @@ class ProviderResult:
     timing: Optional[Timing] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
-    def gbps(self, nbytes: int) -> Optional[float]:
-        return None if self.timing is None else nbytes / (self.timing.median_ms * 1e-3) / 1e9
+    def gbps(self, nbytes: Optional[int]) -> Optional[float]:
+        return None if self.timing is None or nbytes is None else nbytes / (self.timing.median_ms * 1e-3) / 1e9
 
 
 @dataclass
 class CaseResult:
     case: Case
-    bytes_moved: int
+    bytes_moved: Optional[int]  # None: not a bandwidth workload (see items / unit)
+    items: Optional[float] = None  # per call, for a throughput in ``unit`` (e.g. steps/s)
+    unit: str = "GB/s"
     copy_bytes: Optional[int] = None
     copy: Optional[Timing] = None
     providers: List[ProviderResult] = field(default_factory=list)
@@ -47,6 +49,14 @@ class CaseResult:
         if self.copy is None or not self.copy_bytes:
             return None
         return self.copy_bytes / (self.copy.median_ms * 1e-3) / 1e9
+
+    def throughput(self, p: ProviderResult) -> Optional[float]:
+        """GB/s for bandwidth workloads, else ``items`` per second in ``unit``."""
+        if p.timing is None:
+            return None
+        if self.bytes_moved is not None:
+            return p.gbps(self.bytes_moved)
+        return None if self.items is None else self.items / (p.timing.median_ms * 1e-3)
 
     def timed(self) -> List[ProviderResult]:
         return [p for p in self.providers if p.status == "ok" and p.timing is not None]
@@ -72,6 +82,7 @@ class CaseResult:
                     "check": p.check,
                     "timing_ms": None if p.timing is None else p.timing.to_dict(),
                     "gbps": gb,
+                    "throughput": self.throughput(p),
                     "pct_of_copy": None if gb is None or not cg else 100.0 * gb / cg,
                     "extra": p.extra,
                 }
@@ -83,6 +94,8 @@ class CaseResult:
             "mode": c.mode,
             "numel": c.numel,
             "bytes_moved": self.bytes_moved,
+            "items_per_call": self.items,
+            "throughput_unit": self.unit,
             "skipped": self.skipped,
             "copy": None if self.copy is None else {"bytes": self.copy_bytes, "timing_ms": self.copy.to_dict(), "gbps": self.copy_gbps},
             "providers": provs,
@@ -261,9 +274,10 @@ def _time_case(cr: CaseResult, ready: List[Tuple[ProviderResult, Callable[[], An
     if "__copy__" in timings:
         cr.copy = timings["__copy__"]
         progress.say(f"{case.key:34s} {'copy y.copy_(x)':16s} {cr.copy.median_ms:10.4f} ms  {cr.copy_gbps:8.1f} GB/s")
+    unit = cr.unit
     for res, _ in ready:
         res.timing = timings[res.name]
-        progress.say(f"{case.key:34s} {res.name:16s} {res.timing.median_ms:10.4f} ms  {res.gbps(cr.bytes_moved):8.1f} GB/s", advance=True)
+        progress.say(f"{case.key:34s} {res.name:16s} {res.timing.median_ms:10.4f} ms  {cr.throughput(res):8.1f} {unit}", advance=True)
 
 
 def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
@@ -279,7 +293,8 @@ def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
     results: List[CaseResult] = []
     copy_cache: Dict[Any, Timing] = {}  # GPU: one copy measurement per (numel, dtype)
     for w, case in plan:
-        cr = CaseResult(case, w.bytes_moved(case))
+        items = w.items(case)
+        cr = CaseResult(case, w.bytes_moved(case), *(items if items else (None, "GB/s")))
         results.append(cr)
         too_big = _fits(w, case)
         if too_big:
