@@ -280,3 +280,96 @@ def test_compile_provider_passes_checks():
     assert p.status == "ok", p
     assert p.check["noise_off"]["max_err_ulp"] <= 2
     assert p.extra["first_call_ms"] > 0  # the compile warm-up, reported apart from the timings
+
+
+# ---------------------------------------------------------------------------------------
+# Corrector and annealed-sampler workloads
+# ---------------------------------------------------------------------------------------
+def _corrector_half_step(case, s, snr, alpha):  # eps without its factor 2
+    def step(x):
+        z = torch.randn_like(x)
+        eps = alpha * (snr * z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()) ** 2
+        return x + eps * s + torch.sqrt(2 * eps) * z
+
+    return step
+
+
+def _corrector_per_noise(case, s, snr, alpha):  # right eps, noise sqrt(eps) instead of sqrt(2 eps)
+    def step(x):
+        z = torch.randn_like(x)
+        eps = 2 * alpha * (snr * z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()) ** 2
+        return x + eps * s + torch.sqrt(eps) * z
+
+    return step
+
+
+def test_corrector_workload_checks_and_rejects():
+    bad = [Provider("half_step", "broken", _corrector_half_step, rebinds=True), Provider("weak_noise", "broken", _corrector_per_noise, rebinds=True)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("corrector",), dtypes=("fp32", "bf16"), modes=("inplace",), sizes=(10,), providers=("torch", "eager", "eager_inplace"), extra_providers={"corrector": bad}, **TINY)
+    result = run(opts)
+    assert len(result.cases) == 2
+    for cr in result.cases:
+        provs = {p.name: p for p in cr.providers}
+        for name in ("torch", "eager", "eager_inplace"):
+            assert provs[name].status == "ok", provs[name]
+            chk = provs[name].check
+            assert abs(chk["eps_fit"] / chk["eps_formula"] - 1) < 0.1
+        assert cr.bytes_moved == 4 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+        assert provs["half_step"].status == "rejected" and "step size" in provs["half_step"].reason
+        assert provs["weak_noise"].status == "rejected" and "std" in provs["weak_noise"].reason
+
+
+def test_annealed_workload_steps_per_second_and_rejects(tmp_path):
+    from fastlangevin.benchmarking.workloads import annealed
+
+    def too_little_noise(case, score_fn, sigs, n_steps_each, step_lr):
+        def run_(x0):
+            x = x0
+            for sig in sigs:
+                a = step_lr * (sig / sigs[-1]) ** 2
+                sigma = torch.full((x.shape[0],), sig)
+                for _ in range(n_steps_each):
+                    x = x + a * score_fn(x, sigma) + math.sqrt(a) * torch.randn_like(x)
+            return x
+
+        return run_
+
+    def skips_a_level(case, score_fn, sigs, n_steps_each, step_lr):
+        return annealed._naive_make(case, score_fn, sigs[1:], n_steps_each, step_lr)
+
+    bad = [Provider("little_noise", "broken", too_little_noise), Provider("skip_level", "broken", skips_a_level)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("annealed",), dtypes=("fp32",), modes=("out",), sizes=(11,), providers=("naive", "torch", "triton_graph"), extra_providers={"annealed": bad}, **TINY)
+    result = run(opts)
+    (cr,) = result.cases
+    provs = {p.name: p for p in cr.providers}
+    assert provs["naive"].status == "ok" and provs["torch"].status == "ok"
+    assert provs["triton_graph"].status == "skipped" and "CUDA" in provs["triton_graph"].reason
+    assert provs["little_noise"].status == "rejected" and "variance" in provs["little_noise"].reason
+    assert provs["skip_level"].status == "rejected"
+    d = cr.to_dict()
+    assert d["bytes_moved"] is None and d["throughput_unit"] == "steps/s" and d["items_per_call"] == annealed.LEVELS * annealed.STEPS_EACH
+    p = {q["name"]: q for q in d["providers"]}["torch"]
+    assert math.isclose(p["throughput"], d["items_per_call"] / (p["timing_ms"]["median_ms"] * 1e-3), rel_tol=1e-9)
+    from fastlangevin.benchmarking import report
+
+    text = report.table(result)
+    assert "steps/s" in text and "50 steps per call" in text
+    report.write_plot(result, str(tmp_path / "a.png"))
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_annealed_predicted_moments_match_a_direct_simulation():
+    from fastlangevin.benchmarking.workloads import annealed
+
+    # the recursion itself: against a float64 simulation of the same linear dynamics
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200_000, dtype=torch.float64, generator=g)
+    sigs = annealed.sigmas()
+    for sig in sigs:
+        a = annealed.STEP_LR * (sig / sigs[-1]) ** 2
+        c = annealed.TARGET_VAR + sig**2
+        for _ in range(annealed.STEPS_EACH):
+            x = x + a * (annealed.TARGET_MEAN - x) / c + math.sqrt(2 * a) * torch.randn(x.shape, dtype=torch.float64, generator=g)
+    m, v = annealed.predicted_moments(0.0, 1.0, sigs, annealed.STEPS_EACH, annealed.STEP_LR)
+    assert abs(x.mean().item() - m) < 6 * math.sqrt(v / x.numel())
+    assert abs(x.var().item() - v) < 6 * v * math.sqrt(2 / x.numel())
