@@ -373,3 +373,21 @@ def test_annealed_predicted_moments_match_a_direct_simulation():
     m, v = annealed.predicted_moments(0.0, 1.0, sigs, annealed.STEPS_EACH, annealed.STEP_LR)
     assert abs(x.mean().item() - m) < 6 * math.sqrt(v / x.numel())
     assert abs(x.var().item() - v) < 6 * v * math.sqrt(2 / x.numel())
+
+
+def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
+    summary = tmp_path / "s.json"
+    argv = ["profile", "--sampler", "annealed", "--device", "cpu", "--n", "32", "--dim", "8", "--hidden", "16", "--steps", "4", "--levels", "2", "--trace", str(tmp_path / "t.json"), "--json", str(summary)]
+    assert cli.main(argv) == 0
+    s = json.loads(summary.read_text())
+    ph = {p["label"]: p for p in s["phases"]}
+    assert ph["fastlangevin.score"]["calls"] == 2 * 2 + 1  # every step, plus the denoising step's score
+    assert ph["fastlangevin.update"]["calls"] == 4 and ph["fastlangevin.denoise"]["calls"] == 1
+    # the denoising step's score is nested in its label: counted once, under score
+    assert ph["fastlangevin.denoise"]["share"] < ph["fastlangevin.denoise"]["inclusive_share"]
+    assert sum(p["share"] for p in s["phases"]) <= 1.0 + 1e-6
+
+
+def test_profile_cuda_graph_flag_needs_cuda(capsys):
+    assert cli.main(["profile", "--sampler", "annealed", "--device", "cpu", "--cuda-graph"]) == 2
+    assert "--cuda-graph needs --device cuda" in capsys.readouterr().err
