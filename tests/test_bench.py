@@ -391,3 +391,48 @@ def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
 def test_profile_cuda_graph_flag_needs_cuda(capsys):
     assert cli.main(["profile", "--sampler", "annealed", "--device", "cpu", "--cuda-graph"]) == 2
     assert "--cuda-graph needs --device cuda" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# DSM loss workload
+# ---------------------------------------------------------------------------------------
+def _dsm_wrong_weight(case, score_fn, noise):  # λ = σ instead of σ²
+    from fastlangevin.benchmarking.workloads.dsm import _rows
+
+    def loss_fn(x, sigma):
+        z = torch.randn_like(x) if noise is None else noise
+        sig = _rows(sigma.to(x.dtype), x.dim())
+        per = ((score_fn(x + sig * z, sigma) + z / sig) ** 2).flatten(1).sum(1)
+        return (0.5 * sigma * per).mean()
+
+    return loss_fn
+
+
+def _dsm_frozen_noise(case, score_fn, noise):  # one z for every call, no injected form
+    from fastlangevin.benchmarking import ProviderUnavailable
+    from fastlangevin.benchmarking.workloads.dsm import naive_loss
+
+    if noise is not None:
+        raise ProviderUnavailable("no injected-noise form")
+    frozen = {}
+
+    def loss_fn(x, sigma):
+        z = frozen.setdefault("z", torch.randn_like(x))
+        return naive_loss(score_fn, x, sigma, z)
+
+    return loss_fn
+
+
+def test_dsm_workload_checks_memory_and_rejects():
+    bad = [Provider("wrong_weight", "broken", _dsm_wrong_weight), Provider("frozen_noise", "broken", _dsm_frozen_noise)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("dsm",), dtypes=("fp32", "bf16"), modes=("out",), sizes=(10,), providers=("torch", "naive"), extra_providers={"dsm": bad}, **TINY)
+    for cr in run(opts).cases:
+        provs = {p.name: p for p in cr.providers}
+        for name in ("torch", "naive"):
+            p = provs[name]
+            assert p.status == "ok", p
+            assert isinstance(p.check["injected_noise"], dict) and len(p.check["drawn_noise"]["losses"]) == 4
+            assert p.extra["saved_bytes"] > 0 and p.extra["noise_tensor_bytes"] == 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+        assert cr.bytes_moved == 8 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+        assert provs["wrong_weight"].status == "rejected" and "injected noise" in provs["wrong_weight"].reason
+        assert provs["frozen_noise"].status == "rejected", provs["frozen_noise"]

@@ -56,6 +56,18 @@ def case_table(cr: CaseResult) -> str:
             lines.append(f"  {p.name:{w}s} REJECTED (wrong output, not timed): {p.reason}")
         elif p.status == "error":
             lines.append(f"  {p.name:{w}s} ERROR: {p.reason}")
+    mem = [p for p in timed if "saved_bytes" in p.extra or "peak_bytes" in p.extra]
+    if mem:
+        noise = mem[0].extra.get("noise_tensor_bytes")
+        head_m = "  memory" + (f" (one noise tensor = {_fmt_bytes(noise)})" if noise else "") + ":"
+        lines.append(head_m)
+        for p in mem:
+            parts = []
+            if "saved_bytes" in p.extra:
+                parts.append(f"saved for backward {_fmt_bytes(p.extra['saved_bytes'])}")
+            if "peak_bytes" in p.extra:
+                parts.append(f"peak during forward+backward {_fmt_bytes(p.extra['peak_bytes'])}")
+            lines.append(f"    {p.name:{w}s} " + ", ".join(parts))
     rebind = [p.name for p in timed if p.extra.get("rebinds")]
     if rebind:
         lines.append(f"  out of place even here (x = f(x), as a user's loop would): {', '.join(rebind)}")

@@ -1,3 +1,3 @@
 """Built-in workloads; importing this package registers them in ``registry.WORKLOADS``."""
 
-from . import annealed, corrector, step  # noqa: F401
+from . import annealed, corrector, dsm, step  # noqa: F401
