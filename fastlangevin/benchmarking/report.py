@@ -18,10 +18,12 @@ def _fmt_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def case_table(cr: CaseResult) -> str:
+def case_table(cr: CaseResult, l2_bytes: Optional[int] = None) -> str:
     c = cr.case
     what = f"op must move {_fmt_bytes(cr.bytes_moved)}" if cr.bytes_moved is not None else f"{cr.items:g} {cr.unit.split('/')[0]} per call"
     head = f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  ({what})"
+    if l2_bytes and cr.bytes_moved is not None and cr.bytes_moved <= l2_bytes:
+        head += f"  [fits in the {_fmt_bytes(l2_bytes)} L2; timed with the L2 flushed before each repetition]"
     lines = [head]
     if cr.skipped:
         lines.append(f"  skipped: {cr.skipped}")
@@ -89,7 +91,7 @@ def table(result: BenchResult) -> str:
         parts.append(f"  bytes: {note}")
     for cr in result.cases:
         parts.append("")
-        parts.append(case_table(cr))
+        parts.append(case_table(cr, result.l2_bytes))
     return "\n".join(parts)
 
 

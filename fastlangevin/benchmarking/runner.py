@@ -109,8 +109,18 @@ class BenchResult:
     cases: List[CaseResult]
     bytes_notes: Dict[str, str]
 
+    @property
+    def l2_bytes(self) -> Optional[int]:
+        return (self.meta.get("gpu") or {}).get("l2_cache_bytes")
+
     def to_dict(self) -> Dict[str, Any]:
-        return {"meta": self.meta, "bytes_notes": self.bytes_notes, "cases": [c.to_dict() for c in self.cases]}
+        cases = []
+        for c in self.cases:
+            d = c.to_dict()
+            if self.l2_bytes and c.bytes_moved is not None:
+                d["exceeds_l2"] = c.bytes_moved > self.l2_bytes
+            cases.append(d)
+        return {"meta": self.meta, "bytes_notes": self.bytes_notes, "cases": cases}
 
 
 # ---------------------------------------------------------------------------------------
