@@ -155,7 +155,7 @@ def write_plot(result: BenchResult, path: str) -> None:
             ax.plot(xs, ys, marker="o", label=name)
         cx = [(cr.case.numel, cr.copy_gbps) for cr in crs if cr.copy_gbps]
         if cx:
-            ax.plot([a for a, _ in cx], [b for _, b in cx], "k--", label="copy y.copy_(x)")
+            ax.plot([a for a, _ in cx], [b for _, b in cx], "k--", marker="x", label="copy y.copy_(x)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("elements")
         ax.set_ylabel("effective GB/s" if crs[0].bytes_moved is not None else crs[0].unit)
@@ -166,6 +166,6 @@ def write_plot(result: BenchResult, path: str) -> None:
         ax.set_visible(False)
     m = result.meta
     fig.suptitle(f"fastlangevin bench — {m['device_name']} ({m['date']})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=120)
     plt.close(fig)
