@@ -97,7 +97,7 @@ def triton_unavailable(case: Case, opts, max_interpreter_numel: int = 1 << 18):
 
     if case.device.type == "cpu":
         if not opts.interpret:
-            return "needs a CUDA GPU (pass --interpret to run the Triton interpreter at tiny sizes)"
+            return "needs a CUDA device (--device cuda; or --interpret for Triton's interpreter at tiny sizes)"
         if case.numel > max_interpreter_numel:
             return f"interpreter limited to <= 2^{max_interpreter_numel.bit_length() - 1} elements"
     try:
