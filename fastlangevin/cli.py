@@ -15,6 +15,8 @@ from typing import List, Optional
 SUBCOMMANDS = [
     "fastlangevin.cli_info",
     "fastlangevin.demos.cli",
+    "fastlangevin.benchmarking.cli",
+    "fastlangevin.benchmarking.profiling",
 ]
 
 

@@ -1,0 +1,183 @@
+"""Correctness checks run on every provider before it is timed.
+
+For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector):
+
+* **Deterministic part** (noise off, where the provider can turn it off): ``out`` equals
+  ``x + a * s`` computed in fp32 (fp64 for float64) and stored in the state's dtype, to within
+  2 units in the last place of the storage dtype measured against ``|x| + |a s|`` (room for
+  an FMA, and for the double rounding of an eager bf16 expression — nothing more).
+* **Noise part** (noise on): ``r = (out - x - a s) / b`` must look like fresh N(0, 1) draws,
+  independent of the inputs: its mean is 0, its std 1, its regression coefficients on ``s``
+  and on ``x`` are 0 (they catch a wrong ``a`` or a mangled ``x`` that the mean and std would
+  miss), and ``P(|r| > 2)`` is the normal tail ``0.0455`` (it catches non-normal noise with the
+  right variance). Each bound is 6 standard errors at the sample size plus an allowance for
+  the storage dtype's rounding of ``out`` (2 ulp of ``rms(out)``, relative to ``b``).
+* **Fresh noise**: a second call on the same inputs gives different noise.
+
+Sums are accumulated in float64 over chunks, so checking a 2^28-element GPU tensor needs no
+full-size temporaries.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Dict, Iterator, Tuple, Union
+
+import torch
+
+CHUNK = 1 << 22
+#: P(|Z| > 2) for a standard normal.
+NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
+#: Standard errors allowed on each statistic (a false alarm is ~1e-9 per bound).
+Z_BOUND = 6.0
+
+
+class CheckFailed(Exception):
+    """A provider's output is wrong; the message says which figure is off and by how much."""
+
+
+Scalar = Union[float, torch.Tensor]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _chunks(n: int, size: int = CHUNK) -> Iterator[Tuple[int, int]]:
+    for i in range(0, n, size):
+        yield i, min(n, i + size)
+
+
+def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
+    if not isinstance(out, torch.Tensor):
+        raise CheckFailed(f"{what}: returned {type(out).__name__}, expected a tensor")
+    if out.shape != x.shape:
+        raise CheckFailed(f"{what}: output shape {tuple(out.shape)} != state shape {tuple(x.shape)}")
+    if out.dtype != x.dtype:
+        raise CheckFailed(f"{what}: output dtype {out.dtype} != state dtype {x.dtype}")
+    if out.device != x.device:
+        raise CheckFailed(f"{what}: output on {out.device}, state on {x.device}")
+
+
+def check_deterministic(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, what: str = "noise-off output") -> Dict[str, float]:
+    """``out == x + a * s`` (fp32 math, stored in x's dtype) to 2 ulp of the storage dtype."""
+    check_output_like(out, x, what)
+    cdt = _compute_dtype(x.dtype)
+    ulp = torch.finfo(x.dtype).eps
+    o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
+    worst = 0.0
+    for i0, i1 in _chunks(o.numel()):
+        xc, sc = xf[i0:i1].to(cdt), sf[i0:i1].to(cdt)
+        step = sc * a
+        ref = (xc + step).to(x.dtype).to(cdt)
+        err = (o[i0:i1].to(cdt) - ref).abs()
+        if not torch.isfinite(err).all():
+            raise CheckFailed(f"{what}: non-finite values")
+        scale = (xc.abs() + step.abs()).clamp_min(torch.finfo(cdt).tiny)
+        worst = max(worst, float((err / scale).max()) / ulp)
+    if worst > 2.0:
+        raise CheckFailed(f"{what}: differs from x + a*s by {worst:.3g} ulp of {x.dtype} (allowed 2)")
+    return {"max_err_ulp": worst}
+
+
+def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float) -> Dict[str, float]:
+    """Moments of ``r = (out - x - a s) / b`` and its regression on ``s`` and ``x`` (float64 sums)."""
+    o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
+    n = o.numel()
+    acc = torch.zeros(9, dtype=torch.float64, device=o.device)
+    for i0, i1 in _chunks(n):
+        xc, sc = xf[i0:i1].double(), sf[i0:i1].double()
+        r = (o[i0:i1].double() - xc - a * sc) / b
+        acc += torch.stack(
+            [r.sum(), (r * r).sum(), sc.sum(), (sc * sc).sum(), (r * sc).sum(), xc.sum(), (xc * xc).sum(), (r * xc).sum(), (r.abs() > 2).sum().double()]
+        )
+    sr, srr, ss, sss, srs, sx, sxx, srx, tail = acc.tolist()
+    mean = sr / n
+    var = max(srr / n - mean * mean, 0.0)
+
+    def coef(sv, svv, srv):
+        mv = sv / n
+        vv = svv / n - mv * mv
+        return (srv / n - mean * mv) / vv if vv > 0 else math.nan
+
+    out_rms = math.sqrt(float(sum(o[i0:i1].double().square().sum() for i0, i1 in _chunks(n))) / n)
+    return {
+        "n": n,
+        "mean": mean,
+        "std": math.sqrt(var),
+        "coef_s": coef(ss, sss, srs),
+        "coef_x": coef(sx, sxx, srx),
+        "tail2": tail / n,
+        "out_rms": out_rms,
+    }
+
+
+def check_noise(stats: Dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: Tuple[str, ...] = ()) -> Dict[str, float]:
+    """Raise :class:`CheckFailed` unless ``stats`` (from :func:`noise_statistics`) look like N(0, 1).
+    ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
+    n = stats["n"]
+    if not all(math.isfinite(stats[k]) for k in ("mean", "std", "coef_s", "coef_x")):
+        raise CheckFailed(f"{what}: non-finite statistics {stats}")
+    rounding = 2.0 * torch.finfo(dtype).eps * stats["out_rms"] / b
+    se = 1.0 / math.sqrt(n)
+    bounds = {
+        "mean": (stats["mean"], 0.0, Z_BOUND * se + rounding),
+        "std": (stats["std"], 1.0, Z_BOUND * se / math.sqrt(2.0) + rounding),
+        "coef_s": (stats["coef_s"], 0.0, Z_BOUND * se + rounding),
+        "coef_x": (stats["coef_x"], 0.0, Z_BOUND * se + rounding),
+        "tail2": (stats["tail2"], NORMAL_TAIL_2, Z_BOUND * math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n) + 0.25 * rounding),
+    }
+    for name, (got, want, tol) in bounds.items():
+        if name not in skip and abs(got - want) > tol:
+            raise CheckFailed(f"{what}: {name} of (out - x - a*s)/b is {got:.4g}, expected {want:.4g} ± {tol:.2g} (n={n})")
+    return {k: stats[k] for k in ("n", "mean", "std", "coef_s", "coef_x", "tail2")}
+
+
+def check_fresh(out1: torch.Tensor, out2: torch.Tensor, what: str = "noise") -> float:
+    """Two calls on the same inputs must draw different noise; returns the fraction that differ."""
+    n = out1.numel()
+    diff = sum(int((out1.reshape(-1)[i0:i1] != out2.reshape(-1)[i0:i1]).sum()) for i0, i1 in _chunks(n))
+    frac = diff / max(n, 1)
+    if frac < 0.9:
+        raise CheckFailed(f"{what}: two calls on the same input agree on {1 - frac:.1%} of elements (noise not fresh)")
+    return frac
+
+
+def chi_mean(d: int) -> float:
+    """E||z|| for z ~ N(0, I_d)."""
+    return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
+
+
+def check_snr_update(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, snr: float, alpha: float, what: str = "corrector output") -> Dict[str, float]:
+    """The SNR Langevin corrector with batch-averaged norms: ``out = x + ε s + sqrt(2ε) z`` with one
+    ``ε = 2 α (snr · mean‖z_i‖ / mean‖s_i‖)²`` for the batch.
+
+    ε is fitted by regression of ``out - x`` on ``s`` (z is independent of s) and must match the
+    formula with ``E‖z_i‖`` (a chi mean) in place of the call's own ‖z‖ — within 6 standard
+    errors of the fit plus the batch mean of ‖z‖'s own spread; the residual
+    ``(out - x - ε s) / sqrt(2ε)`` must then pass :func:`check_noise` (except ``coef_s``, zero by
+    construction of the fit)."""
+    check_output_like(out, x, what)
+    B = s.shape[0]
+    rows = s.reshape(B, -1)
+    d = rows.shape[1]
+    n = rows.numel()
+    s_norm_mean = float(sum(rows[i0:i1].double().norm(dim=1).sum() for i0, i1 in _chunks(B, max(1, CHUNK // d)))) / B
+    eps_pred = 2.0 * alpha * (snr * chi_mean(d) / s_norm_mean) ** 2
+    o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
+    acc = torch.zeros(2, dtype=torch.float64, device=o.device)
+    for i0, i1 in _chunks(n):
+        sc = sf[i0:i1].double()
+        acc += torch.stack([((o[i0:i1].double() - xf[i0:i1].double()) * sc).sum(), (sc * sc).sum()])
+    sds, sss = acc.tolist()
+    eps_fit = sds / sss
+    if not (math.isfinite(eps_fit) and eps_fit > 0):
+        raise CheckFailed(f"{what}: fitted step size {eps_fit!r} is not a positive number")
+    # relative standard errors: the fit (noise sqrt(2ε) z against Σ s²) and ε's dependence on mean‖z_i‖
+    se = math.sqrt(2.0 / (eps_pred * sss)) + math.sqrt(2.0 / n)
+    tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
+    if abs(eps_fit / eps_pred - 1) > tol:
+        raise CheckFailed(f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})")
+    b = math.sqrt(2.0 * eps_fit)
+    noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))
+    return {"eps_fit": eps_fit, "eps_formula": eps_pred, "noise": noise}

@@ -1,0 +1,319 @@
+"""``fastlangevin profile``: run a sampler under ``torch.profiler``; write a Chrome trace and a table.
+
+The table has two parts:
+
+* **top kernels / ops** by self time (GPU: device time of CUDA kernels; CPU: self CPU time of
+  aten ops), each with its share of the profiled run;
+* **phases**: the ``torch.profiler.record_function`` labels fastlangevin's samplers put around
+  each phase of a step — ``fastlangevin.score`` (score evaluation), ``fastlangevin.update`` (the
+  Langevin / predictor update), ``fastlangevin.correct`` (corrector), ``fastlangevin.denoise``
+  (final denoising) — with their share of the run: time in the phase minus the phases nested
+  inside it (the denoising step evaluates the score inside its label), so shares never
+  overlap; the inclusive share is listed too.
+
+Shares are of the whole profiled run: on a GPU the sum of all kernels' device time, on the
+CPU the wall time of the run's outer range (``fastlangevin.profile``).
+
+Samplers (``--sampler``), each with a small MLP score network: ``loop`` — a plain loop of
+``fastlangevin.langevin_step_`` labelled like the library's samplers; ``langevin`` —
+:func:`fastlangevin.langevin`; ``annealed`` — :func:`fastlangevin.annealed_langevin`; ``pc`` —
+:func:`fastlangevin.pc_sample` on a VE SDE. ``--cuda-graph`` runs the library samplers with
+``cuda_graph=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List
+
+import torch
+
+from ..sampling.loop import PHASES as PHASE_LABELS
+from ..sampling.loop import phase
+
+OUTER_LABEL = "fastlangevin.profile"
+
+
+# ---------------------------------------------------------------------------------------
+# Samplers that can be profiled
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ProfileTarget:
+    description: str
+    run: Callable[[], Any]  # one profiled run (several steps)
+    warmup: Callable[[], Any]
+
+
+def _state(args, device):
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    return torch.randn(args.n, args.dim, device=device, generator=g), g
+
+
+def build_loop(args, device: torch.device) -> ProfileTarget:
+    """``steps`` Langevin steps written as a plain loop: score = small MLP, update =
+    ``fastlangevin.langevin_step_``, labelled like the library's samplers."""
+    import fastlangevin as fl
+
+    from .scorenet import ScoreMLP
+
+    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=False, seed=args.seed).to(device)
+    x, g = _state(args, device)
+    eps = args.step_size
+
+    def steps(k):
+        with torch.no_grad():
+            for _ in range(k):
+                with phase("fastlangevin.score"):
+                    s = net(x)
+                with phase("fastlangevin.update"):
+                    fl.langevin_step_(x, s, eps, backend=args.backend, generator=g)
+        return x
+
+    desc = f"loop: {args.steps} x (MLP score {args.dim}-{args.hidden}x3-{args.dim} + langevin_step_), {args.n} chains, backend={fl.backend_for(x, args.backend)}"
+    return ProfileTarget(desc, lambda: steps(args.steps), lambda: steps(args.warmup))
+
+
+def build_langevin(args, device: torch.device) -> ProfileTarget:
+    """``fastlangevin.langevin`` (ULA) with an unconditional MLP score."""
+    import fastlangevin as fl
+
+    from .scorenet import ScoreMLP
+
+    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=False, seed=args.seed).to(device)
+    x0, g = _state(args, device)
+
+    def go(k):
+        with torch.no_grad():
+            return fl.langevin(net, x0, step_size=args.step_size, n_steps=k, generator=g, backend=args.backend, cuda_graph=args.cuda_graph)
+
+    desc = f"langevin (ULA): {args.steps} steps, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
+    return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
+
+
+def build_annealed(args, device: torch.device) -> ProfileTarget:
+    """``fastlangevin.annealed_langevin`` over ``--levels`` geometric noise levels 1 → 0.01,
+    ``steps / levels`` steps each, with final denoising; noise-conditional MLP score."""
+    import fastlangevin as fl
+
+    from .scorenet import ScoreMLP
+
+    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=True, seed=args.seed).to(device)
+    x0, g = _state(args, device)
+    L = args.levels
+    sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
+    T = max(1, args.steps // L)
+
+    def go(t):
+        with torch.no_grad():
+            return fl.annealed_langevin(net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, generator=g, backend=args.backend, cuda_graph=args.cuda_graph)
+
+    desc = f"annealed_langevin: {L} levels x {T} steps + denoise, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
+    return ProfileTarget(desc, lambda: go(T), lambda: go(1))
+
+
+def build_pc(args, device: torch.device) -> ProfileTarget:
+    """``fastlangevin.pc_sample`` on a VE SDE (reverse-diffusion predictor + Langevin corrector);
+    the MLP is conditioned on σ(t)."""
+    import fastlangevin as fl
+
+    from .scorenet import ScoreMLP
+
+    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=True, seed=args.seed).to(device)
+    sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
+    x0, g = _state(args, device)
+    x0 = x0 * sde.prior_std
+
+    def score_fn(x, t):
+        return net(x, sde.marginal_std(t))
+
+    def go(k):
+        with torch.no_grad():
+            return fl.pc_sample(score_fn, sde, x0, n_steps=k, snr=0.16, generator=g, backend=args.backend, cuda_graph=args.cuda_graph)
+
+    desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {args.steps} steps, MLP score, {args.n} chains, cuda_graph={args.cuda_graph}"
+    return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
+
+
+SAMPLERS: Dict[str, Callable[[Any, torch.device], ProfileTarget]] = {
+    "loop": build_loop,
+    "langevin": build_langevin,
+    "annealed": build_annealed,
+    "pc": build_pc,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Profiling and summarising
+# ---------------------------------------------------------------------------------------
+@dataclass
+class ProfileSummary:
+    device: str
+    description: str
+    total_ms: float  # denominator of every share
+    total_basis: str
+    top: List[Dict[str, Any]] = field(default_factory=list)
+    phases: List[Dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _us(evt, attr: str) -> float:
+    v = getattr(evt, attr, None)
+    if v is None:  # torch < 2.4 spelled device time "cuda"
+        v = getattr(evt, attr.replace("device", "cuda"), 0.0)
+    return float(v or 0.0)
+
+
+def profile_target(target: ProfileTarget, device: torch.device, trace_path: str):
+    from torch.profiler import ProfilerActivity, profile
+
+    target.warmup()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        with torch.profiler.record_function(OUTER_LABEL):
+            target.run()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+    os.makedirs(os.path.dirname(os.path.abspath(trace_path)), exist_ok=True)
+    prof.export_chrome_trace(trace_path)
+    return prof
+
+
+def summarize(prof, device: torch.device, description: str, top: int = 15) -> ProfileSummary:
+    from torch.autograd import DeviceType
+
+    events = prof.events()
+    labels = set(PHASE_LABELS) | {OUTER_LABEL}
+    on_gpu = device.type == "cuda"
+    outer = [e for e in events if e.name == OUTER_LABEL and e.device_type == DeviceType.CPU]
+    outer_cpu_us = sum(e.cpu_time_total for e in outer)
+    avgs = [a for a in prof.key_averages() if a.key not in labels]
+    if on_gpu:
+        # kernels (device-side events): their self device time is the GPU's busy time
+        kernels = [a for a in avgs if _us(a, "self_device_time_total") > 0 and a.device_type != DeviceType.CPU]
+        if not kernels:  # some torch versions report kernels only through their CPU launch ops
+            kernels = [a for a in avgs if _us(a, "self_device_time_total") > 0]
+        total_us = sum(_us(a, "self_device_time_total") for a in kernels)
+        basis = "sum of GPU kernel time"
+        ranked = sorted(kernels, key=lambda a: _us(a, "self_device_time_total"), reverse=True)
+        top_rows = [
+            {"name": a.key, "calls": a.count, "self_ms": _us(a, "self_device_time_total") / 1e3, "share": _us(a, "self_device_time_total") / total_us if total_us else 0.0}
+            for a in ranked[:top]
+        ]
+    else:
+        total_us = outer_cpu_us
+        basis = f"wall time of the profiled run ({OUTER_LABEL})"
+        ranked = sorted((a for a in avgs if a.self_cpu_time_total > 0), key=lambda a: a.self_cpu_time_total, reverse=True)
+        top_rows = [{"name": a.key, "calls": a.count, "self_ms": a.self_cpu_time_total / 1e3, "share": a.self_cpu_time_total / total_us if total_us else 0.0} for a in ranked[:top]]
+    phase_set = set(PHASE_LABELS)
+
+    def nested_phases(e):
+        """The outermost phase-labelled events strictly inside ``e``."""
+        found, stack = [], list(e.cpu_children)
+        while stack:
+            c = stack.pop()
+            if c.name in phase_set:
+                found.append(c)
+            else:
+                stack.extend(c.cpu_children)
+        return found
+
+    def amount(e) -> float:
+        return _us(e, "device_time_total") if on_gpu else e.cpu_time_total
+
+    phases = []
+    for label in PHASE_LABELS:
+        evs = [e for e in events if e.name == label and e.device_type == DeviceType.CPU]
+        if not evs:
+            continue
+        cpu_us = sum(e.cpu_time_total for e in evs)
+        dev_us = sum(_us(e, "device_time_total") for e in evs) if on_gpu else 0.0
+        incl = sum(amount(e) for e in evs)
+        excl = sum(amount(e) - sum(amount(c) for c in nested_phases(e)) for e in evs)
+        phases.append(
+            {
+                "label": label,
+                "calls": len(evs),
+                "cpu_ms": cpu_us / 1e3,
+                "device_ms": dev_us / 1e3 if on_gpu else None,
+                "inclusive_share": incl / total_us if total_us else 0.0,
+                "share": excl / total_us if total_us else 0.0,  # without the phases nested in it
+            }
+        )
+    return ProfileSummary(str(device), description, total_us / 1e3, basis, top_rows, phases)
+
+
+def format_summary(s: ProfileSummary) -> str:
+    lines = [f"fastlangevin profile — {s.description} on {s.device}", f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total", ""]
+    lines.append("phases (record_function labels; share = time in the phase minus phases nested in it, e.g. the score inside denoise):")
+    if s.phases:
+        for p in s.phases:
+            dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
+            lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)")
+    else:
+        lines.append("  (no fastlangevin.* labels recorded)")
+    lines.append("")
+    lines.append("top kernels / ops by self time:")
+    w = max([len(r["name"][:70]) for r in s.top] + [4])
+    for r in s.top:
+        lines.append(f"  {r['name'][:70]:{w}s} {r['calls']:6d} calls {r['self_ms']:10.3f} ms  {100 * r['share']:5.1f}%")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+def _run(args) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("fastlangevin profile: error: --device cuda: no CUDA device is available", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
+        print("fastlangevin profile: error: --cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)", file=sys.stderr)
+        return 2
+    target = SAMPLERS[args.sampler](args, device)
+    print(f"profiling {target.description} ...", file=sys.stderr, flush=True)
+    prof = profile_target(target, device, args.trace)
+    summary = summarize(prof, device, target.description, top=args.top)
+    text = format_summary(summary)
+    print(text)
+    table_path = args.table or os.path.splitext(args.trace)[0] + ".txt"
+    with open(table_path, "w") as f:
+        f.write(text + "\n")
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(summary.to_dict(), f, indent=1)
+    print(f"\nwrote {args.trace} (open in chrome://tracing or https://ui.perfetto.dev) and {table_path}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
+    p.add_argument("--sampler", default="loop", choices=sorted(SAMPLERS))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--n", type=int, default=4096, help="chains")
+    p.add_argument("--dim", type=int, default=64, help="state dimension")
+    p.add_argument("--hidden", type=int, default=256, help="score MLP width")
+    p.add_argument("--steps", type=int, default=20, help="profiled steps")
+    p.add_argument("--warmup", type=int, default=3, help="unprofiled warm-up steps")
+    p.add_argument("--step-size", type=float, default=1e-3, help="loop / langevin step size")
+    p.add_argument("--levels", type=int, default=10, help="annealed: noise levels (steps are split across them)")
+    p.add_argument("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
+    p.add_argument("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
+    p.add_argument("--backend", default=None, choices=[None, "triton", "torch"], help="fastlangevin backend (default: auto)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--top", type=int, default=15, help="rows in the top-kernel table")
+    p.add_argument("--trace", default="fastlangevin_trace.json", help="Chrome trace path")
+    p.add_argument("--table", default=None, help="table path (default: the trace path with .txt)")
+    p.add_argument("--json", default=None, help="also write the summary as JSON")
+    p.set_defaults(func=_run)

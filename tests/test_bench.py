@@ -1,0 +1,444 @@
+"""The benchmark harness and profiler: CLI on CPU at tiny sizes, correctness gate, profile output."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fastlangevin import _backend, cli
+from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, get_workload, run
+from fastlangevin.benchmarking import checks, peers
+from fastlangevin.benchmarking.cli import parse_sizes
+from fastlangevin.benchmarking.timing import quantile
+
+TINY = dict(rep_ms=5.0, warmup_ms=1.0, min_reps=3, quiet=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The CLI end to end
+# ---------------------------------------------------------------------------------------
+# The Triton provider runs on the CPU only where this process built the kernels for the
+# interpreter (tests/conftest.py does so without CUDA); on a GPU machine it is left out here.
+CPU_TRITON = _backend.kernels_interpreted() or not torch.cuda.is_available()
+
+
+def test_bench_cli_json_plot_table(tmp_path, capsys):
+    jpath, ppath = tmp_path / "b.json", tmp_path / "b.png"
+    ours = "triton,torch" if CPU_TRITON else "torch"
+    argv = ["bench", "--device", "cpu", "--sizes", "10", "--dtypes", "fp32,bf16", "--modes", "out,inplace", "--providers", f"{ours},eager,eager_inplace"]
+    argv += (["--interpret"] if CPU_TRITON else []) + ["--rep-ms", "5", "--warmup-ms", "1", "--min-reps", "3", "--json", str(jpath), "--plot", str(ppath)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr()
+    assert "GB/s" in out.out and "%copy" in out.out and "langevin_step  bf16  in-place  2^10" in out.out
+    assert "torch is" in out.out  # the speed-up summary
+    assert "langevin_step/fp32/out/2^10" in out.err  # progress lines
+
+    data = json.loads(jpath.read_text())
+    meta = data["meta"]
+    for key in ("date", "device", "device_name", "torch", "triton", "fastlangevin", "python", "options", "peers"):
+        assert key in meta, key
+    assert meta["device"] == "cpu"
+    assert data["bytes_notes"]["langevin_step"].startswith("langevin_step: 3 x numel")
+    assert len(data["cases"]) == 4
+    for case in data["cases"]:
+        assert case["numel"] == 1024
+        item = 4 if case["dtype"] == "fp32" else 2
+        assert case["bytes_moved"] == 3 * 1024 * item
+        assert case["copy"]["gbps"] > 0 and case["copy"]["bytes"] == 2 * 1024 * item
+        provs = {p["name"]: p for p in case["providers"]}
+        assert set(provs) == {"torch", "eager", "eager_inplace"} | ({"triton"} if CPU_TRITON else set())
+        for p in provs.values():
+            assert p["status"] == "ok", p
+            t = p["timing_ms"]
+            assert t["p20_ms"] <= t["median_ms"] <= t["p80_ms"]
+            assert len(t["samples_ms"]) == t["reps"] >= 3
+            assert math.isclose(p["gbps"], case["bytes_moved"] / (t["median_ms"] * 1e-3) / 1e9, rel_tol=1e-9)
+            assert math.isclose(p["pct_of_copy"], 100 * p["gbps"] / case["copy"]["gbps"], rel_tol=1e-9)
+            assert p["check"]["noise"]["n"] == 1 << 16  # tiny cases are checked at 2^16 draws
+            assert p["check"]["noise_off"]["max_err_ulp"] <= 2
+        sp = case["speedups"]
+        assert math.isclose(sp["torch"]["eager"] * sp["eager"]["torch"], 1.0, rel_tol=1e-9)
+    with open(ppath, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_cli_triton_on_cpu_skipped_with_message(capsys):
+    argv = ["bench", "--device", "cpu", "--sizes", "8", "--dtypes", "fp32", "--modes", "out", "--providers", "triton,eager", "--rep-ms", "2", "--min-reps", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "triton" in out and "skipped: needs a CUDA device (--device cuda; or --interpret" in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--providers", "nope"], "--providers: unknown ['nope']"),
+        (["--dtypes", "int8"], "--dtypes: unknown dtype 'int8'"),
+        (["--modes", "sideways"], "--modes: unknown mode"),
+        (["--workloads", "nope"], "--workloads: unknown workload"),
+        (["--sizes", "99"], "out of range"),
+    ],
+    ids=["provider", "dtype", "mode", "workload", "size"],
+)
+def test_bench_cli_bad_arguments(argv, message, capsys):
+    assert cli.main(["bench", "--device", "cpu"] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_list(capsys):
+    assert cli.main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("triton", "torch", "eager", "eager_inplace", "compile", "torchebm_fused", "torchebm_sampler", "diffusers"):
+        assert f"- {name} " in out
+
+
+def test_parse_sizes():
+    assert parse_sizes("16,20") == [16, 20]
+    assert parse_sizes("16:20") == [16, 17, 18, 19, 20]
+    assert parse_sizes("16:28:4") == [16, 20, 24, 28]
+    assert parse_sizes(None) is None
+    with pytest.raises(ValueError, match="LO:HI"):
+        parse_sizes("1:2:3:4")
+
+
+def test_quantile_matches_torch():
+    vals = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
+    for q in (0.2, 0.5, 0.8):
+        assert math.isclose(quantile(vals, q), torch.quantile(torch.tensor(vals, dtype=torch.float64), q).item())
+
+
+# ---------------------------------------------------------------------------------------
+# The correctness gate: wrong providers are rejected, never timed
+# ---------------------------------------------------------------------------------------
+def _broken_wrong_noise(case, s, eps, noise_scale):  # sqrt(eps) instead of sqrt(2 eps)
+    b = math.sqrt(eps) if noise_scale is None else noise_scale
+    return lambda x: x + eps * s + b * torch.randn_like(x)
+
+
+def _broken_wrong_step(case, s, eps, noise_scale):  # 2 eps * s
+    b = math.sqrt(2 * eps) if noise_scale is None else noise_scale
+    return lambda x: x + 2 * eps * s + b * torch.randn_like(x)
+
+
+def _broken_stale_noise(case, s, eps, noise_scale):  # the same z at every call
+    b = math.sqrt(2 * eps) if noise_scale is None else noise_scale
+    z = torch.randn_like(s)
+    return lambda x: x + eps * s + b * z
+
+
+def _broken_uniform_noise(case, s, eps, noise_scale):  # unit-variance but not normal
+    b = math.sqrt(2 * eps) if noise_scale is None else noise_scale
+    return lambda x: x + eps * s + b * (torch.rand_like(x) * 2 - 1) * math.sqrt(3)
+
+
+def _broken_inplace(case, s, eps, noise_scale):  # claims in-place, returns a new tensor
+    b = math.sqrt(2 * eps) if noise_scale is None else noise_scale
+    return lambda x: x + eps * s + b * torch.randn_like(x)
+
+
+def _broken_dtype(case, s, eps, noise_scale):  # returns float32 for a bf16 state
+    b = math.sqrt(2 * eps) if noise_scale is None else noise_scale
+    return lambda x: x.float() + eps * s.float() + b * torch.randn_like(x, dtype=torch.float32)
+
+
+BROKEN = [
+    ("wrong_noise", _broken_wrong_noise, "std of (out - x - a*s)/b", "out"),
+    ("wrong_step", _broken_wrong_step, "differs from x + a*s", "out"),
+    ("stale_noise", _broken_stale_noise, "noise not fresh", "out"),
+    ("uniform_noise", _broken_uniform_noise, "tail2", "out"),
+    ("not_inplace", _broken_inplace, "returned a new tensor", "inplace"),
+]
+
+
+@pytest.mark.parametrize("name, make, message, mode", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_provider_rejected(name, make, message, mode):
+    bad = Provider(name, f"broken: {name}", make, kind="ours")
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=(mode,), sizes=(12,), providers=("eager_inplace",), extra_providers={"langevin_step": [bad]}, **TINY)
+    result = run(opts)
+    (case,) = result.cases
+    provs = {p.name: p for p in case.providers}
+    assert provs["eager_inplace"].status == "ok"  # the good one is timed
+    assert provs[name].status == "rejected", provs[name]
+    assert provs[name].timing is None  # never timed
+    assert message in provs[name].reason
+    assert name not in case.speedups()
+
+
+def test_wrong_dtype_rejected():
+    bad = Provider("f32out", "broken: dtype", _broken_dtype, kind="ours")
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("bf16",), modes=("out",), sizes=(12,), providers=(), extra_providers={"langevin_step": [bad]}, **TINY)
+    (case,) = run(opts).cases
+    assert case.providers[0].status == "rejected" and "dtype" in case.providers[0].reason
+
+
+def test_crashing_provider_reported_not_fatal():
+    def make(case, s, eps, noise_scale):
+        def step(x):
+            raise RuntimeError("boom")
+
+        return step
+
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("eager",), extra_providers={"langevin_step": [Provider("crash", "crash", make)]}, **TINY)
+    (case,) = run(opts).cases
+    provs = {p.name: p for p in case.providers}
+    assert provs["crash"].status == "error" and "boom" in provs["crash"].reason
+    assert provs["eager"].status == "ok"
+
+
+def test_noise_checks_pass_and_fail_directly():
+    g = torch.Generator().manual_seed(0)
+    n, eps = 1 << 16, 0.5
+    x, s = torch.randn(n, generator=g), torch.randn(n, generator=g)
+    b = math.sqrt(2 * eps)
+    good = x + eps * s + b * torch.randn(n, generator=g)
+    stats = checks.noise_statistics(good, x, s, eps, b)
+    checks.check_noise(stats, torch.float32, b)
+    assert abs(stats["std"] - 1) < 0.02
+    # a noise term correlated with the state (x leaks into z) is caught by the regression on x
+    leaky = x * 1.05 + eps * s + b * torch.randn(n, generator=g)
+    with pytest.raises(CheckFailed, match="coef_x"):
+        checks.check_noise(checks.noise_statistics(leaky, x, s, eps, b), torch.float32, b)
+    with pytest.raises(CheckFailed, match="ulp"):
+        checks.check_deterministic(x + eps * s * (1 + 1e-5), x, s, eps)
+    checks.check_deterministic(x + eps * s, x, s, eps)
+
+
+# ---------------------------------------------------------------------------------------
+# Peers: optional, skipped with a message when absent
+# ---------------------------------------------------------------------------------------
+def test_missing_peers_are_skipped_with_message(monkeypatch):
+    real = peers._import_error
+
+    def fake(module):
+        return "ModuleNotFoundError: No module named 'x'" if module.split(".")[0] in ("diffusers", "torchebm") else real(module)
+
+    monkeypatch.setattr(peers, "_import_error", fake)
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("torchebm_fused", "torchebm_sampler", "diffusers"), **TINY)
+    (case,) = run(opts).cases
+    for p in case.providers:
+        assert p.status == "skipped" and "not installed" in p.reason and "pip install" in p.reason, p
+
+
+@pytest.mark.parametrize("peer, module", [("diffusers", "diffusers"), ("torchebm_sampler", "torchebm")])
+def test_installed_peer_passes_checks(peer, module):
+    pytest.importorskip(module)
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=(peer,), **TINY)
+    (case,) = run(opts).cases
+    assert case.providers[0].status == "ok", case.providers[0]
+
+
+def test_chi_mean():
+    z = torch.randn(20000, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert abs(z.norm(dim=1).mean().item() - peers.chi_mean(64)) < 0.02
+
+
+# ---------------------------------------------------------------------------------------
+# fastlangevin profile
+# ---------------------------------------------------------------------------------------
+def test_profile_writes_trace_and_table(tmp_path, capsys):
+    trace, summary = tmp_path / "trace.json", tmp_path / "summary.json"
+    argv = ["profile", "--device", "cpu", "--n", "64", "--dim", "8", "--hidden", "16", "--steps", "3", "--warmup", "1", "--trace", str(trace), "--json", str(summary)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    tr = json.loads(trace.read_text())
+    names = {e.get("name") for e in tr["traceEvents"]}
+    assert {"fastlangevin.score", "fastlangevin.update", "fastlangevin.profile"} <= names
+    table = (tmp_path / "trace.txt").read_text()
+    assert "fastlangevin.score" in table and "top kernels / ops" in table and "aten::addmm" in table
+    assert table.strip() in out
+    s = json.loads(summary.read_text())
+    shares = {p["label"]: p for p in s["phases"]}
+    assert shares["fastlangevin.score"]["calls"] == 3 and shares["fastlangevin.update"]["calls"] == 3
+    total = sum(p["share"] for p in s["phases"])
+    assert all(p["share"] > 0 for p in s["phases"]) and total <= 1.0 + 1e-6  # parts of the run, never more than all of it
+    assert math.isclose(sum(p["cpu_ms"] for p in s["phases"]), total * s["total_ms"], rel_tol=1e-6)
+    assert all(0 <= r["share"] <= 1 for r in s["top"]) and s["top"][0]["self_ms"] >= s["top"][-1]["self_ms"]
+
+
+# ---------------------------------------------------------------------------------------
+# bench/ (pytest-benchmark) stays runnable
+# ---------------------------------------------------------------------------------------
+def test_pytest_benchmark_files_run():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, FASTLANGEVIN_BENCH_DEVICE="cpu", FASTLANGEVIN_BENCH_SIZES="10", FASTLANGEVIN_BENCH_DTYPES="fp32", FASTLANGEVIN_BENCH_MODES="out", FASTLANGEVIN_BENCH_PROVIDERS="torch,eager")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable", os.path.join(root, "bench")],
+        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "2 passed" in proc.stdout
+
+
+def test_compile_provider_passes_checks():
+    from fastlangevin.benchmarking.workloads.common import compile_unavailable
+
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("inplace",), sizes=(10,), providers=("compile",), **TINY)
+    w = get_workload("langevin_step")
+    reason = compile_unavailable(w.cases(opts)[0], opts)
+    if reason:
+        pytest.skip(reason)
+    (case,) = run(opts).cases
+    p = case.providers[0]
+    assert p.status == "ok", p
+    assert p.check["noise_off"]["max_err_ulp"] <= 2
+    assert p.extra["first_call_ms"] > 0  # the compile warm-up, reported apart from the timings
+
+
+# ---------------------------------------------------------------------------------------
+# Corrector and annealed-sampler workloads
+# ---------------------------------------------------------------------------------------
+def _corrector_half_step(case, s, snr, alpha):  # eps without its factor 2
+    def step(x):
+        z = torch.randn_like(x)
+        eps = alpha * (snr * z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()) ** 2
+        return x + eps * s + torch.sqrt(2 * eps) * z
+
+    return step
+
+
+def _corrector_per_noise(case, s, snr, alpha):  # right eps, noise sqrt(eps) instead of sqrt(2 eps)
+    def step(x):
+        z = torch.randn_like(x)
+        eps = 2 * alpha * (snr * z.flatten(1).norm(dim=1).mean() / s.flatten(1).norm(dim=1).mean()) ** 2
+        return x + eps * s + torch.sqrt(eps) * z
+
+    return step
+
+
+def test_corrector_workload_checks_and_rejects():
+    bad = [Provider("half_step", "broken", _corrector_half_step, rebinds=True), Provider("weak_noise", "broken", _corrector_per_noise, rebinds=True)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("corrector",), dtypes=("fp32", "bf16"), modes=("inplace",), sizes=(10,), providers=("torch", "eager", "eager_inplace"), extra_providers={"corrector": bad}, **TINY)
+    result = run(opts)
+    assert len(result.cases) == 2
+    for cr in result.cases:
+        provs = {p.name: p for p in cr.providers}
+        for name in ("torch", "eager", "eager_inplace"):
+            assert provs[name].status == "ok", provs[name]
+            chk = provs[name].check
+            assert abs(chk["eps_fit"] / chk["eps_formula"] - 1) < 0.1
+        assert cr.bytes_moved == 4 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+        assert provs["half_step"].status == "rejected" and "step size" in provs["half_step"].reason
+        assert provs["weak_noise"].status == "rejected" and "std" in provs["weak_noise"].reason
+
+
+def test_annealed_workload_steps_per_second_and_rejects(tmp_path):
+    from fastlangevin.benchmarking.workloads import annealed
+
+    def too_little_noise(case, score_fn, sigs, n_steps_each, step_lr):
+        def run_(x0):
+            x = x0
+            for sig in sigs:
+                a = step_lr * (sig / sigs[-1]) ** 2
+                sigma = torch.full((x.shape[0],), sig)
+                for _ in range(n_steps_each):
+                    x = x + a * score_fn(x, sigma) + math.sqrt(a) * torch.randn_like(x)
+            return x
+
+        return run_
+
+    def skips_a_level(case, score_fn, sigs, n_steps_each, step_lr):
+        return annealed._naive_make(case, score_fn, sigs[1:], n_steps_each, step_lr)
+
+    bad = [Provider("little_noise", "broken", too_little_noise), Provider("skip_level", "broken", skips_a_level)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("annealed",), dtypes=("fp32",), modes=("out",), sizes=(11,), providers=("naive", "torch", "triton_graph"), extra_providers={"annealed": bad}, **TINY)
+    result = run(opts)
+    (cr,) = result.cases
+    provs = {p.name: p for p in cr.providers}
+    assert provs["naive"].status == "ok" and provs["torch"].status == "ok"
+    assert provs["triton_graph"].status == "skipped" and "CUDA" in provs["triton_graph"].reason
+    assert provs["little_noise"].status == "rejected" and "variance" in provs["little_noise"].reason
+    assert provs["skip_level"].status == "rejected"
+    d = cr.to_dict()
+    assert d["bytes_moved"] is None and d["throughput_unit"] == "steps/s" and d["items_per_call"] == annealed.LEVELS * annealed.STEPS_EACH
+    p = {q["name"]: q for q in d["providers"]}["torch"]
+    assert math.isclose(p["throughput"], d["items_per_call"] / (p["timing_ms"]["median_ms"] * 1e-3), rel_tol=1e-9)
+    from fastlangevin.benchmarking import report
+
+    text = report.table(result)
+    assert "steps/s" in text and "50 steps per call" in text
+    report.write_plot(result, str(tmp_path / "a.png"))
+    assert (tmp_path / "a.png").stat().st_size > 1000
+
+
+def test_annealed_predicted_moments_match_a_direct_simulation():
+    from fastlangevin.benchmarking.workloads import annealed
+
+    # the recursion itself: against a float64 simulation of the same linear dynamics
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(200_000, dtype=torch.float64, generator=g)
+    sigs = annealed.sigmas()
+    for sig in sigs:
+        a = annealed.STEP_LR * (sig / sigs[-1]) ** 2
+        c = annealed.TARGET_VAR + sig**2
+        for _ in range(annealed.STEPS_EACH):
+            x = x + a * (annealed.TARGET_MEAN - x) / c + math.sqrt(2 * a) * torch.randn(x.shape, dtype=torch.float64, generator=g)
+    m, v = annealed.predicted_moments(0.0, 1.0, sigs, annealed.STEPS_EACH, annealed.STEP_LR)
+    assert abs(x.mean().item() - m) < 6 * math.sqrt(v / x.numel())
+    assert abs(x.var().item() - v) < 6 * v * math.sqrt(2 / x.numel())
+
+
+def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
+    summary = tmp_path / "s.json"
+    argv = ["profile", "--sampler", "annealed", "--device", "cpu", "--n", "32", "--dim", "8", "--hidden", "16", "--steps", "4", "--levels", "2", "--trace", str(tmp_path / "t.json"), "--json", str(summary)]
+    assert cli.main(argv) == 0
+    s = json.loads(summary.read_text())
+    ph = {p["label"]: p for p in s["phases"]}
+    assert ph["fastlangevin.score"]["calls"] == 2 * 2 + 1  # every step, plus the denoising step's score
+    assert ph["fastlangevin.update"]["calls"] == 4 and ph["fastlangevin.denoise"]["calls"] == 1
+    # the denoising step's score is nested in its label: counted once, under score
+    assert ph["fastlangevin.denoise"]["share"] < ph["fastlangevin.denoise"]["inclusive_share"]
+    assert sum(p["share"] for p in s["phases"]) <= 1.0 + 1e-6
+
+
+def test_profile_cuda_graph_flag_needs_cuda(capsys):
+    assert cli.main(["profile", "--sampler", "annealed", "--device", "cpu", "--cuda-graph"]) == 2
+    assert "--cuda-graph needs --device cuda" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# DSM loss workload
+# ---------------------------------------------------------------------------------------
+def _dsm_wrong_weight(case, score_fn, noise):  # λ = σ instead of σ²
+    from fastlangevin.benchmarking.workloads.dsm import _rows
+
+    def loss_fn(x, sigma):
+        z = torch.randn_like(x) if noise is None else noise
+        sig = _rows(sigma.to(x.dtype), x.dim())
+        per = ((score_fn(x + sig * z, sigma) + z / sig) ** 2).flatten(1).sum(1)
+        return (0.5 * sigma * per).mean()
+
+    return loss_fn
+
+
+def _dsm_frozen_noise(case, score_fn, noise):  # one z for every call, no injected form
+    from fastlangevin.benchmarking import ProviderUnavailable
+    from fastlangevin.benchmarking.workloads.dsm import naive_loss
+
+    if noise is not None:
+        raise ProviderUnavailable("no injected-noise form")
+    frozen = {}
+
+    def loss_fn(x, sigma):
+        z = frozen.setdefault("z", torch.randn_like(x))
+        return naive_loss(score_fn, x, sigma, z)
+
+    return loss_fn
+
+
+def test_dsm_workload_checks_memory_and_rejects():
+    bad = [Provider("wrong_weight", "broken", _dsm_wrong_weight), Provider("frozen_noise", "broken", _dsm_frozen_noise)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("dsm",), dtypes=("fp32", "bf16"), modes=("out",), sizes=(10,), providers=("torch", "naive"), extra_providers={"dsm": bad}, **TINY)
+    for cr in run(opts).cases:
+        provs = {p.name: p for p in cr.providers}
+        for name in ("torch", "naive"):
+            p = provs[name]
+            assert p.status == "ok", p
+            assert isinstance(p.check["injected_noise"], dict) and len(p.check["drawn_noise"]["losses"]) == 4
+            assert p.extra["saved_bytes"] > 0 and p.extra["noise_tensor_bytes"] == 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+        assert cr.bytes_moved == 8 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+        assert provs["wrong_weight"].status == "rejected" and "injected noise" in provs["wrong_weight"].reason
+        assert provs["frozen_noise"].status == "rejected", provs["frozen_noise"]
