@@ -134,9 +134,10 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return z ^ (z >> 31)
 
 
-def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torch.Generator, needed: int = TORCH_RNG_CHUNK) -> torch.Tensor:
+def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torch.Generator, needed: int = TORCH_RNG_CHUNK, std: float = 1.0) -> torch.Tensor:
     """Fill ``out`` (float32, ``TORCH_RNG_CHUNK`` elements, CPU) with chunk ``chunk``'s normals.
 
+    ``std`` scales the draws inside ``normal_`` (bitwise ``fl(z * std)`` in fp32).
     Only the first ``needed`` values are guaranteed: torch's CPU ``normal_`` draws all
     uniforms in order, then transforms them in self-contained groups of 16, so a fill of any
     multiple of 16 (≥ 16) is a prefix of the full chunk's fill. Small tensors thus pay for
@@ -144,7 +145,7 @@ def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torc
     """
     fill = min(out.numel(), max(16, -(-needed // 16) * 16))
     generator.manual_seed(chunk_seed(seed, chunk))
-    out[:fill].normal_(generator=generator)
+    out[:fill].normal_(0.0, std, generator=generator)
     return out
 
 

@@ -50,6 +50,8 @@ class Scale:
 
     value: float = 0.0
     tensor: Optional[torch.Tensor] = None
+    #: internal: the noise already carries this scale (drawn with std=b); multiply by nothing
+    prescaled: bool = False
 
     @property
     def per_row(self) -> bool:

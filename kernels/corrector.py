@@ -24,7 +24,7 @@ masks the elements outside its row.
 import triton
 import triton.language as tl
 
-from .tiles import normal_tile
+from .tiles import launch_options, normal_tile
 
 # GPU: 4096 elements per program (1024 Philox groups) keeps a 3·32·32 row in one program and
 # 8 warps busy; small rows (2-D toys) shrink BLOCK to the row (see `block_for`).
@@ -96,7 +96,7 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
         block = block_for(row_size, interpreted)
     n_chunks = n_chunks_for(row_size, block)
     partial = torch.empty(rows, n_chunks, 2, dtype=acc_dtype, device=score.device)
-    kwargs = {} if interpreted else {"num_warps": NUM_WARPS_GPU if block >= 1024 else 4}
+    kwargs = launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4)
     _corrector_norms_kernel[(rows, n_chunks)](
         score,
         seed,

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .langevin_step import BLOCK_INTERPRETER
-from .tiles import flat_tile, normal_tile
+from .tiles import flat_tile, launch_options, normal_tile
 
 # Perturb (elementwise over the flat tensor): the langevin_step launch shape — 4096 elements
 # per program with 8 warps keep enough bytes in flight to saturate HBM.
@@ -200,7 +200,7 @@ def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_o
     if block is None:
         block = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
     grid = (triton.cdiv(n + elem_offset % 4, block),)
-    kwargs = {} if interpreted else {"num_warps": NUM_WARPS_GPU}
+    kwargs = launch_options(interpreted, NUM_WARPS_GPU)
     # Unused pointer slots get sigma_rows (never dereferenced: a constexpr disables the load).
     _dsm_perturb_kernel[grid](
         x,
@@ -232,7 +232,7 @@ def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_s
     interpreted = score.device.type == "cpu"
     block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
     partial = torch.empty((rows, n_chunks), dtype=out.dtype, device=score.device)
-    kwargs = {} if interpreted else {"num_warps": num_warps}
+    kwargs = launch_options(interpreted, num_warps)
     _dsm_loss_partial_kernel[(rows, n_chunks)](
         score,
         partial,
@@ -248,7 +248,7 @@ def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_s
         BLOCK=block,
         **kwargs,
     )
-    _dsm_loss_reduce_kernel[(rows,)](partial, weight_rows, out, n_chunks, CHUNKS=max(2, triton.next_power_of_2(n_chunks)), **({} if interpreted else {"num_warps": 1}))
+    _dsm_loss_reduce_kernel[(rows,)](partial, weight_rows, out, n_chunks, CHUNKS=max(2, triton.next_power_of_2(n_chunks)), **launch_options(interpreted, 1))
     return out
 
 
@@ -259,7 +259,7 @@ def launch_dsm_loss_backward(score, grad, seed, inv_sigma_rows, coef_rows, *, ro
         return grad
     interpreted = score.device.type == "cpu"
     block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
-    kwargs = {} if interpreted else {"num_warps": num_warps}
+    kwargs = launch_options(interpreted, num_warps)
     _dsm_loss_backward_kernel[(rows, n_chunks)](
         score,
         grad,

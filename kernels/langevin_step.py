@@ -16,7 +16,7 @@ never depends on BLOCK, the grid or the batch size.
 import triton
 import triton.language as tl
 
-from .tiles import flat_tile, normal_tile
+from .tiles import flat_tile, launch_options, normal_tile
 
 # Scale modes (constexpr): where a or b comes from.
 SCALE_ARG = 0  # Python float passed as a kernel scalar
@@ -134,7 +134,7 @@ def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, e
     lo, hi = clamp if clamp is not None else (0.0, 0.0)
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     grid = (triton.cdiv(n + elem_offset % 4, block),)
-    kwargs = {} if interpreted else {"num_warps": NUM_WARPS_GPU}
+    kwargs = launch_options(interpreted, NUM_WARPS_GPU)
     _langevin_step_kernel[grid](
         x,
         score,

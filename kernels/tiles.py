@@ -9,6 +9,16 @@ import triton
 import triton.language as tl
 
 
+def launch_options(interpreted: bool, num_warps: int) -> dict:
+    """Launch keyword arguments for our kernels.
+
+    Compiled launches turn off FMA contraction: ``x + a * s`` then rounds twice, exactly as in
+    the interpreter and the PyTorch fallback, so every backend gives bitwise the same affine
+    update (the noise aside). The kernels are memory-bound: the unfused multiply costs nothing.
+    """
+    return {} if interpreted else {"num_warps": num_warps, "enable_fp_fusion": False}
+
+
 @triton.jit
 def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr):
     """This program's ``[BLOCK // 4, 4]`` tile of a flat tensor whose element 0 is global element

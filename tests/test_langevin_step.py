@@ -259,6 +259,21 @@ def test_rng_torch_partial_fill_is_prefix_of_full_chunk(n, offset):
         assert torch.equal(got[g0 - offset : g1 - offset], full[g0 - k * C : g1 - k * C])
 
 
+@pytest.mark.parametrize("b", [0.0447, 1.7, 3e-5])
+def test_rng_torch_scalar_noise_scale_folded_into_normal_is_exact(b):
+    """rng='torch' draws b·z as normal_(0, b): bitwise fl(z · b) of the unit stream."""
+    n = _rng.TORCH_RNG_CHUNK + 99
+    g = torch.Generator().manual_seed(8)
+    x = torch.zeros(n)
+    out = fl.langevin_step(x, x, 0.0, b, backend="torch", rng="torch", generator=g)
+    seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(8)).item())
+    assert torch.equal(out, _rng.torch_normal(seed, 0, n) * b)
+    # a per-row b takes the unfolded path: the same values
+    g.manual_seed(8)
+    rows = fl.langevin_step(x, x, 0.0, torch.full((n,), b), backend="torch", rng="torch", generator=g)
+    assert torch.equal(rows, out)
+
+
 def test_threaded_fallback_equals_serial(monkeypatch):
     from fastlangevin.fallback import langevin_step as F
 

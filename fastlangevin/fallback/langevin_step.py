@@ -133,19 +133,25 @@ def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clam
     else:
         tbuf = torch.empty(min(piece, n), dtype=cdt, device=x.device)
 
+    # A scalar fp32 noise scale b is folded into torch's normal_ (std=b gives bitwise
+    # fl(z * b), checked in the tests): one pass less per piece.
+    prescaled = 1.0
+    piece_noise = noise
+    if rng == "torch" and injected_noise is None and with_noise and noise.tensor is None and cdt == torch.float32:
+        prescaled, piece_noise = noise.value, Scale(value=1.0, prescaled=True)
     for k in range(first, last):
         g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
         z = None
         if with_noise and injected_noise is None:
             if rng == "torch":
-                torch_chunk_normal(seed_int, k, zbuf, gen, needed=g1 - k * C)
+                torch_chunk_normal(seed_int, k, zbuf, gen, needed=g1 - k * C, std=prescaled)
                 z = zbuf[g0 - k * C : g1 - k * C]
             else:
                 z = philox_normal(seed, g0, g1 - g0)
         for p0 in range(g0, g1, piece):
             p1 = min(p0 + piece, g1)
             zp = None if z is None else z[p0 - g0 : p1 - g0]
-            _update_piece(x, score, out, tbuf, zp, p0 - elem_offset, p1 - elem_offset, step, noise, clamp, row_size, injected_noise, cdt)
+            _update_piece(x, score, out, tbuf, zp, p0 - elem_offset, p1 - elem_offset, step, piece_noise, clamp, row_size, injected_noise, cdt)
     return out
 
 
@@ -182,7 +188,7 @@ def _update_piece(x, score, out, tbuf, z, i0, i1, step, noise, clamp, row_size, 
             z = injected_noise[i0:i1].to(torch.float32, copy=True)
         if cdt != torch.float32:
             z = z.to(cdt)
-        t.add_(z.mul_(scale_slice(noise, i0, i1, row_size, cdt)))
+        t.add_(z if noise.prescaled else z.mul_(scale_slice(noise, i0, i1, row_size, cdt)))
     if clamp is not None:
         t.clamp_(clamp[0], clamp[1])
     if not same_dtype:
