@@ -1,54 +1,85 @@
-"""``fastlangevin demo [NAME]``: the README's main job."""
+"""``fastlangevin demo [NAME]``: the README's main job.
+
+Every demo takes ``--device``, ``--seed``, ``--out DIR`` (its PNGs), ``--quick`` (a CI-sized
+run), ``--no-plots`` and ``--no-progress``; it prints a short summary at the end. Demo
+modules import lazily (matplotlib / scikit-learn only when a demo needs them).
+"""
 
 from __future__ import annotations
 
-import time
+import argparse
+import dataclasses
+import importlib
 
 import torch
 
-DEMOS = ("mog",)
+#: name → (module, config class, one-line description)
+DEMOS = {
+    "mog": ("fastlangevin.demos.mog", "MogConfig", "Langevin on a 2-D Gaussian mixture with its exact score: the noise, and annealing"),
+    "toy": ("fastlangevin.demos.toy", "ToyConfig", "train a score network with dsm_loss on 2-D data; annealed Langevin and PC sampling"),
+    "digits": ("fastlangevin.demos.digits", "DigitsConfig", "a small conv noise-conditional score network on scikit-learn's 8x8 digits"),
+    "ebm": ("fastlangevin.demos.ebm", "EbmConfig", "an energy network trained with short-run Langevin from a replay buffer"),
+}
+
+#: options that override a field of the demo's config when given (and the demo has the field)
+OVERRIDES = {"n": "n", "iters": "iters", "data": "data"}
 
 
-def run_mog(args) -> int:
-    import fastlangevin as fl
+def make_config(name: str, quick: bool = False, **overrides):
+    """The config a demo runs with: full size or ``--quick``, then the given field overrides
+    (None values ignored; fields the demo does not have are an error)."""
+    module, cls_name, _ = DEMOS[name]
+    cls = getattr(importlib.import_module(module), cls_name)
+    cfg = cls.quick() if quick else cls()
+    fields = {f.name for f in dataclasses.fields(cls)}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = sorted(set(given) - fields)
+    if unknown:
+        raise ValueError(f"demo {name!r} has no option {', '.join('--' + u for u in unknown)}")
+    return dataclasses.replace(cfg, **given)
 
-    from .mixture import GaussianMixture2D
 
-    device = torch.device(args.device)
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    mix = GaussianMixture2D.default(device)
-    n, steps, eps = args.n, args.steps, args.step_size
-    x = torch.empty(n, 2, device=device).uniform_(-8, 8, generator=g)
-    backend = fl.backend_for(x)
-    print(f"fastlangevin demo mog: {n} chains x {steps} Langevin steps (step {eps}) on {device}, backend={backend}")
-    with torch.no_grad():
-        for _ in range(3):  # warm-up (kernel compilation on a GPU)
-            fl.langevin_step(x.clone(), mix.score(x), eps, generator=g)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fl.langevin_step_(x, mix.score(x), eps, generator=g)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t0
-    w = torch.bincount(mix.assign(x), minlength=len(mix.weights)).float() / n
-    print(f"throughput: {n * steps / dt:,.0f} chain-steps/s ({steps / dt:,.1f} steps/s, score + fused update)")
-    print(f"sample mean {x.mean(0).tolist()}  (target {(mix.weights[:, None] * mix.means).sum(0).tolist()})")
-    print(f"mode weights {[round(v, 3) for v in w.tolist()]}  (target {mix.weights.tolist()}; plain Langevin from a broad start need not match)")
-    return 0
+def run_demo(name: str, *, device="cpu", seed: int = 0, out=None, quick: bool = False, progress: bool = False, **overrides):
+    """Run demo ``name`` and return its :class:`~fastlangevin.demos.common.DemoResult`."""
+    from .common import DemoContext
+
+    if name not in DEMOS:
+        raise ValueError(f"unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
+    cfg = make_config(name, quick, **overrides)
+    ctx = DemoContext(device=device, seed=seed, out=out, progress=progress)
+    return importlib.import_module(DEMOS[name][0]).run(ctx, cfg)
 
 
 def _run(args) -> int:
-    return {"mog": run_mog}[args.name](args)
+    overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items()}
+    out = None if args.no_plots else args.out
+    size = "quick" if args.quick else "full"
+    print(f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}: {DEMOS[args.name][2]}", flush=True)
+    try:
+        res = run_demo(args.name, device=args.device, seed=args.seed, out=out, quick=args.quick, progress=not args.no_progress, **overrides)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(res.summary())
+    return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run a demo (default: mog)")
-    p.add_argument("name", nargs="?", default="mog", choices=DEMOS)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n", type=int, default=20000, help="number of chains")
-    p.add_argument("--steps", type=int, default=500)
-    p.add_argument("--step-size", type=float, default=0.05)
+    lines = "\n".join(f"  {name:7s} {desc}" for name, (_, _, desc) in DEMOS.items())
+    p = sub.add_parser(
+        "demo",
+        help="run a demo (default: mog)",
+        description=f"Demos (default mog):\n{lines}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", nargs="?", default="mog", choices=list(DEMOS), help="which demo (default: mog)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if present, else cpu)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw in the run (default 0)")
+    p.add_argument("--out", default="out", help="folder for the PNGs (default ./out)")
+    p.add_argument("--quick", action="store_true", help="a small run (seconds; what CI runs)")
+    p.add_argument("--no-plots", action="store_true", help="write no pictures")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--n", type=int, default=None, help="number of samples / chains drawn")
+    p.add_argument("--iters", type=int, default=None, help="training iterations (toy, digits, ebm)")
+    p.add_argument("--data", default=None, choices=["swissroll", "rings"], help="2-D data set (toy, ebm)")
     p.set_defaults(func=_run)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +18,13 @@ class GaussianMixture2D:
 
     @classmethod
     def default(cls, device="cpu") -> "GaussianMixture2D":
-        means = torch.tensor([[-4.0, -4.0], [4.0, 4.0], [-4.0, 4.0]], device=device)
-        weights = torch.tensor([0.5, 0.3, 0.2], device=device)
-        return cls(means, weights, 1.0)
+        """The demos' mixture: three unit-variance modes on a triangle of radius 4.5 (side ≈ 7.8,
+        so the modes barely overlap) with unequal weights 0.6 / 0.3 / 0.1. Between them the
+        density has a local minimum (see :meth:`local_minimum`)."""
+        angles = torch.tensor([90.0, 210.0, 330.0], dtype=torch.float64) * math.pi / 180
+        means = 4.5 * torch.stack([angles.cos(), angles.sin()], dim=1)
+        weights = torch.tensor([0.6, 0.3, 0.1])
+        return cls(means.float().to(device), weights.to(device), 1.0)
 
     def to(self, device) -> "GaussianMixture2D":
         return GaussianMixture2D(self.means.to(device), self.weights.to(device), self.std)
@@ -44,6 +49,16 @@ class GaussianMixture2D:
         r = torch.softmax(logits, dim=1)  # [N, K]
         return ((r[:, :, None] * (self.means[None] - x[:, None, :])).sum(1)) / (var if not isinstance(var, torch.Tensor) else var)
 
+    def local_minimum(self, iters: int = 5000, lr: float = 0.2) -> torch.Tensor:
+        """``[2]``: the point between the modes where the density has a local minimum, found by
+        gradient *descent* on log p from the means' centroid. There the score is ~0, so which
+        mode a Langevin chain started there reaches is decided by the noise alone."""
+        x = self.means.mean(0, keepdim=True).double()
+        mix64 = GaussianMixture2D(self.means.double(), self.weights.double(), self.std)
+        for _ in range(iters):
+            x = x - lr * mix64.score(x)
+        return x[0].to(self.means.dtype)
+
     def sample(self, n: int, generator=None) -> torch.Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn(n, 2, device=self.means.device, generator=generator)
@@ -52,3 +67,7 @@ class GaussianMixture2D:
     def assign(self, x: torch.Tensor) -> torch.Tensor:
         """Index of the nearest mean for each point."""
         return torch.cdist(x, self.means).argmin(dim=1)
+
+    def mode_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """``[K]``: the fraction of the points ``x [N, 2]`` nearest to each mean."""
+        return torch.bincount(self.assign(x), minlength=len(self.weights)).to(x.dtype) / max(x.shape[0], 1)
