@@ -52,6 +52,8 @@ def run_demo(name: str, *, device="cpu", seed: int = 0, out=None, quick: bool = 
 
 def _run(args) -> int:
     overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items()}
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     out = None if args.no_plots else args.out
     size = "quick" if args.quick else "full"
     print(f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}: {DEMOS[args.name][2]}", flush=True)
@@ -79,6 +81,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a small run (seconds; what CI runs)")
     p.add_argument("--no-plots", action="store_true", help="write no pictures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--n", type=int, default=None, help="number of samples / chains drawn")
     p.add_argument("--iters", type=int, default=None, help="training iterations (toy, digits, ebm)")
     p.add_argument("--data", default=None, choices=["swissroll", "rings"], help="2-D data set (toy, ebm)")
