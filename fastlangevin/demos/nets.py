@@ -82,10 +82,12 @@ class _ResBlock(nn.Module):
 class ConvScoreNet(nn.Module):
     """s_θ(x, σ) for images ``x [B, C, H, W]``: a stem conv, ``blocks`` residual blocks at full
     resolution (receptive field 1 + 4·blocks ≥ 8 pixels for blocks ≥ 2: every output pixel
-    sees the whole 8×8 digit), an output conv; divided by σ."""
+    sees the whole 8×8 digit), an output conv; divided by σ. The input is scaled by
+    1 / √(data_var + σ²) as in :class:`NoiseConditionalMLP`."""
 
-    def __init__(self, in_ch: int = 1, ch: int = 64, blocks: int = 3, n_freq: int = 8):
+    def __init__(self, in_ch: int = 1, ch: int = 64, blocks: int = 3, n_freq: int = 8, data_var: float = 1.0):
         super().__init__()
+        self.data_var = float(data_var)
         emb = 4 * n_freq
         self.embed = nn.Sequential(SigmaEmbedding(n_freq), nn.Linear(2 * n_freq, emb), nn.SiLU(), nn.Linear(emb, emb), nn.SiLU())
         self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
@@ -95,18 +97,24 @@ class ConvScoreNet(nn.Module):
     def forward(self, x: torch.Tensor, sigma) -> torch.Tensor:
         s = _sigma_rows(sigma, x)
         e = self.embed(s)
-        h = self.stem(x.float())
+        h = self.stem(x.float() * torch.rsqrt(self.data_var + s * s)[:, None, None, None])  # unit-scale input
         for blk in self.blocks:
             h = blk(h, e)
         return (self.head(h) / s[:, None, None, None]).to(x.dtype)
 
 
 class EnergyMLP(nn.Module):
-    """E_θ(x) → ``[B]`` for ``x [B, dim]``: an MLP with smooth (SiLU) activations, so that the
-    score -∇ₓE used by Langevin is itself smooth."""
+    """E_θ(x) = f_θ(x) + ‖x‖² / (2 b²) → ``[B]`` for ``x [B, dim]``.
 
-    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3):
+    f_θ is an MLP with smooth (SiLU) activations, so the score -∇ₓE used by Langevin is smooth.
+    The fixed quadratic term is a broad Gaussian base measure N(0, b² I) (``base_std`` b; None
+    → none): it makes the density normalisable and gives chains started far from the data a
+    pull back towards it, where an unregularised MLP is flat.
+    """
+
+    def __init__(self, dim: int = 2, hidden: int = 128, depth: int = 3, base_std=None):
         super().__init__()
+        self.base_std = base_std
         layers, width = [], dim
         for _ in range(depth):
             layers += [nn.Linear(width, hidden), nn.SiLU()]
@@ -114,5 +122,15 @@ class EnergyMLP(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def residual(self, x: torch.Tensor) -> torch.Tensor:
+        """f_θ(x) ``[B]``: the learned part of the energy."""
         return self.net(x).squeeze(1)
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        """‖x‖² / (2 b²) ``[B]`` (zeros without a base term)."""
+        if self.base_std is None:
+            return x.new_zeros(x.shape[0])
+        return 0.5 * x.pow(2).sum(1) / self.base_std**2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.residual(x) + self.base(x)

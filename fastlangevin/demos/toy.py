@@ -62,7 +62,7 @@ def run(ctx: DemoContext, cfg: ToyConfig = ToyConfig()) -> DemoResult:
 
     with fl.track_backends() as ran, timed(ctx) as total:
         with timed(ctx) as t_train:
-            losses = train_dsm(ctx, net, train, sigmas, iters=cfg.iters, batch=cfg.batch, lr=cfg.lr, desc=f"training on {cfg.data}")
+            losses, _ = train_dsm(ctx, net, train, sigmas, iters=cfg.iters, batch=cfg.batch, lr=cfg.lr, desc=f"training on {cfg.data}")
         with torch.no_grad(), timed(ctx) as t_ald:
             x0 = torch.empty(cfg.n, 2, device=dev).uniform_(-cfg.sigma_max, cfg.sigma_max, generator=g)
             ald = fl.annealed_langevin(net, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress)

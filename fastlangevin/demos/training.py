@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import copy
+from typing import Optional, Tuple
+
 import torch
 
 from .common import DemoContext
 
 
-def train_dsm(ctx: DemoContext, net: torch.nn.Module, data: torch.Tensor, sigmas: torch.Tensor, *, iters: int, batch: int, lr: float, desc: str) -> torch.Tensor:
+def train_dsm(
+    ctx: DemoContext, net: torch.nn.Module, data: torch.Tensor, sigmas: torch.Tensor, *, iters: int, batch: int, lr: float, desc: str, ema: Optional[float] = None
+) -> Tuple[torch.Tensor, torch.nn.Module]:
     """NCSN training: each step draws a batch, one noise level per sample uniformly from
     ``sigmas`` (``fl.sample_noise_levels``) and minimises ``fl.dsm_loss`` (λ(σ) = σ², the
     default) with Adam and a cosine learning-rate decay. All draws come from ``ctx.generator``.
 
-    Returns the per-step losses ``[iters]`` (kept on the device; read once at the end).
+    ``ema``: decay of an exponential moving average of the weights (NCSNv2 samples with it).
+
+    Returns ``(losses [iters], model)``: the per-step losses (kept on the device, read once at
+    the end) and the network to sample with (the EMA copy when ``ema`` is given, else ``net``).
     """
     import fastlangevin as fl
 
@@ -20,6 +28,8 @@ def train_dsm(ctx: DemoContext, net: torch.nn.Module, data: torch.Tensor, sigmas
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, iters)
     losses = torch.empty(iters, device=data.device)
+    avg = copy.deepcopy(net).requires_grad_(False) if ema is not None else None
+    params, avg_params = list(net.parameters()), (list(avg.parameters()) if avg is not None else None)
     net.train()
     with ctx.bar(iters, desc) as bar:
         for it in range(iters):
@@ -30,10 +40,17 @@ def train_dsm(ctx: DemoContext, net: torch.nn.Module, data: torch.Tensor, sigmas
             loss.backward()
             opt.step()
             sched.step()
+            if avg is not None:
+                with torch.no_grad():
+                    for a, p in zip(avg_params, params):
+                        a.lerp_(p, 1.0 - ema)
             losses[it] = loss.detach()
             note = None
             if ctx.progress and (it % 100 == 99 or it == iters - 1):  # an occasional sync for the display only
                 note = f"loss {float(losses[max(0, it - 99): it + 1].mean()):.4f}"
             bar.update(1, note)
     net.eval()
-    return losses
+    if avg is not None:
+        avg.eval()
+        return losses, avg
+    return losses, net
