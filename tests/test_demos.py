@@ -1,0 +1,195 @@
+"""The demos' quick modes, each checked against its own quality number, and proof that the
+thresholds have teeth: the same quick runs with a sampler that drops its noise, or a DSM loss
+with the wrong sign, fail them.
+
+Thresholds: each sits between the quick run's measured value (seed 0) and the broken runs'
+values, with room on both sides (measured numbers in the comments; the runs are
+deterministic on CPU for a given seed).
+
+Runtime: ~40 s on 2 cores. Each test runs on one thread (restored afterwards): these are
+small-tensor workloads that threads do not speed up, and on a shared 2-core machine two
+threads each can run 10x slower.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+import fastlangevin as fl
+from fastlangevin.cli import main
+from fastlangevin.demos.cli import make_config, run_demo
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------------------------------
+# Ways to break the library (private references, for these tests only)
+# ---------------------------------------------------------------------------------------
+def drop_sampler_noise(monkeypatch) -> None:
+    """Every sampler's fused update loses its noise term: x ← x + a·s (gradient ascent)."""
+    real = fl.langevin_step_
+
+    def noiseless(x, score, step_size, noise_scale=None, **kw):
+        return real(x, score, step_size, 0.0, **kw)
+
+    patched = 0
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("fastlangevin.sampling") and getattr(mod, "langevin_step_", None) is real:
+            monkeypatch.setattr(mod, "langevin_step_", noiseless)
+            patched += 1
+    assert patched, "no sampler module uses fastlangevin.langevin_step_: the patch would break nothing"
+
+
+def flip_dsm_loss_sign(monkeypatch) -> None:
+    """dsm_loss with the wrong sign inside: ½λ‖s - z/σ‖² instead of ½λ‖s + z/σ‖², i.e. the
+    network learns minus the score."""
+    real = fl.dsm_loss
+
+    def wrong_sign(score_fn, x, sigma, **kw):
+        return real(lambda xt, s: -score_fn(xt, s), x, sigma, **kw)
+
+    monkeypatch.setattr(fl, "dsm_loss", wrong_sign)
+
+
+# ---------------------------------------------------------------------------------------
+# mog
+# ---------------------------------------------------------------------------------------
+MOG_TV_ANNEALED = 0.07  # quick: 0.024; noiseless sampler: every chain in one mode, 0.40
+MOG_TV_PLAIN = 0.15  # quick: 0.22 (the basins' areas); the picture's claim needs it well above
+MOG_VAR_ERR = 0.3  # per-mode variance within 30% of 1; quick: 0.14; noiseless: inf (empty modes)
+
+
+def test_mog_quick_recovers_weights_and_writes_pictures(tmp_path):
+    res = run_demo("mog", quick=True, out=tmp_path)
+    m = res.metrics
+    assert m["modes_reached"] == 3  # the noise sent chains from one start to all three modes
+    assert m["tv_annealed"] < MOG_TV_ANNEALED, m
+    assert m["tv_plain"] > MOG_TV_PLAIN, m
+    assert m["var_annealed_max_err"] < MOG_VAR_ERR, m
+    assert m["chain_steps_per_s"] > 0 and m["samples_per_s_annealed"] > 0
+    names = sorted(p.name for p in res.files)
+    assert names == ["mog_annealing.png", "mog_trajectories.png"]
+    for p in res.files:
+        assert p.stat().st_size > 20_000  # a real picture, not an empty canvas
+    text = res.summary()
+    assert "mode weights" in text and "backends that ran: langevin_step on torch" in text
+
+
+def test_mog_fails_with_a_noiseless_sampler(monkeypatch):
+    drop_sampler_noise(monkeypatch)
+    m = run_demo("mog", quick=True).metrics
+    assert m["modes_reached"] == 1  # at the local minimum the score is ~0: nothing moves the chains
+    assert m["tv_annealed"] > MOG_TV_ANNEALED, m
+    assert m["var_annealed_max_err"] > MOG_VAR_ERR, m
+
+
+def test_mog_is_reproducible_from_the_seed():
+    cfg = dict(quick=True, n=500, plain_steps=60, steps_each=8)
+    keys = ("modes_reached", "tv_plain", "tv_annealed", "var_annealed_max_err")
+    a, b = run_demo("mog", seed=3, **cfg).metrics, run_demo("mog", seed=3, **cfg).metrics
+    c = run_demo("mog", seed=4, **cfg).metrics
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+    assert [a[k] for k in keys] != [c[k] for k in keys]
+
+
+# ---------------------------------------------------------------------------------------
+# toy
+# ---------------------------------------------------------------------------------------
+TOY_MMD = 0.05  # quick: annealed 0.007, PC 0.027 (held-out floor 0.0001); wrong-sign loss: 0.81 both
+
+
+def test_toy_quick_samples_match_held_out_data():
+    m = run_demo("toy", quick=True).metrics
+    assert m["final_loss"] < 0.75, m  # starts at ~0.9
+    assert m["mmd_annealed"] < TOY_MMD, m
+    assert m["mmd_pc"] < TOY_MMD, m
+
+
+def test_toy_fails_with_a_wrong_sign_loss(monkeypatch):
+    flip_dsm_loss_sign(monkeypatch)
+    m = run_demo("toy", quick=True).metrics
+    assert m["mmd_annealed"] > TOY_MMD and m["mmd_pc"] > TOY_MMD, m
+
+
+# ---------------------------------------------------------------------------------------
+# digits
+# ---------------------------------------------------------------------------------------
+# quick: NN ratio 1.90 (full run 1.41; held-out real digits 1 by definition), recall 0.85,
+# coverage 9.5. Wrong-sign loss: NN ratio 4.5 (samples far off the data). Noiseless sampler:
+# NN ratio 1.02 but recall 0.0 and coverage 1.0 (every sample the same digit) — hence three
+# numbers, each guarding against a different failure.
+DIGITS_NN_RATIO = 2.5
+DIGITS_RECALL = 0.5
+DIGITS_COVERAGE = 5.0
+
+
+def test_digits_quick_samples_are_near_the_data_and_varied():
+    m = run_demo("digits", quick=True).metrics
+    assert m["nn_ratio"] < DIGITS_NN_RATIO, m
+    assert m["recall"] > DIGITS_RECALL, m
+    assert m["coverage"] > DIGITS_COVERAGE, m
+
+
+def test_digits_fails_with_a_wrong_sign_loss(monkeypatch):
+    flip_dsm_loss_sign(monkeypatch)
+    m = run_demo("digits", quick=True, iters=60).metrics  # fails as clearly after 60 steps as after 250 (4.5 vs 4.6)
+    assert m["nn_ratio"] > DIGITS_NN_RATIO, m
+
+
+# ---------------------------------------------------------------------------------------
+# ebm
+# ---------------------------------------------------------------------------------------
+# quick: model-density TV 0.34 (held-out vs held-out histograms 0.18), inner-ring mass of the
+# model 0.28 and of the samples 0.28 (data 0.29), MMD² 0.021. Noiseless sampler (training
+# chains and final chains): density TV 0.59, model inner mass 0.43 — while the samples' MMD²
+# (0.016) does not see it: they collapse onto the rings' ridges, finer than the kernels.
+EBM_TV_DENSITY = 0.45
+EBM_INNER = (0.2, 0.4)
+EBM_MMD = 0.06
+
+
+def test_ebm_quick_model_and_samples_match_held_out_data():
+    m = run_demo("ebm", quick=True).metrics
+    assert m["tv_density"] < EBM_TV_DENSITY, m
+    assert EBM_INNER[0] < m["inner_model"] < EBM_INNER[1], m
+    assert EBM_INNER[0] < m["inner_samples"] < EBM_INNER[1], m
+    assert m["mmd_samples"] < EBM_MMD, m
+
+
+def test_ebm_fails_with_a_noiseless_sampler(monkeypatch):
+    drop_sampler_noise(monkeypatch)
+    m = run_demo("ebm", quick=True).metrics
+    assert m["tv_density"] > EBM_TV_DENSITY, m
+    assert not EBM_INNER[0] < m["inner_model"] < EBM_INNER[1], m
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+def test_cli_runs_the_default_demo_and_prints_a_summary(capsys):
+    assert main(["demo", "--quick", "--no-plots", "--no-progress", "--n", "300"]) == 0
+    out = capsys.readouterr().out
+    assert "fastlangevin demo mog (quick)" in out and "summary" in out and "annealed Langevin" in out
+
+
+def test_cli_rejects_an_option_the_demo_does_not_have(capsys):
+    assert main(["demo", "mog", "--iters", "5", "--no-plots"]) == 2
+    assert "demo 'mog' has no option --iters" in capsys.readouterr().out
+
+
+def test_make_config_quick_is_smaller_than_full():
+    for name in ("mog", "toy", "digits", "ebm"):
+        full, quick = make_config(name), make_config(name, quick=True)
+        assert quick != full
+    assert make_config("toy", quick=True, data="rings").data == "rings"
+    with pytest.raises(ValueError, match="unknown demo"):
+        run_demo("nope")
