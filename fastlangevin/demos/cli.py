@@ -13,12 +13,16 @@ import importlib
 
 import torch
 
-#: name → (module, config class, one-line description)
+#: name → (module, config class, one-line description, default CPU threads)
+#: The 2-D demos default to one intra-op thread: their ops touch ≤ ~60k elements, too little
+#: to split, and on a busy machine splitting is ruinous (mog, full size, on a shared 2-core
+#: box: 70 s with torch's 2 threads, 5 s with 1, same numbers). digits (convolutions) keeps
+#: torch's default. ``--threads`` overrides both.
 DEMOS = {
-    "mog": ("fastlangevin.demos.mog", "MogConfig", "Langevin on a 2-D Gaussian mixture with its exact score: the noise, and annealing"),
-    "toy": ("fastlangevin.demos.toy", "ToyConfig", "train a score network with dsm_loss on 2-D data; annealed Langevin and PC sampling"),
-    "digits": ("fastlangevin.demos.digits", "DigitsConfig", "a small conv noise-conditional score network on scikit-learn's 8x8 digits"),
-    "ebm": ("fastlangevin.demos.ebm", "EbmConfig", "an energy network trained with short-run Langevin from a replay buffer"),
+    "mog": ("fastlangevin.demos.mog", "MogConfig", "Langevin on a 2-D Gaussian mixture with its exact score: the noise, and annealing", 1),
+    "toy": ("fastlangevin.demos.toy", "ToyConfig", "train a score network with dsm_loss on 2-D data; annealed Langevin and PC sampling", 1),
+    "digits": ("fastlangevin.demos.digits", "DigitsConfig", "a small conv noise-conditional score network on scikit-learn's 8x8 digits", None),
+    "ebm": ("fastlangevin.demos.ebm", "EbmConfig", "an energy network trained with short-run Langevin from a replay buffer", 1),
 }
 
 #: options that override a field of the demo's config when given (and the demo has the field)
@@ -28,7 +32,7 @@ OVERRIDES = {"n": "n", "iters": "iters", "data": "data"}
 def make_config(name: str, quick: bool = False, **overrides):
     """The config a demo runs with: full size or ``--quick``, then the given field overrides
     (None values ignored; fields the demo does not have are an error)."""
-    module, cls_name, _ = DEMOS[name]
+    module, cls_name = DEMOS[name][:2]
     cls = getattr(importlib.import_module(module), cls_name)
     cfg = cls.quick() if quick else cls()
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -39,26 +43,35 @@ def make_config(name: str, quick: bool = False, **overrides):
     return dataclasses.replace(cfg, **given)
 
 
-def run_demo(name: str, *, device="cpu", seed: int = 0, out=None, quick: bool = False, progress: bool = False, **overrides):
-    """Run demo ``name`` and return its :class:`~fastlangevin.demos.common.DemoResult`."""
+def run_demo(name: str, *, device="cpu", seed: int = 0, out=None, quick: bool = False, progress: bool = False, threads=None, **overrides):
+    """Run demo ``name`` and return its :class:`~fastlangevin.demos.common.DemoResult`.
+
+    ``threads``: torch's CPU threads during the run (None → the demo's default; restored after).
+    """
     from .common import DemoContext
 
     if name not in DEMOS:
         raise ValueError(f"unknown demo {name!r}; choose one of {', '.join(DEMOS)}")
     cfg = make_config(name, quick, **overrides)
     ctx = DemoContext(device=device, seed=seed, out=out, progress=progress)
-    return importlib.import_module(DEMOS[name][0]).run(ctx, cfg)
+    threads = DEMOS[name][3] if threads is None else threads
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return importlib.import_module(DEMOS[name][0]).run(ctx, cfg)
+    finally:
+        torch.set_num_threads(before)
 
 
 def _run(args) -> int:
     overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items()}
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
     out = None if args.no_plots else args.out
     size = "quick" if args.quick else "full"
-    print(f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}: {DEMOS[args.name][2]}", flush=True)
+    threads = args.threads if args.threads is not None else (DEMOS[args.name][3] or torch.get_num_threads())
+    print(f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}, {threads} CPU thread(s): {DEMOS[args.name][2]}", flush=True)
     try:
-        res = run_demo(args.name, device=args.device, seed=args.seed, out=out, quick=args.quick, progress=not args.no_progress, **overrides)
+        res = run_demo(args.name, device=args.device, seed=args.seed, out=out, quick=args.quick, progress=not args.no_progress, threads=threads, **overrides)
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
@@ -67,7 +80,7 @@ def _run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    lines = "\n".join(f"  {name:7s} {desc}" for name, (_, _, desc) in DEMOS.items())
+    lines = "\n".join(f"  {name:7s} {entry[2]}" for name, entry in DEMOS.items())
     p = sub.add_parser(
         "demo",
         help="run a demo (default: mog)",
@@ -81,7 +94,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quick", action="store_true", help="a small run (seconds; what CI runs)")
     p.add_argument("--no-plots", action="store_true", help="write no pictures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for the 2-D demos, torch's default for digits)")
     p.add_argument("--n", type=int, default=None, help="number of samples / chains drawn")
     p.add_argument("--iters", type=int, default=None, help="training iterations (toy, digits, ebm)")
     p.add_argument("--data", default=None, choices=["swissroll", "rings"], help="2-D data set (toy, ebm)")
