@@ -220,3 +220,38 @@ def test_make_config_quick_is_smaller_than_full():
     assert make_config("toy", quick=True, data="rings").data == "rings"
     with pytest.raises(ValueError, match="unknown demo"):
         run_demo("nope")
+
+
+# ---------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------
+def test_replay_buffer_draws_pushes_and_restarts_a_fraction():
+    from fastlangevin.demos.replay import ReplayBuffer
+
+    g = torch.Generator().manual_seed(0)
+    buf = ReplayBuffer(1000, (2,), low=-1.0, high=1.0, generator=g, reinit=0.25)
+    buf.states.fill_(5.0)  # outside the noise box: restarted states are recognisable
+    x, idx = buf.sample(4000)
+    fresh = (x.abs() <= 1.0).all(dim=1)
+    assert x.shape == (4000, 2) and idx.shape == (4000,) and idx.dtype == torch.long
+    assert 0.22 < float(fresh.double().mean()) < 0.28  # ~25% restarted
+    assert bool((x[~fresh] == 5.0).all())  # the others are the stored states, unchanged
+    buf.push(torch.full((3, 2), 7.0), torch.tensor([0, 1, 2]))
+    assert bool((buf.states[:3] == 7.0).all()) and bool((buf.states[3:] == 5.0).all())
+    with pytest.raises(ValueError, match="reinit"):
+        ReplayBuffer(10, (2,), low=0, high=1, generator=g, reinit=1.5)
+
+
+def test_metrics_separate_same_from_different_distributions():
+    from fastlangevin.demos.metrics import class_coverage, hist_tv, mmd2, precision_recall
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(800, 2, generator=g), torch.randn(800, 2, generator=g)
+    c = torch.randn(800, 2, generator=g) * 0.3 + 1.5
+    assert abs(mmd2(a, b)) < 0.01 < mmd2(a, c)
+    assert hist_tv(a, b, bins=8) < 0.15 < 0.5 < hist_tv(a, c, bins=8)
+    p_same, r_same = precision_recall(a, b)
+    p_diff, r_diff = precision_recall(a, c)
+    assert p_same > 0.8 and r_same > 0.8 and r_diff < 0.5  # c covers little of a
+    assert class_coverage(torch.arange(10).repeat(5)) == pytest.approx(10.0)
+    assert class_coverage(torch.zeros(50, dtype=torch.long)) == pytest.approx(1.0)

@@ -97,7 +97,7 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
                 mix.score, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress
             )
     w_plain, w_ann = mix.mode_weights(plain).cpu(), mix.mode_weights(annealed).cpu()
-    var_ann = _mode_variance(mix, annealed.cpu() if dev.type != "cpu" else annealed)
+    var_ann = _mode_variance(mix.to("cpu"), annealed.cpu())
     m = res.metrics
     m["tv_plain"], m["tv_annealed"] = _tv(w_plain, target), _tv(w_ann, target)
     m["var_annealed_max_err"] = float((var_ann - 1.0).abs().nan_to_num(nan=float("inf")).max())  # an empty mode: inf
@@ -119,7 +119,7 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
 
     if ctx.out is not None:
         _plot_trajectories(ctx, res, mix, start.cpu(), paths, reached)
-        _plot_annealing(ctx, res, mix, plain.cpu(), annealed.cpu(), w_plain, w_ann, cfg, g)
+        _plot_annealing(ctx, res, mix, plain.cpu(), annealed.cpu(), w_plain, w_ann, cfg)
     return res
 
 
@@ -195,7 +195,7 @@ def _plot_trajectories(ctx, res, mix, start, paths, reached) -> None:
     save_figure(ctx, res, fig, "mog_trajectories.png")
 
 
-def _plot_annealing(ctx, res, mix, plain, annealed, w_plain, w_ann, cfg, g) -> None:
+def _plot_annealing(ctx, res, mix, plain, annealed, w_plain, w_ann, cfg) -> None:
     plt = pyplot()
     mix = mix.to("cpu")
     show = min(4000, plain.shape[0])
