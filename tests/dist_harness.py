@@ -10,7 +10,9 @@ never hang. Workers exchange results with the test through files (``torch.save``
 from __future__ import annotations
 
 import datetime
+import gc
 import os
+import sys
 import time
 
 import torch
@@ -26,8 +28,23 @@ def _entry(rank: int, fn, world: int, init_file: str, pg_timeout_s: float, args)
     )
     try:
         fn(rank, world, *args)
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # Leave together, with every DDP reducer / gloo work object already freed: tearing the
+    # group down under live references, or one rank exiting while its peer still talks to it,
+    # occasionally aborted a process at exit ("terminate called without an active exception").
+    # (A job that deliberately lost its peer cannot barrier: teardown errors are ignored, the
+    # job's results are already on disk and its own assertions judge them.)
+    gc.collect()
+    try:
+        dist.barrier()
+        dist.destroy_process_group()
+    except Exception:
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # results are on disk; skip interpreter teardown (C++ static destructors)
 
 
 def launch(fn, world: int, tmp_path, *args, pg_timeout_s: float = 20.0, deadline_s: float = 60.0) -> float:
