@@ -67,8 +67,9 @@ def _langevin_step_kernel(
     HAS_CLAMP: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
 ):
-    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK)
+    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
 
     x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
@@ -83,7 +84,7 @@ def _langevin_step_kernel(
         if NOISE_FROM_PTR:
             z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(tl.float32)
         else:
-            z = normal_tile(seed_ptr, first_group, BLOCK // 4)
+            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC)
         out = out + b * z.to(COMPUTE)
     if HAS_CLAMP:
         out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
@@ -105,7 +106,7 @@ def _as_tensor_scale(scale, device):
     return type(scale)(tensor=torch.tensor(scale.value, dtype=torch.float64, device=device))
 
 
-def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, elem_offset, injected_noise=None, block=None):
+def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, elem_offset, injected_noise=None, block=None, vec=None):
     """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
 
     ``step``: Scale; ``noise``: Scale, or the strings "none" / "sqrt2a".
@@ -157,6 +158,8 @@ def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, e
         HAS_CLAMP=clamp is not None,
         COMPUTE=compute,
         BLOCK=block,
+        # 8 elements per tile row for 16-bit tensors: 16-byte accesses (4 would give 8-byte ones)
+        VEC=vec or (8 if min(x.element_size(), score.element_size()) == 2 else 4),
         **kwargs,
     )
     return out

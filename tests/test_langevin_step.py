@@ -193,16 +193,17 @@ def test_block_size_invariance():
     outs = []
     for block in (64, 256, 4096):
         for offset in (0, 5):
-            out = torch.full_like(x, float("nan"))
-            launch_langevin_step(x, s, out, seed, Scale(value=0.1), Scale(value=1.0), None, row_size=1, elem_offset=offset, block=block)
-            outs.append((offset, out))
+            for vec in (4, 8):  # elements per tile row: the noise must not depend on it either
+                out = torch.full_like(x, float("nan"))
+                launch_langevin_step(x, s, out, seed, Scale(value=0.1), Scale(value=1.0), None, row_size=1, elem_offset=offset, block=block, vec=vec)
+                outs.append((offset, out))
     for offset, out in outs:
         assert not out.isnan().any()
         assert torch.equal(out, [o for off, o in outs if off == offset][0])
     # the stream is keyed by the global index: offset 5 is the same stream shifted by 5
     big = torch.full((3006,), float("nan"))
     launch_langevin_step(torch.zeros(3006), torch.zeros(3006), big, seed, Scale(value=0.0), Scale(value=1.0), None, row_size=1, elem_offset=0)
-    shifted = outs[1][1] - x - 0.1 * s  # offset 5, block 64
+    shifted = [o for off, o in outs if off == 5][0] - x - 0.1 * s
     torch.testing.assert_close(shifted, big[5:], atol=1e-6, rtol=0)
 
 
