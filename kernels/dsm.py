@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from .langevin_step import BLOCK_INTERPRETER
-from .tiles import flat_tile, launch_options, normal_tile
+from .tiles import flat_tile, launch_options, normal_tile, vec_for
 
 # Perturb (elementwise over the flat tensor): the langevin_step launch shape — 4096 elements
 # per program with 8 warps keep enough bytes in flight to saturate HBM.
@@ -36,7 +36,7 @@ ROW_ELEMS_PER_WARP = 512
 
 
 @triton.jit
-def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr):
+def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr, VEC: tl.constexpr):
     """Columns, mask and first Philox group of program (row, chunk).
 
     The tile is aligned to groups of four in the *global* element index: a row starting
@@ -46,7 +46,7 @@ def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGN
     """
     GROUPS: tl.constexpr = BLOCK // 4
     start = elem_offset + row * row_size  # global index of the row's first element
-    col = chunk * BLOCK + (tl.arange(0, GROUPS)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
+    col = chunk * BLOCK + (tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]).to(tl.int64)
     if ROWS_ALIGNED:
         mask = col < row_size
     else:
@@ -57,11 +57,11 @@ def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGN
 
 
 @triton.jit
-def _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr):
+def _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr, VEC: tl.constexpr):
     if NOISE_FROM_PTR:
         z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     else:
-        z = normal_tile(seed_ptr, first_group, GROUPS).to(COMPUTE)
+        z = normal_tile(seed_ptr, first_group, GROUPS, VEC).to(COMPUTE)
     return z
 
 
@@ -81,14 +81,15 @@ def _dsm_perturb_kernel(
     NOISE_FROM_PTR: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK // 4
-    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK)
+    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
     rows = local // row_size
 
     x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     sigma = tl.load(sigma_ptr + rows, mask=mask, other=0.0).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS)
+    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     if HAS_ALPHA:
         alpha = tl.load(alpha_ptr + rows, mask=mask, other=0.0).to(COMPUTE)
         out = alpha * x + sigma * z
@@ -111,16 +112,17 @@ def _dsm_loss_partial_kernel(
     ROWS_ALIGNED: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED)
+    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
     local = row * row_size + col
 
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS)
+    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     r = s + z * inv_sigma
     r = tl.where(mask, r, 0.0)
     part = tl.sum(tl.sum(r * r, axis=1), axis=0)
@@ -152,17 +154,18 @@ def _dsm_loss_backward_kernel(
     ROWS_ALIGNED: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED)
+    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
     local = row * row_size + col
 
     s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
     coef = tl.load(coef_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS)
+    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     g = coef * (s + z * inv_sigma)
     tl.store(grad_ptr + local, g.to(grad_ptr.dtype.element_ty), mask=mask)
 
@@ -217,6 +220,7 @@ def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_o
         NOISE_FROM_PTR=injected_noise is not None,
         COMPUTE=_compute(sigma_rows.dtype),
         BLOCK=block,
+        VEC=vec_for(x),
         **kwargs,
     )
     return out
@@ -246,6 +250,7 @@ def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_s
         ROWS_ALIGNED=aligned,
         COMPUTE=_compute(out.dtype),
         BLOCK=block,
+        VEC=vec_for(score),
         **kwargs,
     )
     _dsm_loss_reduce_kernel[(rows,)](partial, weight_rows, out, n_chunks, CHUNKS=max(2, triton.next_power_of_2(n_chunks)), **launch_options(interpreted, 1))
@@ -273,6 +278,7 @@ def launch_dsm_loss_backward(score, grad, seed, inv_sigma_rows, coef_rows, *, ro
         ROWS_ALIGNED=aligned,
         COMPUTE=_compute(inv_sigma_rows.dtype),
         BLOCK=block,
+        VEC=vec_for(score, grad),
         **kwargs,
     )
     return grad

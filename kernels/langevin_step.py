@@ -16,7 +16,7 @@ never depends on BLOCK, the grid or the batch size.
 import triton
 import triton.language as tl
 
-from .tiles import flat_tile, launch_options, normal_tile
+from .tiles import flat_tile, launch_options, normal_tile, vec_for
 
 # Scale modes (constexpr): where a or b comes from.
 SCALE_ARG = 0  # Python float passed as a kernel scalar
@@ -158,8 +158,7 @@ def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, e
         HAS_CLAMP=clamp is not None,
         COMPUTE=compute,
         BLOCK=block,
-        # 8 elements per tile row for 16-bit tensors: 16-byte accesses (4 would give 8-byte ones)
-        VEC=vec or (8 if min(x.element_size(), score.element_size()) == 2 else 4),
+        VEC=vec or vec_for(x, score),
         **kwargs,
     )
     return out

@@ -19,6 +19,12 @@ def launch_options(interpreted: bool, num_warps: int) -> dict:
     return {} if interpreted else {"num_warps": num_warps, "enable_fp_fusion": False}
 
 
+def vec_for(*tensors) -> int:
+    """Elements per tile row: 8 when any operand is 16-bit (so its accesses are 16 bytes, as
+    fp32's are with 4), else 4."""
+    return 8 if min(t.element_size() for t in tensors) == 2 else 4
+
+
 @triton.jit
 def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr = 4):
     """This program's ``[BLOCK // VEC, VEC]`` tile of a flat tensor whose element 0 is global

@@ -60,12 +60,12 @@ def variants():
     yield "step-fp16-deterministic", ls, step_ptrs("fp16", "fp16"), step_floats, {**base, "NOISE_MODE": 3, "VEC": 8}, W
     yield "step-fp64-head3-injected", ls, {**step_ptrs("fp64", "fp64"), "step_ptr": "fp64", "noise_scale_ptr": "fp64"}, step_floats, {**base, "HEAD": 3, "STEP_MODE": 1, "NOISE_MODE": 1, "NOISE_FROM_PTR": True, "COMPUTE": tl.float64}, W
 
-    for dt, cdt in ((f32, tl.float32), (bf16, tl.float32)):
+    for dt, cdt, vec in ((f32, tl.float32, 4), (bf16, tl.float32, 8)):
         rows = {"alpha_ptr": f32, "sigma_ptr": f32, "inv_sigma_ptr": f32, "coef_ptr": f32, "weight_ptr": f32}
-        yield f"dsm-perturb-{dt}", dsm._dsm_perturb_kernel, {"x_ptr": dt, "out_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"HEAD": 0, "HAS_ALPHA": True, "NOISE_FROM_PTR": False, "COMPUTE": cdt, "BLOCK": dsm.BLOCK_GPU}, W
+        yield f"dsm-perturb-{dt}", dsm._dsm_perturb_kernel, {"x_ptr": dt, "out_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"HEAD": 0, "HAS_ALPHA": True, "NOISE_FROM_PTR": False, "COMPUTE": cdt, "BLOCK": dsm.BLOCK_GPU, "VEC": vec}, W
         for aligned in (True, False):
-            yield f"dsm-loss-partial-{dt}-aligned{aligned}", dsm._dsm_loss_partial_kernel, {"score_ptr": dt, "partial_ptr": f32, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048}, W
-            yield f"dsm-backward-{dt}-aligned{aligned}", dsm._dsm_loss_backward_kernel, {"score_ptr": dt, "grad_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048}, W
+            yield f"dsm-loss-partial-{dt}-aligned{aligned}", dsm._dsm_loss_partial_kernel, {"score_ptr": dt, "partial_ptr": f32, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048, "VEC": vec}, W
+            yield f"dsm-backward-{dt}-aligned{aligned}", dsm._dsm_loss_backward_kernel, {"score_ptr": dt, "grad_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048, "VEC": vec}, W
         yield f"corrector-norms-{dt}", corrector._corrector_norms_kernel, {"score_ptr": dt, "seed_ptr": "i64", "partial_ptr": f32}, (), {"COMPUTE": cdt, "BLOCK": 2048}, W
     for chunks in (2, 64):
         yield f"dsm-loss-reduce-{chunks}", dsm._dsm_loss_reduce_kernel, {"partial_ptr": "fp32", "weight_ptr": "fp32", "out_ptr": "fp32"}, (), {"CHUNKS": chunks}, 1
