@@ -166,6 +166,12 @@ def dsm_perturb_torch(
     return out
 
 
+def _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt):
+    """``s + z / σ`` for flat elements ``[i0, i1)`` in ``cdt`` (z·(1/σ) first, as the kernels)."""
+    r = z.to(cdt).mul(scale_slice(_rows(inv_sigma_rows), i0, i1, row_size, cdt))
+    return r.add_(score[i0:i1].to(cdt))
+
+
 def dsm_loss_rows_torch(
     score: torch.Tensor,
     seed: torch.Tensor,
@@ -181,8 +187,7 @@ def dsm_loss_rows_torch(
     cdt = inv_sigma_rows.dtype
 
     def body(i0, i1, z):
-        r = z.to(cdt).mul(scale_slice(_rows(inv_sigma_rows), i0, i1, row_size, cdt))
-        r.add_(score[i0:i1].to(cdt))
+        r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
         return piece_row_sums(r.mul_(r), i0, row_size)
 
     q = torch.zeros(inv_sigma_rows.shape[0], dtype=cdt, device=score.device)
@@ -209,8 +214,7 @@ def dsm_loss_backward_torch(
     cdt = inv_sigma_rows.dtype
 
     def body(i0, i1, z):
-        r = z.to(cdt).mul(scale_slice(_rows(inv_sigma_rows), i0, i1, row_size, cdt))
-        r.add_(score[i0:i1].to(cdt))
+        r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
         grad[i0:i1].copy_(r.mul_(scale_slice(_rows(coef_rows), i0, i1, row_size, cdt)))
 
     for_pieces(body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise)
