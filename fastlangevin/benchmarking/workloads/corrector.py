@@ -20,7 +20,7 @@ import torch
 
 from ..checks import check_fresh, check_snr_update
 from ..registry import BenchOptions, Case, Provider, Workload, register_workload
-from .common import call_checked, compile_unavailable, compiled_for_case, make_state, triton_unavailable
+from .common import call_checked, compile_unavailable, compiled_step, make_state, triton_unavailable
 
 MIN_CHECK_NUMEL = 1 << 16
 MAX_INTERPRETER_NUMEL = 1 << 18
@@ -77,13 +77,7 @@ def _compile_make(case: Case, s: torch.Tensor, snr: float, alpha: float):
 
         return f
 
-    compiled = compiled_for_case(case, (snr, alpha), build)
-
-    def step(x):
-        return compiled(x, s)
-
-    step.compiled_fn = compiled
-    return step
+    return compiled_step(case, (snr, alpha), build, s)
 
 
 class CorrectorWorkload(Workload):

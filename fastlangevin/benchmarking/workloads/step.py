@@ -25,7 +25,7 @@ import torch
 
 from ..checks import check_deterministic, check_fresh, check_noise, check_output_like, noise_statistics
 from ..registry import BenchOptions, Case, Provider, ProviderUnavailable, Workload, register_workload
-from .common import call_checked, compile_unavailable, compiled_for_case, make_state, triton_unavailable
+from .common import call_checked, compile_unavailable, compiled_step, make_state, triton_unavailable
 
 #: Noise statistics need enough draws: cases smaller than this are checked at this size.
 MIN_CHECK_NUMEL = 1 << 16
@@ -100,13 +100,7 @@ def _compile_make(case: Case, s: torch.Tensor, eps: float, noise_scale: Optional
 
         return f
 
-    compiled = compiled_for_case(case, (eps, b), build)
-
-    def step(x):
-        return compiled(x, s)
-
-    step.compiled_fn = compiled
-    return step
+    return compiled_step(case, (eps, b), build, s)
 
 
 # ---------------------------------------------------------------------------------------
