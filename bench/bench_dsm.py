@@ -122,13 +122,19 @@ def _child(cfg: dict) -> dict:
     if cfg.get("skip_timing"):
         m = None
     else:
-        timer = benchmark.Timer(stmt="run(x, sigma)", globals={"run": run, "x": x_full, "sigma": sigma_full}, num_threads=torch.get_num_threads())
+        timer = benchmark.Timer(
+            stmt="run(x, sigma)",
+            globals={"run": run, "x": x_full, "sigma": sigma_full},
+            num_threads=torch.get_num_threads(),
+        )
         m = timer.blocked_autorange(min_run_time=cfg["min_run_time"])
     return {
         "variant": cfg["variant"],
         "dtype": cfg["dtype"],
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(),
         "batch": B,
         "shape": list(shape),
@@ -187,7 +193,16 @@ def main(argv=None) -> int:
         if dt not in DTYPES:
             ap.error(f"unknown dtype {dt!r}")
         for variant in ("naive", "fused"):
-            cfg = dict(variant=variant, dtype=dt, device=device, batch=batch, shape=shape, fused_backend=args.fused_backend, min_run_time=args.min_run_time, threads=args.threads)
+            cfg = dict(
+                variant=variant,
+                dtype=dt,
+                device=device,
+                batch=batch,
+                shape=shape,
+                fused_backend=args.fused_backend,
+                min_run_time=args.min_run_time,
+                threads=args.threads,
+            )
             t0 = time.time()
             res = _spawn(cfg, {})
             if device == "cpu":
@@ -195,12 +210,17 @@ def main(argv=None) -> int:
                 # mmap and unmap it on free, so the peak RSS follows the peak of live memory
                 # (this makes every allocation page-fault, hence not used for the timing).
                 mem = _spawn(dict(cfg, skip_timing=True), {"MALLOC_MMAP_THRESHOLD_": "65536"})
-                res["peak_mem_bytes"], res["peak_mem_kind"] = mem["peak_mem_bytes"], mem["peak_mem_kind"] + ", MALLOC_MMAP_THRESHOLD_=65536"
+                res["peak_mem_bytes"], res["peak_mem_kind"] = (
+                    mem["peak_mem_bytes"],
+                    mem["peak_mem_kind"] + ", MALLOC_MMAP_THRESHOLD_=65536",
+                )
             res["wall_s"] = round(time.time() - t0, 1)
             results.append(res)
 
     print(f"device={device} ({results[0]['device_name']}, {results[0]['threads']} threads)  B={batch}  shape={shape}")
-    print(f"{'dtype':6} {'variant':7} {'fwd+bwd ms':>11} {'iqr':>7} {'min':>7} {'peak MiB':>9} {'saved MiB':>9} {'[B,D] MiB':>9}  backends")
+    print(
+        f"{'dtype':6} {'variant':7} {'fwd+bwd ms':>11} {'iqr':>7} {'min':>7} {'peak MiB':>9} {'saved MiB':>9} {'[B,D] MiB':>9}  backends"
+    )
     for r in results:
         print(
             f"{r['dtype']:6} {r['variant']:7} {r['fwd_bwd_ms_median']:11.3f} {r['fwd_bwd_ms_iqr']:7.3f} {r['fwd_bwd_ms_min_block']:7.3f} "
@@ -210,7 +230,12 @@ def main(argv=None) -> int:
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:
-            meta = {"argv": sys.argv, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "platform": platform.platform(), "cpu_count": os.cpu_count()}
+            meta = {
+                "argv": sys.argv,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "platform": platform.platform(),
+                "cpu_count": os.cpu_count(),
+            }
             json.dump(dict(meta, results=results), f, indent=2)
         print(f"wrote {args.out}")
     return 0

@@ -92,18 +92,30 @@ def run(args) -> dict:
         gen = torch.Generator(device=device).manual_seed(1)
         variants = {
             "naive": lambda: naive_annealed(net, x0, sigmas, args.steps_each, args.step_lr, gen),
-            "fused": lambda: fl.annealed_langevin(net, x0, sigmas, n_steps_each=args.steps_each, step_lr=args.step_lr, denoise=False, generator=gen),
+            "fused": lambda: fl.annealed_langevin(
+                net, x0, sigmas, n_steps_each=args.steps_each, step_lr=args.step_lr, denoise=False, generator=gen
+            ),
         }
         if cuda and not args.no_graph:
             variants["fused+graph"] = lambda: fl.annealed_langevin(
-                net, x0, sigmas, n_steps_each=args.steps_each, step_lr=args.step_lr, denoise=False, generator=gen, cuda_graph=True
+                net,
+                x0,
+                sigmas,
+                n_steps_each=args.steps_each,
+                step_lr=args.step_lr,
+                denoise=False,
+                generator=gen,
+                cuda_graph=True,
             )
         with torch.no_grad():
             for name, fn in variants.items():
                 secs = time_variant(fn, device, args.repeat)
                 row = dict(dim=dim, variant=name, steps=n_steps, seconds=secs, steps_per_s=n_steps / secs)
                 results.append(row)
-                print(f"dim={dim:>5}  {name:<12} {n_steps} steps in {secs:8.4f} s  ->  {n_steps / secs:10.1f} steps/s", flush=True)
+                print(
+                    f"dim={dim:>5}  {name:<12} {n_steps} steps in {secs:8.4f} s  ->  {n_steps / secs:10.1f} steps/s",
+                    flush=True,
+                )
     env = dict(
         device=str(device),
         device_name=torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),

@@ -85,7 +85,12 @@ def main(argv=None) -> int:
     record = {
         "benchmark": "cpu_step",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"processor": platform.processor(), "platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        "machine": {
+            "processor": platform.processor(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__, "fastlangevin": fl.__version__},
         "n": n,
         "dtype": args.dtype,

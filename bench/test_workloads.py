@@ -46,7 +46,9 @@ def test_workload(benchmark, workload, case, provider):
 
     call()  # warm-up (compilation) outside the measurement
     benchmark.group = case.key
-    benchmark.extra_info.update({"bytes_moved": workload.bytes_moved(case), "provider": provider.label, "check": repr(check)[:500], **extra})
+    benchmark.extra_info.update(
+        {"bytes_moved": workload.bytes_moved(case), "provider": provider.label, "check": repr(check)[:500], **extra}
+    )
     benchmark(call)
     if benchmark.stats is not None:  # None under --benchmark-disable (call ran once, untimed)
         benchmark.extra_info["effective_GBps"] = workload.bytes_moved(case) / benchmark.stats.stats.median / 1e9

@@ -56,7 +56,11 @@ class ScoreNet(torch.nn.Module):
     def __init__(self, hidden: int):
         super().__init__()
         self.net = torch.nn.Sequential(
-            torch.nn.Linear(3, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, hidden), torch.nn.SiLU(), torch.nn.Linear(hidden, 2)
+            torch.nn.Linear(3, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, hidden),
+            torch.nn.SiLU(),
+            torch.nn.Linear(hidden, 2),
         )
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -73,7 +77,12 @@ def main(argv=None) -> int:
     p.add_argument("--sampling-steps", type=int, default=20, help="annealed Langevin steps per noise level")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--backend", choices=["auto", "torch", "triton"], default="auto", help="fastlangevin backend")
-    p.add_argument("--timeout", type=float, default=120.0, help="collective timeout (s): a stuck rank makes the others fail after this")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="collective timeout (s): a stuck rank makes the others fail after this",
+    )
     p.add_argument("--log-every", type=int, default=50)
     args = p.parse_args(argv)
     backend = None if args.backend == "auto" else args.backend
@@ -96,7 +105,9 @@ def main(argv=None) -> int:
     data_g = torch.Generator().manual_seed(args.seed + 1)  # the global batch: the same on every rank
     noise_g = fd.synced_generator(device, seed=args.seed + 2)  # dsm_loss's per-call seeds: the same on every rank
     weight = fd.shard_weight(args.batch)  # exact batch mean under DDP's average, even for unequal shards
-    log(f"world size {world}, device {device}, global batch {args.batch} (this rank: rows {start}:{stop}), {args.steps} steps")
+    log(
+        f"world size {world}, device {device}, global batch {args.batch} (this rank: rows {start}:{stop}), {args.steps} steps"
+    )
 
     t0 = time.perf_counter()
     with fd.failure_report("training"):
@@ -116,23 +127,38 @@ def main(argv=None) -> int:
                 log(f"step {step:5d}  dsm loss {total.item():.4f}")
     train_s = time.perf_counter() - t0
     if args.steps > 1:
-        log(f"training: steps 2..{args.steps} in {train_s:.2f} s, {(args.steps - 1) * args.batch / train_s:.0f} examples/s over all ranks")
+        log(
+            f"training: steps 2..{args.steps} in {train_s:.2f} s, {(args.steps - 1) * args.batch / train_s:.0f} examples/s over all ranks"
+        )
 
     net.eval()
+
     def x0(a: int, b: int) -> torch.Tensor:  # uniform start in [-8, 8]², rows keyed by global index
         u = torch.rand(args.samples, 2, generator=torch.Generator().manual_seed(args.seed + 3))
         return (16 * u[a:b] - 8).to(device)
 
-    kw = dict(x0=x0, batch=args.samples, seed=args.seed + 4, sigmas=sigmas, n_steps_each=args.sampling_steps, step_lr=5e-3, backend=backend)
+    kw = dict(
+        x0=x0,
+        batch=args.samples,
+        seed=args.seed + 4,
+        sigmas=sigmas,
+        n_steps_each=args.sampling_steps,
+        step_lr=5e-3,
+        backend=backend,
+    )
     t0 = time.perf_counter()
     with torch.no_grad():
         out = fd.sample_sharded(fl.annealed_langevin, net, **kw)
     sample_s = time.perf_counter() - t0
     exact = fd.sample_sharded(fl.annealed_langevin, exact_score, **kw)  # same sampler, same noise, exact score
     if rank == 0:
-        log(f"sampling: {args.samples} samples x {len(sigmas) * args.sampling_steps} steps in {sample_s:.2f} s over {world} rank(s)")
+        log(
+            f"sampling: {args.samples} samples x {len(sigmas) * args.sampling_steps} steps in {sample_s:.2f} s over {world} rank(s)"
+        )
         w, w_exact = ((o[:, 0] > 0).float().mean().item() for o in (out, exact))
-        log(f"weight of the mode at (5, 5): trained net {w:.3f}, exact score {w_exact:.3f} (same sampler and noise), data {WEIGHTS[1].item():.3f}")
+        log(
+            f"weight of the mode at (5, 5): trained net {w:.3f}, exact score {w_exact:.3f} (same sampler and noise), data {WEIGHTS[1].item():.3f}"
+        )
     if launched:
         # Every rank leaves the group together: rank 0 hosts the store, and a peer still
         # talking to it while it tears down can abort the process at exit.

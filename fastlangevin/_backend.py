@@ -105,7 +105,9 @@ def resolve_backend(device: torch.device, backend: Optional[str] = None) -> str:
                     "(or use backend='torch')"
                 )
         elif device.type != "cuda":
-            raise BackendUnavailableError(f"backend='triton' supports CUDA (and CPU via the interpreter), not {device.type}")
+            raise BackendUnavailableError(
+                f"backend='triton' supports CUDA (and CPU via the interpreter), not {device.type}"
+            )
     return choice
 
 

@@ -134,7 +134,14 @@ def chunk_seed(seed: int, chunk: int) -> int:
     return z ^ (z >> 31)
 
 
-def torch_chunk_normal(seed: int, chunk: int, out: torch.Tensor, generator: torch.Generator, needed: int = TORCH_RNG_CHUNK, std: float = 1.0) -> torch.Tensor:
+def torch_chunk_normal(
+    seed: int,
+    chunk: int,
+    out: torch.Tensor,
+    generator: torch.Generator,
+    needed: int = TORCH_RNG_CHUNK,
+    std: float = 1.0,
+) -> torch.Tensor:
     """Fill ``out`` (float32, ``TORCH_RNG_CHUNK`` elements, CPU) with chunk ``chunk``'s normals.
 
     ``std`` scales the draws inside ``normal_`` (bitwise ``fl(z * std)`` in fp32).

@@ -30,7 +30,9 @@ def check_state(name: str, t, *, min_dim: int = 1) -> torch.Tensor:
     if t.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must have a floating dtype (float32, bfloat16, float16, float64), got {t.dtype}")
     if t.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s) (dim 0 is the batch), got shape {tuple(t.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s) (dim 0 is the batch), got shape {tuple(t.shape)}"
+        )
     return t
 
 
@@ -83,7 +85,9 @@ def check_scale(name: str, v, *, batch: int, device: torch.device, allow_zero: b
     if not v.dtype.is_floating_point:
         raise TypeError(f"{name} tensor must have a floating dtype, got {v.dtype}")
     if v.dim() > 1 or (v.dim() == 1 and v.shape[0] != batch):
-        raise ValueError(f"{name} tensor must be 0-d or per-sample of shape [{batch}] (x.shape[0]), got {tuple(v.shape)}")
+        raise ValueError(
+            f"{name} tensor must be 0-d or per-sample of shape [{batch}] (x.shape[0]), got {tuple(v.shape)}"
+        )
     if v.requires_grad and torch.is_grad_enabled():
         raise ValueError(f"{name} is treated as a constant (no gradient flows to it); pass {name}.detach()")
     if v.device != device:
@@ -93,7 +97,9 @@ def check_scale(name: str, v, *, batch: int, device: torch.device, allow_zero: b
     if v.device.type == "cpu" and not _compiling():
         bad = ~torch.isfinite(v) | (v < 0) if allow_zero else ~torch.isfinite(v) | (v <= 0)
         if bool(bad.any()):
-            raise ValueError(f"{name} must be finite and {what} everywhere, got {v.flatten()[bad.flatten()][:4].tolist()}")
+            raise ValueError(
+                f"{name} must be finite and {what} everywhere, got {v.flatten()[bad.flatten()][:4].tolist()}"
+            )
     return Scale(tensor=v)
 
 
@@ -121,7 +127,9 @@ def check_generator(generator, device: torch.device) -> Optional[torch.Generator
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if generator.device.type != device.type:
-        raise ValueError(f"generator must be on x's device type {device.type!r}, got a {generator.device.type!r} generator")
+        raise ValueError(
+            f"generator must be on x's device type {device.type!r}, got a {generator.device.type!r} generator"
+        )
     return generator
 
 

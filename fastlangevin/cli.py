@@ -21,7 +21,9 @@ SUBCOMMANDS = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastlangevin", description="Fused Langevin sampling and score matching for PyTorch.")
+    parser = argparse.ArgumentParser(
+        prog="fastlangevin", description="Fused Langevin sampling and score matching for PyTorch."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in SUBCOMMANDS:
         importlib.import_module(name).add_parser(sub)

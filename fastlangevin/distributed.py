@@ -85,8 +85,12 @@ def init_from_env(*, backend: Optional[str] = None, timeout_s: float = 300.0) ->
     if not dist.is_initialized():
         missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
         if missing:
-            raise RuntimeError(f"init_from_env needs torchrun's environment variables; missing {', '.join(missing)} (launch with torchrun)")
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), timeout=datetime.timedelta(seconds=timeout_s))
+            raise RuntimeError(
+                f"init_from_env needs torchrun's environment variables; missing {', '.join(missing)} (launch with torchrun)"
+            )
+        dist.init_process_group(
+            backend or ("nccl" if use_cuda else "gloo"), timeout=datetime.timedelta(seconds=timeout_s)
+        )
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -95,7 +99,9 @@ def rank_and_world(group=None) -> Tuple[int, int]:
     is not initialised (everything here then runs as one process)."""
     if not (dist.is_available() and dist.is_initialized()):
         if group is not None:
-            raise RuntimeError("group was given but torch.distributed is not initialised (call init_process_group first)")
+            raise RuntimeError(
+                "group was given but torch.distributed is not initialised (call init_process_group first)"
+            )
         return 0, 1
     return dist.get_rank(group), dist.get_world_size(group)
 
@@ -131,7 +137,9 @@ def shard_range(batch: int, rank: int, world_size: int) -> Tuple[int, int]:
 def shard(t: torch.Tensor, group=None) -> torch.Tensor:
     """This rank's rows of a global ``[B, ...]`` tensor (a view): ``t[start:stop]``."""
     if not isinstance(t, torch.Tensor) or t.dim() < 1:
-        raise TypeError(f"t must be a tensor with a batch dim, got {type(t).__name__ if not isinstance(t, torch.Tensor) else tuple(t.shape)}")
+        raise TypeError(
+            f"t must be a tensor with a batch dim, got {type(t).__name__ if not isinstance(t, torch.Tensor) else tuple(t.shape)}"
+        )
     rank, world = rank_and_world(group)
     start, stop = shard_range(t.shape[0], rank, world)
     return t[start:stop]
@@ -160,7 +168,9 @@ def gather_rows(t: torch.Tensor, batch: int, *, group=None, dst: Optional[int] =
     rank, world = rank_and_world(group)
     start, stop = shard_range(batch, rank, world)
     if t.shape[0] != stop - start:
-        raise ValueError(f"rank {rank}: shard has {t.shape[0]} rows, expected {stop - start} (rows {start}:{stop} of {batch})")
+        raise ValueError(
+            f"rank {rank}: shard has {t.shape[0]} rows, expected {stop - start} (rows {start}:{stop} of {batch})"
+        )
     if world == 1:
         return t if dst is None or dst == 0 else None
     width = -(-batch // world)  # ceil: the largest shard
@@ -189,7 +199,9 @@ def _broadcast(t: torch.Tensor, src: int, group) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # Seeds
 # ---------------------------------------------------------------------------------------
-def synced_generator(device, *, seed: Optional[int] = None, generator: Optional[torch.Generator] = None, group=None, src: int = 0) -> torch.Generator:
+def synced_generator(
+    device, *, seed: Optional[int] = None, generator: Optional[torch.Generator] = None, group=None, src: int = 0
+) -> torch.Generator:
     """A generator on ``device`` with the same state on every rank of ``group``.
 
     * ``seed``: a fresh generator seeded with it on every rank (the ranks' seeds are checked to
@@ -222,7 +234,9 @@ def synced_generator(device, *, seed: Optional[int] = None, generator: Optional[
     elif world > 1:
         seeds = _all_ints([seed], group)
         if any(s != seeds[0] for s in seeds):
-            raise ValueError(f"seed must be the same on every rank (one seed for the whole batch), got {[s[0] for s in seeds]} by rank")
+            raise ValueError(
+                f"seed must be the same on every rank (one seed for the whole batch), got {[s[0] for s in seeds]} by rank"
+            )
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -318,7 +332,15 @@ def _looks_like_peer_failure(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(k in text for k in _PEER_FAILURE_MARKERS)
 
 
-_PEER_FAILURE_MARKERS = ("connection closed by peer", "connection reset", "timed out waiting", "gloo/transport", "nccl", "broken pipe", "watchdog")
+_PEER_FAILURE_MARKERS = (
+    "connection closed by peer",
+    "connection reset",
+    "timed out waiting",
+    "gloo/transport",
+    "nccl",
+    "broken pipe",
+    "watchdog",
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -382,7 +404,9 @@ def sample_sharded(
         if name in kwargs:
             raise ValueError(f"{name} is set by sample_sharded (each rank's shard start); do not pass it")
     if (x0 is None) == (shape is None):
-        raise ValueError("pass exactly one of x0 (the whole batch's start, or a callable building a shard) and shape (pc_sample's prior)")
+        raise ValueError(
+            "pass exactly one of x0 (the whole batch's start, or a callable building a shard) and shape (pc_sample's prior)"
+        )
     rank, world = rank_and_world(group)
     if not 0 <= dst < world:
         raise ValueError(f"dst must be a rank in [0, {world}), got {dst}")
@@ -463,9 +487,20 @@ def save_shard(directory: str, samples, *, batch: int, group=None) -> str:
     parts = samples if isinstance(samples, tuple) else (samples,)
     for p in parts:
         if not isinstance(p, torch.Tensor) or p.shape[:1] != (stop - start,):
-            raise ValueError(f"samples must be this rank's [{stop - start}, ...] shard (rows {start}:{stop} of {batch})")
-    torch.save({"start": start, "stop": stop, "batch": batch, "world_size": world, "samples": tuple(p.detach().cpu() for p in parts),
-                "tuple": isinstance(samples, tuple)}, path + ".tmp")
+            raise ValueError(
+                f"samples must be this rank's [{stop - start}, ...] shard (rows {start}:{stop} of {batch})"
+            )
+    torch.save(
+        {
+            "start": start,
+            "stop": stop,
+            "batch": batch,
+            "world_size": world,
+            "samples": tuple(p.detach().cpu() for p in parts),
+            "tuple": isinstance(samples, tuple),
+        },
+        path + ".tmp",
+    )
     os.replace(path + ".tmp", path)  # a reader never sees a half-written shard
     return path
 
@@ -482,7 +517,9 @@ def load_shards(directory: str):
     batch, pos = recs[0]["batch"], 0
     for r in recs:
         if r["batch"] != batch or r["start"] != pos:
-            raise ValueError(f"shards in {directory} do not tile rows 0..{batch}: expected a shard starting at row {pos}, got rows {r['start']}:{r['stop']} of {r['batch']}")
+            raise ValueError(
+                f"shards in {directory} do not tile rows 0..{batch}: expected a shard starting at row {pos}, got rows {r['start']}:{r['stop']} of {r['batch']}"
+            )
         pos = r["stop"]
     if pos != batch:
         raise ValueError(f"shards in {directory} cover rows 0..{pos} of {batch}: a rank's shard is missing")

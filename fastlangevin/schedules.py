@@ -39,7 +39,9 @@ def geometric_sigmas(
     hi = _positive_finite("sigma_max", sigma_max)
     lo = _positive_finite("sigma_min", sigma_min)
     if hi < lo:
-        raise ValueError(f"sigma_max must be ≥ sigma_min (levels run from large to small), got sigma_max={hi} < sigma_min={lo}")
+        raise ValueError(
+            f"sigma_max must be ≥ sigma_min (levels run from large to small), got sigma_max={hi} < sigma_min={lo}"
+        )
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -88,6 +90,8 @@ def sample_noise_levels(
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         if generator.device.type != sigmas.device.type:
-            raise ValueError(f"generator must be on sigmas' device type {sigmas.device.type!r}, got a {generator.device.type!r} generator")
+            raise ValueError(
+                f"generator must be on sigmas' device type {sigmas.device.type!r}, got a {generator.device.type!r} generator"
+            )
     indices = torch.randint(0, sigmas.shape[0], (batch_size,), generator=generator, device=sigmas.device)
     return indices, sigmas[indices]

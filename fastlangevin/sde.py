@@ -126,7 +126,16 @@ class VESDE:
         rd_a = ds**2 - prev**2
         g2 = self.sigma(t) ** 2 * (2 * math.log(self.sigma_max / self.sigma_min))
         one = torch.ones_like(t)
-        return Schedule(t=t, rd_c=one, rd_a=rd_a, rd_b=rd_a.sqrt(), em_c=one, em_a=g2 / n_steps, em_b=(g2 / n_steps).sqrt(), alpha=one)
+        return Schedule(
+            t=t,
+            rd_c=one,
+            rd_a=rd_a,
+            rd_b=rd_a.sqrt(),
+            em_c=one,
+            em_a=g2 / n_steps,
+            em_b=(g2 / n_steps).sqrt(),
+            alpha=one,
+        )
 
 
 @dataclass(frozen=True)

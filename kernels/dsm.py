@@ -57,7 +57,17 @@ def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGN
 
 
 @triton.jit
-def _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr, VEC: tl.constexpr):
+def _noise(
+    seed_ptr,
+    noise_ptr,
+    local,
+    mask,
+    first_group,
+    NOISE_FROM_PTR: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    GROUPS: tl.constexpr,
+    VEC: tl.constexpr,
+):
     if NOISE_FROM_PTR:
         z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(COMPUTE)
     else:
@@ -194,7 +204,9 @@ def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
     return block, n_chunks, num_warps, aligned
 
 
-def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None):
+def launch_dsm_perturb(
+    x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None
+):
     """x̃ = α x + σ z. ``x``, ``out`` (and ``injected_noise``) flat contiguous; rows ``[B]`` tensors."""
     n = x.numel()
     if n == 0:
@@ -226,7 +238,9 @@ def launch_dsm_perturb(x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_o
     return out
 
 
-def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None):
+def launch_dsm_loss_rows(
+    score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None
+):
     """Per-row loss ``out[i] = ½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` (``out``: [B], compute dtype)."""
     import torch
 
@@ -253,11 +267,20 @@ def launch_dsm_loss_rows(score, out, seed, inv_sigma_rows, weight_rows, *, row_s
         VEC=vec_for(score),
         **kwargs,
     )
-    _dsm_loss_reduce_kernel[(rows,)](partial, weight_rows, out, n_chunks, CHUNKS=max(2, triton.next_power_of_2(n_chunks)), **launch_options(interpreted, 1))
+    _dsm_loss_reduce_kernel[(rows,)](
+        partial,
+        weight_rows,
+        out,
+        n_chunks,
+        CHUNKS=max(2, triton.next_power_of_2(n_chunks)),
+        **launch_options(interpreted, 1),
+    )
     return out
 
 
-def launch_dsm_loss_backward(score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None):
+def launch_dsm_loss_backward(
+    score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None
+):
     """``grad[i, j] = c_i (s_ij + z_ij / σ_i)`` (flat contiguous ``score``/``grad``)."""
     rows = inv_sigma_rows.shape[0]
     if rows == 0 or row_size == 0:

@@ -106,7 +106,9 @@ def _as_tensor_scale(scale, device):
     return type(scale)(tensor=torch.tensor(scale.value, dtype=torch.float64, device=device))
 
 
-def launch_langevin_step(x, score, out, seed, step, noise, clamp, *, row_size, elem_offset, injected_noise=None, block=None, vec=None):
+def launch_langevin_step(
+    x, score, out, seed, step, noise, clamp, *, row_size, elem_offset, injected_noise=None, block=None, vec=None
+):
     """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
 
     ``step``: Scale; ``noise``: Scale, or the strings "none" / "sqrt2a".

@@ -48,7 +48,9 @@ def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr,
 
 @triton.jit
 def _pick4(lane, n0, n1, n2, n3):
-    return tl.where(lane == 0, n0[:, None], tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None])))
+    return tl.where(
+        lane == 0, n0[:, None], tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None]))
+    )
 
 
 @triton.jit

@@ -13,7 +13,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import fastlangevin  # noqa: E402  (after TRITON_INTERPRET)
 from fastlangevin import _backend  # noqa: E402
 
 # Keep CPU test timings stable on the 2-core CI machine.

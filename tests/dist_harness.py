@@ -24,7 +24,11 @@ def _entry(rank: int, fn, world: int, init_file: str, pg_timeout_s: float, args)
     import torch.distributed as dist
 
     dist.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=datetime.timedelta(seconds=pg_timeout_s)
+        "gloo",
+        init_method=f"file://{init_file}",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=pg_timeout_s),
     )
     try:
         fn(rank, world, *args)
@@ -51,11 +55,15 @@ def launch(fn, world: int, tmp_path, *args, pg_timeout_s: float = 20.0, deadline
     """Run ``fn(rank, world, *args)`` on ``world`` processes; returns the wall time in seconds."""
     init_file = os.path.join(str(tmp_path), f"pg-init-{time.monotonic_ns()}")
     t0 = time.monotonic()
-    ctx = mp.start_processes(_entry, args=(fn, world, init_file, pg_timeout_s, args), nprocs=world, join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _entry, args=(fn, world, init_file, pg_timeout_s, args), nprocs=world, join=False, start_method="spawn"
+    )
     try:
         while not ctx.join(timeout=0.2):
             if time.monotonic() - t0 > deadline_s:
-                raise TimeoutError(f"{getattr(fn, '__name__', fn)} on {world} processes still running after {deadline_s:.0f} s (killed)")
+                raise TimeoutError(
+                    f"{getattr(fn, '__name__', fn)} on {world} processes still running after {deadline_s:.0f} s (killed)"
+                )
     finally:
         for p in ctx.processes:
             if p.is_alive():

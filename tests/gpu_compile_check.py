@@ -19,11 +19,10 @@ assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTER
 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
-
 from fastlangevin.kernels import corrector, dsm, langevin_step  # noqa: E402
 from fastlangevin.kernels.tiles import launch_options  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 # Arguments Triton sees as 16-byte aligned / divisible by 16 in a typical launch (torch's
@@ -44,31 +43,106 @@ def compile_variant(kernel, ptrs: dict, floats: tuple, constexprs: dict, num_war
         else:
             signature[name] = "i64"
     attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in ALIGNED if a in names}
-    src = ASTSource(fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()}, attrs=attrs)
+    src = ASTSource(
+        fn=kernel, signature=signature, constexprs={(names.index(k),): v for k, v in constexprs.items()}, attrs=attrs
+    )
     return triton.compile(src, target=TARGET, options=launch_options(False, num_warps))
 
 
 def variants():
     ls, f32, bf16 = langevin_step._langevin_step_kernel, "fp32", "bf16"
-    step_ptrs = lambda x, s, noise=f32: {"x_ptr": x, "score_ptr": s, "out_ptr": x, "seed_ptr": "i64", "noise_ptr": noise, "step_ptr": f32, "noise_scale_ptr": f32}  # noqa: E731
+    step_ptrs = lambda x, s, noise=f32: {
+        "x_ptr": x,
+        "score_ptr": s,
+        "out_ptr": x,
+        "seed_ptr": "i64",
+        "noise_ptr": noise,
+        "step_ptr": f32,
+        "noise_scale_ptr": f32,
+    }  # noqa: E731
     step_floats = ("step_val", "noise_val", "lo", "hi")
-    base = {"HEAD": 0, "STEP_MODE": 0, "NOISE_MODE": 0, "NOISE_FROM_PTR": False, "HAS_CLAMP": False, "COMPUTE": tl.float32, "BLOCK": langevin_step.BLOCK_GPU, "VEC": 4}
+    base = {
+        "HEAD": 0,
+        "STEP_MODE": 0,
+        "NOISE_MODE": 0,
+        "NOISE_FROM_PTR": False,
+        "HAS_CLAMP": False,
+        "COMPUTE": tl.float32,
+        "BLOCK": langevin_step.BLOCK_GPU,
+        "VEC": 4,
+    }
     W = langevin_step.NUM_WARPS_GPU
     yield "step-fp32-scalars", ls, step_ptrs(f32, f32), step_floats, base, W
-    yield "step-bf16-rows-sqrt2a-clamp", ls, step_ptrs(bf16, bf16), step_floats, {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "HAS_CLAMP": True, "VEC": 8}, W
-    yield "step-fp32-state-bf16-score-0d", ls, step_ptrs(f32, bf16), step_floats, {**base, "STEP_MODE": 1, "NOISE_MODE": 1, "VEC": 8}, W
+    yield (
+        "step-bf16-rows-sqrt2a-clamp",
+        ls,
+        step_ptrs(bf16, bf16),
+        step_floats,
+        {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "HAS_CLAMP": True, "VEC": 8},
+        W,
+    )
+    yield (
+        "step-fp32-state-bf16-score-0d",
+        ls,
+        step_ptrs(f32, bf16),
+        step_floats,
+        {**base, "STEP_MODE": 1, "NOISE_MODE": 1, "VEC": 8},
+        W,
+    )
     yield "step-fp16-deterministic", ls, step_ptrs("fp16", "fp16"), step_floats, {**base, "NOISE_MODE": 3, "VEC": 8}, W
-    yield "step-fp64-head3-injected", ls, {**step_ptrs("fp64", "fp64"), "step_ptr": "fp64", "noise_scale_ptr": "fp64"}, step_floats, {**base, "HEAD": 3, "STEP_MODE": 1, "NOISE_MODE": 1, "NOISE_FROM_PTR": True, "COMPUTE": tl.float64}, W
+    yield (
+        "step-fp64-head3-injected",
+        ls,
+        {**step_ptrs("fp64", "fp64"), "step_ptr": "fp64", "noise_scale_ptr": "fp64"},
+        step_floats,
+        {**base, "HEAD": 3, "STEP_MODE": 1, "NOISE_MODE": 1, "NOISE_FROM_PTR": True, "COMPUTE": tl.float64},
+        W,
+    )
 
     for dt, cdt, vec in ((f32, tl.float32, 4), (bf16, tl.float32, 8)):
         rows = {"alpha_ptr": f32, "sigma_ptr": f32, "inv_sigma_ptr": f32, "coef_ptr": f32, "weight_ptr": f32}
-        yield f"dsm-perturb-{dt}", dsm._dsm_perturb_kernel, {"x_ptr": dt, "out_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"HEAD": 0, "HAS_ALPHA": True, "NOISE_FROM_PTR": False, "COMPUTE": cdt, "BLOCK": dsm.BLOCK_GPU, "VEC": vec}, W
+        yield (
+            f"dsm-perturb-{dt}",
+            dsm._dsm_perturb_kernel,
+            {"x_ptr": dt, "out_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows},
+            (),
+            {"HEAD": 0, "HAS_ALPHA": True, "NOISE_FROM_PTR": False, "COMPUTE": cdt, "BLOCK": dsm.BLOCK_GPU, "VEC": vec},
+            W,
+        )
         for aligned in (True, False):
-            yield f"dsm-loss-partial-{dt}-aligned{aligned}", dsm._dsm_loss_partial_kernel, {"score_ptr": dt, "partial_ptr": f32, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048, "VEC": vec}, W
-            yield f"dsm-backward-{dt}-aligned{aligned}", dsm._dsm_loss_backward_kernel, {"score_ptr": dt, "grad_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows}, (), {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048, "VEC": vec}, W
-        yield f"corrector-norms-{dt}", corrector._corrector_norms_kernel, {"score_ptr": dt, "seed_ptr": "i64", "partial_ptr": f32}, (), {"COMPUTE": cdt, "BLOCK": 2048}, W
+            yield (
+                f"dsm-loss-partial-{dt}-aligned{aligned}",
+                dsm._dsm_loss_partial_kernel,
+                {"score_ptr": dt, "partial_ptr": f32, "seed_ptr": "i64", "noise_ptr": f32, **rows},
+                (),
+                {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048, "VEC": vec},
+                W,
+            )
+            yield (
+                f"dsm-backward-{dt}-aligned{aligned}",
+                dsm._dsm_loss_backward_kernel,
+                {"score_ptr": dt, "grad_ptr": dt, "seed_ptr": "i64", "noise_ptr": f32, **rows},
+                (),
+                {"NOISE_FROM_PTR": False, "ROWS_ALIGNED": aligned, "COMPUTE": cdt, "BLOCK": 2048, "VEC": vec},
+                W,
+            )
+        yield (
+            f"corrector-norms-{dt}",
+            corrector._corrector_norms_kernel,
+            {"score_ptr": dt, "seed_ptr": "i64", "partial_ptr": f32},
+            (),
+            {"COMPUTE": cdt, "BLOCK": 2048},
+            W,
+        )
     for chunks in (2, 64):
-        yield f"dsm-loss-reduce-{chunks}", dsm._dsm_loss_reduce_kernel, {"partial_ptr": "fp32", "weight_ptr": "fp32", "out_ptr": "fp32"}, (), {"CHUNKS": chunks}, 1
+        yield (
+            f"dsm-loss-reduce-{chunks}",
+            dsm._dsm_loss_reduce_kernel,
+            {"partial_ptr": "fp32", "weight_ptr": "fp32", "out_ptr": "fp32"},
+            (),
+            {"CHUNKS": chunks},
+            1,
+        )
 
 
 def main() -> int:
@@ -83,7 +157,11 @@ def main() -> int:
                 "fma": ptx.count("fma.rn.f32"),
             }
         except Exception as exc:  # report every variant, not just the first failure
-            report[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-2000:]}
+            report[name] = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "trace": traceback.format_exc()[-2000:],
+            }
     print(json.dumps(report))
     return 0
 

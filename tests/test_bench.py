@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from fastlangevin import _backend, cli
-from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, get_workload, run
-from fastlangevin.benchmarking import checks, peers
+from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, peers, run
 from fastlangevin.benchmarking.cli import parse_sizes
 from fastlangevin.benchmarking.timing import quantile
 
@@ -29,8 +28,31 @@ CPU_TRITON = _backend.kernels_interpreted() or not torch.cuda.is_available()
 def test_bench_cli_json_plot_table(tmp_path, capsys):
     jpath, ppath = tmp_path / "b.json", tmp_path / "b.png"
     ours = "triton,torch" if CPU_TRITON else "torch"
-    argv = ["bench", "--device", "cpu", "--sizes", "10", "--dtypes", "fp32,bf16", "--modes", "out,inplace", "--providers", f"{ours},eager,eager_inplace"]
-    argv += (["--interpret"] if CPU_TRITON else []) + ["--rep-ms", "5", "--warmup-ms", "1", "--min-reps", "3", "--json", str(jpath), "--plot", str(ppath)]
+    argv = [
+        "bench",
+        "--device",
+        "cpu",
+        "--sizes",
+        "10",
+        "--dtypes",
+        "fp32,bf16",
+        "--modes",
+        "out,inplace",
+        "--providers",
+        f"{ours},eager,eager_inplace",
+    ]
+    argv += (["--interpret"] if CPU_TRITON else []) + [
+        "--rep-ms",
+        "5",
+        "--warmup-ms",
+        "1",
+        "--min-reps",
+        "3",
+        "--json",
+        str(jpath),
+        "--plot",
+        str(ppath),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr()
     assert "GB/s" in out.out and "%copy" in out.out and "langevin_step  bf16  in-place  2^10" in out.out
@@ -67,7 +89,23 @@ def test_bench_cli_json_plot_table(tmp_path, capsys):
 
 
 def test_bench_cli_triton_on_cpu_skipped_with_message(capsys):
-    argv = ["bench", "--device", "cpu", "--sizes", "8", "--dtypes", "fp32", "--modes", "out", "--providers", "triton,eager", "--rep-ms", "2", "--min-reps", "2"]
+    argv = [
+        "bench",
+        "--device",
+        "cpu",
+        "--sizes",
+        "8",
+        "--dtypes",
+        "fp32",
+        "--modes",
+        "out",
+        "--providers",
+        "triton,eager",
+        "--rep-ms",
+        "2",
+        "--min-reps",
+        "2",
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "triton" in out and "skipped: needs a CUDA device (--device cuda; or --interpret" in out
@@ -92,7 +130,16 @@ def test_bench_cli_bad_arguments(argv, message, capsys):
 def test_bench_list(capsys):
     assert cli.main(["bench", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("triton", "torch", "eager", "eager_inplace", "compile", "torchebm_fused", "torchebm_sampler", "diffusers"):
+    for name in (
+        "triton",
+        "torch",
+        "eager",
+        "eager_inplace",
+        "compile",
+        "torchebm_fused",
+        "torchebm_sampler",
+        "diffusers",
+    ):
         assert f"- {name} " in out
 
 
@@ -157,7 +204,15 @@ BROKEN = [
 @pytest.mark.parametrize("name, make, message, mode", BROKEN, ids=[b[0] for b in BROKEN])
 def test_broken_provider_rejected(name, make, message, mode):
     bad = Provider(name, f"broken: {name}", make, kind="ours")
-    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=(mode,), sizes=(12,), providers=("eager_inplace",), extra_providers={"langevin_step": [bad]}, **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        dtypes=("fp32",),
+        modes=(mode,),
+        sizes=(12,),
+        providers=("eager_inplace",),
+        extra_providers={"langevin_step": [bad]},
+        **TINY,
+    )
     result = run(opts)
     (case,) = result.cases
     provs = {p.name: p for p in case.providers}
@@ -170,7 +225,15 @@ def test_broken_provider_rejected(name, make, message, mode):
 
 def test_wrong_dtype_rejected():
     bad = Provider("f32out", "broken: dtype", _broken_dtype, kind="ours")
-    opts = BenchOptions(device=torch.device("cpu"), dtypes=("bf16",), modes=("out",), sizes=(12,), providers=(), extra_providers={"langevin_step": [bad]}, **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        dtypes=("bf16",),
+        modes=("out",),
+        sizes=(12,),
+        providers=(),
+        extra_providers={"langevin_step": [bad]},
+        **TINY,
+    )
     (case,) = run(opts).cases
     assert case.providers[0].status == "rejected" and "dtype" in case.providers[0].reason
 
@@ -182,7 +245,15 @@ def test_crashing_provider_reported_not_fatal():
 
         return step
 
-    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("eager",), extra_providers={"langevin_step": [Provider("crash", "crash", make)]}, **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        dtypes=("fp32",),
+        modes=("out",),
+        sizes=(10,),
+        providers=("eager",),
+        extra_providers={"langevin_step": [Provider("crash", "crash", make)]},
+        **TINY,
+    )
     (case,) = run(opts).cases
     provs = {p.name: p for p in case.providers}
     assert provs["crash"].status == "error" and "boom" in provs["crash"].reason
@@ -214,10 +285,21 @@ def test_missing_peers_are_skipped_with_message(monkeypatch):
     real = peers._import_error
 
     def fake(module):
-        return "ModuleNotFoundError: No module named 'x'" if module.split(".")[0] in ("diffusers", "torchebm") else real(module)
+        return (
+            "ModuleNotFoundError: No module named 'x'"
+            if module.split(".")[0] in ("diffusers", "torchebm")
+            else real(module)
+        )
 
     monkeypatch.setattr(peers, "_import_error", fake)
-    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("torchebm_fused", "torchebm_sampler", "diffusers"), **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        dtypes=("fp32",),
+        modes=("out",),
+        sizes=(10,),
+        providers=("torchebm_fused", "torchebm_sampler", "diffusers"),
+        **TINY,
+    )
     (case,) = run(opts).cases
     for p in case.providers:
         assert p.status == "skipped" and "not installed" in p.reason and "pip install" in p.reason, p
@@ -226,7 +308,9 @@ def test_missing_peers_are_skipped_with_message(monkeypatch):
 @pytest.mark.parametrize("peer, module", [("diffusers", "diffusers"), ("torchebm_sampler", "torchebm")])
 def test_installed_peer_passes_checks(peer, module):
     pytest.importorskip(module)
-    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=(peer,), **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=(peer,), **TINY
+    )
     (case,) = run(opts).cases
     assert case.providers[0].status == "ok", case.providers[0]
 
@@ -241,7 +325,25 @@ def test_chi_mean():
 # ---------------------------------------------------------------------------------------
 def test_profile_writes_trace_and_table(tmp_path, capsys):
     trace, summary = tmp_path / "trace.json", tmp_path / "summary.json"
-    argv = ["profile", "--device", "cpu", "--n", "64", "--dim", "8", "--hidden", "16", "--steps", "3", "--warmup", "1", "--trace", str(trace), "--json", str(summary)]
+    argv = [
+        "profile",
+        "--device",
+        "cpu",
+        "--n",
+        "64",
+        "--dim",
+        "8",
+        "--hidden",
+        "16",
+        "--steps",
+        "3",
+        "--warmup",
+        "1",
+        "--trace",
+        str(trace),
+        "--json",
+        str(summary),
+    ]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     tr = json.loads(trace.read_text())
@@ -254,7 +356,9 @@ def test_profile_writes_trace_and_table(tmp_path, capsys):
     shares = {p["label"]: p for p in s["phases"]}
     assert shares["fastlangevin.score"]["calls"] == 3 and shares["fastlangevin.update"]["calls"] == 3
     total = sum(p["share"] for p in s["phases"])
-    assert all(p["share"] > 0 for p in s["phases"]) and total <= 1.0 + 1e-6  # parts of the run, never more than all of it
+    assert (
+        all(p["share"] > 0 for p in s["phases"]) and total <= 1.0 + 1e-6
+    )  # parts of the run, never more than all of it
     assert math.isclose(sum(p["cpu_ms"] for p in s["phases"]), total * s["total_ms"], rel_tol=1e-6)
     assert all(0 <= r["share"] <= 1 for r in s["top"]) and s["top"][0]["self_ms"] >= s["top"][-1]["self_ms"]
 
@@ -264,10 +368,30 @@ def test_profile_writes_trace_and_table(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------
 def test_pytest_benchmark_files_run():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, FASTLANGEVIN_BENCH_DEVICE="cpu", FASTLANGEVIN_BENCH_SIZES="10", FASTLANGEVIN_BENCH_DTYPES="fp32", FASTLANGEVIN_BENCH_MODES="out", FASTLANGEVIN_BENCH_PROVIDERS="torch,eager")
+    env = dict(
+        os.environ,
+        FASTLANGEVIN_BENCH_DEVICE="cpu",
+        FASTLANGEVIN_BENCH_SIZES="10",
+        FASTLANGEVIN_BENCH_DTYPES="fp32",
+        FASTLANGEVIN_BENCH_MODES="out",
+        FASTLANGEVIN_BENCH_PROVIDERS="torch,eager",
+    )
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable", os.path.join(root, "bench")],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-disable",
+            os.path.join(root, "bench"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 passed" in proc.stdout
@@ -276,7 +400,9 @@ def test_pytest_benchmark_files_run():
 def test_compile_provider_passes_checks():
     from fastlangevin.benchmarking.workloads.common import compile_unavailable
 
-    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("inplace",), sizes=(10,), providers=("compile",), **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"), dtypes=("fp32",), modes=("inplace",), sizes=(10,), providers=("compile",), **TINY
+    )
     w = get_workload("langevin_step")
     reason = compile_unavailable(w.cases(opts)[0], opts)
     if reason:
@@ -310,8 +436,20 @@ def _corrector_per_noise(case, s, snr, alpha):  # right eps, noise sqrt(eps) ins
 
 
 def test_corrector_workload_checks_and_rejects():
-    bad = [Provider("half_step", "broken", _corrector_half_step, rebinds=True), Provider("weak_noise", "broken", _corrector_per_noise, rebinds=True)]
-    opts = BenchOptions(device=torch.device("cpu"), workloads=("corrector",), dtypes=("fp32", "bf16"), modes=("inplace",), sizes=(10,), providers=("torch", "eager", "eager_inplace"), extra_providers={"corrector": bad}, **TINY)
+    bad = [
+        Provider("half_step", "broken", _corrector_half_step, rebinds=True),
+        Provider("weak_noise", "broken", _corrector_per_noise, rebinds=True),
+    ]
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        workloads=("corrector",),
+        dtypes=("fp32", "bf16"),
+        modes=("inplace",),
+        sizes=(10,),
+        providers=("torch", "eager", "eager_inplace"),
+        extra_providers={"corrector": bad},
+        **TINY,
+    )
     result = run(opts)
     assert len(result.cases) == 2
     for cr in result.cases:
@@ -344,7 +482,16 @@ def test_annealed_workload_steps_per_second_and_rejects(tmp_path):
         return annealed._naive_make(case, score_fn, sigs[1:], n_steps_each, step_lr)
 
     bad = [Provider("little_noise", "broken", too_little_noise), Provider("skip_level", "broken", skips_a_level)]
-    opts = BenchOptions(device=torch.device("cpu"), workloads=("annealed",), dtypes=("fp32",), modes=("out",), sizes=(11,), providers=("naive", "torch", "triton_graph"), extra_providers={"annealed": bad}, **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        workloads=("annealed",),
+        dtypes=("fp32",),
+        modes=("out",),
+        sizes=(11,),
+        providers=("naive", "torch", "triton_graph"),
+        extra_providers={"annealed": bad},
+        **TINY,
+    )
     result = run(opts)
     (cr,) = result.cases
     provs = {p.name: p for p in cr.providers}
@@ -353,7 +500,11 @@ def test_annealed_workload_steps_per_second_and_rejects(tmp_path):
     assert provs["little_noise"].status == "rejected" and "variance" in provs["little_noise"].reason
     assert provs["skip_level"].status == "rejected"
     d = cr.to_dict()
-    assert d["bytes_moved"] is None and d["throughput_unit"] == "steps/s" and d["items_per_call"] == annealed.LEVELS * annealed.STEPS_EACH
+    assert (
+        d["bytes_moved"] is None
+        and d["throughput_unit"] == "steps/s"
+        and d["items_per_call"] == annealed.LEVELS * annealed.STEPS_EACH
+    )
     p = {q["name"]: q for q in d["providers"]}["torch"]
     assert math.isclose(p["throughput"], d["items_per_call"] / (p["timing_ms"]["median_ms"] * 1e-3), rel_tol=1e-9)
     from fastlangevin.benchmarking import report
@@ -375,7 +526,11 @@ def test_annealed_predicted_moments_match_a_direct_simulation():
         a = annealed.STEP_LR * (sig / sigs[-1]) ** 2
         c = annealed.TARGET_VAR + sig**2
         for _ in range(annealed.STEPS_EACH):
-            x = x + a * (annealed.TARGET_MEAN - x) / c + math.sqrt(2 * a) * torch.randn(x.shape, dtype=torch.float64, generator=g)
+            x = (
+                x
+                + a * (annealed.TARGET_MEAN - x) / c
+                + math.sqrt(2 * a) * torch.randn(x.shape, dtype=torch.float64, generator=g)
+            )
     m, v = annealed.predicted_moments(0.0, 1.0, sigs, annealed.STEPS_EACH, annealed.STEP_LR)
     assert abs(x.mean().item() - m) < 6 * math.sqrt(v / x.numel())
     assert abs(x.var().item() - v) < 6 * v * math.sqrt(2 / x.numel())
@@ -383,7 +538,27 @@ def test_annealed_predicted_moments_match_a_direct_simulation():
 
 def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
     summary = tmp_path / "s.json"
-    argv = ["profile", "--sampler", "annealed", "--device", "cpu", "--n", "32", "--dim", "8", "--hidden", "16", "--steps", "4", "--levels", "2", "--trace", str(tmp_path / "t.json"), "--json", str(summary)]
+    argv = [
+        "profile",
+        "--sampler",
+        "annealed",
+        "--device",
+        "cpu",
+        "--n",
+        "32",
+        "--dim",
+        "8",
+        "--hidden",
+        "16",
+        "--steps",
+        "4",
+        "--levels",
+        "2",
+        "--trace",
+        str(tmp_path / "t.json"),
+        "--json",
+        str(summary),
+    ]
     assert cli.main(argv) == 0
     s = json.loads(summary.read_text())
     ph = {p["label"]: p for p in s["phases"]}
@@ -431,14 +606,25 @@ def _dsm_frozen_noise(case, score_fn, noise):  # one z for every call, no inject
 
 def test_dsm_workload_checks_memory_and_rejects():
     bad = [Provider("wrong_weight", "broken", _dsm_wrong_weight), Provider("frozen_noise", "broken", _dsm_frozen_noise)]
-    opts = BenchOptions(device=torch.device("cpu"), workloads=("dsm",), dtypes=("fp32", "bf16"), modes=("out",), sizes=(10,), providers=("torch", "naive"), extra_providers={"dsm": bad}, **TINY)
+    opts = BenchOptions(
+        device=torch.device("cpu"),
+        workloads=("dsm",),
+        dtypes=("fp32", "bf16"),
+        modes=("out",),
+        sizes=(10,),
+        providers=("torch", "naive"),
+        extra_providers={"dsm": bad},
+        **TINY,
+    )
     for cr in run(opts).cases:
         provs = {p.name: p for p in cr.providers}
         for name in ("torch", "naive"):
             p = provs[name]
             assert p.status == "ok", p
             assert isinstance(p.check["injected_noise"], dict) and len(p.check["drawn_noise"]["losses"]) == 4
-            assert p.extra["saved_bytes"] > 0 and p.extra["noise_tensor_bytes"] == 1024 * (4 if cr.case.dtype == torch.float32 else 2)
+            assert p.extra["saved_bytes"] > 0 and p.extra["noise_tensor_bytes"] == 1024 * (
+                4 if cr.case.dtype == torch.float32 else 2
+            )
         assert cr.bytes_moved == 8 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
         assert provs["wrong_weight"].status == "rejected" and "injected noise" in provs["wrong_weight"].reason
         assert provs["frozen_noise"].status == "rejected", provs["frozen_noise"]

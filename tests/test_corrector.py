@@ -100,7 +100,17 @@ def test_corrector_update_matches_equation(device_backend, norm, add_noise):
         x = x0.clone()
         with track_backends() as ran:
             _, eps = langevin_corrector_(
-                x, s, snr, alpha=alpha, norm=norm, add_noise=add_noise, generator=g, backend=backend, rng=stream, sample_offset=offset, return_step_size=True
+                x,
+                s,
+                snr,
+                alpha=alpha,
+                norm=norm,
+                add_noise=add_noise,
+                generator=g,
+                backend=backend,
+                rng=stream,
+                sample_offset=offset,
+                return_step_size=True,
             )
         assert ran == [("corrector_norms", backend), ("langevin_step", backend)]
         seed = draw_seed(torch.device(device), g_copy)  # the one draw the op made
@@ -132,10 +142,27 @@ def test_per_sample_norms_batch_invariant(device_backend):
     x = torch.randn(4, 5, generator=g, device=device)
     s = torch.randn(4, 5, generator=g, device=device)
     whole = x.clone()
-    langevin_corrector_(whole, s, 0.2, norm="per_sample", generator=torch.Generator(device=device).manual_seed(9), backend=backend, rng="philox")
+    langevin_corrector_(
+        whole,
+        s,
+        0.2,
+        norm="per_sample",
+        generator=torch.Generator(device=device).manual_seed(9),
+        backend=backend,
+        rng="philox",
+    )
     for i in range(4):
         alone = x[i : i + 1].clone()
-        langevin_corrector_(alone, s[i : i + 1], 0.2, norm="per_sample", generator=torch.Generator(device=device).manual_seed(9), backend=backend, rng="philox", sample_offset=i)
+        langevin_corrector_(
+            alone,
+            s[i : i + 1],
+            0.2,
+            norm="per_sample",
+            generator=torch.Generator(device=device).manual_seed(9),
+            backend=backend,
+            rng="philox",
+            sample_offset=i,
+        )
         torch.testing.assert_close(alone, whole[i : i + 1], atol=1e-6, rtol=1e-6)
 
 

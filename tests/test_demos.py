@@ -90,6 +90,8 @@ def test_mixture_local_minimum_has_zero_score_and_is_a_minimum():
     angles = torch.arange(8) * (2 * math.pi / 8)
     ring = m + 0.3 * torch.stack([angles.cos(), angles.sin()], dim=1)
     assert bool((mix.log_prob(ring) > mix.log_prob(m[None])).all())  # higher all around
+
+
 MOG_TV_ANNEALED = 0.07  # quick: 0.024; noiseless sampler: every chain in one mode, 0.40
 MOG_TV_PLAIN = 0.15  # quick: 0.22 (the basins' areas); the picture's claim needs it well above
 MOG_VAR_ERR = 0.3  # per-mode variance within 30% of 1; quick: 0.14; noiseless: inf (empty modes)

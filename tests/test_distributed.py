@@ -71,19 +71,54 @@ def cases():
     return {
         "langevin-torch": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.05, n_steps=4, backend="torch")),
         "langevin-triton": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.05, n_steps=2, backend="triton")),
-        "langevin-philox-clamp": (fl.langevin, (ring_score,), {"x0": x0}, dict(step_size=0.3, n_steps=3, backend="torch", rng="philox", clamp=(-1.0, 1.0))),
-        "noise-only": (fl.langevin, (zero_score,), {"x0": torch.zeros(B, 3)}, dict(step_size=0.5, n_steps=1, backend="torch")),
+        "langevin-philox-clamp": (
+            fl.langevin,
+            (ring_score,),
+            {"x0": x0},
+            dict(step_size=0.3, n_steps=3, backend="torch", rng="philox", clamp=(-1.0, 1.0)),
+        ),
+        "noise-only": (
+            fl.langevin,
+            (zero_score,),
+            {"x0": torch.zeros(B, 3)},
+            dict(step_size=0.5, n_steps=1, backend="torch"),
+        ),
         "annealed-per-sample-lr": (
-            fl.annealed_langevin, (sigma_score,), {"x0": x0},
+            fl.annealed_langevin,
+            (sigma_score,),
+            {"x0": x0},
             dict(sigmas=[1.0, 0.5, 0.1], n_steps_each=2, step_lr=torch.linspace(1e-3, 3e-3, B), backend="torch"),
         ),
-        "pc-ve-batch-norms-torch": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=5, backend="torch")),
-        "pc-ve-batch-norms-triton": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=2, backend="triton")),
-        "pc-vp-per-sample-snr-2-correctors": (
-            fl.pc_sample, (vp_score, fl.VPSDE(beta_min=0.1, beta_max=2.0)), {"x0": x0},
-            dict(n_steps=4, predictor="euler_maruyama", n_corrector_steps=2, snr=torch.linspace(0.1, 0.2, B), backend="torch"),
+        "pc-ve-batch-norms-torch": (
+            fl.pc_sample,
+            (ve_score, _ve()),
+            {"shape": (B, 3)},
+            dict(n_steps=5, backend="torch"),
         ),
-        "pc-per-sample-norms": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=3, corrector_norm="per_sample", backend="torch")),
+        "pc-ve-batch-norms-triton": (
+            fl.pc_sample,
+            (ve_score, _ve()),
+            {"shape": (B, 3)},
+            dict(n_steps=2, backend="triton"),
+        ),
+        "pc-vp-per-sample-snr-2-correctors": (
+            fl.pc_sample,
+            (vp_score, fl.VPSDE(beta_min=0.1, beta_max=2.0)),
+            {"x0": x0},
+            dict(
+                n_steps=4,
+                predictor="euler_maruyama",
+                n_corrector_steps=2,
+                snr=torch.linspace(0.1, 0.2, B),
+                backend="torch",
+            ),
+        ),
+        "pc-per-sample-norms": (
+            fl.pc_sample,
+            (ve_score, _ve()),
+            {"shape": (B, 3)},
+            dict(n_steps=3, corrector_norm="per_sample", backend="torch"),
+        ),
         "mala": (fl.mala, (log_prob,), {"x0": x0}, dict(step_size=0.4, n_steps=5, backend="torch")),
     }
 
@@ -110,7 +145,9 @@ def _sampling_job(rank, world, out_dir):
     # per-rank files
     own = fd.sample_sharded(sampler, *args, seed=SEED, gather="none", **start, **kw)
     fd.save_shard(os.path.join(out_dir, "shards"), own, batch=B)
-    mala_own = fd.sample_sharded(fl.mala, log_prob, x0=_x0(), seed=SEED, gather="none", step_size=0.4, n_steps=5, backend="torch")
+    mala_own = fd.sample_sharded(
+        fl.mala, log_prob, x0=_x0(), seed=SEED, gather="none", step_size=0.4, n_steps=5, backend="torch"
+    )
     fd.save_shard(os.path.join(out_dir, "mala-shards"), mala_own, batch=B)
 
     sampler, args, start, kw = cases()["langevin-torch"]
@@ -122,7 +159,9 @@ def _sampling_job(rank, world, out_dir):
     results["default-seed"] = fd.sample_sharded(sampler, *args, **start, **kw)
     # x0 as a callable building the shard
     x0 = start["x0"]
-    results["x0-callable"] = fd.sample_sharded(sampler, *args, x0=lambda a, b: x0[a:b].clone(), batch=B, seed=SEED, **kw)
+    results["x0-callable"] = fd.sample_sharded(
+        sampler, *args, x0=lambda a, b: x0[a:b].clone(), batch=B, seed=SEED, **kw
+    )
     # seeds that disagree between ranks: a ValueError on every rank (and the group stays usable)
     try:
         fd.sample_sharded(sampler, *args, seed=SEED + rank, **start, **kw)
@@ -256,7 +295,9 @@ def _failure_job(rank, world, out_dir):
 
         t0 = time.monotonic()
         try:
-            fd.sample_sharded(fl.pc_sample, score, _ve(), shape=(B, 3), seed=SEED, n_steps=6, backend="torch", group=short.get(mode))
+            fd.sample_sharded(
+                fl.pc_sample, score, _ve(), shape=(B, 3), seed=SEED, n_steps=6, backend="torch", group=short.get(mode)
+            )
             rec = {"error": None}
         except Exception as e:
             rec = {"error": type(e).__name__, "message": str(e), "failed_rank": getattr(e, "failed_rank", "n/a")}
@@ -330,10 +371,16 @@ def test_bad_input():
 def test_load_shards_reports_a_missing_shard(tmp_path):
     x = torch.arange(14.0).reshape(7, 2)
     # write rank 0's shard of a 2-rank run only
-    torch.save({"start": 0, "stop": 4, "batch": 7, "world_size": 2, "samples": (x[:4],), "tuple": False}, tmp_path / "shard-00000.pt")
+    torch.save(
+        {"start": 0, "stop": 4, "batch": 7, "world_size": 2, "samples": (x[:4],), "tuple": False},
+        tmp_path / "shard-00000.pt",
+    )
     with pytest.raises(ValueError, match="cover rows 0..4 of 7"):
         fd.load_shards(str(tmp_path))
-    torch.save({"start": 5, "stop": 7, "batch": 7, "world_size": 2, "samples": (x[5:],), "tuple": False}, tmp_path / "shard-00001.pt")
+    torch.save(
+        {"start": 5, "stop": 7, "batch": 7, "world_size": 2, "samples": (x[5:],), "tuple": False},
+        tmp_path / "shard-00001.pt",
+    )
     with pytest.raises(ValueError, match="expected a shard starting at row 4"):
         fd.load_shards(str(tmp_path))
 
@@ -344,7 +391,9 @@ def test_corrector_gather_norms_hook():
     g = gen(3)
     x = torch.randn(6, 4, generator=g)
     s = -x * torch.linspace(0.5, 2.0, 6)[:, None]
-    whole, eps_whole = fl.langevin_corrector_(x.clone(), s, 0.16, generator=gen(9), backend="torch", return_step_size=True)
+    whole, eps_whole = fl.langevin_corrector_(
+        x.clone(), s, 0.16, generator=gen(9), backend="torch", return_step_size=True
+    )
     # the whole batch's norms, as the ranks would gather them
     from fastlangevin._rng import draw_seed
     from fastlangevin.ops.corrector import corrector_norms
@@ -356,11 +405,21 @@ def test_corrector_gather_norms_hook():
         seen.append(n.shape)
         return all_norms
 
-    part, eps_part = fl.langevin_corrector_(x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2,
-                                             gather_norms=hook, return_step_size=True)
+    part, eps_part = fl.langevin_corrector_(
+        x[2:5].clone(),
+        s[2:5],
+        0.16,
+        generator=gen(9),
+        backend="torch",
+        sample_offset=2,
+        gather_norms=hook,
+        return_step_size=True,
+    )
     assert seen == [torch.Size([3, 2])]
     assert torch.equal(eps_part, eps_whole) and torch.equal(part, whole[2:5])
-    _, eps_local = fl.langevin_corrector_(x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2, return_step_size=True)
+    _, eps_local = fl.langevin_corrector_(
+        x[2:5].clone(), s[2:5], 0.16, generator=gen(9), backend="torch", sample_offset=2, return_step_size=True
+    )
     assert not math.isclose(eps_local.item(), eps_whole.item(), rel_tol=1e-3)
     with pytest.raises(ValueError, match=r"gather_norms must return the whole batch's \[B, 2\]"):
         fl.langevin_corrector_(x.clone(), s, 0.16, gather_norms=lambda n: n[:, :1])
@@ -382,19 +441,36 @@ def test_dsm_loss_shard_equals_rows_of_whole_batch(device_backend, D):
     def score_fn(xt, sig):  # row-wise, with a parameter
         return -w * xt / (1.0 + sig[:, None] ** 2)
 
-    whole = fl.dsm_loss(score_fn, x, sigma, reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend)
+    whole = fl.dsm_loss(
+        score_fn, x, sigma, reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend
+    )
     gw_whole, gx_whole = torch.autograd.grad(whole.sum(), (w, x))
     rows, gw_parts, gx_parts = [], [], []
     for a, b in ((0, 4), (4, 7)):
         xs = x.detach()[a:b].clone().requires_grad_(True)
-        part = fl.dsm_loss(score_fn, xs, sigma[a:b], reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend, sample_offset=a)
+        part = fl.dsm_loss(
+            score_fn,
+            xs,
+            sigma[a:b],
+            reduction="none",
+            generator=torch.Generator(device).manual_seed(5),
+            backend=backend,
+            sample_offset=a,
+        )
         gw, gx = torch.autograd.grad(part.sum(), (w, xs))
         rows.append(part.detach()), gw_parts.append(gw), gx_parts.append(gx)
     assert torch.equal(torch.cat(rows), whole.detach())
     torch.testing.assert_close(gw_parts[0] + gw_parts[1], gw_whole, rtol=1e-5, atol=1e-6)
     assert torch.equal(torch.cat(gx_parts), gx_whole)
     # without the offset, the second shard would draw the first rows' noise
-    wrong = fl.dsm_loss(score_fn, x.detach()[4:7], sigma[4:7], reduction="none", generator=torch.Generator(device).manual_seed(5), backend=backend)
+    wrong = fl.dsm_loss(
+        score_fn,
+        x.detach()[4:7],
+        sigma[4:7],
+        reduction="none",
+        generator=torch.Generator(device).manual_seed(5),
+        backend=backend,
+    )
     assert not torch.allclose(wrong, whole.detach()[4:7])
     with pytest.raises(ValueError, match="sample_offset must be a non-negative int"):
         fl.dsm_loss(score_fn, x, sigma, sample_offset=-1, backend=backend)
@@ -413,8 +489,12 @@ def test_dsm_ops_opcheck_with_sample_offset(device_backend):
     torch.library.opcheck(ops.dsm_loss_rows, (s, seed, inv, w, backend, rng, None, 3))
     torch.library.opcheck(ops.dsm_loss_rows_backward, (s.detach(), seed, inv, w, backend, rng, None, 3))
     # the offset moves the noise: rows 3.. of a 6-row call at offset 0
-    big = ops.dsm_perturb(torch.zeros(6, 5, device=device), seed, None, torch.ones(6, device=device), backend, rng, None)
-    moved = ops.dsm_perturb(torch.zeros(3, 5, device=device), seed, None, torch.ones(3, device=device), backend, rng, None, 3)
+    big = ops.dsm_perturb(
+        torch.zeros(6, 5, device=device), seed, None, torch.ones(6, device=device), backend, rng, None
+    )
+    moved = ops.dsm_perturb(
+        torch.zeros(3, 5, device=device), seed, None, torch.ones(3, device=device), backend, rng, None, 3
+    )
     assert torch.equal(moved, big[3:])
 
 
@@ -451,7 +531,14 @@ def train(model, *, offset=True, weight=True, group=None):
     for _ in range(TRAIN_STEPS):
         x = torch.randn(TRAIN_BATCH, 2, generator=data_g) * 0.5 + torch.tensor([1.0, -2.0])
         sigma = sigmas[torch.randint(len(sigmas), (TRAIN_BATCH,), generator=data_g)]
-        loss = fl.dsm_loss(model, x[start:stop], sigma[start:stop], generator=noise_g, sample_offset=start if offset else 0, backend="torch")
+        loss = fl.dsm_loss(
+            model,
+            x[start:stop],
+            sigma[start:stop],
+            generator=noise_g,
+            sample_offset=start if offset else 0,
+            backend="torch",
+        )
         opt.zero_grad()
         (loss * (fd.shard_weight(TRAIN_BATCH, group) if weight else 1.0)).backward()
         opt.step()
@@ -508,7 +595,20 @@ def test_ddp_negative_controls_differ(ddp_job, control):
 # The torchrun example: the same run on 1 process and on 2
 # ---------------------------------------------------------------------------------------
 EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_ddp.py")
-EXAMPLE_ARGS = ["--steps", "12", "--log-every", "4", "--batch", "63", "--samples", "45", "--sampling-steps", "2", "--timeout", "30"]
+EXAMPLE_ARGS = [
+    "--steps",
+    "12",
+    "--log-every",
+    "4",
+    "--batch",
+    "63",
+    "--samples",
+    "45",
+    "--sampling-steps",
+    "2",
+    "--timeout",
+    "30",
+]
 
 
 def _result_lines(text):
@@ -527,9 +627,22 @@ def test_example_under_torchrun_matches_one_process(capsys):
     one = _result_lines(capsys.readouterr().out)
     assert len(one) == 4 and one[-1].startswith("weight of the mode")
 
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
     env["OMP_NUM_THREADS"] = "1"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", EXAMPLE, *EXAMPLE_ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        EXAMPLE,
+        *EXAMPLE_ARGS,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in proc.stdout and "rows 0:32" in proc.stdout  # 63 rows: shards of 32 and 31

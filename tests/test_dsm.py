@@ -69,7 +69,9 @@ def assert_within_ulps(actual, expected, ulps=1):
     a, e = actual.double(), expected.double()
     spacing = eps * torch.exp2(torch.floor(torch.log2(e.abs().clamp_min(torch.finfo(expected.dtype).tiny))))
     bad = (a - e).abs() > ulps * spacing
-    assert not bad.any(), f"{int(bad.sum())} elements differ by more than {ulps} ulp: {a[bad][:4].tolist()} vs {e[bad][:4].tolist()}"
+    assert not bad.any(), (
+        f"{int(bad.sum())} elements differ by more than {ulps} ulp: {a[bad][:4].tolist()} vs {e[bad][:4].tolist()}"
+    )
 
 
 def rows_for(x, sigma, alpha=None, weight=None):
@@ -127,7 +129,9 @@ def test_matches_formula(device_backend, shape, per_sample, use_alpha, use_weigh
 
     x = x0.clone().requires_grad_()
     with fl.track_backends() as ran:
-        losses = dsm_loss_with_noise(score_fn, x, sigma, z, alpha=alpha, weight=weight, reduction="none", backend=backend)
+        losses = dsm_loss_with_noise(
+            score_fn, x, sigma, z, alpha=alpha, weight=weight, reduction="none", backend=backend
+        )
         (losses * gl).sum().backward()
     assert [b for _, b in ran] == [backend] * 3
     assert [op for op, _ in ran] == ["dsm_perturb", "dsm_loss", "dsm_loss_backward"]
@@ -229,7 +233,11 @@ def test_kernel_vs_fallback_fp32(shape, injected):
     x, z, sigma, alpha, weight = make_inputs(shape, torch.float32, seed=4)
     x, z = x.to(dev), z.to(dev)
     sig, al, inv, w = [t.to(dev) for t in rows_for(x, sigma, alpha, weight)]
-    seed = torch.zeros(1, dtype=torch.int64, device=dev) if injected else _rng.draw_seed(torch.device(dev), torch.Generator(device=dev).manual_seed(9))
+    seed = (
+        torch.zeros(1, dtype=torch.int64, device=dev)
+        if injected
+        else _rng.draw_seed(torch.device(dev), torch.Generator(device=dev).manual_seed(9))
+    )
     noise = z if injected else None
     out, grads = {}, {}
     for backend in ("triton", "torch"):
@@ -279,7 +287,9 @@ def test_outputs_fully_written():
     for B, D in [(3, 7), (5, 1), (2, 13)]:
         x = torch.randn(B * D, device=dev)
         seed = torch.tensor([12345], device=dev)
-        sig, al, inv, w = [t.to(dev) for t in rows_for(x.view(B, D), torch.rand(B) + 0.1, torch.rand(B) + 0.5, torch.rand(B))]
+        sig, al, inv, w = [
+            t.to(dev) for t in rows_for(x.view(B, D), torch.rand(B) + 0.1, torch.rand(B) + 0.5, torch.rand(B))
+        ]
         for run in (
             lambda o: kd.launch_dsm_perturb(x, o, seed, al, sig, row_size=D),
             lambda o: kd.launch_dsm_loss_backward(x, o, seed, inv, w, row_size=D),
@@ -325,9 +335,18 @@ def test_launchers_honour_elem_offset(B, D, elem_offset):
     kw = dict(row_size=D, elem_offset=elem_offset)
     fkw = dict(kw, rng="philox")
     pairs = [
-        (kd.launch_dsm_perturb(x, torch.empty_like(x), seed, None, sig, **kw), fb.dsm_perturb_torch(x, torch.empty_like(x), seed, None, sig, **fkw)),
-        (kd.launch_dsm_loss_backward(x, torch.empty_like(x), seed, inv, w, **kw), fb.dsm_loss_backward_torch(x, torch.empty_like(x), seed, inv, w, **fkw)),
-        (kd.launch_dsm_loss_rows(x, torch.empty(B, device=dev), seed, inv, w, **kw), fb.dsm_loss_rows_torch(x, seed, inv, w, **fkw)),
+        (
+            kd.launch_dsm_perturb(x, torch.empty_like(x), seed, None, sig, **kw),
+            fb.dsm_perturb_torch(x, torch.empty_like(x), seed, None, sig, **fkw),
+        ),
+        (
+            kd.launch_dsm_loss_backward(x, torch.empty_like(x), seed, inv, w, **kw),
+            fb.dsm_loss_backward_torch(x, torch.empty_like(x), seed, inv, w, **fkw),
+        ),
+        (
+            kd.launch_dsm_loss_rows(x, torch.empty(B, device=dev), seed, inv, w, **kw),
+            fb.dsm_loss_rows_torch(x, seed, inv, w, **fkw),
+        ),
     ]
     for got, want in pairs:
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -349,7 +368,9 @@ def test_exact_target_gives_zero_loss(device_backend, dtype):
     def exact(xt, sig):
         return -(xt - rows_view(alpha, 3) * x) / rows_view(sig, 3) ** 2 * w
 
-    loss = fl.dsm_loss(exact, x, sigma, alpha=alpha, backend=backend, generator=torch.Generator(device=device).manual_seed(3))
+    loss = fl.dsm_loss(
+        exact, x, sigma, alpha=alpha, backend=backend, generator=torch.Generator(device=device).manual_seed(3)
+    )
     loss.backward()
     # a zero score's loss is ½ Σ z² ≈ D/2 per sample: rounding leaves ≤ 1e-12 (fp32) of it
     tol = 1e-12 if dtype == torch.float32 else 1e-28
@@ -357,7 +378,14 @@ def test_exact_target_gives_zero_loss(device_backend, dtype):
     assert 0 <= loss.item() <= tol * D
     assert abs(w.grad.item()) <= math.sqrt(tol) * D
     # ... and a wrong σ in the target is far from 0: the check can fail
-    off = fl.dsm_loss(lambda xt, sig: exact(xt, sig * 1.1), x, sigma, alpha=alpha, backend=backend, generator=torch.Generator(device=device).manual_seed(3))
+    off = fl.dsm_loss(
+        lambda xt, sig: exact(xt, sig * 1.1),
+        x,
+        sigma,
+        alpha=alpha,
+        backend=backend,
+        generator=torch.Generator(device=device).manual_seed(3),
+    )
     assert off.item() > 1e-3 * D
 
 
@@ -381,7 +409,9 @@ def test_generated_noise_matches_formula(backend, rng, shape):
     seed = _rng.draw_seed(torch.device("cpu"), twin)  # the seed dsm_loss will draw
     n = x.numel()
     z = (_rng.torch_normal(int(seed), 0, n) if rng == "torch" else _rng.philox_normal(seed, 0, n)).view(shape)
-    got = fl.dsm_loss(net, x, sigma, alpha=alpha, weight=weight, reduction="none", generator=gen, backend=backend, rng=rng)
+    got = fl.dsm_loss(
+        net, x, sigma, alpha=alpha, weight=weight, reduction="none", generator=gen, backend=backend, rng=rng
+    )
     a = rows_view(alpha, x.dim())
     want = formula_rows(net(a * x + rows_view(sigma, x.dim()) * z, sigma), z, sigma, weight)
     tol = 1e-5 if rng == "torch" else 1e-4  # PyTorch's Philox normals are the kernel's to ~1e-6
@@ -401,14 +431,18 @@ def test_gradcheck_fallback_float64():
         return lambda xt, sig: -torch.tanh(xt - m) / (1 + rows_view(sig, 3))
 
     def injected(x, m):
-        return dsm_loss_with_noise(score_fn_of(m), x, sigma, z, alpha=alpha, weight=weight, reduction="none", backend="torch")
+        return dsm_loss_with_noise(
+            score_fn_of(m), x, sigma, z, alpha=alpha, weight=weight, reduction="none", backend="torch"
+        )
 
     torch.autograd.gradcheck(injected, (x, m))
     for rng in ("torch", "philox"):  # generated noise: same generator state at every call
 
         def generated(x, m, rng=rng):
             g = torch.Generator().manual_seed(5)
-            return fl.dsm_loss(score_fn_of(m), x, sigma, alpha=alpha, reduction="sum", generator=g, backend="torch", rng=rng)
+            return fl.dsm_loss(
+                score_fn_of(m), x, sigma, alpha=alpha, reduction="sum", generator=g, backend="torch", rng=rng
+            )
 
         torch.autograd.gradcheck(generated, (x, m))
 
@@ -447,7 +481,9 @@ def test_gradient_vanishes_at_optimal_score_gaussian():
         for _ in range(K):
             x = mu + s_data * torch.randn(B, D, generator=gen)
             _, sig = fl.sample_noise_levels(sigmas, B, generator=gen)
-            gm, gv = torch.autograd.grad(fl.dsm_loss(model, x, sig, alpha=alpha, generator=gen, backend="torch"), (mh, vh))
+            gm, gv = torch.autograd.grad(
+                fl.dsm_loss(model, x, sig, alpha=alpha, generator=gen, backend="torch"), (mh, vh)
+            )
             out.append(torch.cat([gm, gv.reshape(1)]))
         g = torch.stack(out)
         return g.mean(0), g.std(0) / math.sqrt(K)
@@ -487,7 +523,9 @@ def test_fused_loss_saves_no_noise_tensor():
         return kept["s"]
 
     # fused: exactly one [B, D] tensor is saved, and it is the score
-    loss, saved = _saved(lambda: fl.dsm_loss(score_fn, x, sigma, generator=torch.Generator().manual_seed(2), backend="torch"))
+    loss, saved = _saved(
+        lambda: fl.dsm_loss(score_fn, x, sigma, generator=torch.Generator().manual_seed(2), backend="torch")
+    )
     large = [t for t in saved if t.numel() >= B * D]
     assert len(large) == 1 and large[0].untyped_storage().data_ptr() == kept["s"].untyped_storage().data_ptr()
     fused_bytes = sum(t.numel() * t.element_size() for t in saved)
@@ -532,7 +570,16 @@ def test_fused_loss_saves_no_noise_tensor():
 def _loss_and_grads(backend, x0, sigma, seed, reduction="none", rng=None, net=None):
     net = net or AffineScore(x0.shape[1:])
     x = x0.clone().requires_grad_()
-    out = fl.dsm_loss(net, x, sigma, alpha=0.9, reduction=reduction, generator=torch.Generator(device=x0.device).manual_seed(seed), backend=backend, rng=rng)
+    out = fl.dsm_loss(
+        net,
+        x,
+        sigma,
+        alpha=0.9,
+        reduction=reduction,
+        generator=torch.Generator(device=x0.device).manual_seed(seed),
+        backend=backend,
+        rng=rng,
+    )
     (out * torch.arange(1, out.numel() + 1, device=x0.device)).sum().backward()
     return out.detach(), x.grad, net.m.grad
 
@@ -567,9 +614,25 @@ def test_batch_invariance_fallback_long_rows(rng):
     """Fallback with rows longer than the row-sum width and spanning noise chunks."""
     x = torch.randn(24, 3, 41, 41, generator=torch.Generator().manual_seed(14))  # 24 x 5043
     sigma = torch.rand(24, generator=torch.Generator().manual_seed(15)) + 0.1
-    full = fl.dsm_loss(lambda xt, s: -xt, x, sigma, reduction="none", generator=torch.Generator().manual_seed(1), backend="torch", rng=rng)
+    full = fl.dsm_loss(
+        lambda xt, s: -xt,
+        x,
+        sigma,
+        reduction="none",
+        generator=torch.Generator().manual_seed(1),
+        backend="torch",
+        rng=rng,
+    )
     for k in (1, 7, 13):
-        part = fl.dsm_loss(lambda xt, s: -xt, x[:k], sigma[:k], reduction="none", generator=torch.Generator().manual_seed(1), backend="torch", rng=rng)
+        part = fl.dsm_loss(
+            lambda xt, s: -xt,
+            x[:k],
+            sigma[:k],
+            reduction="none",
+            generator=torch.Generator().manual_seed(1),
+            backend="torch",
+            rng=rng,
+        )
         assert torch.equal(part, full[:k])
 
 
@@ -589,7 +652,9 @@ def test_fallback_threaded_equals_serial():
             b = torch.zeros(65537, requires_grad=True)
             seen = {}
             fn = lambda xt, s: seen.setdefault("xt", xt) * -0.5 + b  # noqa: E731
-            loss = fl.dsm_loss(fn, x, sigma, reduction="none", generator=torch.Generator().manual_seed(2), backend="torch")
+            loss = fl.dsm_loss(
+                fn, x, sigma, reduction="none", generator=torch.Generator().manual_seed(2), backend="torch"
+            )
             loss.sum().backward()
             results.append((loss.detach(), seen["xt"], b.grad))
     finally:
@@ -672,7 +737,10 @@ def test_opcheck(device_backend):
     device, backend = device_backend
     rng = "torch" if backend == "torch" and device == "cpu" else "philox"
     x = torch.randn(3, 2, 5, device=device, requires_grad=True)
-    sig, al, inv, w = [None if t is None else t.to(device) for t in rows_for(x, torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.9, 0.8, 0.7]))]
+    sig, al, inv, w = [
+        None if t is None else t.to(device)
+        for t in rows_for(x, torch.tensor([0.5, 1.0, 2.0]), torch.tensor([0.9, 0.8, 0.7]))
+    ]
     seed = torch.tensor([77], device=device)
     z = torch.randn(x.shape, device=device)
     s = torch.randn(x.shape, device=device, requires_grad=True)

@@ -36,7 +36,16 @@ def test_every_kernel_variant_compiles_for_sm90(report):
 
 @pytest.mark.parametrize(
     "variant",
-    ["step-fp32-scalars", "step-bf16-rows-sqrt2a-clamp", "step-fp32-state-bf16-score-0d", "step-fp16-deterministic", "dsm-perturb-fp32", "dsm-backward-fp32-alignedTrue", "dsm-perturb-bf16", "dsm-backward-bf16-alignedTrue"],
+    [
+        "step-fp32-scalars",
+        "step-bf16-rows-sqrt2a-clamp",
+        "step-fp32-state-bf16-score-0d",
+        "step-fp16-deterministic",
+        "dsm-perturb-fp32",
+        "dsm-backward-fp32-alignedTrue",
+        "dsm-perturb-bf16",
+        "dsm-backward-bf16-alignedTrue",
+    ],
 )
 def test_hot_kernels_use_16_byte_accesses(report, variant):
     assert "ld.global.v4.b32" in report[variant]["vector_loads"], report[variant]

@@ -184,8 +184,9 @@ def test_batch_invariance_and_offsets(device, backend, shape):
 
 
 def test_block_size_invariance():
-    from fastlangevin._validate import Scale
     from fastlangevin.kernels.langevin_step import launch_langevin_step
+
+    from fastlangevin._validate import Scale
 
     x = torch.randn(3001)
     s = torch.randn(3001)
@@ -195,14 +196,36 @@ def test_block_size_invariance():
         for offset in (0, 5):
             for vec in (4, 8):  # elements per tile row: the noise must not depend on it either
                 out = torch.full_like(x, float("nan"))
-                launch_langevin_step(x, s, out, seed, Scale(value=0.1), Scale(value=1.0), None, row_size=1, elem_offset=offset, block=block, vec=vec)
+                launch_langevin_step(
+                    x,
+                    s,
+                    out,
+                    seed,
+                    Scale(value=0.1),
+                    Scale(value=1.0),
+                    None,
+                    row_size=1,
+                    elem_offset=offset,
+                    block=block,
+                    vec=vec,
+                )
                 outs.append((offset, out))
     for offset, out in outs:
         assert not out.isnan().any()
         assert torch.equal(out, [o for off, o in outs if off == offset][0])
     # the stream is keyed by the global index: offset 5 is the same stream shifted by 5
     big = torch.full((3006,), float("nan"))
-    launch_langevin_step(torch.zeros(3006), torch.zeros(3006), big, seed, Scale(value=0.0), Scale(value=1.0), None, row_size=1, elem_offset=0)
+    launch_langevin_step(
+        torch.zeros(3006),
+        torch.zeros(3006),
+        big,
+        seed,
+        Scale(value=0.0),
+        Scale(value=1.0),
+        None,
+        row_size=1,
+        elem_offset=0,
+    )
     shifted = [o for off, o in outs if off == 5][0] - x - 0.1 * s
     torch.testing.assert_close(shifted, big[5:], atol=1e-6, rtol=0)
 
@@ -245,7 +268,9 @@ def test_rng_torch_stream_is_chunk_keyed():
     seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(4)).item())
     assert torch.equal(z, _rng.torch_normal(seed, 0, n))
     g2 = torch.Generator().manual_seed(int(_rng.chunk_seed(seed, 1)))
-    assert torch.equal(z[_rng.TORCH_RNG_CHUNK : 2 * _rng.TORCH_RNG_CHUNK], torch.randn(_rng.TORCH_RNG_CHUNK, generator=g2))
+    assert torch.equal(
+        z[_rng.TORCH_RNG_CHUNK : 2 * _rng.TORCH_RNG_CHUNK], torch.randn(_rng.TORCH_RNG_CHUNK, generator=g2)
+    )
 
 
 @pytest.mark.parametrize("n,offset", [(1, 0), (5, 3), (17, 0), (100, 40), (70000, 65530)])
@@ -332,8 +357,14 @@ def test_opcheck(device, backend):
     st = torch.rand(5, device=device)
     rng = "philox"
     torch.library.opcheck(torch.ops.fastlangevin.langevin_step.default, _op_args(x, s, seed, backend=backend, rng=rng))
-    torch.library.opcheck(torch.ops.fastlangevin.langevin_step.default, _op_args(x, s, seed, step_t=st, clamp=(-1.0, 1.0), backend=backend, rng=rng))
-    torch.library.opcheck(torch.ops.fastlangevin.langevin_step_.default, _op_args(x.detach().clone(), s.detach(), seed, backend=backend, rng=rng))
+    torch.library.opcheck(
+        torch.ops.fastlangevin.langevin_step.default,
+        _op_args(x, s, seed, step_t=st, clamp=(-1.0, 1.0), backend=backend, rng=rng),
+    )
+    torch.library.opcheck(
+        torch.ops.fastlangevin.langevin_step_.default,
+        _op_args(x.detach().clone(), s.detach(), seed, backend=backend, rng=rng),
+    )
 
 
 @pytest.mark.parametrize("device,backend", device_backends())
@@ -403,15 +434,40 @@ def _bad_cases():
         ("score-device", dict(score=s.to("meta")), ValueError, "score must be on x's device"),
         ("step-negative", dict(step_size=-0.1), ValueError, "step_size must be finite and ≥ 0"),
         ("step-nan", dict(step_size=float("nan")), ValueError, "step_size must be finite"),
-        ("step-inf-tensor", dict(step_size=torch.tensor([0.1, float("inf"), 0.1, 0.1])), ValueError, "step_size must be finite"),
-        ("step-wrong-len", dict(step_size=torch.rand(3)), ValueError, r"step_size tensor must be 0-d or per-sample of shape \[4\]"),
+        (
+            "step-inf-tensor",
+            dict(step_size=torch.tensor([0.1, float("inf"), 0.1, 0.1])),
+            ValueError,
+            "step_size must be finite",
+        ),
+        (
+            "step-wrong-len",
+            dict(step_size=torch.rand(3)),
+            ValueError,
+            r"step_size tensor must be 0-d or per-sample of shape \[4\]",
+        ),
         ("step-2d", dict(step_size=torch.rand(4, 1)), ValueError, "step_size tensor must be 0-d"),
-        ("step-int-tensor", dict(step_size=torch.tensor([1, 1, 1, 1])), TypeError, "step_size tensor must have a floating"),
+        (
+            "step-int-tensor",
+            dict(step_size=torch.tensor([1, 1, 1, 1])),
+            TypeError,
+            "step_size tensor must have a floating",
+        ),
         ("step-bool", dict(step_size=True), TypeError, "step_size must be a float"),
         ("step-str", dict(step_size="0.1"), TypeError, "step_size must be a float"),
         ("noise-negative", dict(noise_scale=-1.0), ValueError, "noise_scale must be finite and ≥ 0"),
-        ("noise-negative-rows", dict(noise_scale=torch.tensor([1.0, -1.0, 1.0, 1.0])), ValueError, "noise_scale must be finite"),
-        ("noise-wrong-len", dict(noise_scale=torch.rand(5)), ValueError, "noise_scale tensor must be 0-d or per-sample"),
+        (
+            "noise-negative-rows",
+            dict(noise_scale=torch.tensor([1.0, -1.0, 1.0, 1.0])),
+            ValueError,
+            "noise_scale must be finite",
+        ),
+        (
+            "noise-wrong-len",
+            dict(noise_scale=torch.rand(5)),
+            ValueError,
+            "noise_scale tensor must be 0-d or per-sample",
+        ),
         ("clamp-order", dict(clamp=(1.0, -1.0)), ValueError, "clamp must satisfy lo <= hi"),
         ("clamp-arity", dict(clamp=(1.0,)), TypeError, "clamp must be a"),
         ("clamp-nan", dict(clamp=(float("nan"), 1.0)), ValueError, "clamp lo must not be NaN"),
@@ -420,7 +476,12 @@ def _bad_cases():
         ("rng-name", dict(rng="mt"), ValueError, "rng must be"),
         ("rng-torch-on-triton", dict(rng="torch", backend="triton"), ValueError, "rng='torch'"),
         ("offset-negative", dict(sample_offset=-1), ValueError, "sample_offset must be a non-negative int"),
-        ("step-requires-grad", dict(step_size=torch.tensor(0.1, requires_grad=True)), ValueError, "step_size is treated as a constant"),
+        (
+            "step-requires-grad",
+            dict(step_size=torch.tensor(0.1, requires_grad=True)),
+            ValueError,
+            "step_size is treated as a constant",
+        ),
     ]
 
 
@@ -457,4 +518,7 @@ def test_cpu_scalar_tensor_accepted_for_cuda_x_and_zero_noise_leaves_generator()
     x = torch.randn(5)
     out = fl.langevin_step(x, x, torch.tensor(0.5), 0.0, generator=g)
     assert torch.equal(out, x + 0.5 * x)
-    assert torch.equal(torch.randint(0, 1000, (3,), generator=g), torch.randint(0, 1000, (3,), generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(
+        torch.randint(0, 1000, (3,), generator=g),
+        torch.randint(0, 1000, (3,), generator=torch.Generator().manual_seed(0)),
+    )

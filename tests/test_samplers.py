@@ -108,7 +108,15 @@ def vp_gaussian(mu, s2, sde):
 def test_pc_ve_returns_data_gaussian(predictor):
     mu, s2 = 1.5, 0.25
     sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
-    x = fl.pc_sample(ve_gaussian(mu, s2, sde), sde, shape=(4000, 4), n_steps=150, predictor=predictor, generator=gen(3), backend="torch")
+    x = fl.pc_sample(
+        ve_gaussian(mu, s2, sde),
+        sde,
+        shape=(4000, 4),
+        n_steps=150,
+        predictor=predictor,
+        generator=gen(3),
+        backend="torch",
+    )
     assert x.mean().item() == pytest.approx(mu, abs=0.03)
     # The SNR corrector is ULA with ε = 2r²(‖z‖/‖s‖)² ≈ 2r²σ_t² on a Gaussian, whose stationary
     # variance is σ_t²/(1 - r²): +2.6% at the default r = 0.16 (seen over seeds: +0.2% to +5.6%).
@@ -200,7 +208,18 @@ def test_annealed_matches_ncsn_reference(dtype, atol):
     sigmas, T, lr, offset = [2.0, 1.0, 0.5], 3, 0.05, 4
     score = gaussian_score(0.3, 0.8)
     trace = Trace(every=1)
-    out = fl.annealed_langevin(score, x0, sigmas, n_steps_each=T, step_lr=lr, generator=gen(6), backend="torch", rng="philox", sample_offset=offset, trace=trace)
+    out = fl.annealed_langevin(
+        score,
+        x0,
+        sigmas,
+        n_steps_each=T,
+        step_lr=lr,
+        generator=gen(6),
+        backend="torch",
+        rng="philox",
+        sample_offset=offset,
+        trace=trace,
+    )
     want, states = ref_ncsn(score, x0, sigmas, T, lr, gen(6), offset, denoise=True)
     assert trace.steps == list(range(len(sigmas) * T + 1))
     for got, ref in zip(trace.states, states):
@@ -208,7 +227,10 @@ def test_annealed_matches_ncsn_reference(dtype, atol):
     torch.testing.assert_close(out, want, atol=atol, rtol=atol)
 
 
-@pytest.mark.parametrize("kind,predictor", [("ve", "reverse_diffusion"), ("vp", "reverse_diffusion"), ("ve", "euler_maruyama"), ("vp", "euler_maruyama")])
+@pytest.mark.parametrize(
+    "kind,predictor",
+    [("ve", "reverse_diffusion"), ("vp", "reverse_diffusion"), ("ve", "euler_maruyama"), ("vp", "euler_maruyama")],
+)
 def test_pc_matches_score_sde_reference(kind, predictor):
     dtype, N, snr, offset = torch.float64, 4, 0.16, 2
     if kind == "ve":
@@ -220,7 +242,19 @@ def test_pc_matches_score_sde_reference(kind, predictor):
     g_ours, g_ref = gen(7), gen(7)
     trace = Trace(every=1)
     out = fl.pc_sample(
-        score, sde, shape=(6, 2, 3), dtype=dtype, n_steps=N, n_corrector_steps=2, snr=snr, predictor=predictor, generator=g_ours, backend="torch", rng="philox", sample_offset=offset, trace=trace
+        score,
+        sde,
+        shape=(6, 2, 3),
+        dtype=dtype,
+        n_steps=N,
+        n_corrector_steps=2,
+        snr=snr,
+        predictor=predictor,
+        generator=g_ours,
+        backend="torch",
+        rng="philox",
+        sample_offset=offset,
+        trace=trace,
     )
     x_prior = sde.prior_std * ref_noise(g_ref, torch.empty(6, 2, 3, dtype=dtype), offset)
     want, states = ref_pc(score, kind, params, x_prior, N, sde.sampling_eps, snr, 2, g_ref, offset, predictor)
@@ -247,9 +281,21 @@ def _runners():
     return {
         "langevin": lambda x, **kw: fl.langevin(score, x, step_size=0.1, n_steps=4, **kw),
         "annealed": lambda x, **kw: fl.annealed_langevin(score, x, [1.0, 0.5], n_steps_each=2, step_lr=0.05, **kw),
-        "pc_per_sample": lambda x, **kw: fl.pc_sample(ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, corrector_norm="per_sample", **kw),
-        "pc_no_corrector": lambda x, **kw: fl.pc_sample(ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, corrector="none", **kw),
-        "pc_vp_em": lambda x, **kw: fl.pc_sample(vp_gaussian(0.2, 0.7, VP_SMALL), VP_SMALL, x, n_steps=3, predictor="euler_maruyama", corrector_norm="per_sample", **kw),
+        "pc_per_sample": lambda x, **kw: fl.pc_sample(
+            ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, corrector_norm="per_sample", **kw
+        ),
+        "pc_no_corrector": lambda x, **kw: fl.pc_sample(
+            ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, corrector="none", **kw
+        ),
+        "pc_vp_em": lambda x, **kw: fl.pc_sample(
+            vp_gaussian(0.2, 0.7, VP_SMALL),
+            VP_SMALL,
+            x,
+            n_steps=3,
+            predictor="euler_maruyama",
+            corrector_norm="per_sample",
+            **kw,
+        ),
         "mala": lambda x, **kw: fl.mala(log_prob, x, step_size=0.4, n_steps=4, **kw)[0],
     }
 
@@ -271,7 +317,9 @@ def test_pc_batch_norms_couple_the_batch():
     ve = fl.VESDE(sigma_min=0.05, sigma_max=3.0)
     x0 = torch.randn(5, 4, generator=gen(11))
     whole = fl.pc_sample(ve_gaussian(0.0, 1.0, ve), ve, x0, n_steps=3, generator=gen(12), backend="torch")
-    alone = fl.pc_sample(ve_gaussian(0.0, 1.0, ve), ve, x0[2:3], n_steps=3, generator=gen(12), backend="torch", sample_offset=2)
+    alone = fl.pc_sample(
+        ve_gaussian(0.0, 1.0, ve), ve, x0[2:3], n_steps=3, generator=gen(12), backend="torch", sample_offset=2
+    )
     assert not torch.allclose(alone, whole[2:3])
 
 
@@ -280,7 +328,9 @@ def test_interpreter_kernel_matches_fallback(name):
     if not fl._backend.triton_available():
         pytest.skip("needs Triton")
     ve = fl.VESDE(sigma_min=0.05, sigma_max=3.0)
-    runners = dict(_runners(), pc_batch_norms=lambda x, **kw: fl.pc_sample(ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, **kw))
+    runners = dict(
+        _runners(), pc_batch_norms=lambda x, **kw: fl.pc_sample(ve_gaussian(0.2, 0.7, ve), ve, x, n_steps=3, **kw)
+    )
     run = runners[name]
     x0 = torch.randn(5, 2, 3, generator=gen(13))
     with track_backends() as ran:
@@ -293,7 +343,9 @@ def test_interpreter_kernel_matches_fallback(name):
     torch.testing.assert_close(kern, ref, atol=2e-5, rtol=2e-5)
 
 
-@pytest.mark.parametrize("dtype,atol,rtol", [(torch.bfloat16, 0.05, 0.02), (torch.float16, 5e-3, 5e-3)], ids=["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "dtype,atol,rtol", [(torch.bfloat16, 0.05, 0.02), (torch.float16, 5e-3, 5e-3)], ids=["bf16", "fp16"]
+)
 @pytest.mark.parametrize("name", ["langevin", "annealed", "pc_per_sample"])
 def test_low_precision_states_track_fp32(name, dtype, atol, rtol):
     """Half-precision states: same seeds, same fp32 noise and math, only storage rounding.
@@ -312,12 +364,16 @@ def test_per_sample_step_sizes_equal_separate_runs():
     steps = torch.tensor([0.05, 0.2, 0.5])
     whole = fl.langevin(score, x0, step_size=steps, n_steps=5, generator=gen(16), rng="philox")
     for i in range(3):
-        alone = fl.langevin(score, x0[i : i + 1], step_size=float(steps[i]), n_steps=5, generator=gen(16), rng="philox", sample_offset=i)
+        alone = fl.langevin(
+            score, x0[i : i + 1], step_size=float(steps[i]), n_steps=5, generator=gen(16), rng="philox", sample_offset=i
+        )
         torch.testing.assert_close(alone, whole[i : i + 1], atol=1e-6, rtol=1e-6)
     lrs = torch.tensor([0.01, 0.1, 0.02])
     whole = fl.annealed_langevin(score, x0, [1.0, 0.5], n_steps_each=2, step_lr=lrs, generator=gen(17))
     for i in range(3):
-        alone = fl.annealed_langevin(score, x0[i : i + 1], [1.0, 0.5], n_steps_each=2, step_lr=float(lrs[i]), generator=gen(17), sample_offset=i)
+        alone = fl.annealed_langevin(
+            score, x0[i : i + 1], [1.0, 0.5], n_steps_each=2, step_lr=float(lrs[i]), generator=gen(17), sample_offset=i
+        )
         torch.testing.assert_close(alone, whole[i : i + 1], atol=1e-6, rtol=1e-6)
 
 
@@ -335,7 +391,16 @@ def test_trace_callback_and_progress(capsys):
     x0 = torch.randn(4, 3, generator=gen(20))
     seen = {}
     trace = Trace(every=2)
-    out = fl.langevin(gaussian_score(0.0, 1.0), x0, step_size=0.1, n_steps=5, generator=gen(21), trace=trace, callback=lambda k, x: seen.__setitem__(k, x.clone()), progress=True)
+    out = fl.langevin(
+        gaussian_score(0.0, 1.0),
+        x0,
+        step_size=0.1,
+        n_steps=5,
+        generator=gen(21),
+        trace=trace,
+        callback=lambda k, x: seen.__setitem__(k, x.clone()),
+        progress=True,
+    )
     assert sorted(seen) == [1, 2, 3, 4, 5]
     assert trace.steps == [0, 2, 4] and trace.states.shape == (3, 4, 3) and trace.states.device == x0.device
     assert torch.equal(trace.states[0], x0)
@@ -347,7 +412,16 @@ def test_trace_callback_and_progress(capsys):
 def test_clamp_and_x0_untouched():
     x0 = torch.randn(50, 2, generator=gen(22)) * 3
     before = x0.clone()
-    out = fl.annealed_langevin(gaussian_score(0.0, 4.0), x0, [2.0, 1.0], n_steps_each=3, step_lr=0.5, clamp=(-1.0, 1.0), generator=gen(23), denoise=False)
+    out = fl.annealed_langevin(
+        gaussian_score(0.0, 4.0),
+        x0,
+        [2.0, 1.0],
+        n_steps_each=3,
+        step_lr=0.5,
+        clamp=(-1.0, 1.0),
+        generator=gen(23),
+        denoise=False,
+    )
     assert out.min() >= -1 and out.max() <= 1 and (out.abs() == 1).any()
     assert torch.equal(x0, before)
 
@@ -380,7 +454,14 @@ def test_profiler_labels_cover_the_phases():
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "sigmas,match",
-    [([1.0, 2.0], "strictly decreasing"), ([1.0, 1.0], "strictly decreasing"), ([1.0, 0.0], "> 0"), ([1.0, -0.5], "> 0"), ([], "at least one"), (torch.ones(2, 2), "1-D")],
+    [
+        ([1.0, 2.0], "strictly decreasing"),
+        ([1.0, 1.0], "strictly decreasing"),
+        ([1.0, 0.0], "> 0"),
+        ([1.0, -0.5], "> 0"),
+        ([], "at least one"),
+        (torch.ones(2, 2), "1-D"),
+    ],
     ids=["increasing", "equal", "zero", "negative", "empty", "2d"],
 )
 def test_bad_sigmas(sigmas, match):
@@ -419,11 +500,15 @@ def test_on_nonfinite_raise_names_the_step():
             s[1, 0] = float("nan")
         return s
 
-    with pytest.raises(NonFiniteError, match=r"after step 5 of 6 \(noise level 3/3, sigma=0.25, step 1/2 of the level\)") as err:
+    with pytest.raises(
+        NonFiniteError, match=r"after step 5 of 6 \(noise level 3/3, sigma=0.25, step 1/2 of the level\)"
+    ) as err:
         fl.annealed_langevin(score, torch.zeros(3, 2), [1.0, 0.5, 0.25], n_steps_each=2, on_nonfinite="raise")
     assert err.value.step == 5
     calls.clear()
-    out = fl.annealed_langevin(score, torch.zeros(3, 2), [1.0, 0.5, 0.25], n_steps_each=2, denoise=False)  # default: ignore
+    out = fl.annealed_langevin(
+        score, torch.zeros(3, 2), [1.0, 0.5, 0.25], n_steps_each=2, denoise=False
+    )  # default: ignore
     assert torch.isnan(out).any()
     with pytest.raises(ValueError, match="on_nonfinite must be"):
         fl.langevin(gaussian_score(0, 1), torch.zeros(2, 2), step_size=0.1, n_steps=1, on_nonfinite="warn")
@@ -512,6 +597,8 @@ def test_cuda_graph_pc_and_annealed_statistics():
     assert x.mean().item() == pytest.approx(1.5, abs=0.03)
     assert x.var().item() == pytest.approx(0.25 / (1 - 0.16**2), rel=0.045)  # see test_pc_ve_returns_data_gaussian
     x0 = torch.randn(8192, 2, device="cuda") * 3
-    y = fl.annealed_langevin(gaussian_score(0.0, 1.0), x0, [2.0, 1.0], n_steps_each=50, step_lr=0.05, cuda_graph=True, denoise=False)
+    y = fl.annealed_langevin(
+        gaussian_score(0.0, 1.0), x0, [2.0, 1.0], n_steps_each=50, step_lr=0.05, cuda_graph=True, denoise=False
+    )
     # target at the last level: N(0, 1) with step 0.05: stationary 1 / (1 - 0.025)
     assert y.var().item() == pytest.approx(1 / 0.975, rel=0.04)

@@ -10,7 +10,16 @@
 """
 
 from .checks import CheckFailed
-from .registry import BenchOptions, Case, Provider, ProviderUnavailable, Workload, all_workloads, get_workload, register_workload
+from .registry import (
+    BenchOptions,
+    Case,
+    Provider,
+    ProviderUnavailable,
+    Workload,
+    all_workloads,
+    get_workload,
+    register_workload,
+)
 from .runner import BenchResult, CaseResult, ProviderResult, run
 
 __all__ = [

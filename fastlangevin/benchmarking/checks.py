@@ -59,7 +59,9 @@ def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
         raise CheckFailed(f"{what}: output on {out.device}, state on {x.device}")
 
 
-def check_deterministic(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, what: str = "noise-off output") -> Dict[str, float]:
+def check_deterministic(
+    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, what: str = "noise-off output"
+) -> Dict[str, float]:
     """``out == x + a * s`` (fp32 math, stored in x's dtype) to 2 ulp of the storage dtype."""
     check_output_like(out, x, what)
     cdt = _compute_dtype(x.dtype)
@@ -89,7 +91,17 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
         xc, sc = xf[i0:i1].double(), sf[i0:i1].double()
         r = (o[i0:i1].double() - xc - a * sc) / b
         acc += torch.stack(
-            [r.sum(), (r * r).sum(), sc.sum(), (sc * sc).sum(), (r * sc).sum(), xc.sum(), (xc * xc).sum(), (r * xc).sum(), (r.abs() > 2).sum().double()]
+            [
+                r.sum(),
+                (r * r).sum(),
+                sc.sum(),
+                (sc * sc).sum(),
+                (r * sc).sum(),
+                xc.sum(),
+                (xc * xc).sum(),
+                (r * xc).sum(),
+                (r.abs() > 2).sum().double(),
+            ]
         )
     sr, srr, ss, sss, srs, sx, sxx, srx, tail = acc.tolist()
     mean = sr / n
@@ -112,7 +124,9 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
     }
 
 
-def check_noise(stats: Dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: Tuple[str, ...] = ()) -> Dict[str, float]:
+def check_noise(
+    stats: Dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: Tuple[str, ...] = ()
+) -> Dict[str, float]:
     """Raise :class:`CheckFailed` unless ``stats`` (from :func:`noise_statistics`) look like N(0, 1).
     ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
     n = stats["n"]
@@ -125,11 +139,17 @@ def check_noise(stats: Dict[str, float], dtype: torch.dtype, b: float, what: str
         "std": (stats["std"], 1.0, Z_BOUND * se / math.sqrt(2.0) + rounding),
         "coef_s": (stats["coef_s"], 0.0, Z_BOUND * se + rounding),
         "coef_x": (stats["coef_x"], 0.0, Z_BOUND * se + rounding),
-        "tail2": (stats["tail2"], NORMAL_TAIL_2, Z_BOUND * math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n) + 0.25 * rounding),
+        "tail2": (
+            stats["tail2"],
+            NORMAL_TAIL_2,
+            Z_BOUND * math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n) + 0.25 * rounding,
+        ),
     }
     for name, (got, want, tol) in bounds.items():
         if name not in skip and abs(got - want) > tol:
-            raise CheckFailed(f"{what}: {name} of (out - x - a*s)/b is {got:.4g}, expected {want:.4g} ± {tol:.2g} (n={n})")
+            raise CheckFailed(
+                f"{what}: {name} of (out - x - a*s)/b is {got:.4g}, expected {want:.4g} ± {tol:.2g} (n={n})"
+            )
     return {k: stats[k] for k in ("n", "mean", "std", "coef_s", "coef_x", "tail2")}
 
 
@@ -148,7 +168,9 @@ def chi_mean(d: int) -> float:
     return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
 
 
-def check_snr_update(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, snr: float, alpha: float, what: str = "corrector output") -> Dict[str, float]:
+def check_snr_update(
+    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, snr: float, alpha: float, what: str = "corrector output"
+) -> Dict[str, float]:
     """The SNR Langevin corrector with batch-averaged norms: ``out = x + ε s + sqrt(2ε) z`` with one
     ``ε = 2 α (snr · mean‖z_i‖ / mean‖s_i‖)²`` for the batch.
 
@@ -177,7 +199,9 @@ def check_snr_update(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, snr: f
     se = math.sqrt(2.0 / (eps_pred * sss)) + math.sqrt(2.0 / n)
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
     if abs(eps_fit / eps_pred - 1) > tol:
-        raise CheckFailed(f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})")
+        raise CheckFailed(
+            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
+        )
     b = math.sqrt(2.0 * eps_fit)
     noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))
     return {"eps_fit": eps_fit, "eps_formula": eps_pred, "noise": noise}

@@ -149,7 +149,12 @@ def _run(args) -> int:
     if args.plot:
         report.write_plot(result, args.plot)
         print(f"wrote {args.plot}")
-    bad = [(cr.case.key, p.name, p.status) for cr in result.cases for p in cr.providers if p.kind == "ours" and p.status in ("rejected", "error")]
+    bad = [
+        (cr.case.key, p.name, p.status)
+        for cr in result.cases
+        for p in cr.providers
+        if p.kind == "ours" and p.status in ("rejected", "error")
+    ]
     if bad:
         print(f"\nfastlangevin provider(s) failed: {bad}", file=sys.stderr)
         return 1
@@ -165,16 +170,33 @@ def _provider_names(workload: str) -> Sequence[str]:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark fastlangevin against eager, torch.compile and peer libraries")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--workloads", default=None, help="comma-separated (default langevin_step; 'all' for every one); see --list")
+    p.add_argument(
+        "--workloads", default=None, help="comma-separated (default langevin_step; 'all' for every one); see --list"
+    )
     p.add_argument("--dtypes", default=None, help="comma-separated: fp32,bf16 (default) ,fp16")
     p.add_argument("--modes", default=None, help="comma-separated: out,inplace (default both)")
-    p.add_argument("--sizes", default=None, help="log2 element counts: '16,20,24', '16:28' or '16:28:2' (default: GPU 16:28:2, CPU 12,16,20)")
+    p.add_argument(
+        "--sizes",
+        default=None,
+        help="log2 element counts: '16,20,24', '16:28' or '16:28:2' (default: GPU 16:28:2, CPU 12,16,20)",
+    )
     p.add_argument("--providers", default=None, help="comma-separated subset (default: all installed); see --list")
-    p.add_argument("--eps", type=float, default=0.5, help="step size (timing does not depend on it; large keeps bf16 rounding small next to the noise in the checks)")
-    p.add_argument("--rep-ms", type=float, default=None, help="time budget per measurement (default GPU 100 ms, CPU 500 ms)")
+    p.add_argument(
+        "--eps",
+        type=float,
+        default=0.5,
+        help="step size (timing does not depend on it; large keeps bf16 rounding small next to the noise in the checks)",
+    )
+    p.add_argument(
+        "--rep-ms", type=float, default=None, help="time budget per measurement (default GPU 100 ms, CPU 500 ms)"
+    )
     p.add_argument("--warmup-ms", type=float, default=25.0)
     p.add_argument("--min-reps", type=int, default=5, help="CPU: at least this many timed calls")
-    p.add_argument("--interpret", action="store_true", help="CPU: run the Triton provider under Triton's interpreter (tiny sizes, for testing)")
+    p.add_argument(
+        "--interpret",
+        action="store_true",
+        help="CPU: run the Triton provider under Triton's interpreter (tiny sizes, for testing)",
+    )
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="write every raw number, versions, device and date as JSON")

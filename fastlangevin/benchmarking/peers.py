@@ -54,7 +54,11 @@ def _import_error(module: str) -> Optional[str]:
 
 def _need(module: str, pip_name: str) -> Optional[str]:
     err = _import_error(module)
-    return None if err is None else f"{pip_name} not installed ({err.splitlines()[0][:120]}); pip install {pip_name} to compare"
+    return (
+        None
+        if err is None
+        else f"{pip_name} not installed ({err.splitlines()[0][:120]}); pip install {pip_name} to compare"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -138,7 +142,9 @@ def _torchebm_sampler_make(case: Case, s: torch.Tensor, eps: float, noise_scale:
         model = _fixed_score_model_class()(-s, dtype=s.dtype)
         sampler = LangevinDynamics(model, step_size=eps, noise_scale=factor, dtype=s.dtype, device=s.device)
     except Exception as exc:
-        raise ProviderUnavailable(f"could not build torchebm's LangevinDynamics here ({type(exc).__name__}: {exc})") from exc
+        raise ProviderUnavailable(
+            f"could not build torchebm's LangevinDynamics here ({type(exc).__name__}: {exc})"
+        ) from exc
     if hasattr(sampler, "integrator"):  # torchebm >= 0.8: Euler–Maruyama integrator step
 
         def drift(x_, t_):
@@ -211,12 +217,45 @@ def _diffusers_corrector_make(case: Case, s: torch.Tensor, snr: float, alpha: fl
 
 def register_corrector_peers(workload) -> None:
     workload.add_provider(
-        Provider("diffusers", "diffusers ScoreSdeVeScheduler.step_correct", _diffusers_corrector_make, kind="peer", unavailable=_diffusers_unavailable, rebinds=True)
+        Provider(
+            "diffusers",
+            "diffusers ScoreSdeVeScheduler.step_correct",
+            _diffusers_corrector_make,
+            kind="peer",
+            unavailable=_diffusers_unavailable,
+            rebinds=True,
+        )
     )
 
 
 def register_step_peers(workload) -> None:
     add = workload.add_provider
-    add(Provider("torchebm_fused", "torchebm fused Triton step", _torchebm_fused_make, kind="peer", unavailable=_torchebm_fused_unavailable))
-    add(Provider("torchebm_sampler", "torchebm LangevinDynamics step", _torchebm_sampler_make, kind="peer", unavailable=_torchebm_sampler_unavailable, rebinds=True))
-    add(Provider("diffusers", "diffusers ScoreSdeVeScheduler.step_correct (SNR step)", _diffusers_make, kind="peer", unavailable=_diffusers_unavailable, rebinds=True))
+    add(
+        Provider(
+            "torchebm_fused",
+            "torchebm fused Triton step",
+            _torchebm_fused_make,
+            kind="peer",
+            unavailable=_torchebm_fused_unavailable,
+        )
+    )
+    add(
+        Provider(
+            "torchebm_sampler",
+            "torchebm LangevinDynamics step",
+            _torchebm_sampler_make,
+            kind="peer",
+            unavailable=_torchebm_sampler_unavailable,
+            rebinds=True,
+        )
+    )
+    add(
+        Provider(
+            "diffusers",
+            "diffusers ScoreSdeVeScheduler.step_correct (SNR step)",
+            _diffusers_make,
+            kind="peer",
+            unavailable=_diffusers_unavailable,
+            rebinds=True,
+        )
+    )

@@ -86,7 +86,15 @@ def build_langevin(args, device: torch.device) -> ProfileTarget:
 
     def go(k):
         with torch.no_grad():
-            return fl.langevin(net, x0, step_size=args.step_size, n_steps=k, generator=g, backend=args.backend, cuda_graph=args.cuda_graph)
+            return fl.langevin(
+                net,
+                x0,
+                step_size=args.step_size,
+                n_steps=k,
+                generator=g,
+                backend=args.backend,
+                cuda_graph=args.cuda_graph,
+            )
 
     desc = f"langevin (ULA): {args.steps} steps, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
     return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
@@ -107,7 +115,16 @@ def build_annealed(args, device: torch.device) -> ProfileTarget:
 
     def go(t):
         with torch.no_grad():
-            return fl.annealed_langevin(net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, generator=g, backend=args.backend, cuda_graph=args.cuda_graph)
+            return fl.annealed_langevin(
+                net,
+                x0,
+                sigmas,
+                n_steps_each=t,
+                step_lr=args.step_lr,
+                generator=g,
+                backend=args.backend,
+                cuda_graph=args.cuda_graph,
+            )
 
     desc = f"annealed_langevin: {L} levels x {T} steps + denoise, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
     return ProfileTarget(desc, lambda: go(T), lambda: go(1))
@@ -130,7 +147,9 @@ def build_pc(args, device: torch.device) -> ProfileTarget:
 
     def go(k):
         with torch.no_grad():
-            return fl.pc_sample(score_fn, sde, x0, n_steps=k, snr=0.16, generator=g, backend=args.backend, cuda_graph=args.cuda_graph)
+            return fl.pc_sample(
+                score_fn, sde, x0, n_steps=k, snr=0.16, generator=g, backend=args.backend, cuda_graph=args.cuda_graph
+            )
 
     desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {args.steps} steps, MLP score, {args.n} chains, cuda_graph={args.cuda_graph}"
     return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
@@ -202,14 +221,29 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
         basis = "sum of GPU kernel time"
         ranked = sorted(kernels, key=lambda a: _us(a, "self_device_time_total"), reverse=True)
         top_rows = [
-            {"name": a.key, "calls": a.count, "self_ms": _us(a, "self_device_time_total") / 1e3, "share": _us(a, "self_device_time_total") / total_us if total_us else 0.0}
+            {
+                "name": a.key,
+                "calls": a.count,
+                "self_ms": _us(a, "self_device_time_total") / 1e3,
+                "share": _us(a, "self_device_time_total") / total_us if total_us else 0.0,
+            }
             for a in ranked[:top]
         ]
     else:
         total_us = outer_cpu_us
         basis = f"wall time of the profiled run ({OUTER_LABEL})"
-        ranked = sorted((a for a in avgs if a.self_cpu_time_total > 0), key=lambda a: a.self_cpu_time_total, reverse=True)
-        top_rows = [{"name": a.key, "calls": a.count, "self_ms": a.self_cpu_time_total / 1e3, "share": a.self_cpu_time_total / total_us if total_us else 0.0} for a in ranked[:top]]
+        ranked = sorted(
+            (a for a in avgs if a.self_cpu_time_total > 0), key=lambda a: a.self_cpu_time_total, reverse=True
+        )
+        top_rows = [
+            {
+                "name": a.key,
+                "calls": a.count,
+                "self_ms": a.self_cpu_time_total / 1e3,
+                "share": a.self_cpu_time_total / total_us if total_us else 0.0,
+            }
+            for a in ranked[:top]
+        ]
     phase_set = set(PHASE_LABELS)
 
     def nested_phases(e):
@@ -249,12 +283,20 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
 
 
 def format_summary(s: ProfileSummary) -> str:
-    lines = [f"fastlangevin profile — {s.description} on {s.device}", f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total", ""]
-    lines.append("phases (record_function labels; share = time in the phase minus phases nested in it, e.g. the score inside denoise):")
+    lines = [
+        f"fastlangevin profile — {s.description} on {s.device}",
+        f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total",
+        "",
+    ]
+    lines.append(
+        "phases (record_function labels; share = time in the phase minus phases nested in it, e.g. the score inside denoise):"
+    )
     if s.phases:
         for p in s.phases:
             dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
-            lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)")
+            lines.append(
+                f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
+            )
     else:
         lines.append("  (no fastlangevin.* labels recorded)")
     lines.append("")
@@ -276,7 +318,10 @@ def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
-        print("fastlangevin profile: error: --cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)", file=sys.stderr)
+        print(
+            "fastlangevin profile: error: --cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)",
+            file=sys.stderr,
+        )
         return 2
     target = SAMPLERS[args.sampler](args, device)
     print(f"profiling {target.description} ...", file=sys.stderr, flush=True)
@@ -309,7 +354,9 @@ def add_parser(sub) -> None:
     p.add_argument("--levels", type=int, default=10, help="annealed: noise levels (steps are split across them)")
     p.add_argument("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
     p.add_argument("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
-    p.add_argument("--backend", default=None, choices=[None, "triton", "torch"], help="fastlangevin backend (default: auto)")
+    p.add_argument(
+        "--backend", default=None, choices=[None, "triton", "torch"], help="fastlangevin backend (default: auto)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
     p.add_argument("--top", type=int, default=15, help="rows in the top-kernel table")

@@ -16,7 +16,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-DTYPES: Dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+DTYPES: Dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "fp64": torch.float64,
+}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MODES = ("out", "inplace")  # out-of-place / in-place
 
@@ -175,7 +180,11 @@ class Workload:
 
     def cases(self, opts: BenchOptions) -> List[Case]:
         dev = opts.device
-        sizes = opts.sizes if opts.sizes is not None else (self.default_sizes_cuda if dev.type == "cuda" else self.default_sizes_cpu)
+        sizes = (
+            opts.sizes
+            if opts.sizes is not None
+            else (self.default_sizes_cuda if dev.type == "cuda" else self.default_sizes_cpu)
+        )
         out = []
         for dname in opts.dtypes:
             if dname not in self.dtypes:
@@ -196,7 +205,9 @@ class Workload:
     def check(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions) -> Dict[str, Any]:
         raise NotImplementedError
 
-    def timed(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions) -> Tuple[Callable[[], Any], Dict[str, Any]]:
+    def timed(
+        self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions
+    ) -> Tuple[Callable[[], Any], Dict[str, Any]]:
         raise NotImplementedError
 
     def bytes_moved(self, case: Case) -> Optional[int]:

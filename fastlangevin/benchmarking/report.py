@@ -20,7 +20,11 @@ def _fmt_bytes(n: int) -> str:
 
 def case_table(cr: CaseResult, l2_bytes: Optional[int] = None) -> str:
     c = cr.case
-    what = f"op must move {_fmt_bytes(cr.bytes_moved)}" if cr.bytes_moved is not None else f"{cr.items:g} {cr.unit.split('/')[0]} per call"
+    what = (
+        f"op must move {_fmt_bytes(cr.bytes_moved)}"
+        if cr.bytes_moved is not None
+        else f"{cr.items:g} {cr.unit.split('/')[0]} per call"
+    )
     head = f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  ({what})"
     if l2_bytes and cr.bytes_moved is not None and cr.bytes_moved <= l2_bytes:
         head += f"  [fits in the {_fmt_bytes(l2_bytes)} L2; timed with the L2 flushed before each repetition]"
@@ -30,7 +34,9 @@ def case_table(cr: CaseResult, l2_bytes: Optional[int] = None) -> str:
         return "\n".join(lines)
     copy_gbps = cr.copy_gbps
     if cr.copy is not None:
-        lines.append(f"  copy y.copy_(x) on {c.device.type}: {cr.copy.median_ms:.4f} ms, {copy_gbps:.1f} GB/s  (the 100% reference)")
+        lines.append(
+            f"  copy y.copy_(x) on {c.device.type}: {cr.copy.median_ms:.4f} ms, {copy_gbps:.1f} GB/s  (the 100% reference)"
+        )
     timed = cr.timed()
     names = [p.name for p in timed]
     sp = cr.speedups()

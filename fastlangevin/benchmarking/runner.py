@@ -97,7 +97,9 @@ class CaseResult:
             "items_per_call": self.items,
             "throughput_unit": self.unit,
             "skipped": self.skipped,
-            "copy": None if self.copy is None else {"bytes": self.copy_bytes, "timing_ms": self.copy.to_dict(), "gbps": self.copy_gbps},
+            "copy": None
+            if self.copy is None
+            else {"bytes": self.copy_bytes, "timing_ms": self.copy.to_dict(), "gbps": self.copy_gbps},
             "providers": provs,
             "speedups": self.speedups(),
         }
@@ -203,7 +205,11 @@ class Progress:
             self.done += 1
         if not self.quiet:
             width = len(str(self.total))
-            print(f"[{self.done:{width}d}/{self.total}] {time.perf_counter() - self.t0:6.1f}s {msg}", file=self.stream, flush=True)
+            print(
+                f"[{self.done:{width}d}/{self.total}] {time.perf_counter() - self.t0:6.1f}s {msg}",
+                file=self.stream,
+                flush=True,
+            )
 
 
 def _fits(workload: Workload, case: Case) -> Optional[str]:
@@ -216,7 +222,9 @@ def _fits(workload: Workload, case: Case) -> Optional[str]:
     return None
 
 
-def _prepare_provider(workload: Workload, provider: Provider, case: Case, inputs: Any, opts: BenchOptions, progress: Progress):
+def _prepare_provider(
+    workload: Workload, provider: Provider, case: Case, inputs: Any, opts: BenchOptions, progress: Progress
+):
     """Availability, correctness check, then the callable to time (after one untimed first call,
     whose time — compilation included — is kept as ``first_call_ms``). Returns ``(result, fn)``;
     ``fn`` is None when the provider is skipped, rejected or crashed."""
@@ -261,7 +269,13 @@ def _prepare_provider(workload: Workload, provider: Provider, case: Case, inputs
     return res, fn
 
 
-def _time_case(cr: CaseResult, ready: List[Tuple[ProviderResult, Callable[[], Any]]], copy_fn, opts: BenchOptions, progress: Progress) -> None:
+def _time_case(
+    cr: CaseResult,
+    ready: List[Tuple[ProviderResult, Callable[[], Any]]],
+    copy_fn,
+    opts: BenchOptions,
+    progress: Progress,
+) -> None:
     """GPU: ``do_bench`` per provider. CPU: all providers (and the copy) round-robin, so a
     change of load on a shared machine hits every provider alike."""
     case = cr.case
@@ -274,7 +288,9 @@ def _time_case(cr: CaseResult, ready: List[Tuple[ProviderResult, Callable[[], An
     try:
         if case.device.type == "cuda":
             for name, fn in fns.items():
-                timings[name] = time_fn(fn, case.device, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps)
+                timings[name] = time_fn(
+                    fn, case.device, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps
+                )
         elif fns:
             timings = time_cpu_interleaved(fns, warmup_ms=opts.warmup_ms, rep_ms=opts.rep_ms, min_reps=opts.min_reps)
     except Exception as exc:
@@ -287,7 +303,10 @@ def _time_case(cr: CaseResult, ready: List[Tuple[ProviderResult, Callable[[], An
     unit = cr.unit
     for res, _ in ready:
         res.timing = timings[res.name]
-        progress.say(f"{case.key:34s} {res.name:16s} {res.timing.median_ms:10.4f} ms  {cr.throughput(res):8.1f} {unit}", advance=True)
+        progress.say(
+            f"{case.key:34s} {res.name:16s} {res.timing.median_ms:10.4f} ms  {cr.throughput(res):8.1f} {unit}",
+            advance=True,
+        )
 
 
 def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
@@ -299,7 +318,11 @@ def run(opts: BenchOptions, stream: Optional[TextIO] = None) -> BenchResult:
     progress = Progress(total, stream, opts.quiet)
     meta = environment(opts)
     if not opts.quiet:
-        print(f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases, {total} measurements", file=stream, flush=True)
+        print(
+            f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases, {total} measurements",
+            file=stream,
+            flush=True,
+        )
     results: List[CaseResult] = []
     copy_cache: Dict[Any, Timing] = {}  # GPU: one copy measurement per (numel, dtype)
     for w, case in plan:

@@ -48,7 +48,9 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 
 def _summary(samples: Sequence[float], method: str) -> Timing:
-    return Timing(quantile(samples, 0.5), quantile(samples, 0.2), quantile(samples, 0.8), len(samples), method, list(samples))
+    return Timing(
+        quantile(samples, 0.5), quantile(samples, 0.2), quantile(samples, 0.8), len(samples), method, list(samples)
+    )
 
 
 def time_cuda(fn: Callable[[], Any], warmup_ms: float = 25.0, rep_ms: float = 100.0) -> Timing:
@@ -62,7 +64,9 @@ def time_cuda(fn: Callable[[], Any], warmup_ms: float = 25.0, rep_ms: float = 10
     return _summary([float(t) for t in samples], "triton.testing.do_bench (CUDA events, L2 flushed)")
 
 
-def time_cpu(fn: Callable[[], Any], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps: int = 10_000) -> Timing:
+def time_cpu(
+    fn: Callable[[], Any], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps: int = 10_000
+) -> Timing:
     r = fn()  # first call: allocator / lazy-init effects, never timed
     del r
     t_end = time.perf_counter() + warmup_ms / 1e3
@@ -81,7 +85,11 @@ def time_cpu(fn: Callable[[], Any], warmup_ms: float = 25.0, rep_ms: float = 100
 
 
 def time_cpu_interleaved(
-    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps: int = 10_000
+    fns: Dict[str, Callable[[], Any]],
+    warmup_ms: float = 25.0,
+    rep_ms: float = 100.0,
+    min_reps: int = 5,
+    max_reps: int = 10_000,
 ) -> Dict[str, Timing]:
     """Time several callables round-robin (one call of each per round), so that a change of
     load on a shared machine hits all of them alike. At least ``min_reps`` rounds, and rounds
@@ -111,10 +119,14 @@ def time_cpu_interleaved(
             del r
             samples[name].append((t1 - t0) * 1e3)
         rounds += 1
-    return {name: _summary(v, "time.perf_counter, median of repeats (providers interleaved)") for name, v in samples.items()}
+    return {
+        name: _summary(v, "time.perf_counter, median of repeats (providers interleaved)") for name, v in samples.items()
+    }
 
 
-def time_fn(fn: Callable[[], Any], device: torch.device, warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5) -> Timing:
+def time_fn(
+    fn: Callable[[], Any], device: torch.device, warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5
+) -> Timing:
     if device.type == "cuda":
         return time_cuda(fn, warmup_ms=warmup_ms, rep_ms=rep_ms)
     return time_cpu(fn, warmup_ms=warmup_ms, rep_ms=rep_ms, min_reps=min_reps)

@@ -19,10 +19,30 @@ import torch
 #: box: 70 s with torch's 2 threads, 5 s with 1, same numbers). digits (convolutions) keeps
 #: torch's default. ``--threads`` overrides both.
 DEMOS = {
-    "mog": ("fastlangevin.demos.mog", "MogConfig", "Langevin on a 2-D Gaussian mixture with its exact score: the noise, and annealing", 1),
-    "toy": ("fastlangevin.demos.toy", "ToyConfig", "train a score network with dsm_loss on 2-D data; annealed Langevin and PC sampling", 1),
-    "digits": ("fastlangevin.demos.digits", "DigitsConfig", "a small conv noise-conditional score network on scikit-learn's 8x8 digits", None),
-    "ebm": ("fastlangevin.demos.ebm", "EbmConfig", "an energy network trained with short-run Langevin from a replay buffer", 1),
+    "mog": (
+        "fastlangevin.demos.mog",
+        "MogConfig",
+        "Langevin on a 2-D Gaussian mixture with its exact score: the noise, and annealing",
+        1,
+    ),
+    "toy": (
+        "fastlangevin.demos.toy",
+        "ToyConfig",
+        "train a score network with dsm_loss on 2-D data; annealed Langevin and PC sampling",
+        1,
+    ),
+    "digits": (
+        "fastlangevin.demos.digits",
+        "DigitsConfig",
+        "a small conv noise-conditional score network on scikit-learn's 8x8 digits",
+        None,
+    ),
+    "ebm": (
+        "fastlangevin.demos.ebm",
+        "EbmConfig",
+        "an energy network trained with short-run Langevin from a replay buffer",
+        1,
+    ),
 }
 
 #: options that override a field of the demo's config when given (and the demo has the field)
@@ -43,7 +63,17 @@ def make_config(name: str, quick: bool = False, **overrides):
     return dataclasses.replace(cfg, **given)
 
 
-def run_demo(name: str, *, device="cpu", seed: int = 0, out=None, quick: bool = False, progress: bool = False, threads=None, **overrides):
+def run_demo(
+    name: str,
+    *,
+    device="cpu",
+    seed: int = 0,
+    out=None,
+    quick: bool = False,
+    progress: bool = False,
+    threads=None,
+    **overrides,
+):
     """Run demo ``name`` and return its :class:`~fastlangevin.demos.common.DemoResult`.
 
     ``threads``: torch's CPU threads during the run (None → the demo's default; restored after).
@@ -69,9 +99,21 @@ def _run(args) -> int:
     out = None if args.no_plots else args.out
     size = "quick" if args.quick else "full"
     threads = args.threads if args.threads is not None else (DEMOS[args.name][3] or torch.get_num_threads())
-    print(f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}, {threads} CPU thread(s): {DEMOS[args.name][2]}", flush=True)
+    print(
+        f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}, {threads} CPU thread(s): {DEMOS[args.name][2]}",
+        flush=True,
+    )
     try:
-        res = run_demo(args.name, device=args.device, seed=args.seed, out=out, quick=args.quick, progress=not args.no_progress, threads=threads, **overrides)
+        res = run_demo(
+            args.name,
+            device=args.device,
+            seed=args.seed,
+            out=out,
+            quick=args.quick,
+            progress=not args.no_progress,
+            threads=threads,
+            **overrides,
+        )
     except ValueError as exc:
         print(f"error: {exc}")
         return 2
@@ -88,13 +130,22 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("name", nargs="?", default="mog", choices=list(DEMOS), help="which demo (default: mog)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device (default: cuda if present, else cpu)")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device (default: cuda if present, else cpu)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw in the run (default 0)")
     p.add_argument("--out", default="out", help="folder for the PNGs (default ./out)")
     p.add_argument("--quick", action="store_true", help="a small run (seconds; what CI runs)")
     p.add_argument("--no-plots", action="store_true", help="write no pictures")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: 1 for the 2-D demos, torch's default for digits)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: 1 for the 2-D demos, torch's default for digits)",
+    )
     p.add_argument("--n", type=int, default=None, help="number of samples / chains drawn")
     p.add_argument("--iters", type=int, default=None, help="training iterations (toy, digits, ebm)")
     p.add_argument("--data", default=None, choices=["swissroll", "rings"], help="2-D data set (toy, ebm)")

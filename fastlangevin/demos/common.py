@@ -95,7 +95,9 @@ class ProgressBar:
         done = int(frac * self.WIDTH)
         rate = self.n / max(now - self._t0, 1e-9)
         eta = (self.total - self.n) / rate if rate > 0 else 0.0
-        sys.stderr.write(f"\r{self.desc}: [{'#' * done}{'.' * (self.WIDTH - done)}] {self.n}/{self.total} {rate:,.0f}/s eta {eta:4.0f}s {self.note}   ")
+        sys.stderr.write(
+            f"\r{self.desc}: [{'#' * done}{'.' * (self.WIDTH - done)}] {self.n}/{self.total} {rate:,.0f}/s eta {eta:4.0f}s {self.note}   "
+        )
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -133,7 +135,9 @@ def pyplot():
     try:
         import matplotlib
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("the demos' pictures need matplotlib: pip install 'fastlangevin[plot]' (or run with --no-plots)") from exc
+        raise RuntimeError(
+            "the demos' pictures need matplotlib: pip install 'fastlangevin[plot]' (or run with --no-plots)"
+        ) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -43,13 +43,17 @@ def two_d(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
     raise ValueError(f"data must be one of {', '.join(TWO_D)}, got {name!r}")
 
 
-def load_digits(generator: torch.Generator, n_test: int = 297) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def load_digits(
+    generator: torch.Generator, n_test: int = 297
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """scikit-learn's 8×8 digits as ``(x_train [N, 1, 8, 8], y_train [N], x_test, y_test)`` on the
     generator's device, pixels 0…16 mapped linearly to [-1, 1], split at random."""
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("the digits demo needs scikit-learn (its 8x8 digits ship with it): pip install 'fastlangevin[demos]'") from exc
+        raise RuntimeError(
+            "the digits demo needs scikit-learn (its 8x8 digits ship with it): pip install 'fastlangevin[demos]'"
+        ) from exc
     d = sk_load_digits()
     dev = generator.device
     x = torch.tensor(d.images, dtype=torch.float32, device=dev)[:, None] / 8.0 - 1.0  # [1797, 1, 8, 8]

@@ -62,10 +62,22 @@ def run(ctx: DemoContext, cfg: DigitsConfig = DigitsConfig()) -> DemoResult:
 
     with fl.track_backends() as ran, timed(ctx) as total:
         with timed(ctx) as t_train:
-            losses, model = train_dsm(ctx, net, x_train, sigmas, iters=cfg.iters, batch=cfg.batch, lr=cfg.lr, ema=cfg.ema, desc="training on digits")
+            losses, model = train_dsm(
+                ctx,
+                net,
+                x_train,
+                sigmas,
+                iters=cfg.iters,
+                batch=cfg.batch,
+                lr=cfg.lr,
+                ema=cfg.ema,
+                desc="training on digits",
+            )
         with torch.no_grad(), timed(ctx) as t_sample:
             x0 = torch.empty(cfg.n, 1, 8, 8, device=dev).uniform_(-1, 1, generator=g)
-            samples = fl.annealed_langevin(model, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress)
+            samples = fl.annealed_langevin(
+                model, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress
+            )
     samples = samples.clamp(-1, 1)  # pixel range, for display and metrics (the final denoised values barely leave it)
     losses, m = losses.cpu(), res.metrics
     tail = max(1, cfg.iters // 10)
@@ -77,16 +89,26 @@ def run(ctx: DemoContext, cfg: DigitsConfig = DigitsConfig()) -> DemoResult:
     m["nn_ratio"] = float(d_s.median() / d_t.median())
     m["coverage"] = class_coverage(y_train[nn_idx])
     n_params = sum(p.numel() for p in net.parameters())
-    res.say(f"data: scikit-learn digits, {x_train.shape[0]} training / {x_test.shape[0]} held-out 8×8 images in [-1, 1]")
-    res.say(f"score net: conv, {cfg.channels} channels × {cfg.blocks} residual blocks, {n_params:,} parameters; EMA {cfg.ema:g}")
+    res.say(
+        f"data: scikit-learn digits, {x_train.shape[0]} training / {x_test.shape[0]} held-out 8×8 images in [-1, 1]"
+    )
+    res.say(
+        f"score net: conv, {cfg.channels} channels × {cfg.blocks} residual blocks, {n_params:,} parameters; EMA {cfg.ema:g}"
+    )
     res.say(
         f"training: {cfg.iters} steps of fl.dsm_loss (batch {cfg.batch}, σ {cfg.sigma_max:g} → {cfg.sigma_min:g}, {cfg.levels} levels) "
         f"in {t_train.seconds:.1f} s; final loss {m['final_loss']:.3f} (mean of the last {tail}; starts ≈ {float(losses[:10].mean()):.1f})"
     )
-    res.say(f"sampling: {cfg.n} digits by annealed Langevin, {cfg.levels}×{cfg.steps_each} steps + denoising, in {t_sample.seconds:.1f} s")
-    res.say(f"quality (pixel space, vs the training images; held-out real digits in brackets):")
-    res.say(f"    k-NN precision {m['precision']:.3f} [{m['precision_ref']:.3f}]   recall {m['recall']:.3f} [{m['recall_ref']:.3f}]")
-    res.say(f"    NN ratio {m['nn_ratio']:.2f} [1 by definition; ≫1 off the data, ≪1 copies]   class coverage {m['coverage']:.2f} of 10")
+    res.say(
+        f"sampling: {cfg.n} digits by annealed Langevin, {cfg.levels}×{cfg.steps_each} steps + denoising, in {t_sample.seconds:.1f} s"
+    )
+    res.say("quality (pixel space, vs the training images; held-out real digits in brackets):")
+    res.say(
+        f"    k-NN precision {m['precision']:.3f} [{m['precision_ref']:.3f}]   recall {m['recall']:.3f} [{m['recall_ref']:.3f}]"
+    )
+    res.say(
+        f"    NN ratio {m['nn_ratio']:.2f} [1 by definition; ≫1 off the data, ≪1 copies]   class coverage {m['coverage']:.2f} of 10"
+    )
     res.say(f"backends that ran: {ran_summary(ran)}")
     res.seconds = total.seconds
 
@@ -101,7 +123,7 @@ def _tile(imgs: torch.Tensor, rows: int, cols: int, gap: int = 1) -> torch.Tenso
     out = torch.full((rows * (h + gap) - gap, cols * (w + gap) - gap), -1.0)
     for k in range(min(rows * cols, imgs.shape[0])):
         r, c = divmod(k, cols)
-        out[r * (h + gap): r * (h + gap) + h, c * (w + gap): c * (w + gap) + w] = imgs[k, 0]
+        out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = imgs[k, 0]
     return out
 
 
@@ -109,10 +131,15 @@ def _plot(ctx, res, cfg, real, samples, nearest_train, losses) -> None:
     plt = pyplot()
     m = res.metrics
     rows = cols = 8
-    fig, axes = plt.subplots(1, 4, figsize=(20, 5.4), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 1, 1.1]})
+    fig, axes = plt.subplots(
+        1, 4, figsize=(20, 5.4), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 1, 1.1]}
+    )
     panels = [
         (real, "held-out real digits"),
-        (samples, f"samples (annealed Langevin)\nprecision {m['precision']:.2f}, recall {m['recall']:.2f}, NN ratio {m['nn_ratio']:.2f}"),
+        (
+            samples,
+            f"samples (annealed Langevin)\nprecision {m['precision']:.2f}, recall {m['recall']:.2f}, NN ratio {m['nn_ratio']:.2f}",
+        ),
         (nearest_train, "nearest training image of each sample\n(a copied sample would look identical)"),
     ]
     for ax, (imgs, title) in zip(axes, panels):
@@ -124,11 +151,20 @@ def _plot(ctx, res, cfg, real, samples, nearest_train, losses) -> None:
     w = max(1, len(losses) // 50)
     ax.plot(losses.numpy(), color="0.8", lw=0.5, label="per step")
     if len(losses) >= w:
-        ax.plot(range(w - 1, len(losses)), losses.unfold(0, w, 1).mean(1).numpy(), color="tab:blue", lw=1.5, label=f"moving mean ({w} steps)")
+        ax.plot(
+            range(w - 1, len(losses)),
+            losses.unfold(0, w, 1).mean(1).numpy(),
+            color="tab:blue",
+            lw=1.5,
+            label=f"moving mean ({w} steps)",
+        )
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("DSM loss (λ(σ) = σ², summed over 64 pixels)")
     ax.set_title("training loss", fontsize=10)
     ax.legend()
-    fig.suptitle(f"8×8 digits: a conv score network trained {cfg.iters} steps with fl.dsm_loss, sampled by annealed Langevin", fontsize=12)
+    fig.suptitle(
+        f"8×8 digits: a conv score network trained {cfg.iters} steps with fl.dsm_loss, sampled by annealed Langevin",
+        fontsize=12,
+    )
     save_figure(ctx, res, fig, "digits_samples.png")

@@ -21,7 +21,6 @@ from .metrics import hist_tv, mmd2
 from .nets import EnergyMLP
 from .replay import ReplayBuffer
 
-
 BINS = 24  #: histogram cells per axis for the TV distances
 
 
@@ -85,34 +84,55 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
                 loss.backward()
                 opt.step()
                 gaps[it] = (e_neg.mean() - e_pos.mean()).detach()
-                note = f"gap E(x-)-E(x+) {float(gaps[it]):.3f}" if ctx.progress and (it % 50 == 49 or it == cfg.iters - 1) else None
+                note = (
+                    f"gap E(x-)-E(x+) {float(gaps[it]):.3f}"
+                    if ctx.progress and (it % 50 == 49 or it == cfg.iters - 1)
+                    else None
+                )
                 bar.update(1, note)
         with timed(ctx) as t_sample:
             x0 = torch.empty(cfg.n, 2, device=dev).uniform_(-cfg.box, cfg.box, generator=g)
-            samples = fl.langevin(score, x0, step_size=cfg.step_size, n_steps=cfg.sample_steps, generator=g, progress=ctx.progress)
-            samples = fl.langevin(score, samples, step_size=cfg.fine_step_size, n_steps=cfg.fine_steps, generator=g, progress=ctx.progress)
+            samples = fl.langevin(
+                score, x0, step_size=cfg.step_size, n_steps=cfg.sample_steps, generator=g, progress=ctx.progress
+            )
+            samples = fl.langevin(
+                score, samples, step_size=cfg.fine_step_size, n_steps=cfg.fine_steps, generator=g, progress=ctx.progress
+            )
     m = res.metrics
-    m["mmd_ref"], m["mmd_samples"], m["mmd_buffer"] = mmd2(test, test2), mmd2(samples, test), mmd2(buf.states[: cfg.n], test)
+    m["mmd_ref"], m["mmd_samples"], m["mmd_buffer"] = (
+        mmd2(test, test2),
+        mmd2(samples, test),
+        mmd2(buf.states[: cfg.n], test),
+    )
     m["tv_density"], model_hist = _density_tv(energy, test, cfg.box)
     if cfg.data == "rings":
         inner = lambda p: float((p.norm(dim=1) < 1.35).double().mean())  # noqa: E731  (the gap between the rings is at r ≈ 1.35)
         m["inner_data"], m["inner_samples"], m["inner_buffer"] = inner(test), inner(samples), inner(buf.states)
         m["inner_model"] = float(model_hist.reshape(-1)[_inner_cells(cfg.box)].sum())
         m["width_data"], m["width_samples"] = _ring_width(test), _ring_width(samples)
-    m["tv_ref"], m["tv_samples"] = hist_tv(test, test2, lim=cfg.box, bins=BINS), hist_tv(samples, test, lim=cfg.box, bins=BINS)
-    m["final_gap"] = float(gaps[-max(1, cfg.iters // 10):].mean())
-    res.say(f"data: {cfg.data}, {cfg.n_train} training points; energy: MLP + ‖x‖²/(2·{cfg.base_std:g}²), {sum(p.numel() for p in energy.parameters()):,} parameters")
+    m["tv_ref"], m["tv_samples"] = (
+        hist_tv(test, test2, lim=cfg.box, bins=BINS),
+        hist_tv(samples, test, lim=cfg.box, bins=BINS),
+    )
+    m["final_gap"] = float(gaps[-max(1, cfg.iters // 10) :].mean())
+    res.say(
+        f"data: {cfg.data}, {cfg.n_train} training points; energy: MLP + ‖x‖²/(2·{cfg.base_std:g}²), {sum(p.numel() for p in energy.parameters()):,} parameters"
+    )
     res.say(
         f"training: {cfg.iters} steps of persistent CD in {t_train.seconds:.1f} s: each {cfg.batch} negatives from a {cfg.buffer}-state replay "
         f"buffer on {dev} ({cfg.reinit:.0%} restarted from noise), {cfg.chain_steps} Langevin steps of ε={cfg.step_size:g}"
     )
-    res.say(f"    final contrastive gap E(x⁻) - E(x⁺) = {m['final_gap']:+.3f} (mean of the last 10%; the restarted negatives keep it > 0)")
+    res.say(
+        f"    final contrastive gap E(x⁻) - E(x⁺) = {m['final_gap']:+.3f} (mean of the last 10%; the restarted negatives keep it > 0)"
+    )
     res.say(
         f"sampling: {cfg.n} fresh chains from uniform [-{cfg.box:g}, {cfg.box:g}]², fl.langevin(fl.score_from_energy(E)): "
         f"{cfg.sample_steps} steps of ε={cfg.step_size:g} then {cfg.fine_steps} of ε={cfg.fine_step_size:g}, in {t_sample.seconds:.1f} s"
     )
     res.say(f"quality vs {cfg.n} held-out points (held-out vs held-out in brackets):")
-    res.say(f"    MMD² fresh samples {m['mmd_samples']:+.5f}, replay buffer {m['mmd_buffer']:+.5f}  [{m['mmd_ref']:+.5f}]")
+    res.say(
+        f"    MMD² fresh samples {m['mmd_samples']:+.5f}, replay buffer {m['mmd_buffer']:+.5f}  [{m['mmd_ref']:+.5f}]"
+    )
     res.say(
         f"    the model's own density exp(-E)/Z (Z by quadrature on the grid) vs the held-out histogram, {BINS}×{BINS} cells: "
         f"TV {m['tv_density']:.3f}  [{m['tv_ref']:.3f}]"
@@ -122,7 +142,9 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
             f"    mass on the inner ring (r < 1.35): data {m['inner_data']:.3f}, model density {m['inner_model']:.3f}, "
             f"fresh samples {m['inner_samples']:.3f}, buffer {m['inner_buffer']:.3f}"
         )
-        res.say(f"    median distance to the nearer ring: data {m['width_data']:.3f}, fresh samples {m['width_samples']:.3f}")
+        res.say(
+            f"    median distance to the nearer ring: data {m['width_data']:.3f}, fresh samples {m['width_samples']:.3f}"
+        )
     res.say(f"backends that ran: {ran_summary(ran)}")
     res.seconds = total.seconds
 
@@ -181,12 +203,26 @@ def _plot(ctx, res, cfg, energy, test, buffer, samples, gaps) -> None:
         e = energy(pts.to(dev)).cpu().reshape(gx.shape)
     logp = -(e - e.min())  # log p up to its normaliser, 0 at the lowest energy
     ax = axes[0]
-    im = ax.imshow(logp.numpy(), origin="lower", extent=(-lim, lim, -lim, lim), cmap="viridis", vmin=max(float(logp.min()), -12), vmax=0)
+    im = ax.imshow(
+        logp.numpy(),
+        origin="lower",
+        extent=(-lim, lim, -lim, lim),
+        cmap="viridis",
+        vmin=max(float(logp.min()), -12),
+        vmax=0,
+    )
     fig.colorbar(im, ax=ax, label="-E(x) + min E  (log density + const)", shrink=0.85)
-    ax.set_title(f"learned energy landscape\nmodel density vs held-out histogram: TV {m['tv_density']:.3f} [{m['tv_ref']:.3f}]", fontsize=10)
+    ax.set_title(
+        f"learned energy landscape\nmodel density vs held-out histogram: TV {m['tv_density']:.3f} [{m['tv_ref']:.3f}]",
+        fontsize=10,
+    )
     panels = [
         (buffer, f"replay buffer after training\nMMD² vs held-out {m['mmd_buffer']:+.4f}", "tab:orange"),
-        (samples, f"fresh chains from noise, {cfg.sample_steps} + {cfg.fine_steps} steps\nMMD² vs held-out {m['mmd_samples']:+.4f}", "tab:red"),
+        (
+            samples,
+            f"fresh chains from noise, {cfg.sample_steps} + {cfg.fine_steps} steps\nMMD² vs held-out {m['mmd_samples']:+.4f}",
+            "tab:red",
+        ),
     ]
     axes[1].scatter(test[:, 0].numpy(), test[:, 1].numpy(), s=2, alpha=0.5, color="tab:blue")
     axes[1].set_title(f"held-out data\nMMD² vs another held-out set {m['mmd_ref']:+.4f}", fontsize=10)
@@ -199,5 +235,8 @@ def _plot(ctx, res, cfg, energy, test, buffer, samples, gaps) -> None:
         ax.set_aspect("equal")
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
-    fig.suptitle(f"{cfg.data}: energy-based model trained by persistent contrastive divergence ({cfg.iters} steps), sampled with fl.score_from_energy", fontsize=12)
+    fig.suptitle(
+        f"{cfg.data}: energy-based model trained by persistent contrastive divergence ({cfg.iters} steps), sampled with fl.score_from_energy",
+        fontsize=12,
+    )
     save_figure(ctx, res, fig, "ebm.png")

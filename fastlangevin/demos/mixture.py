@@ -31,7 +31,11 @@ class GaussianMixture2D:
 
     def _log_components(self, x: torch.Tensor, var: float) -> torch.Tensor:
         d2 = ((x[:, None, :] - self.means[None]) ** 2).sum(-1)  # [N, K]
-        return torch.log(self.weights)[None] - 0.5 * d2 / var - torch.log(torch.tensor(2 * torch.pi * var, device=x.device))
+        return (
+            torch.log(self.weights)[None]
+            - 0.5 * d2 / var
+            - torch.log(torch.tensor(2 * torch.pi * var, device=x.device))
+        )
 
     def log_prob(self, x: torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
         """log p_σ(x) of the mixture convolved with N(0, σ² I) (σ = 0: the mixture itself)."""

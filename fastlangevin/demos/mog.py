@@ -69,14 +69,24 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
     mix = GaussianMixture2D.default(dev)
     target = mix.weights.cpu()
     fmt = lambda w: "[" + ", ".join(f"{v:.3f}" for v in w.tolist()) + "]"  # noqa: E731
-    res.say(f"target: 3 unit-variance Gaussians 7.8 apart, weights {fmt(target)}; exact score of the σ-smoothed mixture")
+    res.say(
+        f"target: 3 unit-variance Gaussians 7.8 apart, weights {fmt(target)}; exact score of the σ-smoothed mixture"
+    )
 
     with fl.track_backends() as ran, timed(ctx) as total:
         # --- 1. trajectories from the local minimum --------------------------------------------
         start = mix.local_minimum().to(dev)
         x0 = start.expand(cfg.traj_chains, 2).contiguous()
         trace = fl.Trace(every=1)
-        ends = fl.langevin(mix.score, x0, step_size=cfg.traj_step, n_steps=cfg.traj_steps, generator=g, trace=trace, progress=ctx.progress)
+        ends = fl.langevin(
+            mix.score,
+            x0,
+            step_size=cfg.traj_step,
+            n_steps=cfg.traj_steps,
+            generator=g,
+            trace=trace,
+            progress=ctx.progress,
+        )
         reached = torch.bincount(mix.assign(ends), minlength=3).cpu()
         first = [int(torch.nonzero(mix.assign(ends) == k)[0]) for k in range(3) if reached[k] > 0]
         paths = trace.states[:, first].cpu()  # [steps + 1, ≤3, 2]
@@ -88,13 +98,23 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
 
         # --- 2. plain vs annealed Langevin from a broad start ------------------------------------
         x0 = torch.empty(cfg.n, 2, device=dev).uniform_(-cfg.box, cfg.box, generator=g)
-        fl.langevin(mix.score, x0[:256], step_size=cfg.plain_step, n_steps=3, generator=g)  # warm-up (compiles kernels on a GPU)
+        fl.langevin(
+            mix.score, x0[:256], step_size=cfg.plain_step, n_steps=3, generator=g
+        )  # warm-up (compiles kernels on a GPU)
         with timed(ctx) as t_plain:
-            plain = fl.langevin(mix.score, x0, step_size=cfg.plain_step, n_steps=cfg.plain_steps, generator=g, progress=ctx.progress)
+            plain = fl.langevin(
+                mix.score, x0, step_size=cfg.plain_step, n_steps=cfg.plain_steps, generator=g, progress=ctx.progress
+            )
         sigmas = fl.geometric_sigmas(cfg.sigma_max, cfg.sigma_min, cfg.levels, device=dev)
         with timed(ctx) as t_ann:
             annealed = fl.annealed_langevin(
-                mix.score, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress
+                mix.score,
+                x0,
+                sigmas,
+                n_steps_each=cfg.steps_each,
+                step_lr=cfg.step_lr,
+                generator=g,
+                progress=ctx.progress,
             )
     w_plain, w_ann = mix.mode_weights(plain).cpu(), mix.mode_weights(annealed).cpu()
     var_ann = _mode_variance(mix.to("cpu"), annealed.cpu())
@@ -103,13 +123,19 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
     m["var_annealed_max_err"] = float((var_ann - 1.0).abs().nan_to_num(nan=float("inf")).max())  # an empty mode: inf
     m["chain_steps_per_s"] = cfg.n * cfg.plain_steps / t_plain.seconds
     m["samples_per_s_annealed"] = cfg.n / t_ann.seconds
-    res.say(f"plain Langevin, {cfg.n} chains from uniform [-{cfg.box:g}, {cfg.box:g}]², {cfg.plain_steps} steps of ε={cfg.plain_step:g}:")
-    res.say(f"    mode weights {fmt(w_plain)}  (TV distance to the target {m['tv_plain']:.3f}: the basins' areas, not the weights)")
+    res.say(
+        f"plain Langevin, {cfg.n} chains from uniform [-{cfg.box:g}, {cfg.box:g}]², {cfg.plain_steps} steps of ε={cfg.plain_step:g}:"
+    )
+    res.say(
+        f"    mode weights {fmt(w_plain)}  (TV distance to the target {m['tv_plain']:.3f}: the basins' areas, not the weights)"
+    )
     res.say(
         f"annealed Langevin, σ {cfg.sigma_max:g} → {cfg.sigma_min:g} over {cfg.levels} levels × {cfg.steps_each} steps, "
         f"step_lr={cfg.step_lr:g}, final denoising step:"
     )
-    res.say(f"    mode weights {fmt(w_ann)}  (TV distance {m['tv_annealed']:.3f}); per-mode variance {fmt(var_ann)} (target 1)")
+    res.say(
+        f"    mode weights {fmt(w_ann)}  (TV distance {m['tv_annealed']:.3f}); per-mode variance {fmt(var_ann)} (target 1)"
+    )
     res.say(
         f"speed on {dev}: plain ULA {m['chain_steps_per_s']:,.0f} chain-steps/s (score + fused step); annealed "
         f"{m['samples_per_s_annealed']:,.0f} samples/s ({cfg.levels * cfg.steps_each} steps each)"
@@ -144,23 +170,52 @@ def _plot_trajectories(ctx, res, mix, start, paths, reached) -> None:
 
     fig = plt.figure(figsize=(15, 6.5))
     ax = fig.add_subplot(1, 2, 1, projection="3d", computed_zorder=False)  # lines drawn over the surface
-    ax.plot_surface(gx.numpy(), gy.numpy(), logp.numpy(), cmap="viridis", alpha=0.6, linewidth=0, antialiased=True, rcount=60, ccount=60)
+    ax.plot_surface(
+        gx.numpy(),
+        gy.numpy(),
+        logp.numpy(),
+        cmap="viridis",
+        alpha=0.6,
+        linewidth=0,
+        antialiased=True,
+        rcount=60,
+        ccount=60,
+    )
     for k, (mu, w) in enumerate(zip(mix.means, mix.weights)):
         ax.text(float(mu[0]), float(mu[1]), 3.0, f"mode {k + 1}\nw = {w:.1f}", color="black", fontsize=9, ha="center")
     for j in range(paths.shape[1]):
         p = paths[:, j]
         k = int(mix.assign(p[-1:])[0])
         z = mix.log_prob(p).clamp_min(floor) + 0.4  # drawn just above the surface
-        ax.plot(p[:, 0].numpy(), p[:, 1].numpy(), z.numpy(), color=MODE_COLORS[k], lw=1.6, label=f"chain ending in mode {k + 1}")
+        ax.plot(
+            p[:, 0].numpy(),
+            p[:, 1].numpy(),
+            z.numpy(),
+            color=MODE_COLORS[k],
+            lw=1.6,
+            label=f"chain ending in mode {k + 1}",
+        )
         ax.scatter([p[-1, 0]], [p[-1, 1]], [float(z[-1])], color=MODE_COLORS[k], s=30, depthshade=False)
     z0 = float(mix.log_prob(start[None])[0])
-    ax.scatter([start[0]], [start[1]], [z0 + 0.4], marker="*", s=220, color="white", edgecolor="black", depthshade=False, label="common start")
+    ax.scatter(
+        [start[0]],
+        [start[1]],
+        [z0 + 0.4],
+        marker="*",
+        s=220,
+        color="white",
+        edgecolor="black",
+        depthshade=False,
+        label="common start",
+    )
     ax.set_xlabel("$x_1$")
     ax.set_ylabel("$x_2$")
     ax.set_zlabel("log p(x)")
     ax.set_zlim(floor, 4)
     ax.view_init(elev=42, azim=-60)
-    ax.set_title(f"log-density surface (clipped at {floor:g})\nwith three Langevin trajectories from one start", fontsize=11)
+    ax.set_title(
+        f"log-density surface (clipped at {floor:g})\nwith three Langevin trajectories from one start", fontsize=11
+    )
     ax.legend(loc="upper left", fontsize=8)
 
     ax = fig.add_subplot(1, 2, 2)
@@ -169,7 +224,16 @@ def _plot_trajectories(ctx, res, mix, start, paths, reached) -> None:
     qx, qy, qpts = _grid(lim, 19)
     s = mix.score(qpts)
     u = s / s.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    ax.quiver(qx.numpy(), qy.numpy(), u[:, 0].reshape(qx.shape).numpy(), u[:, 1].reshape(qx.shape).numpy(), color="white", alpha=0.8, scale=32, width=0.003)
+    ax.quiver(
+        qx.numpy(),
+        qy.numpy(),
+        u[:, 0].reshape(qx.shape).numpy(),
+        u[:, 1].reshape(qx.shape).numpy(),
+        color="white",
+        alpha=0.8,
+        scale=32,
+        width=0.003,
+    )
     for j in range(paths.shape[1]):
         p = paths[:, j]
         k = int(mix.assign(p[-1:])[0])
@@ -178,8 +242,16 @@ def _plot_trajectories(ctx, res, mix, start, paths, reached) -> None:
     ax.plot([start[0]], [start[1]], "*", ms=16, color="white", mec="black")
     for k, (mu, w) in enumerate(zip(mix.means, mix.weights)):
         out = 1.55 * mu  # label outside the mode, away from the trajectories
-        ax.text(float(out[0]), float(out[1]), f"mode {k + 1}, w = {w:.1f}", color="black", fontsize=9, ha="center", va="center",
-                bbox=dict(boxstyle="round", fc="white", ec=MODE_COLORS[k], alpha=0.9))
+        ax.text(
+            float(out[0]),
+            float(out[1]),
+            f"mode {k + 1}, w = {w:.1f}",
+            color="black",
+            fontsize=9,
+            ha="center",
+            va="center",
+            bbox=dict(boxstyle="round", fc="white", ec=MODE_COLORS[k], alpha=0.9),
+        )
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)
     ax.set_aspect("equal")
@@ -191,7 +263,9 @@ def _plot_trajectories(ctx, res, mix, start, paths, reached) -> None:
         f"{'/'.join(str(v) for v in reached.tolist())} times",
         fontsize=11,
     )
-    fig.suptitle("Langevin dynamics x ← x + ε ∇log p(x) + √(2ε) z: the noise decides which mode a chain reaches", fontsize=13)
+    fig.suptitle(
+        "Langevin dynamics x ← x + ε ∇log p(x) + √(2ε) z: the noise decides which mode a chain reaches", fontsize=13
+    )
     save_figure(ctx, res, fig, "mog_trajectories.png")
 
 
@@ -221,8 +295,19 @@ def _plot_annealing(ctx, res, mix, plain, annealed, w_plain, w_ann, cfg) -> None
     ax = axes[3]
     width = 0.26
     idx = np.arange(3)
-    for off, (label, w, hatch) in zip((-width, 0, width), (("target", mix.weights, ""), ("plain", w_plain, "//"), ("annealed", w_ann, ".."))):
-        ax.bar(idx + off, w.numpy(), width, label=label, color=[MODE_COLORS[j] for j in range(3)], alpha=0.9 if label == "target" else 0.55, hatch=hatch, edgecolor="black")
+    for off, (label, w, hatch) in zip(
+        (-width, 0, width), (("target", mix.weights, ""), ("plain", w_plain, "//"), ("annealed", w_ann, ".."))
+    ):
+        ax.bar(
+            idx + off,
+            w.numpy(),
+            width,
+            label=label,
+            color=[MODE_COLORS[j] for j in range(3)],
+            alpha=0.9 if label == "target" else 0.55,
+            hatch=hatch,
+            edgecolor="black",
+        )
     ax.set_xticks(idx, [f"mode {j + 1}" for j in range(3)])
     ax.set_ylabel("fraction of samples")
     ax.set_ylim(0, 0.75)
@@ -234,4 +319,3 @@ def _plot_annealing(ctx, res, mix, plain, annealed, w_plain, w_ann, cfg) -> None
         fontsize=12,
     )
     save_figure(ctx, res, fig, "mog_annealing.png")
-

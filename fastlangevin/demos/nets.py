@@ -89,7 +89,9 @@ class ConvScoreNet(nn.Module):
         super().__init__()
         self.data_var = float(data_var)
         emb = 4 * n_freq
-        self.embed = nn.Sequential(SigmaEmbedding(n_freq), nn.Linear(2 * n_freq, emb), nn.SiLU(), nn.Linear(emb, emb), nn.SiLU())
+        self.embed = nn.Sequential(
+            SigmaEmbedding(n_freq), nn.Linear(2 * n_freq, emb), nn.SiLU(), nn.Linear(emb, emb), nn.SiLU()
+        )
         self.stem = nn.Conv2d(in_ch, ch, 3, padding=1)
         self.blocks = nn.ModuleList(_ResBlock(ch, emb) for _ in range(blocks))
         self.head = nn.Sequential(nn.GroupNorm(8, ch), nn.SiLU(), nn.Conv2d(ch, in_ch, 3, padding=1))

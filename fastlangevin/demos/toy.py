@@ -62,12 +62,25 @@ def run(ctx: DemoContext, cfg: ToyConfig = ToyConfig()) -> DemoResult:
 
     with fl.track_backends() as ran, timed(ctx) as total:
         with timed(ctx) as t_train:
-            losses, _ = train_dsm(ctx, net, train, sigmas, iters=cfg.iters, batch=cfg.batch, lr=cfg.lr, desc=f"training on {cfg.data}")
+            losses, _ = train_dsm(
+                ctx, net, train, sigmas, iters=cfg.iters, batch=cfg.batch, lr=cfg.lr, desc=f"training on {cfg.data}"
+            )
         with torch.no_grad(), timed(ctx) as t_ald:
             x0 = torch.empty(cfg.n, 2, device=dev).uniform_(-cfg.sigma_max, cfg.sigma_max, generator=g)
-            ald = fl.annealed_langevin(net, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress)
+            ald = fl.annealed_langevin(
+                net, x0, sigmas, n_steps_each=cfg.steps_each, step_lr=cfg.step_lr, generator=g, progress=ctx.progress
+            )
         with torch.no_grad(), timed(ctx) as t_pc:
-            pc = fl.pc_sample(score_t, sde, shape=(cfg.n, 2), n_steps=cfg.pc_steps, snr=cfg.snr, device=dev, generator=g, progress=ctx.progress)
+            pc = fl.pc_sample(
+                score_t,
+                sde,
+                shape=(cfg.n, 2),
+                n_steps=cfg.pc_steps,
+                snr=cfg.snr,
+                device=dev,
+                generator=g,
+                progress=ctx.progress,
+            )
     losses = losses.cpu()
     tail = max(1, cfg.iters // 10)
     m = res.metrics
@@ -75,7 +88,9 @@ def run(ctx: DemoContext, cfg: ToyConfig = ToyConfig()) -> DemoResult:
     m["mmd_ref"] = mmd2(test, test2)
     m["mmd_annealed"], m["mmd_pc"] = mmd2(ald, test), mmd2(pc, test)
     m["tv_ref"], m["tv_annealed"], m["tv_pc"] = hist_tv(test, test2), hist_tv(ald, test), hist_tv(pc, test)
-    res.say(f"data: {cfg.data}, {cfg.n_train} training points; score net: FiLM-MLP, {sum(p.numel() for p in net.parameters()):,} parameters")
+    res.say(
+        f"data: {cfg.data}, {cfg.n_train} training points; score net: FiLM-MLP, {sum(p.numel() for p in net.parameters()):,} parameters"
+    )
     res.say(
         f"training: {cfg.iters} steps of fl.dsm_loss (batch {cfg.batch}, σ {cfg.sigma_max:g} → {cfg.sigma_min:g}, {cfg.levels} levels) "
         f"in {t_train.seconds:.1f} s; final loss {m['final_loss']:.4f} (mean of the last {tail} steps; starts ≈ {float(losses[:10].mean()):.3f})"
@@ -85,7 +100,9 @@ def run(ctx: DemoContext, cfg: ToyConfig = ToyConfig()) -> DemoResult:
     res.say(
         f"    annealed Langevin ({cfg.levels}×{cfg.steps_each} steps, {t_ald.seconds:.1f} s)   MMD² {m['mmd_annealed']:+.5f}   TV {m['tv_annealed']:.3f}"
     )
-    res.say(f"    PC sampler (VE SDE, {cfg.pc_steps} steps, snr {cfg.snr:g}, {t_pc.seconds:.1f} s)    MMD² {m['mmd_pc']:+.5f}   TV {m['tv_pc']:.3f}")
+    res.say(
+        f"    PC sampler (VE SDE, {cfg.pc_steps} steps, snr {cfg.snr:g}, {t_pc.seconds:.1f} s)    MMD² {m['mmd_pc']:+.5f}   TV {m['tv_pc']:.3f}"
+    )
     res.say(f"backends that ran: {ran_summary(ran)}")
     res.seconds = total.seconds
 
@@ -109,10 +126,26 @@ def _plot_samples(ctx, res, cfg, test, ald, pc) -> None:
     plt = pyplot()
     m, lim = res.metrics, 3.2
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), layout="constrained")
-    _scatter(axes[0], test, f"held-out data ({test.shape[0]} points)\nMMD² vs another held-out set {m['mmd_ref']:+.4f}", lim, "tab:blue")
-    _scatter(axes[1], ald, f"annealed Langevin, {cfg.levels} levels × {cfg.steps_each} steps\nMMD² vs held-out {m['mmd_annealed']:+.4f}", lim, "tab:green")
-    _scatter(axes[2], pc, f"PC sampler (VE SDE), {cfg.pc_steps} steps\nMMD² vs held-out {m['mmd_pc']:+.4f}", lim, "tab:red")
-    fig.suptitle(f"{cfg.data}: data vs samples from a score network trained with fl.dsm_loss ({cfg.iters} steps)", fontsize=12)
+    _scatter(
+        axes[0],
+        test,
+        f"held-out data ({test.shape[0]} points)\nMMD² vs another held-out set {m['mmd_ref']:+.4f}",
+        lim,
+        "tab:blue",
+    )
+    _scatter(
+        axes[1],
+        ald,
+        f"annealed Langevin, {cfg.levels} levels × {cfg.steps_each} steps\nMMD² vs held-out {m['mmd_annealed']:+.4f}",
+        lim,
+        "tab:green",
+    )
+    _scatter(
+        axes[2], pc, f"PC sampler (VE SDE), {cfg.pc_steps} steps\nMMD² vs held-out {m['mmd_pc']:+.4f}", lim, "tab:red"
+    )
+    fig.suptitle(
+        f"{cfg.data}: data vs samples from a score network trained with fl.dsm_loss ({cfg.iters} steps)", fontsize=12
+    )
     save_figure(ctx, res, fig, "toy_samples.png")
 
 
@@ -124,7 +157,9 @@ def _plot_score(ctx, res, cfg, net, sigmas, data, losses) -> None:
     w = max(1, len(losses) // 50)
     smooth = losses.unfold(0, w, 1).mean(1) if len(losses) >= w else losses
     ax.plot(losses.numpy(), color="0.8", lw=0.5, label="per step")
-    ax.plot(range(w - 1, w - 1 + len(smooth)), smooth.numpy(), color="tab:blue", lw=1.5, label=f"moving mean ({w} steps)")
+    ax.plot(
+        range(w - 1, w - 1 + len(smooth)), smooth.numpy(), color="tab:blue", lw=1.5, label=f"moving mean ({w} steps)"
+    )
     ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel("DSM loss (λ(σ) = σ²)")
@@ -139,8 +174,16 @@ def _plot_score(ctx, res, cfg, net, sigmas, data, losses) -> None:
             s = net(pts.to(next(net.parameters()).device), sig).cpu()
         ax.scatter(data[:, 0].numpy(), data[:, 1].numpy(), s=1, alpha=0.3, color="tab:blue", label="data")
         norm = s.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        q = ax.quiver(gx.numpy(), gy.numpy(), (s / norm)[:, 0].reshape(gx.shape).numpy(), (s / norm)[:, 1].reshape(gx.shape).numpy(),
-                      norm.squeeze(1).reshape(gx.shape).log10().numpy(), cmap="magma", scale=30, width=0.004)
+        q = ax.quiver(
+            gx.numpy(),
+            gy.numpy(),
+            (s / norm)[:, 0].reshape(gx.shape).numpy(),
+            (s / norm)[:, 1].reshape(gx.shape).numpy(),
+            norm.squeeze(1).reshape(gx.shape).log10().numpy(),
+            cmap="magma",
+            scale=30,
+            width=0.004,
+        )
         fig.colorbar(q, ax=ax, label="log₁₀ ‖s_θ(x, σ)‖", shrink=0.8)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
@@ -149,5 +192,7 @@ def _plot_score(ctx, res, cfg, net, sigmas, data, losses) -> None:
         ax.set_ylabel("$x_2$")
         ax.set_title(f"learned score s_θ(x, σ = {sig:.3g})\narrows: direction, colour: log₁₀ of the norm", fontsize=10)
         ax.legend(loc="upper left", markerscale=6, fontsize=8)
-    fig.suptitle(f"{cfg.data}: DSM training and the learned score field at a large and a small noise level", fontsize=12)
+    fig.suptitle(
+        f"{cfg.data}: DSM training and the learned score field at a large and a small noise level", fontsize=12
+    )
     save_figure(ctx, res, fig, "toy_score.png")

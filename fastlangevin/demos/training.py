@@ -11,7 +11,16 @@ from .common import DemoContext
 
 
 def train_dsm(
-    ctx: DemoContext, net: torch.nn.Module, data: torch.Tensor, sigmas: torch.Tensor, *, iters: int, batch: int, lr: float, desc: str, ema: Optional[float] = None
+    ctx: DemoContext,
+    net: torch.nn.Module,
+    data: torch.Tensor,
+    sigmas: torch.Tensor,
+    *,
+    iters: int,
+    batch: int,
+    lr: float,
+    desc: str,
+    ema: Optional[float] = None,
 ) -> Tuple[torch.Tensor, torch.nn.Module]:
     """NCSN training: each step draws a batch, one noise level per sample uniformly from
     ``sigmas`` (``fl.sample_noise_levels``) and minimises ``fl.dsm_loss`` (λ(σ) = σ², the
@@ -47,7 +56,7 @@ def train_dsm(
             losses[it] = loss.detach()
             note = None
             if ctx.progress and (it % 100 == 99 or it == iters - 1):  # an occasional sync for the display only
-                note = f"loss {float(losses[max(0, it - 99): it + 1].mean()):.4f}"
+                note = f"loss {float(losses[max(0, it - 99) : it + 1].mean()):.4f}"
             bar.update(1, note)
     net.eval()
     if avg is not None:

@@ -63,7 +63,9 @@ def for_pieces(
         return []
     C = TORCH_RNG_CHUNK if rng == "torch" else PHILOX_CHUNK
     first, last = elem_offset // C, (elem_offset + n - 1) // C + 1
-    seed_int = int(seed.reshape(()).item()) if rng == "torch" and injected_noise is None else None  # CPU: no device sync
+    seed_int = (
+        int(seed.reshape(()).item()) if rng == "torch" and injected_noise is None else None
+    )  # CPU: no device sync
     # CPU: pieces below ATen's grain run serially inside worker threads (no OpenMP team per
     # thread oversubscribing the cores) and keep every reduction single-threaded.
     piece = _CPU_PIECE if device.type == "cpu" else C
@@ -192,7 +194,9 @@ def dsm_loss_rows_torch(
 
     q = torch.zeros(inv_sigma_rows.shape[0], dtype=cdt, device=score.device)
     # accumulate the pieces' row sums in index order: a fixed order, whatever the threading
-    for piece in for_pieces(body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise):
+    for piece in for_pieces(
+        body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise
+    ):
         for r, sums in piece:
             q[r : r + sums.shape[0]] += sums
     return q.mul_(weight_rows).mul_(0.5)
@@ -217,5 +221,7 @@ def dsm_loss_backward_torch(
         r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
         grad[i0:i1].copy_(r.mul_(scale_slice(_rows(coef_rows), i0, i1, row_size, cdt)))
 
-    for_pieces(body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise)
+    for_pieces(
+        body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise
+    )
     return grad

@@ -108,7 +108,9 @@ def _pool():
     if _POOL is None:
         import concurrent.futures
 
-        _POOL = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="fastlangevin")
+        _POOL = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max(1, torch.get_num_threads()), thread_name_prefix="fastlangevin"
+        )
     return _POOL
 
 
@@ -119,7 +121,9 @@ def _workers(device: torch.device, n_chunks: int) -> int:
 
 
 @torch.no_grad()  # worker threads do not inherit the caller's grad mode; the op is not traced
-def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clamp, row_size, elem_offset, rng, injected_noise, C):
+def _update_chunks(
+    first, last, x, score, out, seed, seed_int, step, noise, clamp, row_size, elem_offset, rng, injected_noise, C
+):
     """The update for global chunks ``[first, last)`` (each C elements of the global index)."""
     n = x.numel()
     cdt = compute_dtype(x.dtype)
@@ -151,7 +155,21 @@ def _update_chunks(first, last, x, score, out, seed, seed_int, step, noise, clam
         for p0 in range(g0, g1, piece):
             p1 = min(p0 + piece, g1)
             zp = None if z is None else z[p0 - g0 : p1 - g0]
-            _update_piece(x, score, out, tbuf, zp, p0 - elem_offset, p1 - elem_offset, step, piece_noise, clamp, row_size, injected_noise, cdt)
+            _update_piece(
+                x,
+                score,
+                out,
+                tbuf,
+                zp,
+                p0 - elem_offset,
+                p1 - elem_offset,
+                step,
+                piece_noise,
+                clamp,
+                row_size,
+                injected_noise,
+                cdt,
+            )
     return out
 
 

@@ -45,7 +45,9 @@ NORM_MODES = ("batch", "per_sample")
 # ---------------------------------------------------------------------------------------
 # Pass 1: per-row norms (custom op)
 # ---------------------------------------------------------------------------------------
-def _corrector_norms_impl(score: torch.Tensor, seed: torch.Tensor, sample_offset: int, backend: str, rng: str) -> torch.Tensor:
+def _corrector_norms_impl(
+    score: torch.Tensor, seed: torch.Tensor, sample_offset: int, backend: str, rng: str
+) -> torch.Tensor:
     _backend.record("corrector_norms", backend)
     rows = score.shape[0]
     flat = score.contiguous().reshape(rows, -1)
@@ -134,9 +136,13 @@ def _gathered(gather_norms, norms: torch.Tensor) -> torch.Tensor:
     out = gather_norms(norms)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != 2 or out.shape[0] < norms.shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"gather_norms must return the whole batch's [B, 2] norms (B >= this shard's {norms.shape[0]} rows), got {got}")
+        raise ValueError(
+            f"gather_norms must return the whole batch's [B, 2] norms (B >= this shard's {norms.shape[0]} rows), got {got}"
+        )
     if out.dtype != norms.dtype or out.device != norms.device:
-        raise ValueError(f"gather_norms must return {norms.dtype} on {norms.device} (the norms' dtype and device), got {out.dtype} on {out.device}")
+        raise ValueError(
+            f"gather_norms must return {norms.dtype} on {norms.device} (the norms' dtype and device), got {out.dtype} on {out.device}"
+        )
     return out
 
 
@@ -187,7 +193,9 @@ def langevin_corrector_(
     check_state("x", x)
     check_like("score", score, x, "x")
     if gather_norms is not None and not callable(gather_norms):
-        raise TypeError(f"gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(gather_norms).__name__}")
+        raise TypeError(
+            f"gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(gather_norms).__name__}"
+        )
     batch, device = x.shape[0], x.device
     snr_s = check_scale("snr", snr, batch=batch, device=device)
     alpha_s = check_scale("alpha", alpha, batch=batch, device=device)

@@ -112,7 +112,9 @@ def _dsm_loss_rows_op(
     """Per-sample loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²``: ``[B]`` in ``inv_sigma_rows``' dtype."""
     _backend.record("dsm_loss", backend)
     sc = score.contiguous().reshape(-1)
-    kw = dict(row_size=_row_size(score), elem_offset=sample_offset * _row_size(score), injected_noise=_flat(injected_noise))
+    kw = dict(
+        row_size=_row_size(score), elem_offset=sample_offset * _row_size(score), injected_noise=_flat(injected_noise)
+    )
     if backend == "triton":
         from ..kernels.dsm import launch_dsm_loss_rows
 
@@ -142,7 +144,9 @@ def _dsm_loss_rows_backward_op(
     sc = score.contiguous()
     grad = torch.empty_like(sc)
     args = (sc.reshape(-1), grad.reshape(-1), seed, inv_sigma_rows, coef_rows)
-    kw = dict(row_size=_row_size(score), elem_offset=sample_offset * _row_size(score), injected_noise=_flat(injected_noise))
+    kw = dict(
+        row_size=_row_size(score), elem_offset=sample_offset * _row_size(score), injected_noise=_flat(injected_noise)
+    )
     if backend == "triton":
         from ..kernels.dsm import launch_dsm_loss_backward
 
@@ -171,7 +175,9 @@ def _loss_backward(ctx, grad_rows):
     grad_s = None
     if ctx.needs_input_grad[0]:
         coef = weight_rows * grad_rows.to(weight_rows.dtype)
-        grad_s = torch.ops.fastlangevin.dsm_loss_rows_backward(score, seed, inv_sigma_rows, coef, ctx.backend, ctx.rng, injected_noise, ctx.sample_offset)
+        grad_s = torch.ops.fastlangevin.dsm_loss_rows_backward(
+            score, seed, inv_sigma_rows, coef, ctx.backend, ctx.rng, injected_noise, ctx.sample_offset
+        )
     return grad_s, None, None, None, None, None, None, None
 
 
@@ -202,13 +208,17 @@ def _rows_of(scale, batch: int, cdt: torch.dtype, device: torch.device) -> torch
     return scale.tensor.to(cdt).expand(batch).contiguous()
 
 
-def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, injected_noise=None, sample_offset=0) -> _Prepared:
+def _prepare(
+    score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, injected_noise=None, sample_offset=0
+) -> _Prepared:
     """Validate every argument (before the generator is touched) and build the ops' inputs."""
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable as score_fn(x_tilde, sigma), got {type(score_fn).__name__}")
     check_state("x", x)
     if x.numel() == 0:
-        raise ValueError(f"x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), got shape {tuple(x.shape)}"
+        )
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
     batch, device = x.shape[0], x.device
@@ -236,14 +246,27 @@ def _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, r
         seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
     else:
         seed = draw_seed(device, generator)
-    return _Prepared(seed, alpha_rows, sigma_rows, torch.reciprocal(sigma_rows), weight_rows, sigma_arg, chosen, stream, reduction, sample_offset)
+    return _Prepared(
+        seed,
+        alpha_rows,
+        sigma_rows,
+        torch.reciprocal(sigma_rows),
+        weight_rows,
+        sigma_arg,
+        chosen,
+        stream,
+        reduction,
+        sample_offset,
+    )
 
 
 def _check_score(s, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(s, torch.Tensor):
         raise TypeError(f"score_fn must return a torch.Tensor, got {type(s).__name__}")
     if s.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"score_fn must return a floating tensor (float32, bfloat16, float16, float64), got dtype {s.dtype}")
+        raise TypeError(
+            f"score_fn must return a floating tensor (float32, bfloat16, float16, float64), got dtype {s.dtype}"
+        )
     if s.shape != x.shape:
         raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {tuple(s.shape)}")
     if s.device != x.device:
@@ -252,9 +275,13 @@ def _check_score(s, x: torch.Tensor) -> torch.Tensor:
 
 
 def _run(score_fn, x, p: _Prepared, injected_noise=None) -> torch.Tensor:
-    x_tilde = torch.ops.fastlangevin.dsm_perturb(x, p.seed, p.alpha_rows, p.sigma_rows, p.backend, p.rng, injected_noise, p.sample_offset)
+    x_tilde = torch.ops.fastlangevin.dsm_perturb(
+        x, p.seed, p.alpha_rows, p.sigma_rows, p.backend, p.rng, injected_noise, p.sample_offset
+    )
     s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
-    losses = torch.ops.fastlangevin.dsm_loss_rows(s, p.seed, p.inv_sigma_rows, p.weight_rows, p.backend, p.rng, injected_noise, p.sample_offset)
+    losses = torch.ops.fastlangevin.dsm_loss_rows(
+        s, p.seed, p.inv_sigma_rows, p.weight_rows, p.backend, p.rng, injected_noise, p.sample_offset
+    )
     if p.reduction == "mean":
         return losses.mean()
     if p.reduction == "sum":
@@ -324,7 +351,9 @@ def dsm_loss(
     return _run(score_fn, x, p)
 
 
-def dsm_loss_with_noise(score_fn, x, sigma, noise, *, alpha=None, weight=None, reduction="mean", backend=None, rng=None) -> torch.Tensor:
+def dsm_loss_with_noise(
+    score_fn, x, sigma, noise, *, alpha=None, weight=None, reduction="mean", backend=None, rng=None
+) -> torch.Tensor:
     """Test hook: :func:`dsm_loss` with the noise ``z`` supplied (shaped like x) instead of drawn.
 
     Every pass (kernels included) reads ``noise`` where it would regenerate z, so the Triton

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 import torch
 
@@ -40,7 +40,9 @@ def resolve_rng(rng: Optional[str], backend: str, device: torch.device) -> str:
     if rng not in RNG_STREAMS:
         raise ValueError(f"rng must be 'torch', 'philox' or None, got {rng!r}")
     if rng == "torch" and (backend != "torch" or device.type != "cpu"):
-        raise ValueError("rng='torch' (torch's CPU generator) is only available with backend='torch' on CPU tensors; use rng='philox'")
+        raise ValueError(
+            "rng='torch' (torch's CPU generator) is only available with backend='torch' on CPU tensors; use rng='philox'"
+        )
     return rng
 
 
@@ -53,8 +55,31 @@ def _dispatch(x_flat, score_flat, out_flat, seed, step, noise, clamp, row_size, 
     if backend == "triton":
         from ..kernels.langevin_step import launch_langevin_step
 
-        return launch_langevin_step(x_flat, score_flat, out_flat, seed, step, noise, clamp, row_size=row_size, elem_offset=elem_offset, injected_noise=injected)
-    return langevin_step_torch(x_flat, score_flat, out_flat, seed, step, noise, clamp, row_size=row_size, elem_offset=elem_offset, rng=rng, injected_noise=injected)
+        return launch_langevin_step(
+            x_flat,
+            score_flat,
+            out_flat,
+            seed,
+            step,
+            noise,
+            clamp,
+            row_size=row_size,
+            elem_offset=elem_offset,
+            injected_noise=injected,
+        )
+    return langevin_step_torch(
+        x_flat,
+        score_flat,
+        out_flat,
+        seed,
+        step,
+        noise,
+        clamp,
+        row_size=row_size,
+        elem_offset=elem_offset,
+        rng=rng,
+        injected_noise=injected,
+    )
 
 
 def _unpack(step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, hi):
@@ -92,7 +117,20 @@ def _langevin_step_impl(
     out = torch.empty_like(xc)
     row_size = _row_size(x)
     inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
-    _dispatch(xc.reshape(-1), sc.reshape(-1), out.reshape(-1), seed, step, noise, clamp, row_size, sample_offset * row_size, backend, rng, inj)
+    _dispatch(
+        xc.reshape(-1),
+        sc.reshape(-1),
+        out.reshape(-1),
+        seed,
+        step,
+        noise,
+        clamp,
+        row_size,
+        sample_offset * row_size,
+        backend,
+        rng,
+        inj,
+    )
     return out
 
 
@@ -100,7 +138,22 @@ _langevin_step_op = torch.library.custom_op("fastlangevin::langevin_step", mutat
 
 
 @_langevin_step_op.register_fake
-def _(x, score, seed, step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, hi, sample_offset, backend, rng, injected_noise):
+def _(
+    x,
+    score,
+    seed,
+    step_value,
+    step_tensor,
+    noise_value,
+    noise_tensor,
+    noise_mode,
+    lo,
+    hi,
+    sample_offset,
+    backend,
+    rng,
+    injected_noise,
+):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
@@ -157,11 +210,28 @@ def _langevin_step_inplace_impl(
         x.copy_(target)
 
 
-_langevin_step_inplace_op = torch.library.custom_op("fastlangevin::langevin_step_", mutates_args=("x",))(_langevin_step_inplace_impl)
+_langevin_step_inplace_op = torch.library.custom_op("fastlangevin::langevin_step_", mutates_args=("x",))(
+    _langevin_step_inplace_impl
+)
 
 
 @_langevin_step_inplace_op.register_fake
-def _(x, score, seed, step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, hi, sample_offset, backend, rng, injected_noise):
+def _(
+    x,
+    score,
+    seed,
+    step_value,
+    step_tensor,
+    noise_value,
+    noise_tensor,
+    noise_mode,
+    lo,
+    hi,
+    sample_offset,
+    backend,
+    rng,
+    injected_noise,
+):
     return None
 
 
@@ -206,7 +276,22 @@ def _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, s
     st = None if step.tensor is None else step.tensor.contiguous()
     nt = None if noise.tensor is None else noise.tensor.contiguous()
     lo, hi = (None, None) if lo_hi is None else lo_hi
-    return (x, score, seed, step.value, st, noise.value, nt, mode, lo, hi, sample_offset, chosen, stream, injected_noise)
+    return (
+        x,
+        score,
+        seed,
+        step.value,
+        st,
+        noise.value,
+        nt,
+        mode,
+        lo,
+        hi,
+        sample_offset,
+        chosen,
+        stream,
+        injected_noise,
+    )
 
 
 def langevin_step(
@@ -266,12 +351,16 @@ def langevin_step_(
     """
     args = _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset)
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
-        raise RuntimeError("langevin_step_ (in-place) does not support autograd; use langevin_step, or run under torch.no_grad()")
+        raise RuntimeError(
+            "langevin_step_ (in-place) does not support autograd; use langevin_step, or run under torch.no_grad()"
+        )
     run_inplace_op(args)
     return x
 
 
-def langevin_step_with_noise(x, score, noise, step_size, noise_scale=None, *, clamp=None, backend=None, inplace=False) -> torch.Tensor:
+def langevin_step_with_noise(
+    x, score, noise, step_size, noise_scale=None, *, clamp=None, backend=None, inplace=False
+) -> torch.Tensor:
     """Test hook: the same op with the noise ``z`` supplied instead of drawn (kernel included)."""
     args = _prepare(x, score, step_size, noise_scale, clamp, None, backend, None, 0, injected_noise=noise)
     if inplace:

@@ -119,7 +119,9 @@ def check_sigmas(sigmas) -> list:
         raise ValueError(f"sigmas must all be finite and > 0, got {values[:8]}{'…' if len(values) > 8 else ''}")
     if any(b >= a for a, b in zip(values, values[1:])):
         i = next(k for k, (a, b) in enumerate(zip(values, values[1:])) if b >= a)
-        raise ValueError(f"sigmas must be strictly decreasing (σ₁ > σ₂ > … > σ_L), but sigmas[{i}]={values[i]} <= sigmas[{i + 1}]={values[i + 1]}")
+        raise ValueError(
+            f"sigmas must be strictly decreasing (σ₁ > σ₂ > … > σ_L), but sigmas[{i}]={values[i]} <= sigmas[{i + 1}]={values[i + 1]}"
+        )
     return values
 
 
@@ -199,7 +201,10 @@ def annealed_langevin(
             if on_nonfinite == "raise" and not bool(torch.isfinite(x).all()):
                 from .loop import NonFiniteError
 
-                raise NonFiniteError(f"annealed_langevin: non-finite values after the final denoising step (after step {L * T})", L * T + 1)
+                raise NonFiniteError(
+                    f"annealed_langevin: non-finite values after the final denoising step (after step {L * T})",
+                    L * T + 1,
+                )
     return x
 
 

@@ -232,7 +232,9 @@ class LoopOptions:
 class Loop:
     """Runs ``n_steps`` of (prepare, body) with the options' callback / trace / progress / checks."""
 
-    def __init__(self, name: str, opts: LoopOptions, state: Sequence[torch.Tensor], n_steps: int, describe: Callable[[int], str]):
+    def __init__(
+        self, name: str, opts: LoopOptions, state: Sequence[torch.Tensor], n_steps: int, describe: Callable[[int], str]
+    ):
         self.name, self.opts, self.state, self.n, self.describe = name, opts, list(state), n_steps, describe
 
     @property
@@ -243,7 +245,9 @@ class Loop:
         x = self.state[0]
         step = j + 1
         if self.opts.on_nonfinite == "raise" and not bool(torch.isfinite(x).all()):  # host sync (documented)
-            raise NonFiniteError(f"{self.name}: non-finite values in the state after step {step} of {self.n} ({self.describe(j)})", step)
+            raise NonFiniteError(
+                f"{self.name}: non-finite values in the state after step {step} of {self.n} ({self.describe(j)})", step
+            )
         if self.opts.trace is not None:
             self.opts.trace._record(step, x)
         if self.opts.callback is not None:
@@ -290,7 +294,9 @@ class Loop:
             return self.opts.generator
         device = self.state[0].device
         if device.type == "cuda":
-            return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+            return torch.cuda.default_generators[
+                device.index if device.index is not None else torch.cuda.current_device()
+            ]
         return torch.default_generator
 
     def _warm_up(self, prepare, body) -> None:
@@ -316,7 +322,9 @@ class Loop:
         graph = torch.cuda.CUDAGraph()
         if self.opts.generator is not None:
             if not hasattr(graph, "register_generator_state"):
-                raise RuntimeError("cuda_graph=True with a custom generator needs torch>=2.6 (CUDAGraph.register_generator_state)")
+                raise RuntimeError(
+                    "cuda_graph=True with a custom generator needs torch>=2.6 (CUDAGraph.register_generator_state)"
+                )
             graph.register_generator_state(self.opts.generator)
         try:
             with torch.cuda.graph(graph):

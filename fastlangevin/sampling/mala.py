@@ -101,7 +101,9 @@ def mala(
     (a standard normal per chain from the fused op, u = Φ(z), keyed by global sample index).
     """
     if clamp is not None:
-        raise ValueError("mala does not support clamp (a clamped proposal breaks detailed balance); return -inf from log_prob_fn outside the support instead")
+        raise ValueError(
+            "mala does not support clamp (a clamped proposal breaks detailed balance); return -inf from log_prob_fn outside the support instead"
+        )
     x = _start_state(x0)
     n = check_n("n_steps", n_steps)
     B, device = x.shape[0], x.device
@@ -109,7 +111,7 @@ def mala(
     kw = op_kwargs(x, clamp=None, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
     opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
     cdt = compute_dtype(x.dtype)
-    eps_rows = (eps.value if eps.tensor is None else eps.tensor.to(cdt))  # [B] / 0-d / float
+    eps_rows = eps.value if eps.tensor is None else eps.tensor.to(cdt)  # [B] / 0-d / float
 
     with torch.no_grad():
         logp, score = _log_prob_and_score(log_prob_fn, x)
@@ -137,11 +139,17 @@ def mala(
                 accepted.add_(acc.to(cdt))
 
         def eps_rows_b(s: torch.Tensor) -> torch.Tensor:
-            e = eps_rows if not isinstance(eps_rows, torch.Tensor) or eps_rows.dim() == 0 else eps_rows.reshape((B,) + (1,) * (s.dim() - 1))
+            e = (
+                eps_rows
+                if not isinstance(eps_rows, torch.Tensor) or eps_rows.dim() == 0
+                else eps_rows.reshape((B,) + (1,) * (s.dim() - 1))
+            )
             return s.to(cdt) * e
 
         Loop("mala", opts, [x, score, logp, accepted], n, lambda j: "MALA").run(lambda j: None, body)
     return x, accepted / n
 
 
-mala.__doc__ += _COMMON_DOC.replace("        clamp: ``(lo, hi)`` applied after every update (``None`` for an open side).\n", "")
+mala.__doc__ += _COMMON_DOC.replace(
+    "        clamp: ``(lo, hi)`` applied after every update (``None`` for an open side).\n", ""
+)

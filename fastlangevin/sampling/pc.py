@@ -36,14 +36,26 @@ def _choice(name: str, v, options) -> str:
     return v
 
 
-def sample_prior(sde, shape: Sequence[int], *, dtype=torch.float32, device=None, generator=None, backend=None, rng=None, sample_offset: int = 0) -> torch.Tensor:
+def sample_prior(
+    sde,
+    shape: Sequence[int],
+    *,
+    dtype=torch.float32,
+    device=None,
+    generator=None,
+    backend=None,
+    rng=None,
+    sample_offset: int = 0,
+) -> torch.Tensor:
     """x ~ N(0, prior_std² I), drawn by the fused op (one seed, keyed by global sample index)."""
     shape = tuple(int(d) for d in shape)
     if len(shape) < 1 or any(d < 0 for d in shape):
         raise ValueError(f"shape must be a non-empty tuple of sizes (dim 0 the batch), got {shape}")
     x = torch.zeros(shape, dtype=dtype, device=device)
     with torch.no_grad():
-        return langevin_step_(x, x, 0.0, float(sde.prior_std), generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+        return langevin_step_(
+            x, x, 0.0, float(sde.prior_std), generator=generator, backend=backend, rng=rng, sample_offset=sample_offset
+        )
 
 
 def pc_sample(
@@ -110,7 +122,9 @@ def pc_sample(
     if corrector_norm not in NORM_MODES:
         raise ValueError(f"corrector_norm must be 'batch' or 'per_sample', got {corrector_norm!r}")
     if corrector_gather_norms is not None and not callable(corrector_gather_norms):
-        raise TypeError(f"corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(corrector_gather_norms).__name__}")
+        raise TypeError(
+            f"corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(corrector_gather_norms).__name__}"
+        )
     n = check_n("n_steps", n_steps)
     n_corr = check_n("n_corrector_steps", n_corrector_steps) if corr == "langevin" else 0
     sch = sde.schedule(n, eps)
@@ -128,7 +142,16 @@ def pc_sample(
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
     opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
     if x0 is None:
-        x = sample_prior(sde, x.shape, dtype=x.dtype, device=dev, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+        x = sample_prior(
+            sde,
+            x.shape,
+            dtype=x.dtype,
+            device=dev,
+            generator=generator,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+        )
 
     cdt = compute_dtype(x.dtype)
     static = opts.cuda_graph
@@ -155,7 +178,14 @@ def pc_sample(
             quiet = last and denoise and pred == "none" and k == n_corr - 1
             with phase("fastlangevin.correct"):
                 langevin_corrector_(
-                    x, s, snr, alpha=alpha_slot.get(), norm=corrector_norm, add_noise=not quiet, gather_norms=corrector_gather_norms, **kw
+                    x,
+                    s,
+                    snr,
+                    alpha=alpha_slot.get(),
+                    norm=corrector_norm,
+                    add_noise=not quiet,
+                    gather_norms=corrector_gather_norms,
+                    **kw,
                 )
         if pred != "none":
             s = eval_score(score_fn, x, t)

@@ -66,7 +66,9 @@ def gaussian_score(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return (TARGET_MEAN - x) / c[:, None]
 
 
-def predicted_moments(m0: float, v0: float, sigs: List[float], n_steps_each: int, step_lr: float) -> Tuple[float, float]:
+def predicted_moments(
+    m0: float, v0: float, sigs: List[float], n_steps_each: int, step_lr: float
+) -> Tuple[float, float]:
     """Exact mean and variance per element after the schedule, for :func:`gaussian_score`."""
     m, v = m0, v0
     for sig in sigs:
@@ -102,7 +104,16 @@ def _fastlangevin_make(backend: str, cuda_graph: bool = False):
     def make(case: Case, score_fn, sigs: List[float], n_steps_each: int, step_lr: float):
         import fastlangevin as fl
 
-        return lambda x0: fl.annealed_langevin(score_fn, x0, sigs, n_steps_each=n_steps_each, step_lr=step_lr, denoise=False, backend=backend, cuda_graph=cuda_graph)
+        return lambda x0: fl.annealed_langevin(
+            score_fn,
+            x0,
+            sigs,
+            n_steps_each=n_steps_each,
+            step_lr=step_lr,
+            denoise=False,
+            backend=backend,
+            cuda_graph=cuda_graph,
+        )
 
     return make
 
@@ -118,7 +129,9 @@ def _graph_unavailable(case: Case, opts: BenchOptions) -> Optional[str]:
 # ---------------------------------------------------------------------------------------
 class AnnealedWorkload(Workload):
     name = "annealed"
-    description = f"annealed Langevin ({LEVELS} levels x {STEPS_EACH} steps per call) with a small MLP score net; steps/s"
+    description = (
+        f"annealed Langevin ({LEVELS} levels x {STEPS_EACH} steps per call) with a small MLP score net; steps/s"
+    )
     bytes_note = "annealed: not a bandwidth figure — throughput is sampler steps/s (score network + update per step)"
     default_sizes_cuda = (20, 22)
     default_sizes_cpu = (14,)
@@ -166,7 +179,14 @@ class AnnealedWorkload(Workload):
             raise CheckFailed(f"sample mean {m:.5g} after the schedule, exact {m_pred:.5g} ± {tol_m:.2g} (n={n})")
         if abs(v - v_pred) > tol_v:
             raise CheckFailed(f"sample variance {v:.5g} after the schedule, exact {v_pred:.5g} ± {tol_v:.2g} (n={n})")
-        return {"numel": n, "mean": m, "mean_exact": m_pred, "var": v, "var_exact": v_pred, "fresh_fraction": check_fresh(out1, out2)}
+        return {
+            "numel": n,
+            "mean": m,
+            "mean_exact": m_pred,
+            "var": v,
+            "var_exact": v_pred,
+            "fresh_fraction": check_fresh(out1, out2),
+        }
 
     def timed(self, provider: Provider, case: Case, inputs, opts: BenchOptions):
         net, x0 = inputs["net"], inputs["x0"]
@@ -182,9 +202,27 @@ class AnnealedWorkload(Workload):
 def register(workload: AnnealedWorkload) -> None:
     add = workload.add_provider
     add(Provider("naive", "naive loop: x = x + a*net(x, sigma) + sqrt(2a)*randn_like(x)", _naive_make))
-    add(Provider("triton", "fastlangevin.annealed_langevin (Triton)", _fastlangevin_make("triton"), kind="ours", unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL)))
-    add(Provider("torch", "fastlangevin.annealed_langevin (PyTorch fallback)", _fastlangevin_make("torch"), kind="ours"))
-    add(Provider("triton_graph", "fastlangevin.annealed_langevin (Triton, cuda_graph=True)", _fastlangevin_make("triton", cuda_graph=True), kind="ours", unavailable=_graph_unavailable))
+    add(
+        Provider(
+            "triton",
+            "fastlangevin.annealed_langevin (Triton)",
+            _fastlangevin_make("triton"),
+            kind="ours",
+            unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL),
+        )
+    )
+    add(
+        Provider("torch", "fastlangevin.annealed_langevin (PyTorch fallback)", _fastlangevin_make("torch"), kind="ours")
+    )
+    add(
+        Provider(
+            "triton_graph",
+            "fastlangevin.annealed_langevin (Triton, cuda_graph=True)",
+            _fastlangevin_make("triton", cuda_graph=True),
+            kind="ours",
+            unavailable=_graph_unavailable,
+        )
+    )
 
 
 WORKLOAD = register_workload(AnnealedWorkload())

@@ -19,7 +19,9 @@ def state_shape(numel: int) -> Tuple[int, ...]:
     return (numel // row, 1, 1, row)
 
 
-def make_state(numel: int, dtype: torch.dtype, device: torch.device, seed: int, s_scale: float = 1.0) -> Tuple[torch.Tensor, torch.Tensor]:
+def make_state(
+    numel: int, dtype: torch.dtype, device: torch.device, seed: int, s_scale: float = 1.0
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """``x, s ~ N(0, 1)`` (``s`` scaled by ``s_scale``), drawn in fp32 and cast, from a fixed seed."""
     g = torch.Generator(device=device).manual_seed(seed)
     shape = state_shape(numel)

@@ -82,8 +82,12 @@ def _compile_make(case: Case, s: torch.Tensor, snr: float, alpha: float):
 
 class CorrectorWorkload(Workload):
     name = "corrector"
-    description = "SNR Langevin corrector x + eps*s + sqrt(2 eps)*z, eps = 2 alpha (r mean||z|| / mean||s||)^2 (in place)"
-    bytes_note = "corrector: 4 x numel x itemsize (read s for the norms, then read x and s and write x; z never touches memory)"
+    description = (
+        "SNR Langevin corrector x + eps*s + sqrt(2 eps)*z, eps = 2 alpha (r mean||z|| / mean||s||)^2 (in place)"
+    )
+    bytes_note = (
+        "corrector: 4 x numel x itemsize (read s for the norms, then read x and s and write x; z never touches memory)"
+    )
     default_sizes_cuda = tuple(range(16, 29, 2))
     default_sizes_cpu = (12, 16, 20)
     dtypes = ("fp32", "bf16", "fp16")
@@ -124,9 +128,24 @@ class CorrectorWorkload(Workload):
 
 def register(workload: CorrectorWorkload) -> None:
     add = workload.add_provider
-    add(Provider("triton", "fastlangevin Triton corrector (2 fused passes)", _fastlangevin_make("triton"), kind="ours", unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL)))
+    add(
+        Provider(
+            "triton",
+            "fastlangevin Triton corrector (2 fused passes)",
+            _fastlangevin_make("triton"),
+            kind="ours",
+            unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL),
+        )
+    )
     add(Provider("torch", "fastlangevin PyTorch fallback corrector", _fastlangevin_make("torch"), kind="ours"))
-    add(Provider("eager", "textbook eager corrector (randn_like, norms, x + eps*s + sqrt(2 eps)*z)", _eager_make, rebinds=True))
+    add(
+        Provider(
+            "eager",
+            "textbook eager corrector (randn_like, norms, x + eps*s + sqrt(2 eps)*z)",
+            _eager_make,
+            rebinds=True,
+        )
+    )
     add(Provider("eager_inplace", "eager, best in-place form (normal_ into a buffer, 2 addcmul_)", _eager_inplace_make))
     add(Provider("compile", "torch.compile of the textbook corrector", _compile_make, unavailable=compile_unavailable))
     from ..peers import register_corrector_peers

@@ -31,7 +31,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..checks import CheckFailed, Z_BOUND
+from ..checks import Z_BOUND, CheckFailed
 from ..registry import BenchOptions, Case, Provider, ProviderUnavailable, Workload, register_workload
 from .common import compile_unavailable, compiled_for_case, state_shape, triton_unavailable
 
@@ -122,7 +122,11 @@ class DSMWorkload(Workload):
         x = torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype)
         levels = torch.tensor(SIGMA_LEVELS, dtype=torch.float32, device=device)
         sigma = levels[torch.arange(shape[0], device=device) % len(SIGMA_LEVELS)].contiguous()
-        b = (0.1 * torch.randn(shape[1:], generator=g, device=device, dtype=torch.float32)).to(dtype).requires_grad_(True)
+        b = (
+            (0.1 * torch.randn(shape[1:], generator=g, device=device, dtype=torch.float32))
+            .to(dtype)
+            .requires_grad_(True)
+        )
 
         def score_fn(xt, sig):
             return b - xt  # one op, saves nothing: the loss is what is measured
@@ -154,7 +158,9 @@ class DSMWorkload(Workload):
         if MIN_CHECK_NUMEL <= case.numel <= MAX_CHECK_NUMEL:
             inp = inputs
         else:
-            inp = self.make_inputs(min(max(case.numel, MIN_CHECK_NUMEL), MAX_CHECK_NUMEL), case.dtype, case.device, opts.seed + 1)
+            inp = self.make_inputs(
+                min(max(case.numel, MIN_CHECK_NUMEL), MAX_CHECK_NUMEL), case.dtype, case.device, opts.seed + 1
+            )
         x, sigma, b, score_fn = inp["x"], inp["sigma"], inp["b"], inp["score_fn"]
         nd = x.dim()
         xd, bd, sd = x.double(), b.detach().double(), _rows(sigma.double(), nd)
@@ -198,18 +204,31 @@ class DSMWorkload(Workload):
             losses.append(loss)
             rs.append(((grad - e_grad) / sd_grad).reshape(-1))
             if abs(loss - e_loss) > Z_BOUND * sd_loss + rtol * abs(e_loss):
-                raise CheckFailed(f"loss {loss:.7g} vs its expectation {e_loss:.7g} ± {Z_BOUND * sd_loss:.3g} (rtol {rtol:g})")
+                raise CheckFailed(
+                    f"loss {loss:.7g} vs its expectation {e_loss:.7g} ± {Z_BOUND * sd_loss:.3g} (rtol {rtol:g})"
+                )
         r = torch.cat(rs)
         n = r.numel()
         rounding = rtol * float(e_grad.abs().max()) / sd_grad
         mean, std = float(r.mean()), float(r.std())
         if abs(mean) > Z_BOUND / math.sqrt(n) + rounding:
-            raise CheckFailed(f"gradient: mean of (grad - E grad)/sd is {mean:.4g}, expected 0 ± {Z_BOUND / math.sqrt(n) + rounding:.2g}")
+            raise CheckFailed(
+                f"gradient: mean of (grad - E grad)/sd is {mean:.4g}, expected 0 ± {Z_BOUND / math.sqrt(n) + rounding:.2g}"
+            )
         if abs(std - 1) > Z_BOUND / math.sqrt(2 * n) + rounding:
-            raise CheckFailed(f"gradient: std of (grad - E grad)/sd is {std:.4g}, expected 1 ± {Z_BOUND / math.sqrt(2 * n) + rounding:.2g}")
+            raise CheckFailed(
+                f"gradient: std of (grad - E grad)/sd is {std:.4g}, expected 1 ± {Z_BOUND / math.sqrt(2 * n) + rounding:.2g}"
+            )
         if len(set(losses)) < len(losses):
             raise CheckFailed("two calls gave the same loss (noise not fresh)")
-        result["drawn_noise"] = {"losses": losses, "loss_expected": e_loss, "loss_sd": sd_loss, "grad_r_mean": mean, "grad_r_std": std, "n": n}
+        result["drawn_noise"] = {
+            "losses": losses,
+            "loss_expected": e_loss,
+            "loss_sd": sd_loss,
+            "grad_r_mean": mean,
+            "grad_r_std": std,
+            "n": n,
+        }
         return result
 
     # -- timing ----------------------------------------------------------------------------
@@ -259,10 +278,25 @@ def saved_for_backward(forward) -> int:
 
 def register(workload: DSMWorkload) -> None:
     add = workload.add_provider
-    add(Provider("triton", "fastlangevin.dsm_loss (Triton)", _fastlangevin_make("triton"), kind="ours", unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL)))
+    add(
+        Provider(
+            "triton",
+            "fastlangevin.dsm_loss (Triton)",
+            _fastlangevin_make("triton"),
+            kind="ours",
+            unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL),
+        )
+    )
     add(Provider("torch", "fastlangevin.dsm_loss (PyTorch fallback)", _fastlangevin_make("torch"), kind="ours"))
     add(Provider("naive", "naive loss: z = randn_like(x), x~, (s + z/sigma)^2, per-sample sum, mean", _naive_make))
-    add(Provider("compile", "torch.compile of the naive loss (forward and backward)", _compile_make, unavailable=compile_unavailable))
+    add(
+        Provider(
+            "compile",
+            "torch.compile of the naive loss (forward and backward)",
+            _compile_make,
+            unavailable=compile_unavailable,
+        )
+    )
 
 
 WORKLOAD = register_workload(DSMWorkload())

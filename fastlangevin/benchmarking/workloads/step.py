@@ -31,6 +31,8 @@ from .common import call_checked, compile_unavailable, compiled_step, make_state
 MIN_CHECK_NUMEL = 1 << 16
 #: The Triton interpreter runs on the CPU in Python: only tiny sizes.
 MAX_INTERPRETER_NUMEL = 1 << 18
+
+
 def default_noise(eps: float, noise_scale: Optional[float]) -> float:
     return math.sqrt(2.0 * eps) if noise_scale is None else float(noise_scale)
 
@@ -164,7 +166,15 @@ class LangevinStepWorkload(Workload):
 
 def register(workload: LangevinStepWorkload) -> None:
     add = workload.add_provider
-    add(Provider("triton", "fastlangevin Triton", _fastlangevin_make("triton"), kind="ours", unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL)))
+    add(
+        Provider(
+            "triton",
+            "fastlangevin Triton",
+            _fastlangevin_make("triton"),
+            kind="ours",
+            unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL),
+        )
+    )
     add(Provider("torch", "fastlangevin PyTorch fallback", _fastlangevin_make("torch"), kind="ours"))
     add(Provider("eager", "textbook eager x + eps*s + (2*eps)**0.5*randn_like(x)", _eager_make, rebinds=True))
     add(Provider("eager_inplace", "eager, best in-place form (normal_ into a buffer, 2 add_)", _eager_inplace_make))
