@@ -1,0 +1,42 @@
+"""The reference: every equation of fastlangevin as a few lines of plain torch — the oracle.
+
+No tricks (no chunking, no scratch buffers, no folded scales, no in-kernel noise): the noise is
+an argument, scales broadcast per row, and everything runs in float64 when given float64.
+Tests, the benchmark's correctness gates and its naive providers import these functions; the
+Triton kernels and the optimised PyTorch fallback are both tested against them.
+
+Modules, one per op family:
+
+* :mod:`.step` — the Langevin update ``x + a·s + b·z`` (clamped);
+* :mod:`.corrector` — the SNR Langevin corrector of score-SDE predictor–corrector sampling;
+* :mod:`.dsm` — perturbation, the denoising score-matching loss and its gradient in the score;
+* :mod:`.samplers` — one annealed-Langevin (NCSN) step, the naive annealed loop, and one
+  predictor step of the VE / VP reverse SDE.
+"""
+
+from .corrector import langevin_corrector, snr_step_size
+from .dsm import dsm_loss, dsm_loss_rows, dsm_perturb, dsm_score_grad
+from .samplers import (
+    annealed_langevin,
+    annealed_step_size,
+    euler_maruyama_step,
+    ve_reverse_diffusion_step,
+    vp_reverse_diffusion_step,
+)
+from .step import langevin_step, rows
+
+__all__ = [
+    "annealed_langevin",
+    "annealed_step_size",
+    "dsm_loss",
+    "dsm_loss_rows",
+    "dsm_perturb",
+    "dsm_score_grad",
+    "euler_maruyama_step",
+    "langevin_corrector",
+    "langevin_step",
+    "rows",
+    "snr_step_size",
+    "ve_reverse_diffusion_step",
+    "vp_reverse_diffusion_step",
+]
