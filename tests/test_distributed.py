@@ -65,6 +65,23 @@ def _x0():
     return torch.randn(B, 3, generator=gen(5))
 
 
+@fd.register_sharding(per_sample=("temperature", "center"))
+def tempered_langevin(score_fn, x0, *, temperature, center, n_steps, generator=None, sample_offset=0):
+    """A third-party sampler: per-sample temperatures [B] and centres [B, D], declared once."""
+    step = 0.05
+    t = temperature if isinstance(temperature, torch.Tensor) else torch.tensor(temperature)
+    return fl.langevin(
+        lambda x: score_fn(x - center),
+        x0,
+        step_size=step,
+        noise_scale=(2 * step * t).sqrt(),
+        n_steps=n_steps,
+        generator=generator,
+        sample_offset=sample_offset,
+        backend="torch",
+    )
+
+
 def cases():
     """name -> (sampler, positional args, start {"x0": ...} or {"shape": ...}, keyword options)."""
     x0 = _x0()
@@ -120,6 +137,12 @@ def cases():
             dict(n_steps=3, corrector_norm="per_sample", backend="torch"),
         ),
         "mala": (fl.mala, (log_prob,), {"x0": x0}, dict(step_size=0.4, n_steps=5, backend="torch")),
+        "third-party-declared": (
+            tempered_langevin,
+            (ring_score,),
+            {"x0": x0},
+            dict(temperature=torch.linspace(0.5, 2.0, B), center=torch.randn(B, 3, generator=gen(6)), n_steps=3),
+        ),
     }
 
 
@@ -300,7 +323,15 @@ def _failure_job(rank, world, out_dir):
             )
             rec = {"error": None}
         except Exception as e:
-            rec = {"error": type(e).__name__, "message": str(e), "failed_rank": getattr(e, "failed_rank", "n/a")}
+            rec = {
+                "error": type(e).__name__,
+                "rank_failed": isinstance(e, fd.RankFailedError),
+                "message": str(e),
+                "failed_rank": getattr(e, "failed_rank", "n/a"),
+                "error_type": getattr(e, "error_type", None),
+                "error_class": getattr(e, "error_class", None),
+                "cause": type(e.__cause__).__name__ if e.__cause__ is not None else None,
+            }
         rec["seconds"] = time.monotonic() - t0
         records[mode] = rec
         torch.save(records, os.path.join(out_dir, f"rank{rank}.pt"))
@@ -319,12 +350,16 @@ def failure_job(tmp_path_factory):
 @pytest.mark.parametrize("mode", list(FAILURES))
 def test_rank_failure_is_a_clear_error_on_every_rank(failure_job, mode):
     r0, r1 = (recs[mode] for recs in failure_job)
-    if mode == "stall":
-        assert r0["error"] == "RankFailedError" and r0["failed_rank"] is None and "stopped answering" in r0["message"]
-        assert r1["error"] == "RankFailedError" and r1["failed_rank"] is None
-    else:
+    if mode == "stall":  # nobody reported: both ranks lost their peer
+        for r in (r0, r1):
+            assert r["error"] == "RankLostError" and r["rank_failed"] and r["failed_rank"] is None
+            assert r["cause"] == "CollectiveError"
+        assert "stopped answering" in r0["message"]
+    else:  # rank 1's own error, unchanged; rank 0 told which rank failed and with which type
         assert r1["error"] == "ValueError" and f"boom: score network failed at call 3 ({mode})" == r1["message"]
-        assert r0["error"] == "RankFailedError" and r0["failed_rank"] == 1
+        assert r0["error"] == "RemoteRankError" and r0["rank_failed"] and r0["failed_rank"] == 1
+        assert r0["error_type"] == "builtins.ValueError" and r0["error_class"] is ValueError
+        assert r0["cause"] == "CollectiveError"
         assert f"rank 1 failed: rank 1: ValueError: boom: score network failed at call 3 ({mode})" in r0["message"]
     assert r0["seconds"] < 10 and r1["seconds"] < 10
 
@@ -647,3 +682,225 @@ def test_example_under_torchrun_matches_one_process(capsys):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "world size 2" in proc.stdout and "rows 0:32" in proc.stdout  # 63 rows: shards of 32 and 31
     assert _result_lines(proc.stdout) == one  # losses and samples: the same run whatever the world size
+
+
+# ---------------------------------------------------------------------------------------
+# The sampler protocol: declarations, checked when registered and when called
+# ---------------------------------------------------------------------------------------
+def test_protocol_declarations_of_our_samplers():
+    assert fd.sharding_spec(fl.langevin).per_sample == ("step_size", "noise_scale")
+    assert fd.sharding_spec(fl.annealed_langevin).per_sample == ("step_lr",)
+    pc = fd.sharding_spec(fl.pc_sample)
+    assert pc.per_sample == ("snr",) and pc.shape and pc.gather_hook == "corrector_gather_norms"
+    assert fd.sharding_spec(fl.mala).per_sample == ("step_size",) and not fd.sharding_spec(fl.mala).shape
+    assert fd.PER_SAMPLE_KWARGS == ("step_size", "noise_scale", "step_lr", "snr")
+    import functools
+
+    assert fd.sharding_spec(functools.partial(fl.langevin, n_steps=2)) is fd.sharding_spec(fl.langevin)
+    assert fd.sharding_spec(ring_score) is None
+
+
+def test_third_party_sampler_one_process_and_partial():
+    """World size 1: the declared sampler (and a partial of it) is the sampler on the whole batch."""
+    import functools
+
+    sampler, args, start, kw = cases()["third-party-declared"]
+    want = one_process("third-party-declared")
+    assert torch.equal(fd.sample_sharded(sampler, *args, seed=SEED, **start, **kw), want)
+    part = functools.partial(tempered_langevin, n_steps=kw["n_steps"])
+    kw2 = {k: v for k, v in kw.items() if k != "n_steps"}
+    assert torch.equal(fd.sample_sharded(part, *args, seed=SEED, **start, **kw2), want)
+
+
+def test_sharded_sampler_slices_declared_rows_only():
+    """The shard sees the declared per-sample rows sliced and every other option unchanged."""
+    seen = {}
+
+    @fd.register_sharding(per_sample=("w",))
+    def spy(score_fn, x0, *, w, other, generator=None, sample_offset=0):
+        seen.update(w=w, other=other, offset=sample_offset, rows=x0.shape[0])
+        return x0 * (w[:, None] if w.dim() else w)
+
+    x0, w, other = _x0(), torch.arange(1.0, B + 1), torch.arange(float(B))
+    out = fd.sample_sharded(spy, ring_score, x0=x0, seed=1, w=w, other=other)
+    assert torch.equal(out, x0 * w[:, None]) and seen["offset"] == 0 and seen["rows"] == B
+    assert seen["w"] is not None and torch.equal(seen["w"], w) and seen["other"] is other
+    two = torch.tensor(2.0)  # 0-d: the same for every row, passed as is
+    assert torch.equal(fd.sample_sharded(spy, ring_score, x0=x0, seed=1, w=two, other=3), 2 * x0) and seen["w"] is two
+
+
+def test_misdeclared_samplers_get_clear_errors():
+    def sampler(score_fn, x0, *, temperature, generator=None, sample_offset=0):
+        return x0
+
+    with pytest.raises(ValueError, match=r"declares or needs the keyword 'temp'"):
+        fd.register_sharding(sampler, per_sample=("temp",))
+    with pytest.raises(ValueError, match=r"needs the keyword 'corrector_norms_hook'"):
+        fd.register_sharding(sampler, gather_hook="corrector_norms_hook")
+    with pytest.raises(ValueError, match=r"needs the keyword 'shape'"):
+        fd.register_sharding(sampler, shape=True)
+
+    def no_offset(score_fn, x0, *, temperature, generator=None):
+        return x0
+
+    with pytest.raises(ValueError, match=r"needs the keyword 'sample_offset'"):
+        fd.register_sharding(no_offset, per_sample=("temperature",))
+    with pytest.raises(ValueError, match=r"'x0' is set by sample_sharded itself"):
+        fd.ShardSpec(per_sample=("x0",))
+    with pytest.raises(TypeError, match="per_sample must be a sequence of keyword names"):
+        fd.ShardSpec(per_sample="temperature")
+    with pytest.raises(ValueError, match="names a keyword twice"):
+        fd.ShardSpec(per_sample=("a", "a"))
+    with pytest.raises(ValueError, match="spec or per_sample"):
+        fd.register_sharding(sampler, spec=fd.ShardSpec(), per_sample=("temperature",))
+
+    x0 = _x0()
+    # not declared at all: says how to declare it
+    with pytest.raises(TypeError, match=r"has no sharding declaration.*register_sharding"):
+        fd.sample_sharded(sampler, ring_score, x0=x0, temperature=1.0)
+    # a one-call declaration is checked like a registered one
+    with pytest.raises(ValueError, match=r"declares or needs the keyword 'temp'"):
+        fd.sample_sharded(sampler, ring_score, x0=x0, temperature=1.0, per_sample_kwargs=("temp",))
+    with pytest.raises(TypeError, match="per_sample_kwargs must be a sequence"):
+        fd.sample_sharded(sampler, ring_score, x0=x0, temperature=1.0, per_sample_kwargs="temperature")
+    out = fd.sample_sharded(sampler, ring_score, x0=x0, temperature=1.0, per_sample_kwargs=("temperature",))
+    assert torch.equal(out, x0)
+
+    fd.register_sharding(sampler, per_sample=("temperature",))
+    # a declared per-sample tensor whose dim 0 is not the batch
+    with pytest.raises(ValueError, match=r"temperature is declared per-sample.*\(7 rows\), got shape \(6,\)"):
+        fd.sample_sharded(sampler, ring_score, x0=x0, temperature=torch.ones(6))
+    # shape= for a sampler that does not declare it
+    with pytest.raises(ValueError, match="does not declare shape="):
+        fd.sample_sharded(sampler, ring_score, shape=(B, 3), temperature=1.0)
+
+    @fd.register_sharding
+    def batch_mean(score_fn, x0, *, generator=None, sample_offset=0):
+        return x0.mean(0)  # not per-sample: cannot be gathered by row
+
+    with pytest.raises(ValueError, match=r"output 0 of .*batch_mean is \(3,\), not this shard's \[7, \.\.\.\]"):
+        fd.sample_sharded(batch_mean, ring_score, x0=x0)
+
+    @fd.register_sharding(per_sample=("anything",))
+    def open_kwargs(score_fn, x0, **kw):  # **kwargs: any declared name is accepted
+        return x0
+
+    assert torch.equal(fd.sample_sharded(open_kwargs, ring_score, x0=x0), x0)
+
+
+# ---------------------------------------------------------------------------------------
+# Failure typing (one process, a fake store standing in for the group's)
+# ---------------------------------------------------------------------------------------
+class ScoreNetworkError(Exception):
+    pass
+
+
+class _FakeStore:
+    def __init__(self):
+        self.kv = {}
+
+    def compare_set(self, key, expected, value):
+        if key not in self.kv:
+            self.kv[key] = value.encode() if isinstance(value, str) else value
+
+    def check(self, keys):
+        return all(k in self.kv for k in keys)
+
+    def get(self, key):
+        return self.kv[key]
+
+
+@pytest.fixture
+def two_rank_block(monkeypatch):
+    """failure_report as rank 0 of 2, with a fake store (no process group needed)."""
+    from fastlangevin.distributed import failures
+
+    store = _FakeStore()
+    monkeypatch.setattr(failures, "rank_and_world", lambda group=None: (0, 2))
+    monkeypatch.setattr(failures, "_store", lambda: store)
+    return store
+
+
+def _next_key(store):
+    from fastlangevin.distributed import failures
+
+    return failures._FAILURE_KEY.format(failures._blocks[0] + 1)
+
+
+def test_failure_report_publishes_own_errors_by_stable_name(two_rank_block):
+    import json
+
+    store = two_rank_block
+    key = _next_key(store)
+    with pytest.raises(ScoreNetworkError, match="nan in layer 3") as info:
+        with fd.failure_report("test"):
+            raise ScoreNetworkError("nan in layer 3\nmore lines")
+    assert type(info.value) is ScoreNetworkError  # re-raised unchanged
+    record = json.loads(store.kv[key])
+    assert record == {"rank": 0, "type": f"{__name__}.ScoreNetworkError", "message": "nan in layer 3"}
+
+
+def test_failure_report_types_peer_failures(two_rank_block):
+    import json
+
+    import torch.distributed as dist
+
+    store = two_rank_block
+    # a peer reported an error of a class imported here: RemoteRankError resolves it
+    key = _next_key(store)
+    store.kv[key] = json.dumps({"rank": 1, "type": f"{__name__}.ScoreNetworkError", "message": "boom"}).encode()
+    with pytest.raises(fd.RemoteRankError) as info:
+        with fd.failure_report("test"):
+            with fd.collective("all_reduce"):
+                raise RuntimeError("Connection closed by peer")  # gloo's plain RuntimeError
+    e = info.value
+    assert isinstance(e, fd.RankFailedError) and e.failed_rank == 1
+    assert e.error_type == f"{__name__}.ScoreNetworkError" and e.error_class is ScoreNetworkError
+    assert e.error_message == "boom" and "rank 1 failed: rank 1: ScoreNetworkError: boom" in str(e)
+    assert isinstance(e.__cause__, fd.CollectiveError) and isinstance(e.__cause__.__cause__, RuntimeError)
+    # a class whose module is not imported here: named, not resolved (nothing is imported)
+    key = _next_key(store)
+    store.kv[key] = json.dumps({"rank": 1, "type": "not_imported_mod.sub.OddError", "message": "x"}).encode()
+    with pytest.raises(fd.RemoteRankError) as info:
+        with fd.failure_report("test"):
+            raise dist.DistBackendError("NCCL watchdog timeout")  # NCCL's typed error counts as a collective's
+    assert info.value.error_type == "not_imported_mod.sub.OddError" and info.value.error_class is None
+    # nobody reported: RankLostError
+    with pytest.raises(fd.RankLostError, match="without reporting an error") as info:
+        with fd.failure_report("test"):
+            with fd.collective("broadcast"):
+                raise RuntimeError("Timed out waiting 2000ms")
+    assert info.value.failed_rank is None and isinstance(info.value, fd.RankFailedError)
+    # a message that merely looks like a transport error is this rank's own error (type, not text)
+    key = _next_key(store)
+    with pytest.raises(RuntimeError, match="gloo/transport"):
+        with fd.failure_report("test"):
+            raise RuntimeError("my parser saw gloo/transport in a file name")
+    assert json.loads(store.kv[key])["type"] == "builtins.RuntimeError"
+    # an inner block's verdict passes an outer block unchanged (and is not reported as this rank's)
+    key = _next_key(store)
+    inner = fd.RankLostError("inner")
+    with pytest.raises(fd.RankLostError) as info:
+        with fd.failure_report("outer"):
+            raise inner
+    assert info.value is inner and key not in store.kv
+
+
+def test_collective_marker_and_stable_names():
+    from fastlangevin.distributed.errors import error_name, resolve_error
+
+    with pytest.raises(fd.CollectiveError, match="all_gather failed: RuntimeError: peer gone") as info:
+        with fd.collective("all_gather"):
+            raise RuntimeError("peer gone\ndetails")
+    assert isinstance(info.value, RuntimeError) and info.value.what == "all_gather"
+    lost = fd.RankLostError("x")
+    with pytest.raises(fd.RankLostError) as info:
+        with fd.collective("all_gather"):
+            raise lost
+    assert info.value is lost
+    for cls in (ValueError, fd.RemoteRankError, ScoreNetworkError, torch.distributed.DistBackendError):
+        assert resolve_error(error_name(cls)) is cls
+    assert resolve_error("builtins.len") is None and resolve_error("builtins.NoSuchError") is None
+    assert resolve_error("NoModule") is None
+    with fd.failure_report("one process"):  # outside torch.distributed: a no-op
+        pass
