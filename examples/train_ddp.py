@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     noise_g = fd.synced_generator(device, seed=args.seed + 2)  # dsm_loss's per-call seeds: the same on every rank
     weight = fd.shard_weight(args.batch)  # exact batch mean under DDP's average, even for unequal shards
     log(
-        f"world size {world}, device {device}, global batch {args.batch} (this rank: rows {start}:{stop}), {args.steps} steps"
+        f"world size {world}, device {device}, global batch {args.batch} "
+        f"(this rank: rows {start}:{stop}), {args.steps} steps"
     )
 
     t0 = time.perf_counter()
@@ -116,19 +117,22 @@ def main(argv=None) -> int:
             idx = torch.randint(len(sigmas), (args.batch,), generator=data_g)[start:stop].to(device)
             loss = fl.dsm_loss(model, x, sigmas[idx], generator=noise_g, sample_offset=start, backend=backend)
             opt.zero_grad(set_to_none=True)
-            (loss * weight).backward()
+            with fd.collective("DDP's gradient all-reduce"):  # a lost peer surfaces here: typed as a collective's
+                (loss * weight).backward()
             opt.step()
             if step == 1:
                 t0 = time.perf_counter()  # time from step 2: step 1 pays one-off imports and allocations
             if step % args.log_every == 0 or step == args.steps:
                 total = loss.detach() * (stop - start) / args.batch  # the global batch's mean loss
                 if launched:
-                    dist.all_reduce(total)
+                    with fd.collective("all_reduce of the loss"):
+                        dist.all_reduce(total)
                 log(f"step {step:5d}  dsm loss {total.item():.4f}")
     train_s = time.perf_counter() - t0
     if args.steps > 1:
         log(
-            f"training: steps 2..{args.steps} in {train_s:.2f} s, {(args.steps - 1) * args.batch / train_s:.0f} examples/s over all ranks"
+            f"training: steps 2..{args.steps} in {train_s:.2f} s, "
+            f"{(args.steps - 1) * args.batch / train_s:.0f} examples/s over all ranks"
         )
 
     net.eval()
@@ -153,11 +157,13 @@ def main(argv=None) -> int:
     exact = fd.sample_sharded(fl.annealed_langevin, exact_score, **kw)  # same sampler, same noise, exact score
     if rank == 0:
         log(
-            f"sampling: {args.samples} samples x {len(sigmas) * args.sampling_steps} steps in {sample_s:.2f} s over {world} rank(s)"
+            f"sampling: {args.samples} samples x {len(sigmas) * args.sampling_steps} steps in {sample_s:.2f} s "
+            f"over {world} rank(s)"
         )
         w, w_exact = ((o[:, 0] > 0).float().mean().item() for o in (out, exact))
         log(
-            f"weight of the mode at (5, 5): trained net {w:.3f}, exact score {w_exact:.3f} (same sampler and noise), data {WEIGHTS[1].item():.3f}"
+            f"weight of the mode at (5, 5): trained net {w:.3f}, exact score {w_exact:.3f} "
+            f"(same sampler and noise), data {WEIGHTS[1].item():.3f}"
         )
     if launched:
         # Every rank leaves the group together: rank 0 hosts the store, and a peer still

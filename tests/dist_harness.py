@@ -61,9 +61,8 @@ def launch(fn, world: int, tmp_path, *args, pg_timeout_s: float = 20.0, deadline
     try:
         while not ctx.join(timeout=0.2):
             if time.monotonic() - t0 > deadline_s:
-                raise TimeoutError(
-                    f"{getattr(fn, '__name__', fn)} on {world} processes still running after {deadline_s:.0f} s (killed)"
-                )
+                name = getattr(fn, "__name__", fn)
+                raise TimeoutError(f"{name} on {world} processes still running after {deadline_s:.0f} s (killed)")
     finally:
         for p in ctx.processes:
             if p.is_alive():

@@ -813,10 +813,11 @@ class _FakeStore:
 @pytest.fixture
 def two_rank_block(monkeypatch):
     """failure_report as rank 0 of 2, with a fake store (no process group needed)."""
-    from fastlangevin.distributed import failures
+    from fastlangevin.distributed import errors, failures
 
     store = _FakeStore()
     monkeypatch.setattr(failures, "rank_and_world", lambda group=None: (0, 2))
+    monkeypatch.setattr(errors, "_in_process_group", lambda: True)
     monkeypatch.setattr(failures, "_store", lambda: store)
     return store
 
@@ -886,9 +887,15 @@ def test_failure_report_types_peer_failures(two_rank_block):
     assert info.value is inner and key not in store.kv
 
 
-def test_collective_marker_and_stable_names():
+def test_collective_marker_and_stable_names(monkeypatch):
+    from fastlangevin.distributed import errors
     from fastlangevin.distributed.errors import error_name, resolve_error
 
+    with pytest.raises(RuntimeError, match="own error") as info:  # one process: no collective, no conversion
+        with fd.collective("all_gather"):
+            raise RuntimeError("own error")
+    assert type(info.value) is RuntimeError
+    monkeypatch.setattr(errors, "_in_process_group", lambda: True)
     with pytest.raises(fd.CollectiveError, match="all_gather failed: RuntimeError: peer gone") as info:
         with fd.collective("all_gather"):
             raise RuntimeError("peer gone\ndetails")

@@ -67,13 +67,21 @@ def collective(what: str) -> Iterator[None]:
 
     Wrap your own collectives in it (a DDP ``backward``, an ``all_reduce``) inside a
     :func:`~fastlangevin.distributed.failure_report` block, so that a lost peer is told apart
-    from this rank's own error. Our errors pass through unchanged."""
+    from this rank's own error. Our errors pass through unchanged; without torch.distributed
+    (one process, no collective) the block's errors pass through unchanged too."""
+    if not _in_process_group():
+        yield
+        return
     try:
         yield
     except (CollectiveError, RankFailedError):
         raise
     except Exception as exc:
         raise CollectiveError(what, exc) from exc
+
+
+def _in_process_group() -> bool:
+    return dist.is_available() and dist.is_initialized()
 
 
 def is_collective_failure(exc: BaseException) -> bool:
