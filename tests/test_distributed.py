@@ -699,6 +699,13 @@ def test_protocol_declarations_of_our_samplers():
     assert fd.sharding_spec(functools.partial(fl.langevin, n_steps=2)) is fd.sharding_spec(fl.langevin)
     assert fd.sharding_spec(ring_score) is None
 
+    class Sampler:  # a method registered once is found through its bound methods
+        def sample(self, score_fn, x0, *, generator=None, sample_offset=0):
+            return x0
+
+    fd.register_sharding(Sampler.sample)
+    assert fd.sharding_spec(Sampler().sample) == fd.ShardSpec()
+
 
 def test_third_party_sampler_one_process_and_partial():
     """World size 1: the declared sampler (and a partial of it) is the sampler on the whole batch."""
@@ -747,8 +754,9 @@ def test_misdeclared_samplers_get_clear_errors():
         fd.register_sharding(no_offset, per_sample=("temperature",))
     with pytest.raises(ValueError, match=r"'x0' is set by sample_sharded itself"):
         fd.ShardSpec(per_sample=("x0",))
-    with pytest.raises(TypeError, match="per_sample must be a sequence of keyword names"):
-        fd.ShardSpec(per_sample="temperature")
+    for bad in ("temperature", 3, ("a", 3)):
+        with pytest.raises(TypeError, match="per_sample must be a sequence of keyword names"):
+            fd.ShardSpec(per_sample=bad)
     with pytest.raises(ValueError, match="names a keyword twice"):
         fd.ShardSpec(per_sample=("a", "a"))
     with pytest.raises(ValueError, match="spec or per_sample"):

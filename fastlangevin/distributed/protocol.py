@@ -14,7 +14,7 @@ a tuple of them. Its :class:`ShardSpec` says what else ``sample_sharded`` must k
   coupled through batch means (``pc_sample``'s batch-averaged corrector norms).
 
 Register with :func:`register_sharding` (a decorator too); :func:`sharding_spec` finds a
-sampler's declaration, looking through ``functools.partial`` and ``functools.wraps`` wrappers.
+sampler's declaration, looking through ``functools.partial`` and ``functools.wraps`` wrappers and bound methods.
 A declaration is checked once, when registered, against the sampler's signature: every name it
 declares, and the protocol's ``x0`` / ``generator`` / ``sample_offset``, must be keywords the
 sampler takes (or it takes ``**kwargs``); a mismatch is a ValueError naming the keyword.
@@ -40,7 +40,7 @@ class ShardSpec:
     gather_hook: Optional[str] = None
 
     def __post_init__(self):
-        if isinstance(self.per_sample, str) or not all(isinstance(n, str) for n in self.per_sample):
+        if not isinstance(self.per_sample, (tuple, list)) or not all(isinstance(n, str) for n in self.per_sample):
             raise TypeError(f"per_sample must be a sequence of keyword names, got {self.per_sample!r}")
         object.__setattr__(self, "per_sample", tuple(self.per_sample))
         reserved = set(PROTOCOL_KWARGS) | {"shape"}
@@ -65,7 +65,8 @@ class ShardSpec:
 _REGISTRY: Dict[Callable[..., Any], ShardSpec] = {}
 
 
-def _check_signature(sampler: Callable[..., Any], spec: ShardSpec) -> None:
+def check_declaration(sampler: Callable[..., Any], spec: ShardSpec) -> None:
+    """A ValueError naming a keyword ``spec`` needs that ``sampler``'s signature lacks."""
     try:
         params = inspect.signature(sampler).parameters
     except (TypeError, ValueError):  # no signature to check against (a builtin): trust the declaration
@@ -76,7 +77,7 @@ def _check_signature(sampler: Callable[..., Any], spec: ShardSpec) -> None:
     for name in spec.keywords():
         if name not in params or params[name].kind not in keyword:
             raise ValueError(
-                f"{_name(sampler)} declares or needs the keyword {name!r}, but does not take it "
+                f"{sampler_name(sampler)} declares or needs the keyword {name!r}, but does not take it "
                 f"(its keywords: {', '.join(n for n, p in params.items() if p.kind in keyword)})"
             )
 
@@ -105,7 +106,7 @@ def register_sharding(
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         if not callable(fn):
             raise TypeError(f"sampler must be callable, got {type(fn).__name__}")
-        _check_signature(fn, spec)
+        check_declaration(fn, spec)
         _REGISTRY[fn] = spec
         return fn
 
@@ -124,9 +125,13 @@ def sharding_spec(sampler: Callable[..., Any]) -> Optional[ShardSpec]:
             found = None
         if found is not None:
             return found
-        fn = fn.func if isinstance(fn, functools.partial) else getattr(fn, "__wrapped__", None)
+        if isinstance(fn, functools.partial):
+            fn = fn.func
+        else:  # functools.wraps wrappers, then bound methods of a registered function
+            fn = getattr(fn, "__wrapped__", None) or getattr(fn, "__func__", None)
     return None
 
 
-def _name(fn) -> str:
+def sampler_name(fn) -> str:
+    """How error messages name a sampler."""
     return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__

@@ -15,7 +15,7 @@ import torch
 
 from .failures import failure_report
 from .group import all_ints, rank_and_world
-from .protocol import ShardSpec, _check_signature, _name, sharding_spec
+from .protocol import ShardSpec, check_declaration, sampler_name, sharding_spec
 from .seeds import synced_generator
 from .sharding import gather_rows, shard_range
 
@@ -26,9 +26,10 @@ def _spec_for(sampler, per_sample_kwargs: Optional[Sequence[str]]) -> ShardSpec:
     spec = sharding_spec(sampler)
     if per_sample_kwargs is None:
         if spec is None:
+            name = sampler_name(sampler)
             raise TypeError(
-                f"sample_sharded: {_name(sampler)} has no sharding declaration; declare its per-sample keywords "
-                f"once with fastlangevin.distributed.register_sharding({_name(sampler)}, per_sample=(...)) "
+                f"sample_sharded: {name} has no sharding declaration; declare its per-sample keywords once with "
+                f"fastlangevin.distributed.register_sharding({name}, per_sample=(...)) "
                 "(or pass per_sample_kwargs=(...) to this call)"
             )
         return spec
@@ -36,7 +37,7 @@ def _spec_for(sampler, per_sample_kwargs: Optional[Sequence[str]]) -> ShardSpec:
         raise TypeError(f"per_sample_kwargs must be a sequence of keyword names, got the string {per_sample_kwargs!r}")
     base = spec or ShardSpec()
     call_spec = ShardSpec(per_sample=tuple(per_sample_kwargs), shape=base.shape, gather_hook=base.gather_hook)
-    _check_signature(sampler, call_spec)
+    check_declaration(sampler, call_spec)
     return call_spec
 
 
@@ -59,8 +60,8 @@ def _check_outputs(sampler, out, rows: int) -> tuple:
         if not isinstance(p, torch.Tensor) or p.dim() < 1 or p.shape[0] != rows:
             got = tuple(p.shape) if isinstance(p, torch.Tensor) else type(p).__name__
             raise ValueError(
-                f"sample_sharded: output {k} of {_name(sampler)} is {got}, not this shard's [{rows}, ...]: a shardable "
-                "sampler returns per-sample tensors (or a tuple of them)"
+                f"sample_sharded: output {k} of {sampler_name(sampler)} is {got}, not this shard's [{rows}, ...]: "
+                "a shardable sampler returns per-sample tensors (or a tuple of them)"
             )
     return parts
 
@@ -128,7 +129,7 @@ def sample_sharded(
             "and shape (pc_sample's prior)"
         )
     if shape is not None and not spec.shape:
-        raise ValueError(f"{_name(sampler)} does not declare shape= (its ShardSpec has shape=False): pass x0")
+        raise ValueError(f"{sampler_name(sampler)} does not declare shape= (its ShardSpec has shape=False): pass x0")
     rank, world = rank_and_world(group)
     if not 0 <= dst < world:
         raise ValueError(f"dst must be a rank in [0, {world}), got {dst}")
