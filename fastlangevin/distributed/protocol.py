@@ -14,7 +14,8 @@ a tuple of them. Its :class:`ShardSpec` says what else ``sample_sharded`` must k
   coupled through batch means (``pc_sample``'s batch-averaged corrector norms).
 
 Register with :func:`register_sharding` (a decorator too); :func:`sharding_spec` finds a
-sampler's declaration, looking through ``functools.partial`` and ``functools.wraps`` wrappers and bound methods.
+sampler's declaration, looking through ``functools.partial`` and ``functools.wraps`` wrappers
+and bound methods.
 A declaration is checked once, when registered, against the sampler's signature: every name it
 declares, and the protocol's ``x0`` / ``generator`` / ``sample_offset``, must be keywords the
 sampler takes (or it takes ``**kwargs``); a mismatch is a ValueError naming the keyword.
