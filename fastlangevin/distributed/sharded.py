@@ -152,7 +152,7 @@ def sample_sharded(
     else:
         raise TypeError(f"x0 must be a tensor or a callable (start, stop) -> shard, got {type(x0).__name__}")
 
-    with failure_report(getattr(sampler, "__name__", "sampler"), group):
+    with failure_report(sampler_name(sampler), group):
         if world > 1:  # every rank must agree on the batch size (a mismatch would misalign shards)
             sizes = [v[0] for v in all_ints([batch], group)]
             if any(b != sizes[0] for b in sizes):
