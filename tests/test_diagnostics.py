@@ -2,7 +2,7 @@
 dependency) to 1e-6 relative, against AR(1) theory within its standard error, on stuck and healthy
 chains, and on bad input.
 
-Runtime: ~10 s on 2 cores (the 20-seed repetition of the statistical tests is marked slow).
+Runtime: ~10 s on 2 cores (the 20-seed repetition of the statistical tests is slow: FASTLANGEVIN_SLOW=1).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import torch
 
 import fastlangevin as fl
 from fastlangevin import diagnostics as D
+
+from .mcse import slow_test
 
 az = pytest.importorskip("arviz")
 
@@ -178,8 +180,7 @@ def test_rhat_on_langevin_chains_in_a_double_well():
     assert bool((D.rhat(run([-2.0, -2.0, -2.0, -2.0])) < 1.01).all())
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("seed", range(20))
+@slow_test
 def test_statistical_checks_pass_for_20_seeds(seed):
     check_ar1_theory(0.5, seed=seed + 100)
     check_ar1_theory(0.9, seed=seed + 200)
