@@ -1,8 +1,9 @@
 """The MCSE assertion helper (tests/mcse.py) has teeth and no false alarms: it passes on exact
-draws (independent and autocorrelated), fails on biased ones, on too few effective draws and on a
-too weak test, and the ESS makes the difference on correlated chains.
+draws (independent and autocorrelated), fails on biased ones (ULA's discretisation bias
+included), on too few effective draws and on a too weak test, and the ESS makes the difference
+on correlated chains.
 
-Runtime: ~3 s on 2 cores (the 20-seed repetition is slow: FASTLANGEVIN_SLOW=1).
+Runtime: ~9 s on 2 cores (the 20-seed repetition is slow: FASTLANGEVIN_SLOW=1).
 """
 
 from __future__ import annotations
@@ -83,6 +84,34 @@ def test_correlated_chains_need_the_ess():
     so it flags exact chains (each element fails the z = 5 check with probability ~0.4, all 50 pass
     with probability ~1e-12); the ESS-based check passes them."""
     check_correlated_chains_need_the_ess(seed=4)
+
+
+def test_catches_ula_bias_and_passes_mala():
+    """On N(0, I₂), ULA with step ε has stationary variance 1/(1 - ε/2) (1.18 at ε = 0.3), not 1;
+    MALA's accept/reject removes the bias. 32 chains × 1400 kept steps: the variance's MCSE is
+    ≈ 0.013, so ULA is ~13 MCSE off 1 and MALA ~15 MCSE off 1.18 (seeds 0-2: 12.0-14.0 and 14.7-17.7)."""
+    import fastlangevin as fl
+
+    eps = 0.3
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(32, 2, generator=g)  # the target's law: no burn-in to speak of
+    runs = {}
+    for name in ("ula", "mala"):
+        trace = fl.Trace(every=1)
+        if name == "ula":
+            fl.langevin(lambda x: -x, x0, step_size=eps, n_steps=1500, generator=g, trace=trace)
+        else:
+            fl.mala(lambda x: -0.5 * (x * x).sum(-1), x0, step_size=eps, n_steps=1500, generator=g, trace=trace)
+        runs[name] = trace.states[100:].movedim(0, 1)  # [chains, draws, 2]
+    ula_var = 1.0 / (1.0 - eps / 2)
+    assert_var_within(runs["ula"], ula_var)
+    assert_var_within(runs["mala"], 1.0)
+    with pytest.raises(AssertionError, match="variance"):
+        assert_var_within(runs["ula"], 1.0)
+    with pytest.raises(AssertionError, match="variance"):
+        assert_var_within(runs["mala"], ula_var)
+    assert_mean_within(runs["ula"], 0.0)  # the mean is unbiased for both
+    assert_mean_within(runs["mala"], 0.0)
 
 
 def test_bad_input():
