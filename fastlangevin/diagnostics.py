@@ -155,10 +155,9 @@ def _ess_rows(y: torch.Tensor, relative: bool = False) -> torch.Tensor:
     rho = 1.0 - (mean_var[:, None] - acov.mean(dim=1)) / var_plus[:, None]  # [E, N]
     rho[:, 0] = 1.0
 
-    # Pair sums P_k = ρ_2k + ρ_2k+1 for the pairs Geyer's scan may reach: k ≤ (N-3)//2.
-    pairs = (n - 3) // 2
-    if pairs < 0:
-        raise ValueError(f"x has {n} draws per (split) chain; at least {_MIN_DRAWS} needed")  # unreachable via API
+    # Pair sums P_k = ρ_2k + ρ_2k+1 for the pairs Geyer's scan may reach: k ≤ (N-3)//2 (none
+    # past pair 0 for N ≤ 4: then τ̂ = 0 and the 1/log10 floor decides).
+    pairs = max((n - 3) // 2, 0)
     p = rho[:, 0 : 2 * pairs + 2 : 2] + rho[:, 1 : 2 * pairs + 2 : 2]  # [E, pairs + 1]
     # K: the number of pairs scanned after pair 0, i.e. the leading run of positive P_0..P_{K-1}.
     k = (p[:, :pairs] > 0).long().cumprod(dim=1).sum(dim=1)  # [E], 0..pairs

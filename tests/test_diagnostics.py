@@ -54,13 +54,16 @@ def assert_matches(ours: torch.Tensor, theirs: np.ndarray) -> None:
     torch.testing.assert_close(ours, torch.as_tensor(theirs, dtype=torch.float64), rtol=RTOL, atol=0, equal_nan=True)
 
 
-# Shapes: event dims of rank 0, 1 and 2; odd draw counts (split drops the middle draw); one chain.
+# Shapes: event dims of rank 0, 1 and 2; odd draw counts (split drops the middle draw); one chain;
+# the fewest draws allowed.
 CHAINS = {
     "ar1-4x400x3": lambda: ar1(4, 400, (3,), 0.8, seed=1),
     "ar1-3x151x2x2": lambda: ar1(3, 151, (2, 2), 0.95, seed=2),
     "ar1-1x200": lambda: ar1(1, 200, (), 0.3, seed=3),
     "heavy-4x300x3": lambda: ar1(4, 300, (3,), 0.6, seed=4, heavy=True),
     "heavy-2x99x4": lambda: ar1(2, 99, (4,), 0.0, seed=5, heavy=True),
+    "ar1-2x4x3": lambda: ar1(2, 4, (3,), 0.5, seed=8),  # the fewest draws: split chains of 2
+    "ar1-3x9x3": lambda: ar1(3, 9, (3,), 0.5, seed=9),
 }
 
 
