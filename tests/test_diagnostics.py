@@ -119,6 +119,17 @@ def test_edge_cases_match_arviz():
     assert float(D.ess(x, "bulk")[0]) == 120.0 and math.isnan(float(D.ess(x, "bulk")[1]))
 
 
+def test_beta_quantiles_match_scipy():
+    """The quantile MCSE's Beta inverse (torch has none) against scipy, from ESS ~ 1 to ~ 10⁵."""
+    stats = pytest.importorskip("scipy.stats")
+    a = torch.tensor([1.0, 1.5, 3.0, 12.0, 300.0, 2e3, 5e4], dtype=torch.float64)
+    b = torch.tensor([1.0, 40.0, 3.0, 1.2, 500.0, 15.0, 4e4], dtype=torch.float64)
+    for q in (0.1586553, 0.5, 0.8413447):
+        got = D._beta_ppf(torch.full_like(a, q), a, b)
+        want = torch.tensor([stats.beta.ppf(q, float(ai), float(bi)) for ai, bi in zip(a, b)], dtype=torch.float64)
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+
+
 def test_batched_equals_per_element_and_keeps_device():
     x = ar1(4, 120, (2, 3), 0.7, seed=6).float()
     out = D.ess(x, "bulk")
