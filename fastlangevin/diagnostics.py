@@ -1,7 +1,8 @@
 """Chain diagnostics in torch: effective sample size, R̂ and Monte Carlo standard errors.
 
-Input ``x``: ``[chains, draws, *event]`` (arviz's convention), any float dtype, any device; every
-result is ``[*event]`` (one number per event element), float64, on ``x``'s device. Nothing is
+Input ``x``: ``[chains, draws, *event]`` (arviz's convention), any real dtype, any device; every
+result is ``[*event]`` (one number per event element), float64, on ``x``'s device. A sampler's
+``Trace`` (``[records, chains, ...]``) becomes such input with :func:`draws_from_trace`. Nothing is
 random here: the functions consume no generator.
 
 Effective sample size (Vehtari, Gelman, Simpson, Carpenter & Bürkner 2021, "Rank-normalization,
@@ -45,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["ess", "mcse", "rhat", "summary", "Summary"]
+__all__ = ["draws_from_trace", "ess", "mcse", "rhat", "summary", "Summary"]
 
 _MIN_DRAWS = 4
 _ESS_KINDS = ("bulk", "tail", "mean", "sd", "quantile")
@@ -346,6 +347,21 @@ def _mcse_kind_rows_finite(y: torch.Tensor, kind: str, prob) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 def _unrows(values: torch.Tensor, event: tuple[int, ...]) -> torch.Tensor:
     return values.reshape(event)
+
+
+def draws_from_trace(trace, *, discard: int = 0) -> torch.Tensor:
+    """A sampler's :class:`~fastlangevin.Trace` as diagnostics input: ``trace.states``
+    ``[records, chains, *event]`` → ``[chains, draws, *event]`` (a view), keeping the records at
+    steps ``≥ discard`` (the warm-up dropped; the starting state is step 0)."""
+    if isinstance(discard, bool) or not isinstance(discard, int) or discard < 0:
+        raise ValueError(f"discard must be a number of steps >= 0, got {discard!r}")
+    states, steps = getattr(trace, "states", None), getattr(trace, "steps", None)
+    if states is None or steps is None:
+        raise ValueError("trace has no recorded states: pass it to a sampler as trace= first")
+    first = next((i for i, step in enumerate(steps) if step >= discard), len(steps))
+    if states.dim() < 2:
+        raise ValueError(f"trace.states must be [records, chains, ...], got shape {tuple(states.shape)}")
+    return states[first:].movedim(0, 1)
 
 
 def ess(x: torch.Tensor, kind: str = "bulk", *, prob=None, relative: bool = False) -> torch.Tensor:

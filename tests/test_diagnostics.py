@@ -188,7 +188,9 @@ def test_rhat_on_langevin_chains_in_a_double_well():
         x0 = torch.tensor(starts, dtype=torch.float32)[:, None].repeat(1, 2)  # [chains, 2 dims]
         trace = fl.Trace(every=1)
         fl.langevin(score, x0, step_size=0.02, n_steps=1500, generator=torch.Generator().manual_seed(0), trace=trace)
-        return trace.states[100:].movedim(0, 1)  # [chains, draws, 2], the first 100 steps dropped
+        draws = D.draws_from_trace(trace, discard=100)  # [chains, draws, 2], the first 100 steps dropped
+        assert draws.shape == (4, 1401, 2) and torch.equal(draws[:, 0], trace.states[100])
+        return draws
 
     assert bool((D.rhat(run([-2.0, -2.0, -2.0, 2.0])) > 1.1).all())
     assert bool((D.rhat(run([-2.0, -2.0, -2.0, -2.0])) < 1.01).all())
@@ -245,3 +247,15 @@ def test_bad_input_raises_naming_the_problem():
         D.ess(x, "quantile", prob=1.5)
     with pytest.raises(ValueError, match="names"):
         D.summary(x, names=["only one"])
+    with pytest.raises(ValueError, match="trace= first"):
+        D.draws_from_trace(fl.Trace(every=2))
+    with pytest.raises(ValueError, match="discard"):
+        D.draws_from_trace(fl.Trace(every=2), discard=-1)
+
+
+def test_draws_from_trace_keeps_steps_from_discard():
+    trace = fl.Trace(every=3)
+    fl.langevin(lambda x: -x, torch.zeros(5, 2), step_size=0.1, n_steps=12, generator=torch.Generator(), trace=trace)
+    assert trace.steps == [0, 3, 6, 9, 12]
+    torch.testing.assert_close(D.draws_from_trace(trace, discard=4), trace.states[2:].movedim(0, 1))
+    assert D.draws_from_trace(trace).shape == (5, 5, 2) and D.draws_from_trace(trace, discard=13).shape == (5, 0, 2)
