@@ -21,22 +21,19 @@ full-size temporaries.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, Tuple, Union
+from typing import Dict, Iterator, Tuple
 
 import torch
 
+from .. import reference
+from .engine import CheckFailed
+
+__all__ = ["CheckFailed", "check_deterministic", "check_fresh", "check_noise", "check_snr_update", "noise_statistics"]
 CHUNK = 1 << 22
 #: P(|Z| > 2) for a standard normal.
 NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
 #: Standard errors allowed on each statistic (a false alarm is ~1e-9 per bound).
 Z_BOUND = 6.0
-
-
-class CheckFailed(Exception):
-    """A provider's output is wrong; the message says which figure is off and by how much."""
-
-
-Scalar = Union[float, torch.Tensor]
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -71,7 +68,7 @@ def check_deterministic(
     for i0, i1 in _chunks(o.numel()):
         xc, sc = xf[i0:i1].to(cdt), sf[i0:i1].to(cdt)
         step = sc * a
-        ref = (xc + step).to(x.dtype).to(cdt)
+        ref = reference.langevin_step(xc, sc, a).to(x.dtype).to(cdt)
         err = (o[i0:i1].to(cdt) - ref).abs()
         if not torch.isfinite(err).all():
             raise CheckFailed(f"{what}: non-finite values")
