@@ -132,15 +132,16 @@ class DSM(Workload):
                 raise CheckFailed(f"gradient with injected noise off by {gerr:.3g} of its max (rtol {rtol:g})")
             result["injected_noise"] = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
         loss_fn = provider.make(case, inp["score_fn"], None)
-        losses = [_loss_and_grads(loss_fn, x, sigma, params)[0] for _ in range(STAT_CALLS)]
+        calls = [_loss_and_grads(loss_fn, x, sigma, params) for _ in range(STAT_CALLS)]
+        losses = [c[0] for c in calls]
         refs = [float(ref_loss(torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float64)).detach())
                 for _ in range(STAT_CALLS)]  # fmt: skip
         (m, se), (mr, ser) = _mean_se(losses), _mean_se(refs)
         tol = Z_BOUND * math.hypot(se, ser) + rtol * abs(mr)
         if abs(m - mr) > tol:
             raise CheckFailed(f"mean loss {m:.7g} over {STAT_CALLS} calls vs reference {mr:.7g} ± {tol:.3g} (6 SE)")
-        if len(set(losses)) < len(losses):
-            raise CheckFailed("two calls gave the same loss (noise not fresh)")
+        if all(torch.equal(a, b) for a, b in zip(calls[0][1], calls[1][1])):
+            raise CheckFailed("two calls gave the same gradient (noise not fresh)")
         result["drawn_noise"] = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}
         return result
 
