@@ -1,6 +1,6 @@
 """DSM loss forward+backward vs the naive loss (a thin wrapper of ``fastlangevin bench``).
 
-    python bench/bench_dsm.py [--shapes 128x3x64x64] [--device cuda] [any fastlangevin bench flag]
+python bench/bench_dsm.py [--shapes 128x3x64x64] [--device cuda] [any fastlangevin bench flag]
 """
 
 import sys

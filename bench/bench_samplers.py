@@ -1,6 +1,6 @@
 """Annealed Langevin steps/s with a small MLP score vs the naive loop (a thin wrapper of ``fastlangevin bench``).
 
-    python bench/bench_samplers.py [--shapes 4096x2,4096x3072] [--device cuda] [any fastlangevin bench flag]
+python bench/bench_samplers.py [--shapes 4096x2,4096x3072] [--device cuda] [any fastlangevin bench flag]
 """
 
 import sys

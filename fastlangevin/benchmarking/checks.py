@@ -197,7 +197,8 @@ def check_snr_update(
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
     if abs(eps_fit / eps_pred - 1) > tol:
         raise CheckFailed(
-            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
+            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: "
+            f"off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
         )
     b = math.sqrt(2.0 * eps_fit)
     noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))

@@ -11,26 +11,26 @@ import datetime
 import os
 from typing import List, Tuple
 
-from . import report
 import torch
 
+from . import report
 from .engine import BenchOptions, BenchResult, Case, environment, run
 
 STEP_BASES = ("eager", "eager_inplace")
-SAMPLER = (("score", "neg_x"), ("steps", 300))
-#: (title, workload, shape, mode, threads, params, baselines, [(baseline, target speed-up)])
+STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
+LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
+ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
+#: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
 SUITE: List[Tuple] = [
-    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_BASES, [("eager", 1.0), ("eager_inplace", 0.75)]),
-    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_BASES, [("eager", 1.0), ("eager_inplace", 0.75)]),
-    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), STEP_BASES, [("eager_inplace", 1.0)]),
-    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), ("eager",), [("eager", 2.0)]),
-    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), ("naive",), [("naive", 1.0)]),
-    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), ("naive",), [("naive", 1.0)]),
-    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, (("sampler", "langevin"),) + SAMPLER,
-     ("naive",), [("naive", 1.0)]),
-    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, (("sampler", "annealed"),) + SAMPLER,
-     ("naive",), [("naive", 1.0)]),
-]  # fmt: skip
+    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
+    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), (("eager", 2.0),)),
+    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), (("naive", 1.0),)),
+    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), (("naive", 1.0),)),
+    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, LANGEVIN, (("naive", 1.0),)),
+    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, ANNEALED, (("naive", 1.0),)),
+]
 SWEEP = range(8, 25, 2)
 
 
@@ -38,16 +38,15 @@ def run_suite(opts: BenchOptions, sweep=SWEEP, scale: float = 1.0) -> Tuple[Benc
     """Every entry, then the sweep; ``scale`` shrinks the shapes' first dim (dry runs)."""
     ours = "triton" if opts.device.type == "cuda" else "torch"
     results, targets = [], []
-    for title, wl, shape, mode, threads, params, bases, goals in SUITE:
+    for title, wl, shape, mode, threads, params, goals in SUITE:
         shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
         case = Case(wl, shape, torch.float32, mode, opts.device, tuple(sorted(params)), threads)
-        (cr,) = run(opts.replace(providers=(ours, *bases)), cases=[case]).cases
+        (cr,) = run(opts.replace(providers=(ours, *(b for b, _ in goals))), cases=[case]).cases
         results.append(cr)
         for base, want in goals:
             got = cr.speedup(ours, base)
             met = None if got is None else got >= want
-            targets.append({"work": title, "key": case.key, "ours": ours, "baseline": base, "speedup": got,
-                            "target": want, "met": met})  # fmt: skip
+            targets.append(dict(work=title, key=case.key, ours=ours, baseline=base, speedup=got, target=want, met=met))
     step = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in sweep]
     results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=step).cases
     return BenchResult(environment(opts), results, {}), targets
@@ -86,7 +85,7 @@ def main(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=Fa
         os.makedirs(out_dir, exist_ok=True)
         day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
         json_path = os.path.join(out_dir, f"dropin-{opts.device.type}-{day}.json")
-    report.write_json(result, json_path, targets=targets)
+    report.write_json(result, json_path, targets=targets, dry_run=dry_run)
     print(f"\nwrote {json_path}")
     bad = [p.name for cr in result.cases for p in cr.providers if p.kind == "ours" and p.status != "ok"]
     return 1 if bad else 0

@@ -71,7 +71,8 @@ def build_loop(args, device: torch.device) -> ProfileTarget:
                     fl.langevin_step_(x, s, eps, backend=args.backend, generator=g)
         return x
 
-    desc = f"loop: {args.steps} x (MLP score {args.dim}-{args.hidden}x3-{args.dim} + langevin_step_), {args.n} chains, backend={fl.backend_for(x, args.backend)}"
+    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}"
+    desc = f"loop: {args.steps} x ({mlp} + langevin_step_), {args.n} chains, backend={fl.backend_for(x, args.backend)}"
     return ProfileTarget(desc, lambda: steps(args.steps), lambda: steps(args.warmup))
 
 
@@ -96,7 +97,8 @@ def build_langevin(args, device: torch.device) -> ProfileTarget:
                 cuda_graph=args.cuda_graph,
             )
 
-    desc = f"langevin (ULA): {args.steps} steps, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
+    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}"
+    desc = f"langevin (ULA): {args.steps} steps, {mlp}, {args.n} chains, cuda_graph={args.cuda_graph}"
     return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
 
 
@@ -126,7 +128,8 @@ def build_annealed(args, device: torch.device) -> ProfileTarget:
                 cuda_graph=args.cuda_graph,
             )
 
-    desc = f"annealed_langevin: {L} levels x {T} steps + denoise, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
+    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}"
+    desc = f"annealed_langevin: {L} levels x {T} steps + denoise, {mlp}, {args.n} chains, cuda_graph={args.cuda_graph}"
     return ProfileTarget(desc, lambda: go(T), lambda: go(1))
 
 
@@ -151,7 +154,8 @@ def build_pc(args, device: torch.device) -> ProfileTarget:
                 score_fn, sde, x0, n_steps=k, snr=0.16, generator=g, backend=args.backend, cuda_graph=args.cuda_graph
             )
 
-    desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {args.steps} steps, MLP score, {args.n} chains, cuda_graph={args.cuda_graph}"
+    desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {args.steps} steps, MLP score, {args.n} chains"
+    desc += f", cuda_graph={args.cuda_graph}"
     return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
 
 
@@ -288,15 +292,12 @@ def format_summary(s: ProfileSummary) -> str:
         f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total",
         "",
     ]
-    lines.append(
-        "phases (record_function labels; share = time in the phase minus phases nested in it, e.g. the score inside denoise):"
-    )
+    lines.append("phases (record_function labels; share = time in the phase minus phases nested in it):")
     if s.phases:
         for p in s.phases:
             dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
-            lines.append(
-                f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
-            )
+            share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
+            lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
     else:
         lines.append("  (no fastlangevin.* labels recorded)")
     lines.append("")
@@ -318,10 +319,8 @@ def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
-        print(
-            "fastlangevin profile: error: --cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)",
-            file=sys.stderr,
-        )
+        msg = "--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)"
+        print(f"fastlangevin profile: error: {msg}", file=sys.stderr)
         return 2
     target = SAMPLERS[args.sampler](args, device)
     print(f"profiling {target.description} ...", file=sys.stderr, flush=True)
@@ -342,7 +341,12 @@ def _run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
+    p = sub.add_parser(
+        "profile",
+        help="run a sampler under torch.profiler: Chrome trace + top-kernel table",
+        description="Run a sampler under torch.profiler. Writes a Chrome trace (--trace, default "
+        "./fastlangevin_trace.json) and its table beside it (--table, default the trace path with .txt).",
+    )
     p.add_argument("--sampler", default="loop", choices=sorted(SAMPLERS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--n", type=int, default=4096, help="chains")
@@ -355,12 +359,20 @@ def add_parser(sub) -> None:
     p.add_argument("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
     p.add_argument("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     p.add_argument(
-        "--backend", default=None, choices=[None, "triton", "torch"], help="fastlangevin backend (default: auto)"
+        "--backend",
+        default="auto",
+        type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None means auto, as backend=None
+        choices=["auto", "triton", "torch"],
+        help="fastlangevin backend, as backend= in the Python API (default: auto)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
     p.add_argument("--top", type=int, default=15, help="rows in the top-kernel table")
-    p.add_argument("--trace", default="fastlangevin_trace.json", help="Chrome trace path")
+    p.add_argument(
+        "--trace",
+        default="fastlangevin_trace.json",
+        help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)",
+    )
     p.add_argument("--table", default=None, help="table path (default: the trace path with .txt)")
     p.add_argument("--json", default=None, help="also write the summary as JSON")
     p.set_defaults(func=_run)

@@ -56,7 +56,8 @@ def case_table(cr: CaseResult) -> str:
 def table(result: BenchResult) -> str:
     m = result.meta
     parts = [
-        f"fastlangevin bench — {m['device']} ({m['device_name']}), torch {m['torch']}, triton {m['triton']}, {m['date']}",
+        f"fastlangevin bench — {m['device']} ({m['device_name']}), torch {m['torch']}, triton {m['triton']}, "
+        f"{m['date']}",
         "  GB/s = bytes the op must move / median time; %copy = that over y.copy_(x)'s GB/s at the same size;",
         "  column xP = this row's speed-up over provider P (P's median time / this row's).",
     ]
