@@ -610,3 +610,65 @@ def test_dsm_workload_checks_memory_and_rejects():
         assert cr.bytes_moved == 8 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
         assert provs["wrong_weight"].status == "rejected" and "injected noise" in provs["wrong_weight"].reason
         assert provs["frozen_noise"].status == "rejected", provs["frozen_noise"]
+
+
+# ---------------------------------------------------------------------------------------
+# Drop-in suite (issue 11) and rough edges a new user hit
+# ---------------------------------------------------------------------------------------
+def test_dropin_suite_reports_targets_and_raw_json(tmp_path, monkeypatch, capsys):
+    from fastlangevin.benchmarking import dropin
+
+    suite = [e for e in dropin.SUITE if e[0].startswith(("step 256x2", "langevin"))]
+    monkeypatch.setattr(dropin, "SUITE", suite)
+    monkeypatch.setattr(dropin, "SWEEP", (8,))
+    path = tmp_path / "d.json"
+    argv = ["bench", "--suite", "dropin", "--device", "cpu", "--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "3"]
+    assert cli.main(argv + ["--quiet", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| step 256x2 in place | eager_inplace |" in out and ">= 0.75x" in out and "| 2^8 |" in out
+    data = json.loads(path.read_text())
+    assert data["meta"]["torch"] == torch.__version__ and data["meta"]["date"] and data["dry_run"] is False
+    t = {(r["work"], r["baseline"]): r for r in data["targets"]}
+    assert set(t) == {("step 256x2 in place", "eager"), ("step 256x2 in place", "eager_inplace"),
+                      ("langevin 256x2, 300 steps, score -x", "naive")}  # fmt: skip
+    keys = {c["key"]: c for c in data["cases"]}
+    for r in t.values():
+        case = keys[r["key"]]
+        assert case["threads"] == 1 and r["met"] == (r["speedup"] >= r["target"])
+        times = {p["name"]: p["timing_ms"]["median_ms"] for p in case["providers"]}
+        assert math.isclose(r["speedup"], times[r["baseline"]] / times["torch"], rel_tol=1e-9)
+        assert all(len(p["timing_ms"]["samples_ms"]) >= 3 for p in case["providers"])  # raw times kept
+    sampler = keys[t[("langevin 256x2, 300 steps, score -x", "naive")]["key"]]
+    assert sampler["items_per_call"] == 300 and sampler["shape"] == [256, 2] and sampler["params"]["score"] == "neg_x"
+    assert "langevin_step/fp32/inplace/2^8/1t" in keys
+
+
+def test_profile_backend_accepts_auto_and_none():
+    parser = cli.build_parser()
+    for given, want in (("None", "auto"), ("auto", "auto"), ("AUTO", "auto"), ("torch", "torch")):
+        assert parser.parse_args(["profile", "--backend", given]).backend == want
+    with pytest.raises(SystemExit):
+        parser.parse_args(["profile", "--backend", "cuda"])
+
+
+def test_help_texts_say_where_the_trace_goes_and_what_device_means(capsys):
+    for argv in (["profile", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fastlangevin_trace.json" in out and "--trace" in out and "working directory" in out
+    assert "device to run on: cpu, cuda or cuda:N" in out
+
+
+def test_plot_has_log_axes_and_a_legend_outside_the_data(tmp_path):
+    from fastlangevin.benchmarking import report
+
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(8, 10),
+                        providers=("eager", "eager_inplace"), **TINY)  # fmt: skip
+    fig = report.write_plot(run(opts), str(tmp_path / "p.png"))
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["eager", "eager_inplace", "copy y.copy_(x)"] and legend.get_texts()[0].get_fontsize() >= 9
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes: hides no line

@@ -92,7 +92,7 @@ def write_json(result: BenchResult, path: str, **extra) -> None:
         f.write("\n")
 
 
-def write_plot(result: BenchResult, path: str) -> None:
+def write_plot(result: BenchResult, path: str):
     """Throughput against size on log-log axes, one panel per (workload, dtype, mode), a line per
     provider, the copy bandwidth dashed; the legend outside the data, so no line hides under it."""
     import matplotlib
@@ -128,3 +128,4 @@ def write_plot(result: BenchResult, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    return fig
