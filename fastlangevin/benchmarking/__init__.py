@@ -15,7 +15,7 @@ Adding a workload (e.g. ODE solvers: NFE and wall time; an SGLD optimizer): writ
 ``workloads/__init__.py``. The CLI, ``pytest bench`` and the JSON pick it up from the registry.
 """
 
-from .engine import (
+from .engine import (  # noqa: F401  # noqa: F401
     BenchOptions,
     BenchResult,
     Case,
@@ -30,19 +30,3 @@ from .engine import (
     register_workload,
     run,
 )
-
-__all__ = [
-    "BenchOptions",
-    "BenchResult",
-    "Case",
-    "CaseResult",
-    "CheckFailed",
-    "Provider",
-    "ProviderResult",
-    "ProviderUnavailable",
-    "Workload",
-    "all_workloads",
-    "get_workload",
-    "register_workload",
-    "run",
-]

@@ -87,19 +87,8 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
     for i0, i1 in _chunks(n):
         xc, sc = xf[i0:i1].double(), sf[i0:i1].double()
         r = (o[i0:i1].double() - xc - a * sc) / b
-        acc += torch.stack(
-            [
-                r.sum(),
-                (r * r).sum(),
-                sc.sum(),
-                (sc * sc).sum(),
-                (r * sc).sum(),
-                xc.sum(),
-                (xc * xc).sum(),
-                (r * xc).sum(),
-                (r.abs() > 2).sum().double(),
-            ]
-        )
+        sums = [r.sum(), (r * r).sum(), sc.sum(), (sc * sc).sum(), (r * sc).sum(), xc.sum(), (xc * xc).sum()]
+        acc += torch.stack(sums + [(r * xc).sum(), (r.abs() > 2).sum().double()])
     sr, srr, ss, sss, srs, sx, sxx, srx, tail = acc.tolist()
     mean = sr / n
     var = max(srr / n - mean * mean, 0.0)

@@ -36,7 +36,8 @@ def _enable_interpreter():
 def list_registry() -> str:
     lines = []
     for name, w in all_workloads().items():
-        lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}", f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]  # fmt: skip
+        lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}"]
+        lines += [f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]
         lines += [
             f"  - {p.name:18s} [{p.kind}{'' if p.default else ', not run by default'}] {p.label}"
             for p in w.provider_list

@@ -340,23 +340,12 @@ class CaseResult:
             provs[-1]["timing_ms"] = provs[-1].pop("timing")
             provs[-1]["gbps"] = tp if self.bytes_moved is not None else None
         names = [p.name for p in self.timed()]
-        return {
-            "key": c.key,
-            "workload": c.workload,
-            "dtype": c.dtype_name,
-            "mode": c.mode,
-            "shape": list(c.shape),
-            "numel": c.numel,
-            "params": dict(c.params),
-            "threads": c.threads or torch.get_num_threads(),
-            "bytes_moved": self.bytes_moved,
-            "items_per_call": self.items,
-            "throughput_unit": self.unit,
-            "skipped": self.skipped,
-            "copy": self.copy and {"bytes": self.copy_bytes, "timing_ms": dataclasses.asdict(self.copy), "gbps": cg},
-            "providers": provs,
-            "speedups": {a: {b: self.speedup(a, b) for b in names if b != a} for a in names},
-        }
+        d = {"key": c.key, "workload": c.workload, "dtype": c.dtype_name, "mode": c.mode, "shape": list(c.shape)}
+        d |= {"numel": c.numel, "params": dict(c.params), "threads": c.threads or torch.get_num_threads()}
+        d |= {"bytes_moved": self.bytes_moved, "items_per_call": self.items, "throughput_unit": self.unit}
+        copy = self.copy and {"bytes": self.copy_bytes, "timing_ms": dataclasses.asdict(self.copy), "gbps": cg}
+        speedups = {a: {b: self.speedup(a, b) for b in names if b != a} for a in names}
+        return d | {"skipped": self.skipped, "copy": copy, "providers": provs, "speedups": speedups}
 
 
 @dataclass
@@ -384,22 +373,18 @@ def environment(opts: BenchOptions) -> Dict[str, Any]:
     dev, cpu = opts.device, platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
-    meta = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu,
-        **{m: _version(m) for m in ("fastlangevin", "torch", "triton", "numpy")},
-        "fastlangevin": fastlangevin.__version__,
-        "cuda": torch.version.cuda,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
+    meta = {"date": now, "device": str(dev), "device_name": name, "fastlangevin": fastlangevin.__version__}
+    meta |= {m: _version(m) for m in ("torch", "triton", "numpy")} | {"cuda": torch.version.cuda}
+    meta |= {"python": platform.python_version(), "platform": platform.platform(), "argv": list(sys.argv)}
+    meta |= {
         "cpu_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "triton_interpret": os.environ.get("TRITON_INTERPRET", "0"),
         "peers": {"torchebm": _version("torchebm")},
-        "argv": list(sys.argv),
-        "options": {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device", "extra_providers")},
     }
+    meta["triton_interpret"] = os.environ.get("TRITON_INTERPRET", "0")
+    meta["options"] = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device", "extra_providers")}
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
         meta["gpu"] = {"total_memory": props.total_memory, "capability": f"{props.major}.{props.minor}"}

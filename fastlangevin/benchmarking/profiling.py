@@ -36,9 +36,6 @@ from ..sampling.loop import phase
 OUTER_LABEL = "fastlangevin.profile"
 
 
-# ---------------------------------------------------------------------------------------
-# Samplers that can be profiled
-# ---------------------------------------------------------------------------------------
 @dataclass
 class ProfileTarget:
     description: str
@@ -46,125 +43,58 @@ class ProfileTarget:
     warmup: Callable[[], Any]
 
 
-def _state(args, device):
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    return torch.randn(args.n, args.dim, device=device, generator=g), g
-
-
-def build_loop(args, device: torch.device) -> ProfileTarget:
-    """``steps`` Langevin steps written as a plain loop: score = small MLP, update =
-    ``fastlangevin.langevin_step_``, labelled like the library's samplers."""
+def build_target(args, device: torch.device) -> ProfileTarget:
+    """The sampler ``args.sampler`` with a small MLP score (noise-conditional where the sampler is)."""
     import fastlangevin as fl
 
     from .scorenet import ScoreMLP
 
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=False, seed=args.seed).to(device)
-    x, g = _state(args, device)
-    eps = args.step_size
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    x0 = torch.randn(args.n, args.dim, device=device, generator=g)
+    net = ScoreMLP(args.dim, args.hidden, conditional=args.sampler in ("annealed", "pc"), seed=args.seed).to(device)
+    kw = dict(generator=g, backend=args.backend)
+    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
+    steps, warm = args.steps, max(args.warmup, 1)
+    if args.sampler == "loop":
+        desc = f"loop: {steps} x (MLP + langevin_step_), backend={fl.backend_for(x0, args.backend)}, {mlp}"
 
-    def steps(k):
-        with torch.no_grad():
+        def go(k):
             for _ in range(k):
                 with phase("fastlangevin.score"):
-                    s = net(x)
+                    s = net(x0)
                 with phase("fastlangevin.update"):
-                    fl.langevin_step_(x, s, eps, backend=args.backend, generator=g)
-        return x
+                    fl.langevin_step_(x0, s, args.step_size, **kw)
 
-    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}"
-    desc = f"loop: {args.steps} x ({mlp} + langevin_step_), {args.n} chains, backend={fl.backend_for(x, args.backend)}"
-    return ProfileTarget(desc, lambda: steps(args.steps), lambda: steps(args.warmup))
+        warm = args.warmup
+    elif args.sampler == "langevin":
+        desc = f"langevin (ULA): {steps} steps, {mlp}"
+        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, cuda_graph=args.cuda_graph, **kw)  # noqa: E731
+    elif args.sampler == "annealed":
+        L = args.levels
+        sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
+        steps, warm = max(1, args.steps // L), 1
+        desc = f"annealed_langevin: {L} levels x {steps} steps + denoise, {mlp}"
 
-
-def build_langevin(args, device: torch.device) -> ProfileTarget:
-    """``fastlangevin.langevin`` (ULA) with an unconditional MLP score."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=False, seed=args.seed).to(device)
-    x0, g = _state(args, device)
-
-    def go(k):
-        with torch.no_grad():
-            return fl.langevin(
-                net,
-                x0,
-                step_size=args.step_size,
-                n_steps=k,
-                generator=g,
-                backend=args.backend,
-                cuda_graph=args.cuda_graph,
-            )
-
-    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}"
-    desc = f"langevin (ULA): {args.steps} steps, {mlp}, {args.n} chains, cuda_graph={args.cuda_graph}"
-    return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
-
-
-def build_annealed(args, device: torch.device) -> ProfileTarget:
-    """``fastlangevin.annealed_langevin`` over ``--levels`` geometric noise levels 1 → 0.01,
-    ``steps / levels`` steps each, with final denoising; noise-conditional MLP score."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=True, seed=args.seed).to(device)
-    x0, g = _state(args, device)
-    L = args.levels
-    sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
-    T = max(1, args.steps // L)
-
-    def go(t):
-        with torch.no_grad():
+        def go(t):
             return fl.annealed_langevin(
-                net,
-                x0,
-                sigmas,
-                n_steps_each=t,
-                step_lr=args.step_lr,
-                generator=g,
-                backend=args.backend,
-                cuda_graph=args.cuda_graph,
+                net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, cuda_graph=args.cuda_graph, **kw
             )
+    else:
+        sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
+        desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {steps} steps, {mlp}"
 
-    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}"
-    desc = f"annealed_langevin: {L} levels x {T} steps + denoise, {mlp}, {args.n} chains, cuda_graph={args.cuda_graph}"
-    return ProfileTarget(desc, lambda: go(T), lambda: go(1))
+        def go(k):
+            score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
+            return fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, cuda_graph=args.cuda_graph, **kw)
 
-
-def build_pc(args, device: torch.device) -> ProfileTarget:
-    """``fastlangevin.pc_sample`` on a VE SDE (reverse-diffusion predictor + Langevin corrector);
-    the MLP is conditioned on σ(t)."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=True, seed=args.seed).to(device)
-    sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
-    x0, g = _state(args, device)
-    x0 = x0 * sde.prior_std
-
-    def score_fn(x, t):
-        return net(x, sde.marginal_std(t))
-
-    def go(k):
+    def under_no_grad(k):
         with torch.no_grad():
-            return fl.pc_sample(
-                score_fn, sde, x0, n_steps=k, snr=0.16, generator=g, backend=args.backend, cuda_graph=args.cuda_graph
-            )
+            return go(k)
 
-    desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {args.steps} steps, MLP score, {args.n} chains"
-    desc += f", cuda_graph={args.cuda_graph}"
-    return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
+    return ProfileTarget(desc, lambda: under_no_grad(steps), lambda: under_no_grad(warm))
 
 
-SAMPLERS: Dict[str, Callable[[Any, torch.device], ProfileTarget]] = {
-    "loop": build_loop,
-    "langevin": build_langevin,
-    "annealed": build_annealed,
-    "pc": build_pc,
-}
+SAMPLERS = ("loop", "langevin", "annealed", "pc")
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,7 +252,7 @@ def _run(args) -> int:
         msg = "--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)"
         print(f"fastlangevin profile: error: {msg}", file=sys.stderr)
         return 2
-    target = SAMPLERS[args.sampler](args, device)
+    target = build_target(args, device)
     print(f"profiling {target.description} ...", file=sys.stderr, flush=True)
     prof = profile_target(target, device, args.trace)
     summary = summarize(prof, device, target.description, top=args.top)
