@@ -672,3 +672,13 @@ def test_plot_has_log_axes_and_a_legend_outside_the_data(tmp_path):
     labels = [t.get_text() for t in legend.get_texts()]
     assert labels == ["eager", "eager_inplace", "copy y.copy_(x)"] and legend.get_texts()[0].get_fontsize() >= 9
     assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes: hides no line
+
+
+def test_cpu_step_script_gate_scales_with_n():
+    # the old script's fixed 1e-3 mean tolerance failed at 2^16; the engine's gate is 6 standard errors at n
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = [sys.executable, os.path.join(root, "bench", "cpu_step.py"), "--sizes", "16", "--quiet"]
+    argv += ["--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "2", "--json", os.devnull]
+    proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "REJECTED" not in proc.stdout and "torch is" in proc.stdout and "eager_buffer" in proc.stdout
