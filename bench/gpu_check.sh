@@ -3,10 +3,11 @@
 #
 #   bash bench/gpu_check.sh OUTDIR [--dry-run]
 #
-# Time limits (s): install 40, tests 110, kernels 20, step 140, dsm 45, sampler 55, host 30, profile 35 = 475.
+# Time limits (s): install 40, tests 110, kernels 20, step 70+70, dsm 45, sampler 55, host 30, profile 35 = 475.
 # Sections, most important first, each time-boxed with `timeout` (a slow one cannot eat the rest) and
 # each writing its raw output (log + JSON) into OUTDIR as it finishes, plus one line in OUTDIR/summary.md:
-#   0 install   python3 -m pip install --no-deps --no-build-isolation -e .  (no network on the device)
+#   0 install   python3 -m pip install --no-deps --no-build-isolation -e .  (no network on the device), and a
+#               torchebm wheel when one is carried in bench/wheels/ or shared/
 #   1 tests     the GPU-relevant tests with compiled kernels (ids/markers matching cuda or gpu), capped
 #   2 step      fused step at 2^28, fp32+bf16, in and out of place: time, GB/s, % of copy (same run) vs
 #               textbook, hand-written eager, torch.compile (warm-up apart), torchebm when installed;
@@ -52,7 +53,7 @@ section() { # section NAME LIMIT_S CMD...: run time-boxed, log to OUTDIR/NAME.lo
 if [ $DRY -eq 1 ]; then
     DEV=(--device cpu --interpret)
     TIMING=(--rep-ms 5 --warmup-ms 1 --min-reps 2)
-    STEP=(--sizes 10 --dtypes fp32 --providers triton,torch,eager,eager_inplace,torchebm_fused)
+    STEP=(--sizes 10 --providers triton,torch,eager,eager_inplace,torchebm_fused)
     DSM=(--shapes 4x256 --dtypes fp32 --providers triton,torch,naive)
     SAMPLER=(--shapes 64x2 --param steps=10 --providers naive,torch,triton_graph)  # the interpreter: too slow here
     HOST_DEV=cpu
@@ -61,11 +62,12 @@ if [ $DRY -eq 1 ]; then
 else
     DEV=(--device cuda)
     TIMING=(--rep-ms 50 --warmup-ms 10)
-    STEP=(--sizes 28 --dtypes fp32,bf16 --providers triton,eager,eager_inplace,compile,torchebm_fused)
+    STEP=(--sizes 28 --providers triton,eager,eager_inplace,compile,torchebm_fused)
     DSM=(--shapes 128x3x64x64,4096x3072 --dtypes fp32,bf16 --providers triton,torch,naive)
     SAMPLER=(--shapes 4096x2,4096x3072 --param steps=50 --providers naive,triton,triton_graph)
     HOST_DEV=cuda
-    PROFILE=(--device cuda --n 4096 --dim 3072 --steps 20 --cuda-graph)
+    PROFILE=(--device cuda --n 4096 --dim 3072 --steps 20)
+    unset TRITON_INTERPRET
 fi
 
 {
@@ -76,6 +78,8 @@ fi
 
 if [ $DRY -eq 0 ]; then
     section install 40 $PY -m pip install -q --no-deps --no-build-isolation -e .
+    WHEEL=$(ls bench/wheels/torchebm*.whl shared/torchebm*.whl 2>/dev/null | head -n 1)
+    [ -n "$WHEEL" ] && section torchebm 20 $PY -m pip install -q --no-deps "$WHEEL" # its fused step, when carried
 fi
 
 TESTS=(tests/test_langevin_step.py tests/test_corrector.py tests/test_dsm.py tests/test_samplers.py tests/test_gpu_compile.py)
@@ -90,8 +94,11 @@ if timeout 20 $FL kernels --help >/dev/null 2>&1; then
 else
     echo '"n/a: this build has no fastlangevin kernels command"' >"$OUT/kernels.json"
 fi
-section step 140 $FL bench "${DEV[@]}" "${TIMING[@]}" --workloads langevin_step --modes out,inplace "${STEP[@]}" \
-    --json "$OUT/step.json"
+for dt in fp32 bf16; do # one section per dtype: a slow torch.compile warm-up costs at most half of the step figures
+    [ $DRY -eq 1 ] && [ $dt = bf16 ] && continue
+    section step_$dt 70 $FL bench "${DEV[@]}" "${TIMING[@]}" --workloads langevin_step --modes out,inplace \
+        --dtypes $dt "${STEP[@]}" --json "$OUT/step_$dt.json"
+done
 section dsm 45 $FL bench "${DEV[@]}" "${TIMING[@]}" --workloads dsm "${DSM[@]}" --json "$OUT/dsm.json"
 section sampler 55 $FL bench "${DEV[@]}" "${TIMING[@]}" --workloads sampler --dtypes fp32 --param sampler=annealed \
     "${SAMPLER[@]}" --json "$OUT/sampler.json"
@@ -124,7 +131,8 @@ section profile 35 $FL profile --sampler annealed --levels 2 "${PROFILE[@]}" --t
 {
     echo
     echo "total $(($(date +%s) - T0)) s; $failed section(s) failed or timed out; dry run: $DRY"
-    for name in step dsm sampler; do
+    for name in step_fp32 step_bf16 dsm sampler; do
+        [ -f "$OUT/$name.log" ] || continue
         echo
         echo "## $name"
         echo '```'

@@ -21,15 +21,15 @@ def test_gpu_check_dry_run(tmp_path):
     )  # fmt: skip
     summary = (out / "summary.md").read_text()
     assert proc.returncode == 0, summary + proc.stdout[-3000:] + proc.stderr[-3000:]
-    for name in ("tests", "step", "dsm", "sampler", "host", "profile"):
+    for name in ("tests", "step_fp32", "dsm", "sampler", "host", "profile"):
         assert f"| {name} | ok |" in summary, name
-    for name in ("step", "dsm", "sampler"):
+    for name in ("step_fp32", "dsm", "sampler"):
         data = json.loads((out / f"{name}.json").read_text())
         assert data["meta"]["device"] == "cpu" and data["cases"], name
         ours = [p for c in data["cases"] for p in c["providers"] if p["kind"] == "ours"]
         assert ours and all(p["status"] in ("ok", "skipped") for p in ours), name
         assert any(p["status"] == "ok" and p["timing_ms"]["median_ms"] > 0 for p in ours), name
-    step = json.loads((out / "step.json").read_text())
+    step = json.loads((out / "step_fp32.json").read_text())
     assert {p["name"]: p["status"] for p in step["cases"][0]["providers"]}["triton"] == "ok"  # the interpreter ran
     assert all(c["copy"]["gbps"] > 0 for c in step["cases"])
     host = json.loads((out / "host.json").read_text())
