@@ -146,38 +146,25 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
     outer = [e for e in events if e.name == OUTER_LABEL and e.device_type == DeviceType.CPU]
     outer_cpu_us = sum(e.cpu_time_total for e in outer)
     avgs = [a for a in prof.key_averages() if a.key not in labels]
-    if on_gpu:
-        # kernels (device-side events): their self device time is the GPU's busy time
-        kernels = [a for a in avgs if _us(a, "self_device_time_total") > 0 and a.device_type != DeviceType.CPU]
-        if not kernels:  # some torch versions report kernels only through their CPU launch ops
-            kernels = [a for a in avgs if _us(a, "self_device_time_total") > 0]
-        total_us = sum(_us(a, "self_device_time_total") for a in kernels)
-        basis = "sum of GPU kernel time"
-        ranked = sorted(kernels, key=lambda a: _us(a, "self_device_time_total"), reverse=True)
-        top_rows = [
-            {
-                "name": a.key,
-                "calls": a.count,
-                "self_ms": _us(a, "self_device_time_total") / 1e3,
-                "share": _us(a, "self_device_time_total") / total_us if total_us else 0.0,
-            }
-            for a in ranked[:top]
-        ]
+    if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
+        self_us = lambda a: _us(a, "self_device_time_total")  # noqa: E731
+        rows = [a for a in avgs if self_us(a) > 0 and a.device_type != DeviceType.CPU]
+        rows = rows or [a for a in avgs if self_us(a) > 0]  # some torch versions: only through the launch ops
+        total_us, basis = sum(self_us(a) for a in rows), "sum of GPU kernel time"
     else:
-        total_us = outer_cpu_us
-        basis = f"wall time of the profiled run ({OUTER_LABEL})"
-        ranked = sorted(
-            (a for a in avgs if a.self_cpu_time_total > 0), key=lambda a: a.self_cpu_time_total, reverse=True
-        )
-        top_rows = [
-            {
-                "name": a.key,
-                "calls": a.count,
-                "self_ms": a.self_cpu_time_total / 1e3,
-                "share": a.self_cpu_time_total / total_us if total_us else 0.0,
-            }
-            for a in ranked[:top]
-        ]
+        self_us = lambda a: a.self_cpu_time_total  # noqa: E731
+        rows = [a for a in avgs if self_us(a) > 0]
+        total_us, basis = outer_cpu_us, f"wall time of the profiled run ({OUTER_LABEL})"
+    ranked = sorted(rows, key=self_us, reverse=True)[:top]
+    top_rows = [
+        {
+            "name": a.key,
+            "calls": a.count,
+            "self_ms": self_us(a) / 1e3,
+            "share": self_us(a) / total_us if total_us else 0.0,
+        }
+        for a in ranked
+    ]
     phase_set = set(PHASE_LABELS)
 
     def nested_phases(e):
