@@ -101,8 +101,9 @@ class Case:
 
     @property
     def size_label(self) -> str:
-        n = self.numel
-        return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 else "x".join(map(str, self.shape))
+        n, sh = self.numel, self.shape  # 2^k for the size sweeps (rows of 1024), else the explicit shape
+        sweep = len(sh) == 1 or sh[0] == 1 or sh[-1] == 1024
+        return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 and sweep else "x".join(map(str, sh))
 
     @property
     def key(self) -> str:
@@ -253,7 +254,7 @@ def quantile(values: Sequence[float], q: float) -> float:
 
 def summarize_samples(samples: Sequence[float], method: str) -> Timing:
     q = [quantile(samples, p) for p in (0.5, 0.2, 0.8)]
-    return Timing(*q, len(samples), method, list(samples))
+    return Timing(*q, len(samples), method, [round(v, 5) for v in samples])  # raw times, to 10 ns
 
 
 def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
@@ -264,15 +265,15 @@ def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
 
 
 def time_cpu_interleaved(
-    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5
+    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps=1000
 ) -> Dict[str, Timing]:
     """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms``
-    per callable is spent, after warm-up rounds for ``warmup_ms`` each (at least two: in a VM the
+    per callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two: in a VM the
     first touches of fresh memory are slow). What a call returns is freed outside its timing."""
     names, samples = list(fns), {n: [] for n in fns}
     for timed, budget, least in ((False, warmup_ms, 2), (True, rep_ms, min_reps)):
         deadline, rounds = time.perf_counter() + len(names) * budget / 1e3, 0
-        while rounds < least or (time.perf_counter() < deadline and rounds < 10_000):
+        while rounds < least or (time.perf_counter() < deadline and rounds < max_reps):
             for n in names:
                 t0 = time.perf_counter()
                 r = fns[n]()
