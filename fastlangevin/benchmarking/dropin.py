@@ -37,7 +37,7 @@ SWEEP = range(8, 25, 2)
 def run_suite(opts: BenchOptions, sweep=SWEEP, scale: float = 1.0) -> Tuple[BenchResult, List[dict]]:
     """Every entry, then the sweep; ``scale`` shrinks the shapes' first dim (dry runs)."""
     ours = "triton" if opts.device.type == "cuda" else "torch"
-    results, targets = [], []
+    meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
     for title, wl, shape, mode, threads, params, goals in SUITE:
         shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
         case = Case(wl, shape, torch.float32, mode, opts.device, tuple(sorted(params)), threads)
@@ -49,7 +49,7 @@ def run_suite(opts: BenchOptions, sweep=SWEEP, scale: float = 1.0) -> Tuple[Benc
             targets.append(dict(work=title, key=case.key, ours=ours, baseline=base, speedup=got, target=want, met=met))
     step = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in sweep]
     results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=step).cases
-    return BenchResult(environment(opts), results, {}), targets
+    return BenchResult(meta, results, {}), targets
 
 
 def target_table(targets: List[dict]) -> str:
