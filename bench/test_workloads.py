@@ -15,7 +15,7 @@ Effective GB/s is stored in each benchmark's ``extra_info``.
 import pytest
 
 from fastlangevin.benchmarking import BenchOptions, get_workload
-from fastlangevin.benchmarking.timing import synchronize
+from fastlangevin.benchmarking.engine import synchronize
 
 OPTS = BenchOptions.from_env()
 

@@ -11,8 +11,7 @@ import torch
 
 from fastlangevin import _backend, cli
 from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, peers, run
-from fastlangevin.benchmarking.cli import parse_sizes
-from fastlangevin.benchmarking.timing import quantile
+from fastlangevin.benchmarking.engine import parse_shapes, parse_sizes, quantile
 
 TINY = dict(rep_ms=5.0, warmup_ms=1.0, min_reps=3, quiet=True)
 
@@ -82,6 +81,7 @@ def test_bench_cli_json_plot_table(tmp_path, capsys):
             assert math.isclose(p["pct_of_copy"], 100 * p["gbps"] / case["copy"]["gbps"], rel_tol=1e-9)
             assert p["check"]["noise"]["n"] == 1 << 16  # tiny cases are checked at 2^16 draws
             assert p["check"]["noise_off"]["max_err_ulp"] <= 2
+        assert case["shape"] == [1, 1024] and case["threads"] >= 1
         sp = case["speedups"]
         assert math.isclose(sp["torch"]["eager"] * sp["eager"]["torch"], 1.0, rel_tol=1e-9)
     with open(ppath, "rb") as f:
@@ -115,12 +115,14 @@ def test_bench_cli_triton_on_cpu_skipped_with_message(capsys):
     "argv, message",
     [
         (["--providers", "nope"], "--providers: unknown ['nope']"),
-        (["--dtypes", "int8"], "--dtypes: unknown dtype 'int8'"),
-        (["--modes", "sideways"], "--modes: unknown mode"),
-        (["--workloads", "nope"], "--workloads: unknown workload"),
+        (["--dtypes", "int8"], "--dtypes: unknown 'int8'"),
+        (["--modes", "sideways"], "--modes: unknown 'sideways'"),
+        (["--workloads", "nope"], "--workloads: unknown 'nope'"),
         (["--sizes", "99"], "out of range"),
+        (["--shapes", "2xq"], "--shapes '2xq'"),
+        (["--param", "score"], "NAME=VALUE"),
     ],
-    ids=["provider", "dtype", "mode", "workload", "size"],
+    ids=["provider", "dtype", "mode", "workload", "size", "shape", "param"],
 )
 def test_bench_cli_bad_arguments(argv, message, capsys):
     assert cli.main(["bench", "--device", "cpu"] + argv) == 2
@@ -136,9 +138,10 @@ def test_bench_list(capsys):
         "eager",
         "eager_inplace",
         "compile",
+        "eager_buffer",
         "torchebm_fused",
-        "torchebm_sampler",
-        "diffusers",
+        "naive",
+        "triton_graph",
     ):
         assert f"- {name} " in out
 
@@ -150,6 +153,7 @@ def test_parse_sizes():
     assert parse_sizes(None) is None
     with pytest.raises(ValueError, match="LO:HI"):
         parse_sizes("1:2:3:4")
+    assert parse_shapes("256x2,128x3x64x64") == [(256, 2), (128, 3, 64, 64)] and parse_shapes(None) is None
 
 
 def test_quantile_matches_torch():
@@ -220,7 +224,7 @@ def test_broken_provider_rejected(name, make, message, mode):
     assert provs[name].status == "rejected", provs[name]
     assert provs[name].timing is None  # never timed
     assert message in provs[name].reason
-    assert name not in case.speedups()
+    assert name not in case.to_dict()["speedups"]
 
 
 def test_wrong_dtype_rejected():
@@ -281,43 +285,22 @@ def test_noise_checks_pass_and_fail_directly():
 # ---------------------------------------------------------------------------------------
 # Peers: optional, skipped with a message when absent
 # ---------------------------------------------------------------------------------------
-def test_missing_peers_are_skipped_with_message(monkeypatch):
-    real = peers._import_error
+def test_missing_peer_is_skipped_with_message(monkeypatch):
+    def fail():
+        raise ImportError("No module named 'torchebm'")
 
-    def fake(module):
-        return (
-            "ModuleNotFoundError: No module named 'x'"
-            if module.split(".")[0] in ("diffusers", "torchebm")
-            else real(module)
-        )
-
-    monkeypatch.setattr(peers, "_import_error", fake)
+    monkeypatch.setattr(peers, "_fused", fail)
     opts = BenchOptions(
-        device=torch.device("cpu"),
-        dtypes=("fp32",),
-        modes=("out",),
-        sizes=(10,),
-        providers=("torchebm_fused", "torchebm_sampler", "diffusers"),
-        **TINY,
+        device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("torchebm_fused",), **TINY
     )
     (case,) = run(opts).cases
-    for p in case.providers:
-        assert p.status == "skipped" and "not installed" in p.reason and "pip install" in p.reason, p
-
-
-@pytest.mark.parametrize("peer, module", [("diffusers", "diffusers"), ("torchebm_sampler", "torchebm")])
-def test_installed_peer_passes_checks(peer, module):
-    pytest.importorskip(module)
-    opts = BenchOptions(
-        device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=(peer,), **TINY
-    )
-    (case,) = run(opts).cases
-    assert case.providers[0].status == "ok", case.providers[0]
+    (p,) = case.providers
+    assert p.status == "skipped" and "not importable" in p.reason and "pip install torchebm" in p.reason, p
 
 
 def test_chi_mean():
     z = torch.randn(20000, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    assert abs(z.norm(dim=1).mean().item() - peers.chi_mean(64)) < 0.02
+    assert abs(z.norm(dim=1).mean().item() - checks.chi_mean(64)) < 0.02
 
 
 # ---------------------------------------------------------------------------------------
@@ -463,75 +446,74 @@ def test_corrector_workload_checks_and_rejects():
         assert provs["weak_noise"].status == "rejected" and "std" in provs["weak_noise"].reason
 
 
-def test_annealed_workload_steps_per_second_and_rejects(tmp_path):
-    from fastlangevin.benchmarking.workloads import annealed
+def _too_little_noise(case, score_fn, sch):  # sqrt(a) instead of sqrt(2a)
+    from fastlangevin import reference
 
-    def too_little_noise(case, score_fn, sigs, n_steps_each, step_lr):
-        def run_(x0):
-            x = x0
-            for sig in sigs:
-                a = step_lr * (sig / sigs[-1]) ** 2
-                sigma = torch.full((x.shape[0],), sig)
-                for _ in range(n_steps_each):
-                    x = x + a * score_fn(x, sigma) + math.sqrt(a) * torch.randn_like(x)
-            return x
+    def run_(x):
+        for sig, a, n in sch["levels"]:
+            sigma = torch.full((x.shape[0],), sig)
+            for _ in range(n):
+                x = reference.langevin_step(x, score_fn(x, sigma), a, math.sqrt(a), torch.randn_like(x))
+        return x
 
-        return run_
+    return run_
 
-    def skips_a_level(case, score_fn, sigs, n_steps_each, step_lr):
-        return annealed._naive_make(case, score_fn, sigs[1:], n_steps_each, step_lr)
 
-    bad = [Provider("little_noise", "broken", too_little_noise), Provider("skip_level", "broken", skips_a_level)]
+def _skips_a_level(case, score_fn, sch):
+    from fastlangevin.benchmarking.workloads import sampler
+
+    return sampler._naive(case, score_fn, {**sch, "sigmas": sch["sigmas"][1:]})
+
+
+@pytest.mark.parametrize("kind", ["annealed", "langevin"])
+def test_sampler_workload_steps_per_second_and_rejects(tmp_path, kind):
+    from fastlangevin.benchmarking import report
+
+    bad = [Provider("little_noise", "broken", _too_little_noise)] if kind == "annealed" else []
+    bad += [Provider("skip_level", "broken", _skips_a_level)] if kind == "annealed" else []
     opts = BenchOptions(
         device=torch.device("cpu"),
-        workloads=("annealed",),
+        workloads=("sampler",),
         dtypes=("fp32",),
         modes=("out",),
-        sizes=(11,),
+        shapes=((64, 2),),
+        params=(("sampler", kind), ("score", "neg_x"), ("steps", 20)),
         providers=("naive", "torch", "triton_graph"),
-        extra_providers={"annealed": bad},
+        extra_providers={"sampler": bad},
         **TINY,
     )
     result = run(opts)
     (cr,) = result.cases
     provs = {p.name: p for p in cr.providers}
-    assert provs["naive"].status == "ok" and provs["torch"].status == "ok"
+    assert provs["naive"].status == "ok" and provs["torch"].status == "ok", provs
     assert provs["triton_graph"].status == "skipped" and "CUDA" in provs["triton_graph"].reason
-    assert provs["little_noise"].status == "rejected" and "variance" in provs["little_noise"].reason
-    assert provs["skip_level"].status == "rejected"
+    if kind == "annealed":
+        assert provs["little_noise"].status == "rejected" and "variance" in provs["little_noise"].reason
+        assert provs["skip_level"].status == "rejected"
     d = cr.to_dict()
-    assert (
-        d["bytes_moved"] is None
-        and d["throughput_unit"] == "steps/s"
-        and d["items_per_call"] == annealed.LEVELS * annealed.STEPS_EACH
-    )
+    assert d["bytes_moved"] is None and d["throughput_unit"] == "steps/s" and d["items_per_call"] == 20
+    assert d["params"] == {"sampler": kind, "score": "neg_x", "steps": 20} and d["shape"] == [64, 2]
     p = {q["name"]: q for q in d["providers"]}["torch"]
     assert math.isclose(p["throughput"], d["items_per_call"] / (p["timing_ms"]["median_ms"] * 1e-3), rel_tol=1e-9)
-    from fastlangevin.benchmarking import report
-
-    text = report.table(result)
-    assert "steps/s" in text and "50 steps per call" in text
+    assert "steps/s" in report.table(result) and "20 per call" in report.table(result)
     report.write_plot(result, str(tmp_path / "a.png"))
     assert (tmp_path / "a.png").stat().st_size > 1000
 
 
-def test_annealed_predicted_moments_match_a_direct_simulation():
-    from fastlangevin.benchmarking.workloads import annealed
+def test_sampler_predicted_moments_match_a_direct_simulation():
+    from fastlangevin.benchmarking.engine import Case
+    from fastlangevin.benchmarking.workloads import sampler as sw
 
     # the recursion itself: against a float64 simulation of the same linear dynamics
+    case = Case("sampler", (8, 8), torch.float32, "out", torch.device("cpu"), (("steps", 50),))
+    levels = sw.schedule(case)["levels"]
     g = torch.Generator().manual_seed(3)
     x = torch.randn(200_000, dtype=torch.float64, generator=g)
-    sigs = annealed.sigmas()
-    for sig in sigs:
-        a = annealed.STEP_LR * (sig / sigs[-1]) ** 2
-        c = annealed.TARGET_VAR + sig**2
-        for _ in range(annealed.STEPS_EACH):
-            x = (
-                x
-                + a * (annealed.TARGET_MEAN - x) / c
-                + math.sqrt(2 * a) * torch.randn(x.shape, dtype=torch.float64, generator=g)
-            )
-    m, v = annealed.predicted_moments(0.0, 1.0, sigs, annealed.STEPS_EACH, annealed.STEP_LR)
+    for sig, a, n in levels:
+        c = sw.TARGET_VAR + sig**2
+        for _ in range(n):
+            x = x + a * (sw.TARGET_MEAN - x) / c + math.sqrt(2 * a) * torch.randn(x.shape, dtype=x.dtype, generator=g)
+    m, v = sw.predicted_moments(0.0, 1.0, levels)
     assert abs(x.mean().item() - m) < 6 * math.sqrt(v / x.numel())
     assert abs(x.var().item() - v) < 6 * v * math.sqrt(2 / x.numel())
 
@@ -578,11 +560,11 @@ def test_profile_cuda_graph_flag_needs_cuda(capsys):
 # DSM loss workload
 # ---------------------------------------------------------------------------------------
 def _dsm_wrong_weight(case, score_fn, noise):  # λ = σ instead of σ²
-    from fastlangevin.benchmarking.workloads.dsm import _rows
+    from fastlangevin.reference import rows
 
     def loss_fn(x, sigma):
         z = torch.randn_like(x) if noise is None else noise
-        sig = _rows(sigma.to(x.dtype), x.dim())
+        sig = rows(sigma.to(x.dtype), x)
         per = ((score_fn(x + sig * z, sigma) + z / sig) ** 2).flatten(1).sum(1)
         return (0.5 * sigma * per).mean()
 
@@ -591,7 +573,7 @@ def _dsm_wrong_weight(case, score_fn, noise):  # λ = σ instead of σ²
 
 def _dsm_frozen_noise(case, score_fn, noise):  # one z for every call, no injected form
     from fastlangevin.benchmarking import ProviderUnavailable
-    from fastlangevin.benchmarking.workloads.dsm import naive_loss
+    from fastlangevin.reference import dsm_loss
 
     if noise is not None:
         raise ProviderUnavailable("no injected-noise form")
@@ -599,7 +581,7 @@ def _dsm_frozen_noise(case, score_fn, noise):  # one z for every call, no inject
 
     def loss_fn(x, sigma):
         z = frozen.setdefault("z", torch.randn_like(x))
-        return naive_loss(score_fn, x, sigma, z)
+        return dsm_loss(score_fn, x, sigma, z)
 
     return loss_fn
 
@@ -621,10 +603,82 @@ def test_dsm_workload_checks_memory_and_rejects():
         for name in ("torch", "naive"):
             p = provs[name]
             assert p.status == "ok", p
-            assert isinstance(p.check["injected_noise"], dict) and len(p.check["drawn_noise"]["losses"]) == 4
+            assert isinstance(p.check["injected_noise"], dict) and len(p.check["drawn_noise"]["losses"]) == 8
             assert p.extra["saved_bytes"] > 0 and p.extra["noise_tensor_bytes"] == 1024 * (
                 4 if cr.case.dtype == torch.float32 else 2
             )
         assert cr.bytes_moved == 8 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
         assert provs["wrong_weight"].status == "rejected" and "injected noise" in provs["wrong_weight"].reason
         assert provs["frozen_noise"].status == "rejected", provs["frozen_noise"]
+
+
+# ---------------------------------------------------------------------------------------
+# Drop-in suite (issue 11) and rough edges a new user hit
+# ---------------------------------------------------------------------------------------
+def test_dropin_suite_reports_targets_and_raw_json(tmp_path, monkeypatch, capsys):
+    from fastlangevin.benchmarking import dropin
+
+    suite = [e for e in dropin.SUITE if e[0].startswith(("step 256x2", "langevin"))]
+    monkeypatch.setattr(dropin, "SUITE", suite)
+    monkeypatch.setattr(dropin, "SWEEP", (8,))
+    path = tmp_path / "d.json"
+    argv = ["bench", "--suite", "dropin", "--device", "cpu", "--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "3"]
+    assert cli.main(argv + ["--quiet", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| step 256x2 in place | eager_inplace |" in out and ">= 0.75x" in out and "| 2^8 |" in out
+    data = json.loads(path.read_text())
+    assert data["meta"]["torch"] == torch.__version__ and data["meta"]["date"] and data["dry_run"] is False
+    t = {(r["work"], r["baseline"]): r for r in data["targets"]}
+    assert set(t) == {("step 256x2 in place", "eager"), ("step 256x2 in place", "eager_inplace"),
+                      ("langevin 256x2, 300 steps, score -x", "naive")}  # fmt: skip
+    keys = {c["key"]: c for c in data["cases"]}
+    for r in t.values():
+        case = keys[r["key"]]
+        assert case["threads"] == 1 and r["met"] == (r["speedup"] >= r["target"])
+        times = {p["name"]: p["timing_ms"]["median_ms"] for p in case["providers"]}
+        assert math.isclose(r["speedup"], times[r["baseline"]] / times["torch"], rel_tol=1e-9)
+        assert all(len(p["timing_ms"]["samples_ms"]) >= 3 for p in case["providers"])  # raw times kept
+    sampler = keys[t[("langevin 256x2, 300 steps, score -x", "naive")]["key"]]
+    assert sampler["items_per_call"] == 300 and sampler["shape"] == [256, 2] and sampler["params"]["score"] == "neg_x"
+    assert "langevin_step/fp32/inplace/2^8/1t" in keys
+
+
+def test_profile_backend_accepts_auto_and_none():
+    parser = cli.build_parser()
+    for given, want in (("None", "auto"), ("auto", "auto"), ("AUTO", "auto"), ("torch", "torch")):
+        assert parser.parse_args(["profile", "--backend", given]).backend == want
+    with pytest.raises(SystemExit):
+        parser.parse_args(["profile", "--backend", "cuda"])
+
+
+def test_help_texts_say_where_the_trace_goes_and_what_device_means(capsys):
+    for argv in (["profile", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "fastlangevin_trace.json" in out and "--trace" in out and "working directory" in out
+    assert "device to run on: cpu, cuda or cuda:N" in out
+
+
+def test_plot_has_log_axes_and_a_legend_outside_the_data(tmp_path):
+    from fastlangevin.benchmarking import report
+
+    opts = BenchOptions(device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(8, 10),
+                        providers=("eager", "eager_inplace"), **TINY)  # fmt: skip
+    fig = report.write_plot(run(opts), str(tmp_path / "p.png"))
+    (ax,) = [a for a in fig.axes if a.get_visible()]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    legend = ax.get_legend()
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["eager", "eager_inplace", "copy y.copy_(x)"] and legend.get_texts()[0].get_fontsize() >= 9
+    assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes: hides no line
+
+
+def test_cpu_step_script_gate_scales_with_n():
+    # the old script's fixed 1e-3 mean tolerance failed at 2^16; the engine's gate is 6 standard errors at n
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    argv = [sys.executable, os.path.join(root, "bench", "cpu_step.py"), "--sizes", "16", "--quiet"]
+    argv += ["--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "2", "--json", os.devnull]
+    proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "REJECTED" not in proc.stdout and "torch is" in proc.stdout and "eager_buffer" in proc.stdout

@@ -1,39 +1,32 @@
-"""Benchmarks and profiling for fastlangevin (``fastlangevin bench`` / ``fastlangevin profile``).
+"""Benchmarks and profiling for fastlangevin (``fastlangevin bench``, ``pytest bench``, ``fastlangevin profile``).
 
-* :mod:`.registry` — workloads, providers, options (shared by the CLI and ``bench/``);
-* :mod:`.workloads` — the built-in workloads and their providers;
-* :mod:`.peers` — optional providers from peer libraries (diffusers, torchebm);
-* :mod:`.checks` — the correctness checks every provider passes before it is timed;
-* :mod:`.timing` — ``triton.testing.do_bench`` on GPUs, median of repeats on CPUs;
-* :mod:`.runner` / :mod:`.report` — the loop, the table, JSON and plot;
-* :mod:`.profiling` — a sampler under ``torch.profiler``: Chrome trace + top-kernel table.
+* :mod:`.engine` — cases, providers, workloads, the check-before-timing loop, timing, raw results;
+* :mod:`.checks` — statistical correctness gates (every provider passes one before it is timed);
+* :mod:`.workloads` — the built-in workloads; :mod:`.peers` — optional peer-library providers;
+* :mod:`.report` — table, JSON, plot; :mod:`.cli` — ``fastlangevin bench``; :mod:`.dropin` — the
+  drop-in suite with its targets; :mod:`.profiling` — a sampler under ``torch.profiler``.
+
+Adding a workload (e.g. ODE solvers: NFE and wall time; an SGLD optimizer): write one module in
+``workloads/`` with a :class:`Workload` subclass — ``name``, ``provider_list`` (a
+:class:`Provider` per implementation, ``make`` its factory), ``setup`` (inputs), ``check`` (raise
+:class:`CheckFailed` on a wrong output; compare against :mod:`fastlangevin.reference`), ``timed``
+(the callable to time plus extra figures such as an NFE count), and ``bytes_moved`` (for GB/s) or
+``items`` (e.g. ``(nfe, "NFE/s")``) — then add one ``register_workload(...)`` line to
+``workloads/__init__.py``. The CLI, ``pytest bench`` and the JSON pick it up from the registry.
 """
 
-from .checks import CheckFailed
-from .registry import (
+from .engine import (  # noqa: F401  # noqa: F401
     BenchOptions,
+    BenchResult,
     Case,
+    CaseResult,
+    CheckFailed,
     Provider,
+    ProviderResult,
     ProviderUnavailable,
     Workload,
     all_workloads,
     get_workload,
     register_workload,
+    run,
 )
-from .runner import BenchResult, CaseResult, ProviderResult, run
-
-__all__ = [
-    "BenchOptions",
-    "BenchResult",
-    "Case",
-    "CaseResult",
-    "CheckFailed",
-    "Provider",
-    "ProviderResult",
-    "ProviderUnavailable",
-    "Workload",
-    "all_workloads",
-    "get_workload",
-    "register_workload",
-    "run",
-]

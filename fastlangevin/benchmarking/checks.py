@@ -21,22 +21,19 @@ full-size temporaries.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, Tuple, Union
+from typing import Dict, Iterator, Tuple
 
 import torch
 
+from .. import reference
+from .engine import CheckFailed
+
+__all__ = ["CheckFailed", "check_deterministic", "check_fresh", "check_noise", "check_snr_update", "noise_statistics"]
 CHUNK = 1 << 22
 #: P(|Z| > 2) for a standard normal.
 NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
 #: Standard errors allowed on each statistic (a false alarm is ~1e-9 per bound).
 Z_BOUND = 6.0
-
-
-class CheckFailed(Exception):
-    """A provider's output is wrong; the message says which figure is off and by how much."""
-
-
-Scalar = Union[float, torch.Tensor]
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -71,7 +68,7 @@ def check_deterministic(
     for i0, i1 in _chunks(o.numel()):
         xc, sc = xf[i0:i1].to(cdt), sf[i0:i1].to(cdt)
         step = sc * a
-        ref = (xc + step).to(x.dtype).to(cdt)
+        ref = reference.langevin_step(xc, sc, a).to(x.dtype).to(cdt)
         err = (o[i0:i1].to(cdt) - ref).abs()
         if not torch.isfinite(err).all():
             raise CheckFailed(f"{what}: non-finite values")
@@ -90,19 +87,8 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
     for i0, i1 in _chunks(n):
         xc, sc = xf[i0:i1].double(), sf[i0:i1].double()
         r = (o[i0:i1].double() - xc - a * sc) / b
-        acc += torch.stack(
-            [
-                r.sum(),
-                (r * r).sum(),
-                sc.sum(),
-                (sc * sc).sum(),
-                (r * sc).sum(),
-                xc.sum(),
-                (xc * xc).sum(),
-                (r * xc).sum(),
-                (r.abs() > 2).sum().double(),
-            ]
-        )
+        sums = [r.sum(), (r * r).sum(), sc.sum(), (sc * sc).sum(), (r * sc).sum(), xc.sum(), (xc * xc).sum()]
+        acc += torch.stack(sums + [(r * xc).sum(), (r.abs() > 2).sum().double()])
     sr, srr, ss, sss, srs, sx, sxx, srx, tail = acc.tolist()
     mean = sr / n
     var = max(srr / n - mean * mean, 0.0)
@@ -200,7 +186,8 @@ def check_snr_update(
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
     if abs(eps_fit / eps_pred - 1) > tol:
         raise CheckFailed(
-            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
+            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: "
+            f"off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
         )
     b = math.sqrt(2.0 * eps_fit)
     noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))

@@ -36,9 +36,6 @@ from ..sampling.loop import phase
 OUTER_LABEL = "fastlangevin.profile"
 
 
-# ---------------------------------------------------------------------------------------
-# Samplers that can be profiled
-# ---------------------------------------------------------------------------------------
 @dataclass
 class ProfileTarget:
     description: str
@@ -46,121 +43,58 @@ class ProfileTarget:
     warmup: Callable[[], Any]
 
 
-def _state(args, device):
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    return torch.randn(args.n, args.dim, device=device, generator=g), g
-
-
-def build_loop(args, device: torch.device) -> ProfileTarget:
-    """``steps`` Langevin steps written as a plain loop: score = small MLP, update =
-    ``fastlangevin.langevin_step_``, labelled like the library's samplers."""
+def build_target(args, device: torch.device) -> ProfileTarget:
+    """The sampler ``args.sampler`` with a small MLP score (noise-conditional where the sampler is)."""
     import fastlangevin as fl
 
     from .scorenet import ScoreMLP
 
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=False, seed=args.seed).to(device)
-    x, g = _state(args, device)
-    eps = args.step_size
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    x0 = torch.randn(args.n, args.dim, device=device, generator=g)
+    net = ScoreMLP(args.dim, args.hidden, conditional=args.sampler in ("annealed", "pc"), seed=args.seed).to(device)
+    kw = dict(generator=g, backend=args.backend)
+    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
+    steps, warm = args.steps, max(args.warmup, 1)
+    if args.sampler == "loop":
+        desc = f"loop: {steps} x (MLP + langevin_step_), backend={fl.backend_for(x0, args.backend)}, {mlp}"
 
-    def steps(k):
-        with torch.no_grad():
+        def go(k):
             for _ in range(k):
                 with phase("fastlangevin.score"):
-                    s = net(x)
+                    s = net(x0)
                 with phase("fastlangevin.update"):
-                    fl.langevin_step_(x, s, eps, backend=args.backend, generator=g)
-        return x
+                    fl.langevin_step_(x0, s, args.step_size, **kw)
 
-    desc = f"loop: {args.steps} x (MLP score {args.dim}-{args.hidden}x3-{args.dim} + langevin_step_), {args.n} chains, backend={fl.backend_for(x, args.backend)}"
-    return ProfileTarget(desc, lambda: steps(args.steps), lambda: steps(args.warmup))
+        warm = args.warmup
+    elif args.sampler == "langevin":
+        desc = f"langevin (ULA): {steps} steps, {mlp}"
+        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, cuda_graph=args.cuda_graph, **kw)  # noqa: E731
+    elif args.sampler == "annealed":
+        L = args.levels
+        sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
+        steps, warm = max(1, args.steps // L), 1
+        desc = f"annealed_langevin: {L} levels x {steps} steps + denoise, {mlp}"
 
-
-def build_langevin(args, device: torch.device) -> ProfileTarget:
-    """``fastlangevin.langevin`` (ULA) with an unconditional MLP score."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=False, seed=args.seed).to(device)
-    x0, g = _state(args, device)
-
-    def go(k):
-        with torch.no_grad():
-            return fl.langevin(
-                net,
-                x0,
-                step_size=args.step_size,
-                n_steps=k,
-                generator=g,
-                backend=args.backend,
-                cuda_graph=args.cuda_graph,
-            )
-
-    desc = f"langevin (ULA): {args.steps} steps, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
-    return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
-
-
-def build_annealed(args, device: torch.device) -> ProfileTarget:
-    """``fastlangevin.annealed_langevin`` over ``--levels`` geometric noise levels 1 → 0.01,
-    ``steps / levels`` steps each, with final denoising; noise-conditional MLP score."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=True, seed=args.seed).to(device)
-    x0, g = _state(args, device)
-    L = args.levels
-    sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
-    T = max(1, args.steps // L)
-
-    def go(t):
-        with torch.no_grad():
+        def go(t):
             return fl.annealed_langevin(
-                net,
-                x0,
-                sigmas,
-                n_steps_each=t,
-                step_lr=args.step_lr,
-                generator=g,
-                backend=args.backend,
-                cuda_graph=args.cuda_graph,
+                net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, cuda_graph=args.cuda_graph, **kw
             )
+    else:
+        sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
+        desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {steps} steps, {mlp}"
 
-    desc = f"annealed_langevin: {L} levels x {T} steps + denoise, MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
-    return ProfileTarget(desc, lambda: go(T), lambda: go(1))
+        def go(k):
+            score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
+            return fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, cuda_graph=args.cuda_graph, **kw)
 
-
-def build_pc(args, device: torch.device) -> ProfileTarget:
-    """``fastlangevin.pc_sample`` on a VE SDE (reverse-diffusion predictor + Langevin corrector);
-    the MLP is conditioned on σ(t)."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
-    net = ScoreMLP(args.dim, hidden=args.hidden, conditional=True, seed=args.seed).to(device)
-    sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
-    x0, g = _state(args, device)
-    x0 = x0 * sde.prior_std
-
-    def score_fn(x, t):
-        return net(x, sde.marginal_std(t))
-
-    def go(k):
+    def under_no_grad(k):
         with torch.no_grad():
-            return fl.pc_sample(
-                score_fn, sde, x0, n_steps=k, snr=0.16, generator=g, backend=args.backend, cuda_graph=args.cuda_graph
-            )
+            return go(k)
 
-    desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {args.steps} steps, MLP score, {args.n} chains, cuda_graph={args.cuda_graph}"
-    return ProfileTarget(desc, lambda: go(args.steps), lambda: go(max(args.warmup, 1)))
+    return ProfileTarget(desc, lambda: under_no_grad(steps), lambda: under_no_grad(warm))
 
 
-SAMPLERS: Dict[str, Callable[[Any, torch.device], ProfileTarget]] = {
-    "loop": build_loop,
-    "langevin": build_langevin,
-    "annealed": build_annealed,
-    "pc": build_pc,
-}
+SAMPLERS = ("loop", "langevin", "annealed", "pc")
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,38 +146,25 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
     outer = [e for e in events if e.name == OUTER_LABEL and e.device_type == DeviceType.CPU]
     outer_cpu_us = sum(e.cpu_time_total for e in outer)
     avgs = [a for a in prof.key_averages() if a.key not in labels]
-    if on_gpu:
-        # kernels (device-side events): their self device time is the GPU's busy time
-        kernels = [a for a in avgs if _us(a, "self_device_time_total") > 0 and a.device_type != DeviceType.CPU]
-        if not kernels:  # some torch versions report kernels only through their CPU launch ops
-            kernels = [a for a in avgs if _us(a, "self_device_time_total") > 0]
-        total_us = sum(_us(a, "self_device_time_total") for a in kernels)
-        basis = "sum of GPU kernel time"
-        ranked = sorted(kernels, key=lambda a: _us(a, "self_device_time_total"), reverse=True)
-        top_rows = [
-            {
-                "name": a.key,
-                "calls": a.count,
-                "self_ms": _us(a, "self_device_time_total") / 1e3,
-                "share": _us(a, "self_device_time_total") / total_us if total_us else 0.0,
-            }
-            for a in ranked[:top]
-        ]
+    if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
+        self_us = lambda a: _us(a, "self_device_time_total")  # noqa: E731
+        rows = [a for a in avgs if self_us(a) > 0 and a.device_type != DeviceType.CPU]
+        rows = rows or [a for a in avgs if self_us(a) > 0]  # some torch versions: only through the launch ops
+        total_us, basis = sum(self_us(a) for a in rows), "sum of GPU kernel time"
     else:
-        total_us = outer_cpu_us
-        basis = f"wall time of the profiled run ({OUTER_LABEL})"
-        ranked = sorted(
-            (a for a in avgs if a.self_cpu_time_total > 0), key=lambda a: a.self_cpu_time_total, reverse=True
-        )
-        top_rows = [
-            {
-                "name": a.key,
-                "calls": a.count,
-                "self_ms": a.self_cpu_time_total / 1e3,
-                "share": a.self_cpu_time_total / total_us if total_us else 0.0,
-            }
-            for a in ranked[:top]
-        ]
+        self_us = lambda a: a.self_cpu_time_total  # noqa: E731
+        rows = [a for a in avgs if self_us(a) > 0]
+        total_us, basis = outer_cpu_us, f"wall time of the profiled run ({OUTER_LABEL})"
+    ranked = sorted(rows, key=self_us, reverse=True)[:top]
+    top_rows = [
+        {
+            "name": a.key,
+            "calls": a.count,
+            "self_ms": self_us(a) / 1e3,
+            "share": self_us(a) / total_us if total_us else 0.0,
+        }
+        for a in ranked
+    ]
     phase_set = set(PHASE_LABELS)
 
     def nested_phases(e):
@@ -288,15 +209,12 @@ def format_summary(s: ProfileSummary) -> str:
         f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total",
         "",
     ]
-    lines.append(
-        "phases (record_function labels; share = time in the phase minus phases nested in it, e.g. the score inside denoise):"
-    )
+    lines.append("phases (record_function labels; share = time in the phase minus phases nested in it):")
     if s.phases:
         for p in s.phases:
             dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
-            lines.append(
-                f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
-            )
+            share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
+            lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
     else:
         lines.append("  (no fastlangevin.* labels recorded)")
     lines.append("")
@@ -318,12 +236,10 @@ def _run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
-        print(
-            "fastlangevin profile: error: --cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)",
-            file=sys.stderr,
-        )
+        msg = "--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)"
+        print(f"fastlangevin profile: error: {msg}", file=sys.stderr)
         return 2
-    target = SAMPLERS[args.sampler](args, device)
+    target = build_target(args, device)
     print(f"profiling {target.description} ...", file=sys.stderr, flush=True)
     prof = profile_target(target, device, args.trace)
     summary = summarize(prof, device, target.description, top=args.top)
@@ -342,7 +258,12 @@ def _run(args) -> int:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
+    p = sub.add_parser(
+        "profile",
+        help="run a sampler under torch.profiler: Chrome trace + top-kernel table",
+        description="Run a sampler under torch.profiler. Writes a Chrome trace (--trace, default "
+        "./fastlangevin_trace.json) and its table beside it (--table, default the trace path with .txt).",
+    )
     p.add_argument("--sampler", default="loop", choices=sorted(SAMPLERS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--n", type=int, default=4096, help="chains")
@@ -355,12 +276,20 @@ def add_parser(sub) -> None:
     p.add_argument("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
     p.add_argument("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     p.add_argument(
-        "--backend", default=None, choices=[None, "triton", "torch"], help="fastlangevin backend (default: auto)"
+        "--backend",
+        default="auto",
+        type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None means auto, as backend=None
+        choices=["auto", "triton", "torch"],
+        help="fastlangevin backend, as backend= in the Python API (default: auto)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
     p.add_argument("--top", type=int, default=15, help="rows in the top-kernel table")
-    p.add_argument("--trace", default="fastlangevin_trace.json", help="Chrome trace path")
+    p.add_argument(
+        "--trace",
+        default="fastlangevin_trace.json",
+        help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)",
+    )
     p.add_argument("--table", default=None, help="table path (default: the trace path with .txt)")
     p.add_argument("--json", default=None, help="also write the summary as JSON")
     p.set_defaults(func=_run)

@@ -1,7 +1,11 @@
-"""Built-in workloads; importing this package registers them in ``registry.WORKLOADS``
-(in this order: the step first, as ``--workloads all`` reports them)."""
+"""The built-in workloads, registered in this order (``--workloads all`` reports them so).
+A new workload: one module here defining a :class:`~fastlangevin.benchmarking.engine.Workload`
+subclass, plus one line below."""
 
-from . import step  # noqa: F401  (isort: skip)
-from . import corrector  # noqa: F401  (isort: skip)
-from . import dsm  # noqa: F401  (isort: skip)
-from . import annealed  # noqa: F401  (isort: skip)
+from ..engine import register_workload
+from . import corrector, dsm, sampler, step
+
+register_workload(step.LangevinStep())
+register_workload(corrector.Corrector())
+register_workload(dsm.DSM())
+register_workload(sampler.Sampler())

@@ -1,251 +1,162 @@
-"""Workload ``dsm``: the denoising score-matching loss, forward + backward.
+"""Workload ``dsm``: the denoising score-matching loss, forward + backward (NCSN weighting λ = σ²).
 
-    x̃ = x + σ z,   s = score_fn(x̃, σ) = b - x̃,   ℓ_i = ½ σ_i² Σ_j (s_ij + z_ij / σ_i)²,   loss = mean_i ℓ_i
+    x̃ = x + σ z,   s = score(x̃, σ),   loss = mean_i ½ σ_i² ‖s_i + z_i / σ_i‖²,   loss.backward()
 
-then ``loss.backward()`` into the one parameter ``b`` (shaped like a sample). The score network
-is deliberately trivial (one subtraction, nothing saved for backward) so that the loss itself is
-what is measured; per-sample σ (NCSN's weighting λ = σ²).
+Score models (``--param score=...``): ``trivial`` (default) ``s = b - x̃`` with one parameter ``b``
+shaped like a sample — one op that saves nothing, so the loss itself is measured; ``linear``
+``s = x̃ W^T + c`` on the flattened sample (a small model, as a drop-in user's). Per-sample σ.
 
-Bytes counted: ``8 * numel * itemsize`` — perturb (read x, write x̃), score (read x̃, write s),
-loss forward (read s), loss backward (read s, write ∂loss/∂s), parameter gradient (read
-∂loss/∂s); z never has to touch memory (regenerated from its seed). Memory is reported too:
-the bytes autograd saves for backward (all devices) and, on CUDA, the peak allocated during
-one forward + backward above what was allocated before it. The naive loss keeps z (one
-noise tensor) for backward; the fused loss keeps only the score.
+Bytes (trivial model): ``8 * numel * itemsize`` — perturb 2, score 2, loss forward 1, loss backward 2,
+parameter gradient 1; z never has to touch memory. Memory: bytes autograd saves for backward and, on
+CUDA, the peak allocated during one forward + backward. Provider factory: ``make(case, score_fn,
+noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it (or ``ProviderUnavailable``).
 
-Provider factory signature: ``make(case, score_fn, noise) -> loss_fn(x, sigma) -> loss``;
-``noise`` is None (draw z) or a tensor shaped like x to use as z (a provider that cannot take
-it raises ``ProviderUnavailable`` and is checked statistically only).
-
-Checks: with injected z, the loss and ``∂loss/∂b`` must match a float64 evaluation of the
-formula (fp32: 1e-4 relative; bf16/fp16: 2e-2, the storage rounding of x̃ and s); with drawn z,
-for every provider, the loss must match its exact expectation and ``∂loss/∂b`` must be the
-exact mean plus Gaussian noise of the exact standard deviation (both known in closed form,
-since s + z/σ = (b - x) + (1/σ - σ) z), and two calls must differ.
+Check: with injected z, the loss and every parameter's gradient match the reference
+(:func:`fastlangevin.reference.dsm_loss`, float64) to 1e-4 relative (16-bit: 2e-2); with drawn z, the
+mean loss over 8 calls matches the reference's mean over 8 fresh draws within 6 standard errors (both
+spreads estimated from the calls) plus that rounding; two calls draw different noise.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
 import torch
 
-from ..checks import Z_BOUND, CheckFailed
-from ..registry import BenchOptions, Case, Provider, ProviderUnavailable, Workload, register_workload
-from .common import compile_unavailable, compiled_for_case, state_shape, triton_unavailable
+from ... import reference
+from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload
+from .common import compile_extra, compile_unavailable, compiled, ours
 
-MIN_CHECK_NUMEL = 1 << 16
-#: The check evaluates the formula in float64 on whole tensors: larger cases are checked at this size.
-MAX_CHECK_NUMEL = 1 << 22
-MAX_INTERPRETER_NUMEL = 1 << 16
-#: Per-sample noise levels cycle through these (σ ≠ 1 keeps the noise term of s + z/σ alive).
-SIGMA_LEVELS = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
-#: Independent calls pooled in the statistical check of ∂loss/∂b.
-STAT_CALLS = 4
+SIGMA_LEVELS = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)  # σ ≠ 1 keeps the noise term of s + z/σ alive
+STAT_CALLS = 8
+Z_BOUND = 6.0
 
 
-def _rows(t: torch.Tensor, nd: int) -> torch.Tensor:
-    return t.reshape((-1,) + (1,) * (nd - 1))
+def score_model(kind: str, params):
+    if kind == "trivial":
+        return lambda xt, sig: params[0] - xt
+    if kind == "linear":
+        return lambda xt, sig: (xt.flatten(1) @ params[0].T + params[1]).reshape(xt.shape)
+    raise ValueError(f"--param score={kind!r}: choose trivial or linear")
 
 
-# ---------------------------------------------------------------------------------------
-# Providers
-# ---------------------------------------------------------------------------------------
-def _fastlangevin_make(backend: str):
-    def make(case: Case, score_fn, noise: Optional[torch.Tensor]):
+def _fastlangevin(backend):
+    def make(case, score_fn, noise):
         import fastlangevin as fl
+        from fastlangevin.ops.dsm import dsm_loss_with_noise
 
         if noise is None:
             return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
-        from fastlangevin.ops.dsm import dsm_loss_with_noise
-
         return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)
 
     return make
 
 
-def naive_loss(score_fn, x: torch.Tensor, sigma: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    sig = _rows(sigma.to(x.dtype), x.dim())
-    s = score_fn(x + sig * z, sigma)
-    per = ((s + z / sig) ** 2).flatten(1).sum(1)
-    return (0.5 * sigma**2 * per).mean()
+def _naive(case, score_fn, noise):
+    """The loss as usually written (the reference formula with ``z = randn_like(x)``)."""
+    return lambda x, sigma: reference.dsm_loss(score_fn, x, sigma, torch.randn_like(x) if noise is None else noise)
 
 
-def _naive_make(case: Case, score_fn, noise: Optional[torch.Tensor]):
-    """The loss as usually written: z = randn_like(x), x̃, residual, square, per-sample sum, mean."""
-    if noise is None:
-        return lambda x, sigma: naive_loss(score_fn, x, sigma, torch.randn_like(x))
-    return lambda x, sigma: naive_loss(score_fn, x, sigma, noise)
-
-
-def _compile_make(case: Case, score_fn, noise: Optional[torch.Tensor]):
+def _compile(case, score_fn, noise):
     if noise is not None:
-        raise ProviderUnavailable("compiled graph draws its own z (no injected-noise form)")
-
-    def build():
-        def f(x, sigma):
-            return naive_loss(score_fn, x, sigma, torch.randn_like(x))
-
-        return f
-
-    compiled = compiled_for_case(case, ("dsm", id(score_fn)), build)
-
-    def loss_fn(x, sigma):
-        return compiled(x, sigma)
-
-    loss_fn.compiled_fn = compiled
-    return loss_fn
+        raise ProviderUnavailable("the compiled graph draws its own z (no injected-noise form)")
+    build = lambda: lambda x, sigma: reference.dsm_loss(score_fn, x, sigma, torch.randn_like(x))  # noqa: E731
+    return compiled(case, ("dsm", id(score_fn)), build)
 
 
-# ---------------------------------------------------------------------------------------
-# The workload
-# ---------------------------------------------------------------------------------------
-class DSMWorkload(Workload):
+def _loss_and_grads(loss_fn, x, sigma, params):
+    loss = loss_fn(x, sigma)
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise CheckFailed(f"loss must be a 0-d tensor, got {type(loss).__name__} {getattr(loss, 'shape', '')}")
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    if any(g is None for g in grads):
+        raise CheckFailed("no gradient reached the score model's parameters")
+    return float(loss.detach().double()), [g.double() for g in grads]
+
+
+def _mean_se(v):
+    m = sum(v) / len(v)
+    return m, math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1) / len(v))
+
+
+class DSM(Workload):
     name = "dsm"
-    description = "DSM loss forward+backward (x~ = x + sigma z, s = b - x~, NCSN weighting), trivial score net"
-    bytes_note = "dsm: 8 x numel x itemsize (perturb 2, score 2, loss forward 1, loss backward 2, parameter gradient 1; z never touches memory)"
+    description = "DSM loss forward+backward (x~ = x + sigma z, NCSN weighting), trivial or linear score model"
+    bytes_note = "dsm: 8 x numel x itemsize (perturb 2, score 2, loss fwd 1, loss bwd 2, param grad 1)"
     default_sizes_cuda = tuple(range(16, 29, 2))
     default_sizes_cpu = (12, 16, 20)
     dtypes = ("fp32", "bf16", "fp16")
-    modes = ("out",)
+    bytes_per_element = 8
+    memory_per_element = 16
+    provider_list = (
+        *ours(_fastlangevin, "dsm_loss", 1 << 16),
+        Provider("naive", "naive loss: z = randn_like(x), x~, (s + z/sigma)^2, per-sample sum, mean", _naive),
+        Provider("compile", "torch.compile of the naive loss (fwd and bwd)", _compile, unavailable=compile_unavailable),
+    )
 
-    def bytes_moved(self, case: Case) -> int:
-        return 8 * case.numel * torch.empty((), dtype=case.dtype).element_size()
-
-    def memory_per_element(self, dtype: torch.dtype) -> int:
-        return 16 * torch.empty((), dtype=dtype).element_size()  # inputs, the naive loss's temporaries
-
-    def make_inputs(self, numel: int, dtype: torch.dtype, device: torch.device, seed: int) -> Dict[str, Any]:
-        shape = state_shape(numel)
-        g = torch.Generator(device=device).manual_seed(seed)
-        x = torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype)
-        levels = torch.tensor(SIGMA_LEVELS, dtype=torch.float32, device=device)
-        sigma = levels[torch.arange(shape[0], device=device) % len(SIGMA_LEVELS)].contiguous()
-        b = (
-            (0.1 * torch.randn(shape[1:], generator=g, device=device, dtype=torch.float32))
-            .to(dtype)
-            .requires_grad_(True)
-        )
-
-        def score_fn(xt, sig):
-            return b - xt  # one op, saves nothing: the loss is what is measured
-
-        return {"x": x, "sigma": sigma, "b": b, "score_fn": score_fn}
-
-    def setup(self, case: Case, opts: BenchOptions) -> Dict[str, Any]:
-        return self.make_inputs(case.numel, case.dtype, case.device, opts.seed)
-
-    def copy_baseline(self, case: Case, inputs):
-        return inputs["x"], torch.empty_like(inputs["x"])
-
-    # -- checks ----------------------------------------------------------------------------
-    @staticmethod
-    def _loss_and_grad(loss_fn, inp) -> tuple:
-        b = inp["b"]
-        b.grad = None
-        loss = loss_fn(inp["x"], inp["sigma"])
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            raise CheckFailed(f"loss must be a 0-d tensor, got {type(loss).__name__} {getattr(loss, 'shape', '')}")
-        loss.backward()
-        if b.grad is None:
-            raise CheckFailed("no gradient reached the score network's parameter")
-        g = b.grad.detach().double().clone()
-        b.grad = None
-        return float(loss.detach().double()), g
-
-    def check(self, provider: Provider, case: Case, inputs, opts: BenchOptions) -> Dict[str, Any]:
-        if MIN_CHECK_NUMEL <= case.numel <= MAX_CHECK_NUMEL:
-            inp = inputs
+    def setup(self, case, opts) -> Dict[str, Any]:
+        g = torch.Generator(device=case.device).manual_seed(opts.seed)
+        dev, f32, d = case.device, torch.float32, math.prod(case.shape[1:])
+        x = torch.randn(case.shape, generator=g, device=dev, dtype=f32).to(case.dtype)
+        levels = torch.tensor(SIGMA_LEVELS, dtype=f32, device=dev)
+        sigma = levels[torch.arange(case.shape[0], device=dev) % len(SIGMA_LEVELS)].contiguous()
+        kind = case.param("score", "trivial")
+        if kind == "linear":
+            params = [torch.randn(d, d, generator=g, device=dev, dtype=f32) / d**0.5, torch.zeros(d, device=dev)]
         else:
-            inp = self.make_inputs(
-                min(max(case.numel, MIN_CHECK_NUMEL), MAX_CHECK_NUMEL), case.dtype, case.device, opts.seed + 1
-            )
-        x, sigma, b, score_fn = inp["x"], inp["sigma"], inp["b"], inp["score_fn"]
-        nd = x.dim()
-        xd, bd, sd = x.double(), b.detach().double(), _rows(sigma.double(), nd)
-        rtol = 1e-4 if case.dtype in (torch.float32, torch.float64) else 2e-2
-        result: Dict[str, Any] = {"numel": x.numel()}
+            params = [0.1 * torch.randn(case.shape[1:], generator=g, device=dev, dtype=f32)]
+        params = [p.to(case.dtype).requires_grad_(True) for p in params]
+        return {"x": x, "sigma": sigma, "params": params, "score_fn": score_model(kind, params), "kind": kind}
 
-        # 1. injected noise: exact formula in float64
+    def check(self, provider, case, inp, opts):
+        x, sigma, params = inp["x"], inp["sigma"], inp["params"]
+        rtol = 1e-4 if case.dtype in (torch.float32, torch.float64) else 2e-2
+        ref_params = [p.detach().double().requires_grad_(True) for p in params]
+        ref_fn = score_model(inp["kind"], ref_params)
+        ref_loss = lambda z: reference.dsm_loss(ref_fn, x.double(), sigma.double(), z)  # noqa: E731
+        result: Dict[str, Any] = {"numel": x.numel()}
         g = torch.Generator(device=x.device).manual_seed(opts.seed + 7)
         z = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32).to(x.dtype)
         try:
-            loss_fn = provider.make(case, score_fn, z)
+            loss_fn = provider.make(case, inp["score_fn"], z)
         except ProviderUnavailable as exc:
             result["injected_noise"] = f"not checked: {exc}"
         else:
-            loss, grad = self._loss_and_grad(loss_fn, inp)
-            zd = z.double()
-            resid = bd - (xd + sd * zd) + zd / sd
-            loss_ref = float((0.5 * sigma.double() ** 2 * resid.square().flatten(1).sum(1)).mean())
-            grad_ref = (sd**2 * resid).sum(0) / x.shape[0]
-            if abs(loss - loss_ref) > rtol * abs(loss_ref):
-                raise CheckFailed(f"loss with injected noise {loss:.7g} != formula {loss_ref:.7g} (rtol {rtol:g})")
-            gerr = float((grad - grad_ref).abs().max() / grad_ref.abs().max())
+            loss, grads = _loss_and_grads(loss_fn, x, sigma, params)
+            want, want_g = _loss_and_grads(lambda *_: ref_loss(z.double()), x, sigma, ref_params)
+            if abs(loss - want) > rtol * abs(want):
+                raise CheckFailed(f"loss with injected noise {loss:.7g} != reference {want:.7g} (rtol {rtol:g})")
+            gerr = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(grads, want_g))
             if gerr > rtol:
                 raise CheckFailed(f"gradient with injected noise off by {gerr:.3g} of its max (rtol {rtol:g})")
-            result["injected_noise"] = {"loss": loss, "loss_formula": loss_ref, "grad_max_rel_err": gerr}
-
-        # 2. drawn noise: exact expectation / spread of the loss and of the gradient
-        loss_fn = provider.make(case, score_fn, None)
-        a = bd - xd  # [B, ...]
-        sig = sigma.double()
-        c = 1 / sig - sig  # [B]
-        D = x[0].numel()
-        sum_a2 = a.square().flatten(1).sum(1)
-        e_loss = float((0.5 * sig**2 * (sum_a2 + D * c**2)).mean())
-        sd_loss = math.sqrt(float((0.25 * sig**4 * (2 * D * c**4 + 4 * c**2 * sum_a2)).sum())) / x.shape[0]
-        e_grad = (sd**2 * a).sum(0) / x.shape[0]
-        sd_grad = math.sqrt(float((sig**4 * c**2).sum())) / x.shape[0]
-        losses, rs = [], []
-        for _ in range(STAT_CALLS):
-            loss, grad = self._loss_and_grad(loss_fn, inp)
-            losses.append(loss)
-            rs.append(((grad - e_grad) / sd_grad).reshape(-1))
-            if abs(loss - e_loss) > Z_BOUND * sd_loss + rtol * abs(e_loss):
-                raise CheckFailed(
-                    f"loss {loss:.7g} vs its expectation {e_loss:.7g} ± {Z_BOUND * sd_loss:.3g} (rtol {rtol:g})"
-                )
-        r = torch.cat(rs)
-        n = r.numel()
-        rounding = rtol * float(e_grad.abs().max()) / sd_grad
-        mean, std = float(r.mean()), float(r.std())
-        if abs(mean) > Z_BOUND / math.sqrt(n) + rounding:
-            raise CheckFailed(
-                f"gradient: mean of (grad - E grad)/sd is {mean:.4g}, expected 0 ± {Z_BOUND / math.sqrt(n) + rounding:.2g}"
-            )
-        if abs(std - 1) > Z_BOUND / math.sqrt(2 * n) + rounding:
-            raise CheckFailed(
-                f"gradient: std of (grad - E grad)/sd is {std:.4g}, expected 1 ± {Z_BOUND / math.sqrt(2 * n) + rounding:.2g}"
-            )
-        if len(set(losses)) < len(losses):
-            raise CheckFailed("two calls gave the same loss (noise not fresh)")
-        result["drawn_noise"] = {
-            "losses": losses,
-            "loss_expected": e_loss,
-            "loss_sd": sd_loss,
-            "grad_r_mean": mean,
-            "grad_r_std": std,
-            "n": n,
-        }
+            result["injected_noise"] = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
+        loss_fn = provider.make(case, inp["score_fn"], None)
+        calls = [_loss_and_grads(loss_fn, x, sigma, params) for _ in range(STAT_CALLS)]
+        losses = [c[0] for c in calls]
+        refs = [float(ref_loss(torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float64)).detach())
+                for _ in range(STAT_CALLS)]  # fmt: skip
+        (m, se), (mr, ser) = _mean_se(losses), _mean_se(refs)
+        tol = Z_BOUND * math.hypot(se, ser) + rtol * abs(mr)
+        if abs(m - mr) > tol:
+            raise CheckFailed(f"mean loss {m:.7g} over {STAT_CALLS} calls vs reference {mr:.7g} ± {tol:.3g} (6 SE)")
+        if all(torch.equal(a, b) for a, b in zip(calls[0][1], calls[1][1])):
+            raise CheckFailed("two calls gave the same gradient (noise not fresh)")
+        result["drawn_noise"] = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}
         return result
 
-    # -- timing ----------------------------------------------------------------------------
-    def timed(self, provider: Provider, case: Case, inputs, opts: BenchOptions):
-        x, sigma, b, score_fn = inputs["x"], inputs["sigma"], inputs["b"], inputs["score_fn"]
-        loss_fn = provider.make(case, score_fn, None)
+    def timed(self, provider, case, inp, opts):
+        x, sigma, params = inp["x"], inp["sigma"], inp["params"]
+        loss_fn = provider.make(case, inp["score_fn"], None)
 
         def fwd_bwd():
             loss = loss_fn(x, sigma)
             loss.backward()
-            b.grad = None
+            for p in params:
+                p.grad = None
             return loss
 
-        extra: Dict[str, Any] = {}
-        compiled = getattr(loss_fn, "compiled_fn", None)
-        if compiled is not None and compiled.first_call_ms is not None:
-            extra["compile_ms"] = compiled.first_call_ms
+        extra = compile_extra(("dsm", id(inp["score_fn"])))
         fwd_bwd()  # warm-up before measuring memory (compilation, lazy inits)
         extra["saved_bytes"] = saved_for_backward(lambda: loss_fn(x, sigma))
         if case.device.type == "cuda":
@@ -255,14 +166,12 @@ class DSMWorkload(Workload):
             fwd_bwd()
             torch.cuda.synchronize(case.device)
             extra["peak_bytes"] = torch.cuda.max_memory_allocated(case.device) - base
-        extra["noise_tensor_bytes"] = x.numel() * x.element_size()
+        extra["noise_tensor_bytes"] = x.nbytes
         return fwd_bwd, extra
 
 
 def saved_for_backward(forward) -> int:
     """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs."""
-    from torch.autograd.graph import saved_tensors_hooks
-
     seen: Dict[Any, int] = {}
 
     def pack(t):
@@ -270,34 +179,6 @@ def saved_for_backward(forward) -> int:
         seen.setdefault((st.data_ptr(), st.nbytes()), st.nbytes())
         return t
 
-    with saved_tensors_hooks(pack, lambda t: t):
-        out = forward()
-    del out
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        forward()
     return sum(seen.values())
-
-
-def register(workload: DSMWorkload) -> None:
-    add = workload.add_provider
-    add(
-        Provider(
-            "triton",
-            "fastlangevin.dsm_loss (Triton)",
-            _fastlangevin_make("triton"),
-            kind="ours",
-            unavailable=lambda c, o: triton_unavailable(c, o, MAX_INTERPRETER_NUMEL),
-        )
-    )
-    add(Provider("torch", "fastlangevin.dsm_loss (PyTorch fallback)", _fastlangevin_make("torch"), kind="ours"))
-    add(Provider("naive", "naive loss: z = randn_like(x), x~, (s + z/sigma)^2, per-sample sum, mean", _naive_make))
-    add(
-        Provider(
-            "compile",
-            "torch.compile of the naive loss (forward and backward)",
-            _compile_make,
-            unavailable=compile_unavailable,
-        )
-    )
-
-
-WORKLOAD = register_workload(DSMWorkload())
-register(WORKLOAD)

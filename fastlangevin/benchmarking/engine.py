@@ -1,0 +1,488 @@
+"""The benchmark engine: cases, providers, the check-before-timing loop, timing and raw results.
+
+For every case: build the inputs once, then for each provider (1) ask whether it can run, (2) run
+the workload's correctness check on it — a provider whose output is wrong is REJECTED and never
+timed, (3) time all that passed, together with the case's bandwidth reference ``dst.copy_(src)``:
+on a CPU round-robin (interleaved, so a change of load on a shared machine hits all alike), on a
+GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+MODES = ("out", "inplace")
+
+
+class ProviderUnavailable(Exception):
+    """A provider cannot run this case (missing library, wrong device/dtype); the message says why."""
+
+
+class CheckFailed(Exception):
+    """A provider's output is wrong; the message says which figure is off and by how much."""
+
+
+def parse_sizes(text: Optional[str]) -> Optional[List[int]]:
+    """``"16,20,24"``, ``"16:28"`` (every exponent) or ``"16:28:2"``: log2 of element counts."""
+    if not text:
+        return None
+    out: List[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        bits = [int(b) for b in part.split(":")]
+        if len(bits) > 3:
+            raise ValueError(f"--sizes range {part!r}: use LO:HI or LO:HI:STEP")
+        out.extend(range(bits[0], bits[1] + 1, bits[2] if len(bits) == 3 else 1) if len(bits) > 1 else bits)
+    for e in out:
+        if not 0 <= e <= 34:
+            raise ValueError(f"--sizes: exponent {e} out of range 0..34 (sizes are log2 of the element count)")
+    return out
+
+
+def parse_shapes(text: Optional[str]) -> Optional[List[Tuple[int, ...]]]:
+    """``"256x2,4096x2,128x3x64x64"``: explicit state shapes (batch first)."""
+    if not text:
+        return None
+    try:
+        return [tuple(int(d) for d in p.strip().split("x")) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--shapes {text!r}: use e.g. 256x2,128x3x64x64") from None
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One implementation of a workload. ``make`` is the workload's factory (its module docstring
+    gives the signature); ``unavailable(case, opts)`` returns a reason to skip, or None; a
+    ``rebinds`` provider returns the new state even in an in-place case (``x = f(x)``)."""
+
+    name: str
+    label: str
+    make: Callable[..., Any]
+    kind: str = "baseline"  # "ours" | "baseline" | "peer"
+    unavailable: Callable[["Case", "BenchOptions"], Optional[str]] = lambda case, opts: None
+    default: bool = True
+    rebinds: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    """One measured configuration. ``params``: workload options as sorted ``(name, value)`` pairs
+    (e.g. the score model); ``threads``: CPU threads while this case runs (None: leave as is)."""
+
+    workload: str
+    shape: Tuple[int, ...]
+    dtype: torch.dtype
+    mode: str
+    device: torch.device
+    params: Tuple[Tuple[str, Any], ...] = ()
+    threads: Optional[int] = None
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def param(self, name: str, default: Any = None) -> Any:
+        return dict(self.params).get(name, default)
+
+    @property
+    def dtype_name(self) -> str:
+        return DTYPE_NAMES.get(self.dtype, str(self.dtype))
+
+    @property
+    def size_label(self) -> str:
+        n, sh = self.numel, self.shape  # 2^k for the size sweeps (rows of 1024), else the explicit shape
+        sweep = len(sh) == 1 or sh[0] == 1 or sh[-1] == 1024
+        return f"2^{n.bit_length() - 1}" if n & (n - 1) == 0 and sweep else "x".join(map(str, sh))
+
+    @property
+    def key(self) -> str:
+        extra = "".join(f"/{k}={v}" for k, v in self.params) + (f"/{self.threads}t" if self.threads else "")
+        return f"{self.workload}/{self.dtype_name}/{self.mode}/{self.size_label}{extra}"
+
+
+@dataclass
+class BenchOptions:
+    device: torch.device = field(default_factory=lambda: torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    workloads: Sequence[str] = ("langevin_step",)
+    dtypes: Sequence[str] = ("fp32", "bf16")
+    modes: Sequence[str] = MODES
+    sizes: Optional[Sequence[int]] = None  # log2 element counts; None: the workload's default
+    shapes: Optional[Sequence[Tuple[int, ...]]] = None  # explicit shapes (instead of sizes)
+    params: Tuple[Tuple[str, Any], ...] = ()
+    providers: Optional[Sequence[str]] = None  # None: every default provider
+    eps: float = 0.5  # step size; large enough that bf16 rounding stays small next to the noise
+    rep_ms: float = 100.0
+    warmup_ms: float = 25.0
+    min_reps: int = 5
+    interpret: bool = False  # let the Triton provider run under the interpreter on CPU (tiny sizes)
+    seed: int = 0
+    quiet: bool = False
+    extra_providers: Dict[str, List[Provider]] = field(default_factory=dict)  # workload -> more (tests)
+
+    def replace(self, **kw) -> "BenchOptions":
+        return dataclasses.replace(self, **kw)
+
+    @classmethod
+    def from_env(cls, env=None) -> "BenchOptions":
+        """``FASTLANGEVIN_BENCH_{DEVICE,WORKLOADS,DTYPES,MODES,SIZES,PROVIDERS}`` (``pytest bench``)."""
+        env = os.environ if env is None else env
+        get = lambda k: env.get(f"FASTLANGEVIN_BENCH_{k}")  # noqa: E731
+        lst = lambda k: [t.strip() for t in get(k).split(",") if t.strip()] if get(k) else None  # noqa: E731
+        opts = cls(sizes=parse_sizes(get("SIZES")), providers=lst("PROVIDERS"))
+        if get("DEVICE"):
+            opts.device = torch.device(get("DEVICE"))
+        opts.workloads = lst("WORKLOADS") or list(opts.workloads)
+        opts.workloads = list(all_workloads()) if opts.workloads == ["all"] else opts.workloads
+        opts.dtypes, opts.modes = lst("DTYPES") or list(opts.dtypes), lst("MODES") or list(opts.modes)
+        return opts
+
+
+class Workload:
+    """Base class of a workload; a subclass defines, per case: ``setup`` → inputs (shared by the
+    providers), ``copy_baseline`` → ``(src, dst)`` for the copy reference (or None), ``check``
+    (raises :class:`CheckFailed`), ``timed`` → ``(fn, extra)`` (a no-argument callable to time and
+    extra figures), and ``bytes_moved`` (minimum bytes, for GB/s) or ``items`` → ``(per call, unit)``."""
+
+    name = ""
+    description = ""
+    bytes_note = ""
+    default_sizes_cuda: Tuple[int, ...] = ()
+    default_sizes_cpu: Tuple[int, ...] = ()
+    dtypes: Tuple[str, ...] = ("fp32", "bf16")
+    modes: Tuple[str, ...] = ("out",)
+    provider_list: Sequence[Provider] = ()
+    bytes_per_element = 3  # bytes_moved = this x numel x itemsize (override bytes_moved otherwise)
+    memory_per_element = 12  # rough peak bytes per element / itemsize (skip cases that do not fit)
+
+    def shape_for(self, numel: int) -> Tuple[int, ...]:
+        row = min(1024, numel)
+        return (numel // row, row)
+
+    def providers(self, opts: Optional[BenchOptions] = None) -> List[Provider]:
+        wanted = None if opts is None else opts.providers
+        chosen = [p for p in self.provider_list if (p.default if wanted is None else p.name in wanted)]
+        return chosen + (list(opts.extra_providers.get(self.name, [])) if opts else [])
+
+    @property
+    def provider_names(self) -> List[str]:
+        return [p.name for p in self.provider_list]
+
+    def cases(self, opts: BenchOptions) -> List[Case]:
+        sizes = opts.sizes or (self.default_sizes_cuda if opts.device.type == "cuda" else self.default_sizes_cpu)
+        shapes = opts.shapes or [self.shape_for(1 << int(e)) for e in sizes]
+        return [
+            Case(self.name, tuple(sh), DTYPES[d], m, opts.device, tuple(sorted(opts.params)))
+            for d in opts.dtypes
+            if d in self.dtypes
+            for m in opts.modes
+            if m in self.modes
+            for sh in shapes
+        ]
+
+    def bytes_moved(self, case: Case) -> Optional[int]:
+        return self.bytes_per_element * case.numel * case.dtype.itemsize
+
+    def items(self, case: Case) -> Optional[Tuple[float, str]]:
+        return None
+
+    def copy_baseline(self, case: Case, inputs: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        x = inputs["x"]
+        return x, torch.empty_like(x)
+
+    def setup(self, case: Case, opts: BenchOptions) -> Any:
+        raise NotImplementedError
+
+    def check(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def timed(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions):
+        raise NotImplementedError
+
+
+WORKLOADS: Dict[str, Workload] = {}
+
+
+def register_workload(workload: Workload) -> Workload:
+    WORKLOADS[workload.name] = workload
+    return workload
+
+
+def all_workloads() -> Dict[str, Workload]:
+    from . import workloads  # noqa: F401  (registers the built-in workloads)
+
+    return dict(WORKLOADS)
+
+
+def get_workload(name: str) -> Workload:
+    known = all_workloads()
+    if name not in known:
+        raise ValueError(f"unknown workload {name!r}; choose from {sorted(known)}")
+    return known[name]
+
+
+# -- timing -------------------------------------------------------------------------------------
+@dataclass
+class Timing:
+    median_ms: float
+    p20_ms: float
+    p80_ms: float
+    reps: int
+    method: str
+    samples_ms: List[float] = field(default_factory=list)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default), ``0 <= q <= 1``."""
+    v = sorted(values)
+    if not v:
+        return math.nan
+    pos = q * (len(v) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def summarize_samples(samples: Sequence[float], method: str) -> Timing:
+    q = [quantile(samples, p) for p in (0.5, 0.2, 0.8)]
+    return Timing(*q, len(samples), method, [round(v, 5) for v in samples])  # raw times, to 10 ns
+
+
+def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
+    from triton.testing import do_bench
+
+    samples = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
+    return summarize_samples([float(t) for t in samples], "triton.testing.do_bench (CUDA events, L2 flushed)")
+
+
+def time_cpu_interleaved(
+    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps=1000
+) -> Dict[str, Timing]:
+    """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms``
+    per callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two: in a VM the
+    first touches of fresh memory are slow). What a call returns is freed outside its timing."""
+    names, samples = list(fns), {n: [] for n in fns}
+    for timed, budget, least in ((False, warmup_ms, 2), (True, rep_ms, min_reps)):
+        deadline, rounds = time.perf_counter() + len(names) * budget / 1e3, 0
+        while rounds < least or (time.perf_counter() < deadline and rounds < max_reps):
+            for n in names:
+                t0 = time.perf_counter()
+                r = fns[n]()
+                t1 = time.perf_counter()
+                del r
+                if timed:
+                    samples[n].append((t1 - t0) * 1e3)
+            rounds += 1
+    return {n: summarize_samples(v, "time.perf_counter, median of interleaved rounds") for n, v in samples.items()}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# -- results ------------------------------------------------------------------------------------
+@dataclass
+class ProviderResult:
+    name: str
+    label: str
+    kind: str
+    status: str  # "ok" | "skipped" | "rejected" | "error"
+    reason: str = ""
+    check: Dict[str, Any] = field(default_factory=dict)
+    timing: Optional[Timing] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    bytes_moved: Optional[int]
+    items: Optional[float] = None  # per call, for a throughput in ``unit`` (e.g. steps/s)
+    unit: str = "GB/s"
+    copy_bytes: Optional[int] = None
+    copy: Optional[Timing] = None
+    providers: List[ProviderResult] = field(default_factory=list)
+    skipped: str = ""
+
+    @property
+    def copy_gbps(self) -> Optional[float]:
+        return self.copy_bytes / self.copy.median_ms / 1e6 if self.copy and self.copy_bytes else None
+
+    def timed(self) -> List[ProviderResult]:
+        return [p for p in self.providers if p.status == "ok" and p.timing is not None]
+
+    def throughput(self, p: ProviderResult) -> Optional[float]:
+        """GB/s for bandwidth workloads, else ``items`` per second."""
+        per_call = self.bytes_moved / 1e9 if self.bytes_moved is not None else self.items
+        return None if p.timing is None or per_call is None else per_call / (p.timing.median_ms * 1e-3)
+
+    def speedup(self, ours: str, other: str) -> Optional[float]:
+        """How many times faster ``ours`` ran than ``other`` (median times), or None."""
+        t = {p.name: p.timing.median_ms for p in self.timed()}
+        return t[other] / t[ours] if ours in t and other in t and t[ours] > 0 else None
+
+    def to_dict(self) -> Dict[str, Any]:
+        c, cg = self.case, self.copy_gbps
+        provs = []
+        for p in self.providers:
+            tp = self.throughput(p)
+            pct = 100 * tp / cg if tp is not None and cg and self.bytes_moved is not None else None
+            provs.append({**dataclasses.asdict(p), "throughput": tp, "pct_of_copy": pct})
+            provs[-1]["timing_ms"] = provs[-1].pop("timing")
+            provs[-1]["gbps"] = tp if self.bytes_moved is not None else None
+        names = [p.name for p in self.timed()]
+        d = {"key": c.key, "workload": c.workload, "dtype": c.dtype_name, "mode": c.mode, "shape": list(c.shape)}
+        d |= {"numel": c.numel, "params": dict(c.params), "threads": c.threads or torch.get_num_threads()}
+        d |= {"bytes_moved": self.bytes_moved, "items_per_call": self.items, "throughput_unit": self.unit}
+        copy = self.copy and {"bytes": self.copy_bytes, "timing_ms": dataclasses.asdict(self.copy), "gbps": cg}
+        speedups = {a: {b: self.speedup(a, b) for b in names if b != a} for a in names}
+        return d | {"skipped": self.skipped, "copy": copy, "providers": provs, "speedups": speedups}
+
+
+@dataclass
+class BenchResult:
+    meta: Dict[str, Any]
+    cases: List[CaseResult]
+    bytes_notes: Dict[str, str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"meta": self.meta, "bytes_notes": self.bytes_notes, "cases": [c.to_dict() for c in self.cases]}
+
+
+def _version(module: str) -> Optional[str]:
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), "__version__", "unknown")
+    except Exception:
+        return None
+
+
+def environment(opts: BenchOptions) -> Dict[str, Any]:
+    import fastlangevin
+
+    dev, cpu = opts.device, platform.processor() or platform.machine()
+    if os.path.exists("/proc/cpuinfo"):
+        cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
+    meta = {"date": now, "device": str(dev), "device_name": name, "fastlangevin": fastlangevin.__version__}
+    meta |= {m: _version(m) for m in ("torch", "triton", "numpy")} | {"cuda": torch.version.cuda}
+    meta |= {"python": platform.python_version(), "platform": platform.platform(), "argv": list(sys.argv)}
+    meta |= {
+        "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "peers": {"torchebm": _version("torchebm")},
+    }
+    meta["triton_interpret"] = os.environ.get("TRITON_INTERPRET", "0")
+    meta["options"] = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device", "extra_providers")}
+    if dev.type == "cuda":
+        props = torch.cuda.get_device_properties(dev)
+        meta["gpu"] = {"total_memory": props.total_memory, "capability": f"{props.major}.{props.minor}"}
+    return meta
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+
+
+def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> Tuple[ProviderResult, Any]:
+    """Availability, the correctness check, then the callable to time after one untimed first
+    call (its time, compilation included, is kept as ``first_call_ms``)."""
+    res, tag = ProviderResult(p.name, p.label, p.kind, "ok"), f"{case.key:34s} {p.name:16s}"
+    try:
+        reason = p.unavailable(case, opts)
+        if reason:
+            raise ProviderUnavailable(reason)
+        res.check = w.check(p, case, inputs, opts)
+        synchronize(case.device)
+        fn, res.extra = w.timed(p, case, inputs, opts)
+        res.extra.update({"rebinds": True} if p.rebinds and case.mode == "inplace" else {})
+        t0 = time.perf_counter()
+        fn()
+        synchronize(case.device)
+        res.extra["first_call_ms"] = (time.perf_counter() - t0) * 1e3
+    except ProviderUnavailable as exc:
+        res.status, res.reason = "skipped", str(exc)
+    except CheckFailed as exc:
+        res.status, res.reason = "rejected", str(exc)
+    except Exception as exc:  # a provider crashing must not end the run
+        res.status, res.reason = "error", _first_line(exc)
+    say(f"{tag} " + ("passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"))
+    return res, (fn if res.status == "ok" else None)
+
+
+def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
+    items = w.items(case)
+    cr = CaseResult(case, w.bytes_moved(case), *(items or (None, "GB/s")))
+    if case.device.type == "cuda":
+        free = torch.cuda.mem_get_info(case.device)[0]
+        need = w.memory_per_element * case.numel * case.dtype.itemsize
+        if need > 0.9 * free:
+            cr.skipped = f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
+            return cr
+    inputs = w.setup(case, opts)
+    fns = {}
+    pair = w.copy_baseline(case, inputs)
+    if pair is not None:
+        src, dst = pair
+        cr.copy_bytes = src.nbytes + dst.nbytes
+        fns["__copy__"] = lambda: dst.copy_(src)
+    for p in w.providers(opts):
+        res, fn = _prepare(w, p, case, inputs, opts, say)
+        cr.providers.append(res)
+        if fn is not None:
+            fns[p.name] = fn
+    try:
+        if case.device.type == "cuda":
+            timings = {n: time_cuda(f, opts.warmup_ms, opts.rep_ms) for n, f in fns.items()}
+        else:
+            timings = time_cpu_interleaved(fns, opts.warmup_ms, opts.rep_ms, opts.min_reps)
+    except Exception as exc:
+        for res in cr.providers:
+            if res.status == "ok":
+                res.status, res.reason = "error", "while timing: " + _first_line(exc)
+        return cr
+    cr.copy = timings.pop("__copy__", None)
+    for res in cr.providers:
+        res.timing = timings.get(res.name)
+        if res.timing is not None:
+            say(f"{case.key:34s} {res.name:16s} {res.timing.median_ms:10.4f} ms {cr.throughput(res):9.2f} {cr.unit}")
+    return cr
+
+
+def run(opts: BenchOptions, stream=None, cases: Optional[Sequence[Case]] = None) -> BenchResult:
+    """Run ``cases`` (default: every case of the selected workloads); progress on ``stream``."""
+    stream = sys.stderr if stream is None else stream
+    plan = list(cases) if cases is not None else [c for n in opts.workloads for c in get_workload(n).cases(opts)]
+    t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        if not opts.quiet:
+            print(f"{time.perf_counter() - t0:7.1f}s {msg}", file=stream, flush=True)
+
+    meta, results = environment(opts), []
+    say(f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases")
+    for case in plan:
+        threads = torch.get_num_threads()
+        if case.threads:
+            torch.set_num_threads(case.threads)
+        try:
+            results.append(run_case(get_workload(case.workload), case, opts, say))
+        finally:
+            torch.set_num_threads(threads)
+        if case.device.type == "cuda":
+            torch.cuda.empty_cache()
+    notes = {c.workload: get_workload(c.workload).bytes_note for c in plan}
+    return BenchResult(meta, results, notes)
