@@ -20,6 +20,7 @@ from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
+from . import optim
 from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
 

@@ -23,6 +23,7 @@ from .samplers import (
     ve_reverse_diffusion_step,
     vp_reverse_diffusion_step,
 )
+from .optim import cyclical_lr, grad_potential, psgld_step, sghmc_step, sgld_step
 from .step import langevin_step, rows
 
 __all__ = [
