@@ -109,7 +109,20 @@ def _optim_kernel(
 
     if HAS_MASTER:
         tl.store(m_ptr + local, new, mask=mask)
-    tl.store(p_ptr + local, new.to(PARAM_DTYPE), mask=mask)
+    if PARAM_DTYPE == tl.bfloat16:
+        tl.store(p_ptr + local, _bf16_rtne(new), mask=mask)
+    else:
+        tl.store(p_ptr + local, new.to(PARAM_DTYPE), mask=mask)
+
+
+@triton.jit
+def _bf16_rtne(x):
+    """fp32 -> bf16, round to nearest even, in integer ops: the interpreter's cast truncates, the
+    GPU's rounds; this is torch's ``.to(bfloat16)`` on both (NaN stays a quiet NaN)."""
+    bits = x.to(tl.uint32, bitcast=True)
+    bits = bits + (0x7FFF + ((bits >> 16) & 1))
+    hi = tl.where(x != x, 0x7FC0, bits >> 16).to(tl.uint16)
+    return hi.to(tl.bfloat16, bitcast=True)
 
 
 _TL_DTYPES = {}

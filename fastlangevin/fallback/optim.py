@@ -29,6 +29,12 @@ PARAM_SLOT = 1 << 42
 SGLD, PSGLD, SGHMC = 0, 1, 2
 
 
+def sqrt_rn(ts: List[torch.Tensor]) -> List[torch.Tensor]:
+    """Correctly rounded fp32 square roots (as the kernel's ``sqrt_rn``): torch's vectorised CPU
+    fp32 sqrt can be 1 ulp off. The float64 root rounded to fp32 is exact (53 > 2·24 + 2 bits)."""
+    return [t.double().sqrt_().float() for t in ts]
+
+
 def param_noise(seed: torch.Tensor, index: int, n: int, rng: str, std: float = 1.0, scratch=None) -> torch.Tensor:
     """``std ·`` the standard normals of parameter ``index``'s first ``n`` elements (float32, flat).
 
@@ -112,7 +118,7 @@ def optim_update_torch(
         gg = torch._foreach_mul(g, g)
         torch._foreach_mul_(gg, a2)
         torch._foreach_add_(st, gg)
-        precond = torch._foreach_sqrt(st)
+        precond = sqrt_rn(st)
         torch._foreach_add_(precond, eps)
         torch._foreach_reciprocal_(precond)
         step = torch._foreach_mul(precond, g)
@@ -120,9 +126,9 @@ def optim_update_torch(
         torch._foreach_sub_(theta, step)
         if z is not None:
             torch._foreach_mul_(precond, nscale)
-            torch._foreach_sqrt_(precond)
-            torch._foreach_mul_(precond, z)
-            torch._foreach_add_(theta, precond)
+            noise_std = sqrt_rn(precond)
+            torch._foreach_mul_(noise_std, z)
+            torch._foreach_add_(theta, noise_std)
     elif method == SGHMC:
         torch._foreach_mul_(st, a1)
         torch._foreach_sub_(st, torch._foreach_mul(g, lr))

@@ -22,6 +22,11 @@ from typing import Optional, Tuple
 import torch
 
 
+def sqrt(t: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded square root (torch's vectorised CPU fp32 sqrt can be 1 ulp off)."""
+    return t.double().sqrt().to(t.dtype)
+
+
 def grad_potential(theta: torch.Tensor, grad: torch.Tensor, num_data: Optional[int] = None, prior_precision=0.0):
     scale = 1.0 if num_data is None else float(num_data)
     return scale * grad.to(theta.dtype) + prior_precision * theta
@@ -39,11 +44,11 @@ def psgld_step(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns (θ, V)."""
     g = grad_potential(theta, grad, num_data, prior_precision)
-    v = alpha * square_avg + (1.0 - alpha) * g * g
-    precond = 1.0 / (eps + v.sqrt())
-    out = theta - lr * precond * g
+    v = alpha * square_avg + (1.0 - alpha) * (g * g)
+    precond = 1.0 / (eps + sqrt(v))
+    out = theta - lr * (precond * g)
     if z is not None:
-        out = out + (2.0 * lr * temperature * precond).sqrt() * z.to(theta.dtype)
+        out = out + sqrt(2.0 * lr * temperature * precond) * z.to(theta.dtype)
     return out, v
 
 
