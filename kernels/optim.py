@@ -33,7 +33,7 @@ META_COLS = 7
 BLOCK_GPU = 4096
 NUM_WARPS_GPU = 8
 # The interpreter runs each program in Python; parameters are often small, so a moderate tile.
-BLOCK_INTERPRETER = 1 << 14
+BLOCK_INTERPRETER = 1 << 11
 
 
 @triton.jit
