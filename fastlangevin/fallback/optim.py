@@ -67,8 +67,27 @@ def _noise(seed, indices, params, rng, std, injected, device):
     if rng == "philox":
         z = [philox_normal(seed, i * PARAM_SLOT, p.numel(), device) for i, p in zip(indices, params)]
         return z if std == 1.0 else torch._foreach_mul(z, std)
-    scratch = (torch.Generator(), torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32))
+    scratch = _scratch()
     return [param_noise(seed, i, p.numel(), rng, std, scratch) for i, p in zip(indices, params)]
+
+
+def _scratch():
+    return torch.Generator(), torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32)
+
+
+def _add_torch_noise_(seed, indices, targets, std):
+    """``targets[k] += std · z`` with the chunk-keyed torch stream, chunk by chunk from a scratch
+    buffer (no full-size noise tensor; the common small parameter costs one fill and one add)."""
+    C = TORCH_RNG_CHUNK
+    gen, buf = _scratch()
+    seed_int = int(seed.reshape(()).item())
+    for i, t in zip(indices, targets):
+        n = t.numel()
+        k0 = i * PARAM_SLOT // C
+        for c in range(-(-n // C)):
+            lo, hi = c * C, min((c + 1) * C, n)
+            torch_chunk_normal(seed_int, k0 + c, buf, gen, needed=hi - lo, std=std)
+            t[lo:hi].add_(buf[: hi - lo])
 
 
 @torch.no_grad()
@@ -101,18 +120,24 @@ def optim_update_torch(
     if not masters and params[0].dtype != torch.float32:
         raise ValueError(f"16-bit parameters need fp32 master copies, got {params[0].dtype} without")
     flat_g = [g.reshape(-1) for g in grads]
-    g = torch._foreach_mul([x.to(torch.float32) for x in flat_g] if grads[0].dtype != torch.float32 else flat_g, gscale)
-    if prior != 0.0:
-        torch._foreach_add_(g, torch._foreach_mul(theta, prior))
+    g = [x.to(torch.float32) for x in flat_g] if grads[0].dtype != torch.float32 else flat_g
+    if gscale != 1.0:  # (× 1 is exact: skipping it changes no bit)
+        g = torch._foreach_mul(g, gscale)
+    if prior != 0.0:  # out of place: g may still be the caller's gradients
+        g = torch._foreach_add(g, torch._foreach_mul(theta, prior))
     st = [s.view(-1) for s in states]
     # SGLD and SGHMC have a scalar noise scale: fold it into the draw. pSGLD scales per element.
     z = None
-    if has_noise:
+    # Scalar noise scale drawn from the torch stream: added chunk by chunk, never materialised.
+    direct = has_noise and injected is None and rng == "torch" and method != PSGLD
+    if has_noise and not direct:
         z = _noise(seed, indices, theta, rng, 1.0 if method == PSGLD else nscale, injected, device)
     if method == SGLD:
         torch._foreach_sub_(theta, torch._foreach_mul(g, lr))
         if z is not None:
             torch._foreach_add_(theta, z)
+        elif direct:
+            _add_torch_noise_(seed, indices, theta, nscale)
     elif method == PSGLD:
         torch._foreach_mul_(st, a1)
         gg = torch._foreach_mul(g, g)
@@ -134,6 +159,8 @@ def optim_update_torch(
         torch._foreach_sub_(st, torch._foreach_mul(g, lr))
         if z is not None:
             torch._foreach_add_(st, z)
+        elif direct:
+            _add_torch_noise_(seed, indices, st, nscale)
         torch._foreach_add_(theta, st)
     else:
         raise ValueError(f"unknown method {method}")
