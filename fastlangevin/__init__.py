@@ -15,12 +15,12 @@ Public API (see README):
   ``synced_generator``, ``shard_weight``), clear errors when a rank fails;
 """
 
+from . import optim
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
-from . import optim
 from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
 
@@ -41,6 +41,7 @@ __all__ = [
     "langevin_step",
     "langevin_step_",
     "mala",
+    "optim",
     "pc_sample",
     "sample_noise_levels",
     "score_from_energy",

@@ -158,8 +158,23 @@ def _block_table(numels, block, device):
 
 
 def launch_optim(
-    method, params, grads, masters, states, indices, seed, lr, gscale, prior, nscale, a1, a2, eps, has_noise,
-    injected=None, block=None,
+    method,
+    params,
+    grads,
+    masters,
+    states,
+    indices,
+    seed,
+    lr,
+    gscale,
+    prior,
+    nscale,
+    a1,
+    a2,
+    eps,
+    has_noise,
+    injected=None,
+    block=None,
 ):
     """One launch over all tensors. ``params`` one dtype, ``grads`` one dtype, all contiguous, one device.
 

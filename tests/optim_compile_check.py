@@ -27,16 +27,19 @@ def variants():
         for pdt, gdt, master in ((tl.float32, tl.float32, False), (tl.bfloat16, tl.bfloat16, True)):
             for injected in (False, True):
                 tag = f"{name}-{'bf16-master' if master else 'fp32'}{'-injected' if injected else ''}"
-                yield tag, {
-                    "METHOD": method,
-                    "HAS_MASTER": master,
-                    "HAS_PRIOR": True,
-                    "HAS_NOISE": True,
-                    "NOISE_FROM_PTR": injected,
-                    "PARAM_DTYPE": pdt,
-                    "GRAD_DTYPE": gdt,
-                    "BLOCK": optim.BLOCK_GPU,
-                }
+                yield (
+                    tag,
+                    {
+                        "METHOD": method,
+                        "HAS_MASTER": master,
+                        "HAS_PRIOR": True,
+                        "HAS_NOISE": True,
+                        "NOISE_FROM_PTR": injected,
+                        "PARAM_DTYPE": pdt,
+                        "GRAD_DTYPE": gdt,
+                        "BLOCK": optim.BLOCK_GPU,
+                    },
+                )
 
 
 def main():

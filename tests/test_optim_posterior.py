@@ -155,7 +155,7 @@ def test_sghmc_recovers_posterior():
     mean, cov, A, pm, psq = run_chains(
         lambda p: SGHMC(p, lr=h, friction=a, prior_precision=LAMBDA, seed=6, backend="torch"), steps=2000, burn=300
     )
-    eye, zero = torch.eye(D, dtype=torch.float64), torch.zeros(D, D, dtype=torch.float64)
+    eye = torch.eye(D, dtype=torch.float64)
     # x = (θ − μ, v): v' = −ηA θ + (1 − α) v + n;  θ' = θ + v' = (I − ηA) θ + (1 − α) v + n
     M = torch.cat([torch.cat([eye - h * A, (1 - a) * eye], 1), torch.cat([-h * A, (1 - a) * eye], 1)], 0)
     Q = torch.cat([torch.cat([eye, eye], 1), torch.cat([eye, eye], 1)], 0) * (2 * a * h)

@@ -58,7 +58,10 @@ class BayesConfig:
 
 def _mlp(hidden):
     return torch.nn.Sequential(
-        torch.nn.Linear(1, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, hidden), torch.nn.Tanh(),
+        torch.nn.Linear(1, hidden),
+        torch.nn.Tanh(),
+        torch.nn.Linear(hidden, hidden),
+        torch.nn.Tanh(),
         torch.nn.Linear(hidden, 1),
     )
 
@@ -75,7 +78,7 @@ def run(ctx: DemoContext, cfg: BayesConfig = BayesConfig()) -> DemoResult:
     dev, g = ctx.device, ctx.generator
     cpu_g = torch.Generator().manual_seed(ctx.seed)  # data and minibatches: the same on every device
     x, y = gap_data(cfg.n_train, cpu_g)
-    x_test = (torch.rand(cfg.n, 1, generator=cpu_g) * 8 - 4)
+    x_test = torch.rand(cfg.n, 1, generator=cpu_g) * 8 - 4
     y_test = target(x_test) + SIGMA * torch.randn(cfg.n, 1, generator=cpu_g)
     x, y, x_test, y_test = (t.to(dev) for t in (x, y, x_test, y_test))
     grid = torch.linspace(-4.5, 4.5, 300, device=dev)[:, None]
@@ -104,9 +107,7 @@ def run(ctx: DemoContext, cfg: BayesConfig = BayesConfig()) -> DemoResult:
         with torch.no_grad():
             map_grid, map_test = net(grid), net(x_test)
 
-        opt = pSGLD(
-            net.parameters(), lr=cfg.lr, num_data=N, prior_precision=cfg.prior_precision, generator=g, eps=1e-3
-        )
+        opt = pSGLD(net.parameters(), lr=cfg.lr, num_data=N, prior_precision=cfg.prior_precision, generator=g, eps=1e-3)
         sched = CyclicalLR(opt, total_steps=cfg.iters, num_cycles=cfg.cycles, exploration=cfg.exploration)
         preds_grid, preds_test = [], []
         with ctx.bar(cfg.iters, "pSGLD (cyclical)") as bar:
@@ -139,7 +140,9 @@ def run(ctx: DemoContext, cfg: BayesConfig = BayesConfig()) -> DemoResult:
     m = res.metrics
     m["samples"] = float(pt.shape[0])
     m["band_sd_data"], m["band_sd_gap"], m["band_sd_outside"] = (
-        float(pred_sd[in_data].mean()), float(pred_sd[gap].mean()), float(pred_sd[outside].mean())
+        float(pred_sd[in_data].mean()),
+        float(pred_sd[gap].mean()),
+        float(pred_sd[outside].mean()),
     )
     m["ll_bayes"], m["ll_point"] = float(ll_bayes.mean()), float(ll_point.mean())
     m["ll_bayes_gap"], m["ll_point_gap"] = float(ll_bayes[in_gap_test].mean()), float(ll_point[in_gap_test].mean())

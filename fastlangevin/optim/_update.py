@@ -44,24 +44,71 @@ def _impl(
         from ..kernels.optim import launch_optim
 
         launch_optim(
-            method, params, grads, masters, states, indices, seed, lr, gscale, prior, nscale, a1, a2, eps, has_noise,
+            method,
+            params,
+            grads,
+            masters,
+            states,
+            indices,
+            seed,
+            lr,
+            gscale,
+            prior,
+            nscale,
+            a1,
+            a2,
+            eps,
+            has_noise,
             injected=injected,
         )
         return
     optim_update_torch(
-        method, params, grads, masters, states, indices, seed, lr, gscale, prior, nscale, a1, a2, eps, has_noise, rng,
+        method,
+        params,
+        grads,
+        masters,
+        states,
+        indices,
+        seed,
+        lr,
+        gscale,
+        prior,
+        nscale,
+        a1,
+        a2,
+        eps,
+        has_noise,
+        rng,
         injected,
     )
 
 
-langevin_optim_ = torch.library.custom_op("fastlangevin::langevin_optim_", mutates_args=("params", "masters", "states"))(
-    _impl
-)
+langevin_optim_ = torch.library.custom_op(
+    "fastlangevin::langevin_optim_", mutates_args=("params", "masters", "states")
+)(_impl)
 
 
 @langevin_optim_.register_fake
-def _(params, grads, masters, states, indices, seed, method, lr, gscale, prior, nscale, a1, a2, eps, has_noise,
-      backend, rng, injected):
+def _(
+    params,
+    grads,
+    masters,
+    states,
+    indices,
+    seed,
+    method,
+    lr,
+    gscale,
+    prior,
+    nscale,
+    a1,
+    a2,
+    eps,
+    has_noise,
+    backend,
+    rng,
+    injected,
+):
     return None
 
 

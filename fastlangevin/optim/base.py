@@ -82,7 +82,9 @@ class LangevinOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for p in group["params"]:
                 if p.dtype not in _SUPPORTED:
-                    raise TypeError(f"params: {type(self).__name__} supports float32, bfloat16 and float16, got {p.dtype}")
+                    raise TypeError(
+                        f"params: {type(self).__name__} supports float32, bfloat16 and float16, got {p.dtype}"
+                    )
         if seed is None:
             device = generator.device if generator is not None else torch.device("cpu")
             seed = int(draw_seed(device, generator).item())
@@ -152,8 +154,10 @@ class LangevinOptimizer(torch.optim.Optimizer):
                 if g.is_sparse:
                     raise RuntimeError(f"{type(self).__name__} does not support sparse gradients (parameter {i})")
                 if g.shape != p.shape or g.device != p.device or not g.is_floating_point():
-                    raise ValueError(f"parameter {i}: grad {tuple(g.shape)} {g.dtype} on {g.device} does not match "
-                                     f"the parameter {tuple(p.shape)} on {p.device}")
+                    raise ValueError(
+                        f"parameter {i}: grad {tuple(g.shape)} {g.dtype} on {g.device} does not match "
+                        f"the parameter {tuple(p.shape)} on {p.device}"
+                    )
                 z = None
                 if noise is not None:
                     z = noise[i]
@@ -198,7 +202,17 @@ class LangevinOptimizer(torch.optim.Optimizer):
             if injected:
                 zs.append(z.detach().to(torch.float32).contiguous())
         run_update(
-            params, grads, masters, states, indices, seed, self.METHOD, scalars, has_noise, backend, rng,
+            params,
+            grads,
+            masters,
+            states,
+            indices,
+            seed,
+            self.METHOD,
+            scalars,
+            has_noise,
+            backend,
+            rng,
             zs if injected else None,
         )
         for p, pc in copy_back:

@@ -95,15 +95,27 @@ class SGHMC(LangevinOptimizer):
     STATE_KEY = "momentum"
 
     def __init__(
-        self, params, lr, *, friction=0.1, noise_estimate=0.0, num_data=None, prior_precision=0.0, temperature=1.0,
+        self,
+        params,
+        lr,
+        *,
+        friction=0.1,
+        noise_estimate=0.0,
+        num_data=None,
+        prior_precision=0.0,
+        temperature=1.0,
         **kw,
     ):
         check_common(lr, num_data, prior_precision, temperature)
         _check_float("friction", friction, low_open=True, high=1.0)
         _check_float("noise_estimate", noise_estimate, high=float(friction))
         defaults = dict(
-            lr=lr, friction=friction, noise_estimate=noise_estimate, num_data=num_data,
-            prior_precision=prior_precision, temperature=temperature,
+            lr=lr,
+            friction=friction,
+            noise_estimate=noise_estimate,
+            num_data=num_data,
+            prior_precision=prior_precision,
+            temperature=temperature,
         )
         super().__init__(params, defaults, **kw)
 

@@ -53,7 +53,16 @@ def psgld_step(
 
 
 def sghmc_step(
-    theta, grad, momentum, lr, z=None, *, friction=0.1, noise_estimate=0.0, num_data=None, prior_precision=0.0,
+    theta,
+    grad,
+    momentum,
+    lr,
+    z=None,
+    *,
+    friction=0.1,
+    noise_estimate=0.0,
+    num_data=None,
+    prior_precision=0.0,
     temperature=1.0,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Returns (θ, v)."""

@@ -175,7 +175,11 @@ def run(
         if t is None:
             continue
         row.update(
-            median_ms=t.median_ms, p20_ms=t.p20_ms, p80_ms=t.p80_ms, reps=t.reps, timing=t.method,
+            median_ms=t.median_ms,
+            p20_ms=t.p20_ms,
+            p80_ms=t.p80_ms,
+            reps=t.reps,
+            timing=t.method,
             steps_per_s=1e3 / t.median_ms,
         )
         if row["provider"] == "posteriors":
