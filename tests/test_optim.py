@@ -16,6 +16,7 @@ import torch
 
 import fastlangevin as fl
 from fastlangevin import reference as ref
+from fastlangevin._rng import torch_normal
 from fastlangevin.fallback.optim import PARAM_SLOT, param_noise
 from fastlangevin.optim import SGHMC, SGLD, CyclicalLR, pSGLD
 from fastlangevin.optim.base import step_seed
@@ -138,6 +139,8 @@ def test_noise_is_keyed_by_seed_parameter_and_element(device_backend):
     for i, p in enumerate(base):  # b = sqrt(2 * 0.5) = 1: the parameter is z itself
         want = param_noise(seed, i, p.numel(), rng).reshape(p.shape)
         torch.testing.assert_close(p.cpu(), want, rtol=0, atol=2e-6 if backend == "triton" else 0)
+        if rng == "torch":  # the project's global-index torch stream, at the parameter's slot
+            assert torch.equal(p.reshape(-1), torch_normal(int(seed), i * PARAM_SLOT, p.numel()))
     assert torch.equal(run([(300,), (17, 3), (70_000,)], groups=[(0, 1), (1, 3)])[1], base[1])
     assert torch.equal(run([(5,), (17, 3)])[1], base[1])  # parameter 0's size does not matter
     if backend == "triton":
@@ -312,7 +315,7 @@ def test_op_opcheck_and_compile(device_backend):
         )
 
     for method in (0, 1, 2):
-        torch.library.opcheck(op, args(method), test_utils=("test_schema", "test_faketensor"))
+        torch.library.opcheck(op, args(method))
 
     def f(params, grads, seed):
         torch.ops.fastlangevin.langevin_optim_(
