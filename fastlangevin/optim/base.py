@@ -175,7 +175,9 @@ class LangevinOptimizer(torch.optim.Optimizer):
                 rng = resolve_rng(self._rng, backend, device)
                 if device not in seeds:
                     s = step_seed(self._stream_seed, self._stream_step)
-                    seeds[device] = torch.tensor([s], dtype=torch.int64, device=device)
+                    # Built on the host, copied without a blocking sync (torch.tensor(..., device=cuda)
+                    # would wait for the GPU queue to drain at every step).
+                    seeds[device] = torch.tensor([s], dtype=torch.int64).to(device, non_blocking=True)
                 self._run_bucket(items, pdtype, seeds[device], scalars, has_noise, backend, rng, noise is not None)
         self._stream_step += 1
         return loss
