@@ -374,3 +374,29 @@ def test_kernel_compiles_for_sm90_with_exact_arithmetic(request):
         assert r["fma"] == 0, tag
         if tag.endswith("injected"):
             assert r["approx"] == 0, tag
+
+
+def test_benchmark_workload_rows_and_gate():
+    """The optim workload: ~100 ResNet tensors, one row per provider (CUDA-only ones skipped with a
+    reason), and its correctness gate rejects a provider that skips a tensor."""
+    from fastlangevin.benchmarking.workloads import optim as wl
+
+    assert len(wl.resnet_shapes()) == 101
+    rows = wl.run(width=2, providers=["eager_loop", "fastlangevin_torch", "fastlangevin_triton"], warmup_ms=1, rep_ms=1)
+    assert [r["provider"] for r in rows] == ["eager_loop", "fastlangevin_torch", "fastlangevin_triton"]
+    assert all(r["median_ms"] > 0 for r in rows[:2]) and "skipped" in rows[2]
+
+    def broken(params, grads, lr, temperature):
+        def step():
+            with torch.no_grad():
+                for p, g in list(zip(params, grads))[1:]:
+                    p.sub_(lr * g)
+
+        return step
+
+    wl.PROVIDERS["broken"] = broken
+    try:
+        with pytest.raises(AssertionError, match="broken, tensor 0"):
+            wl._check("broken", torch.device("cpu"), torch.float32, wl.resnet_shapes(2))
+    finally:
+        del wl.PROVIDERS["broken"]
