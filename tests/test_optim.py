@@ -63,11 +63,12 @@ def ref_update(name, theta, grad, state, z, group):
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", list(OPTS))
 def test_injected_noise_matches_reference_bitwise(device_backend, name, dtype):
-    """Three steps with injected z: parameters (fp32) or master copies (bf16) and the method's
-    state equal the reference formulas in fp32 bit for bit; bf16 parameters are their master rounded."""
+    """Three steps with injected z: parameters (fp32) or master copies (bf16, fp16) and the method's
+    state equal the reference formulas in fp32 bit for bit; 16-bit parameters are their master rounded
+    to nearest even."""
     device, backend = device_backend
     params = make_params(device, dtype)
     opt = build(name, params, device_backend)
