@@ -401,3 +401,28 @@ def test_benchmark_workload_rows_and_gate():
             wl._check("broken", torch.device("cpu"), torch.float32, wl.resnet_shapes(2))
     finally:
         del wl.PROVIDERS["broken"]
+
+
+def test_compiled_step_runs_eagerly_and_continues_the_stream():
+    """torch.compile around ``step`` must not freeze the stream's Python step counter (the same
+    noise every step): the step is compiler-disabled, so a compiled caller gets the eager steps
+    bit for bit, and fullgraph=True is a clear error instead of silently wrong noise."""
+
+    def run(wrap):
+        w = torch.zeros(10)
+        w.grad = torch.zeros(10)
+        opt = SGLD([w], lr=0.5, seed=1, backend="torch", rng="philox")
+        f = wrap(opt.step)
+        outs = []
+        for _ in range(3):
+            f()
+            outs.append(w.clone())
+        return outs, opt.noise_stream["step"]
+
+    eager, n_eager = run(lambda f: f)
+    compiled, n_compiled = run(lambda f: torch.compile(f, backend="eager"))
+    assert n_eager == n_compiled == 3
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
+    assert not torch.equal(eager[1] - eager[0], eager[2] - eager[1])  # fresh noise each step
+    with pytest.raises(Exception, match="disable"):
+        run(lambda f: torch.compile(f, backend="eager", fullgraph=True))

@@ -128,6 +128,10 @@ class LangevinOptimizer(torch.optim.Optimizer):
     def _has_noise(self, group) -> bool:
         return group["temperature"] > 0.0 and not group["explore"]
 
+    # Never traced: the stream's step counter is Python state, which a compiled step would freeze
+    # (the same noise at every step). Under torch.compile the step runs eagerly (a graph break;
+    # fullgraph=True raises) while the model's forward/backward stay compiled.
+    @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None, *, noise: Optional[List] = None):
         """One Langevin step on every parameter with a gradient; returns ``closure()``'s loss.
