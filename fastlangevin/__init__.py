@@ -18,6 +18,7 @@ Public API (see README):
 """
 
 from . import diagnostics
+from . import optim
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
@@ -44,6 +45,7 @@ __all__ = [
     "langevin_step",
     "langevin_step_",
     "mala",
+    "optim",
     "pc_sample",
     "sample_noise_levels",
     "score_from_energy",

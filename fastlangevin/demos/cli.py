@@ -43,6 +43,12 @@ DEMOS = {
         "an energy network trained with short-run Langevin from a replay buffer",
         1,
     ),
+    "bayes": (
+        "fastlangevin.demos.bayes",
+        "BayesConfig",
+        "a Bayesian MLP sampled by pSGLD: 1-D regression with a gap",
+        1,
+    ),
 }
 
 #: options that override a field of the demo's config when given (and the demo has the field)

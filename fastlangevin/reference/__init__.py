@@ -9,6 +9,7 @@ Modules, one per op family:
 
 * :mod:`.step` — the Langevin update ``x + a·s + b·z`` (clamped);
 * :mod:`.corrector` — the SNR Langevin corrector of score-SDE predictor–corrector sampling;
+* :mod:`.optim` — the SGLD, pSGLD and SGHMC updates (and cSGLD's cyclical step size);
 * :mod:`.dsm` — perturbation, the denoising score-matching loss and its gradient in the score;
 * :mod:`.samplers` — one annealed-Langevin (NCSN) step, the naive annealed loop, and one
   predictor step of the VE / VP reverse SDE.
@@ -16,6 +17,7 @@ Modules, one per op family:
 
 from .corrector import langevin_corrector, snr_step_size
 from .dsm import dsm_loss, dsm_loss_rows, dsm_perturb, dsm_score_grad
+from .optim import cyclical_lr, grad_potential, psgld_step, sghmc_step, sgld_step
 from .samplers import (
     annealed_langevin,
     annealed_step_size,
@@ -28,14 +30,19 @@ from .step import langevin_step, rows
 __all__ = [
     "annealed_langevin",
     "annealed_step_size",
+    "cyclical_lr",
     "dsm_loss",
     "dsm_loss_rows",
     "dsm_perturb",
     "dsm_score_grad",
     "euler_maruyama_step",
+    "grad_potential",
     "langevin_corrector",
     "langevin_step",
+    "psgld_step",
     "rows",
+    "sghmc_step",
+    "sgld_step",
     "snr_step_size",
     "ve_reverse_diffusion_step",
     "vp_reverse_diffusion_step",

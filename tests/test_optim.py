@@ -1,0 +1,428 @@
+"""fastlangevin.optim: SGLD, pSGLD, SGHMC against the reference formulas (noise injected: bitwise),
+the kernel against the fallback (drawn noise: the same Philox stream), layout invariance of the
+noise, state_dict continuation, cSGLD, bad input, and the op under opcheck / torch.compile.
+
+Posterior recovery (conjugate Bayesian linear regression) is in tests/test_optim_posterior.py,
+DDP in tests/test_optim_ddp.py.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+import fastlangevin as fl
+from fastlangevin import reference as ref
+from fastlangevin._rng import torch_normal
+from fastlangevin.fallback.optim import PARAM_SLOT, param_noise
+from fastlangevin.optim import SGHMC, SGLD, CyclicalLR, pSGLD
+from fastlangevin.optim.base import step_seed
+
+OPTS = {"sgld": SGLD, "psgld": pSGLD, "sghmc": SGHMC}
+HYPER = {
+    "sgld": {},
+    "psgld": {"alpha": 0.9, "eps": 1e-3},
+    "sghmc": {"friction": 0.3, "noise_estimate": 0.05},
+}
+SHAPES = [(5, 3), (7,), (2, 3, 4, 4), (1,)]
+
+
+def make_params(device, dtype=torch.float32, shapes=SHAPES, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g).to(device=device, dtype=dtype) for s in shapes]
+
+
+def set_grads(params, k):
+    for i, p in enumerate(params):  # deterministic, parameter-dependent "gradients"
+        p.grad = (torch.sin(p.float() * (k + 1)) + 0.1 * i).to(p.dtype)
+
+
+def build(name, params, device_backend, rng=None, **kw):
+    _, backend = device_backend
+    if backend == "triton":
+        rng = None
+    hyper = dict(lr=0.01, num_data=3, prior_precision=0.5, temperature=0.7, seed=99, **HYPER[name])
+    hyper.update(kw)
+    return OPTS[name](params, backend=backend, rng=rng, **hyper)
+
+
+def ref_update(name, theta, grad, state, z, group):
+    common = dict(
+        num_data=group["num_data"], prior_precision=group["prior_precision"], temperature=group["temperature"]
+    )
+    lr = group["lr"]
+    if name == "sgld":
+        return ref.sgld_step(theta, grad, lr, z, **common), None
+    if name == "psgld":
+        return ref.psgld_step(theta, grad, state, lr, z, alpha=group["alpha"], eps=group["eps"], **common)
+    return ref.sghmc_step(
+        theta, grad, state, lr, z, friction=group["friction"], noise_estimate=group["noise_estimate"], **common
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", list(OPTS))
+def test_injected_noise_matches_reference_bitwise(device_backend, name, dtype):
+    """Three steps with injected z: parameters (fp32) or master copies (bf16, fp16) and the method's
+    state equal the reference formulas in fp32 bit for bit; 16-bit parameters are their master rounded
+    to nearest even."""
+    device, backend = device_backend
+    params = make_params(device, dtype)
+    opt = build(name, params, device_backend)
+    group = opt.param_groups[0]
+    theta = [p.detach().float().clone() for p in params]
+    state = [torch.zeros_like(t) for t in theta]
+    zg = torch.Generator().manual_seed(5)
+    for k in range(3):
+        set_grads(params, k)
+        z = [torch.randn(p.shape, generator=zg).to(device) for p in params]
+        for i, p in enumerate(params):
+            theta[i], s = ref_update(name, theta[i], p.grad.float(), state[i], z[i], group)
+            state[i] = s if s is not None else state[i]
+        with fl.track_backends() as ran:
+            opt.step(noise=z)
+        assert ran == [(name, backend)]
+    key = {"sgld": None, "psgld": "square_avg", "sghmc": "momentum"}[name]
+    for i, p in enumerate(params):
+        got = opt.state[p]["master"] if dtype != torch.float32 else p
+        assert torch.equal(got, theta[i]), (i, (got - theta[i]).abs().max())
+        assert torch.equal(p, theta[i].to(dtype))
+        if key is not None:
+            assert torch.equal(opt.state[p][key], state[i])
+
+
+@pytest.mark.parametrize("name", list(OPTS))
+def test_kernel_draws_the_philox_stream(name):
+    """Drawn noise: the interpreted kernel and the fallback's rng="philox" use the same stream
+    (normals agree to ~1e-6: libm log/cos differ by an ulp), for fp32 and bf16 (masters)."""
+    results = {}
+    for backend, rng in (("torch", "philox"), ("triton", None)):
+        params = make_params("cpu") + make_params("cpu", torch.bfloat16, shapes=[(40, 50)])
+        opt = OPTS[name](params, lr=0.01, seed=3, backend=backend, rng=rng, prior_precision=1.0, **HYPER[name])
+        for k in range(2):
+            set_grads(params, k)
+            opt.step()
+        results[backend] = [opt.state[p]["master"] if p.dtype != torch.float32 else p for p in params]
+    for a, b in zip(results["torch"], results["triton"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=2e-6)
+
+
+def test_noise_is_keyed_by_seed_parameter_and_element(device_backend):
+    """With θ = 0, ∇U = 0 an SGLD step is b·z: parameter i's noise is element i·2**42 + j of the
+    stream under mix(seed, step), whatever the other parameters' sizes, the grouping or the
+    kernel's BLOCK."""
+    device, backend = device_backend
+    rng = "philox" if backend == "triton" else "torch"
+
+    def run(shapes, groups=None, block=None):
+        params = [torch.zeros(s, device=device) for s in shapes]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        spec = params if groups is None else [{"params": params[a:b]} for a, b in groups]
+        opt = SGLD(spec, lr=0.5, seed=11, backend=backend, rng=None if backend == "triton" else rng)
+        if block is not None:
+            import fastlangevin.kernels.optim as ko
+
+            orig, ko.BLOCK_INTERPRETER = ko.BLOCK_INTERPRETER, block
+            try:
+                opt.step()
+            finally:
+                ko.BLOCK_INTERPRETER = orig
+        else:
+            opt.step()
+        return [p.clone() for p in params]
+
+    base = run([(300,), (17, 3), (70_000,)])
+    seed = torch.tensor([step_seed(11, 0)], dtype=torch.int64)
+    for i, p in enumerate(base):  # b = sqrt(2 * 0.5) = 1: the parameter is z itself
+        want = param_noise(seed, i, p.numel(), rng).reshape(p.shape)
+        torch.testing.assert_close(p.cpu(), want, rtol=0, atol=2e-6 if backend == "triton" else 0)
+        if rng == "torch":  # the project's global-index torch stream, at the parameter's slot
+            assert torch.equal(p.reshape(-1), torch_normal(int(seed), i * PARAM_SLOT, p.numel()))
+    assert torch.equal(run([(300,), (17, 3), (70_000,)], groups=[(0, 1), (1, 3)])[1], base[1])
+    assert torch.equal(run([(5,), (17, 3)])[1], base[1])  # parameter 0's size does not matter
+    if backend == "triton":
+        assert torch.equal(run([(300,), (17, 3), (70_000,)], block=1024)[2], base[2])
+    # the chunk-keyed torch stream: chunks of the global index, parameter i at i * PARAM_SLOT
+    assert PARAM_SLOT % (1 << 16) == 0
+
+
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+def test_drawn_noise_statistics(rng):
+    """θ = 0, ∇U = 0: one SGLD step gives sqrt(2 lr T)·z. Mean and variance of 2·10**5 draws
+    within 5 standard errors, and two parameters / two steps uncorrelated (5 SE)."""
+    n = 100_000
+    params = [torch.zeros(n), torch.zeros(n)]
+    opt = SGLD(params, lr=0.125, temperature=2.0, seed=4, backend="torch", rng=rng)  # b = sqrt(0.5)
+    outs = []
+    for _ in range(2):
+        for p in params:
+            p.zero_()
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        outs.append([p.double() / math.sqrt(0.5) for p in params])
+    z = torch.cat(outs[0])
+    se = 1 / math.sqrt(z.numel())
+    assert abs(z.mean().item()) < 5 * se
+    assert abs(z.var().item() - 1) < 5 * math.sqrt(2) * se
+    for a, b in ((outs[0][0], outs[0][1]), (outs[0][0], outs[1][0])):
+        assert abs((a * b).mean().item()) < 5 / math.sqrt(n)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", list(OPTS))
+def test_state_dict_round_trip_continues_exactly(device_backend, name, dtype):
+    """3 steps, save, load into a fresh optimizer built with another generator, 3 more steps:
+    bitwise the uninterrupted 6-step run (parameters, masters and moments)."""
+    device, _ = device_backend
+
+    def steps(opt, params, ks):
+        for k in ks:
+            set_grads(params, k)
+            opt.step()
+
+    params = make_params(device, dtype)
+    opt = build(name, params, device_backend)
+    steps(opt, params, range(6))
+
+    params2 = make_params(device, dtype)
+    opt2 = build(name, params2, device_backend)
+    steps(opt2, params2, range(3))
+    buf = io.BytesIO()
+    torch.save({"params": [p.detach() for p in params2], "opt": opt2.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf, weights_only=False)
+    params3 = [p.clone() for p in saved["params"]]
+    opt3 = build(name, params3, device_backend, seed=None, generator=torch.Generator().manual_seed(777))
+    opt3.load_state_dict(saved["opt"])
+    assert opt3.noise_stream == {"seed": 99, "step": 3}
+    steps(opt3, params3, range(3, 6))
+    for p, q in zip(params, params3):
+        assert torch.equal(p, q)
+        for key, v in opt.state[p].items():
+            assert v.dtype == torch.float32 and torch.equal(v, opt3.state[q][key]), key
+
+
+def test_cyclical_schedule_and_exploration():
+    """cSGLD: the lr of each step is the reference's cosine cycle; exploration steps are noise-free
+    (equal the reference SGLD step with z = None); sampling steps are not."""
+    p = torch.zeros(64)
+    opt = SGLD([p], lr=0.1, seed=1, backend="torch")
+    sched = CyclicalLR(opt, total_steps=12, num_cycles=3, exploration=0.5)
+    for k in range(12):
+        assert opt.param_groups[0]["lr"] == pytest.approx(ref.cyclical_lr(k, 12, 3, 0.1), rel=1e-12)
+        before = p.clone()
+        p.grad = torch.ones_like(p)
+        sampling = sched.is_sampling()
+        assert sampling == ((k % 4) / 4 >= 0.5)
+        opt.step()
+        noiseless = ref.sgld_step(before, p.grad, opt.param_groups[0]["lr"])
+        assert torch.equal(p, noiseless) != sampling
+        sched.step()
+
+
+def test_optimizer_protocol():
+    """Closures, zero_grad, parameters without grad (skipped, index kept), LR schedulers, param groups."""
+    w = torch.nn.Parameter(torch.ones(3))
+    unused = torch.nn.Parameter(torch.ones(2))
+    opt = SGLD([{"params": [unused]}, {"params": [w], "lr": 0.05}], lr=0.01, temperature=0.0, backend="torch")
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+
+    def closure():
+        opt.zero_grad()
+        loss = (w**2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert loss.item() == 3.0
+    assert torch.equal(w.detach(), torch.full((3,), 1 - 0.05 * 2))
+    assert torch.equal(unused.detach(), torch.ones(2))
+    sched.step()
+    assert opt.param_groups[1]["lr"] == 0.025
+    assert opt.noise_stream["step"] == 1
+
+
+def test_bad_input_is_a_clear_error_and_touches_nothing():
+    p = torch.zeros(4)
+    for cls, kw, word in [
+        (SGLD, {"lr": -1.0}, "lr"),
+        (SGLD, {"lr": 0.1, "num_data": 0}, "num_data"),
+        (SGLD, {"lr": 0.1, "temperature": float("nan")}, "temperature"),
+        (SGLD, {"lr": 0.1, "prior_precision": -1.0}, "prior_precision"),
+        (pSGLD, {"lr": 0.1, "alpha": 1.0}, "alpha"),
+        (pSGLD, {"lr": 0.1, "eps": 0.0}, "eps"),
+        (SGHMC, {"lr": 0.1, "friction": 1.5}, "friction"),
+        (SGHMC, {"lr": 0.1, "friction": 0.1, "noise_estimate": 0.2}, "noise_estimate"),
+        (SGLD, {"lr": 0.1, "backend": "cuda"}, "backend"),
+        (SGLD, {"lr": 0.1, "seed": -3}, "seed"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=word):
+            cls([p], **kw)
+    with pytest.raises(TypeError, match="generator"):
+        SGLD([p], lr=0.1, generator=3)
+    with pytest.raises(TypeError, match="params"):
+        SGLD([torch.zeros(3, dtype=torch.float64)], lr=0.1)
+    # step-time errors: nothing is updated, the stream does not advance, the generator is untouched
+    a, b = torch.zeros(3), torch.zeros(4)
+    opt = SGHMC([a, b], lr=0.1, seed=5, backend="torch")
+    a.grad, b.grad = torch.ones(3), torch.ones(4)
+    g = torch.get_rng_state()
+    with pytest.raises(ValueError, match=r"noise\[1\]"):
+        opt.step(noise=[torch.zeros(3), torch.zeros(5)])  # parameter 0 valid, parameter 1 not
+    assert torch.equal(a, torch.zeros(3)) and opt.state == {} and opt.noise_stream["step"] == 0
+    assert torch.equal(torch.get_rng_state(), g)
+    with pytest.raises(ValueError, match="one entry per parameter"):
+        opt.step(noise=[torch.zeros(3)])
+    b.grad = torch.ones(4).to_sparse()
+    with pytest.raises(RuntimeError, match="sparse"):
+        opt.step()
+    with pytest.raises(KeyError, match="noise_stream"):
+        opt.load_state_dict(torch.optim.SGD([a, b], lr=0.1).state_dict())
+
+
+def test_op_opcheck_and_compile(device_backend):
+    device, backend = device_backend
+    op = torch.ops.fastlangevin.langevin_optim_.default
+    rng = "philox"
+
+    def args(method):
+        params = [torch.randn(5, device=device), torch.randn(2, 3, device=device)]
+        grads = [torch.randn_like(p) for p in params]
+        states = [torch.zeros_like(p) for p in params] if method else []
+        seed = torch.tensor([7], dtype=torch.int64, device=device)
+        return (
+            params,
+            grads,
+            [],
+            states,
+            [0, 1],
+            seed,
+            method,
+            0.01,
+            2.0,
+            0.5,
+            0.1,
+            0.9,
+            0.1,
+            1e-3,
+            True,
+            backend,
+            rng,
+            [],
+        )
+
+    for method in (0, 1, 2):
+        torch.library.opcheck(op, args(method))
+
+    def f(params, grads, seed):
+        torch.ops.fastlangevin.langevin_optim_(
+            params, grads, [], [], [0, 1], seed, 0, 0.01, 1.0, 0.0, 0.1, 0.0, 0.0, 0.0, True, backend, rng, []
+        )
+        return params[0] * 1.0
+
+    a = args(0)
+    eager = [p.clone() for p in a[0]]
+    f(eager, a[1], a[5])
+    out = torch.compile(f, fullgraph=True, backend="aot_eager")(a[0], a[1], a[5])
+    assert torch.equal(out, eager[0]) and torch.equal(a[0][1], eager[1])
+
+
+def test_bayes_demo_small_run():
+    """``fastlangevin demo bayes`` (a reduced run): the predictive band is wider in the gap than
+    on the data, and the posterior predictive beats the point estimate on held-out data (seeds
+    0-2 give gap/data band ratios 1.4-2.3 and log-likelihood margins 2.3-4.8 nats per point)."""
+    import dataclasses
+
+    from fastlangevin.demos import bayes
+    from fastlangevin.demos.common import DemoContext
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        cfg = dataclasses.replace(bayes.BayesConfig.quick(), map_iters=400, iters=800, thin=10, hidden=16)
+        with fl.track_backends() as ran:
+            r = bayes.run(DemoContext("cpu", 0, None, False), cfg).metrics
+    finally:
+        torch.set_num_threads(n)
+    assert ("psgld", "torch") in ran
+    assert r["band_sd_gap"] > 1.2 * r["band_sd_data"]
+    assert r["ll_bayes"] > r["ll_point"]
+
+
+@pytest.mark.slow
+def test_kernel_compiles_for_sm90_with_exact_arithmetic(request):
+    """Every variant of the multi-tensor kernel builds a cubin for sm_90 (Triton's bundled ptxas,
+    no GPU needed); its own arithmetic has no FMA and no approximate sqrt/div (the injected-noise
+    variants, free of the Box-Muller transform's approximate log/sqrt, show 0)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip("12 sm_90 compiles (~10 s CPU): run with -m slow")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    script = os.path.join(os.path.dirname(__file__), "optim_compile_check.py")
+    out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=600)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(report) == 12
+    for tag, r in report.items():
+        assert r["ok"], (tag, r.get("error"))
+        assert r["fma"] == 0, tag
+        if tag.endswith("injected"):
+            assert r["approx"] == 0, tag
+
+
+def test_benchmark_workload_rows_and_gate():
+    """The optim workload: ~100 ResNet tensors, one row per provider (CUDA-only ones skipped with a
+    reason), and its correctness gate rejects a provider that skips a tensor."""
+    from fastlangevin.benchmarking.workloads import optim as wl
+
+    assert len(wl.resnet_shapes()) == 101
+    rows = wl.run(width=2, providers=["eager_loop", "fastlangevin_torch", "fastlangevin_triton"], warmup_ms=1, rep_ms=1)
+    assert [r["provider"] for r in rows] == ["eager_loop", "fastlangevin_torch", "fastlangevin_triton"]
+    assert all(r["median_ms"] > 0 for r in rows[:2]) and "skipped" in rows[2]
+
+    def broken(params, grads, lr, temperature):
+        def step():
+            with torch.no_grad():
+                for p, g in list(zip(params, grads))[1:]:
+                    p.sub_(lr * g)
+
+        return step
+
+    wl.PROVIDERS["broken"] = broken
+    try:
+        with pytest.raises(AssertionError, match="broken, tensor 0"):
+            wl._check("broken", torch.device("cpu"), torch.float32, wl.resnet_shapes(2))
+    finally:
+        del wl.PROVIDERS["broken"]
+
+
+def test_compiled_step_runs_eagerly_and_continues_the_stream():
+    """torch.compile around ``step`` must not freeze the stream's Python step counter (the same
+    noise every step): the step is compiler-disabled, so a compiled caller gets the eager steps
+    bit for bit, and fullgraph=True is a clear error instead of silently wrong noise."""
+
+    def run(wrap):
+        w = torch.zeros(10)
+        w.grad = torch.zeros(10)
+        opt = SGLD([w], lr=0.5, seed=1, backend="torch", rng="philox")
+        f = wrap(opt.step)
+        outs = []
+        for _ in range(3):
+            f()
+            outs.append(w.clone())
+        return outs, opt.noise_stream["step"]
+
+    eager, n_eager = run(lambda f: f)
+    compiled, n_compiled = run(lambda f: torch.compile(f, backend="eager"))
+    assert n_eager == n_compiled == 3
+    assert all(torch.equal(a, b) for a, b in zip(eager, compiled))
+    assert not torch.equal(eager[1] - eager[0], eager[2] - eager[1])  # fresh noise each step
+    with pytest.raises(Exception, match="disable"):
+        run(lambda f: torch.compile(f, backend="eager", fullgraph=True))
