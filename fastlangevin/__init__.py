@@ -13,12 +13,14 @@ Public API (see README):
 * :mod:`fastlangevin.distributed` — samplers sharded across ``torchrun`` ranks
   (``sample_sharded``), ``dsm_loss`` under DistributedDataParallel (``sample_offset``,
   ``synced_generator``, ``shard_weight``), clear errors when a rank fails;
+* score-SDE extras: :func:`ode_sample` / :func:`ode_encode` (probability-flow ODE),
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
+from .probability_flow import ode_encode, ode_sample
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
 from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
@@ -40,6 +42,8 @@ __all__ = [
     "langevin_step",
     "langevin_step_",
     "mala",
+    "ode_encode",
+    "ode_sample",
     "pc_sample",
     "sample_noise_levels",
     "score_from_energy",
