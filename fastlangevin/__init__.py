@@ -14,9 +14,11 @@ Public API (see README):
   (``sample_sharded``), ``dsm_loss`` under DistributedDataParallel (``sample_offset``,
   ``synced_generator``, ``shard_weight``), clear errors when a rank fails;
 * score-SDE extras: :func:`ode_sample` / :func:`ode_encode` (probability-flow ODE),
+  :func:`log_likelihood` / :func:`bits_per_dim` (exact likelihood),
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
+from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
@@ -29,18 +31,21 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "LikelihoodResult",
     "NonFiniteError",
     "Trace",
     "VESDE",
     "VPSDE",
     "annealed_langevin",
     "backend_for",
+    "bits_per_dim",
     "dsm_loss",
     "geometric_sigmas",
     "langevin",
     "langevin_corrector_",
     "langevin_step",
     "langevin_step_",
+    "log_likelihood",
     "mala",
     "ode_encode",
     "ode_sample",

@@ -4,9 +4,9 @@ With v(t) = s² + σ(t)² (VE) or 1 + m(t)² (s² − 1) (VP) and mean m(t) μ (
 s(x, t) = −(x − m(t) μ) / v(t) makes the probability-flow ODE linear, and its exact flow is
 
     x_t − m(t) μ = (x_u − m(u) μ) · √(v(t) / v(u)).
-"""
 
-import math
+``s2`` may be a float or a per-dimension tensor ``[D]`` (diagonal covariance, for ``x`` of shape [B, D]).
+"""
 
 import torch
 
@@ -32,8 +32,8 @@ def score(sde, mu, s2):
 
     def fn(x, t):
         shape = (-1,) + (1,) * (x.dim() - 1)
-        m = mean_scale(sde, t.double()).reshape(shape)
-        v = var(sde, t.double(), s2).reshape(shape)
+        td = t.double().reshape(shape)
+        m, v = mean_scale(sde, td), var(sde, td, s2)
         return (-(x.double() - m * mu) / v).to(x.dtype)
 
     return fn
@@ -47,7 +47,6 @@ def flow(sde, x, mu, s2, u, t):
 
 def model_logp(sde, x, mu, s2, eps):
     """log density at time eps of the prior N(0, prior_std² I) pushed through the exact flow from t = 1."""
-    r = float(torch.sqrt(var(sde, eps, s2) / var(sde, 1.0, s2)))
+    r = torch.sqrt(var(sde, eps, s2) / var(sde, 1.0, s2))
     x1 = flow(sde, x.double(), mu, s2, eps, 1.0)
-    d = x[0].numel()
-    return sde.prior_logp(x1) - d * math.log(r)
+    return sde.prior_logp(x1) - torch.log(r).expand(x[0].shape).sum()
