@@ -15,9 +15,11 @@ Public API (see README):
   ``synced_generator``, ``shard_weight``), clear errors when a rank fails;
 * score-SDE extras: :func:`ode_sample` / :func:`ode_encode` (probability-flow ODE),
   :func:`log_likelihood` / :func:`bits_per_dim` (exact likelihood),
+  :func:`karras_sigmas` / :func:`edm_sample` (EDM samplers),
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
+from .edm import edm_sample, karras_sigmas
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
@@ -40,7 +42,9 @@ __all__ = [
     "backend_for",
     "bits_per_dim",
     "dsm_loss",
+    "edm_sample",
     "geometric_sigmas",
+    "karras_sigmas",
     "langevin",
     "langevin_corrector_",
     "langevin_step",
