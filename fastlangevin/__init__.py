@@ -16,9 +16,11 @@ Public API (see README):
 * score-SDE extras: :func:`ode_sample` / :func:`ode_encode` (probability-flow ODE),
   :func:`log_likelihood` / :func:`bits_per_dim` (exact likelihood),
   :func:`karras_sigmas` / :func:`edm_sample` (EDM samplers),
+  :func:`score_from_denoiser` / :func:`score_from_eps` and the reverse adapters,
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
+from .adapters import denoiser_from_score, eps_from_score, score_from_denoiser, score_from_eps
 from .edm import edm_sample, karras_sigmas
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .ops.corrector import langevin_corrector_
@@ -40,9 +42,11 @@ __all__ = [
     "VPSDE",
     "annealed_langevin",
     "backend_for",
+    "denoiser_from_score",
     "bits_per_dim",
     "dsm_loss",
     "edm_sample",
+    "eps_from_score",
     "geometric_sigmas",
     "karras_sigmas",
     "langevin",
@@ -55,7 +59,9 @@ __all__ = [
     "ode_sample",
     "pc_sample",
     "sample_noise_levels",
+    "score_from_denoiser",
     "score_from_energy",
+    "score_from_eps",
     "track_backends",
     "__version__",
 ]
