@@ -17,11 +17,13 @@ Public API (see README):
   :func:`log_likelihood` / :func:`bits_per_dim` (exact likelihood),
   :func:`karras_sigmas` / :func:`edm_sample` (EDM samplers),
   :func:`score_from_denoiser` / :func:`score_from_eps` and the reverse adapters,
+  :func:`pc_inpaint` (inpainting),
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .adapters import denoiser_from_score, eps_from_score, score_from_denoiser, score_from_eps
 from .edm import edm_sample, karras_sigmas
+from .inpaint import pc_inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, log_likelihood
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
@@ -57,6 +59,7 @@ __all__ = [
     "mala",
     "ode_encode",
     "ode_sample",
+    "pc_inpaint",
     "pc_sample",
     "sample_noise_levels",
     "score_from_denoiser",
