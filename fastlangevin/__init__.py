@@ -17,7 +17,7 @@ Public API (see README):
   :func:`log_likelihood` / :func:`bits_per_dim` (exact likelihood),
   :func:`karras_sigmas` / :func:`edm_sample` (EDM samplers),
   :func:`score_from_denoiser` / :func:`score_from_eps` and the reverse adapters,
-  :func:`pc_inpaint` (inpainting),
+  :func:`pc_inpaint` (inpainting), :func:`sliced_score_matching_loss`;
 """
 
 from ._backend import BackendUnavailableError, backend_for, track_backends
@@ -32,6 +32,7 @@ from .probability_flow import ode_encode, ode_sample
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
 from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
+from .sliced import sliced_score_matching_loss
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "score_from_denoiser",
     "score_from_energy",
     "score_from_eps",
+    "sliced_score_matching_loss",
     "track_backends",
     "__version__",
 ]
