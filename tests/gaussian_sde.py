@@ -8,6 +8,7 @@ s(x, t) = −(x − m(t) μ) / v(t) makes the probability-flow ODE linear, and i
 ``s2`` may be a float or a per-dimension tensor ``[D]`` (diagonal covariance, for ``x`` of shape [B, D]).
 """
 
+import pytest
 import torch
 
 
@@ -50,3 +51,15 @@ def model_logp(sde, x, mu, s2, eps):
     r = torch.sqrt(var(sde, eps, s2) / var(sde, 1.0, s2))
     x1 = flow(sde, x.double(), mu, s2, eps, 1.0)
     return sde.prior_logp(x1) - torch.log(r).expand(x[0].shape).sum()
+
+
+@pytest.fixture
+def one_thread():
+    """These tests use tiny tensors: intra-op threads only add contention on a busy 2-core machine
+    (measured 10-20x slower with 2 threads under load), so run them on one and restore afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)

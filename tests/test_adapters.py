@@ -7,7 +7,12 @@ import fastlangevin as fl
 from fastlangevin.adapters import denoiser_from_score, eps_from_score, score_from_denoiser, score_from_eps
 from fastlangevin.edm import edm_sample, karras_sigmas
 from fastlangevin.probability_flow import ode_sample
-from tests.gaussian_sde import score
+from tests.gaussian_sde import (
+    one_thread,  # noqa: F401 - fixture
+    score,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MU, S2 = 0.5, 0.09
 

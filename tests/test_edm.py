@@ -7,6 +7,9 @@ import torch
 
 from fastlangevin import track_backends
 from fastlangevin.edm import edm_sample, karras_sigmas
+from tests.gaussian_sde import one_thread  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MU, S2, SMAX = 0.5, 0.09, 80.0
 

@@ -8,6 +8,9 @@ import torch
 import fastlangevin as fl
 from fastlangevin import track_backends
 from fastlangevin.inpaint import pc_inpaint
+from tests.gaussian_sde import one_thread  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MU = torch.tensor([0.5, -0.5], dtype=torch.float64)
 RHO, S2 = 0.8, 0.25  # Σ = S2 [[1, ρ], [ρ, 1]]

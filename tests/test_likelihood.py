@@ -8,7 +8,13 @@ import torch
 import fastlangevin as fl
 from fastlangevin import track_backends
 from fastlangevin.likelihood import bits_per_dim, log_likelihood
-from tests.gaussian_sde import model_logp, score
+from tests.gaussian_sde import (
+    model_logp,
+    one_thread,  # noqa: F401 - fixture
+    score,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MU = 0.5
 S2_ISO = 0.3**2

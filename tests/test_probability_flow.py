@@ -8,7 +8,13 @@ import torch
 import fastlangevin as fl
 from fastlangevin import track_backends
 from fastlangevin.probability_flow import ode_encode, ode_sample
-from tests.gaussian_sde import flow, score
+from tests.gaussian_sde import (
+    flow,
+    one_thread,  # noqa: F401 - fixture
+    score,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 MU, S2 = 0.5, 0.3**2
 SDES = {"ve": fl.VESDE(0.01, 10.0), "vp": fl.VPSDE()}

@@ -6,6 +6,9 @@ import pytest
 import torch
 
 from fastlangevin.sliced import sliced_score_matching_loss
+from tests.gaussian_sde import one_thread  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 L = torch.tensor([[1.0, 0.0], [0.6, 0.7]])
 MU = torch.tensor([0.5, -1.0])
