@@ -219,7 +219,8 @@ class VPSDE:
         t = _time_grid(n_steps, self.sampling_eps if eps is None else eps)
         if self.beta_max / n_steps >= 1:
             raise ValueError(
-                f"VPSDE with n_steps={n_steps} has a discrete β = beta_max/n_steps = {self.beta_max / n_steps:.3g} >= 1 "
+                f"VPSDE with n_steps={n_steps} has a discrete β = beta_max/n_steps = "
+                f"{self.beta_max / n_steps:.3g} >= 1 "
                 f"(its step would scale x by √(1-β) of a negative number); use n_steps > {int(self.beta_max)}"
             )
         b = self.discrete_betas(n_steps).flip(0)  # level of step i: k = N-1-i
