@@ -24,6 +24,13 @@ and :meth:`schedule` returns c, a, b for each predictor, plus α of the Langevin
 
 The discretisation (levels, times, the 1/N step of Euler–Maruyama) follows the published
 score-SDE sampler, so results are comparable with it.
+
+Both SDEs have a linear drift f(x, t) = f_t · x (VE: f_t = 0; VP: f_t = -½ β(t)) and a scalar
+diffusion g(t) (VE: g² = dσ²/dt = 2 σ(t)² log(σ_max/σ_min); VP: g² = β(t)); ``drift_coeff(t)``
+and ``diffusion_sq(t)`` return f_t and g(t)². The probability-flow ODE (used by
+:mod:`fastlangevin.probability_flow`) is dx/dt = f_t x − ½ g(t)² s(x, t), so its two
+coefficients are :func:`pf_coeffs`. ``prior_logp(z)`` is the log-density of the prior
+N(0, prior_std² I) per sample (``[B]``, summed over all non-batch dims).
 """
 
 from __future__ import annotations
@@ -45,6 +52,15 @@ def _check_positive(name: str, v) -> float:
 
 def _as_time(t) -> torch.Tensor:
     return t if isinstance(t, torch.Tensor) else torch.tensor(float(t), dtype=torch.float64)
+
+
+def _gaussian_logp(z: torch.Tensor, std: float) -> torch.Tensor:
+    """log N(z; 0, std² I) per sample: ``[B]`` (fp32 at least), summed over dims 1..."""
+    if not isinstance(z, torch.Tensor) or z.dim() < 1:
+        raise TypeError("z must be a tensor [B, ...] (dim 0 the batch)")
+    zf = z.to(torch.promote_types(z.dtype, torch.float32)).reshape(z.shape[0], -1)
+    var = float(std) ** 2
+    return -0.5 * (zf * zf).sum(1) / var - 0.5 * zf.shape[1] * math.log(2 * math.pi * var)
 
 
 @dataclass(frozen=True)
@@ -115,6 +131,18 @@ class VESDE:
         """Scale of x in the perturbation kernel's mean: 1."""
         return torch.ones_like(_as_time(t))
 
+    def drift_coeff(self, t) -> torch.Tensor:
+        """f_t of the drift f(x, t) = f_t x: 0 for VE."""
+        return torch.zeros_like(_as_time(t))
+
+    def diffusion_sq(self, t) -> torch.Tensor:
+        """g(t)² = dσ²/dt = 2 σ(t)² log(σ_max/σ_min)."""
+        return self.sigma(t) ** 2 * (2 * math.log(self.sigma_max / self.sigma_min))
+
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, σ_max² I) per sample ``[B]``, summed over dims 1..."""
+        return _gaussian_logp(z, self.prior_std)
+
     def discrete_sigmas(self, n: int) -> torch.Tensor:
         """σ_k = σ_min (σ_max/σ_min)^{k/(N-1)}, k = 0 … N-1 (float64, increasing)."""
         return torch.exp(torch.linspace(math.log(self.sigma_min), math.log(self.sigma_max), n, dtype=torch.float64))
@@ -171,6 +199,18 @@ class VPSDE:
         """std(t) = √(1 - m(t)²)."""
         return torch.sqrt(1.0 - self.marginal_mean_scale(t) ** 2)
 
+    def drift_coeff(self, t) -> torch.Tensor:
+        """f_t of the drift f(x, t) = f_t x: -½ β(t) for VP."""
+        return -0.5 * self.beta(t)
+
+    def diffusion_sq(self, t) -> torch.Tensor:
+        """g(t)² = β(t)."""
+        return self.beta(t)
+
+    def prior_logp(self, z: torch.Tensor) -> torch.Tensor:
+        """log N(z; 0, I) per sample ``[B]``, summed over dims 1..."""
+        return _gaussian_logp(z, self.prior_std)
+
     def discrete_betas(self, n: int) -> torch.Tensor:
         """β_k = linspace(β_min/N, β_max/N, N)[k] (float64)."""
         return torch.linspace(self.beta_min / n, self.beta_max / n, n, dtype=torch.float64)
@@ -179,7 +219,8 @@ class VPSDE:
         t = _time_grid(n_steps, self.sampling_eps if eps is None else eps)
         if self.beta_max / n_steps >= 1:
             raise ValueError(
-                f"VPSDE with n_steps={n_steps} has a discrete β = beta_max/n_steps = {self.beta_max / n_steps:.3g} >= 1 "
+                f"VPSDE with n_steps={n_steps} has a discrete β = beta_max/n_steps = "
+                f"{self.beta_max / n_steps:.3g} >= 1 "
                 f"(its step would scale x by √(1-β) of a negative number); use n_steps > {int(self.beta_max)}"
             )
         b = self.discrete_betas(n_steps).flip(0)  # level of step i: k = N-1-i
@@ -197,3 +238,19 @@ class VPSDE:
 
 
 SDE = (VESDE, VPSDE)
+
+
+def pf_coeffs(sde, t: float):
+    """(c_x, c_s) of the probability-flow drift c_x x + c_s s(x, t) at a host time ``t`` (floats)."""
+    tt = torch.tensor(float(t), dtype=torch.float64)
+    return float(sde.drift_coeff(tt)), -0.5 * float(sde.diffusion_sq(tt))
+
+
+def check_sde(sde) -> None:
+    """``sde`` must offer what the ODE solvers use (the two built-in SDEs do)."""
+    need = ("drift_coeff", "diffusion_sq", "marginal_std", "marginal_mean_scale", "prior_std", "sampling_eps")
+    missing = [n for n in need if not hasattr(sde, n)]
+    if missing:
+        raise TypeError(
+            f"sde must be a fastlangevin.VESDE or VPSDE (missing {', '.join(missing)}), got {type(sde).__name__}"
+        )

@@ -149,6 +149,8 @@ def test_toy_quick_samples_match_held_out_data():
     assert m["final_loss"] < 0.75, m  # starts at ~0.9
     assert m["mmd_annealed"] < TOY_MMD, m
     assert m["mmd_pc"] < TOY_MMD, m
+    assert m["mmd_ode"] < TOY_MMD, m  # quick: 0.0065
+    assert m["bpd_test"] < m["bpd_shuffled"] - 1.0, m  # quick: 1.14 ± 0.03 vs 4.80 (shuffled coordinates)
 
 
 def test_toy_fails_with_a_wrong_sign_loss(monkeypatch):
@@ -174,6 +176,7 @@ def test_digits_quick_samples_are_near_the_data_and_varied():
     assert m["nn_ratio"] < DIGITS_NN_RATIO, m
     assert m["recall"] > DIGITS_RECALL, m
     assert m["coverage"] > DIGITS_COVERAGE, m
+    assert m["bpd_test"] < 3.5, m  # quick: 2.71 ± 0.06; uniform pixels: log2 17 = 4.09
 
 
 def test_digits_fails_with_a_wrong_sign_loss(monkeypatch):
