@@ -120,7 +120,8 @@ def check_sigmas(sigmas) -> list:
     if any(b >= a for a, b in zip(values, values[1:])):
         i = next(k for k, (a, b) in enumerate(zip(values, values[1:])) if b >= a)
         raise ValueError(
-            f"sigmas must be strictly decreasing (σ₁ > σ₂ > … > σ_L), but sigmas[{i}]={values[i]} <= sigmas[{i + 1}]={values[i + 1]}"
+            f"sigmas must be strictly decreasing (σ₁ > σ₂ > … > σ_L), "
+            f"but sigmas[{i}]={values[i]} <= sigmas[{i + 1}]={values[i + 1]}"
         )
     return values
 

@@ -102,7 +102,8 @@ def mala(
     """
     if clamp is not None:
         raise ValueError(
-            "mala does not support clamp (a clamped proposal breaks detailed balance); return -inf from log_prob_fn outside the support instead"
+            "mala does not support clamp (a clamped proposal breaks detailed balance); "
+            "return -inf from log_prob_fn outside the support instead"
         )
     x = _start_state(x0)
     n = check_n("n_steps", n_steps)

@@ -123,7 +123,8 @@ def pc_sample(
         raise ValueError(f"corrector_norm must be 'batch' or 'per_sample', got {corrector_norm!r}")
     if corrector_gather_norms is not None and not callable(corrector_gather_norms):
         raise TypeError(
-            f"corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(corrector_gather_norms).__name__}"
+            "corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, "
+            f"got {type(corrector_gather_norms).__name__}"
         )
     n = check_n("n_steps", n_steps)
     n_corr = check_n("n_corrector_steps", n_corrector_steps) if corr == "langevin" else 0
