@@ -13,7 +13,7 @@ import torch
 import fastlangevin as fl
 from fastlangevin import NonFiniteError, Trace, track_backends
 from fastlangevin._rng import draw_seed, philox_normal
-from fastlangevin.sampling import PHASES
+from fastlangevin.sampling import PHASES, sample_prior
 
 from .conftest import requires_cuda
 
@@ -406,7 +406,26 @@ def test_trace_callback_and_progress(capsys):
     assert torch.equal(trace.states[0], x0)
     assert torch.equal(trace.states[1], seen[2]) and torch.equal(trace.states[2], seen[4])
     assert torch.equal(seen[5], out)
-    assert "langevin" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "langevin" in err
+
+
+def test_progress_in_a_log_is_lines_with_rate_and_eta(capsys):
+    # capsys's stderr is not a terminal: a log gets plain lines (no \r rewrites), with tqdm's rate and ETA
+    fl.langevin(gaussian_score(0.0, 1.0), torch.zeros(4, 2), step_size=0.1, n_steps=40, progress=True)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= 3, lines  # start and end (a line per 30 s in between)
+    assert "40/40" in lines[-1] and "step/s" in lines[-1] and "<00:00" in lines[-1]  # count, rate, ETA
+
+
+def test_pc_sample_refuses_the_sde_class():
+    for cls in (fl.VESDE, fl.VPSDE):
+        with pytest.raises(TypeError, match=rf"pass an instance, e.g. {cls.__name__}\(\)"):
+            fl.pc_sample(gaussian_score(0.0, 1.0), cls, shape=(4, 2), n_steps=2)
+        with pytest.raises(TypeError, match="pass an instance"):
+            sample_prior(cls, (4, 2))
 
 
 def test_clamp_and_x0_untouched():

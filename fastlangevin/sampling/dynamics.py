@@ -29,7 +29,8 @@ _COMMON_DOC = """
             whatever the batch size: runs are reproducible from a seed and batch-invariant).
         callback: ``callback(step, x)`` after each step (``step`` = steps done, from 1); ``x`` is
             the live state — clone it to keep it.
-        progress: show a progress bar (tqdm when installed).
+        progress: show a tqdm progress bar (steps, rate, ETA); when stderr is not a terminal it
+            writes a plain line every 30 s and at the end instead of `\\r` updates.
         trace: a :class:`fastlangevin.Trace`; records the state every ``trace.every`` steps into
             one preallocated device tensor (no host copy).
         on_nonfinite: "ignore" (default) or "raise": check the state after each step and raise

@@ -136,33 +136,48 @@ class Trace:
 # ---------------------------------------------------------------------------------------
 # Progress
 # ---------------------------------------------------------------------------------------
-class _TextBar:
-    """Minimal progress bar on stderr (used when tqdm is not installed)."""
+class _LineStream:
+    """A file for tqdm when stderr is not a terminal (logs, CI): each refresh becomes one
+    plain line instead of a ``\\r`` overwrite, so a log holds a few readable lines, not KBs."""
 
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.n, self._shown = total, desc, 0, -1
+    def __init__(self, stream):
+        self.stream = stream
 
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        pct = int(100 * self.n / self.total)
-        if pct != self._shown:
-            self._shown = pct
-            bar = "#" * (pct // 5)
-            sys.stderr.write(f"\r{self.desc}: [{bar:<20}] {self.n}/{self.total}")
-            sys.stderr.flush()
+    def write(self, s: str) -> None:
+        line = s.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
 
-    def close(self) -> None:
-        sys.stderr.write("\n")
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+#: Seconds between progress lines when stderr is not a terminal.
+LOG_INTERVAL_S = 30.0
 
 
 def _progress_bar(progress, total: int, desc: str):
+    """A tqdm bar (rate and ETA in its default format). On a terminal or in a notebook: tqdm's
+    live bar; otherwise a line every :data:`LOG_INTERVAL_S` seconds and one at the end."""
     if not progress:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except Exception:
-        return _TextBar(total, desc)
-    return tqdm(total=total, desc=desc)
+    from tqdm import std
+    from tqdm.auto import tqdm
+
+    stream = sys.stderr
+    notebook = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+    if notebook or (hasattr(stream, "isatty") and stream.isatty()):
+        return tqdm(total=total, desc=desc, unit="step")
+    return std.tqdm(
+        total=total,
+        desc=desc,
+        unit="step",
+        file=_LineStream(stream),
+        mininterval=LOG_INTERVAL_S,
+        maxinterval=LOG_INTERVAL_S,
+        ncols=100,
+        ascii=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------

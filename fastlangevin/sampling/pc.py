@@ -48,6 +48,10 @@ def sample_prior(
     sample_offset: int = 0,
 ) -> torch.Tensor:
     """x ~ N(0, prior_std² I), drawn by the fused op (one seed, keyed by global sample index)."""
+    if isinstance(sde, type):
+        raise TypeError(
+            f"sde must be an SDE instance, got the class {sde.__name__}: pass an instance, e.g. {sde.__name__}()"
+        )
     shape = tuple(int(d) for d in shape)
     if len(shape) < 1 or any(d < 0 for d in shape):
         raise ValueError(f"shape must be a non-empty tuple of sizes (dim 0 the batch), got {shape}")
@@ -112,6 +116,10 @@ def pc_sample(
             are those of the whole batch and the shards equal the one-process run (see
             :func:`fastlangevin.langevin_corrector_`'s ``gather_norms``).
     """
+    if isinstance(sde, type):
+        raise TypeError(
+            f"sde must be an SDE instance, got the class {sde.__name__}: pass an instance, e.g. {sde.__name__}()"
+        )
     sde_ok = isinstance(sde, (VESDE, VPSDE)) or (hasattr(sde, "schedule") and hasattr(sde, "prior_std"))
     if not sde_ok:
         raise TypeError(f"sde must be a fastlangevin.VESDE or VPSDE, got {type(sde).__name__}")
