@@ -20,6 +20,7 @@ from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
+from .sampling.stats import RunningStats
 from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
 
@@ -28,6 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BackendUnavailableError",
     "NonFiniteError",
+    "RunningStats",
     "Trace",
     "VESDE",
     "VPSDE",

@@ -5,10 +5,12 @@ from .dynamics import annealed_langevin, check_sigmas, langevin
 from .loop import PHASES, NonFiniteError, Trace
 from .mala import mala, score_from_energy
 from .pc import pc_sample, sample_prior
+from .stats import RunningStats
 
 __all__ = [
     "PHASES",
     "NonFiniteError",
+    "RunningStats",
     "Trace",
     "annealed_langevin",
     "check_sigmas",

@@ -21,6 +21,7 @@ import torch
 from .._validate import check_scale, check_state
 from ..ops.langevin_step import langevin_step_
 from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
+from .stats import RunningStats
 
 _COMMON_DOC = """
     Common options (every sampler):
@@ -33,6 +34,9 @@ _COMMON_DOC = """
             writes a plain line every 30 s and at the end instead of `\\r` updates.
         trace: a :class:`fastlangevin.Trace`; records the state every ``trace.every`` steps into
             one preallocated device tensor (no host copy).
+        stats: a :class:`fastlangevin.RunningStats`; streams per chain and dimension mean,
+            variance and batch-means ESS/MCSE of the recorded steps (no trajectory stored, no
+            host sync).
         on_nonfinite: "ignore" (default) or "raise": check the state after each step and raise
             :class:`fastlangevin.NonFiniteError` naming the first step that produced NaN/Inf.
             The check is a host sync per step (``isfinite(x).all()``): it stalls the launch
@@ -64,6 +68,7 @@ def langevin(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
@@ -85,7 +90,7 @@ def langevin(
     if noise_scale is not None:
         check_scale("noise_scale", noise_scale, batch=x.shape[0], device=x.device)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
 
     def body(last: bool) -> None:
         s = eval_score(score_fn, x)
@@ -140,6 +145,7 @@ def annealed_langevin(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
@@ -167,7 +173,7 @@ def annealed_langevin(
     B, device = x.shape[0], x.device
     lr = check_scale("step_lr", step_lr, batch=B, device=device, allow_zero=False)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
     cdt = compute_dtype(x.dtype)
     L = len(sig)
     ratio = [(s / sig[-1]) ** 2 for s in sig]

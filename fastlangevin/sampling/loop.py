@@ -238,12 +238,15 @@ class LoopOptions:
     trace: Optional[Trace] = None
     on_nonfinite: str = "ignore"
     cuda_graph: bool = False
+    stats: Optional[object] = None  # a fastlangevin.RunningStats
 
     def validate(self, x: torch.Tensor) -> "LoopOptions":
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable(step, x) or None, got {type(self.callback).__name__}")
         if self.trace is not None and not isinstance(self.trace, Trace):
             raise TypeError(f"trace must be a fastlangevin.Trace or None, got {type(self.trace).__name__}")
+        if self.stats is not None and not (hasattr(self.stats, "_start") and hasattr(self.stats, "_record")):
+            raise TypeError(f"stats must be a fastlangevin.RunningStats or None, got {type(self.stats).__name__}")
         if self.on_nonfinite not in NONFINITE_MODES:
             raise ValueError(f"on_nonfinite must be 'ignore' or 'raise', got {self.on_nonfinite!r}")
         if not isinstance(self.cuda_graph, bool):
@@ -281,6 +284,8 @@ class Loop:
             )
         if self.opts.trace is not None:
             self.opts.trace._record(step, x)
+        if self.opts.stats is not None:
+            self.opts.stats._record(step, x)
         if self.opts.callback is not None:
             self.opts.callback(step, x)
         if bar is not None:
@@ -291,6 +296,8 @@ class Loop:
         graphs it then runs eagerly after the replays."""
         if self.opts.trace is not None:
             self.opts.trace._start(self.state[0], self.n)
+        if self.opts.stats is not None:
+            self.opts.stats._start(self.state[0], self.n)
         bar = _progress_bar(self.opts.progress, self.n, self.name)
         try:
             if not self.opts.cuda_graph:

@@ -17,6 +17,7 @@ from .._validate import check_scale
 from ..ops.langevin_step import langevin_step, langevin_step_
 from .dynamics import _COMMON_DOC, _start_state
 from .loop import Loop, LoopOptions, Trace, check_n, compute_dtype, op_kwargs, phase
+from .stats import RunningStats
 
 
 def score_from_energy(energy_fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -74,6 +75,7 @@ def mala(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
@@ -110,7 +112,7 @@ def mala(
     B, device = x.shape[0], x.device
     eps = check_scale("step_size", step_size, batch=B, device=device, allow_zero=False)
     kw = op_kwargs(x, clamp=None, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
     cdt = compute_dtype(x.dtype)
     eps_rows = eps.value if eps.tensor is None else eps.tensor.to(cdt)  # [B] / 0-d / float
 

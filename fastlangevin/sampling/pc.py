@@ -24,6 +24,7 @@ from ..ops.langevin_step import langevin_step_
 from ..sde import VESDE, VPSDE
 from .dynamics import _COMMON_DOC
 from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
+from .stats import RunningStats
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "none")
 CORRECTORS = ("langevin", "none")
@@ -83,6 +84,7 @@ def pc_sample(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
@@ -149,7 +151,7 @@ def pc_sample(
     if corr == "langevin":
         check_scale("snr", snr, batch=B, device=dev, allow_zero=False)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
     if x0 is None:
         x = sample_prior(
             sde,
