@@ -20,6 +20,7 @@ import torch
 
 from .._validate import check_scale, check_state
 from ..ops.langevin_step import langevin_step_
+from .checkpoint import Checkpointer, fingerprint
 from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
 from .stats import RunningStats
 
@@ -46,6 +47,11 @@ _COMMON_DOC = """
             (ValueError otherwise); the score function must be capturable (no host syncs,
             no data-dependent shapes).
         backend, rng: as in :func:`fastlangevin.langevin_step`.
+        checkpoint, checkpoint_every: write the whole run state to the file ``checkpoint`` after
+            every ``checkpoint_every`` steps, atomically (see :mod:`fastlangevin.sampling.checkpoint`).
+        resume: a checkpoint file of the same call: continue from it; the result is bitwise the
+            uninterrupted run's. A checkpoint of a different call is refused (``ValueError``
+            naming what differs).
         sample_offset: global index of ``x[0]``: noise is keyed by the global sample index, so a
             shard ``x[i:j]`` with ``sample_offset=i`` reproduces those rows of the whole batch.
 """
@@ -74,6 +80,9 @@ def langevin(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
 ) -> torch.Tensor:
     """Unadjusted Langevin algorithm: ``n_steps`` of ``x ← x + a s(x) + b z``.
 
@@ -91,6 +100,27 @@ def langevin(
         check_scale("noise_scale", noise_scale, batch=x.shape[0], device=x.device)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
     opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "langevin",
+            score_fn=score_fn,
+            x0=x0,
+            step_size=step_size,
+            n_steps=n,
+            noise_scale=noise_scale,
+            clamp=clamp,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
 
     def body(last: bool) -> None:
         s = eval_score(score_fn, x)
@@ -98,7 +128,7 @@ def langevin(
             langevin_step_(x, s, step_size, noise_scale, **kw)
 
     with torch.no_grad():
-        Loop("langevin", opts, [x], n, lambda j: "ULA").run(lambda j: None, body)
+        Loop("langevin", opts, [x], n, lambda j: "ULA", checkpointer=ckpt).run(lambda j: None, body)
     return x
 
 
@@ -151,6 +181,9 @@ def annealed_langevin(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
 ) -> torch.Tensor:
     """Annealed Langevin dynamics (NCSN): T = ``n_steps_each`` steps at each noise level.
 
@@ -174,6 +207,28 @@ def annealed_langevin(
     lr = check_scale("step_lr", step_lr, batch=B, device=device, allow_zero=False)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
     opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "annealed_langevin",
+            score_fn=score_fn,
+            x0=x0,
+            sigmas=sig,
+            n_steps_each=T,
+            step_lr=step_lr,
+            denoise=denoise,
+            clamp=clamp,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
     cdt = compute_dtype(x.dtype)
     L = len(sig)
     ratio = [(s / sig[-1]) ** 2 for s in sig]
@@ -200,7 +255,7 @@ def annealed_langevin(
         return f"noise level {i + 1}/{L}, sigma={sig[i]:.6g}, step {j % T + 1}/{T} of the level"
 
     with torch.no_grad():
-        Loop("annealed_langevin", opts, [x], L * T, describe).run(prepare, body)
+        Loop("annealed_langevin", opts, [x], L * T, describe, checkpointer=ckpt).run(prepare, body)
         if denoise:
             with phase("fastlangevin.denoise"):
                 sigma_slot.set(sig[-1])

@@ -267,9 +267,22 @@ class Loop:
     """Runs ``n_steps`` of (prepare, body) with the options' callback / trace / progress / checks."""
 
     def __init__(
-        self, name: str, opts: LoopOptions, state: Sequence[torch.Tensor], n_steps: int, describe: Callable[[int], str]
+        self,
+        name: str,
+        opts: LoopOptions,
+        state: Sequence[torch.Tensor],
+        n_steps: int,
+        describe: Callable[[int], str],
+        *,
+        warm_up: int = 0,
+        checkpointer=None,
     ):
+        """``warm_up``: steps run before the ``n_steps`` kept ones (MALA's adaptation): always
+        eager, not seen by trace, stats and callback (which count kept steps from 1)."""
         self.name, self.opts, self.state, self.n, self.describe = name, opts, list(state), n_steps, describe
+        self.warm = warm_up
+        self.total = warm_up + n_steps
+        self.ckpt = checkpointer  # a fastlangevin.sampling.checkpoint.Checkpointer or None
 
     @property
     def static(self) -> bool:
@@ -277,54 +290,77 @@ class Loop:
 
     def _after(self, j: int, bar) -> None:
         x = self.state[0]
-        step = j + 1
+        step = j + 1 - self.warm
         if self.opts.on_nonfinite == "raise" and not bool(torch.isfinite(x).all()):  # host sync (documented)
-            raise NonFiniteError(
-                f"{self.name}: non-finite values in the state after step {step} of {self.n} ({self.describe(j)})", step
-            )
+            where = f"step {step} of {self.n}" if step > 0 else f"warm-up step {j + 1} of {self.warm}"
+            msg = f"{self.name}: non-finite values in the state after {where} ({self.describe(j)})"
+            raise NonFiniteError(msg, step)
+        if bar is not None:
+            bar.update(1)
+        if step == 0:  # the warm-up ended: the kept chain starts here
+            self._start_records()
+        if step > 0:
+            self._record_step(step, x)
+        if self.ckpt is not None and self.ckpt.due(j + 1, self.total):
+            self.ckpt.write(self, j + 1, records_started=step >= 0)
+
+    def _record_step(self, step: int, x: torch.Tensor) -> None:
         if self.opts.trace is not None:
             self.opts.trace._record(step, x)
         if self.opts.stats is not None:
             self.opts.stats._record(step, x)
         if self.opts.callback is not None:
             self.opts.callback(step, x)
-        if bar is not None:
-            bar.update(1)
 
-    def run(self, prepare: Callable[[int], None], body: Callable[[bool], None], *, last_differs: bool = False) -> None:
-        """``last_differs``: the last step runs ``body(True)`` (e.g. without noise); under CUDA
-        graphs it then runs eagerly after the replays."""
+    def _start_records(self) -> None:
         if self.opts.trace is not None:
             self.opts.trace._start(self.state[0], self.n)
         if self.opts.stats is not None:
             self.opts.stats._start(self.state[0], self.n)
-        bar = _progress_bar(self.opts.progress, self.n, self.name)
+
+    def run(self, prepare: Callable[[int], None], body: Callable[[bool], None], *, last_differs: bool = False) -> None:
+        """``last_differs``: the last step runs ``body(True)`` (e.g. without noise); under CUDA
+        graphs it then runs eagerly after the replays."""
+        start = 0
+        if self.warm == 0:
+            self._start_records()
+        if self.ckpt is not None and self.ckpt.resume is not None:
+            start = self.ckpt.restore(self)  # after the records' start: restores them too
+        bar = _progress_bar(self.opts.progress, self.total, self.name)
+        if bar is not None and start:
+            bar.update(start)
+        last = self.total - 1
         try:
             if not self.opts.cuda_graph:
-                for j in range(self.n):
+                for j in range(start, self.total):
                     prepare(j)
-                    body(j == self.n - 1)
+                    body(j == last)
                     self._after(j, bar)
                 return
-            n_replay = self.n - 1 if last_differs else self.n
-            graph = self._capture(prepare, body) if n_replay > 0 else None
-            for j in range(n_replay):
+            for j in range(start, self.warm):
+                prepare(j)
+                body(False)
+                self._after(j, bar)
+            first = max(start, self.warm)
+            stop = last if last_differs else self.total
+            graph = self._capture(prepare, body, first) if stop > first else None
+            for j in range(first, stop):
                 prepare(j)
                 graph.replay()
                 self._after(j, bar)
             if last_differs:
-                prepare(self.n - 1)
+                prepare(last)
                 body(True)
-                self._after(self.n - 1, bar)
+                self._after(last, bar)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _capture(self, prepare, body):
+    def _capture(self, prepare, body, j0: int = 0):
         """Warm up once (compiles kernels, sizes workspaces), undo its effect on the state and
-        the generator, then record one ``body(False)``. Returns an object with ``replay()``."""
-        self._warm_up(prepare, body)
-        prepare(0)
+        the generator, then record one ``body(False)`` (step ``j0``'s). Returns an object with ``replay()``."""
+        self._warm_up(prepare, body, j0)
+        prepare(j0)
         return self._record(body)
 
     def _generator(self) -> torch.Generator:
@@ -337,7 +373,7 @@ class Loop:
             ]
         return torch.default_generator
 
-    def _warm_up(self, prepare, body) -> None:
+    def _warm_up(self, prepare, body, j0: int = 0) -> None:
         device = self.state[0].device
         gen = self._generator()
         snapshot = [t.clone() for t in self.state]
@@ -346,11 +382,11 @@ class Loop:
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
-                prepare(0)
+                prepare(j0)
                 body(False)
             torch.cuda.current_stream(device).wait_stream(side)
         else:
-            prepare(0)
+            prepare(j0)
             body(False)
         for t, s in zip(self.state, snapshot):
             t.copy_(s)

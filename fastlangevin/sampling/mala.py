@@ -15,9 +15,29 @@ import torch
 
 from .._validate import check_scale
 from ..ops.langevin_step import langevin_step, langevin_step_
+from .adapt import DualAveraging, check_adapt_steps, check_target_accept
+from .checkpoint import Checkpointer, fingerprint
 from .dynamics import _COMMON_DOC, _start_state
 from .loop import Loop, LoopOptions, Trace, check_n, compute_dtype, op_kwargs, phase
 from .stats import RunningStats
+
+
+class MalaResult(tuple):
+    """``(samples, accept_rate)``, unpacks as before; ``.step_size`` holds the per-chain step
+    sizes ``[B]`` the kept steps used (the adapted ones after a warm-up)."""
+
+    def __new__(cls, samples: torch.Tensor, accept_rate: torch.Tensor, step_size: torch.Tensor):
+        self = super().__new__(cls, (samples, accept_rate))
+        self.step_size = step_size
+        return self
+
+    @property
+    def samples(self) -> torch.Tensor:
+        return self[0]
+
+    @property
+    def accept_rate(self) -> torch.Tensor:
+        return self[1]
 
 
 def score_from_energy(energy_fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
@@ -81,8 +101,13 @@ def mala(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
     clamp=None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    adapt_steps: int = 0,
+    target_accept: float = 0.574,
+) -> "MalaResult":
     """Metropolis-adjusted Langevin algorithm.
 
     Args:
@@ -94,10 +119,19 @@ def mala(
         n_steps: number of proposals per chain (>= 1).
         clamp: not supported (clamping the proposal breaks detailed balance): encode
             constraints in ``log_prob_fn`` instead.
+        adapt_steps: K >= 0 warm-up proposals before the ``n_steps`` kept ones, during which
+            each chain's step size is tuned by dual averaging (Hoffman & Gelman 2014, see
+            :mod:`fastlangevin.sampling.adapt`) towards ``target_accept``, starting from
+            ``step_size``; frozen afterwards (at the averaged iterate), so the kept chain is a
+            valid MCMC. Trace, stats and callback see the kept steps only.
+        target_accept: δ in (0, 1), the mean Metropolis acceptance probability aimed at (0.574
+            is optimal for MALA in high dimension, Roberts & Rosenthal 1998).
 
     Returns:
-        ``(samples, accept_rate)``: final states shaped like ``x0`` and the per-chain acceptance
-        rate ``[B]`` (fp32; fp64 for fp64 states).
+        a :class:`MalaResult`, a 2-tuple ``(samples, accept_rate)`` as before (final states
+        shaped like ``x0`` and the per-chain acceptance rate ``[B]`` over the kept steps, fp32;
+        fp64 for fp64 states) with the attribute ``step_size``: the per-chain step sizes the
+        kept steps used, ``[B]`` (the adapted ones when ``adapt_steps > 0``).
 
     Each step draws two seeds: one for the proposal noise, one for the acceptance uniforms
     (a standard normal per chain from the fused op, u = Φ(z), keyed by global sample index).
@@ -109,10 +143,33 @@ def mala(
         )
     x = _start_state(x0)
     n = check_n("n_steps", n_steps)
+    K = check_adapt_steps(adapt_steps)
+    delta = check_target_accept(target_accept)
     B, device = x.shape[0], x.device
     eps = check_scale("step_size", step_size, batch=B, device=device, allow_zero=False)
     kw = op_kwargs(x, clamp=None, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
     opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "mala",
+            log_prob_fn=log_prob_fn,
+            x0=x0,
+            step_size=step_size,
+            n_steps=n,
+            adapt_steps=K,
+            target_accept=delta,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
     cdt = compute_dtype(x.dtype)
     eps_rows = eps.value if eps.tensor is None else eps.tensor.to(cdt)  # [B] / 0-d / float
 
@@ -121,6 +178,7 @@ def mala(
         logp = logp.to(cdt)
         accepted = torch.zeros(B, dtype=cdt, device=device)
         unif_normal = torch.zeros(B, 1, dtype=cdt, device=device)
+        log_alpha_out = [None]  # the last step's log acceptance ratios [B], for the adaptation
 
         def body(last: bool) -> None:
             with phase("fastlangevin.update"):
@@ -131,6 +189,7 @@ def mala(
                 fwd = _sq_rows(y.to(cdt) - x.to(cdt) - eps_rows_b(score))
                 bwd = _sq_rows(x.to(cdt) - y.to(cdt) - eps_rows_b(score_y))
                 log_alpha = logp_y.to(cdt) - logp + (fwd - bwd) / (4 * eps_rows)
+                log_alpha_out[0] = log_alpha
                 # u = Φ(z) with z ~ N(0, 1) per chain: accept iff log Φ(z) < log α
                 unif_normal.zero_()
                 langevin_step_(unif_normal, unif_normal, 0.0, 1.0, **kw)
@@ -149,8 +208,34 @@ def mala(
             )
             return s.to(cdt) * e
 
-        Loop("mala", opts, [x, score, logp, accepted], n, lambda j: "MALA").run(lambda j: None, body)
-    return x, accepted / n
+        if K == 0:
+            loop = Loop("mala", opts, [x, score, logp, accepted], n, lambda j: "MALA", checkpointer=ckpt)
+            loop.run(lambda j: None, body)
+            kept = eps.tensor.to(cdt).expand(B) if eps.tensor is not None else torch.full((B,), eps.value, dtype=cdt)
+            return MalaResult(x, accepted / n, kept.to(device))
+
+        # Adaptive run: the step size is a per-chain device tensor that dual averaging rewrites
+        # in place during the warm-up, and frozen at the averaged iterate for the kept steps.
+        da = DualAveraging(eps_rows, B, delta, device=device, dtype=cdt)
+        eps_t = da.step_size  # [B], updated in place
+        eps_rows, step_size = eps_t, eps_t
+        adapt_m = [0]
+
+        def prepare(j: int) -> None:
+            adapt_m[0] = j + 1 if j < K else 0
+            if j == K:
+                accepted.zero_()  # acceptance over the kept steps only
+
+        def adaptive_body(last: bool) -> None:
+            body(last)
+            if adapt_m[0]:
+                da.update(adapt_m[0], log_alpha_out[0], final=adapt_m[0] == K)
+
+        state = [x, score, logp, accepted] + da.tensors()
+        Loop("mala", opts, state, n, lambda j: "MALA warm-up" if j < K else "MALA", warm_up=K, checkpointer=ckpt).run(
+            prepare, adaptive_body
+        )
+    return MalaResult(x, accepted / n, eps_t.clone())
 
 
 mala.__doc__ += _COMMON_DOC.replace(

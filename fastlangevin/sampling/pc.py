@@ -22,6 +22,7 @@ from .._validate import check_scale, check_state
 from ..ops.corrector import NORM_MODES, langevin_corrector_
 from ..ops.langevin_step import langevin_step_
 from ..sde import VESDE, VPSDE
+from .checkpoint import Checkpointer, fingerprint
 from .dynamics import _COMMON_DOC
 from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
 from .stats import RunningStats
@@ -90,6 +91,9 @@ def pc_sample(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
     corrector_gather_norms: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Predictor–corrector sampling from a score SDE (``VESDE`` or ``VPSDE``).
@@ -152,6 +156,36 @@ def pc_sample(
         check_scale("snr", snr, batch=B, device=dev, allow_zero=False)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
     opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "pc_sample",
+            score_fn=score_fn,
+            sde=sde,
+            x0=x0,
+            shape=None if shape is None else list(x.shape),
+            dtype=x.dtype,
+            device=str(x.device),
+            n_steps=n,
+            predictor=pred,
+            corrector=corr,
+            snr=snr,
+            n_corrector_steps=n_corrector_steps,
+            corrector_norm=corrector_norm,
+            denoise=denoise,
+            eps=eps,
+            clamp=clamp,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
     if x0 is None:
         x = sample_prior(
             sde,
@@ -209,7 +243,7 @@ def pc_sample(
         return f"t={t_list[j]:.6g}"
 
     with torch.no_grad():
-        Loop("pc_sample", opts, [x], n, describe).run(prepare, body, last_differs=denoise)
+        Loop("pc_sample", opts, [x], n, describe, checkpointer=ckpt).run(prepare, body, last_differs=denoise)
     return x
 
 
