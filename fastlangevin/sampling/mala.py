@@ -15,7 +15,7 @@ import torch
 
 from .._validate import check_scale
 from ..ops.langevin_step import langevin_step, langevin_step_
-from .adapt import DualAveraging, check_adapt_steps, check_target_accept
+from .adapt import GAMMA_FINAL, KAPPA_FINAL, DualAveraging, check_adapt_steps, check_target_accept
 from .checkpoint import Checkpointer, fingerprint
 from .dynamics import _COMMON_DOC, _start_state
 from .loop import Loop, LoopOptions, Trace, check_n, compute_dtype, op_kwargs, phase
@@ -226,10 +226,19 @@ def mala(
             if j == K:
                 accepted.zero_()  # acceptance over the kept steps only
 
+        half = K // 2  # two windows (see fastlangevin.sampling.adapt)
+
         def adaptive_body(last: bool) -> None:
             body(last)
-            if adapt_m[0]:
-                da.update(adapt_m[0], log_alpha_out[0], final=adapt_m[0] == K)
+            m = adapt_m[0]
+            if not m:
+                return
+            if m <= half:
+                da.update(m, log_alpha_out[0], final=m == half)
+                if m == half:
+                    da.restart()
+            else:
+                da.update(m - half, log_alpha_out[0], final=m == K, kappa=KAPPA_FINAL, gamma=GAMMA_FINAL)
 
         state = [x, score, logp, accepted] + da.tensors()
         Loop("mala", opts, state, n, lambda j: "MALA warm-up" if j < K else "MALA", warm_up=K, checkpointer=ckpt).run(
