@@ -51,7 +51,8 @@ def _describe(v: Any) -> Any:
     if isinstance(v, torch.dtype):
         return str(v)
     if callable(v):
-        return f"callable {getattr(v, '__module__', '?')}.{getattr(v, '__qualname__', type(v).__name__)}"
+        # by name only: the module is "__main__" in a script and its import name elsewhere
+        return f"callable {getattr(v, '__qualname__', type(v).__name__)}"
     if hasattr(v, "__dict__"):  # e.g. an SDE: its class and public fields
         fields = {k: _describe(x) for k, x in sorted(vars(v).items()) if not k.startswith("_")}
         return f"{type(v).__name__}{fields}"
