@@ -13,8 +13,11 @@ Public API (see README):
 * :mod:`fastlangevin.distributed` — samplers sharded across ``torchrun`` ranks
   (``sample_sharded``), ``dsm_loss`` under DistributedDataParallel (``sample_offset``,
   ``synced_generator``, ``shard_weight``), clear errors when a rank fails;
+* :mod:`fastlangevin.diagnostics` — ESS, R̂, MCSE and a summary table of ``[chains, draws, ...]``
+  chains, in torch on the chains' device;
 """
 
+from . import diagnostics
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .ops.corrector import langevin_corrector_
 from .ops.dsm import dsm_loss
@@ -35,6 +38,7 @@ __all__ = [
     "VPSDE",
     "annealed_langevin",
     "backend_for",
+    "diagnostics",
     "dsm_loss",
     "geometric_sigmas",
     "langevin",

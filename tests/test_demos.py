@@ -95,6 +95,8 @@ def test_mixture_local_minimum_has_zero_score_and_is_a_minimum():
 MOG_TV_ANNEALED = 0.07  # quick: 0.024; noiseless sampler: every chain in one mode, 0.40
 MOG_TV_PLAIN = 0.15  # quick: 0.22 (the basins' areas); the picture's claim needs it well above
 MOG_VAR_ERR = 0.3  # per-mode variance within 30% of 1; quick: 0.14; noiseless: inf (empty modes)
+MOG_RHAT_STUCK = 1.1  # quick: plain 1.63 (seeds 0-2: 1.62-1.65)
+MOG_RHAT_OK = 1.01  # quick: annealed 1.000 (seeds 0-2: 0.9996-1.0008)
 
 
 def test_mog_quick_recovers_weights_and_writes_pictures(tmp_path):
@@ -104,6 +106,9 @@ def test_mog_quick_recovers_weights_and_writes_pictures(tmp_path):
     assert m["tv_annealed"] < MOG_TV_ANNEALED, m
     assert m["tv_plain"] > MOG_TV_PLAIN, m
     assert m["var_annealed_max_err"] < MOG_VAR_ERR, m
+    # Chains grouped by their start's quadrant: plain Langevin's groups stay in their basins.
+    assert m["rhat_plain"] > MOG_RHAT_STUCK and m["rhat_annealed"] < MOG_RHAT_OK, m
+    assert m["ess_bulk_annealed"] > 0.5 * 4 * 400 and m["ess_bulk_plain"] < 50, m  # groups of ≥ 400 chains
     assert m["chain_steps_per_s"] > 0 and m["samples_per_s_annealed"] > 0
     names = sorted(p.name for p in res.files)
     assert names == ["mog_annealing.png", "mog_trajectories.png"]
@@ -111,6 +116,7 @@ def test_mog_quick_recovers_weights_and_writes_pictures(tmp_path):
         assert p.stat().st_size > 20_000  # a real picture, not an empty canvas
     text = res.summary()
     assert "mode weights" in text and "backends that ran: langevin_step on torch" in text
+    assert "plain    R̂" in text and "annealed R̂" in text and "depends on where the chains started" in text
 
 
 def test_mog_fails_with_a_noiseless_sampler(monkeypatch):
@@ -119,6 +125,8 @@ def test_mog_fails_with_a_noiseless_sampler(monkeypatch):
     assert m["modes_reached"] == 1  # at the local minimum the score is ~0: nothing moves the chains
     assert m["tv_annealed"] > MOG_TV_ANNEALED, m
     assert m["var_annealed_max_err"] > MOG_VAR_ERR, m
+    # The diagnostics see it without the answer: every annealed chain on one point (R̂ NaN, 0/0).
+    assert not m["rhat_annealed"] < MOG_RHAT_OK and m["ess_bulk_annealed"] < 50, m
 
 
 def test_mog_is_reproducible_from_the_seed():
