@@ -92,6 +92,9 @@ def langevin(
         step_size: a — float, 0-d or per-sample ``[B]`` tensor.
         n_steps: number of steps (>= 1).
         noise_scale: b — same forms; default √(2a).
+
+    There is no step-size adaptation for ULA (no accept/reject step, so no observable statistic
+    measures its bias; see :mod:`fastlangevin.sampling.adapt`): tune ε with ``mala(adapt_steps=…)``.
     """
     x = _start_state(x0)
     n = check_n("n_steps", n_steps)

@@ -424,8 +424,10 @@ def op_kwargs(x: torch.Tensor, *, clamp, generator, backend, rng, sample_offset)
     check_clamp(clamp)
     check_generator(generator, x.device)
     check_offset("sample_offset", sample_offset)
-    resolve_rng(rng, resolve_backend(x.device, backend), x.device)
-    return dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+    chosen = resolve_backend(x.device, backend)
+    stream = resolve_rng(rng, chosen, x.device)
+    # resolved once per run: the ops then skip the environment lookups per step (same choice, same numbers)
+    return dict(clamp=clamp, generator=generator, backend=chosen, rng=stream, sample_offset=sample_offset)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
