@@ -20,6 +20,10 @@ then ``os.replace``d onto PATH (atomic on POSIX) and the directory fsync'ed. A p
 any moment (SIGKILL included) leaves either the previous checkpoint or the new one at PATH, never
 a torn file; a stale temporary file is ignored.
 
+Tested on CPU (eager, and the graph path with a CPU stand-in for the replay). With
+``cuda_graph=True`` on a GPU the generator state is read after replays of a graph registered with
+the generator; that combination has not been run on hardware yet.
+
 Hooks left for later: the score-SDE ODE sampler and ``distributed.sample_sharded`` (one file per
 rank, resumed on the same world size) can use :class:`Checkpointer` with a per-rank path and the
 world size in the fingerprint; not wired yet.
