@@ -77,6 +77,8 @@ def test_bad_stats_input():
         RunningStats(burn_in=-1)
     with pytest.raises(TypeError, match="stats must be a fastlangevin.RunningStats"):
         fl.langevin(lambda x: -x, torch.zeros(2, 2), step_size=0.1, n_steps=2, stats=object())
+    with pytest.raises(TypeError, match="stats must be a fastlangevin.RunningStats"):
+        fl.langevin(lambda x: -x, torch.zeros(2, 2), step_size=0.1, n_steps=2, stats=Trace())
     st = RunningStats(batch_size=10)
     fl.langevin(lambda x: -x, torch.zeros(2, 2), step_size=0.1, n_steps=15, stats=st)
     with pytest.raises(ValueError, match="at least 2 complete batches"):

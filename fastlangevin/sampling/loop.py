@@ -245,7 +245,9 @@ class LoopOptions:
             raise TypeError(f"callback must be callable(step, x) or None, got {type(self.callback).__name__}")
         if self.trace is not None and not isinstance(self.trace, Trace):
             raise TypeError(f"trace must be a fastlangevin.Trace or None, got {type(self.trace).__name__}")
-        if self.stats is not None and not (hasattr(self.stats, "_start") and hasattr(self.stats, "_record")):
+        from .stats import RunningStats  # stats imports this module's helpers
+
+        if self.stats is not None and not isinstance(self.stats, RunningStats):
             raise TypeError(f"stats must be a fastlangevin.RunningStats or None, got {type(self.stats).__name__}")
         if self.on_nonfinite not in NONFINITE_MODES:
             raise ValueError(f"on_nonfinite must be 'ignore' or 'raise', got {self.on_nonfinite!r}")
