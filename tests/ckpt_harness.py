@@ -42,8 +42,8 @@ def run(name: str, **kw):
     elif name == "pc_sample":
         out = (fl.pc_sample(_score, fl.VESDE(sigma_max=5.0), shape=(6, 2), n_steps=21, **common),)
     elif name == "mala":
-        res = fl.mala(_log_prob, x0, step_size=0.3, n_steps=13, adapt_steps=8, **common)
-        out = (res[0], res[1], res.step_size)
+        res = fl.mala(_log_prob, x0, step_size=0.3, n_steps=13, adapt_steps=8, precondition=True, **common)
+        out = (res[0], res[1], res.step_size, res.inv_metric)
     else:
         raise ValueError(name)
     return out + (trace.states, stats.mean, stats.var)
