@@ -98,8 +98,14 @@ def checked_score(s, x: torch.Tensor, fn_name: str = "score_fn") -> torch.Tensor
 
 
 def eval_score(score_fn, x: torch.Tensor, *args) -> torch.Tensor:
-    with phase("fastlangevin.score"):
+    if _profiler_enabled() or _nvtx_enabled():
+        with _labelled("fastlangevin.score"):
+            s = score_fn(x, *args)
+    else:
         s = score_fn(x, *args)
+    # the common case in one expression (~0.3 µs); anything else gets the checks with their messages
+    if type(s) is torch.Tensor and s.shape == x.shape and s.device == x.device and s.dtype.is_floating_point:
+        return s
     return checked_score(s, x)
 
 
