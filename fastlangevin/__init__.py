@@ -34,6 +34,7 @@ from .ops.dsm import dsm_loss
 from .ops.langevin_step import langevin_step, langevin_step_
 from .probability_flow import ode_encode, ode_sample
 from .sampling import NonFiniteError, Trace, annealed_langevin, langevin, mala, pc_sample, score_from_energy
+from .sampling.stats import RunningStats
 from .schedules import geometric_sigmas, sample_noise_levels
 from .sde import VESDE, VPSDE
 from .sliced import sliced_score_matching_loss
@@ -44,6 +45,7 @@ __all__ = [
     "BackendUnavailableError",
     "LikelihoodResult",
     "NonFiniteError",
+    "RunningStats",
     "Trace",
     "VESDE",
     "VPSDE",

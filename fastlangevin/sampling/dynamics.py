@@ -20,7 +20,9 @@ import torch
 
 from .._validate import check_scale, check_state
 from ..ops.langevin_step import langevin_step_
+from .checkpoint import Checkpointer, fingerprint
 from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
+from .stats import RunningStats
 
 _COMMON_DOC = """
     Common options (every sampler):
@@ -29,9 +31,13 @@ _COMMON_DOC = """
             whatever the batch size: runs are reproducible from a seed and batch-invariant).
         callback: ``callback(step, x)`` after each step (``step`` = steps done, from 1); ``x`` is
             the live state — clone it to keep it.
-        progress: show a progress bar (tqdm when installed).
+        progress: show a tqdm progress bar (steps, rate, ETA); when stderr is not a terminal it
+            writes a plain line every 30 s and at the end instead of `\\r` updates.
         trace: a :class:`fastlangevin.Trace`; records the state every ``trace.every`` steps into
             one preallocated device tensor (no host copy).
+        stats: a :class:`fastlangevin.RunningStats`; streams per chain and dimension mean,
+            variance and batch-means ESS/MCSE of the recorded steps (no trajectory stored, no
+            host sync).
         on_nonfinite: "ignore" (default) or "raise": check the state after each step and raise
             :class:`fastlangevin.NonFiniteError` naming the first step that produced NaN/Inf.
             The check is a host sync per step (``isfinite(x).all()``): it stalls the launch
@@ -41,6 +47,11 @@ _COMMON_DOC = """
             (ValueError otherwise); the score function must be capturable (no host syncs,
             no data-dependent shapes).
         backend, rng: as in :func:`fastlangevin.langevin_step`.
+        checkpoint, checkpoint_every: write the whole run state to the file ``checkpoint`` after
+            every ``checkpoint_every`` steps, atomically (see :mod:`fastlangevin.sampling.checkpoint`).
+        resume: a checkpoint file of the same call: continue from it; the result is bitwise the
+            uninterrupted run's. A checkpoint of a different call is refused (``ValueError``
+            naming what differs).
         sample_offset: global index of ``x[0]``: noise is keyed by the global sample index, so a
             shard ``x[i:j]`` with ``sample_offset=i`` reproduces those rows of the whole batch.
 """
@@ -63,11 +74,15 @@ def langevin(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
 ) -> torch.Tensor:
     """Unadjusted Langevin algorithm: ``n_steps`` of ``x ← x + a s(x) + b z``.
 
@@ -77,6 +92,9 @@ def langevin(
         step_size: a — float, 0-d or per-sample ``[B]`` tensor.
         n_steps: number of steps (>= 1).
         noise_scale: b — same forms; default √(2a).
+
+    There is no step-size adaptation for ULA (no accept/reject step, so no observable statistic
+    measures its bias; see :mod:`fastlangevin.sampling.adapt`): tune ε with ``mala(adapt_steps=…)``.
     """
     x = _start_state(x0)
     n = check_n("n_steps", n_steps)
@@ -84,7 +102,28 @@ def langevin(
     if noise_scale is not None:
         check_scale("noise_scale", noise_scale, batch=x.shape[0], device=x.device)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "langevin",
+            score_fn=score_fn,
+            x0=x0,
+            step_size=step_size,
+            n_steps=n,
+            noise_scale=noise_scale,
+            clamp=clamp,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
 
     def body(last: bool) -> None:
         s = eval_score(score_fn, x)
@@ -92,7 +131,7 @@ def langevin(
             langevin_step_(x, s, step_size, noise_scale, **kw)
 
     with torch.no_grad():
-        Loop("langevin", opts, [x], n, lambda j: "ULA").run(lambda j: None, body)
+        Loop("langevin", opts, [x], n, lambda j: "ULA", checkpointer=ckpt).run(lambda j: None, body)
     return x
 
 
@@ -120,7 +159,8 @@ def check_sigmas(sigmas) -> list:
     if any(b >= a for a, b in zip(values, values[1:])):
         i = next(k for k, (a, b) in enumerate(zip(values, values[1:])) if b >= a)
         raise ValueError(
-            f"sigmas must be strictly decreasing (σ₁ > σ₂ > … > σ_L), but sigmas[{i}]={values[i]} <= sigmas[{i + 1}]={values[i + 1]}"
+            f"sigmas must be strictly decreasing (σ₁ > σ₂ > … > σ_L), "
+            f"but sigmas[{i}]={values[i]} <= sigmas[{i + 1}]={values[i + 1]}"
         )
     return values
 
@@ -138,11 +178,15 @@ def annealed_langevin(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
 ) -> torch.Tensor:
     """Annealed Langevin dynamics (NCSN): T = ``n_steps_each`` steps at each noise level.
 
@@ -165,7 +209,29 @@ def annealed_langevin(
     B, device = x.shape[0], x.device
     lr = check_scale("step_lr", step_lr, batch=B, device=device, allow_zero=False)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "annealed_langevin",
+            score_fn=score_fn,
+            x0=x0,
+            sigmas=sig,
+            n_steps_each=T,
+            step_lr=step_lr,
+            denoise=denoise,
+            clamp=clamp,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
     cdt = compute_dtype(x.dtype)
     L = len(sig)
     ratio = [(s / sig[-1]) ** 2 for s in sig]
@@ -192,7 +258,7 @@ def annealed_langevin(
         return f"noise level {i + 1}/{L}, sigma={sig[i]:.6g}, step {j % T + 1}/{T} of the level"
 
     with torch.no_grad():
-        Loop("annealed_langevin", opts, [x], L * T, describe).run(prepare, body)
+        Loop("annealed_langevin", opts, [x], L * T, describe, checkpointer=ckpt).run(prepare, body)
         if denoise:
             with phase("fastlangevin.denoise"):
                 sigma_slot.set(sig[-1])

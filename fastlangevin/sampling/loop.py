@@ -38,9 +38,12 @@ def _nvtx_enabled() -> bool:
     return torch.cuda.is_available()
 
 
+_NO_LABEL = contextlib.nullcontext()
+_profiler_enabled = torch.autograd._profiler_enabled
+
+
 @contextlib.contextmanager
-def phase(name: str):
-    """``record_function(name)`` (+ an NVTX range on CUDA machines): a few µs when no profiler runs."""
+def _labelled(name: str):
     with torch.profiler.record_function(name):
         if _nvtx_enabled():
             torch.cuda.nvtx.range_push(name)
@@ -50,6 +53,18 @@ def phase(name: str):
                 torch.cuda.nvtx.range_pop()
         else:
             yield
+
+
+def phase(name: str):
+    """``record_function(name)`` (+ an NVTX range on CUDA machines) while a torch profiler runs.
+
+    Without a profiler (and without CUDA, where NVTX ranges are always pushed for nsys) it is a
+    shared no-op context: entering ``record_function`` costs ~10 µs a label, as much as a whole
+    small step, and only a profiler reads it.
+    """
+    if _profiler_enabled() or _nvtx_enabled():
+        return _labelled(name)
+    return _NO_LABEL
 
 
 # ---------------------------------------------------------------------------------------
@@ -83,8 +98,14 @@ def checked_score(s, x: torch.Tensor, fn_name: str = "score_fn") -> torch.Tensor
 
 
 def eval_score(score_fn, x: torch.Tensor, *args) -> torch.Tensor:
-    with phase("fastlangevin.score"):
+    if _profiler_enabled() or _nvtx_enabled():
+        with _labelled("fastlangevin.score"):
+            s = score_fn(x, *args)
+    else:
         s = score_fn(x, *args)
+    # the common case in one expression (~0.3 µs); anything else gets the checks with their messages
+    if type(s) is torch.Tensor and s.shape == x.shape and s.device == x.device and s.dtype.is_floating_point:
+        return s
     return checked_score(s, x)
 
 
@@ -121,33 +142,48 @@ class Trace:
 # ---------------------------------------------------------------------------------------
 # Progress
 # ---------------------------------------------------------------------------------------
-class _TextBar:
-    """Minimal progress bar on stderr (used when tqdm is not installed)."""
+class _LineStream:
+    """A file for tqdm when stderr is not a terminal (logs, CI): each refresh becomes one
+    plain line instead of a ``\\r`` overwrite, so a log holds a few readable lines, not KBs."""
 
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.n, self._shown = total, desc, 0, -1
+    def __init__(self, stream):
+        self.stream = stream
 
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        pct = int(100 * self.n / self.total)
-        if pct != self._shown:
-            self._shown = pct
-            bar = "#" * (pct // 5)
-            sys.stderr.write(f"\r{self.desc}: [{bar:<20}] {self.n}/{self.total}")
-            sys.stderr.flush()
+    def write(self, s: str) -> None:
+        line = s.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
 
-    def close(self) -> None:
-        sys.stderr.write("\n")
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+#: Seconds between progress lines when stderr is not a terminal.
+LOG_INTERVAL_S = 30.0
 
 
 def _progress_bar(progress, total: int, desc: str):
+    """A tqdm bar (rate and ETA in its default format). On a terminal or in a notebook: tqdm's
+    live bar; otherwise a line every :data:`LOG_INTERVAL_S` seconds and one at the end."""
     if not progress:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except Exception:
-        return _TextBar(total, desc)
-    return tqdm(total=total, desc=desc)
+    from tqdm import std
+    from tqdm.auto import tqdm
+
+    stream = sys.stderr
+    notebook = any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+    if notebook or (hasattr(stream, "isatty") and stream.isatty()):
+        return tqdm(total=total, desc=desc, unit="step")
+    return std.tqdm(
+        total=total,
+        desc=desc,
+        unit="step",
+        file=_LineStream(stream),
+        mininterval=LOG_INTERVAL_S,
+        maxinterval=LOG_INTERVAL_S,
+        ncols=100,
+        ascii=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -208,12 +244,17 @@ class LoopOptions:
     trace: Optional[Trace] = None
     on_nonfinite: str = "ignore"
     cuda_graph: bool = False
+    stats: Optional[object] = None  # a fastlangevin.RunningStats
 
     def validate(self, x: torch.Tensor) -> "LoopOptions":
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"callback must be callable(step, x) or None, got {type(self.callback).__name__}")
         if self.trace is not None and not isinstance(self.trace, Trace):
             raise TypeError(f"trace must be a fastlangevin.Trace or None, got {type(self.trace).__name__}")
+        from .stats import RunningStats  # stats imports this module's helpers
+
+        if self.stats is not None and not isinstance(self.stats, RunningStats):
+            raise TypeError(f"stats must be a fastlangevin.RunningStats or None, got {type(self.stats).__name__}")
         if self.on_nonfinite not in NONFINITE_MODES:
             raise ValueError(f"on_nonfinite must be 'ignore' or 'raise', got {self.on_nonfinite!r}")
         if not isinstance(self.cuda_graph, bool):
@@ -221,7 +262,8 @@ class LoopOptions:
         if self.cuda_graph:
             if x.device.type != "cuda":
                 raise ValueError(
-                    f"cuda_graph=True captures GPU kernels and needs the state on a CUDA device, got x on {x.device.type!r}; "
+                    f"cuda_graph=True captures GPU kernels and needs the state on a CUDA device, "
+                    f"got x on {x.device.type!r}; "
                     "run without cuda_graph on this device"
                 )
             if torch.cuda.is_current_stream_capturing():
@@ -233,9 +275,22 @@ class Loop:
     """Runs ``n_steps`` of (prepare, body) with the options' callback / trace / progress / checks."""
 
     def __init__(
-        self, name: str, opts: LoopOptions, state: Sequence[torch.Tensor], n_steps: int, describe: Callable[[int], str]
+        self,
+        name: str,
+        opts: LoopOptions,
+        state: Sequence[torch.Tensor],
+        n_steps: int,
+        describe: Callable[[int], str],
+        *,
+        warm_up: int = 0,
+        checkpointer=None,
     ):
+        """``warm_up``: steps run before the ``n_steps`` kept ones (MALA's adaptation): always
+        eager, not seen by trace, stats and callback (which count kept steps from 1)."""
         self.name, self.opts, self.state, self.n, self.describe = name, opts, list(state), n_steps, describe
+        self.warm = warm_up
+        self.total = warm_up + n_steps
+        self.ckpt = checkpointer  # a fastlangevin.sampling.checkpoint.Checkpointer or None
 
     @property
     def static(self) -> bool:
@@ -243,50 +298,77 @@ class Loop:
 
     def _after(self, j: int, bar) -> None:
         x = self.state[0]
-        step = j + 1
+        step = j + 1 - self.warm
         if self.opts.on_nonfinite == "raise" and not bool(torch.isfinite(x).all()):  # host sync (documented)
-            raise NonFiniteError(
-                f"{self.name}: non-finite values in the state after step {step} of {self.n} ({self.describe(j)})", step
-            )
-        if self.opts.trace is not None:
-            self.opts.trace._record(step, x)
-        if self.opts.callback is not None:
-            self.opts.callback(step, x)
+            where = f"step {step} of {self.n}" if step > 0 else f"warm-up step {j + 1} of {self.warm}"
+            msg = f"{self.name}: non-finite values in the state after {where} ({self.describe(j)})"
+            raise NonFiniteError(msg, step)
         if bar is not None:
             bar.update(1)
+        if step == 0:  # the warm-up ended: the kept chain starts here
+            self._start_records()
+        if step > 0:
+            self._record_step(step, x)
+        if self.ckpt is not None and self.ckpt.due(j + 1, self.total):
+            self.ckpt.write(self, j + 1, records_started=step >= 0)
+
+    def _record_step(self, step: int, x: torch.Tensor) -> None:
+        if self.opts.trace is not None:
+            self.opts.trace._record(step, x)
+        if self.opts.stats is not None:
+            self.opts.stats._record(step, x)
+        if self.opts.callback is not None:
+            self.opts.callback(step, x)
+
+    def _start_records(self) -> None:
+        if self.opts.trace is not None:
+            self.opts.trace._start(self.state[0], self.n)
+        if self.opts.stats is not None:
+            self.opts.stats._start(self.state[0], self.n)
 
     def run(self, prepare: Callable[[int], None], body: Callable[[bool], None], *, last_differs: bool = False) -> None:
         """``last_differs``: the last step runs ``body(True)`` (e.g. without noise); under CUDA
         graphs it then runs eagerly after the replays."""
-        if self.opts.trace is not None:
-            self.opts.trace._start(self.state[0], self.n)
-        bar = _progress_bar(self.opts.progress, self.n, self.name)
+        start = 0
+        if self.warm == 0:
+            self._start_records()
+        if self.ckpt is not None and self.ckpt.resume is not None:
+            start = self.ckpt.restore(self)  # after the records' start: restores them too
+        bar = _progress_bar(self.opts.progress, self.total, self.name)
+        if bar is not None and start:
+            bar.update(start)
+        last = self.total - 1
         try:
             if not self.opts.cuda_graph:
-                for j in range(self.n):
+                for j in range(start, self.total):
                     prepare(j)
-                    body(j == self.n - 1)
+                    body(j == last)
                     self._after(j, bar)
                 return
-            n_replay = self.n - 1 if last_differs else self.n
-            graph = self._capture(prepare, body) if n_replay > 0 else None
-            for j in range(n_replay):
+            for j in range(start, self.warm):
+                prepare(j)
+                body(False)
+                self._after(j, bar)
+            first = max(start, self.warm)
+            stop = last if last_differs else self.total
+            graph = self._capture(prepare, body, first) if stop > first else None
+            for j in range(first, stop):
                 prepare(j)
                 graph.replay()
                 self._after(j, bar)
             if last_differs:
-                prepare(self.n - 1)
+                prepare(last)
                 body(True)
-                self._after(self.n - 1, bar)
+                self._after(last, bar)
         finally:
             if bar is not None:
                 bar.close()
 
-    def _capture(self, prepare, body):
+    def _capture(self, prepare, body, j0: int = 0):
         """Warm up once (compiles kernels, sizes workspaces), undo its effect on the state and
-        the generator, then record one ``body(False)``. Returns an object with ``replay()``."""
-        self._warm_up(prepare, body)
-        prepare(0)
+        the generator, then record one ``body(False)`` (step ``j0``'s). Returns an object with ``replay()``."""
+        self._warm_up(prepare, body, j0)
+        prepare(j0)
         return self._record(body)
 
     def _generator(self) -> torch.Generator:
@@ -299,7 +381,7 @@ class Loop:
             ]
         return torch.default_generator
 
-    def _warm_up(self, prepare, body) -> None:
+    def _warm_up(self, prepare, body, j0: int = 0) -> None:
         device = self.state[0].device
         gen = self._generator()
         snapshot = [t.clone() for t in self.state]
@@ -308,11 +390,11 @@ class Loop:
             side = torch.cuda.Stream(device)
             side.wait_stream(torch.cuda.current_stream(device))
             with torch.cuda.stream(side):
-                prepare(0)
+                prepare(j0)
                 body(False)
             torch.cuda.current_stream(device).wait_stream(side)
         else:
-            prepare(0)
+            prepare(j0)
             body(False)
         for t, s in zip(self.state, snapshot):
             t.copy_(s)
@@ -331,9 +413,9 @@ class Loop:
                 body(False)
         except Exception as exc:
             raise RuntimeError(
-                f"{self.name}: cuda_graph=True could not capture one step ({type(exc).__name__}: {exc}). The score function "
-                "must be capturable: no host syncs (.item(), printing or branching on CUDA values), no CPU tensors moved "
-                "to the GPU per call, fixed shapes. Run with cuda_graph=False otherwise."
+                f"{self.name}: cuda_graph=True could not capture one step ({type(exc).__name__}: {exc}). "
+                "The score function must be capturable: no host syncs (.item(), printing or branching on CUDA values), "
+                "no CPU tensors moved to the GPU per call, fixed shapes. Run with cuda_graph=False otherwise."
             ) from exc
         return graph
 
@@ -350,8 +432,10 @@ def op_kwargs(x: torch.Tensor, *, clamp, generator, backend, rng, sample_offset)
     check_clamp(clamp)
     check_generator(generator, x.device)
     check_offset("sample_offset", sample_offset)
-    resolve_rng(rng, resolve_backend(x.device, backend), x.device)
-    return dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+    chosen = resolve_backend(x.device, backend)
+    stream = resolve_rng(rng, chosen, x.device)
+    # resolved once per run: the ops then skip the environment lookups per step (same choice, same numbers)
+    return dict(clamp=clamp, generator=generator, backend=chosen, rng=stream, sample_offset=sample_offset)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:

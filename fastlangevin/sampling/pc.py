@@ -22,8 +22,10 @@ from .._validate import check_scale, check_state
 from ..ops.corrector import NORM_MODES, langevin_corrector_
 from ..ops.langevin_step import langevin_step_
 from ..sde import VESDE, VPSDE
+from .checkpoint import Checkpointer, fingerprint
 from .dynamics import _COMMON_DOC
 from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
+from .stats import RunningStats
 
 PREDICTORS = ("reverse_diffusion", "euler_maruyama", "none")
 CORRECTORS = ("langevin", "none")
@@ -48,6 +50,10 @@ def sample_prior(
     sample_offset: int = 0,
 ) -> torch.Tensor:
     """x ~ N(0, prior_std² I), drawn by the fused op (one seed, keyed by global sample index)."""
+    if isinstance(sde, type):
+        raise TypeError(
+            f"sde must be an SDE instance, got the class {sde.__name__}: pass an instance, e.g. {sde.__name__}()"
+        )
     shape = tuple(int(d) for d in shape)
     if len(shape) < 1 or any(d < 0 for d in shape):
         raise ValueError(f"shape must be a non-empty tuple of sizes (dim 0 the batch), got {shape}")
@@ -79,11 +85,15 @@ def pc_sample(
     callback=None,
     progress: bool = False,
     trace: Optional[Trace] = None,
+    stats: Optional[RunningStats] = None,
     on_nonfinite: str = "ignore",
     cuda_graph: bool = False,
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
     corrector_gather_norms: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Predictor–corrector sampling from a score SDE (``VESDE`` or ``VPSDE``).
@@ -112,6 +122,10 @@ def pc_sample(
             are those of the whole batch and the shards equal the one-process run (see
             :func:`fastlangevin.langevin_corrector_`'s ``gather_norms``).
     """
+    if isinstance(sde, type):
+        raise TypeError(
+            f"sde must be an SDE instance, got the class {sde.__name__}: pass an instance, e.g. {sde.__name__}()"
+        )
     sde_ok = isinstance(sde, (VESDE, VPSDE)) or (hasattr(sde, "schedule") and hasattr(sde, "prior_std"))
     if not sde_ok:
         raise TypeError(f"sde must be a fastlangevin.VESDE or VPSDE, got {type(sde).__name__}")
@@ -123,7 +137,8 @@ def pc_sample(
         raise ValueError(f"corrector_norm must be 'batch' or 'per_sample', got {corrector_norm!r}")
     if corrector_gather_norms is not None and not callable(corrector_gather_norms):
         raise TypeError(
-            f"corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, got {type(corrector_gather_norms).__name__}"
+            "corrector_gather_norms must be callable(norms [b, 2]) -> [B, 2] or None, "
+            f"got {type(corrector_gather_norms).__name__}"
         )
     n = check_n("n_steps", n_steps)
     n_corr = check_n("n_corrector_steps", n_corrector_steps) if corr == "langevin" else 0
@@ -140,7 +155,37 @@ def pc_sample(
     if corr == "langevin":
         check_scale("snr", snr, batch=B, device=dev, allow_zero=False)
     kw = op_kwargs(x, clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
-    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph).validate(x)
+    opts = LoopOptions(generator, callback, progress, trace, on_nonfinite, cuda_graph, stats).validate(x)
+    ckpt = Checkpointer.from_args(
+        checkpoint,
+        checkpoint_every,
+        resume,
+        lambda: fingerprint(
+            "pc_sample",
+            score_fn=score_fn,
+            sde=sde,
+            x0=x0,
+            shape=None if shape is None else list(x.shape),
+            dtype=x.dtype,
+            device=str(x.device),
+            n_steps=n,
+            predictor=pred,
+            corrector=corr,
+            snr=snr,
+            n_corrector_steps=n_corrector_steps,
+            corrector_norm=corrector_norm,
+            denoise=denoise,
+            eps=eps,
+            clamp=clamp,
+            generator=generator,
+            cuda_graph=cuda_graph,
+            backend=backend,
+            rng=rng,
+            sample_offset=sample_offset,
+            trace=trace,
+            stats=stats,
+        ),
+    )
     if x0 is None:
         x = sample_prior(
             sde,
@@ -198,7 +243,7 @@ def pc_sample(
         return f"t={t_list[j]:.6g}"
 
     with torch.no_grad():
-        Loop("pc_sample", opts, [x], n, describe).run(prepare, body, last_differs=denoise)
+        Loop("pc_sample", opts, [x], n, describe, checkpointer=ckpt).run(prepare, body, last_differs=denoise)
     return x
 
 
