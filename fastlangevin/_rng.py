@@ -1,33 +1,42 @@
 """Random numbers: seeds, the kernels' Philox stream in PyTorch, and the fast CPU stream.
 
-Conventions shared by every op (see README, "Noise"):
+This docstring is THE noise convention of fastlangevin; kernels, fallbacks and ops point here.
 
-* **Seed.** Each op call draws one int64 seed from torch's generator
-  (``torch.randint(..., generator=g)``) onto the tensor's device. Kernels ``tl.load`` it, so
-  ``torch.manual_seed`` / ``generator=`` govern the noise and CUDA-graph replays get fresh
-  noise (the seed tensor is refilled by the captured ``randint``). A call consumes exactly one
-  draw whatever the tensor's size, so a multi-step run on ``x[:k]`` sees the same seeds as the
-  run on ``x``.
+* **Seed.** Each op call draws one int64 seed in ``[0, SEED_HIGH)`` from torch's generator (the
+  ``generator=`` argument, else the device's default): exactly the draw
+  ``torch.randint(0, SEED_HIGH, (1,), generator=g)`` makes, whatever the tensor's size, so a
+  multi-step run on ``x[:k]`` sees the same seeds as the run on ``x``. :func:`draw_seed` puts it
+  in an int64 ``[1]`` tensor on the device (kernels ``tl.load`` it: ``torch.manual_seed`` and
+  ``generator=`` govern the noise, and CUDA-graph replays get fresh noise because the captured
+  draw refills the tensor); :func:`draw_seed_value` returns the same draw as a Python int for
+  CPU code that needs no tensor (one ``random_`` into a reused buffer: ~1 µs instead of ~3 µs).
 * **Counter.** Noise for logical element ``i`` (row-major over the *global* batch:
   ``i = (sample_offset + row) * row_size + column``) is output ``i % 4`` of Philox4x32-10 at
-  counter ``i // 4`` (``tl.randn4x``: four normals per Philox call, Box-Muller). It never
-  depends on BLOCK, grid, GPU or batch size.
+  counter ``i // 4`` (``tl.randn4x``: four normals per Philox call). It never depends on BLOCK,
+  grid, GPU or batch size.
 * **Fallback streams.** ``rng="philox"`` reproduces that stream in PyTorch (integers bitwise,
-  normals to ~1e-6 since ``log``/``cos`` differ by an ulp between libms). ``rng="torch"``
-  (CPU default, ~3x faster) keys torch's own CPU generator by chunk: elements
-  ``[k*C, (k+1)*C)`` of the global index space take ``normal_`` draws from a generator seeded
-  with ``mix(seed, k)``. It is batch- and shard-invariant in the same way, but its values
-  differ from the kernel's.
+  normals to ~1e-6 since ``log``/``cos`` differ by an ulp between libms). It costs about 40
+  small torch ops per round-trip of 4 normals *for the whole tensor at once*: a fixed ~0.3 ms
+  per call at small sizes, then ~10x the cost of ``torch.randn`` per element on CPU — use it
+  to compare CPU with GPU, not for speed. ``rng="torch"`` (the CPU default) keys torch's own
+  CPU generator by chunk: elements ``[k*C, (k+1)*C)`` of the global index space
+  (``C = TORCH_RNG_CHUNK``) take ``normal_`` draws from a generator seeded with
+  ``chunk_seed(seed, k)``. It is batch- and shard-invariant in the same way, but its values
+  differ from the kernels'.
+* **One walk.** The fallbacks visit the flat tensor through :func:`fastlangevin.fallback.chunks.for_pieces`,
+  which cuts it on this chunk grid of the global index.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple
 
 import torch
 
-# Seeds are drawn in [0, 2**62): non-negative, so they print and round-trip through Python ints.
-_SEED_HIGH = 1 << 62
+#: Seeds are drawn in [0, SEED_HIGH): non-negative, so they print and round-trip through Python ints.
+SEED_HIGH = 1 << 62
+_SEED_HIGH = SEED_HIGH  # the old private name
 
 # Philox4x32 constants (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011).
 _PHILOX_M0 = 0xD2511F53
@@ -46,7 +55,23 @@ TORCH_RNG_CHUNK = 1 << 16
 
 def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One int64 seed on ``device`` (shape ``[1]``) from ``generator`` or the device default."""
-    return torch.randint(0, _SEED_HIGH, (1,), device=device, dtype=torch.int64, generator=generator)
+    return torch.randint(0, SEED_HIGH, (1,), device=device, dtype=torch.int64, generator=generator)
+
+
+_SEED_SCRATCH = threading.local()
+
+
+def draw_seed_value(generator: Optional[torch.Generator] = None) -> int:
+    """The seed :func:`draw_seed` would draw from a CPU ``generator`` (None: torch's default CPU
+    generator), as a Python int: the same generator consumption, bitwise the same value.
+
+    ``random_(0, SEED_HIGH)`` runs the kernel ``torch.randint`` runs; drawing into this thread's
+    reused one-element buffer saves the allocation and the factory's argument parsing.
+    """
+    buf = getattr(_SEED_SCRATCH, "buf", None)
+    if buf is None:
+        buf = _SEED_SCRATCH.buf = torch.empty(1, dtype=torch.int64)
+    return buf.random_(0, SEED_HIGH, generator=generator).item()
 
 
 # ---------------------------------------------------------------------------------------

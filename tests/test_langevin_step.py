@@ -186,7 +186,7 @@ def test_batch_invariance_and_offsets(device, backend, shape):
 def test_block_size_invariance():
     from fastlangevin.kernels.langevin_step import launch_langevin_step
 
-    from fastlangevin._validate import Scale
+    from fastlangevin import modes
 
     x = torch.randn(3001)
     s = torch.randn(3001)
@@ -201,9 +201,13 @@ def test_block_size_invariance():
                     s,
                     out,
                     seed,
-                    Scale(value=0.1),
-                    Scale(value=1.0),
-                    None,
+                    step_value=0.1,
+                    step_tensor=None,
+                    noise_mode=modes.SCALE_ARG,
+                    noise_value=1.0,
+                    noise_tensor=None,
+                    lo=None,
+                    hi=None,
                     row_size=1,
                     elem_offset=offset,
                     block=block,
@@ -220,9 +224,13 @@ def test_block_size_invariance():
         torch.zeros(3006),
         big,
         seed,
-        Scale(value=0.0),
-        Scale(value=1.0),
-        None,
+        step_value=0.0,
+        step_tensor=None,
+        noise_mode=modes.SCALE_ARG,
+        noise_value=1.0,
+        noise_tensor=None,
+        lo=None,
+        hi=None,
         row_size=1,
         elem_offset=0,
     )
@@ -301,13 +309,14 @@ def test_rng_torch_scalar_noise_scale_folded_into_normal_is_exact(b):
 
 
 def test_threaded_fallback_equals_serial(monkeypatch):
-    from fastlangevin.fallback import langevin_step as F
+    from fastlangevin.fallback import chunks
 
     x, s = _make((8, 40000), torch.float32, torch.float32)
     g = torch.Generator()
     g.manual_seed(2)
+    monkeypatch.setattr(chunks, "MIN_CHUNKS_PER_WORKER", 1)  # 5 chunks: split over the threads
     threaded = fl.langevin_step(x, s, 0.1, backend="torch", generator=g)
-    monkeypatch.setattr(F, "_MIN_CHUNKS_PER_WORKER", 10**9)
+    monkeypatch.setattr(chunks, "MIN_CHUNKS_PER_WORKER", 10**9)
     g.manual_seed(2)
     assert torch.equal(fl.langevin_step(x, s, 0.1, backend="torch", generator=g), threaded)
 
@@ -390,25 +399,32 @@ def test_torch_compile_fullgraph(device, backend):
 # Backend selection
 # --------------------------------------------------------------------------------------------
 def test_backend_selection(monkeypatch):
+    """The environment is read once (cached); reload_environment() makes a change visible."""
     x = torch.zeros(3)
     monkeypatch.delenv("FASTLANGEVIN_BACKEND", raising=False)
+    _backend.reload_environment()
     assert fl.backend_for(x) == "torch"
     monkeypatch.setenv("FASTLANGEVIN_BACKEND", "triton")
+    assert fl.backend_for(x) == "torch"  # cached: no per-call environment read
+    _backend.reload_environment()
     assert fl.backend_for(x) == "triton"
     with fl.track_backends() as ran:
         fl.langevin_step(x, x, 0.1)
     assert [b for _, b in ran] == ["triton"]
     assert fl.backend_for(x, "torch") == "torch"  # the argument beats the environment
     monkeypatch.setenv("FASTLANGEVIN_BACKEND", "cuda-magic")
+    _backend.reload_environment()
     with pytest.raises(ValueError, match="FASTLANGEVIN_BACKEND"):
         fl.backend_for(x)
     monkeypatch.delenv("FASTLANGEVIN_BACKEND")
+    _backend.reload_environment()
     with pytest.raises(ValueError, match="backend"):
         fl.langevin_step(x, x, 0.1, backend="cuda")
 
 
 def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
     monkeypatch.setattr(_backend, "kernels_interpreted", lambda: False)
+    _backend.reload_environment()  # forget resolved backends
     with pytest.raises(fl.BackendUnavailableError, match="TRITON_INTERPRET=1"):
         fl.langevin_step(torch.zeros(3), torch.zeros(3), 0.1, backend="triton")
 
