@@ -153,9 +153,10 @@ def philox_normal(seed: torch.Tensor, start: int, n: int, device=None) -> torch.
 # ---------------------------------------------------------------------------------------
 def chunk_seed(seed: int, chunk: int) -> int:
     """splitmix64 of (seed, chunk): an independent-looking 64-bit seed per chunk."""
-    z = (seed + (chunk + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    m = 0xFFFFFFFFFFFFFFFF
+    z = (seed + (chunk + 1) * 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
     return z ^ (z >> 31)
 
 

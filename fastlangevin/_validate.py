@@ -125,7 +125,7 @@ def check_generator(generator, device: torch.device) -> Optional[torch.Generator
         return None
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if generator.device.type != device.type:
+    if generator.device != device and generator.device.type != device.type:
         raise ValueError(
             f"generator must be on x's device type {device.type!r}, got a {generator.device.type!r} generator"
         )

@@ -18,6 +18,7 @@ from typing import Callable, List, Optional, TypeVar, Union
 
 import torch
 
+from .. import _backend
 from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal
 
 T = TypeVar("T")
@@ -56,7 +57,7 @@ def scale_slice(value: float, tensor: Optional[torch.Tensor], i0: int, i1: int, 
 def check_rng(rng: str, device: torch.device) -> None:
     if rng not in RNG_STREAMS:
         raise ValueError(f"rng must be 'torch' or 'philox', got {rng!r}")
-    if rng == "torch" and device.type != "cpu":
+    if rng == "torch" and _backend.device_type(device) != "cpu":
         raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {device.type}")
 
 
@@ -75,7 +76,7 @@ def _pool():
 
 
 def _workers(device: torch.device, n_chunks: int) -> int:
-    if device.type != "cpu" or n_chunks < 2 * MIN_CHUNKS_PER_WORKER or torch.compiler.is_compiling():
+    if _backend.device_type(device) != "cpu" or n_chunks < 2 * MIN_CHUNKS_PER_WORKER or torch.compiler.is_compiling():
         return 1
     return max(1, min(torch.get_num_threads(), n_chunks // MIN_CHUNKS_PER_WORKER))
 
@@ -126,9 +127,9 @@ def for_pieces(
     torch_stream = rng == "torch" and injected_noise is None and with_noise
     C = TORCH_RNG_CHUNK if rng == "torch" else PHILOX_CHUNK
     first, last = elem_offset // C, (elem_offset + n - 1) // C + 1
-    piece = CPU_PIECE if device.type == "cpu" else C
+    piece = CPU_PIECE if _backend.device_type(device) == "cpu" else C
 
-    if last - first == 1 and (n <= piece or device.type != "cpu"):  # one piece: the straight path
+    if last - first == 1 and (n <= piece or _backend.device_type(device) != "cpu"):  # one piece: the straight path
         z = None
         if injected_noise is not None:
             z = injected_noise

@@ -10,8 +10,9 @@ operations in the same order, so perturb and backward match the interpreted kern
 in fp32), and z is regenerated from the seed in every pass, never stored.
 
 Like ``langevin_step_torch`` it walks the flat tensor in chunks aligned to the *global* element
-index (:func:`fastlangevin.fallback.chunks.for_pieces`, the one walk): the noise of a chunk (rng="torch": one reseeded torch generator per
-chunk; rng="philox": the kernels' counter-based stream) never depends on the batch size, only
+index (:func:`fastlangevin.fallback.chunks.for_pieces`, the one walk): the noise of a chunk
+(rng="torch": one reseeded torch generator per chunk; rng="philox": the kernels' counter-based
+stream; see :mod:`fastlangevin._rng`) never depends on the batch size, only
 chunk-sized temporaries exist, and on CPU the chunks are spread over torch's threads. Per-row
 sums of the loss are taken piece by piece with a fixed-order reduction (:func:`row_sums`) and
 accumulated in index order, so a row's loss is bitwise independent of the batch size and of

@@ -34,11 +34,10 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .. import _backend
+from .. import _backend, modes
 from .._rng import draw_seed
 from .._validate import check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
-from .. import modes
 from .langevin_step import StepArgs, resolve_rng, run_inplace_op
 
 NORM_MODES = ("batch", "per_sample")

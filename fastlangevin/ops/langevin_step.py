@@ -21,9 +21,10 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from .. import _backend, modes
-from .._rng import draw_seed, draw_seed_value
+from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.langevin_step import langevin_step_torch
+from ..fallback.chunks import CPU_PIECE, cpu_scratch
+from ..fallback.langevin_step import langevin_step_torch, scalar_tensor
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
 RNG_STREAMS = ("torch", "philox")
@@ -36,12 +37,13 @@ def resolve_rng(rng: Optional[str], backend: str, device: torch.device) -> str:
     if rng is None:
         rng = _backend.env_setting(RNG_ENV_VAR)
     if rng is None:
-        return "torch" if backend == "torch" and device.type == "cpu" else "philox"
+        return "torch" if backend == "torch" and _backend.device_type(device) == "cpu" else "philox"
     if rng not in RNG_STREAMS:
         raise ValueError(f"rng must be 'torch', 'philox' or None, got {rng!r}")
-    if rng == "torch" and (backend != "torch" or device.type != "cpu"):
+    if rng == "torch" and (backend != "torch" or _backend.device_type(device) != "cpu"):
         raise ValueError(
-            "rng='torch' (torch's CPU generator) is only available with backend='torch' on CPU tensors; use rng='philox'"
+            "rng='torch' (torch's CPU generator) is only available with backend='torch' on CPU tensors; "
+            "use rng='philox'"
         )
     return rng
 
@@ -282,7 +284,7 @@ def _build(
     # validated: only now touch the generator (a refused call leaves it as it was)
     if noise_mode == modes.NOISE_NONE or injected_noise is not None:
         seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
-    elif direct and chosen == "torch" and device.type == "cpu":
+    elif direct and chosen == "torch" and _backend.device_type(device) == "cpu":
         seed = draw_seed_value(generator)
     else:
         seed = draw_seed(device, generator)
@@ -304,6 +306,76 @@ def _build(
         injected_noise=injected_noise,
     )
     return args, direct
+
+
+_CPU = torch.device("cpu")
+_SHAPED: dict = {}  # x.shape -> (noise fill view, noise view shaped like x) of this thread's buffer
+
+
+def _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset) -> bool:
+    """The in-place step for the common small CPU case, straight through; False when the call
+    is not that case (the general path then validates and runs it, raising where it must).
+
+    The case: fp32 ``x`` and ``score``, contiguous, same shape, one noise chunk and one piece
+    (:mod:`fastlangevin.fallback.chunks`), Python-float scales, the CPU fallback with the torch
+    stream, nothing that needs the dispatcher. The same operations in the same order as the
+    general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
+    result and the same generator draw; it only skips the generic machinery around them.
+    """
+    if (
+        type(x) is not torch.Tensor
+        or type(score) is not torch.Tensor
+        or type(step_size) is not float
+        or not (noise_scale is None or type(noise_scale) is float)
+        or clamp is not None
+        or type(sample_offset) is not int
+        or not x.is_cpu
+        or x.dtype is not torch.float32
+        or score.dtype is not torch.float32
+        or x.shape != score.shape
+        or not (step_size > 0.0 and step_size < math.inf)
+        or (generator is not None and (type(generator) is not torch.Generator or generator.device != _CPU))
+        or x.dim() == 0
+        or not x.is_contiguous()
+        or not score.is_contiguous()
+        or not score.is_cpu
+        or sample_offset < 0
+    ):
+        return False
+    n = x.numel()
+    row_size = n // x.shape[0] if x.shape[0] else 0
+    start = sample_offset * row_size
+    chunk = start // TORCH_RNG_CHUNK
+    if n == 0 or n > CPU_PIECE or (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+        return False
+    b = math.sqrt(2.0 * step_size) if noise_scale is None else noise_scale
+    if not (b > 0.0 and b < math.inf):
+        return False
+    if _backend.resolve_backend(_CPU, backend) != "torch":
+        return False
+    if (rng if rng is not None else _backend.env_setting(RNG_ENV_VAR)) not in (None, "torch"):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
+        return False  # the general path raises
+    if not _backend.can_call_directly():
+        return False
+    # validated: draw
+    seed = draw_seed_value(generator)
+    _backend.record("langevin_step", "torch")
+    gen, buf = cpu_scratch()
+    head = start - chunk * TORCH_RNG_CHUNK
+    key = (x.shape, head)
+    views = _SHAPED.get(key)
+    if views is None or views[0].data_ptr() != buf.data_ptr():
+        if len(_SHAPED) > 256:
+            _SHAPED.clear()
+        fill = min(buf.numel(), max(16, -(-(head + n) // 16) * 16))
+        views = _SHAPED[key] = (buf[:fill], buf[head : head + n].view(x.shape))
+    gen.manual_seed(chunk_seed(seed, chunk))
+    views[0].normal_(0.0, b, generator=gen)
+    x.add_(torch.mul(score, scalar_tensor(step_size, torch.float32)))
+    x.add_(views[1])
+    return True
 
 
 def step_args(
@@ -384,6 +456,8 @@ def langevin_step_(
     Bit-identical to the out-of-place op for the same generator state. Not differentiable
     (raises if autograd would need it). Every argument is checked before ``x`` is written.
     """
+    if _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset):
+        return x
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, True)
     if direct:
         _langevin_step_inplace_impl(*args)
