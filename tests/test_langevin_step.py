@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import fastlangevin as fl
-from fastlangevin import _backend, _rng
+from fastlangevin import _backend
 from fastlangevin.ops.langevin_step import langevin_step_with_noise
 
 from .conftest import device_backends, requires_cuda
+from .helpers import backend_ran, make_state, noise_only, plain_step
 
 # (x dtype, score dtype, atol, rtol): the kernel computes in fp32 and stores x's dtype. The
 # interpreter truncates fp32→bf16/fp16 where PyTorch rounds to nearest: one storage ulp.
@@ -24,28 +25,7 @@ DTYPES = [
 SHAPES = [(0,), (1,), (1023,), (1025,), (3, 5, 7), (4, 0, 3), (17, 33)]
 
 
-def _make(shape, dtype, score_dtype, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    s = torch.randn(shape, generator=g).to(device=device, dtype=score_dtype)
-    return x, s
-
-
-def _plain(x, s, a, b, z, clamp=None):
-    """The textbook formula in fp32 (fp64 for fp64), same evaluation order as the kernel."""
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    out = x.to(cdt) + a * s.to(cdt)
-    if z is not None:
-        out = out + b * z.to(torch.float32).to(cdt)
-    if clamp is not None:
-        out = out.clamp(*clamp)
-    return out.to(x.dtype)
-
-
-def _backend_ran(fn):
-    with fl.track_backends() as ran:
-        out = fn()
-    return out, [b for _, b in ran]
+_make, _plain, _backend_ran = make_state, plain_step, backend_ran
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,9 +102,7 @@ def test_noncontiguous_inputs(device_backend):
 # --------------------------------------------------------------------------------------------
 # Noise
 # --------------------------------------------------------------------------------------------
-def _noise_only(n, device, backend, rng=None, generator=None, offset=0):
-    x = torch.zeros(n, device=device)
-    return fl.langevin_step(x, x, 0.0, 1.0, backend=backend, rng=rng, generator=generator, sample_offset=offset)
+_noise_only = noise_only
 
 
 @pytest.mark.parametrize("backend,rng", [("triton", "philox"), ("torch", "torch"), ("torch", "philox")])
@@ -236,76 +214,6 @@ def test_block_size_invariance():
     )
     shifted = [o for off, o in outs if off == 5][0] - x - 0.1 * s
     torch.testing.assert_close(shifted, big[5:], atol=1e-6, rtol=0)
-
-
-def test_fallback_philox_stream_matches_kernel():
-    """rng='philox' reproduces the kernel's stream: integers bitwise, normals to ~1e-6."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def _ints(seed_ptr, out_ptr, N: tl.constexpr):
-        seed = tl.load(seed_ptr)
-        c = tl.arange(0, N).to(tl.int64) + (1 << 33)  # exercise the high counter word
-        a, b, cc, d = tl.randint4x(seed, c)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 0, a.to(tl.int64) & 0xFFFFFFFF)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 1, b.to(tl.int64) & 0xFFFFFFFF)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 2, cc.to(tl.int64) & 0xFFFFFFFF)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 3, d.to(tl.int64) & 0xFFFFFFFF)
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    seed = torch.tensor([0x123456789ABCDEF], dtype=torch.int64, device=device)
-    got = torch.empty(4 * 64, dtype=torch.int64, device=device)
-    _ints[(1,)](seed, got, N=64)
-    ref = torch.stack(_rng.philox_randint4x(seed, torch.arange(64, device=device) + (1 << 33)), 1).reshape(-1)
-    assert torch.equal(got, ref)
-
-    g = torch.Generator(device=device)
-    g.manual_seed(3)
-    zk = _noise_only(4099, device, "triton", generator=g, offset=2)
-    g.manual_seed(3)
-    zf = _noise_only(4099, device, "torch", rng="philox", generator=g, offset=2)
-    torch.testing.assert_close(zk, zf, atol=1e-5, rtol=0)
-
-
-def test_rng_torch_stream_is_chunk_keyed():
-    """rng='torch': chunk k of the global index comes from a generator seeded mix(seed, k)."""
-    n = _rng.TORCH_RNG_CHUNK * 2 + 17
-    g = torch.Generator().manual_seed(4)
-    z = _noise_only(n, "cpu", "torch", rng="torch", generator=g)
-    seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(4)).item())
-    assert torch.equal(z, _rng.torch_normal(seed, 0, n))
-    g2 = torch.Generator().manual_seed(int(_rng.chunk_seed(seed, 1)))
-    assert torch.equal(
-        z[_rng.TORCH_RNG_CHUNK : 2 * _rng.TORCH_RNG_CHUNK], torch.randn(_rng.TORCH_RNG_CHUNK, generator=g2)
-    )
-
-
-@pytest.mark.parametrize("n,offset", [(1, 0), (5, 3), (17, 0), (100, 40), (70000, 65530)])
-def test_rng_torch_partial_fill_is_prefix_of_full_chunk(n, offset):
-    """Small tensors fill only what they need; the values are the full chunk's."""
-    C = _rng.TORCH_RNG_CHUNK
-    full = torch.empty(C)
-    got = _rng.torch_normal(77, offset, n)
-    for k in range(offset // C, (offset + n - 1) // C + 1):
-        _rng.torch_chunk_normal(77, k, full, torch.Generator())  # needed defaults to the whole chunk
-        g0, g1 = max(k * C, offset), min((k + 1) * C, offset + n)
-        assert torch.equal(got[g0 - offset : g1 - offset], full[g0 - k * C : g1 - k * C])
-
-
-@pytest.mark.parametrize("b", [0.0447, 1.7, 3e-5])
-def test_rng_torch_scalar_noise_scale_folded_into_normal_is_exact(b):
-    """rng='torch' draws b·z as normal_(0, b): bitwise fl(z · b) of the unit stream."""
-    n = _rng.TORCH_RNG_CHUNK + 99
-    g = torch.Generator().manual_seed(8)
-    x = torch.zeros(n)
-    out = fl.langevin_step(x, x, 0.0, b, backend="torch", rng="torch", generator=g)
-    seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(8)).item())
-    assert torch.equal(out, _rng.torch_normal(seed, 0, n) * b)
-    # a per-row b takes the unfolded path: the same values
-    g.manual_seed(8)
-    rows = fl.langevin_step(x, x, 0.0, torch.full((n,), b), backend="torch", rng="torch", generator=g)
-    assert torch.equal(rows, out)
 
 
 def test_threaded_fallback_equals_serial(monkeypatch):
