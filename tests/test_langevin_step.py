@@ -2,12 +2,13 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import fastlangevin as fl
-from fastlangevin import _backend
-from fastlangevin.ops.langevin_step import langevin_step_with_noise
+from fastlangevin import _backend, _rng
+from fastlangevin.ops.langevin_step import _small_cpu_step_, langevin_step_with_noise
 
 from .conftest import device_backends, requires_cuda
 from .helpers import backend_ran, make_state, noise_only, plain_step
@@ -428,6 +429,73 @@ def test_inplace_refuses_autograd():
     x = torch.randn(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="does not support autograd"):
         fl.langevin_step_(x, torch.randn(3), 0.1)
+
+
+@pytest.mark.parametrize("generator", [True, False], ids=["generator", "default-generator"])
+def test_refused_inplace_call_draws_nothing(generator):
+    """Every check runs before the seed draw: a refused call leaves x and the generator as they were."""
+    g = torch.Generator().manual_seed(11) if generator else None
+    torch.manual_seed(11)
+    x = torch.randn(4, 3, requires_grad=True)
+    s = torch.randn(4, 3)
+    before = x.detach().clone()
+    state = (g if generator else torch.default_generator).get_state()
+    with pytest.raises(RuntimeError, match="does not support autograd"):
+        fl.langevin_step_(x, s, 0.1, generator=g)
+    with pytest.raises(ValueError, match="sample_offset"):
+        fl.langevin_step_(x.detach(), s, 0.1, generator=g, sample_offset=-1)
+    assert torch.equal((g if generator else torch.default_generator).get_state(), state)
+    assert torch.equal(x.detach(), before)
+
+
+@pytest.mark.parametrize(
+    "step", [np.float32(0.05), np.float64(0.05), np.float16(0.05), torch.tensor(0.05, dtype=torch.float16), 0.05]
+)
+def test_real_scalars_of_any_float_type(step):
+    """numpy/torch float scalars of every precision are accepted, as their Python float value."""
+    x, s = make_state((5, 3), torch.float32, torch.float32)
+    value = float(step)
+    got = fl.langevin_step(x, s, step, step, generator=torch.Generator().manual_seed(1), clamp=(np.float32(-2), 2))
+    ref = fl.langevin_step(x, s, value, value, generator=torch.Generator().manual_seed(1), clamp=(-2.0, 2.0))
+    assert torch.equal(got, ref)
+    with pytest.raises(TypeError, match="step_size must be a float"):
+        fl.langevin_step(x, s, np.bool_(True))
+
+
+SMALL_CASES = [
+    ((256, 2), 0, None, True),
+    ((4096, 2), 0, None, True),
+    ((7, 3, 5), 3, 0.2, True),
+    ((300,), 65400, None, False),  # crosses a noise chunk: the general path
+    ((2, 20000), 0, None, False),  # beyond one piece: the general path
+]
+
+
+@pytest.mark.parametrize("shape,offset,noise,straight", SMALL_CASES, ids=lambda v: str(v))
+def test_small_cpu_straight_path_is_the_general_path(shape, offset, noise, straight):
+    """The in-place straight path for small fp32 CPU steps gives bitwise the general path's
+    result (out-of-place op, same generator state) and the reference formula with the
+    stream's noise; it consumes exactly one seed draw."""
+    from fastlangevin import reference
+
+    x, s = make_state(shape, torch.float32, torch.float32)
+    g = torch.Generator().manual_seed(5)
+    general = fl.langevin_step(x, s, 0.03, noise, generator=g, sample_offset=offset)
+    after_general = torch.rand(3, generator=g)
+    g.manual_seed(5)
+    xi = x.clone()
+    with fl.track_backends() as ran:
+        took = _small_cpu_step_(xi, s, 0.03, noise, None, g, None, None, offset)
+        if not took:
+            fl.langevin_step_(xi, s, 0.03, noise, generator=g, sample_offset=offset)
+    assert took == straight and [b for _, b in ran] == ["torch"]
+    assert torch.equal(xi, general)
+    assert torch.equal(torch.rand(3, generator=g), after_general)
+    seed = _rng.draw_seed_value(torch.Generator().manual_seed(5))
+    row = x.numel() // shape[0]
+    z = _rng.torch_normal(seed, offset * row, x.numel()).view(shape)
+    b = math.sqrt(2 * 0.03) if noise is None else noise
+    torch.testing.assert_close(xi, reference.langevin_step(x, s, 0.03, b, z), atol=2e-7, rtol=1e-6)
 
 
 @requires_cuda
