@@ -78,6 +78,18 @@ def _row_size(x: torch.Tensor) -> int:
     return math.prod(x.shape[1:])
 
 
+_LAUNCHER = []
+
+
+def _triton_launcher():
+    """The kernel launcher, imported on first use (importing it imports Triton)."""
+    if not _LAUNCHER:
+        from ..kernels.langevin_step import launch_langevin_step
+
+        _LAUNCHER.append(launch_langevin_step)
+    return _LAUNCHER[0]
+
+
 def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
     _backend.record("langevin_step", a.backend)
     row_size = _row_size(a.x)
@@ -94,9 +106,7 @@ def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
         injected_noise=injected,
     )
     if a.backend == "triton":
-        from ..kernels.langevin_step import launch_langevin_step
-
-        launch_langevin_step(x_flat, score_flat, out_flat, a.seed, **kw)
+        _triton_launcher()(x_flat, score_flat, out_flat, a.seed, **kw)
     else:
         langevin_step_torch(x_flat, score_flat, out_flat, a.seed, rng=a.rng, **kw)
 
@@ -323,7 +333,8 @@ def _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend
     result and the same generator draw; it only skips the generic machinery around them.
     """
     if (
-        type(x) is not torch.Tensor
+        backend == "triton"
+        or type(x) is not torch.Tensor
         or type(score) is not torch.Tensor
         or type(step_size) is not float
         or not (noise_scale is None or type(noise_scale) is float)
