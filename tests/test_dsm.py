@@ -522,9 +522,11 @@ def test_fused_loss_saves_no_noise_tensor():
         kept["s"] = xt * -0.5
         return kept["s"]
 
-    # fused: exactly one [B, D] tensor is saved, and it is the score
+    # fused, regenerating (save_noise=False): exactly one [B, D] tensor is saved, and it is the score
     loss, saved = _saved(
-        lambda: fl.dsm_loss(score_fn, x, sigma, generator=torch.Generator().manual_seed(2), backend="torch")
+        lambda: fl.dsm_loss(
+            score_fn, x, sigma, generator=torch.Generator().manual_seed(2), backend="torch", save_noise=False
+        )
     )
     large = [t for t in saved if t.numel() >= B * D]
     assert len(large) == 1 and large[0].untyped_storage().data_ptr() == kept["s"].untyped_storage().data_ptr()
@@ -532,6 +534,13 @@ def test_fused_loss_saves_no_noise_tensor():
     assert fused_bytes < B * D * 4 + 1024  # the score + seed + [B] vectors
     loss.backward()  # still differentiable under the hooks
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+    # saved noise (the CPU default): one [B, D] tensor too — the residual s + z/σ, not z and s
+    gen = torch.Generator().manual_seed(2)
+    loss_saved, saved_kept = _saved(lambda: fl.dsm_loss(score_fn, x, sigma, generator=gen, backend="torch"))
+    large_kept = [t for t in saved_kept if t.numel() >= B * D]
+    assert len(large_kept) == 1 and sum(t.numel() * t.element_size() for t in saved_kept) < B * D * 4 + 1024
+    assert torch.equal(loss_saved, loss)
 
     # naive, hand-written (NCSN / score-SDE style): saves the noise-carrying residual s + z/σ
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
@@ -897,3 +906,28 @@ def test_sample_noise_levels_honours_generator():
 def test_sample_noise_levels_bad_input(sigmas, batch, gen, exc, match):
     with pytest.raises(exc, match=match):
         fl.sample_noise_levels(sigmas, batch, generator=gen)
+
+
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+@pytest.mark.parametrize("shape", [(16, 3, 4, 4), (3, 20000), (5, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_saved_noise_equals_regenerated_noise_bitwise(rng, shape):
+    """save_noise=True draws z once from the same stream: losses and every gradient are bitwise
+    those of the regenerating ops (rows straddling fallback pieces included)."""
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    sigma = torch.rand(shape[0], generator=torch.Generator().manual_seed(5)) + 0.1
+    results = []
+    for save in (False, True):
+        x = x0.clone().requires_grad_()
+        w = torch.ones(1, requires_grad=True)
+        with fl.track_backends() as ran:
+            loss = fl.dsm_loss(
+                lambda xt, sig: xt * (-0.7 * w), x, sigma, alpha=0.9, reduction="none",
+                generator=torch.Generator().manual_seed(6), backend="torch", rng=rng, save_noise=save,
+            )  # fmt: skip
+            loss.sum().backward()
+        assert {b for _, b in ran} == {"torch"}
+        results.append((loss.detach(), x.grad, w.grad))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="save_noise"):
+        fl.dsm_loss(lambda xt, sig: xt, x0, 0.5, save_noise="yes")

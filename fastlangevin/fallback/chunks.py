@@ -19,7 +19,7 @@ from typing import Callable, List, Optional, TypeVar, Union
 import torch
 
 from .. import _backend
-from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal
+from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal, torch_normal
 
 T = TypeVar("T")
 
@@ -52,6 +52,31 @@ def scale_slice(value: float, tensor: Optional[torch.Tensor], i0: int, i1: int, 
         return tensor[r0].to(dtype)
     rep = tensor[r0 : r1 + 1].to(dtype).repeat_interleave(row_size)
     return rep[i0 - r0 * row_size : i1 - r0 * row_size]
+
+
+def mul_rows(v: torch.Tensor, rows: torch.Tensor, i0: int, i1: int, row_size: int) -> torch.Tensor:
+    """``v * scale`` for flat elements ``[i0, i1)`` of a ``[B, row_size]`` tensor, ``rows`` the
+    per-row ``[B]`` scale in v's dtype: a new tensor, the products of :func:`scale_slice`'s
+    expansion (bitwise), computed as a partial head row, whole rows broadcast in 2-D, and a
+    partial tail row — no ``repeat_interleave`` pass over the piece."""
+    r0, r1 = i0 // row_size, (i1 - 1) // row_size
+    if r0 == r1:
+        return v.mul(rows[r0])
+    out = torch.empty_like(v)
+    a = (r0 + 1) * row_size if i0 % row_size else i0  # end of the head, start of whole rows
+    b = i1 - i1 % row_size  # end of whole rows
+    if a > i0:
+        torch.mul(v[: a - i0], rows[r0], out=out[: a - i0])
+    if b > a:
+        ra, rb = a // row_size, b // row_size
+        torch.mul(
+            v[a - i0 : b - i0].view(rb - ra, row_size),
+            rows[ra:rb, None],
+            out=out[a - i0 : b - i0].view(rb - ra, row_size),
+        )
+    if i1 > b:
+        torch.mul(v[b - i0 :], rows[r1], out=out[b - i0 :])
+    return out
 
 
 def check_rng(rng: str, device: torch.device) -> None:
@@ -99,6 +124,21 @@ def _seed_int(seed: Union[int, torch.Tensor]) -> int:
 
 def _seed_tensor(seed: Union[int, torch.Tensor], device: torch.device) -> torch.Tensor:
     return torch.tensor([seed], dtype=torch.int64, device=device) if isinstance(seed, int) else seed
+
+
+def draw_noise(seed: Union[int, torch.Tensor], start: int, n: int, *, rng: str, device: torch.device) -> torch.Tensor:
+    """A fresh float32 ``[n]`` tensor of the stream's normals for global elements ``[start, start + n)``:
+    the values :func:`for_pieces` hands its bodies (one chunk: this thread's reused generator)."""
+    check_rng(rng, device)
+    if rng == "philox":
+        return philox_normal(_seed_tensor(seed, device), start, n)
+    C = TORCH_RNG_CHUNK
+    k = start // C
+    if n == 0 or (start + n - 1) // C != k:
+        return torch_normal(_seed_int(seed), start, n)
+    gen, buf = cpu_scratch()
+    torch_chunk_normal(_seed_int(seed), k, buf, gen, needed=start + n - k * C)
+    return buf[start - k * C : start + n - k * C].clone()
 
 
 def for_pieces(

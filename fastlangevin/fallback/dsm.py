@@ -25,7 +25,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
-from .chunks import for_pieces, scale_slice
+from .chunks import for_pieces, mul_rows
 
 #: Width of one level of :func:`row_sums`. Each level sums contiguous runs of this many
 #: values; runs are far below torch's parallel grain (32768), so no reduction is ever split
@@ -86,10 +86,10 @@ def dsm_perturb_torch(
     cdt = sigma_rows.dtype
 
     def body(i0, i1, z):
-        t = z.to(cdt).mul(scale_slice(0.0, sigma_rows, i0, i1, row_size, cdt))
+        t = mul_rows(z.to(cdt), sigma_rows, i0, i1, row_size)
         xs = x[i0:i1].to(cdt)
         if alpha_rows is not None:
-            xs = xs.mul(scale_slice(0.0, alpha_rows, i0, i1, row_size, cdt))
+            xs = mul_rows(xs, alpha_rows, i0, i1, row_size)
         out[i0:i1].copy_(t.add_(xs))  # σz + αx: the kernel's αx + σz (addition commutes bitwise)
 
     for_pieces(body, seed, x.numel(), elem_offset=elem_offset, rng=rng, device=x.device, injected_noise=injected_noise)
@@ -98,7 +98,7 @@ def dsm_perturb_torch(
 
 def _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt):
     """``s + z / σ`` for flat elements ``[i0, i1)`` in ``cdt`` (z·(1/σ) first, as the kernels)."""
-    r = z.to(cdt).mul(scale_slice(0.0, inv_sigma_rows, i0, i1, row_size, cdt))
+    r = mul_rows(z.to(cdt), inv_sigma_rows, i0, i1, row_size)
     return r.add_(score[i0:i1].to(cdt))
 
 
@@ -112,12 +112,18 @@ def dsm_loss_rows_torch(
     elem_offset: int,
     rng: str,
     injected_noise: Optional[torch.Tensor] = None,
+    residual_out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Per-row loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` as a ``[B]`` tensor (compute dtype)."""
+    """Per-row loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` as a ``[B]`` tensor (compute dtype).
+
+    ``residual_out`` (flat, compute dtype): also store the residual ``s + z / σ`` there (the
+    saved-noise loss keeps it for backward: the gradient is then one multiply)."""
     cdt = inv_sigma_rows.dtype
 
     def body(i0, i1, z):
         r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
+        if residual_out is not None:
+            residual_out[i0:i1].copy_(r)
         return piece_row_sums(r.mul_(r), i0, row_size)
 
     q = torch.zeros(inv_sigma_rows.shape[0], dtype=cdt, device=score.device)
@@ -147,7 +153,7 @@ def dsm_loss_backward_torch(
 
     def body(i0, i1, z):
         r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
-        grad[i0:i1].copy_(r.mul_(scale_slice(0.0, coef_rows, i0, i1, row_size, cdt)))
+        grad[i0:i1].copy_(mul_rows(r, coef_rows.to(cdt), i0, i1, row_size))
 
     for_pieces(
         body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise
