@@ -152,6 +152,7 @@ def for_pieces(
     injected_noise: Optional[torch.Tensor] = None,
     with_noise: bool = True,
     std: float = 1.0,
+    elementwise: bool = False,
 ) -> List[T]:
     """Call ``body(i0, i1, z)`` for every piece of local flat elements ``[i0, i1)`` and return
     the results in index order.
@@ -159,7 +160,10 @@ def for_pieces(
     ``seed``: the call's int64 seed tensor (or its value as an int on CPU). ``z``: the piece's
     float32 normals (a reused buffer: use it before returning), the injected noise's slice, or
     None when ``with_noise`` is False. ``std`` (rng="torch" only) scales the draws inside
-    ``normal_``: bitwise ``fl(z * std)`` in fp32.
+    ``normal_``: bitwise ``fl(z * std)`` in fp32. ``elementwise``: ``body`` is elementwise (no
+    reduction whose order the piece grid fixes), so pieces may follow the threading: whole
+    chunks when one thread walks them (ATen may then parallelise each op), else equal pieces
+    below ATen's grain.
     """
     check_rng(rng, device)
     if n == 0:
@@ -185,6 +189,9 @@ def for_pieces(
     seed_int = _seed_int(seed) if torch_stream else None
     if rng == "philox" and with_noise and injected_noise is None:
         seed = _seed_tensor(seed, device)
+    workers = _workers(device, last - first) if seed_int is not None else 1
+    if elementwise and piece < C:
+        piece = C if workers <= 1 else -(-C // -(-C // CPU_PIECE))
 
     @torch.no_grad()  # plain arithmetic inside an op; worker threads do not inherit the
     def run(k0: int, k1: int) -> List[T]:  # caller's thread-local autograd state
@@ -211,7 +218,6 @@ def for_pieces(
                 results.append(body(i0, i1, zp))
         return results
 
-    workers = _workers(device, last - first) if seed_int is not None else 1
     if workers <= 1:
         return run(first, last)
     bounds = [first + (last - first) * w // workers for w in range(workers + 1)]

@@ -50,8 +50,8 @@ def _work_buffer(cdt: torch.dtype, n: int) -> torch.Tensor:
     if cache is None:
         cache = _WORK.cache = {}
     buf = cache.get(cdt)
-    if buf is None:
-        buf = cache[cdt] = torch.empty(CPU_PIECE, dtype=cdt)
+    if buf is None or buf.numel() < n:
+        buf = cache[cdt] = torch.empty(max(n, CPU_PIECE), dtype=cdt)
     return buf[:n]
 
 
@@ -133,5 +133,6 @@ def langevin_step_torch(
         injected_noise=injected_noise,
         with_noise=with_noise,
         std=std,
+        elementwise=True,
     )
     return out
