@@ -52,18 +52,6 @@ def triton_available() -> bool:
     return triton_import_error() is None
 
 
-def interpreter_enabled() -> bool:
-    """Whether Triton kernels are (or will be) built for the CPU interpreter."""
-    if not triton_available():
-        return False
-    try:
-        from triton import knobs
-
-        return bool(knobs.runtime.interpret)
-    except Exception:  # older Triton without knobs
-        return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
 def kernels_interpreted() -> bool:
     """Whether our kernels module was built for the interpreter (decided at import time)."""
     from .kernels import langevin_step as k

@@ -23,10 +23,10 @@ import time
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import torch  # noqa: E402
-
-import fastlangevin as fl  # noqa: E402
 from fastlangevin.kernels import corrector as kc  # noqa: E402
 from fastlangevin.kernels import langevin_step as ks  # noqa: E402
+
+import fastlangevin as fl  # noqa: E402
 
 CALLS = {"launches": 0}
 

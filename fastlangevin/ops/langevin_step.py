@@ -23,11 +23,10 @@ import torch
 from .. import _backend, modes
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.chunks import CPU_PIECE, cpu_scratch
+from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, cpu_scratch
 from ..fallback.langevin_step import langevin_step_torch, scalar_tensor
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
-RNG_STREAMS = ("torch", "philox")
 
 
 def resolve_rng(rng: Optional[str], backend: str, device: torch.device) -> str:
