@@ -129,12 +129,10 @@ def launch_langevin_step(
     mode; ``lo``/``hi``: the clamp (None: none). ``out`` may alias ``x`` (each element is read
     before it is written, by the same program).
     """
-    import torch
-
     n = x.numel()
     if n == 0:
         return out
-    fp64 = x.dtype == torch.float64
+    fp64 = x.element_size() == 8  # float64 states: the only 8-byte float dtype
     step_mode, step_val, step_t = _scale_launch_args(step_value, step_tensor, fp64, x.device)
     if noise_mode in (modes.NOISE_NONE, modes.NOISE_SQRT2A):
         noise_val, noise_t = 0.0, None

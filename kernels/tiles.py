@@ -36,7 +36,10 @@ def launch_options(interpreted: bool, num_warps: int) -> dict:
 def vec_for(*tensors) -> int:
     """Elements per tile row: 8 when any operand is 16-bit (so its accesses are 16 bytes, as
     fp32's are with 4), else 4."""
-    return 8 if min(t.element_size() for t in tensors) == 2 else 4
+    for t in tensors:
+        if t.element_size() == 2:
+            return 8
+    return 4
 
 
 class FlatLaunch(NamedTuple):

@@ -74,7 +74,8 @@ class StepArgs(NamedTuple):
 
 
 def _row_size(x: torch.Tensor) -> int:
-    return math.prod(x.shape[1:])
+    batch = x.shape[0]
+    return x.numel() // batch if batch else math.prod(x.shape[1:])
 
 
 _LAUNCHER = []
