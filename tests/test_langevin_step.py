@@ -491,6 +491,11 @@ def test_small_cpu_straight_path_is_the_general_path(shape, offset, noise, strai
     assert took == straight and [b for _, b in ran] == ["torch"]
     assert torch.equal(xi, general)
     assert torch.equal(torch.rand(3, generator=g), after_general)
+    g.manual_seed(5)  # the out-of-place straight path: the same values, x untouched
+    new = _small_cpu_step_(x, s, 0.03, noise, None, g, None, None, offset, True)
+    assert (new is not False) == straight
+    if straight:
+        assert torch.equal(new, general) and torch.equal(torch.rand(3, generator=g), after_general)
     seed = _rng.draw_seed_value(torch.Generator().manual_seed(5))
     row = x.numel() // shape[0]
     z = _rng.torch_normal(seed, offset * row, x.numel()).view(shape)

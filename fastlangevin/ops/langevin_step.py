@@ -322,9 +322,12 @@ _CPU = torch.device("cpu")
 _SHAPED: dict = {}  # x.shape -> (noise fill view, noise view shaped like x) of this thread's buffer
 
 
-def _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset) -> bool:
-    """The in-place step for the common small CPU case, straight through; False when the call
-    is not that case (the general path then validates and runs it, raising where it must).
+def _small_cpu_step_(
+    x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, out_of_place: bool = False
+):
+    """The step for the common small CPU case, straight through: True (in place on x) or the new
+    tensor (``out_of_place``); False when the call is not that case (the general path then
+    validates and runs it, raising where it must).
 
     The case: fp32 ``x`` and ``score``, contiguous, same shape, one noise chunk and one piece
     (:mod:`fastlangevin.fallback.chunks`), Python-float scales, the CPU fallback with the torch
@@ -384,7 +387,10 @@ def _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend
         views = _SHAPED[key] = (buf[:fill], buf[head : head + n].view(x.shape))
     gen.manual_seed(chunk_seed(seed, chunk))
     views[0].normal_(0.0, b, generator=gen)
-    x.add_(torch.mul(score, scalar_tensor(step_size, torch.float32)))
+    t = torch.mul(score, scalar_tensor(step_size, torch.float32))
+    if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
+        return torch.add(x, t).add_(views[1])
+    x.add_(t)
     x.add_(views[1])
     return True
 
@@ -444,6 +450,9 @@ def langevin_step(
         a new contiguous tensor shaped and typed like ``x``. Differentiable in ``x`` (1 inside the
         clamp range) and ``score`` (``step_size``); the scales are constants.
     """
+    out = _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, True)
+    if out is not False:
+        return out
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, False)
     if direct:
         return _langevin_step_impl(*args)
