@@ -91,7 +91,8 @@ def sample_noise_levels(
             raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         if generator.device.type != sigmas.device.type:
             raise ValueError(
-                f"generator must be on sigmas' device type {sigmas.device.type!r}, got a {generator.device.type!r} generator"
+                f"generator must be on sigmas' device type {sigmas.device.type!r}, "
+                f"got a {generator.device.type!r} generator"
             )
     indices = torch.randint(0, sigmas.shape[0], (batch_size,), generator=generator, device=sigmas.device)
     return indices, sigmas[indices]

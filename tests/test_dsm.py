@@ -1,7 +1,8 @@
-"""Tests of the fused DSM loss (fastlangevin.dsm_loss), its custom ops and the schedules.
+"""Tests of the fused DSM loss (fastlangevin.dsm_loss) and its custom ops (schedules:
+tests/test_schedules.py).
 
 Three implementations are compared: the Triton kernels (under TRITON_INTERPRET=1 on CPU), the
-PyTorch fallback, and a plain reference formula written here with ordinary autograd:
+PyTorch fallback, and the reference formula (fastlangevin.reference.dsm) with ordinary autograd:
 
     x̃ = α x + σ z,   s = score_fn(x̃, σ),   ℓ_i = ½ λ_i Σ_j (s_ij + z_ij / σ_i)²
 """
@@ -13,7 +14,7 @@ import torch
 from torch.autograd.graph import saved_tensors_hooks
 
 import fastlangevin as fl
-from fastlangevin import _rng
+from fastlangevin import _rng, reference
 from fastlangevin.fallback import dsm as fb
 from fastlangevin.ops.dsm import dsm_loss_with_noise
 
@@ -28,11 +29,8 @@ def rows_view(t, ndim):
 
 
 def formula_rows(s, z, sigma, weight=None):
-    """Reference per-sample loss ½ λ Σ (s + z/σ)² in the math dtype of sigma."""
-    sig = rows_view(sigma, s.dim())
-    lam = sigma**2 if weight is None else weight
-    r = s.to(sigma.dtype) + z.to(sigma.dtype) / sig
-    return 0.5 * lam * (r**2).flatten(1).sum(1)
+    """:func:`fastlangevin.reference.dsm_loss_rows` in the math dtype of sigma."""
+    return reference.dsm_loss_rows(s.to(sigma.dtype), z.to(sigma.dtype), sigma, weight)
 
 
 class AffineScore(torch.nn.Module):
@@ -522,9 +520,11 @@ def test_fused_loss_saves_no_noise_tensor():
         kept["s"] = xt * -0.5
         return kept["s"]
 
-    # fused: exactly one [B, D] tensor is saved, and it is the score
+    # fused, regenerating (save_noise=False): exactly one [B, D] tensor is saved, and it is the score
     loss, saved = _saved(
-        lambda: fl.dsm_loss(score_fn, x, sigma, generator=torch.Generator().manual_seed(2), backend="torch")
+        lambda: fl.dsm_loss(
+            score_fn, x, sigma, generator=torch.Generator().manual_seed(2), backend="torch", save_noise=False
+        )
     )
     large = [t for t in saved if t.numel() >= B * D]
     assert len(large) == 1 and large[0].untyped_storage().data_ptr() == kept["s"].untyped_storage().data_ptr()
@@ -532,6 +532,13 @@ def test_fused_loss_saves_no_noise_tensor():
     assert fused_bytes < B * D * 4 + 1024  # the score + seed + [B] vectors
     loss.backward()  # still differentiable under the hooks
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+    # saved noise (the CPU default): one [B, D] tensor too — the residual s + z/σ, not z and s
+    gen = torch.Generator().manual_seed(2)
+    loss_saved, saved_kept = _saved(lambda: fl.dsm_loss(score_fn, x, sigma, generator=gen, backend="torch"))
+    large_kept = [t for t in saved_kept if t.numel() >= B * D]
+    assert len(large_kept) == 1 and sum(t.numel() * t.element_size() for t in saved_kept) < B * D * 4 + 1024
+    assert torch.equal(loss_saved, loss)
 
     # naive, hand-written (NCSN / score-SDE style): saves the noise-carrying residual s + z/σ
     z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
@@ -638,7 +645,7 @@ def test_batch_invariance_fallback_long_rows(rng):
 
 def test_fallback_threaded_equals_serial():
     """Chunks spread over torch's threads give bitwise the serial result (loss, x̃, gradients)."""
-    from fastlangevin.fallback.langevin_step import _workers
+    from fastlangevin.fallback.chunks import _workers
 
     x = torch.randn(9, 65537, generator=torch.Generator().manual_seed(17))  # 10 noise chunks
     sigma = torch.rand(9, generator=torch.Generator().manual_seed(18)) + 0.1
@@ -834,66 +841,26 @@ def test_bad_injected_noise_shape():
         dsm_loss_with_noise(_ok_fn, torch.ones(3, 4), 0.5, torch.ones(3, 5), backend="torch")
 
 
-# ---------------------------------------------------------------------------------------
-# Schedules
-# ---------------------------------------------------------------------------------------
-def test_geometric_sigmas():
-    s = fl.geometric_sigmas(50.0, 0.01, 232, dtype=torch.float64)
-    assert s.shape == (232,) and s[0].item() == 50.0 and s[-1].item() == 0.01
-    ratios = s[1:] / s[:-1]
-    torch.testing.assert_close(ratios, torch.full_like(ratios, (0.01 / 50.0) ** (1 / 231)), atol=0, rtol=1e-12)
-    s32 = fl.geometric_sigmas(1, 0.01, 10)
-    assert s32.dtype == torch.float32 and (s32[1:] < s32[:-1]).all()
-    assert torch.equal(fl.geometric_sigmas(0.5, 0.5, 1), torch.tensor([0.5]))
-
-
-@pytest.mark.parametrize(
-    "args,exc,match",
-    [
-        ((0.01, 1.0, 10), ValueError, "sigma_max"),
-        ((1.0, 0.0, 10), ValueError, "sigma_min"),
-        ((float("inf"), 0.1, 10), ValueError, "sigma_max"),
-        ((1.0, float("nan"), 10), ValueError, "sigma_min"),
-        ((1.0, 0.1, 0), ValueError, "n"),
-        ((1.0, 0.1, 2.5), ValueError, "n"),
-        ((1.0, 0.1, 1), ValueError, "n=1"),
-        (("1", 0.1, 3), TypeError, "sigma_max"),
-    ],
-)
-def test_geometric_sigmas_bad_input(args, exc, match):
-    with pytest.raises(exc, match=match):
-        fl.geometric_sigmas(*args)
-
-
-def test_sample_noise_levels_honours_generator():
-    from scipy import stats
-
-    sigmas = fl.geometric_sigmas(1.0, 0.01, 10)
-    i1, s1 = fl.sample_noise_levels(sigmas, 20000, generator=torch.Generator().manual_seed(3))
-    i2, s2 = fl.sample_noise_levels(sigmas, 20000, generator=torch.Generator().manual_seed(3))
-    i3, _ = fl.sample_noise_levels(sigmas, 20000, generator=torch.Generator().manual_seed(4))
-    assert torch.equal(i1, i2) and torch.equal(s1, s2) and not torch.equal(i1, i3)
-    assert i1.dtype == torch.int64 and torch.equal(s1, sigmas[i1])
-    counts = torch.bincount(i1, minlength=10).double()
-    assert stats.chisquare(counts.numpy()).pvalue > 1e-4
-    torch.manual_seed(8)
-    a = fl.sample_noise_levels(sigmas, 50)[0]
-    torch.manual_seed(8)
-    assert torch.equal(a, fl.sample_noise_levels(sigmas, 50)[0])
-
-
-@pytest.mark.parametrize(
-    "sigmas,batch,gen,exc,match",
-    [
-        ([1.0, 0.1], 4, None, TypeError, "sigmas"),
-        (torch.tensor([1, 2]), 4, None, TypeError, "sigmas"),
-        (torch.ones(2, 2), 4, None, ValueError, "sigmas"),
-        (torch.tensor([]), 4, None, ValueError, "sigmas"),
-        (torch.tensor([1.0, 0.0]), 4, None, ValueError, "sigmas"),
-        (torch.tensor([1.0, 0.1]), 0, None, ValueError, "batch_size"),
-        (torch.tensor([1.0, 0.1]), 4, "g", TypeError, "generator"),
-    ],
-)
-def test_sample_noise_levels_bad_input(sigmas, batch, gen, exc, match):
-    with pytest.raises(exc, match=match):
-        fl.sample_noise_levels(sigmas, batch, generator=gen)
+@pytest.mark.parametrize("rng", ["torch", "philox"])
+@pytest.mark.parametrize("shape", [(16, 3, 4, 4), (3, 20000), (5, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_saved_noise_equals_regenerated_noise_bitwise(rng, shape):
+    """save_noise=True draws z once from the same stream: losses and every gradient are bitwise
+    those of the regenerating ops (rows straddling fallback pieces included)."""
+    x0 = torch.randn(shape, generator=torch.Generator().manual_seed(4))
+    sigma = torch.rand(shape[0], generator=torch.Generator().manual_seed(5)) + 0.1
+    results = []
+    for save in (False, True):
+        x = x0.clone().requires_grad_()
+        w = torch.ones(1, requires_grad=True)
+        with fl.track_backends() as ran:
+            loss = fl.dsm_loss(
+                lambda xt, sig: xt * (-0.7 * w), x, sigma, alpha=0.9, reduction="none",
+                generator=torch.Generator().manual_seed(6), backend="torch", rng=rng, save_noise=save,
+            )  # fmt: skip
+            loss.sum().backward()
+        assert {b for _, b in ran} == {"torch"}
+        results.append((loss.detach(), x.grad, w.grad))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="save_noise"):
+        fl.dsm_loss(lambda xt, sig: xt, x0, 0.5, save_noise="yes")

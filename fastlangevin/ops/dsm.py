@@ -23,6 +23,7 @@ import torch
 from .. import _backend
 from .._rng import draw_seed
 from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
+from ..fallback.chunks import draw_noise, mul_rows
 from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch
 from ..fallback.langevin_step import compute_dtype
 from .langevin_step import resolve_rng
@@ -217,7 +218,8 @@ def _prepare(
     check_state("x", x)
     if x.numel() == 0:
         raise ValueError(
-            f"x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), got shape {tuple(x.shape)}"
+            "x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), "
+            f"got shape {tuple(x.shape)}"
         )
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
@@ -289,6 +291,64 @@ def _run(score_fn, x, p: _Prepared, injected_noise=None) -> torch.Tensor:
     return losses
 
 
+def _plain_call(x: torch.Tensor) -> bool:
+    """Plain tensors, no function/dispatch modes: plain autograd code may stand in for the ops."""
+    if type(x) is not torch.Tensor:
+        return False
+    try:
+        return not (torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack() > 0)
+    except AttributeError:  # pragma: no cover - private API moved: use the ops
+        return False
+
+
+class _SavedNoiseLoss(torch.autograd.Function):
+    """Per-row losses with z given: the fallback's loss on the injected noise (bitwise the
+    regenerating ops' values), keeping the residual ``r = s + z/σ`` for backward, where the
+    gradient ``c_i r`` is one multiply (the fallback's own arithmetic, so bitwise theirs too)."""
+
+    @staticmethod
+    def forward(ctx, score, z_flat, inv_sigma_rows, weight_rows, sample_offset, rng):
+        sc = score.contiguous()
+        row_size = _row_size(score)
+        r = torch.empty(sc.numel(), dtype=inv_sigma_rows.dtype)
+        _backend.record("dsm_loss", "torch")
+        losses = dsm_loss_rows_torch(
+            sc.view(-1), 0, inv_sigma_rows, weight_rows, row_size=row_size, elem_offset=sample_offset * row_size,
+            rng=rng, injected_noise=z_flat, residual_out=r,
+        )  # fmt: skip
+        ctx.save_for_backward(r, weight_rows)
+        ctx.row_size, ctx.shape, ctx.dtype = row_size, score.shape, score.dtype
+        return losses
+
+    @staticmethod
+    def backward(ctx, grad_rows):
+        r, weight_rows = ctx.saved_tensors
+        coef = weight_rows * grad_rows.to(weight_rows.dtype)
+        _backend.record("dsm_loss_backward", "torch")
+        grad = mul_rows(r, coef, 0, r.numel(), ctx.row_size).to(ctx.dtype).view(ctx.shape)
+        return grad, None, None, None, None, None
+
+
+def _run_saved(score_fn, x, p: _Prepared, z: torch.Tensor) -> torch.Tensor:
+    """:func:`_run` with z drawn once: x̃ = α x + σ z in plain autograd ops (the perturb op's
+    arithmetic: σz + αx in the compute dtype), the loss through :class:`_SavedNoiseLoss`."""
+    _backend.record("dsm_perturb", "torch")
+    cdt = p.sigma_rows.dtype
+    zc = z.to(cdt)
+    t = zc * _rows_view(p.sigma_rows, x.dim())
+    xs = x.to(cdt)
+    if p.alpha_rows is not None:
+        xs = xs * _rows_view(p.alpha_rows, x.dim())
+    x_tilde = (t + xs).to(x.dtype)
+    s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
+    losses = _SavedNoiseLoss.apply(s, z.reshape(-1), p.inv_sigma_rows, p.weight_rows, p.sample_offset, p.rng)
+    if p.reduction == "mean":
+        return losses.mean()
+    if p.reduction == "sum":
+        return losses.sum()
+    return losses
+
+
 def dsm_loss(
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -301,8 +361,9 @@ def dsm_loss(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    save_noise: Optional[bool] = None,
 ) -> torch.Tensor:
-    """Denoising score-matching loss with fused kernels; the noise is never stored.
+    """Denoising score-matching loss with fused kernels.
 
         x̃   = alpha · x + sigma · z,          z ~ N(0, I) (fresh per call)
         s    = score_fn(x̃, sigma_b)            sigma_b: the per-sample sigma, a [B] tensor
@@ -333,6 +394,14 @@ def dsm_loss(
         generator: torch generator (on x's device type) the noise seed is drawn from.
         backend: "triton", "torch" or None (→ ``FASTLANGEVIN_BACKEND``, else auto).
         rng: fallback noise stream, "torch" (CPU default, fast) or "philox" (the kernels').
+        save_noise: how backward gets z. False: regenerated from the seed in every pass (z is
+            never stored: the memory-saving mode; costs one more noise generation in backward).
+            True: drawn once per forward, from the same stream (identical values, so identical
+            losses and gradients), and kept for backward — one float32 tensor shaped like x
+            held until backward; on CPU the loss then runs as plain tensor code under autograd,
+            without the custom-op dispatcher. None (default): True for the PyTorch fallback on
+            CPU (memory is cheap there and it is the fast mode), False elsewhere (on CUDA the
+            noise stays regenerated). Under ``torch.compile`` the regenerating ops are used.
         sample_offset: global index of ``x[0]``: z is keyed by the global sample index, so a shard
             ``x[i:j]`` with ``sample_offset=i`` (and the same generator state) draws rows ``i:j``
             of the whole batch's noise. Data-parallel training gives each rank its shard's start
@@ -347,8 +416,17 @@ def dsm_loss(
     CPU tensors and Python numbers are. Under ``torch.compile(fullgraph=True)`` leave
     ``generator=None`` (seed with ``torch.manual_seed``): Dynamo cannot trace a generator object.
     """
+    if save_noise is not None and not isinstance(save_noise, bool):
+        raise TypeError(f"save_noise must be True, False or None, got {save_noise!r}")
     p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset=sample_offset)
-    return _run(score_fn, x, p)
+    if save_noise is None:
+        save_noise = p.backend == "torch" and _backend.device_type(x.device) == "cpu"
+    if not save_noise or torch.compiler.is_compiling():
+        return _run(score_fn, x, p)
+    z = draw_noise(p.seed, p.sample_offset * _row_size(x), x.numel(), rng=p.rng, device=x.device).view(x.shape)
+    if p.backend == "torch" and _plain_call(x):
+        return _run_saved(score_fn, x, p, z)
+    return _run(score_fn, x, p, injected_noise=z)
 
 
 def dsm_loss_with_noise(

@@ -1,0 +1,86 @@
+"""Quick CPU speed check of the ops against the plain PyTorch they replace (a developer's
+script; the committed benchmark is ``fastlangevin bench``).
+
+    python tests/speed_check.py step --shape 256,2 [--threads 1]
+    python tests/speed_check.py dsm --shape 128,3,64,64
+
+Interleaved rounds, median per provider, µs (step) or ms (large). Prints one line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import timeit
+
+import torch
+
+import fastlangevin as fl
+
+
+def _interleaved(fns: dict, iters: int, rounds: int) -> dict:
+    res = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, f in fns.items():
+            t0 = timeit.default_timer()
+            for _ in range(iters):
+                f()
+            res[k].append((timeit.default_timer() - t0) / iters * 1e6)
+    return {k: statistics.median(v) for k, v in res.items()}
+
+
+def step(shape, rounds):
+    eps = 0.01
+    x, s = torch.randn(shape), torch.randn(shape)
+    fns = {
+        "textbook": lambda: x + eps * s + math.sqrt(2 * eps) * torch.randn_like(x),
+        "eager_inplace": lambda: x.add_(s, alpha=eps).add_(torch.randn_like(x), alpha=math.sqrt(2 * eps)),
+        "fl.langevin_step_": lambda: fl.langevin_step_(x, s, eps),
+    }
+    m = _interleaved(fns, max(2, min(2000, int(2e6 / x.numel()))), rounds)
+    fl_t = m["fl.langevin_step_"]
+    return m, {"vs textbook": m["textbook"] / fl_t, "vs eager in place": m["eager_inplace"] / fl_t}
+
+
+def dsm(shape, rounds):
+    x = torch.randn(shape)
+    if len(shape) == 2:
+        lin = torch.nn.Linear(shape[1], shape[1])
+        f = lambda xt, sig: lin(xt)  # noqa: E731
+    else:
+        w = torch.nn.Parameter(torch.ones(1))
+        f = lambda xt, sig: -xt * w  # noqa: E731
+
+    def naive():
+        z = torch.randn_like(x)
+        s = f(x + 0.5 * z, 0.5)
+        (0.5 * 0.25 * ((s + z / 0.5) ** 2).flatten(1).sum(1)).mean().backward()
+
+    fns = {
+        "naive": naive,
+        "fl.dsm_loss": lambda: fl.dsm_loss(f, x, 0.5).backward(),
+        "fl.dsm_loss(save_noise=False)": lambda: fl.dsm_loss(f, x, 0.5, save_noise=False).backward(),
+    }
+    m = _interleaved(fns, max(2, min(300, int(1e5 / x.numel()))), rounds)
+    return m, {k: m["naive"] / v for k, v in m.items() if k != "naive"}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=["step", "dsm"])
+    p.add_argument("--shape", default="256,2")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=9)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    shape = tuple(int(v) for v in a.shape.split(","))
+    m, ratio = (step if a.what == "step" else dsm)(shape, a.rounds)
+    us = {k: round(v, 1) for k, v in m.items()}
+    print(
+        a.what, shape, f"threads={a.threads}", "median us:", us, "speed-up:", {k: round(v, 2) for k, v in ratio.items()}
+    )
+
+
+if __name__ == "__main__":
+    main()
