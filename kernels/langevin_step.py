@@ -16,14 +16,16 @@ never depends on BLOCK, the grid or the batch size.
 import triton
 import triton.language as tl
 
+from .. import modes
 from .tiles import flat_tile, launch_options, normal_tile, vec_for
 
-# Scale modes (constexpr): where a or b comes from.
-SCALE_ARG = 0  # Python float passed as a kernel scalar
-SCALE_TENSOR = 1  # 0-d device tensor (loaded once per program)
-SCALE_ROWS = 2  # per-row [B] device tensor (gathered per element; rows are few, so L1/L2 hits)
-SCALE_NONE = 3  # b only: deterministic update, no noise generated at all
-SCALE_SQRT2A = 4  # b only: b = sqrt(2 a), computed in-kernel
+# The modes of fastlangevin.modes as constexpr globals: Triton lets a @jit body read a module
+# global only when it is a tl.constexpr. The Python launchers use the plain ints of `modes`.
+SCALE_ARG: tl.constexpr = tl.constexpr(modes.SCALE_ARG)
+SCALE_TENSOR: tl.constexpr = tl.constexpr(modes.SCALE_TENSOR)
+SCALE_ROWS: tl.constexpr = tl.constexpr(modes.SCALE_ROWS)
+NOISE_NONE: tl.constexpr = tl.constexpr(modes.NOISE_NONE)
+NOISE_SQRT2A: tl.constexpr = tl.constexpr(modes.NOISE_SQRT2A)
 
 # GPU launch defaults: 4096 elements per program = 1024 Philox groups; 8 warps give each
 # thread 4 groups (16 contiguous fp32), enough bytes in flight to saturate HBM.
@@ -35,9 +37,9 @@ BLOCK_INTERPRETER = 1 << 16
 
 @triton.jit
 def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr):
-    if MODE == 0:
+    if MODE == SCALE_ARG:
         r = val
-    elif MODE == 1:
+    elif MODE == SCALE_TENSOR:
         r = tl.load(ptr).to(COMPUTE)
     else:
         r = tl.load(ptr + rows, mask=mask, other=0.0).to(COMPUTE)
@@ -76,8 +78,8 @@ def _langevin_step_kernel(
     rows = local // row_size
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE)
     out = x + a * s
-    if NOISE_MODE != 3:
-        if NOISE_MODE == 4:
+    if NOISE_MODE != NOISE_NONE:
+        if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
         else:
             b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE)
@@ -91,11 +93,11 @@ def _langevin_step_kernel(
     tl.store(out_ptr + local, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _scale_args(scale, mode_if_tensor_0d=SCALE_TENSOR):
+def _scale_args(scale, mode_if_tensor_0d=modes.SCALE_TENSOR):
     """(mode, scalar value, pointer tensor or None) for a fastlangevin Scale."""
     if scale.tensor is None:
-        return SCALE_ARG, scale.value, None
-    return (SCALE_ROWS if scale.per_row else mode_if_tensor_0d), 0.0, scale.tensor
+        return modes.SCALE_ARG, scale.value, None
+    return (modes.SCALE_ROWS if scale.per_row else mode_if_tensor_0d), 0.0, scale.tensor
 
 
 def _as_tensor_scale(scale, device):
@@ -129,9 +131,9 @@ def launch_langevin_step(
         noise = noise if isinstance(noise, str) else _as_tensor_scale(noise, x.device)
     step_mode, step_val, step_t = _scale_args(step)
     if noise == "none":
-        noise_mode, noise_val, noise_t = SCALE_NONE, 0.0, None
+        noise_mode, noise_val, noise_t = modes.NOISE_NONE, 0.0, None
     elif noise == "sqrt2a":
-        noise_mode, noise_val, noise_t = SCALE_SQRT2A, 0.0, None
+        noise_mode, noise_val, noise_t = modes.NOISE_SQRT2A, 0.0, None
     else:
         noise_mode, noise_val, noise_t = _scale_args(noise)
     lo, hi = clamp if clamp is not None else (0.0, 0.0)
