@@ -46,6 +46,110 @@ def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr,
     return local, mask, first_group
 
 
+# The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
+# error bounds; `_rng.fast_box_muller` is the same arithmetic in PyTorch). Coefficients are fp32
+# minimax fits: -2 ln(1 + t) = t (L1 + t (L2 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error
+# 1.7e-7; sin(pi t) = t P(t^2) and cos(pi t) = Q(t^2) on [-1, 1], absolute errors 9.5e-8 and 1.1e-8.
+MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
+INV_2_31 = tl.constexpr(4.656612873077393e-10)
+
+
+@triton.jit
+def _log_poly(x):
+    """(-2 ln(1 + x)) / x, Horner with fused multiply-adds (one rounding each, as the interpreter)."""
+    p = tl.full(x.shape, 0.2021377831697464, tl.float32)
+    p = tl.fma(p, x, -0.3244516849517822)
+    p = tl.fma(p, x, 0.3450166583061218)
+    p = tl.fma(p, x, -0.39800330996513367)
+    p = tl.fma(p, x, 0.4993981719017029)
+    p = tl.fma(p, x, -0.6667011976242065)
+    p = tl.fma(p, x, 1.0000072717666626)
+    p = tl.fma(p, x, -1.9999998807907104)
+    return p
+
+
+@triton.jit
+def _sin_poly(x):
+    """sin(pi u) / u as a polynomial in x = u^2."""
+    p = tl.full(x.shape, -0.005991825368255377, tl.float32)
+    p = tl.fma(p, x, 0.08047927916049957)
+    p = tl.fma(p, x, -0.5982820391654968)
+    p = tl.fma(p, x, 2.5498807430267334)
+    p = tl.fma(p, x, -5.167677879333496)
+    p = tl.fma(p, x, 3.1415913105010986)
+    return p
+
+
+@triton.jit
+def _cos_poly(x):
+    """cos(pi u) as a polynomial in x = u^2."""
+    p = tl.full(x.shape, 0.0015941427554935217, tl.float32)
+    p = tl.fma(p, x, -0.025359679013490677)
+    p = tl.fma(p, x, 0.23503059148788452)
+    p = tl.fma(p, x, -1.3351588249206543)
+    p = tl.fma(p, x, 4.058694839477539)
+    p = tl.fma(p, x, -4.93480110168457)
+    p = tl.fma(p, x, 1.0)
+    return p
+
+
+@triton.jit
+def fast_box_muller(a, b):
+    """Two standard normals from two uint32 Philox words: ``r cos(pi t), r sin(pi t)`` with
+    ``r = sqrt(-2 ln U)``, ``U = (a | 1) / 2**32`` and ``t = int32(b) / 2**31`` in [-1, 1)."""
+    # Radius. U = 2**k m with m in [sqrt(1/2), sqrt(2)): k and m straight from U's fp32 bits (the 2**-32
+    # is folded into k), so ln U = k ln 2 + ln m keeps its relative accuracy as U -> 1.
+    bits = (a | 1).to(tl.float32).to(tl.int32, bitcast=True)
+    k = (bits - 0x3F3504F3) >> 23
+    m = (bits - (k << 23)).to(tl.float32, bitcast=True)
+    t = m - 1.0
+    w = tl.fma((k - 32).to(tl.float32), MINUS_2_LN2, t * _log_poly(t))
+    r = tl.sqrt(w)
+    # Angle pi * t in [-pi, pi): no range reduction needed, the polynomials cover it.
+    u = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
+    u2 = u * u
+    return r * _cos_poly(u2), r * (u * _sin_poly(u2))
+
+
+@triton.jit
+def philox4x32_10(k0, k1, c0, c1):
+    """``tl.randint4x(seed, counter)`` bit for bit (Philox4x32-10; key words ``k0``, ``k1`` = low and
+    high uint32 halves of the int64 seed; counter words (c0, c1, 0, 0) = low and high halves of the
+    int64 counter), with
+    each round's 32x32 products taken as one 64-bit product: a single wide multiply gives both halves
+    (``tl.umulhi`` plus ``*`` costs two)."""
+    # Round 1 by hand: its c2 = c3 = 0, so it has one product.
+    c0, c1, c2, c3 = (
+        c1 ^ k0,
+        c0 * 0,
+        tl.umulhi(c0, 0xD2511F53) ^ k1,
+        c0 * 0xD2511F53,
+    )
+    for _ in tl.static_range(9):
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
+        p0 = c0.to(tl.uint64) * 0xD2511F53
+        p2 = c2.to(tl.uint64) * 0xCD9E8D57
+        c0, c1, c2, c3 = (
+            (p2 >> 32).to(tl.uint32) ^ c1 ^ k0,
+            p2.to(tl.uint32),
+            (p0 >> 32).to(tl.uint32) ^ c3 ^ k1,
+            p0.to(tl.uint32),
+        )
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def fast_randn4x(k0, k1, c0, c1):
+    """Four standard normals per counter (uint32 words c0 = low, c1 = high of the int64 counter):
+    Philox4x32-10 (:func:`philox4x32_10`, the words of ``tl.randint4x``) and two
+    :func:`fast_box_muller` pairs, words (0, 1) and (2, 3)."""
+    i0, i1, i2, i3 = philox4x32_10(k0, k1, c0, c1)
+    n0, n1 = fast_box_muller(i0, i1)
+    n2, n3 = fast_box_muller(i2, i3)
+    return n0, n1, n2, n3
+
+
 @triton.jit
 def _pick4(lane, n0, n1, n2, n3):
     return tl.where(
@@ -58,17 +162,28 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     """Standard normals for the tile of :func:`flat_tile`: shape ``[GROUPS * 4 // VEC, VEC]``,
     element ``(r, l)`` is global element ``4 * first_group + VEC * r + l`` — output ``l % 4``
     of ``randn4x`` at counter ``first_group + (VEC * r + l) // 4``."""
-    seed = tl.load(seed_ptr)
+    # The seed's two 32-bit words, loaded apart: LLVM then keeps Philox in 32-bit words (from one
+    # int64 it fuses the first rounds into 64-bit ops that ptxas cannot turn into wide multiplies).
+    words = seed_ptr.to(tl.pointer_type(tl.uint32))
+    k0 = tl.load(words)
+    k1 = tl.load(words + 1)
     ROWS: tl.constexpr = GROUPS * 4 // VEC
+    # Counter words from 32-bit arithmetic (in-tile offsets are < 2**31; the high word takes the carry).
+    # Words cut out of an int64 reach ptxas as 64-bit values, which it multiplies in 64 bits instead of
+    # one wide 32x32 multiply per Philox product.
+    tl.static_assert(VEC == 4 or VEC == 8, "VEC must be 4 or 8")
+    offs = (tl.arange(0, ROWS) * (VEC // 4)).to(tl.uint32)
+    first_group = first_group.to(tl.int64)  # a launch may pass it as a 32-bit scalar
+    g_lo = first_group.to(tl.uint32)
+    g_hi = (first_group >> 32).to(tl.uint32)
+    c0 = g_lo + offs
+    c1 = g_hi + (c0 < g_lo).to(tl.uint32)
+    n0, n1, n2, n3 = fast_randn4x(k0, k1, c0, c1)
     if VEC == 4:
-        counter = first_group + tl.arange(0, ROWS).to(tl.int64)
-        n0, n1, n2, n3 = tl.randn4x(seed, counter)
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
-        tl.static_assert(VEC == 8, "VEC must be 4 or 8")
-        counter = first_group + 2 * tl.arange(0, ROWS).to(tl.int64)
-        n0, n1, n2, n3 = tl.randn4x(seed, counter)
-        m0, m1, m2, m3 = tl.randn4x(seed, counter + 1)
+        c0b = c0 + 1
+        m0, m1, m2, m3 = fast_randn4x(k0, k1, c0b, c1 + (c0b == 0).to(tl.uint32))
         lane = tl.arange(0, 8)[None, :]
         z = tl.where(lane < 4, _pick4(lane, n0, n1, n2, n3), _pick4(lane - 4, m0, m1, m2, m3))
     return z
