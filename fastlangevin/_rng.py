@@ -1,33 +1,43 @@
 """Random numbers: seeds, the kernels' Philox stream in PyTorch, and the fast CPU stream.
 
-Conventions shared by every op (see README, "Noise"):
+This docstring is THE noise convention of fastlangevin; kernels, fallbacks and ops point here.
 
-* **Seed.** Each op call draws one int64 seed from torch's generator
-  (``torch.randint(..., generator=g)``) onto the tensor's device. Kernels ``tl.load`` it, so
-  ``torch.manual_seed`` / ``generator=`` govern the noise and CUDA-graph replays get fresh
-  noise (the seed tensor is refilled by the captured ``randint``). A call consumes exactly one
-  draw whatever the tensor's size, so a multi-step run on ``x[:k]`` sees the same seeds as the
-  run on ``x``.
+* **Seed.** Each op call draws one int64 seed in ``[0, SEED_HIGH)`` from torch's generator (the
+  ``generator=`` argument, else the device's default): exactly the draw
+  ``torch.randint(0, SEED_HIGH, (1,), generator=g)`` makes, whatever the tensor's size, so a
+  multi-step run on ``x[:k]`` sees the same seeds as the run on ``x``. :func:`draw_seed` puts it
+  in an int64 ``[1]`` tensor on the device (kernels ``tl.load`` it: ``torch.manual_seed`` and
+  ``generator=`` govern the noise, and CUDA-graph replays get fresh noise because the captured
+  draw refills the tensor); :func:`draw_seed_value` returns the same draw as a Python int for
+  CPU code that needs no tensor (one ``random_`` into a reused buffer: ~1 µs instead of ~3 µs).
 * **Counter.** Noise for logical element ``i`` (row-major over the *global* batch:
   ``i = (sample_offset + row) * row_size + column``) is output ``i % 4`` of Philox4x32-10 at
   counter ``i // 4`` (four normals per Philox call, two Box–Muller pairs: "Normal transform"
   below). It never depends on BLOCK, grid, GPU or batch size.
 * **Fallback streams.** ``rng="philox"`` reproduces that stream in PyTorch (integers bitwise,
-  normals to 1 ulp: the same polynomials; see "Normal transform"). ``rng="torch"``
-  (CPU default, ~3x faster) keys torch's own CPU generator by chunk: elements
-  ``[k*C, (k+1)*C)`` of the global index space take ``normal_`` draws from a generator seeded
-  with ``mix(seed, k)``. It is batch- and shard-invariant in the same way, but its values
-  differ from the kernel's.
+  normals to 1 ulp: the same polynomials, see "Normal transform"). It costs about 40
+  small torch ops per round-trip of 4 normals *for the whole tensor at once*: a fixed ~0.3 ms
+  per call at small sizes, then ~10x the cost of ``torch.randn`` per element on CPU — use it
+  to compare CPU with GPU, not for speed. ``rng="torch"`` (the CPU default) keys torch's own
+  CPU generator by chunk: elements ``[k*C, (k+1)*C)`` of the global index space
+  (``C = TORCH_RNG_CHUNK``) take ``normal_`` draws from a generator seeded with
+  ``chunk_seed(seed, k)``. It is batch- and shard-invariant in the same way, but its values
+  differ from the kernels'.
+* **One walk.** The fallbacks visit the flat tensor through :func:`fastlangevin.fallback.chunks.for_pieces`,
+  which cuts it on this chunk grid of the global index.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple
 
+import numpy as np
 import torch
 
-# Seeds are drawn in [0, 2**62): non-negative, so they print and round-trip through Python ints.
-_SEED_HIGH = 1 << 62
+#: Seeds are drawn in [0, SEED_HIGH): non-negative, so they print and round-trip through Python ints.
+SEED_HIGH = 1 << 62
+_SEED_HIGH = SEED_HIGH  # the old private name
 
 # Philox4x32 constants (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011).
 _PHILOX_M0 = 0xD2511F53
@@ -44,7 +54,23 @@ TORCH_RNG_CHUNK = 1 << 16
 
 def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """One int64 seed on ``device`` (shape ``[1]``) from ``generator`` or the device default."""
-    return torch.randint(0, _SEED_HIGH, (1,), device=device, dtype=torch.int64, generator=generator)
+    return torch.randint(0, SEED_HIGH, (1,), device=device, dtype=torch.int64, generator=generator)
+
+
+_SEED_SCRATCH = threading.local()
+
+
+def draw_seed_value(generator: Optional[torch.Generator] = None) -> int:
+    """The seed :func:`draw_seed` would draw from a CPU ``generator`` (None: torch's default CPU
+    generator), as a Python int: the same generator consumption, bitwise the same value.
+
+    ``random_(0, SEED_HIGH)`` runs the kernel ``torch.randint`` runs; drawing into this thread's
+    reused one-element buffer saves the allocation and the factory's argument parsing.
+    """
+    buf = getattr(_SEED_SCRATCH, "buf", None)
+    if buf is None:
+        buf = _SEED_SCRATCH.buf = torch.empty(1, dtype=torch.int64)
+    return buf.random_(0, SEED_HIGH, generator=generator).item()
 
 
 # ---------------------------------------------------------------------------------------
@@ -53,13 +79,12 @@ def draw_seed(device: torch.device, generator: Optional[torch.Generator] = None)
 def _mul_hi_lo(m: int, c: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """(hi, lo) 32-bit halves of ``m * c`` for a uint32 constant m and uint32 values c.
 
-    The 64-bit product overflows int64, so split c into 16-bit halves.
+    The product needs 64 bits: int64 multiplication wraps modulo 2**64 (two's complement),
+    so its bit pattern is exact; an arithmetic shift and a mask then read either half. Two
+    ops fewer per half than splitting c into 16-bit halves (``tests/test_rng.py`` checks both).
     """
-    p_lo = c.bitwise_and(0xFFFF) * m  # < 2**48
-    p_hi = c.bitwise_right_shift(16) * m  # < 2**48
-    hi = (p_hi + p_lo.bitwise_right_shift(16)).bitwise_right_shift(16)
-    lo = (p_hi.bitwise_and(0xFFFF).bitwise_left_shift(16) + p_lo).bitwise_and(_U32)
-    return hi, lo
+    p = c * m
+    return p.bitwise_right_shift(32).bitwise_and_(_U32), p.bitwise_and_(_U32)
 
 
 def philox4x32(seed: torch.Tensor, c0, c1, c2, c3, rounds: int = _PHILOX_ROUNDS):
@@ -69,14 +94,17 @@ def philox4x32(seed: torch.Tensor, c0, c1, c2, c3, rounds: int = _PHILOX_ROUNDS)
     Returns four int64 tensors holding uint32 values.
     """
     seed = seed.reshape(()).to(torch.int64)
+    if seed.device.type == "cpu" and c0.device.type == "cpu":
+        return _philox4x32_numpy(int(seed.item()), c0, c1, c2, c3, rounds)
+    # device tensors stay on the device (no sync; CUDA-graph safe)
     k0 = seed.bitwise_and(_U32)
     k1 = seed.bitwise_right_shift(32).bitwise_and(_U32)
     for _ in range(rounds):
         hi0, lo0 = _mul_hi_lo(_PHILOX_M0, c0)
         hi1, lo1 = _mul_hi_lo(_PHILOX_M1, c2)
-        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
-        k0 = (k0 + _PHILOX_W0).bitwise_and(_U32)
-        k1 = (k1 + _PHILOX_W1).bitwise_and(_U32)
+        c0, c1, c2, c3 = hi1.bitwise_xor_(c1).bitwise_xor_(k0), lo1, hi0.bitwise_xor_(c3).bitwise_xor_(k1), lo0
+        k0 = (k0 + _PHILOX_W0) & _U32
+        k1 = (k1 + _PHILOX_W1) & _U32
     return c0, c1, c2, c3
 
 
@@ -168,6 +196,28 @@ def _box_muller(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.T
     return r * _horner32(u2, _COS_C), r * (u * _horner32(u2, _SIN_C))
 
 
+def _philox4x32_numpy(seed: int, c0, c1, c2, c3, rounds: int):
+    """:func:`philox4x32` on CPU in numpy uint64, where a 32x32-bit product cannot overflow:
+    bitwise the same integers, ~5x faster than the torch ops at small sizes (each numpy op on a
+    small array costs a fraction of a torch op's dispatch)."""
+    u = [np.ascontiguousarray(c.numpy()).view(np.uint64) for c in (c0, c1, c2, c3)]
+    c0, c1, c2, c3 = u
+    mask, shift = np.uint64(_U32), np.uint64(32)
+    m0, m1 = np.uint64(_PHILOX_M0), np.uint64(_PHILOX_M1)
+    k0, k1 = seed & _U32, (seed >> 32) & _U32
+    for _ in range(rounds):
+        p0, p1 = c0 * m0, c2 * m1
+        hi1 = p1 >> shift
+        hi1 ^= c1
+        hi1 ^= np.uint64(k0)
+        hi0 = p0 >> shift
+        hi0 ^= c3
+        hi0 ^= np.uint64(k1)
+        c0, c1, c2, c3 = hi1, p1 & mask, hi0, p0 & mask
+        k0, k1 = (k0 + _PHILOX_W0) & _U32, (k1 + _PHILOX_W1) & _U32
+    return tuple(torch.from_numpy(c.view(np.int64)) for c in (c0, c1, c2, c3))
+
+
 def philox_randint4x(seed: torch.Tensor, counter: torch.Tensor):
     """``tl.randint4x(seed, counter)`` for an int64 counter tensor."""
     c0 = counter.bitwise_and(_U32)
@@ -201,9 +251,10 @@ def philox_normal(seed: torch.Tensor, start: int, n: int, device=None) -> torch.
 # ---------------------------------------------------------------------------------------
 def chunk_seed(seed: int, chunk: int) -> int:
     """splitmix64 of (seed, chunk): an independent-looking 64-bit seed per chunk."""
-    z = (seed + (chunk + 1) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & 0xFFFFFFFFFFFFFFFF
+    m = 0xFFFFFFFFFFFFFFFF
+    z = (seed + (chunk + 1) * 0x9E3779B97F4A7C15) & m
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
     return z ^ (z >> 31)
 
 

@@ -9,9 +9,10 @@ CPU tensors and Python numbers are.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+import numbers
+from typing import NamedTuple, Optional, Tuple
 
+import numpy as np
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -46,14 +47,11 @@ def check_like(name: str, t, ref: torch.Tensor, ref_name: str) -> torch.Tensor:
     return t
 
 
-@dataclass(frozen=True)
-class Scale:
+class Scale(NamedTuple):
     """A validated scale: ``value`` (float) when scalar, else ``tensor`` (0-d or ``[B]``)."""
 
     value: float = 0.0
     tensor: Optional[torch.Tensor] = None
-    #: internal: the noise already carries this scale (drawn with std=b); multiply by nothing
-    prescaled: bool = False
 
     @property
     def per_row(self) -> bool:
@@ -63,25 +61,26 @@ class Scale:
     def is_zero(self) -> bool:
         return self.tensor is None and self.value == 0.0
 
-    def rows(self, ndim: int):
-        """Broadcastable form for a tensor of ``ndim`` dims (``[B, 1, ..., 1]`` when per-row)."""
-        if self.tensor is None:
-            return self.value
-        if self.tensor.dim() == 0:
-            return self.tensor
-        return self.tensor.reshape((-1,) + (1,) * (ndim - 1))
+
+def _real_scalar(v) -> bool:
+    """Python and numpy real numbers (np.float32, np.float16, np.int64, ...); not bools."""
+    return not isinstance(v, (bool, np.bool_)) and isinstance(v, numbers.Real)
 
 
 def check_scale(name: str, v, *, batch: int, device: torch.device, allow_zero: bool = True) -> Scale:
-    """A non-negative finite scale: Python number, 0-d tensor or per-sample ``[batch]`` tensor."""
-    what = "≥ 0" if allow_zero else "> 0"
-    if isinstance(v, bool) or not isinstance(v, (int, float, torch.Tensor)):
-        raise TypeError(f"{name} must be a float, a 0-d tensor or a [B] tensor, got {type(v).__name__}")
-    if not isinstance(v, torch.Tensor):
+    """A non-negative finite scale: a real number (Python or numpy, any float type), a 0-d
+    tensor or a per-sample ``[batch]`` tensor."""
+    if type(v) is float or (type(v) is not torch.Tensor and _real_scalar(v)):
         v = float(v)
-        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        if not (v > 0.0 and v < math.inf) and not (v == 0.0 and allow_zero):
+            what = "≥ 0" if allow_zero else "> 0"
             raise ValueError(f"{name} must be finite and {what}, got {v}")
-        return Scale(value=v)
+        return Scale(v)
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a float (any real number), a 0-d tensor or a [B] tensor, got {type(v).__name__}"
+        )
+    what = "≥ 0" if allow_zero else "> 0"
     if not v.dtype.is_floating_point:
         raise TypeError(f"{name} tensor must have a floating dtype, got {v.dtype}")
     if v.dim() > 1 or (v.dim() == 1 and v.shape[0] != batch):
@@ -111,7 +110,7 @@ def check_clamp(clamp) -> Optional[Tuple[float, float]]:
     lo = -math.inf if clamp[0] is None else clamp[0]
     hi = math.inf if clamp[1] is None else clamp[1]
     for side, b in (("lo", lo), ("hi", hi)):
-        if isinstance(b, bool) or not isinstance(b, (int, float)):
+        if not _real_scalar(b):
             raise TypeError(f"clamp {side} must be a number or None, got {type(b).__name__}")
         if math.isnan(b):
             raise ValueError(f"clamp {side} must not be NaN")
@@ -126,7 +125,7 @@ def check_generator(generator, device: torch.device) -> Optional[torch.Generator
         return None
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    if generator.device.type != device.type:
+    if generator.device != device and generator.device.type != device.type:
         raise ValueError(
             f"generator must be on x's device type {device.type!r}, got a {generator.device.type!r} generator"
         )
@@ -134,9 +133,8 @@ def check_generator(generator, device: torch.device) -> Optional[torch.Generator
 
 
 def check_offset(name: str, v) -> int:
+    if type(v) is int and v >= 0:
+        return v
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
         raise ValueError(f"{name} must be a non-negative int, got {v!r}")
     return v
-
-
-ScaleLike = Union[float, torch.Tensor]

@@ -22,3 +22,10 @@ NOISE_SQRT2A = 4
 
 SCALE_MODES = (SCALE_ARG, SCALE_TENSOR, SCALE_ROWS)
 NOISE_MODES = SCALE_MODES + (NOISE_NONE, NOISE_SQRT2A)
+
+
+def scale_mode(tensor) -> int:
+    """The ``SCALE_*`` mode of a validated scale held as ``tensor`` (None: a Python float)."""
+    if tensor is None:
+        return SCALE_ARG
+    return SCALE_ROWS if tensor.dim() == 1 else SCALE_TENSOR

@@ -24,16 +24,15 @@ masks the elements outside its row.
 import triton
 import triton.language as tl
 
-from .tiles import launch_options, normal_tile
+from .tiles import FLAT_BLOCK_GPU, FLAT_WARPS_GPU, launch_options, normal_tile, row_launch
 
-# GPU: 4096 elements per program (1024 Philox groups) keeps a 3·32·32 row in one program and
-# 8 warps busy; small rows (2-D toys) shrink BLOCK to the row (see `block_for`).
-BLOCK_GPU = 4096
-NUM_WARPS_GPU = 8
-# The interpreter runs each program in Python: few, large programs.
-BLOCK_INTERPRETER = 1 << 16
+# Launch shapes live in .tiles. GPU: 4096 elements per program (1024 Philox groups) keeps a
+# 3·32·32 row in one program and 8 warps busy; small rows (2-D toys) shrink BLOCK to the row.
+BLOCK_GPU, NUM_WARPS_GPU = FLAT_BLOCK_GPU, FLAT_WARPS_GPU
 # One Philox call yields 4 normals; a tile is at least one group.
 MIN_BLOCK = 4
+# The kernel always handles a row's head inside its first group: chunks cover row_size + 3.
+HEAD_ROOM = 3
 
 
 @triton.jit
@@ -69,13 +68,12 @@ def _corrector_norms_kernel(
 
 def block_for(row_size: int, interpreted: bool) -> int:
     """Power-of-two BLOCK covering a row plus its ≤ 3-element head, capped per target."""
-    cap = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
-    return max(MIN_BLOCK, min(cap, triton.next_power_of_2(row_size + 3)))
+    return row_launch(row_size, 0, interpreted, MIN_BLOCK, HEAD_ROOM).block
 
 
 def n_chunks_for(row_size: int, block: int) -> int:
     # A row's first column can sit up to 3 elements into a group: cover row_size + 3.
-    return triton.cdiv(row_size + 3, block)
+    return triton.cdiv(row_size + HEAD_ROOM, block)
 
 
 def launch_corrector_norms(score, seed, *, sample_offset, block=None):

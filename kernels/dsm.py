@@ -21,18 +21,22 @@ the batch size (the chunking depends on the row length only).
 import triton
 import triton.language as tl
 
-from .langevin_step import BLOCK_INTERPRETER
-from .tiles import flat_tile, launch_options, normal_tile, vec_for
+from .tiles import (
+    FLAT_BLOCK_GPU,
+    FLAT_WARPS_GPU,
+    flat_launch,
+    flat_tile,
+    launch_options,
+    normal_tile,
+    row_launch,
+    vec_for,
+)
 
-# Perturb (elementwise over the flat tensor): the langevin_step launch shape — 4096 elements
-# per program with 8 warps keep enough bytes in flight to saturate HBM.
-BLOCK_GPU = 4096
-NUM_WARPS_GPU = 8
-# Row kernels: a program covers at most BLOCK_GPU columns of one row; short rows get a
-# smaller power-of-two block (never below 16 so a program still feeds a few lanes).
+# Launch shapes live in .tiles: perturb is elementwise (the flat launch); the row kernels cover
+# at most FLAT_BLOCK_GPU columns of one row per program, short rows a smaller power-of-two block
+# (never below MIN_ROW_BLOCK so a program still feeds a few lanes).
+BLOCK_GPU, NUM_WARPS_GPU = FLAT_BLOCK_GPU, FLAT_WARPS_GPU
 MIN_ROW_BLOCK = 16
-# Column elements per warp in the row kernels (4096 / 8 warps = 512, as for perturb).
-ROW_ELEMS_PER_WARP = 512
 
 
 @triton.jit
@@ -190,18 +194,8 @@ def _compute(dtype):
 
 
 def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
-    """(BLOCK, n_chunks, num_warps, rows_aligned) of the row kernels for rows of ``row_size`` elements.
-
-    Depends on the row length (and offset alignment) only, never on the batch size.
-    """
-    cap = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
-    # Rows start mid-group unless every row start is 4-aligned; then a chunk must cover 3 more.
-    aligned = row_size % 4 == 0 and elem_offset % 4 == 0
-    head_room = 0 if aligned else 3
-    block = max(MIN_ROW_BLOCK, min(cap, triton.next_power_of_2(row_size + head_room)))
-    n_chunks = triton.cdiv(row_size + head_room, block)
-    num_warps = max(1, min(NUM_WARPS_GPU, block // ROW_ELEMS_PER_WARP))
-    return block, n_chunks, num_warps, aligned
+    """(BLOCK, n_chunks, num_warps, rows_aligned) of the row kernels (see :func:`.tiles.row_launch`)."""
+    return row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)[:4]
 
 
 def launch_dsm_perturb(
@@ -211,13 +205,9 @@ def launch_dsm_perturb(
     n = x.numel()
     if n == 0:
         return out
-    interpreted = x.device.type == "cpu"
-    if block is None:
-        block = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
-    grid = (triton.cdiv(n + elem_offset % 4, block),)
-    kwargs = launch_options(interpreted, NUM_WARPS_GPU)
+    cfg = flat_launch(x.device.type == "cpu", n, elem_offset, block, vec_for(x))
     # Unused pointer slots get sigma_rows (never dereferenced: a constexpr disables the load).
-    _dsm_perturb_kernel[grid](
+    _dsm_perturb_kernel[cfg.grid](
         x,
         out,
         seed,
@@ -231,9 +221,9 @@ def launch_dsm_perturb(
         HAS_ALPHA=alpha_rows is not None,
         NOISE_FROM_PTR=injected_noise is not None,
         COMPUTE=_compute(sigma_rows.dtype),
-        BLOCK=block,
-        VEC=vec_for(x),
-        **kwargs,
+        BLOCK=cfg.block,
+        VEC=cfg.vec,
+        **cfg.options,
     )
     return out
 
@@ -248,9 +238,8 @@ def launch_dsm_loss_rows(
     if rows == 0:
         return out
     interpreted = score.device.type == "cpu"
-    block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
+    block, n_chunks, _, aligned, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
     partial = torch.empty((rows, n_chunks), dtype=out.dtype, device=score.device)
-    kwargs = launch_options(interpreted, num_warps)
     _dsm_loss_partial_kernel[(rows, n_chunks)](
         score,
         partial,
@@ -286,8 +275,7 @@ def launch_dsm_loss_backward(
     if rows == 0 or row_size == 0:
         return grad
     interpreted = score.device.type == "cpu"
-    block, n_chunks, num_warps, aligned = row_launch_shape(row_size, elem_offset, interpreted)
-    kwargs = launch_options(interpreted, num_warps)
+    block, n_chunks, _, aligned, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
     _dsm_loss_backward_kernel[(rows, n_chunks)](
         score,
         grad,

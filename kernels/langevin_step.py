@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .. import modes
-from .tiles import flat_tile, launch_options, normal_tile, vec_for
+from .tiles import BLOCK_INTERPRETER, FLAT_BLOCK_GPU, FLAT_WARPS_GPU, flat_launch, flat_tile, normal_tile, vec_for
 
 # The modes of fastlangevin.modes as constexpr globals: Triton lets a @jit body read a module
 # global only when it is a tl.constexpr. The Python launchers use the plain ints of `modes`.
@@ -27,12 +27,8 @@ SCALE_ROWS: tl.constexpr = tl.constexpr(modes.SCALE_ROWS)
 NOISE_NONE: tl.constexpr = tl.constexpr(modes.NOISE_NONE)
 NOISE_SQRT2A: tl.constexpr = tl.constexpr(modes.NOISE_SQRT2A)
 
-# GPU launch defaults: 4096 elements per program = 1024 Philox groups; 8 warps give each
-# thread 4 groups (16 contiguous fp32), enough bytes in flight to saturate HBM.
-BLOCK_GPU = 4096
-NUM_WARPS_GPU = 8
-# The interpreter runs each program in Python: few, large programs.
-BLOCK_INTERPRETER = 1 << 16
+# Launch shapes (BLOCK, warps, VEC, grids) live in .tiles; re-exported for older imports.
+BLOCK_GPU, NUM_WARPS_GPU, BLOCK_INTERPRETER = FLAT_BLOCK_GPU, FLAT_WARPS_GPU, BLOCK_INTERPRETER
 
 
 @triton.jit
@@ -93,54 +89,60 @@ def _langevin_step_kernel(
     tl.store(out_ptr + local, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-def _scale_args(scale, mode_if_tensor_0d=modes.SCALE_TENSOR):
-    """(mode, scalar value, pointer tensor or None) for a fastlangevin Scale."""
-    if scale.tensor is None:
-        return modes.SCALE_ARG, scale.value, None
-    return (modes.SCALE_ROWS if scale.per_row else mode_if_tensor_0d), 0.0, scale.tensor
+def _scale_launch_args(value, tensor, as_tensor: bool, device):
+    """(mode, scalar value, pointer tensor or None) for a scale given as ``value`` or ``tensor``.
 
+    ``as_tensor``: pass a scalar as a 0-d float64 tensor (kernel scalar arguments are fp32;
+    float64 runs keep float64 scales that way)."""
+    if tensor is None:
+        if not as_tensor:
+            return modes.SCALE_ARG, value, None
+        import torch
 
-def _as_tensor_scale(scale, device):
-    import torch
-
-    if scale.tensor is not None:
-        return scale
-    return type(scale)(tensor=torch.tensor(scale.value, dtype=torch.float64, device=device))
+        tensor = torch.tensor(value, dtype=torch.float64, device=device)
+    return modes.scale_mode(tensor), 0.0, tensor
 
 
 def launch_langevin_step(
-    x, score, out, seed, step, noise, clamp, *, row_size, elem_offset, injected_noise=None, block=None, vec=None
+    x,
+    score,
+    out,
+    seed,
+    *,
+    step_value,
+    step_tensor,
+    noise_mode,
+    noise_value,
+    noise_tensor,
+    lo,
+    hi,
+    row_size,
+    elem_offset,
+    injected_noise=None,
+    block=None,
+    vec=None,
 ):
     """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
 
-    ``step``: Scale; ``noise``: Scale, or the strings "none" / "sqrt2a".
-    ``out`` may alias ``x`` (each element is read before it is written, by the same program).
+    Scales: ``*_value`` (float) when ``*_tensor`` is None, else a 0-d or ``[B]`` tensor;
+    ``noise_mode``: :data:`modes.NOISE_NONE`, :data:`modes.NOISE_SQRT2A` or a ``SCALE_*``
+    mode; ``lo``/``hi``: the clamp (None: none). ``out`` may alias ``x`` (each element is read
+    before it is written, by the same program).
     """
     import torch
 
     n = x.numel()
     if n == 0:
         return out
-    interpreted = x.device.type == "cpu"
-    if block is None:
-        block = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
-    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
-    if x.dtype == torch.float64:
-        # Kernel scalar arguments are fp32; keep float64 runs in float64 by passing 0-d tensors.
-        step = _as_tensor_scale(step, x.device)
-        noise = noise if isinstance(noise, str) else _as_tensor_scale(noise, x.device)
-    step_mode, step_val, step_t = _scale_args(step)
-    if noise == "none":
-        noise_mode, noise_val, noise_t = modes.NOISE_NONE, 0.0, None
-    elif noise == "sqrt2a":
-        noise_mode, noise_val, noise_t = modes.NOISE_SQRT2A, 0.0, None
+    fp64 = x.dtype == torch.float64
+    step_mode, step_val, step_t = _scale_launch_args(step_value, step_tensor, fp64, x.device)
+    if noise_mode in (modes.NOISE_NONE, modes.NOISE_SQRT2A):
+        noise_val, noise_t = 0.0, None
     else:
-        noise_mode, noise_val, noise_t = _scale_args(noise)
-    lo, hi = clamp if clamp is not None else (0.0, 0.0)
+        noise_mode, noise_val, noise_t = _scale_launch_args(noise_value, noise_tensor, fp64, x.device)
+    cfg = flat_launch(x.device.type == "cpu", n, elem_offset, block, vec or vec_for(x, score))
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
-    grid = (triton.cdiv(n + elem_offset % 4, block),)
-    kwargs = launch_options(interpreted, NUM_WARPS_GPU)
-    _langevin_step_kernel[grid](
+    _langevin_step_kernel[cfg.grid](
         x,
         score,
         out,
@@ -150,8 +152,8 @@ def launch_langevin_step(
         noise_t if noise_t is not None else x,
         step_val,
         noise_val,
-        lo,
-        hi,
+        0.0 if lo is None else lo,
+        0.0 if hi is None else hi,
         n,
         row_size,
         elem_offset // 4,
@@ -159,10 +161,10 @@ def launch_langevin_step(
         STEP_MODE=step_mode,
         NOISE_MODE=noise_mode,
         NOISE_FROM_PTR=injected_noise is not None,
-        HAS_CLAMP=clamp is not None,
-        COMPUTE=compute,
-        BLOCK=block,
-        VEC=vec or vec_for(x, score),
-        **kwargs,
+        HAS_CLAMP=lo is not None,
+        COMPUTE=tl.float64 if fp64 else tl.float32,
+        BLOCK=cfg.block,
+        VEC=cfg.vec,
+        **cfg.options,
     )
     return out

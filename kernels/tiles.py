@@ -5,8 +5,22 @@ of ``tl.randn4x(seed, i // 4)``. Tiles are shaped ``[BLOCK // 4, 4]`` and aligne
 groups of four, so each Philox call feeds four consecutive elements (no wasted outputs).
 """
 
+import functools
+from typing import NamedTuple, Optional, Tuple
+
 import triton
 import triton.language as tl
+
+# Launch settings of every kernel, in one place.
+#: Elementwise kernels on a GPU: 4096 elements per program = 1024 Philox groups; 8 warps give each
+#: thread 4 groups (16 contiguous fp32), enough bytes in flight to saturate HBM.
+FLAT_BLOCK_GPU = 4096
+FLAT_WARPS_GPU = 8
+#: The interpreter runs each program in Python: few, large programs.
+BLOCK_INTERPRETER = 1 << 16
+#: Row kernels (per-row reductions): a program covers at most FLAT_BLOCK_GPU columns of a row, with
+#: one warp per ROW_ELEMS_PER_WARP columns (4096 / 8 warps, as for the flat kernels).
+ROW_ELEMS_PER_WARP = 512
 
 
 def launch_options(interpreted: bool, num_warps: int) -> dict:
@@ -23,6 +37,55 @@ def vec_for(*tensors) -> int:
     """Elements per tile row: 8 when any operand is 16-bit (so its accesses are 16 bytes, as
     fp32's are with 4), else 4."""
     return 8 if min(t.element_size() for t in tensors) == 2 else 4
+
+
+class FlatLaunch(NamedTuple):
+    grid: Tuple[int]
+    block: int
+    vec: int
+    options: dict
+
+
+@functools.lru_cache(maxsize=1024)
+def _flat_launch(interpreted: bool, n: int, head: int, block: Optional[int], vec: int) -> FlatLaunch:
+    block = block or (BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU)
+    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, launch_options(interpreted, FLAT_WARPS_GPU))
+
+
+def flat_launch(interpreted: bool, n: int, elem_offset: int, block: Optional[int], vec: int) -> FlatLaunch:
+    """Grid, BLOCK, VEC and options of an elementwise kernel over ``n`` elements whose first is
+    global element ``elem_offset`` (tiles aligned to its Philox groups). Cached: a sampling loop
+    launches the same shape every step. Treat the returned ``options`` as read-only."""
+    return _flat_launch(interpreted, n, elem_offset % 4, block, vec)
+
+
+class RowLaunch(NamedTuple):
+    block: int
+    n_chunks: int
+    num_warps: int
+    aligned: bool
+    options: dict
+
+
+@functools.lru_cache(maxsize=1024)
+def row_launch(
+    row_size: int, elem_offset: int, interpreted: bool, min_block: int = 16, head_room: Optional[int] = None
+):
+    """(BLOCK, n_chunks, num_warps, rows_aligned, options) of a 2-D ``(row, chunk)`` grid over rows
+    of ``row_size`` elements, the first row starting at global element ``elem_offset``.
+
+    Rows start mid-group unless every row start is 4-aligned; then a chunk must cover up to 3
+    more elements (``head_room``; pass 3 for a kernel that always handles the head). Depends
+    on the row length and offset alignment only, never on the batch size.
+    """
+    aligned = row_size % 4 == 0 and elem_offset % 4 == 0
+    if head_room is None:
+        head_room = 0 if aligned else 3
+    cap = BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU
+    block = max(min_block, min(cap, triton.next_power_of_2(row_size + head_room)))
+    n_chunks = triton.cdiv(row_size + head_room, block)
+    num_warps = max(1, min(FLAT_WARPS_GPU, block // ROW_ELEMS_PER_WARP))
+    return RowLaunch(block, n_chunks, num_warps, aligned, launch_options(interpreted, num_warps))
 
 
 @triton.jit

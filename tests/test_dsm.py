@@ -638,7 +638,7 @@ def test_batch_invariance_fallback_long_rows(rng):
 
 def test_fallback_threaded_equals_serial():
     """Chunks spread over torch's threads give bitwise the serial result (loss, x̃, gradients)."""
-    from fastlangevin.fallback.langevin_step import _workers
+    from fastlangevin.fallback.chunks import _workers
 
     x = torch.randn(9, 65537, generator=torch.Generator().manual_seed(17))  # 10 noise chunks
     sigma = torch.rand(9, generator=torch.Generator().manual_seed(18)) + 0.1

@@ -2,14 +2,16 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 import fastlangevin as fl
 from fastlangevin import _backend, _rng
-from fastlangevin.ops.langevin_step import langevin_step_with_noise
+from fastlangevin.ops.langevin_step import _small_cpu_step_, langevin_step_with_noise
 
 from .conftest import device_backends, requires_cuda
+from .helpers import backend_ran, make_state, noise_only, plain_step
 
 # (x dtype, score dtype, atol, rtol): the kernel computes in fp32 and stores x's dtype. The
 # interpreter truncates fp32→bf16/fp16 where PyTorch rounds to nearest: one storage ulp.
@@ -24,28 +26,7 @@ DTYPES = [
 SHAPES = [(0,), (1,), (1023,), (1025,), (3, 5, 7), (4, 0, 3), (17, 33)]
 
 
-def _make(shape, dtype, score_dtype, device="cpu", seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    s = torch.randn(shape, generator=g).to(device=device, dtype=score_dtype)
-    return x, s
-
-
-def _plain(x, s, a, b, z, clamp=None):
-    """The textbook formula in fp32 (fp64 for fp64), same evaluation order as the kernel."""
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    out = x.to(cdt) + a * s.to(cdt)
-    if z is not None:
-        out = out + b * z.to(torch.float32).to(cdt)
-    if clamp is not None:
-        out = out.clamp(*clamp)
-    return out.to(x.dtype)
-
-
-def _backend_ran(fn):
-    with fl.track_backends() as ran:
-        out = fn()
-    return out, [b for _, b in ran]
+_make, _plain, _backend_ran = make_state, plain_step, backend_ran
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,9 +103,7 @@ def test_noncontiguous_inputs(device_backend):
 # --------------------------------------------------------------------------------------------
 # Noise
 # --------------------------------------------------------------------------------------------
-def _noise_only(n, device, backend, rng=None, generator=None, offset=0):
-    x = torch.zeros(n, device=device)
-    return fl.langevin_step(x, x, 0.0, 1.0, backend=backend, rng=rng, generator=generator, sample_offset=offset)
+_noise_only = noise_only
 
 
 @pytest.mark.parametrize("backend,rng", [("triton", "philox"), ("torch", "torch"), ("torch", "philox")])
@@ -186,7 +165,7 @@ def test_batch_invariance_and_offsets(device, backend, shape):
 def test_block_size_invariance():
     from fastlangevin.kernels.langevin_step import launch_langevin_step
 
-    from fastlangevin._validate import Scale
+    from fastlangevin import modes
 
     x = torch.randn(3001)
     s = torch.randn(3001)
@@ -201,9 +180,13 @@ def test_block_size_invariance():
                     s,
                     out,
                     seed,
-                    Scale(value=0.1),
-                    Scale(value=1.0),
-                    None,
+                    step_value=0.1,
+                    step_tensor=None,
+                    noise_mode=modes.SCALE_ARG,
+                    noise_value=1.0,
+                    noise_tensor=None,
+                    lo=None,
+                    hi=None,
                     row_size=1,
                     elem_offset=offset,
                     block=block,
@@ -220,9 +203,13 @@ def test_block_size_invariance():
         torch.zeros(3006),
         big,
         seed,
-        Scale(value=0.0),
-        Scale(value=1.0),
-        None,
+        step_value=0.0,
+        step_tensor=None,
+        noise_mode=modes.SCALE_ARG,
+        noise_value=1.0,
+        noise_tensor=None,
+        lo=None,
+        hi=None,
         row_size=1,
         elem_offset=0,
     )
@@ -230,84 +217,15 @@ def test_block_size_invariance():
     torch.testing.assert_close(shifted, big[5:], atol=1e-6, rtol=0)
 
 
-def test_fallback_philox_stream_matches_kernel():
-    """rng='philox' reproduces the kernel's stream: integers bitwise, normals to ~1e-6."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def _ints(seed_ptr, out_ptr, N: tl.constexpr):
-        seed = tl.load(seed_ptr)
-        c = tl.arange(0, N).to(tl.int64) + (1 << 33)  # exercise the high counter word
-        a, b, cc, d = tl.randint4x(seed, c)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 0, a.to(tl.int64) & 0xFFFFFFFF)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 1, b.to(tl.int64) & 0xFFFFFFFF)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 2, cc.to(tl.int64) & 0xFFFFFFFF)
-        tl.store(out_ptr + tl.arange(0, N) * 4 + 3, d.to(tl.int64) & 0xFFFFFFFF)
-
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    seed = torch.tensor([0x123456789ABCDEF], dtype=torch.int64, device=device)
-    got = torch.empty(4 * 64, dtype=torch.int64, device=device)
-    _ints[(1,)](seed, got, N=64)
-    ref = torch.stack(_rng.philox_randint4x(seed, torch.arange(64, device=device) + (1 << 33)), 1).reshape(-1)
-    assert torch.equal(got, ref)
-
-    g = torch.Generator(device=device)
-    g.manual_seed(3)
-    zk = _noise_only(4099, device, "triton", generator=g, offset=2)
-    g.manual_seed(3)
-    zf = _noise_only(4099, device, "torch", rng="philox", generator=g, offset=2)
-    torch.testing.assert_close(zk, zf, atol=1e-5, rtol=0)
-
-
-def test_rng_torch_stream_is_chunk_keyed():
-    """rng='torch': chunk k of the global index comes from a generator seeded mix(seed, k)."""
-    n = _rng.TORCH_RNG_CHUNK * 2 + 17
-    g = torch.Generator().manual_seed(4)
-    z = _noise_only(n, "cpu", "torch", rng="torch", generator=g)
-    seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(4)).item())
-    assert torch.equal(z, _rng.torch_normal(seed, 0, n))
-    g2 = torch.Generator().manual_seed(int(_rng.chunk_seed(seed, 1)))
-    assert torch.equal(
-        z[_rng.TORCH_RNG_CHUNK : 2 * _rng.TORCH_RNG_CHUNK], torch.randn(_rng.TORCH_RNG_CHUNK, generator=g2)
-    )
-
-
-@pytest.mark.parametrize("n,offset", [(1, 0), (5, 3), (17, 0), (100, 40), (70000, 65530)])
-def test_rng_torch_partial_fill_is_prefix_of_full_chunk(n, offset):
-    """Small tensors fill only what they need; the values are the full chunk's."""
-    C = _rng.TORCH_RNG_CHUNK
-    full = torch.empty(C)
-    got = _rng.torch_normal(77, offset, n)
-    for k in range(offset // C, (offset + n - 1) // C + 1):
-        _rng.torch_chunk_normal(77, k, full, torch.Generator())  # needed defaults to the whole chunk
-        g0, g1 = max(k * C, offset), min((k + 1) * C, offset + n)
-        assert torch.equal(got[g0 - offset : g1 - offset], full[g0 - k * C : g1 - k * C])
-
-
-@pytest.mark.parametrize("b", [0.0447, 1.7, 3e-5])
-def test_rng_torch_scalar_noise_scale_folded_into_normal_is_exact(b):
-    """rng='torch' draws b·z as normal_(0, b): bitwise fl(z · b) of the unit stream."""
-    n = _rng.TORCH_RNG_CHUNK + 99
-    g = torch.Generator().manual_seed(8)
-    x = torch.zeros(n)
-    out = fl.langevin_step(x, x, 0.0, b, backend="torch", rng="torch", generator=g)
-    seed = int(_rng.draw_seed(torch.device("cpu"), torch.Generator().manual_seed(8)).item())
-    assert torch.equal(out, _rng.torch_normal(seed, 0, n) * b)
-    # a per-row b takes the unfolded path: the same values
-    g.manual_seed(8)
-    rows = fl.langevin_step(x, x, 0.0, torch.full((n,), b), backend="torch", rng="torch", generator=g)
-    assert torch.equal(rows, out)
-
-
 def test_threaded_fallback_equals_serial(monkeypatch):
-    from fastlangevin.fallback import langevin_step as F
+    from fastlangevin.fallback import chunks
 
     x, s = _make((8, 40000), torch.float32, torch.float32)
     g = torch.Generator()
     g.manual_seed(2)
+    monkeypatch.setattr(chunks, "MIN_CHUNKS_PER_WORKER", 1)  # 5 chunks: split over the threads
     threaded = fl.langevin_step(x, s, 0.1, backend="torch", generator=g)
-    monkeypatch.setattr(F, "_MIN_CHUNKS_PER_WORKER", 10**9)
+    monkeypatch.setattr(chunks, "MIN_CHUNKS_PER_WORKER", 10**9)
     g.manual_seed(2)
     assert torch.equal(fl.langevin_step(x, s, 0.1, backend="torch", generator=g), threaded)
 
@@ -390,25 +308,32 @@ def test_torch_compile_fullgraph(device, backend):
 # Backend selection
 # --------------------------------------------------------------------------------------------
 def test_backend_selection(monkeypatch):
+    """The environment is read once (cached); reload_environment() makes a change visible."""
     x = torch.zeros(3)
     monkeypatch.delenv("FASTLANGEVIN_BACKEND", raising=False)
+    _backend.reload_environment()
     assert fl.backend_for(x) == "torch"
     monkeypatch.setenv("FASTLANGEVIN_BACKEND", "triton")
+    assert fl.backend_for(x) == "torch"  # cached: no per-call environment read
+    _backend.reload_environment()
     assert fl.backend_for(x) == "triton"
     with fl.track_backends() as ran:
         fl.langevin_step(x, x, 0.1)
     assert [b for _, b in ran] == ["triton"]
     assert fl.backend_for(x, "torch") == "torch"  # the argument beats the environment
     monkeypatch.setenv("FASTLANGEVIN_BACKEND", "cuda-magic")
+    _backend.reload_environment()
     with pytest.raises(ValueError, match="FASTLANGEVIN_BACKEND"):
         fl.backend_for(x)
     monkeypatch.delenv("FASTLANGEVIN_BACKEND")
+    _backend.reload_environment()
     with pytest.raises(ValueError, match="backend"):
         fl.langevin_step(x, x, 0.1, backend="cuda")
 
 
 def test_triton_on_cpu_without_interpreter_raises(monkeypatch):
     monkeypatch.setattr(_backend, "kernels_interpreted", lambda: False)
+    _backend.reload_environment()  # forget resolved backends
     with pytest.raises(fl.BackendUnavailableError, match="TRITON_INTERPRET=1"):
         fl.langevin_step(torch.zeros(3), torch.zeros(3), 0.1, backend="triton")
 
@@ -504,6 +429,73 @@ def test_inplace_refuses_autograd():
     x = torch.randn(3, requires_grad=True)
     with pytest.raises(RuntimeError, match="does not support autograd"):
         fl.langevin_step_(x, torch.randn(3), 0.1)
+
+
+@pytest.mark.parametrize("generator", [True, False], ids=["generator", "default-generator"])
+def test_refused_inplace_call_draws_nothing(generator):
+    """Every check runs before the seed draw: a refused call leaves x and the generator as they were."""
+    g = torch.Generator().manual_seed(11) if generator else None
+    torch.manual_seed(11)
+    x = torch.randn(4, 3, requires_grad=True)
+    s = torch.randn(4, 3)
+    before = x.detach().clone()
+    state = (g if generator else torch.default_generator).get_state()
+    with pytest.raises(RuntimeError, match="does not support autograd"):
+        fl.langevin_step_(x, s, 0.1, generator=g)
+    with pytest.raises(ValueError, match="sample_offset"):
+        fl.langevin_step_(x.detach(), s, 0.1, generator=g, sample_offset=-1)
+    assert torch.equal((g if generator else torch.default_generator).get_state(), state)
+    assert torch.equal(x.detach(), before)
+
+
+@pytest.mark.parametrize(
+    "step", [np.float32(0.05), np.float64(0.05), np.float16(0.05), torch.tensor(0.05, dtype=torch.float16), 0.05]
+)
+def test_real_scalars_of_any_float_type(step):
+    """numpy/torch float scalars of every precision are accepted, as their Python float value."""
+    x, s = make_state((5, 3), torch.float32, torch.float32)
+    value = float(step)
+    got = fl.langevin_step(x, s, step, step, generator=torch.Generator().manual_seed(1), clamp=(np.float32(-2), 2))
+    ref = fl.langevin_step(x, s, value, value, generator=torch.Generator().manual_seed(1), clamp=(-2.0, 2.0))
+    assert torch.equal(got, ref)
+    with pytest.raises(TypeError, match="step_size must be a float"):
+        fl.langevin_step(x, s, np.bool_(True))
+
+
+SMALL_CASES = [
+    ((256, 2), 0, None, True),
+    ((4096, 2), 0, None, True),
+    ((7, 3, 5), 3, 0.2, True),
+    ((300,), 65400, None, False),  # crosses a noise chunk: the general path
+    ((2, 20000), 0, None, False),  # beyond one piece: the general path
+]
+
+
+@pytest.mark.parametrize("shape,offset,noise,straight", SMALL_CASES, ids=lambda v: str(v))
+def test_small_cpu_straight_path_is_the_general_path(shape, offset, noise, straight):
+    """The in-place straight path for small fp32 CPU steps gives bitwise the general path's
+    result (out-of-place op, same generator state) and the reference formula with the
+    stream's noise; it consumes exactly one seed draw."""
+    from fastlangevin import reference
+
+    x, s = make_state(shape, torch.float32, torch.float32)
+    g = torch.Generator().manual_seed(5)
+    general = fl.langevin_step(x, s, 0.03, noise, generator=g, sample_offset=offset)
+    after_general = torch.rand(3, generator=g)
+    g.manual_seed(5)
+    xi = x.clone()
+    with fl.track_backends() as ran:
+        took = _small_cpu_step_(xi, s, 0.03, noise, None, g, None, None, offset)
+        if not took:
+            fl.langevin_step_(xi, s, 0.03, noise, generator=g, sample_offset=offset)
+    assert took == straight and [b for _, b in ran] == ["torch"]
+    assert torch.equal(xi, general)
+    assert torch.equal(torch.rand(3, generator=g), after_general)
+    seed = _rng.draw_seed_value(torch.Generator().manual_seed(5))
+    row = x.numel() // shape[0]
+    z = _rng.torch_normal(seed, offset * row, x.numel()).view(shape)
+    b = math.sqrt(2 * 0.03) if noise is None else noise
+    torch.testing.assert_close(xi, reference.langevin_step(x, s, 0.03, b, z), atol=2e-7, rtol=1e-6)
 
 
 @requires_cuda

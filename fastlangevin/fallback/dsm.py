@@ -10,8 +10,9 @@ operations in the same order, so perturb and backward match the interpreted kern
 in fp32), and z is regenerated from the seed in every pass, never stored.
 
 Like ``langevin_step_torch`` it walks the flat tensor in chunks aligned to the *global* element
-index (:func:`for_pieces`): the noise of a chunk (rng="torch": one reseeded torch generator per
-chunk; rng="philox": the kernels' counter-based stream) never depends on the batch size, only
+index (:func:`fastlangevin.fallback.chunks.for_pieces`, the one walk): the noise of a chunk
+(rng="torch": one reseeded torch generator per chunk; rng="philox": the kernels' counter-based
+stream; see :mod:`fastlangevin._rng`) never depends on the batch size, only
 chunk-sized temporaries exist, and on CPU the chunks are spread over torch's threads. Per-row
 sums of the loss are taken piece by piece with a fixed-order reduction (:func:`row_sums`) and
 accumulated in index order, so a row's loss is bitwise independent of the batch size and of
@@ -20,85 +21,16 @@ the number of threads.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, TypeVar
+from typing import List, Optional, Tuple
 
 import torch
 
-from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal
-from .._validate import Scale
-from .langevin_step import _CPU_PIECE, PHILOX_CHUNK, _cpu_scratch, _pool, _workers, scale_slice
-
-T = TypeVar("T")
+from .chunks import for_pieces, scale_slice
 
 #: Width of one level of :func:`row_sums`. Each level sums contiguous runs of this many
 #: values; runs are far below torch's parallel grain (32768), so no reduction is ever split
 #: across threads and the summation order is fixed.
 ROW_SUM_WIDTH = 1024
-
-
-def for_pieces(
-    body: Callable[[int, int, torch.Tensor], T],
-    seed: torch.Tensor,
-    n: int,
-    *,
-    elem_offset: int,
-    rng: str,
-    device: torch.device,
-    injected_noise: Optional[torch.Tensor] = None,
-) -> List[T]:
-    """Call ``body(i0, i1, z)`` for every piece of local flat elements ``[i0, i1)`` with its
-    noise ``z``, and return the results in index order.
-
-    Pieces are cut on a grid of the *global* index (noise chunks, and on CPU sub-pieces below
-    ATen's parallel grain), so they never depend on the batch size. On CPU with rng="torch",
-    chunks are split across torch's intra-op threads (each chunk has its own generator;
-    torch ops release the GIL) — the results are identical to the serial loop. ``z`` is float32
-    (or the injected noise's slice) and may be a reused buffer: use it before returning.
-    """
-    if rng not in ("torch", "philox"):
-        raise ValueError(f"rng must be 'torch' or 'philox', got {rng!r}")
-    if rng == "torch" and device.type != "cpu":
-        raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {device.type}")
-    if n == 0:
-        return []
-    C = TORCH_RNG_CHUNK if rng == "torch" else PHILOX_CHUNK
-    first, last = elem_offset // C, (elem_offset + n - 1) // C + 1
-    seed_int = (
-        int(seed.reshape(()).item()) if rng == "torch" and injected_noise is None else None
-    )  # CPU: no device sync
-    # CPU: pieces below ATen's grain run serially inside worker threads (no OpenMP team per
-    # thread oversubscribing the cores) and keep every reduction single-threaded.
-    piece = _CPU_PIECE if device.type == "cpu" else C
-
-    @torch.no_grad()  # plain arithmetic inside an op; worker threads do not inherit the
-    def run(k0: int, k1: int) -> List[T]:  # caller's thread-local autograd state
-        if seed_int is not None:  # this thread's reused generator and one-chunk noise buffer
-            gen, buf, _ = _cpu_scratch(torch.float32)
-        results = []
-        for k in range(k0, k1):
-            g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
-            z = None
-            if injected_noise is None:
-                if seed_int is not None:
-                    torch_chunk_normal(seed_int, k, buf, gen, needed=g1 - k * C)
-                    z = buf[g0 - k * C : g1 - k * C]
-                else:
-                    z = philox_normal(seed, g0, g1 - g0)
-            for pb in range(k * C, (k + 1) * C, piece):
-                p0, p1 = max(pb, g0), min(pb + piece, g1)
-                if p0 >= p1:
-                    continue
-                i0, i1 = p0 - elem_offset, p1 - elem_offset
-                zp = injected_noise[i0:i1] if z is None else z[p0 - g0 : p1 - g0]
-                results.append(body(i0, i1, zp))
-        return results
-
-    workers = _workers(device, last - first) if seed_int is not None else 1
-    if workers <= 1:
-        return run(first, last)
-    bounds = [first + (last - first) * w // workers for w in range(workers + 1)]
-    futures = [_pool().submit(run, bounds[w], bounds[w + 1]) for w in range(workers)]
-    return [r for f in futures for r in f.result()]
 
 
 def row_sums(t: torch.Tensor) -> torch.Tensor:
@@ -138,10 +70,6 @@ def piece_row_sums(vals: torch.Tensor, i0: int, row_size: int) -> List[Tuple[int
     return out
 
 
-def _rows(t: torch.Tensor) -> Scale:
-    return Scale(tensor=t)
-
-
 def dsm_perturb_torch(
     x: torch.Tensor,
     out: torch.Tensor,
@@ -158,10 +86,10 @@ def dsm_perturb_torch(
     cdt = sigma_rows.dtype
 
     def body(i0, i1, z):
-        t = z.to(cdt).mul(scale_slice(_rows(sigma_rows), i0, i1, row_size, cdt))
+        t = z.to(cdt).mul(scale_slice(0.0, sigma_rows, i0, i1, row_size, cdt))
         xs = x[i0:i1].to(cdt)
         if alpha_rows is not None:
-            xs = xs.mul(scale_slice(_rows(alpha_rows), i0, i1, row_size, cdt))
+            xs = xs.mul(scale_slice(0.0, alpha_rows, i0, i1, row_size, cdt))
         out[i0:i1].copy_(t.add_(xs))  # σz + αx: the kernel's αx + σz (addition commutes bitwise)
 
     for_pieces(body, seed, x.numel(), elem_offset=elem_offset, rng=rng, device=x.device, injected_noise=injected_noise)
@@ -170,7 +98,7 @@ def dsm_perturb_torch(
 
 def _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt):
     """``s + z / σ`` for flat elements ``[i0, i1)`` in ``cdt`` (z·(1/σ) first, as the kernels)."""
-    r = z.to(cdt).mul(scale_slice(_rows(inv_sigma_rows), i0, i1, row_size, cdt))
+    r = z.to(cdt).mul(scale_slice(0.0, inv_sigma_rows, i0, i1, row_size, cdt))
     return r.add_(score[i0:i1].to(cdt))
 
 
@@ -219,7 +147,7 @@ def dsm_loss_backward_torch(
 
     def body(i0, i1, z):
         r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
-        grad[i0:i1].copy_(r.mul_(scale_slice(_rows(coef_rows), i0, i1, row_size, cdt)))
+        grad[i0:i1].copy_(r.mul_(scale_slice(0.0, coef_rows, i0, i1, row_size, cdt)))
 
     for_pieces(
         body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise

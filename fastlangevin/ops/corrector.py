@@ -22,7 +22,8 @@ Norm choice: batch-averaged norms (default) make ε a property of the whole batc
 trajectory depends on the other samples (not batch-invariant). A batch sharded across
 processes gets the whole batch's ε through ``gather_norms``: each shard's ``[b, 2]`` per-row
 norms are all-gathered into the batch's ``[B, 2]`` before :func:`snr_step_size`, so the means
-are the ones one process computes on the whole batch (see :mod:`fastlangevin.distributed`). Per-sample norms are batch-invariant but unstable in low dimension: a row whose ‖s‖ is
+are the ones one process computes on the whole batch (see :mod:`fastlangevin.distributed`).
+Per-sample norms are batch-invariant but unstable in low dimension: a row whose ‖s‖ is
 near zero gets a huge step (a 2-D Gaussian run came out with ~20x the true variance, against 3%
 off with batch-averaged norms). In high dimension ‖z‖/‖s‖ concentrates and both agree.
 """
@@ -33,11 +34,11 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .. import _backend
+from .. import _backend, modes
 from .._rng import draw_seed
 from .._validate import check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
-from .langevin_step import _NOISE_NONE, _NOISE_SQRT2A, resolve_rng, run_inplace_op
+from .langevin_step import StepArgs, resolve_rng, run_inplace_op
 
 NORM_MODES = ("batch", "per_sample")
 
@@ -137,11 +138,13 @@ def _gathered(gather_norms, norms: torch.Tensor) -> torch.Tensor:
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != 2 or out.shape[0] < norms.shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"gather_norms must return the whole batch's [B, 2] norms (B >= this shard's {norms.shape[0]} rows), got {got}"
+            "gather_norms must return the whole batch's [B, 2] norms "
+            f"(B >= this shard's {norms.shape[0]} rows), got {got}"
         )
     if out.dtype != norms.dtype or out.device != norms.device:
         raise ValueError(
-            f"gather_norms must return {norms.dtype} on {norms.device} (the norms' dtype and device), got {out.dtype} on {out.device}"
+            f"gather_norms must return {norms.dtype} on {norms.device} (the norms' dtype and device), "
+            f"got {out.dtype} on {out.device}"
         )
     return out
 
@@ -222,8 +225,20 @@ def langevin_corrector_(
     if eps.dim() == 1:
         eps = eps.contiguous()
     lo, hi = (None, None) if lo_hi is None else lo_hi
-    mode = _NOISE_SQRT2A if add_noise else _NOISE_NONE
-    run_inplace_op((x, score, seed, 0.0, eps, 0.0, None, mode, lo, hi, sample_offset, chosen, stream, None))
+    run_inplace_op(
+        StepArgs(
+            x=x,
+            score=score,
+            seed=seed,
+            step_tensor=eps,
+            noise_mode=modes.NOISE_SQRT2A if add_noise else modes.NOISE_NONE,
+            lo=lo,
+            hi=hi,
+            sample_offset=sample_offset,
+            backend=chosen,
+            rng=stream,
+        )
+    )
     return (x, eps) if return_step_size else x
 
 

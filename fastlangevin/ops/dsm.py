@@ -217,7 +217,8 @@ def _prepare(
     check_state("x", x)
     if x.numel() == 0:
         raise ValueError(
-            f"x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), got shape {tuple(x.shape)}"
+            "x must be non-empty (a [B, ...] batch with B ≥ 1 and a non-empty sample shape), "
+            f"got shape {tuple(x.shape)}"
         )
     if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")

@@ -7,90 +7,108 @@
 kernel (``fastlangevin.kernels.langevin_step``) or the PyTorch fallback
 (``fastlangevin.fallback.langevin_step``). The noise seed is an int64 tensor input to the op, so
 the op is a pure function of its inputs: opcheck, AOTAutograd and CUDA graphs all see fresh
-noise exactly when the seed tensor changes.
+noise exactly when the seed tensor changes (noise convention: :mod:`fastlangevin._rng`).
+
+The ops' arguments are :class:`StepArgs`, built by keyword in one place (:func:`step_args`),
+which the corrector and the samplers reuse. Modes are those of :mod:`fastlangevin.modes`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 
-from .. import _backend
-from .._rng import draw_seed
+from .. import _backend, modes
+from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.langevin_step import langevin_step_torch
+from ..fallback.chunks import CPU_PIECE, cpu_scratch
+from ..fallback.langevin_step import langevin_step_torch, scalar_tensor
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
 RNG_STREAMS = ("torch", "philox")
 
-# noise_mode values of the op schema
-_NOISE_SCALE, _NOISE_NONE, _NOISE_SQRT2A = 0, 1, 2
-
 
 def resolve_rng(rng: Optional[str], backend: str, device: torch.device) -> str:
     """The noise stream: Triton always uses Philox; the fallback defaults to the fast
-    chunk-keyed torch stream on CPU and to Philox elsewhere (``FASTLANGEVIN_RNG`` overrides)."""
+    chunk-keyed torch stream on CPU and to Philox elsewhere (``FASTLANGEVIN_RNG`` overrides;
+    read once, see :func:`fastlangevin._backend.reload_environment`)."""
     if rng is None:
-        rng = os.environ.get(RNG_ENV_VAR) or None
+        rng = _backend.env_setting(RNG_ENV_VAR)
     if rng is None:
-        return "torch" if backend == "torch" and device.type == "cpu" else "philox"
+        return "torch" if backend == "torch" and _backend.device_type(device) == "cpu" else "philox"
     if rng not in RNG_STREAMS:
         raise ValueError(f"rng must be 'torch', 'philox' or None, got {rng!r}")
-    if rng == "torch" and (backend != "torch" or device.type != "cpu"):
+    if rng == "torch" and (backend != "torch" or _backend.device_type(device) != "cpu"):
         raise ValueError(
-            "rng='torch' (torch's CPU generator) is only available with backend='torch' on CPU tensors; use rng='philox'"
+            "rng='torch' (torch's CPU generator) is only available with backend='torch' on CPU tensors; "
+            "use rng='philox'"
         )
     return rng
+
+
+class StepArgs(NamedTuple):
+    """The arguments of ``fastlangevin::langevin_step`` / ``langevin_step_``, in schema order.
+
+    Build it by keyword (:func:`step_args`, or ``StepArgs(x=..., ...)``) and call the op with
+    ``*args``. A scale is ``*_value`` (a float) when ``*_tensor`` is None, else the 0-d or
+    ``[B]`` tensor. ``noise_mode``: :data:`modes.NOISE_NONE`, :data:`modes.NOISE_SQRT2A`
+    (b = sqrt(2 a)), or the ``SCALE_*`` mode of the noise scale (:func:`modes.scale_mode`).
+    ``lo``/``hi``: the clamp, both None for none.
+    """
+
+    x: torch.Tensor
+    score: torch.Tensor
+    seed: torch.Tensor
+    step_value: float = 0.0
+    step_tensor: Optional[torch.Tensor] = None
+    noise_value: float = 0.0
+    noise_tensor: Optional[torch.Tensor] = None
+    noise_mode: int = modes.NOISE_NONE
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    sample_offset: int = 0
+    backend: str = "torch"
+    rng: str = "torch"
+    injected_noise: Optional[torch.Tensor] = None
 
 
 def _row_size(x: torch.Tensor) -> int:
     return math.prod(x.shape[1:])
 
 
-def _dispatch(x_flat, score_flat, out_flat, seed, step, noise, clamp, row_size, elem_offset, backend, rng, injected):
-    _backend.record("langevin_step", backend)
-    if backend == "triton":
+_LAUNCHER = []
+
+
+def _triton_launcher():
+    """The kernel launcher, imported on first use (importing it imports Triton)."""
+    if not _LAUNCHER:
         from ..kernels.langevin_step import launch_langevin_step
 
-        return launch_langevin_step(
-            x_flat,
-            score_flat,
-            out_flat,
-            seed,
-            step,
-            noise,
-            clamp,
-            row_size=row_size,
-            elem_offset=elem_offset,
-            injected_noise=injected,
-        )
-    return langevin_step_torch(
-        x_flat,
-        score_flat,
-        out_flat,
-        seed,
-        step,
-        noise,
-        clamp,
+        _LAUNCHER.append(launch_langevin_step)
+    return _LAUNCHER[0]
+
+
+def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
+    _backend.record("langevin_step", a.backend)
+    row_size = _row_size(a.x)
+    kw = dict(
+        step_value=a.step_value,
+        step_tensor=a.step_tensor,
+        noise_mode=a.noise_mode,
+        noise_value=a.noise_value,
+        noise_tensor=a.noise_tensor,
+        lo=a.lo,
+        hi=a.hi,
         row_size=row_size,
-        elem_offset=elem_offset,
-        rng=rng,
+        elem_offset=a.sample_offset * row_size,
         injected_noise=injected,
     )
-
-
-def _unpack(step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, hi):
-    step = Scale(value=step_value, tensor=step_tensor)
-    if noise_mode == _NOISE_NONE:
-        noise = "none"
-    elif noise_mode == _NOISE_SQRT2A:
-        noise = "sqrt2a"
+    if a.backend == "triton":
+        _triton_launcher()(x_flat, score_flat, out_flat, a.seed, **kw)
     else:
-        noise = Scale(value=noise_value, tensor=noise_tensor)
-    return step, noise, (None if lo is None else (lo, hi))
+        langevin_step_torch(x_flat, score_flat, out_flat, a.seed, rng=a.rng, **kw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -112,25 +130,26 @@ def _langevin_step_impl(
     rng: str,
     injected_noise: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    step, noise, clamp = _unpack(step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, hi)
-    xc, sc = x.contiguous(), score.contiguous()
-    out = torch.empty_like(xc)
-    row_size = _row_size(x)
-    inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
-    _dispatch(
-        xc.reshape(-1),
-        sc.reshape(-1),
-        out.reshape(-1),
+    a = StepArgs(
+        x,
+        score,
         seed,
-        step,
-        noise,
-        clamp,
-        row_size,
-        sample_offset * row_size,
+        step_value,
+        step_tensor,
+        noise_value,
+        noise_tensor,
+        noise_mode,
+        lo,
+        hi,
+        sample_offset,
         backend,
         rng,
-        inj,
+        injected_noise,
     )
+    xc, sc = x.contiguous(), score.contiguous()
+    out = torch.empty_like(xc)
+    inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
+    _dispatch(a, xc.reshape(-1), sc.reshape(-1), out.reshape(-1), inj)
     return out
 
 
@@ -138,31 +157,16 @@ _langevin_step_op = torch.library.custom_op("fastlangevin::langevin_step", mutat
 
 
 @_langevin_step_op.register_fake
-def _(
-    x,
-    score,
-    seed,
-    step_value,
-    step_tensor,
-    noise_value,
-    noise_tensor,
-    noise_mode,
-    lo,
-    hi,
-    sample_offset,
-    backend,
-    rng,
-    injected_noise,
-):
+def _(x, score, *_args):
     return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 def _setup_context(ctx, inputs, output):
-    x, score, _seed, step_value, step_tensor, _nv, _nt, _nm, lo, hi = inputs[:10]
-    ctx.step_value = step_value
-    ctx.clamp = None if lo is None else (lo, hi)
-    ctx.score_dtype = score.dtype
-    ctx.save_for_backward(step_tensor, output if lo is not None else None)
+    a = StepArgs(*inputs)
+    ctx.step_value = a.step_value
+    ctx.clamp = None if a.lo is None else (a.lo, a.hi)
+    ctx.score_dtype = a.score.dtype
+    ctx.save_for_backward(a.step_tensor, output if a.lo is not None else None)
 
 
 def _backward(ctx, grad):
@@ -177,7 +181,7 @@ def _backward(ctx, grad):
         else:
             a = step_tensor.reshape((-1,) + (1,) * (grad.dim() - 1)) if step_tensor.dim() == 1 else step_tensor
         grad_s = (grad.to(torch.float32 if ctx.score_dtype != torch.float64 else torch.float64) * a).to(ctx.score_dtype)
-    return (grad_x, grad_s) + (None,) * 12
+    return (grad_x, grad_s) + (None,) * (len(StepArgs._fields) - 2)
 
 
 _langevin_step_op.register_autograd(_backward, setup_context=_setup_context)
@@ -199,13 +203,27 @@ def _langevin_step_inplace_impl(
     rng: str,
     injected_noise: Optional[torch.Tensor],
 ) -> None:
-    step, noise, clamp = _unpack(step_value, step_tensor, noise_value, noise_tensor, noise_mode, lo, hi)
-    sc = score.contiguous().reshape(-1)
-    row_size = _row_size(x)
+    a = StepArgs(
+        x,
+        score,
+        seed,
+        step_value,
+        step_tensor,
+        noise_value,
+        noise_tensor,
+        noise_mode,
+        lo,
+        hi,
+        sample_offset,
+        backend,
+        rng,
+        injected_noise,
+    )
+    sc = score if score.is_contiguous() else score.contiguous()
     inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
     target = x if x.is_contiguous() else x.contiguous()
-    flat = target.reshape(-1)  # a view: the update lands in `target`
-    _dispatch(flat, sc, flat, seed, step, noise, clamp, row_size, sample_offset * row_size, backend, rng, inj)
+    flat = target.view(-1)  # a view: the update lands in `target`
+    _dispatch(a, flat, sc.view(-1), flat, inj)
     if target is not x:
         x.copy_(target)
 
@@ -216,29 +234,14 @@ _langevin_step_inplace_op = torch.library.custom_op("fastlangevin::langevin_step
 
 
 @_langevin_step_inplace_op.register_fake
-def _(
-    x,
-    score,
-    seed,
-    step_value,
-    step_tensor,
-    noise_value,
-    noise_tensor,
-    noise_mode,
-    lo,
-    hi,
-    sample_offset,
-    backend,
-    rng,
-    injected_noise,
-):
+def _(x, score, *_args):
     return None
 
 
-def run_inplace_op(args: tuple) -> None:
+def run_inplace_op(args: StepArgs) -> None:
     """``fastlangevin::langevin_step_(*args)``, skipping the dispatcher when nothing needs it
     (see :func:`fastlangevin._backend.can_call_directly`): same function, ~100 µs less a call."""
-    if _backend.can_call_directly(args[0], args[1], args[4], args[6]):
+    if _backend.can_call_directly(args.x, args.score, args.step_tensor, args.noise_tensor):
         _langevin_step_inplace_impl(*args)
     else:
         torch.ops.fastlangevin.langevin_step_(*args)
@@ -247,51 +250,166 @@ def run_inplace_op(args: tuple) -> None:
 # ---------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------
-def _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, injected_noise=None):
-    """Validate everything (before any write) and build the op's argument tuple."""
+def _noise_scale(step: Scale, noise_scale, batch: int, device: torch.device):
+    """(noise Scale, noise_mode) for the ``noise_scale=`` argument (None: sqrt(2 step))."""
+    if noise_scale is None:
+        if step.tensor is None:
+            b = math.sqrt(2.0 * step.value)
+            return Scale(b), (modes.NOISE_NONE if b == 0.0 else modes.SCALE_ARG)
+        return Scale(), modes.NOISE_SQRT2A
+    noise = check_scale("noise_scale", noise_scale, batch=batch, device=device)
+    if noise.is_zero:
+        return noise, modes.NOISE_NONE
+    return noise, modes.scale_mode(noise.tensor)
+
+
+def _build(
+    x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, injected_noise, inplace
+) -> tuple:
+    """Validate everything — metadata only, before any write or generator draw — then draw the
+    seed and build the op's :class:`StepArgs`. Returns ``(args, direct)``: ``direct`` when the
+    call may skip the dispatcher (:func:`fastlangevin._backend.can_call_directly`); on the CPU
+    fallback the seed is then drawn as a Python int (no tensor: see :func:`draw_seed_value`)."""
     check_state("x", x)
     check_like("score", score, x, "x")
     batch, device = x.shape[0], x.device
     step = check_scale("step_size", step_size, batch=batch, device=device)
-    if noise_scale is None:
-        if step.tensor is None:
-            noise = Scale(value=math.sqrt(2.0 * step.value))
-            mode = _NOISE_NONE if noise.is_zero else _NOISE_SCALE
-        else:
-            noise, mode = Scale(), _NOISE_SQRT2A
-    else:
-        noise = check_scale("noise_scale", noise_scale, batch=batch, device=device)
-        mode = _NOISE_NONE if noise.is_zero else _NOISE_SCALE
-    lo_hi = check_clamp(clamp)
-    generator = check_generator(generator, device)
-    sample_offset = check_offset("sample_offset", sample_offset)
+    noise, noise_mode = _noise_scale(step, noise_scale, batch, device)
+    lo_hi = check_clamp(clamp) if clamp is not None else None
+    if generator is not None:
+        check_generator(generator, device)
+    if type(sample_offset) is not int or sample_offset < 0:
+        check_offset("sample_offset", sample_offset)
     chosen = _backend.resolve_backend(device, backend)
     stream = resolve_rng(rng, chosen, device)
     if injected_noise is not None:
         check_like("injected_noise", injected_noise, x, "x")
-    if mode == _NOISE_NONE or injected_noise is not None:
+    if inplace and torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
+        raise RuntimeError(
+            "langevin_step_ (in-place) does not support autograd; use langevin_step, or run under torch.no_grad()"
+        )
+    st = step.tensor if step.tensor is None or step.tensor.is_contiguous() else step.tensor.contiguous()
+    nt = noise.tensor if noise.tensor is None or noise.tensor.is_contiguous() else noise.tensor.contiguous()
+    direct = _backend.can_call_directly(x, score, st, nt)
+    # validated: only now touch the generator (a refused call leaves it as it was)
+    if noise_mode == modes.NOISE_NONE or injected_noise is not None:
         seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
+    elif direct and chosen == "torch" and _backend.device_type(device) == "cpu":
+        seed = draw_seed_value(generator)
     else:
         seed = draw_seed(device, generator)
-    st = None if step.tensor is None else step.tensor.contiguous()
-    nt = None if noise.tensor is None else noise.tensor.contiguous()
     lo, hi = (None, None) if lo_hi is None else lo_hi
-    return (
-        x,
-        score,
-        seed,
-        step.value,
-        st,
-        noise.value,
-        nt,
-        mode,
-        lo,
-        hi,
-        sample_offset,
-        chosen,
-        stream,
-        injected_noise,
+    args = StepArgs(
+        x=x,
+        score=score,
+        seed=seed,
+        step_value=step.value,
+        step_tensor=st,
+        noise_value=noise.value,
+        noise_tensor=nt,
+        noise_mode=noise_mode,
+        lo=lo,
+        hi=hi,
+        sample_offset=sample_offset,
+        backend=chosen,
+        rng=stream,
+        injected_noise=injected_noise,
     )
+    return args, direct
+
+
+_CPU = torch.device("cpu")
+_SHAPED: dict = {}  # x.shape -> (noise fill view, noise view shaped like x) of this thread's buffer
+
+
+def _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset) -> bool:
+    """The in-place step for the common small CPU case, straight through; False when the call
+    is not that case (the general path then validates and runs it, raising where it must).
+
+    The case: fp32 ``x`` and ``score``, contiguous, same shape, one noise chunk and one piece
+    (:mod:`fastlangevin.fallback.chunks`), Python-float scales, the CPU fallback with the torch
+    stream, nothing that needs the dispatcher. The same operations in the same order as the
+    general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
+    result and the same generator draw; it only skips the generic machinery around them.
+    """
+    if (
+        backend == "triton"
+        or type(x) is not torch.Tensor
+        or type(score) is not torch.Tensor
+        or type(step_size) is not float
+        or not (noise_scale is None or type(noise_scale) is float)
+        or clamp is not None
+        or type(sample_offset) is not int
+        or not x.is_cpu
+        or x.dtype is not torch.float32
+        or score.dtype is not torch.float32
+        or x.shape != score.shape
+        or not (step_size > 0.0 and step_size < math.inf)
+        or (generator is not None and (type(generator) is not torch.Generator or generator.device != _CPU))
+        or x.dim() == 0
+        or not x.is_contiguous()
+        or not score.is_contiguous()
+        or not score.is_cpu
+        or sample_offset < 0
+    ):
+        return False
+    n = x.numel()
+    row_size = n // x.shape[0] if x.shape[0] else 0
+    start = sample_offset * row_size
+    chunk = start // TORCH_RNG_CHUNK
+    if n == 0 or n > CPU_PIECE or (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+        return False
+    b = math.sqrt(2.0 * step_size) if noise_scale is None else noise_scale
+    if not (b > 0.0 and b < math.inf):
+        return False
+    if _backend.resolve_backend(_CPU, backend) != "torch":
+        return False
+    if (rng if rng is not None else _backend.env_setting(RNG_ENV_VAR)) not in (None, "torch"):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
+        return False  # the general path raises
+    if not _backend.can_call_directly():
+        return False
+    # validated: draw
+    seed = draw_seed_value(generator)
+    _backend.record("langevin_step", "torch")
+    gen, buf = cpu_scratch()
+    head = start - chunk * TORCH_RNG_CHUNK
+    key = (x.shape, head)
+    views = _SHAPED.get(key)
+    if views is None or views[0].data_ptr() != buf.data_ptr():
+        if len(_SHAPED) > 256:
+            _SHAPED.clear()
+        fill = min(buf.numel(), max(16, -(-(head + n) // 16) * 16))
+        views = _SHAPED[key] = (buf[:fill], buf[head : head + n].view(x.shape))
+    gen.manual_seed(chunk_seed(seed, chunk))
+    views[0].normal_(0.0, b, generator=gen)
+    x.add_(torch.mul(score, scalar_tensor(step_size, torch.float32)))
+    x.add_(views[1])
+    return True
+
+
+def step_args(
+    x,
+    score,
+    step_size,
+    noise_scale=None,
+    *,
+    clamp=None,
+    generator=None,
+    backend=None,
+    rng=None,
+    sample_offset: int = 0,
+    injected_noise=None,
+) -> StepArgs:
+    """Validate the arguments of :func:`langevin_step` and draw the call's seed: the op's
+    :class:`StepArgs` (seed an int64 ``[1]`` tensor), ready for ``torch.ops.fastlangevin.*``."""
+    args, _ = _build(
+        x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, injected_noise, False
+    )
+    if isinstance(args.seed, int):
+        args = args._replace(seed=torch.tensor([args.seed], dtype=torch.int64))
+    return args
 
 
 def langevin_step(
@@ -326,8 +444,8 @@ def langevin_step(
         a new contiguous tensor shaped and typed like ``x``. Differentiable in ``x`` (1 inside the
         clamp range) and ``score`` (``step_size``); the scales are constants.
     """
-    args = _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset)
-    if _backend.can_call_directly(x, score):
+    args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, False)
+    if direct:
         return _langevin_step_impl(*args)
     return torch.ops.fastlangevin.langevin_step(*args)
 
@@ -349,12 +467,13 @@ def langevin_step_(
     Bit-identical to the out-of-place op for the same generator state. Not differentiable
     (raises if autograd would need it). Every argument is checked before ``x`` is written.
     """
-    args = _prepare(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset)
-    if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
-        raise RuntimeError(
-            "langevin_step_ (in-place) does not support autograd; use langevin_step, or run under torch.no_grad()"
-        )
-    run_inplace_op(args)
+    if _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset):
+        return x
+    args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, True)
+    if direct:
+        _langevin_step_inplace_impl(*args)
+    else:
+        torch.ops.fastlangevin.langevin_step_(*args)
     return x
 
 
@@ -362,7 +481,7 @@ def langevin_step_with_noise(
     x, score, noise, step_size, noise_scale=None, *, clamp=None, backend=None, inplace=False
 ) -> torch.Tensor:
     """Test hook: the same op with the noise ``z`` supplied instead of drawn (kernel included)."""
-    args = _prepare(x, score, step_size, noise_scale, clamp, None, backend, None, 0, injected_noise=noise)
+    args = step_args(x, score, step_size, noise_scale, clamp=clamp, backend=backend, injected_noise=noise)
     if inplace:
         torch.ops.fastlangevin.langevin_step_(*args)
         return x

@@ -1,0 +1,90 @@
+"""Host time of one small op call on the Triton path, up to the kernel launch (launch stubbed).
+
+    python tests/host_time_check.py [--iters N] [--shape 256,2]
+
+A GPU finishes a small fused step in a few µs, so what bounds a small-state loop on CUDA is the
+Python path before the launch: validation, backend resolution, the seed draw, the launch
+configuration. This measures that path on CPU without a GPU: ``TRITON_INTERPRET=1`` lets the
+ops take the Triton path on CPU tensors, and each ``kernel[grid](...)`` launch is replaced by a
+no-op that only counts its calls. It does not include Triton's own launcher (the driver call
+and argument packing, measured on hardware) nor a CUDA ``randint`` for the seed (a CPU one is
+timed instead). Prints one JSON object: op → median µs per call over interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import torch  # noqa: E402
+
+import fastlangevin as fl  # noqa: E402
+from fastlangevin.kernels import corrector as kc  # noqa: E402
+from fastlangevin.kernels import langevin_step as ks  # noqa: E402
+
+CALLS = {"launches": 0}
+
+
+class _StubKernel:
+    """Stands in for a ``@triton.jit`` kernel: ``kernel[grid](*args, **kw)`` only counts."""
+
+    def __getitem__(self, grid):
+        return self._launch
+
+    @staticmethod
+    def _launch(*args, **kwargs):
+        CALLS["launches"] += 1
+
+
+def stub_kernels() -> None:
+    ks._langevin_step_kernel = _StubKernel()
+    kc._corrector_norms_kernel = _StubKernel()
+
+
+def measure(shape=(256, 2), iters=2000, rounds=9) -> dict:
+    torch.set_num_threads(1)
+    x = torch.randn(shape)
+    assert fl.backend_for(x, "triton") == "triton"  # resolved (and cached) with the real kernels
+    stub_kernels()
+    s = torch.randn(shape)
+    rows = torch.full((shape[0],), 0.01)
+    ops = {
+        "langevin_step_ (in place)": lambda: fl.langevin_step_(x, s, 0.01, backend="triton"),
+        "langevin_step (out of place)": lambda: fl.langevin_step(x, s, 0.01, backend="triton"),
+        "langevin_step_ per-row step": lambda: fl.langevin_step_(x, s, rows, backend="triton"),
+        "langevin_corrector_": lambda: fl.langevin_corrector_(x, s, 0.16, backend="triton"),
+        # for scale on a loaded machine: one small torch op, and the plain eager in-place step
+        "reference: x.add_(s)": lambda: x.add_(s),
+        "reference: eager in-place step": lambda: x.add_(s, alpha=0.01).add_(torch.randn_like(x), alpha=0.1),
+    }
+    with torch.no_grad():
+        for fn in ops.values():  # warm caches (launch configs, resolved backends)
+            fn()
+        times = {k: [] for k in ops}
+        for _ in range(rounds):
+            for name, fn in ops.items():
+                t0 = time.perf_counter()
+                for _ in range(iters):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / iters * 1e6)
+    return {k: round(statistics.median(v), 2) for k, v in times.items()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--iters", type=int, default=2000)
+    p.add_argument("--shape", default="256,2")
+    a = p.parse_args(argv)
+    shape = tuple(int(v) for v in a.shape.split(","))
+    print(json.dumps(measure(shape, a.iters)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
