@@ -91,22 +91,55 @@ def row_launch(
 @triton.jit
 def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr = 4):
     """This program's ``[BLOCK // VEC, VEC]`` tile of a flat tensor whose element 0 is global
-    element ``4 * group_offset + HEAD``. Returns (local element indices (int64), mask, first
-    Philox group). VEC (4 or 8) consecutive elements per tile row: 8 lets 16-bit dtypes load
-    16 bytes per thread (one row spans two Philox groups).
+    element ``4 * group_offset + HEAD``. Returns (start, offs, mask, first Philox group): the tile's
+    element ``(r, l)`` is local element ``start + offs[r, l]``, ``start`` an int64 scalar (this
+    program's base; ``-HEAD`` for program 0) and ``offs = VEC * r + l`` an int32 in [0, BLOCK). VEC
+    (4 or 8) consecutive elements per tile row: 8 lets 16-bit dtypes load 16 bytes per thread (one
+    row spans two Philox groups).
 
+    Why split: an address is then a scalar 64-bit base (computed once per program) plus a small 32-bit
+    offset (one wide multiply-add per access), and the mask one 32-bit compare against the scalar count
+    left, instead of 64-bit arithmetic per element; the global index stays int64 throughout.
     HEAD (0..3) is a constexpr so the common aligned case keeps provable 16-byte alignment
     (vectorised loads) and a one-sided mask.
     """
     pid = tl.program_id(0).to(tl.int64)
     first_group = group_offset + pid * (BLOCK // 4)
-    local = pid * BLOCK + (tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]).to(tl.int64)
+    start = pid * BLOCK - HEAD
+    offs = tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # elements of this tile in the tensor
+    mask = offs < left
     if HEAD != 0:
-        local = local - HEAD
-        mask = (local >= 0) & (local < n_elements)
+        mask = mask & (offs >= tl.where(pid == 0, HEAD, 0))
+    return start, offs, mask, first_group
+
+
+@triton.jit
+def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr, VEC: tl.constexpr):
+    """Program (row, chunk)'s tile of a ``[rows, row_size]`` tensor whose element 0 is global element
+    ``elem_offset``: (base, offs, mask, first Philox group), the tile's element ``(r, l)`` being local
+    element ``base + offs[r, l]`` (``base`` int64 scalar, ``offs = VEC * r + l`` int32; see
+    :func:`flat_tile` for why).
+
+    The tile is aligned to groups of four in the *global* element index: a row starting ``head``
+    elements into its group begins at tile position ``head`` of chunk 0. ``ROWS_ALIGNED`` (every
+    row starts on a group: row_size and elem_offset multiples of 4) drops the head, so the compiler
+    can prove 16-byte alignment and vectorise the loads, and the mask is one-sided.
+    """
+    GROUPS: tl.constexpr = BLOCK // 4
+    start = elem_offset + row * row_size  # global index of the row's first element
+    offs = tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    if ROWS_ALIGNED:
+        col0 = chunk * BLOCK  # the row's column at offs == 0
     else:
-        mask = local < n_elements
-    return local, mask, first_group
+        head = start % 4
+        col0 = chunk * BLOCK - head
+    left = tl.minimum(row_size - col0, BLOCK).to(tl.int32)
+    mask = offs < left
+    if not ROWS_ALIGNED:
+        mask = mask & (offs >= tl.where(chunk == 0, head, 0).to(tl.int32))
+    first_group = start // 4 + chunk * GROUPS
+    return row * row_size + col0, offs, mask, first_group
 
 
 # The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
