@@ -212,3 +212,45 @@ def big_stream():
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__[7:])
 def test_stream_is_standard_normal_2_24(big_stream, check):
     check(big_stream)
+
+
+# ---------------------------------------------------------------------------------------
+# 4. the samplers' statistics on this stream (the statistics of tests/test_samplers.py, which run on
+#    the CPU default stream, repeated with rng="philox": the kernels' normals, emulated)
+# ---------------------------------------------------------------------------------------
+def test_ula_stationary_variance_on_philox_stream():
+    """ULA on N(mu, var) settles at var / (1 - eps / (2 var)); 16000 draws: SE of the variance ~1.1 %."""
+    import fastlangevin as fl
+
+    mu, var, eps = 1.0, 2.0, 1.0
+    g = torch.Generator().manual_seed(0)
+    x0 = mu + math.sqrt(var) * torch.randn(8000, 2, generator=g)
+    x = fl.langevin(
+        lambda x: -(x - mu) / var, x0, step_size=eps, n_steps=60, generator=g, backend="torch", rng="philox"
+    )
+    want = var / (1 - eps / (2 * var))
+    n = x.numel()
+    assert abs(x.mean().item() - mu) < Z_SE * math.sqrt(want / n)
+    assert abs(x.var().item() / want - 1) < Z_SE * math.sqrt(2.0 / n)
+
+
+def test_annealed_mixture_weight_on_philox_stream():
+    """Annealed Langevin recovers the 0.8 weight of the +4 mode (as in tests/test_samplers.py)."""
+    import fastlangevin as fl
+
+    modes, log_w = torch.tensor([-4.0, 4.0]), torch.log(torch.tensor([0.2, 0.8]))
+
+    def score(x, sigma):
+        var = (1.0 + sigma**2)[:, None]
+        d = modes[None, :] - x
+        r = torch.softmax(log_w[None, :] - 0.5 * d**2 / var, dim=1)
+        return (r * d).sum(dim=1, keepdim=True) / var
+
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.rand(4000, 1, generator=g) * 16 - 8
+    sigmas = torch.logspace(math.log10(15), math.log10(0.5), 8)
+    xa = fl.annealed_langevin(
+        score, x0, sigmas, n_steps_each=30, step_lr=0.1, generator=g, backend="torch", rng="philox"
+    )
+    # the tolerance of tests/test_samplers.py: sampling error ~0.006 plus the finite-step deficit ~0.02
+    assert abs((xa > 0).float().mean().item() - 0.8) < 0.04
