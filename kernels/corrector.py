@@ -16,7 +16,7 @@ same Philox stream:
   the seed and the global element index).
 
 Noise convention (shared with every kernel): global element ``i = (sample_offset + row) *
-row_size + col`` takes output ``i % 4`` of ``tl.randn4x(seed, i // 4)``. A row need not start
+row_size + col`` takes output ``i % 4`` of ``fast_randn4x(seed, i // 4)`` (tiles). A row need not start
 on a group boundary, so each program covers a group-aligned range of the global index and
 masks the elements outside its row.
 """

@@ -5,7 +5,7 @@
     backward:  ∂ℓ/∂s_ij = c_i · (s_ij + z_ij · (1/σ_i)),  c_i = λ_i · ∂L/∂ℓ_i   (z regenerated again)
 
 The noise is never written to memory: all three passes draw element ``i``'s normal from the
-same Philox counter (output ``i % 4`` of ``tl.randn4x(seed, i // 4)``, ``i`` the global flat
+same Philox counter (output ``i % 4`` of ``fast_randn4x(seed, i // 4)`` (tiles), ``i`` the global flat
 index, as in ``langevin_step``), so the backward pass sees exactly the forward's z.
 
 Per-row scales (α, σ, 1/σ, λ, c) arrive as ``[B]`` tensors in the compute dtype; the op layer

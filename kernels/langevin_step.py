@@ -8,7 +8,7 @@ One pass: reads x and s (any float dtypes), writes out in x's dtype, never mater
 schedules pass a single ``[B]`` tensor and no host sync happens.
 
 Noise: element with global logical index ``i = elem_offset + local`` gets output ``i % 4`` of
-``tl.randn4x(seed, i // 4)``. Tiles are aligned to groups of four in the *global* index, so
+``fast_randn4x(seed, i // 4)`` (tiles). Tiles are aligned to groups of four in the *global* index, so
 one Philox call feeds four consecutive elements whatever ``elem_offset`` is, and the stream
 never depends on BLOCK, the grid or the batch size.
 """

@@ -1,8 +1,10 @@
 """Tile helpers shared by the kernels: group-aligned element tiles and their Philox normals.
 
 Every kernel draws noise the same way: element ``i`` of the global index gets output ``i % 4``
-of ``tl.randn4x(seed, i // 4)``. Tiles are shaped ``[BLOCK // 4, 4]`` and aligned to those
-groups of four, so each Philox call feeds four consecutive elements (no wasted outputs).
+of ``fast_randn4x(seed, i // 4)`` (Philox4x32-10 and the normal transform below; the convention and
+the transform's error bounds are documented in ``fastlangevin._rng``). Tiles are shaped
+``[BLOCK // VEC, VEC]`` and aligned to those groups of four, so each Philox call feeds four
+consecutive elements (no wasted outputs).
 """
 
 import functools
@@ -257,7 +259,7 @@ def _pick4(lane, n0, n1, n2, n3):
 def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr = 4):
     """Standard normals for the tile of :func:`flat_tile`: shape ``[GROUPS * 4 // VEC, VEC]``,
     element ``(r, l)`` is global element ``4 * first_group + VEC * r + l`` — output ``l % 4``
-    of ``randn4x`` at counter ``first_group + (VEC * r + l) // 4``."""
+    of :func:`fast_randn4x` at counter ``first_group + (VEC * r + l) // 4``."""
     # The seed's two 32-bit words, loaded apart: LLVM then keeps Philox in 32-bit words (from one
     # int64 it fuses the first rounds into 64-bit ops that ptxas cannot turn into wide multiplies).
     words = seed_ptr.to(tl.pointer_type(tl.uint32))
