@@ -71,7 +71,19 @@ def _run_tool(tmp_path, *args):
     return json.loads(out.read_text())
 
 
-def _check_report(report, tmp_path):
+# Regression guards on the hot path (instructions per element, aligned variants, sm_90), a few percent
+# above what the tool measured when they were set (issue 12's targets, 32 and 40, are not reached yet:
+# Philox4x32-10 alone costs ~10 and the Box–Muller ~17 per element).
+HOT_PATH_GUARD = {
+    "_langevin_step_kernel": 43.0,  # scalar or 0-d scales (per-row ones divide: not guarded)
+    "_dsm_perturb_kernel": 51.0,
+    "_dsm_loss_partial_kernel": 45.0,
+    "_dsm_loss_backward_kernel": 42.5,
+    "_corrector_norms_kernel": 62.5,
+}
+
+
+def _check_report(report, tmp_path, guard: bool):
     for name, rec in report.items():
         assert "error" not in rec, (name, rec)
         assert (tmp_path / f"{name}.cubin").stat().st_size > 0
@@ -80,6 +92,9 @@ def _check_report(report, tmp_path):
         assert 0 < rec["ceiling_pct_H200"] <= rec["ceiling_pct_H100"] <= 100
         head = rec["constexprs"].get("HEAD", 0) or not rec["constexprs"].get("ROWS_ALIGNED", True)
         vec8 = rec["constexprs"].get("VEC") == 8
+        per_row = rec["constexprs"].get("STEP_MODE") == 2 or rec["constexprs"].get("NOISE_MODE") == 2
+        if guard and not head and rec["constexprs"].get("COMPUTE") != "tl.float64" and not per_row:
+            assert rec["hot_instr_per_element"] <= HOT_PATH_GUARD[rec["kernel"]], (name, rec["hot_instr_per_element"])
         if not head and rec["constexprs"].get("COMPUTE") != "tl.float64":
             # 16-byte global accesses on the aligned streams (the row kernels' partial sums are scalars;
             # the corrector reads 16-bit scores 8 bytes at a time, VEC 4, as before: fewer instructions)
@@ -94,11 +109,11 @@ def _check_report(report, tmp_path):
 def test_tool_subset(tmp_path):
     report = _run_tool(tmp_path, "--subset", "--jobs", "2")
     assert len(report) == sum(v.core for v in kb.variants())
-    _check_report(report, tmp_path)
+    _check_report(report, tmp_path, guard=True)
 
 
 @pytest.mark.slow
 def test_tool_every_variant(tmp_path):
     report = _run_tool(tmp_path, "--jobs", "2")
     assert len(report) == len(kb.variants())
-    _check_report(report, tmp_path)
+    _check_report(report, tmp_path, guard=False)
