@@ -74,12 +74,8 @@ def _step_variants() -> Iterator[Variant]:
     pairs = [(x, s) for x in _STEP_DTYPES for s in _STEP_DTYPES] + [("fp64", "fp64")]
     core = {
         ("fp32", "fp32", 0, 0, False, 0),
-        ("fp32", "fp32", 2, 4, True, 0),
-        ("bf16", "bf16", 0, 0, False, 0),
         ("bf16", "bf16", 2, 4, True, 0),
-        ("fp16", "fp16", 1, 1, False, 0),
         ("fp32", "bf16", 1, 3, False, 0),
-        ("fp32", "fp32", 2, 2, False, 1),
         ("bf16", "bf16", 0, 4, True, 3),
     }
     for x, s in pairs:
@@ -166,10 +162,10 @@ def _dsm_variants() -> Iterator[Variant]:
                 ),
                 num_warps=8,
                 block=4096,
-                core=dt in ("fp32", "bf16"),
             )
             yield Variant(
                 name=f"dsm-loss-partial-{dt}-{tail}",
+                core=dt == "fp32" and aligned,
                 family=f"dsm loss {fam}",
                 kernel="_dsm_loss_partial_kernel",
                 ptrs=(("score_ptr", dt), ("partial_ptr", rows), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
@@ -178,6 +174,7 @@ def _dsm_variants() -> Iterator[Variant]:
             )
             yield Variant(
                 name=f"dsm-backward-{dt}-{tail}",
+                core=(dt == "bf16" and aligned) or (dt == "fp32" and not aligned),
                 family=f"dsm backward {fam}",
                 kernel="_dsm_loss_backward_kernel",
                 ptrs=(("score_ptr", dt), ("grad_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
@@ -206,7 +203,7 @@ def _corrector_variants() -> Iterator[Variant]:
                 num_warps=8,
                 block=4096,
                 bytes_per_element=_DTYPE_BYTES[dt],
-                core=dt in ("fp32", "bf16"),
+                core=(dt == "fp32" and aligned) or (dt == "bf16" and not aligned),
             )
 
 
