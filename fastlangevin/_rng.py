@@ -12,10 +12,10 @@ This docstring is THE noise convention of fastlangevin; kernels, fallbacks and o
   CPU code that needs no tensor (one ``random_`` into a reused buffer: ~1 µs instead of ~3 µs).
 * **Counter.** Noise for logical element ``i`` (row-major over the *global* batch:
   ``i = (sample_offset + row) * row_size + column``) is output ``i % 4`` of Philox4x32-10 at
-  counter ``i // 4`` (``tl.randn4x``: four normals per Philox call). It never depends on BLOCK,
-  grid, GPU or batch size.
+  counter ``i // 4`` (four normals per Philox call, two Box–Muller pairs: "Normal transform"
+  below). It never depends on BLOCK, grid, GPU or batch size.
 * **Fallback streams.** ``rng="philox"`` reproduces that stream in PyTorch (integers bitwise,
-  normals to ~1e-6 since ``log``/``cos`` differ by an ulp between libms). It costs about 40
+  normals to 1 ulp: the same polynomials, see "Normal transform"). It costs about 40
   small torch ops per round-trip of 4 normals *for the whole tensor at once*: a fixed ~0.3 ms
   per call at small sizes, then ~10x the cost of ``torch.randn`` per element on CPU — use it
   to compare CPU with GPU, not for speed. ``rng="torch"`` (the CPU default) keys torch's own
@@ -46,8 +46,6 @@ _PHILOX_W0 = 0x9E3779B9
 _PHILOX_W1 = 0xBB67AE85
 _PHILOX_ROUNDS = 10
 _U32 = 0xFFFFFFFF
-# Triton's uint->uniform scale: largest float with (2**31 - 1) * scale < 1.
-_UNIFORM_SCALE = 4.6566127342e-10
 
 #: Chunk of the global element index handled by one reseeded torch generator (rng="torch").
 #: 2**16 fp32 values = 256 KiB: stays in L2 while the update consumes it.
@@ -110,18 +108,92 @@ def philox4x32(seed: torch.Tensor, c0, c1, c2, c3, rounds: int = _PHILOX_ROUNDS)
     return c0, c1, c2, c3
 
 
-def _uint_to_uniform(u: torch.Tensor) -> torch.Tensor:
-    # Triton: bitcast to int32, fold negatives with ~x, scale. In uint32 terms:
-    # v = u if u < 2**31 else 2**32 - 1 - u.
-    v = torch.where(u < (1 << 31), u, _U32 - u)
-    return v.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32, device=u.device)
+# ---------------------------------------------------------------------------------------
+# Normal transform (the kernels' `fast_box_muller`, kernels/tiles.py; the same arithmetic here)
+# ---------------------------------------------------------------------------------------
+# Box–Muller on the two uint32 words (a, b) of a Philox output pair:
+#
+#     z0 = r cos(pi t),  z1 = r sin(pi t),   r = sqrt(-2 ln U),  U = (a | 1) / 2**32,  t = int32(b) / 2**31
+#
+# * U = (j + 1/2) / 2**31 for j = a >> 1: the midpoint grid of 2**31 cells in (0, 1), never 0 or 1
+#   before the fp32 rounding of (a | 1) (24 bits; U then rounds to 1 within 2**-25 of it, giving r = 0).
+#   Tail truncation: |z| <= r_max = sqrt(-2 ln 2**-32) = sqrt(64 ln 2) = 6.66 (P(|Z| > 6.66) = 2.7e-11;
+#   the old ``tl.randn4x`` clamped U at 1e-7: r_max = 5.68).
+# * ln U = k ln 2 + ln m with U = 2**k m, m in [sqrt(1/2), sqrt(2)), read from U's fp32 bits, and
+#   -2 ln m = t (L1 + t (L2 + ... + t L8)), t = m - 1 (exact): a minimax fit with relative error
+#   1.7e-7 on that interval, so w = -2 ln U keeps its relative accuracy as U -> 1 (r -> 0).
+# * The angle pi t lies in [-pi, pi) by construction (no range reduction): sin(pi t) = t P(t^2) and
+#   cos(pi t) = Q(t^2), minimax fits of degree 11 and 12 with absolute errors 9.5e-8 and 1.1e-8.
+# * Every polynomial step is a fused multiply-add (one rounding, on the GPU and in Triton's
+#   interpreter alike); here an fma is the float64 product (exact) plus the addend, rounded once to
+#   float64 and then to float32: equal to the single rounding except when the float64 sum lands on
+#   a float32 tie (double rounding, ~2**-29 per operation), then 1 ulp apart.
+# * sqrt: correctly rounded here and in the interpreter; the GPU's ``sqrt.approx.f32`` is within 2**-22 relative.
+#
+# Measured against float64 Box–Muller on the same (U, t) over 2**22 random word pairs plus the extreme
+# words (tests/test_normals.py asserts the bounds): |z - z_exact| <= 2.9e-6 absolute (at r ~ 5.4) and
+# <= 7.5e-7 relative to r; the interpreted kernel equals this emulation to <= 1 ulp (bitwise but for
+# fma double rounding). The fallback therefore matches the
+# kernel to < 1e-5 absolute with margin (|z| <= 6.66, an ulp there is 4.8e-7).
+_LOG_C = (
+    -1.9999998807907104,
+    1.0000072717666626,
+    -0.6667011976242065,
+    0.4993981719017029,
+    -0.39800330996513367,
+    0.3450166583061218,
+    -0.3244516849517822,
+    0.2021377831697464,
+)
+_SIN_C = (
+    3.1415913105010986,
+    -5.167677879333496,
+    2.5498807430267334,
+    -0.5982820391654968,
+    0.08047927916049957,
+    -0.005991825368255377,
+)
+_COS_C = (
+    1.0,
+    -4.93480110168457,
+    4.058694839477539,
+    -1.3351588249206543,
+    0.23503059148788452,
+    -0.025359679013490677,
+    0.0015941427554935217,
+)
+_MINUS_2_LN2 = -1.3862943649291992  # fp32(-2 ln 2)
+_INV_2_31 = 4.656612873077393e-10  # 2**-31
 
 
-def _box_muller(u1: torch.Tensor, u2: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    u1 = torch.clamp_min(u1, 1.0e-7)
-    th = u2 * torch.tensor(6.283185307179586, dtype=torch.float32, device=u2.device)
-    r = torch.sqrt(torch.log(u1) * -2.0)
-    return r * torch.cos(th), r * torch.sin(th)
+def _fma32(a: torch.Tensor, b, c) -> torch.Tensor:
+    """fp32 fused multiply-add a * b + c (see the double-rounding note above)."""
+    return (a.double() * b + c).float()
+
+
+def _horner32(x: torch.Tensor, coeffs) -> torch.Tensor:
+    p = _fma32(torch.full_like(x, coeffs[-1]), x, coeffs[-2])
+    for c in reversed(coeffs[:-2]):
+        p = _fma32(p, x, c)
+    return p
+
+
+def _uint_to_uniform(u: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(k, t) of U = (u | 1) / 2**32 = 2**k (1 + t), 1 + t in [sqrt(1/2), sqrt(2)): k float32, t float32."""
+    bits = (u | 1).to(torch.float32).view(torch.int32).to(torch.int64)
+    k = (bits - 0x3F3504F3) >> 23
+    m = (bits - (k << 23)).to(torch.int32).view(torch.float32)
+    return (k - 32).to(torch.float32), m - 1.0
+
+
+def _box_muller(a: torch.Tensor, b: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The two normals of uint32 words (a, b) (int64 tensors), as the kernels compute them."""
+    k, t = _uint_to_uniform(a)
+    w = _fma32(k, _MINUS_2_LN2, t * _horner32(t, _LOG_C))
+    r = torch.sqrt(w.double()).float()  # correctly rounded (torch's fp32 CPU sqrt is not, always)
+    u = torch.where(b >= (1 << 31), b - (1 << 32), b).to(torch.float32) * _INV_2_31
+    u2 = u * u
+    return r * _horner32(u2, _COS_C), r * (u * _horner32(u2, _SIN_C))
 
 
 def _philox4x32_numpy(seed: int, c0, c1, c2, c3, rounds: int):
@@ -155,10 +227,11 @@ def philox_randint4x(seed: torch.Tensor, counter: torch.Tensor):
 
 
 def philox_randn4x(seed: torch.Tensor, counter: torch.Tensor):
-    """``tl.randn4x(seed, counter)``: four float32 normal tensors shaped like ``counter``."""
+    """The kernels' ``fast_randn4x(seed, counter)``: four float32 normal tensors shaped like ``counter``
+    (Philox4x32-10 words, then :func:`_box_muller` on words (0, 1) and (2, 3))."""
     i1, i2, i3, i4 = philox_randint4x(seed, counter)
-    n1, n2 = _box_muller(_uint_to_uniform(i1), _uint_to_uniform(i2))
-    n3, n4 = _box_muller(_uint_to_uniform(i3), _uint_to_uniform(i4))
+    n1, n2 = _box_muller(i1, i2)
+    n3, n4 = _box_muller(i3, i4)
     return n1, n2, n3, n4
 
 

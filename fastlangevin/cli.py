@@ -17,6 +17,7 @@ SUBCOMMANDS = [
     "fastlangevin.demos.cli",
     "fastlangevin.benchmarking.cli",
     "fastlangevin.benchmarking.profiling",
+    "fastlangevin.kernel_budget",
 ]
 
 

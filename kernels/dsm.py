@@ -5,7 +5,7 @@
     backward:  ∂ℓ/∂s_ij = c_i · (s_ij + z_ij · (1/σ_i)),  c_i = λ_i · ∂L/∂ℓ_i   (z regenerated again)
 
 The noise is never written to memory: all three passes draw element ``i``'s normal from the
-same Philox counter (output ``i % 4`` of ``tl.randn4x(seed, i // 4)``, ``i`` the global flat
+same Philox counter (output ``i % 4`` of ``fast_randn4x(seed, i // 4)`` (tiles), ``i`` the global flat
 index, as in ``langevin_step``), so the backward pass sees exactly the forward's z.
 
 Per-row scales (α, σ, 1/σ, λ, c) arrive as ``[B]`` tensors in the compute dtype; the op layer
@@ -29,6 +29,7 @@ from .tiles import (
     launch_options,
     normal_tile,
     row_launch,
+    row_tile,
     vec_for,
 )
 
@@ -37,27 +38,6 @@ from .tiles import (
 # (never below MIN_ROW_BLOCK so a program still feeds a few lanes).
 BLOCK_GPU, NUM_WARPS_GPU = FLAT_BLOCK_GPU, FLAT_WARPS_GPU
 MIN_ROW_BLOCK = 16
-
-
-@triton.jit
-def _row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr, VEC: tl.constexpr):
-    """Columns, mask and first Philox group of program (row, chunk).
-
-    The tile is aligned to groups of four in the *global* element index: a row starting
-    ``head`` elements into its group begins at tile position ``head`` of chunk 0.
-    ``ROWS_ALIGNED`` (every row starts on a group: row_size and elem_offset multiples of 4)
-    drops the head, so the compiler can prove 16-byte alignment and vectorise the loads.
-    """
-    GROUPS: tl.constexpr = BLOCK // 4
-    start = elem_offset + row * row_size  # global index of the row's first element
-    col = chunk * BLOCK + (tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]).to(tl.int64)
-    if ROWS_ALIGNED:
-        mask = col < row_size
-    else:
-        col = col - start % 4
-        mask = (col >= 0) & (col < row_size)
-    first_group = start // 4 + chunk * GROUPS
-    return col, mask, first_group
 
 
 @triton.jit
@@ -73,7 +53,7 @@ def _noise(
     VEC: tl.constexpr,
 ):
     if NOISE_FROM_PTR:
-        z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+        z = tl.load(noise_ptr + local, mask=mask).to(COMPUTE)
     else:
         z = normal_tile(seed_ptr, first_group, GROUPS, VEC).to(COMPUTE)
     return z
@@ -98,18 +78,19 @@ def _dsm_perturb_kernel(
     VEC: tl.constexpr,
 ):
     GROUPS: tl.constexpr = BLOCK // 4
-    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
-    rows = local // row_size
+    start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
+    rows = (start + offs) // row_size
 
-    x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
-    sigma = tl.load(sigma_ptr + rows, mask=mask, other=0.0).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    # No `other=`: masked lanes are never stored, so they need no defined value.
+    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
+    sigma = tl.load(sigma_ptr + rows, mask=mask).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     if HAS_ALPHA:
-        alpha = tl.load(alpha_ptr + rows, mask=mask, other=0.0).to(COMPUTE)
+        alpha = tl.load(alpha_ptr + rows, mask=mask).to(COMPUTE)
         out = alpha * x + sigma * z
     else:
         out = x + sigma * z
-    tl.store(out_ptr + local, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -131,12 +112,12 @@ def _dsm_loss_partial_kernel(
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
-    local = row * row_size + col
+    base, offs, mask, first_group = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
-    s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    # Masked lanes are zeroed below (tl.where), so the loads need no `other=`.
+    s = tl.load(score_ptr + base + offs, mask=mask).to(COMPUTE)
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     r = s + z * inv_sigma
     r = tl.where(mask, r, 0.0)
     part = tl.sum(tl.sum(r * r, axis=1), axis=0)
@@ -173,15 +154,14 @@ def _dsm_loss_backward_kernel(
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    col, mask, first_group = _row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
-    local = row * row_size + col
+    base, offs, mask, first_group = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
-    s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
+    s = tl.load(score_ptr + base + offs, mask=mask).to(COMPUTE)  # masked lanes are never stored
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
     coef = tl.load(coef_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr, local, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     g = coef * (s + z * inv_sigma)
-    tl.store(grad_ptr + local, g.to(grad_ptr.dtype.element_ty), mask=mask)
+    tl.store(grad_ptr + base + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ One pass: reads x and s (any float dtypes), writes out in x's dtype, never mater
 schedules pass a single ``[B]`` tensor and no host sync happens.
 
 Noise: element with global logical index ``i = elem_offset + local`` gets output ``i % 4`` of
-``tl.randn4x(seed, i // 4)``. Tiles are aligned to groups of four in the *global* index, so
+``fast_randn4x(seed, i // 4)`` (tiles). Tiles are aligned to groups of four in the *global* index, so
 one Philox call feeds four consecutive elements whatever ``elem_offset`` is, and the stream
 never depends on BLOCK, the grid or the batch size.
 """
@@ -67,11 +67,12 @@ def _langevin_step_kernel(
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    local, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
+    start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
 
-    x = tl.load(x_ptr + local, mask=mask, other=0.0).to(COMPUTE)
-    s = tl.load(score_ptr + local, mask=mask, other=0.0).to(COMPUTE)
-    rows = local // row_size
+    # No `other=`: masked lanes are never stored, so they need no defined value (zeroing costs a move).
+    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
+    s = tl.load(score_ptr + start + offs, mask=mask).to(COMPUTE)
+    rows = (start + offs) // row_size  # per-row scales only (dead code otherwise)
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
@@ -80,13 +81,13 @@ def _langevin_step_kernel(
         else:
             b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE)
         if NOISE_FROM_PTR:
-            z = tl.load(noise_ptr + local, mask=mask, other=0.0).to(tl.float32)
+            z = tl.load(noise_ptr + start + offs, mask=mask).to(tl.float32)
         else:
             z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC)
         out = out + b * z.to(COMPUTE)
     if HAS_CLAMP:
         out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
-    tl.store(out_ptr + local, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):

@@ -1,8 +1,10 @@
 """Tile helpers shared by the kernels: group-aligned element tiles and their Philox normals.
 
 Every kernel draws noise the same way: element ``i`` of the global index gets output ``i % 4``
-of ``tl.randn4x(seed, i // 4)``. Tiles are shaped ``[BLOCK // 4, 4]`` and aligned to those
-groups of four, so each Philox call feeds four consecutive elements (no wasted outputs).
+of ``fast_randn4x(seed, i // 4)`` (Philox4x32-10 and the normal transform below; the convention and
+the transform's error bounds are documented in ``fastlangevin._rng``). Tiles are shaped
+``[BLOCK // VEC, VEC]`` and aligned to those groups of four, so each Philox call feeds four
+consecutive elements (no wasted outputs).
 """
 
 import functools
@@ -94,22 +96,159 @@ def row_launch(
 @triton.jit
 def flat_tile(group_offset, n_elements, HEAD: tl.constexpr, BLOCK: tl.constexpr, VEC: tl.constexpr = 4):
     """This program's ``[BLOCK // VEC, VEC]`` tile of a flat tensor whose element 0 is global
-    element ``4 * group_offset + HEAD``. Returns (local element indices (int64), mask, first
-    Philox group). VEC (4 or 8) consecutive elements per tile row: 8 lets 16-bit dtypes load
-    16 bytes per thread (one row spans two Philox groups).
+    element ``4 * group_offset + HEAD``. Returns (start, offs, mask, first Philox group): the tile's
+    element ``(r, l)`` is local element ``start + offs[r, l]``, ``start`` an int64 scalar (this
+    program's base; ``-HEAD`` for program 0) and ``offs = VEC * r + l`` an int32 in [0, BLOCK). VEC
+    (4 or 8) consecutive elements per tile row: 8 lets 16-bit dtypes load 16 bytes per thread (one
+    row spans two Philox groups).
 
+    Why split: an address is then a scalar 64-bit base (computed once per program) plus a small 32-bit
+    offset (one wide multiply-add per access), and the mask one 32-bit compare against the scalar count
+    left, instead of 64-bit arithmetic per element; the global index stays int64 throughout.
     HEAD (0..3) is a constexpr so the common aligned case keeps provable 16-byte alignment
     (vectorised loads) and a one-sided mask.
     """
     pid = tl.program_id(0).to(tl.int64)
     first_group = group_offset + pid * (BLOCK // 4)
-    local = pid * BLOCK + (tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]).to(tl.int64)
+    start = pid * BLOCK - HEAD
+    offs = tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # elements of this tile in the tensor
+    mask = offs < left
     if HEAD != 0:
-        local = local - HEAD
-        mask = (local >= 0) & (local < n_elements)
+        mask = mask & (offs >= tl.where(pid == 0, HEAD, 0))
+    return start, offs, mask, first_group
+
+
+@triton.jit
+def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNED: tl.constexpr, VEC: tl.constexpr):
+    """Program (row, chunk)'s tile of a ``[rows, row_size]`` tensor whose element 0 is global element
+    ``elem_offset``: (base, offs, mask, first Philox group), the tile's element ``(r, l)`` being local
+    element ``base + offs[r, l]`` (``base`` int64 scalar, ``offs = VEC * r + l`` int32; see
+    :func:`flat_tile` for why).
+
+    The tile is aligned to groups of four in the *global* element index: a row starting ``head``
+    elements into its group begins at tile position ``head`` of chunk 0. ``ROWS_ALIGNED`` (every
+    row starts on a group: row_size and elem_offset multiples of 4) drops the head, so the compiler
+    can prove 16-byte alignment and vectorise the loads, and the mask is one-sided.
+    """
+    GROUPS: tl.constexpr = BLOCK // 4
+    start = elem_offset + row * row_size  # global index of the row's first element
+    offs = tl.arange(0, BLOCK // VEC)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    if ROWS_ALIGNED:
+        col0 = chunk * BLOCK  # the row's column at offs == 0
     else:
-        mask = local < n_elements
-    return local, mask, first_group
+        head = start % 4
+        col0 = chunk * BLOCK - head
+    left = tl.minimum(row_size - col0, BLOCK).to(tl.int32)
+    mask = offs < left
+    if not ROWS_ALIGNED:
+        mask = mask & (offs >= tl.where(chunk == 0, head, 0).to(tl.int32))
+    first_group = start // 4 + chunk * GROUPS
+    return row * row_size + col0, offs, mask, first_group
+
+
+# The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
+# error bounds; `_rng.fast_box_muller` is the same arithmetic in PyTorch). Coefficients are fp32
+# minimax fits: -2 ln(1 + t) = t (L1 + t (L2 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error
+# 1.7e-7; sin(pi t) = t P(t^2) and cos(pi t) = Q(t^2) on [-1, 1], absolute errors 9.5e-8 and 1.1e-8.
+MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
+INV_2_31 = tl.constexpr(4.656612873077393e-10)
+
+
+@triton.jit
+def _log_poly(x):
+    """(-2 ln(1 + x)) / x, Horner with fused multiply-adds (one rounding each, as the interpreter)."""
+    p = tl.full(x.shape, 0.2021377831697464, tl.float32)
+    p = tl.fma(p, x, -0.3244516849517822)
+    p = tl.fma(p, x, 0.3450166583061218)
+    p = tl.fma(p, x, -0.39800330996513367)
+    p = tl.fma(p, x, 0.4993981719017029)
+    p = tl.fma(p, x, -0.6667011976242065)
+    p = tl.fma(p, x, 1.0000072717666626)
+    p = tl.fma(p, x, -1.9999998807907104)
+    return p
+
+
+@triton.jit
+def _sin_poly(x):
+    """sin(pi u) / u as a polynomial in x = u^2."""
+    p = tl.full(x.shape, -0.005991825368255377, tl.float32)
+    p = tl.fma(p, x, 0.08047927916049957)
+    p = tl.fma(p, x, -0.5982820391654968)
+    p = tl.fma(p, x, 2.5498807430267334)
+    p = tl.fma(p, x, -5.167677879333496)
+    p = tl.fma(p, x, 3.1415913105010986)
+    return p
+
+
+@triton.jit
+def _cos_poly(x):
+    """cos(pi u) as a polynomial in x = u^2."""
+    p = tl.full(x.shape, 0.0015941427554935217, tl.float32)
+    p = tl.fma(p, x, -0.025359679013490677)
+    p = tl.fma(p, x, 0.23503059148788452)
+    p = tl.fma(p, x, -1.3351588249206543)
+    p = tl.fma(p, x, 4.058694839477539)
+    p = tl.fma(p, x, -4.93480110168457)
+    p = tl.fma(p, x, 1.0)
+    return p
+
+
+@triton.jit
+def fast_box_muller(a, b):
+    """Two standard normals from two uint32 Philox words: ``r cos(pi t), r sin(pi t)`` with
+    ``r = sqrt(-2 ln U)``, ``U = (a | 1) / 2**32`` and ``t = int32(b) / 2**31`` in [-1, 1)."""
+    # Radius. U = 2**k m with m in [sqrt(1/2), sqrt(2)): k and m straight from U's fp32 bits (the 2**-32
+    # is folded into k), so ln U = k ln 2 + ln m keeps its relative accuracy as U -> 1.
+    bits = (a | 1).to(tl.float32).to(tl.int32, bitcast=True)
+    k = (bits - 0x3F3504F3) >> 23
+    m = (bits - (k << 23)).to(tl.float32, bitcast=True)
+    t = m - 1.0
+    w = tl.fma((k - 32).to(tl.float32), MINUS_2_LN2, t * _log_poly(t))
+    r = tl.sqrt(w)
+    # Angle pi * t in [-pi, pi): no range reduction needed, the polynomials cover it.
+    u = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
+    u2 = u * u
+    return r * _cos_poly(u2), r * (u * _sin_poly(u2))
+
+
+@triton.jit
+def philox4x32_10(k0, k1, c0, c1):
+    """``tl.randint4x(seed, counter)`` bit for bit (Philox4x32-10; key words ``k0``, ``k1`` = low and
+    high uint32 halves of the int64 seed; counter words (c0, c1, 0, 0) = low and high halves of the
+    int64 counter), with
+    each round's 32x32 products taken as one 64-bit product: a single wide multiply gives both halves
+    (``tl.umulhi`` plus ``*`` costs two)."""
+    # Round 1 by hand: its c2 = c3 = 0, so it has one product.
+    c0, c1, c2, c3 = (
+        c1 ^ k0,
+        c0 * 0,
+        tl.umulhi(c0, 0xD2511F53) ^ k1,
+        c0 * 0xD2511F53,
+    )
+    for _ in tl.static_range(9):
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
+        p0 = c0.to(tl.uint64) * 0xD2511F53
+        p2 = c2.to(tl.uint64) * 0xCD9E8D57
+        c0, c1, c2, c3 = (
+            (p2 >> 32).to(tl.uint32) ^ c1 ^ k0,
+            p2.to(tl.uint32),
+            (p0 >> 32).to(tl.uint32) ^ c3 ^ k1,
+            p0.to(tl.uint32),
+        )
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def fast_randn4x(k0, k1, c0, c1):
+    """Four standard normals per counter (uint32 words c0 = low, c1 = high of the int64 counter):
+    Philox4x32-10 (:func:`philox4x32_10`, the words of ``tl.randint4x``) and two
+    :func:`fast_box_muller` pairs, words (0, 1) and (2, 3)."""
+    i0, i1, i2, i3 = philox4x32_10(k0, k1, c0, c1)
+    n0, n1 = fast_box_muller(i0, i1)
+    n2, n3 = fast_box_muller(i2, i3)
+    return n0, n1, n2, n3
 
 
 @triton.jit
@@ -123,18 +262,29 @@ def _pick4(lane, n0, n1, n2, n3):
 def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr = 4):
     """Standard normals for the tile of :func:`flat_tile`: shape ``[GROUPS * 4 // VEC, VEC]``,
     element ``(r, l)`` is global element ``4 * first_group + VEC * r + l`` — output ``l % 4``
-    of ``randn4x`` at counter ``first_group + (VEC * r + l) // 4``."""
-    seed = tl.load(seed_ptr)
+    of :func:`fast_randn4x` at counter ``first_group + (VEC * r + l) // 4``."""
+    # The seed's two 32-bit words, loaded apart: LLVM then keeps Philox in 32-bit words (from one
+    # int64 it fuses the first rounds into 64-bit ops that ptxas cannot turn into wide multiplies).
+    words = seed_ptr.to(tl.pointer_type(tl.uint32))
+    k0 = tl.load(words)
+    k1 = tl.load(words + 1)
     ROWS: tl.constexpr = GROUPS * 4 // VEC
+    # Counter words from 32-bit arithmetic (in-tile offsets are < 2**31; the high word takes the carry).
+    # Words cut out of an int64 reach ptxas as 64-bit values, which it multiplies in 64 bits instead of
+    # one wide 32x32 multiply per Philox product.
+    tl.static_assert(VEC == 4 or VEC == 8, "VEC must be 4 or 8")
+    offs = (tl.arange(0, ROWS) * (VEC // 4)).to(tl.uint32)
+    first_group = first_group.to(tl.int64)  # a launch may pass it as a 32-bit scalar
+    g_lo = first_group.to(tl.uint32)
+    g_hi = (first_group >> 32).to(tl.uint32)
+    c0 = g_lo + offs
+    c1 = g_hi + (c0 < g_lo).to(tl.uint32)
+    n0, n1, n2, n3 = fast_randn4x(k0, k1, c0, c1)
     if VEC == 4:
-        counter = first_group + tl.arange(0, ROWS).to(tl.int64)
-        n0, n1, n2, n3 = tl.randn4x(seed, counter)
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
-        tl.static_assert(VEC == 8, "VEC must be 4 or 8")
-        counter = first_group + 2 * tl.arange(0, ROWS).to(tl.int64)
-        n0, n1, n2, n3 = tl.randn4x(seed, counter)
-        m0, m1, m2, m3 = tl.randn4x(seed, counter + 1)
+        c0b = c0 + 1
+        m0, m1, m2, m3 = fast_randn4x(k0, k1, c0b, c1 + (c0b == 0).to(tl.uint32))
         lane = tl.arange(0, 8)[None, :]
         z = tl.where(lane < 4, _pick4(lane, n0, n1, n2, n3), _pick4(lane - 4, m0, m1, m2, m3))
     return z

@@ -51,15 +51,18 @@ def compile_variant(kernel, ptrs: dict, floats: tuple, constexprs: dict, num_war
 
 def variants():
     ls, f32, bf16 = langevin_step._langevin_step_kernel, "fp32", "bf16"
-    step_ptrs = lambda x, s, noise=f32: {
-        "x_ptr": x,
-        "score_ptr": s,
-        "out_ptr": x,
-        "seed_ptr": "i64",
-        "noise_ptr": noise,
-        "step_ptr": f32,
-        "noise_scale_ptr": f32,
-    }  # noqa: E731
+
+    def step_ptrs(x, s, noise=f32):
+        return {
+            "x_ptr": x,
+            "score_ptr": s,
+            "out_ptr": x,
+            "seed_ptr": "i64",
+            "noise_ptr": noise,
+            "step_ptr": f32,
+            "noise_scale_ptr": f32,
+        }
+
     step_floats = ("step_val", "noise_val", "lo", "hi")
     base = {
         "HEAD": 0,
@@ -131,7 +134,7 @@ def variants():
             corrector._corrector_norms_kernel,
             {"score_ptr": dt, "seed_ptr": "i64", "partial_ptr": f32},
             (),
-            {"COMPUTE": cdt, "BLOCK": 2048},
+            {"COMPUTE": cdt, "BLOCK": 2048, "ROWS_ALIGNED": True, "VEC": 4},
             W,
         )
     for chunks in (2, 64):

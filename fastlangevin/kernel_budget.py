@@ -1,0 +1,456 @@
+"""``fastlangevin kernels``: the kernels' instruction budget, measured offline (no GPU needed).
+
+    ceiling = min(1, T_issue · B / (W_copy · N))         (fraction of copy bandwidth a kernel can reach)
+
+with, per launch variant, ``N`` = hot-path SASS instructions per element and ``B`` = bytes moved per
+element (every streamed operand read plus every one written). The model: a memory-bound kernel runs at
+copy bandwidth only if its instructions issue at least as fast as its bytes stream. An SM has four
+schedulers, each issuing one warp instruction (32 thread-instructions) per cycle at best, so
+
+* H200 SXM: 132 SMs × 4 × 32 lanes × 1.98 GHz ≈ 33.4 T thread-instr/s; copy ≈ 4.3 TB/s (a measured
+  device-to-device copy, bytes read plus written, about 90 % of the 4.8 TB/s HBM3e peak);
+* H100 SXM: the same 132 SMs at the same 1.98 GHz boost clock (NVIDIA H100 datasheet) ≈ 33.4 T
+  thread-instr/s; copy ≈ 3.0 TB/s (90 % of the datasheet's 3.35 TB/s HBM3, the ratio H200 measures).
+
+Perfect issue is an upper bound (dependencies, memory stalls and the other warps' issue slots all cost
+more), so a variant needs its ceiling well above 100 % to be bandwidth-bound in practice.
+
+How a variant is measured: each ``@triton.jit`` kernel is compiled with Triton's own front end, LLVM
+and bundled ``ptxas`` for the target (sm_90 by default; ``--arch`` adds others the bundled ptxas
+supports), exactly as a launch would specialise it (constexprs, 16-byte divisibility of the pointers
+and sizes in the aligned case); the cubin is disassembled with the bundled ``nvdisasm``. The **hot
+path** is every SASS instruction up to the kernel's last ``EXIT`` except those jumped over by a
+forward predicated branch (cold slow paths, e.g. libdevice's Payne–Hanek range reduction); dividing
+it by the elements each thread handles (BLOCK / (32 · num_warps)) gives ``N``. Registers, stack and
+local memory come from ``cuobjdump -res-usage``; the global access widths from the ``LDG``/``STG``
+opcodes (``.128`` = 16 bytes per thread). ``--json FILE`` writes variant → record, ``--cubin-dir DIR``
+keeps ``DIR/<variant>.cubin``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+from typing import Dict, Iterator, List, Optional, Tuple
+
+# (name, thread-instructions issued per second, copy bandwidth in bytes/s (read + written)).
+DEVICES = (
+    ("H100", 132 * 4 * 32 * 1.98e9, 3.0e12),
+    ("H200", 132 * 4 * 32 * 1.98e9, 4.3e12),
+)
+
+_DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
+_STEP_DTYPES = ("fp32", "bf16", "fp16")
+# Integer arguments a typical launch passes as multiples of 16 (torch allocations are 16-byte
+# aligned; Triton specialises such arguments, which is what lets it vectorise).
+_DIVISIBLE = ("x_ptr", "score_ptr", "out_ptr", "grad_ptr", "partial_ptr", "n_elements", "row_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One specialisation of a kernel, as a launcher would pick it."""
+
+    name: str
+    family: str
+    module: str  # kernels submodule holding the kernel
+    kernel: str
+    ptrs: Tuple[Tuple[str, str], ...]  # argument -> pointee type
+    constexprs: Tuple[Tuple[str, object], ...]  # argument -> value ("tl.float32" strings for dtypes)
+    num_warps: int
+    block: int
+    bytes_per_element: int
+    floats: Tuple[str, ...] = ()
+    core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
+
+
+def _step_variants() -> Iterator[Variant]:
+    # x (and out) dtype, score dtype: any float dtypes; fp64 only pairs with fp64 and the launcher then
+    # passes its scales as 0-d tensors (modes 1/2), never as fp32 scalars.
+    pairs = [(x, s) for x in _STEP_DTYPES for s in _STEP_DTYPES] + [("fp64", "fp64")]
+    core = {
+        ("fp32", "fp32", 0, 0, False, 0),
+        ("bf16", "bf16", 2, 4, True, 0),
+        ("fp32", "bf16", 1, 3, False, 0),
+        ("bf16", "bf16", 0, 4, True, 3),
+    }
+    for x, s in pairs:
+        compute = "tl.float64" if x == "fp64" else "tl.float32"
+        scale = "fp64" if x == "fp64" else "fp32"
+        vec = 8 if min(_DTYPE_BYTES[x], _DTYPE_BYTES[s]) == 2 else 4
+        for step_mode in (1, 2) if x == "fp64" else (0, 1, 2):
+            for noise_mode in (1, 2, 3, 4) if x == "fp64" else (0, 1, 2, 3, 4):
+                for clamp in (False, True):
+                    for head in (0, 1, 3):
+                        if head == 3 and not (x == "bf16" and s == "bf16"):
+                            continue  # heads 1..3 compile alike; one extra head checks that
+                        name = f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}"
+                        yield Variant(
+                            name=name,
+                            family=f"step {'16-bit' if vec == 8 else x}",
+                            module="langevin_step",
+                            kernel="_langevin_step_kernel",
+                            ptrs=(
+                                ("x_ptr", x),
+                                ("score_ptr", s),
+                                ("out_ptr", x),
+                                ("seed_ptr", "i64"),
+                                ("noise_ptr", "fp32"),
+                                ("step_ptr", scale),
+                                ("noise_scale_ptr", scale),
+                            ),
+                            floats=("step_val", "noise_val", "lo", "hi"),
+                            constexprs=(
+                                ("HEAD", head),
+                                ("STEP_MODE", step_mode),
+                                ("NOISE_MODE", noise_mode),
+                                ("NOISE_FROM_PTR", False),
+                                ("HAS_CLAMP", clamp),
+                                ("COMPUTE", compute),
+                                ("BLOCK", 4096),
+                                ("VEC", vec),
+                            ),
+                            num_warps=8,
+                            block=4096,
+                            bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
+                            core=(x, s, step_mode, noise_mode, clamp, head) in core,
+                        )
+
+
+def _dsm_variants() -> Iterator[Variant]:
+    for dt in ("fp32", "bf16", "fp16", "fp64"):
+        compute = "tl.float64" if dt == "fp64" else "tl.float32"
+        rows = "fp64" if dt == "fp64" else "fp32"
+        vec = 8 if _DTYPE_BYTES[dt] == 2 else 4
+        fam = "16-bit" if vec == 8 else dt
+        row_ptrs = tuple((p, rows) for p in ("alpha_ptr", "sigma_ptr", "inv_sigma_ptr", "coef_ptr", "weight_ptr"))
+        for has_alpha in (False, True):
+            for head in (0, 1):
+                yield Variant(
+                    name=f"dsm-perturb-{dt}{'-alpha' if has_alpha else ''}-head{head}",
+                    family=f"dsm perturb {fam}",
+                    module="dsm",
+                    kernel="_dsm_perturb_kernel",
+                    ptrs=(("x_ptr", dt), ("out_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
+                    constexprs=(
+                        ("HEAD", head),
+                        ("HAS_ALPHA", has_alpha),
+                        ("NOISE_FROM_PTR", False),
+                        ("COMPUTE", compute),
+                        ("BLOCK", 4096),
+                        ("VEC", vec),
+                    ),
+                    num_warps=8,
+                    block=4096,
+                    bytes_per_element=2 * _DTYPE_BYTES[dt],
+                    core=dt in ("fp32", "bf16") and has_alpha and head == 0,
+                )
+        for aligned in (True, False):
+            tail = "aligned" if aligned else "unaligned"
+            common = dict(
+                module="dsm",
+                constexprs=(
+                    ("NOISE_FROM_PTR", False),
+                    ("ROWS_ALIGNED", aligned),
+                    ("COMPUTE", compute),
+                    ("BLOCK", 4096),
+                    ("VEC", vec),
+                ),
+                num_warps=8,
+                block=4096,
+            )
+            yield Variant(
+                name=f"dsm-loss-partial-{dt}-{tail}",
+                core=dt == "fp32" and aligned,
+                family=f"dsm loss {fam}",
+                kernel="_dsm_loss_partial_kernel",
+                ptrs=(("score_ptr", dt), ("partial_ptr", rows), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
+                bytes_per_element=_DTYPE_BYTES[dt],
+                **common,
+            )
+            yield Variant(
+                name=f"dsm-backward-{dt}-{tail}",
+                core=(dt == "bf16" and aligned) or (dt == "fp32" and not aligned),
+                family=f"dsm backward {fam}",
+                kernel="_dsm_loss_backward_kernel",
+                ptrs=(("score_ptr", dt), ("grad_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
+                bytes_per_element=2 * _DTYPE_BYTES[dt],
+                **common,
+            )
+
+
+def _corrector_variants() -> Iterator[Variant]:
+    for dt in ("fp32", "bf16", "fp16", "fp64"):
+        acc = "fp64" if dt == "fp64" else "fp32"
+        vec = 4  # the launcher's choice for every dtype (see kernels/corrector.py)
+        for aligned in (True, False):
+            yield Variant(
+                name=f"corrector-norms-{dt}-{'aligned' if aligned else 'unaligned'}",
+                family=f"corrector norms {'16-bit' if _DTYPE_BYTES[dt] == 2 else dt}",
+                module="corrector",
+                kernel="_corrector_norms_kernel",
+                ptrs=(("score_ptr", dt), ("seed_ptr", "i64"), ("partial_ptr", acc)),
+                constexprs=(
+                    ("ROWS_ALIGNED", aligned),
+                    ("COMPUTE", "tl.float64" if dt == "fp64" else "tl.float32"),
+                    ("BLOCK", 4096),
+                    ("VEC", vec),
+                ),
+                num_warps=8,
+                block=4096,
+                bytes_per_element=_DTYPE_BYTES[dt],
+                core=(dt == "fp32" and aligned) or (dt == "bf16" and not aligned),
+            )
+
+
+def variants() -> List[Variant]:
+    """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096,
+    8 warps; the row kernels' short-row shapes move too few bytes to matter)."""
+    return [*_step_variants(), *_dsm_variants(), *_corrector_variants()]
+
+
+# ---------------------------------------------------------------------------------------
+# Compiling and reading SASS
+# ---------------------------------------------------------------------------------------
+def _nvidia_bin(tool: str) -> str:
+    import triton.backends.nvidia as nv
+
+    return os.path.join(os.path.dirname(nv.__file__), "bin", tool)
+
+
+def compile_cubin(v: Variant, arch: int = 90) -> bytes:
+    """The cubin of variant ``v`` for ``sm_<arch>`` (Triton's bundled toolchain, no GPU)."""
+    import importlib
+
+    import triton
+    import triton.language as tl
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from fastlangevin.kernels.tiles import launch_options
+
+    kernel = getattr(importlib.import_module(f"fastlangevin.kernels.{v.module}"), v.kernel)
+    names = kernel.arg_names
+    ptrs, consts = dict(v.ptrs), {}
+    for k, val in v.constexprs:
+        if k in names:  # a variant may name a constexpr a kernel version lacks
+            consts[k] = getattr(tl, val[3:]) if isinstance(val, str) and val.startswith("tl.") else val
+    signature = {}
+    for name in names:
+        if name in consts:
+            signature[name] = "constexpr"
+        elif name in ptrs:
+            signature[name] = "*" + ptrs[name]
+        elif name in v.floats:
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i64"
+    missing = [n for n, sig in signature.items() if sig == "constexpr" and n not in consts]
+    if missing:
+        raise ValueError(f"variant {v.name}: no value for constexpr(s) {missing}")
+    aligned = not dict(v.constexprs).get("HEAD", 0) and dict(v.constexprs).get("ROWS_ALIGNED", True)
+    attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in _DIVISIBLE if a in names and aligned}
+    if not aligned:  # pointers stay 16-byte aligned (torch allocations); sizes may be anything
+        attrs = {(names.index(a),): [["tt.divisibility", 16]] for a in _DIVISIBLE if a in names and "ptr" in a}
+    src = ASTSource(
+        fn=kernel, signature=signature, constexprs={(names.index(k),): x for k, x in consts.items()}, attrs=attrs
+    )
+    target = GPUTarget("cuda", arch, 32)
+    return triton.compile(src, target=target, options=launch_options(False, v.num_warps)).asm["cubin"]
+
+
+_INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")
+_LABEL = re.compile(r"^\.(L_x_\d+):")
+
+
+def parse_sass(text: str) -> List[dict]:
+    """Instructions of one kernel's SASS: address, guard predicate (or None), opcode, operands."""
+    out, labels, pending = [], {}, []
+    for line in text.splitlines():
+        m = _LABEL.match(line.strip())
+        if m:
+            pending.append(m.group(1))  # a label names the next instruction's address
+            continue
+        m = _INSTR.search(line)
+        if m:
+            addr = int(m.group(1), 16)
+            labels.update((k, addr) for k in pending)
+            pending = []
+            out.append({"addr": addr, "pred": (m.group(2) or "").strip() or None, "op": m.group(3), "args": m.group(4)})
+    for ins in out:
+        t = re.search(r"`\(\.(L_x_\d+)\)", ins["args"])
+        ins["target"] = labels.get(t.group(1)) if t else None
+    return out
+
+
+def hot_path(instrs: List[dict]) -> List[dict]:
+    """Instructions up to the last EXIT, minus those a forward predicated branch jumps over."""
+    last_exit = max((i for i, ins in enumerate(instrs) if ins["op"] == "EXIT"), default=len(instrs) - 1)
+    cold = set()
+    for ins in instrs[: last_exit + 1]:
+        if ins["op"].startswith("BRA") and ins["pred"] and ins["target"] is not None and ins["target"] > ins["addr"]:
+            cold.update(j["addr"] for j in instrs if ins["addr"] < j["addr"] < ins["target"])
+    return [ins for ins in instrs[: last_exit + 1] if ins["addr"] not in cold]
+
+
+def _widths(instrs: List[dict], prefix: str) -> List[int]:
+    """Bytes per thread of the global accesses with opcode prefix LDG/STG (.128 -> 16, .64 -> 8, ...)."""
+    widths = set()
+    for ins in instrs:
+        if ins["op"].startswith(prefix + "."):
+            m = re.search(r"\.(128|64|U16|S16|U8|S8)\b", ins["op"])
+            bits = {"128": 128, "64": 64, "U16": 16, "S16": 16, "U8": 8, "S8": 8}[m.group(1)] if m else 32
+            widths.add(bits // 8)
+    return sorted(widths)
+
+
+def _resources(cubin_path: str) -> Dict[str, int]:
+    out = subprocess.run(
+        [_nvidia_bin("cuobjdump"), "-res-usage", cubin_path], capture_output=True, text=True, check=True
+    )
+    res = {}
+    for key in ("REG", "STACK", "LOCAL", "SHARED"):
+        m = re.search(rf"\b{key}:(\d+)", out.stdout)
+        res[key.lower()] = int(m.group(1)) if m else 0
+    return res
+
+
+def analyse(v: Variant, arch: int = 90, cubin_dir: Optional[str] = None) -> dict:
+    """The record of one variant (see the module docstring)."""
+    import tempfile
+
+    cubin = compile_cubin(v, arch)
+    suffix = "" if arch == 90 else f"-sm{arch}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(cubin_dir or tmp, f"{v.name}{suffix}.cubin")
+        with open(path, "wb") as f:
+            f.write(cubin)
+        sass = subprocess.run([_nvidia_bin("nvdisasm"), "-c", path], capture_output=True, text=True, check=True).stdout
+        res = _resources(path)
+    instrs = parse_sass(sass)
+    hot = hot_path(instrs)
+    ept = v.block / (32 * v.num_warps)
+    per_elem = len(hot) / ept
+    rec = {
+        "kernel": v.kernel,
+        "family": v.family,
+        "arch": f"sm_{arch}",
+        "elements_per_thread": ept,
+        "bytes_per_element": v.bytes_per_element,
+        "registers": res["reg"],
+        "stack_bytes": res["stack"],
+        "local_bytes": res["local"],
+        "local_memory_instr_hot": sum(1 for i in hot if i["op"].split(".")[0] in ("LDL", "STL")),
+        "sass_instr_total": len(instrs),
+        "sass_instr_hot": len(hot),
+        "hot_instr_per_element": round(per_elem, 2),
+        "global_load_bytes": _widths(hot, "LDG"),
+        "global_store_bytes": _widths(hot, "STG"),
+        "constexprs": {k: val for k, val in v.constexprs},
+    }
+    for dev, issue, copy in DEVICES:
+        rec[f"ceiling_pct_{dev}"] = round(min(100.0, 100.0 * issue * v.bytes_per_element / (copy * per_elem)), 1)
+    return rec
+
+
+def _analyse_job(job):
+    v, arch, cubin_dir = job
+    try:
+        return v.name, arch, analyse(v, arch, cubin_dir)
+    except Exception as exc:  # report every variant, not just the first failure
+        return v.name, arch, {"kernel": v.kernel, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def run(selected: List[Variant], archs=(90,), cubin_dir=None, jobs: int = 1) -> Dict[str, dict]:
+    """variant name (``-sm<arch>`` appended for archs other than 90) -> record."""
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        raise RuntimeError("compiling for a GPU needs TRITON_INTERPRET unset (the CLI re-runs itself without it)")
+    if cubin_dir:
+        os.makedirs(cubin_dir, exist_ok=True)
+    work = [(v, a, cubin_dir) for a in archs for v in selected]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            results = list(pool.map(_analyse_job, work))
+    else:
+        results = [_analyse_job(w) for w in work]
+    return {(name if arch == 90 else f"{name}-sm{arch}"): rec for name, arch, rec in results}
+
+
+def summary_table(report: Dict[str, dict]) -> str:
+    """Markdown: per family, the hot-path range and worst ceiling."""
+    fams: Dict[Tuple[str, str], List[dict]] = {}
+    for rec in report.values():
+        if "error" not in rec:
+            fams.setdefault((rec["family"], rec["arch"]), []).append(rec)
+    lines = [
+        "| family | arch | variants | hot instr/elem (min–max) | regs (max) | local | LDG / STG bytes "
+        "| H100 % | H200 % |",
+        "|---|---|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for (fam, arch), recs in sorted(fams.items()):
+        n = [r["hot_instr_per_element"] for r in recs]
+        ld = sorted({w for r in recs for w in r["global_load_bytes"]})
+        st = sorted({w for r in recs for w in r["global_store_bytes"]})
+        lines.append(
+            f"| {fam} | {arch} | {len(recs)} | {min(n):.1f}–{max(n):.1f} | {max(r['registers'] for r in recs)} "
+            f"| {max(r['local_bytes'] + r['local_memory_instr_hot'] for r in recs)} | {ld} / {st} "
+            f"| {min(r['ceiling_pct_H100'] for r in recs):.0f} | {min(r['ceiling_pct_H200'] for r in recs):.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def _main(args) -> int:
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        env = {k: val for k, val in os.environ.items() if k != "TRITON_INTERPRET"}
+        return subprocess.call([sys.executable, "-m", "fastlangevin.kernel_budget", *sys.argv[2:]], env=env)
+    selected = [v for v in variants() if (v.core or not args.subset) and all(s in v.name for s in args.match or [])]
+    if not selected:
+        print("no variant matches", file=sys.stderr)
+        return 2
+    archs = tuple(int(a) for a in args.arch.split(","))
+    report = run(selected, archs, args.cubin_dir, args.jobs)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    errors = {k: r["error"] for k, r in report.items() if "error" in r}
+    if args.verbose:
+        for name, rec in report.items():
+            if "error" not in rec:
+                print(
+                    f"{name:48s} {rec['hot_instr_per_element']:6.1f} instr/elem  regs {rec['registers']:3d}  "
+                    f"local {rec['local_bytes']}  LDG {rec['global_load_bytes']} STG {rec['global_store_bytes']}  "
+                    f"H100 {rec['ceiling_pct_H100']:.0f}%  H200 {rec['ceiling_pct_H200']:.0f}%"
+                )
+    print(summary_table(report))
+    for name, err in errors.items():
+        print(f"FAILED {name}: {err}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("kernels", help="compile every kernel variant offline and report its instruction budget")
+    _add_arguments(p)
+    p.set_defaults(func=_main)
+
+
+def _add_arguments(p) -> None:
+    p.add_argument("--json", metavar="FILE", help="write variant -> record as JSON")
+    p.add_argument("--cubin-dir", metavar="DIR", help="keep DIR/<variant>.cubin")
+    p.add_argument("--arch", default="90", help="comma-separated sm numbers (default 90; e.g. 80,90)")
+    p.add_argument("--subset", action="store_true", help="only the quick subset CI compiles")
+    p.add_argument("--match", action="append", help="only variants whose name contains this (repeatable)")
+    p.add_argument("--jobs", type=int, default=1, help="compile in this many processes")
+    p.add_argument("-v", "--verbose", action="store_true", help="one line per variant")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="fastlangevin kernels")
+    _add_arguments(parser)
+    sys.argv.insert(1, "kernels")  # so sys.argv[2:] are the options, as under the CLI
+    sys.exit(_main(parser.parse_args(sys.argv[2:])))
