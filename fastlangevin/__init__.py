@@ -22,8 +22,7 @@ Public API (see README):
   :func:`pc_inpaint` (inpainting), :func:`sliced_score_matching_loss`;
 """
 
-from . import diagnostics
-from . import optim
+from . import diagnostics, optim
 from ._backend import BackendUnavailableError, backend_for, track_backends
 from .adapters import denoiser_from_score, eps_from_score, score_from_denoiser, score_from_eps
 from .edm import edm_sample, karras_sigmas

@@ -106,7 +106,8 @@ def _run(args) -> int:
     size = "quick" if args.quick else "full"
     threads = args.threads if args.threads is not None else (DEMOS[args.name][3] or torch.get_num_threads())
     print(
-        f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}, {threads} CPU thread(s): {DEMOS[args.name][2]}",
+        f"fastlangevin demo {args.name} ({size}) on {args.device}, seed {args.seed}, {threads} CPU thread(s): "
+        f"{DEMOS[args.name][2]}",
         flush=True,
     )
     try:

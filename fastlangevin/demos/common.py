@@ -96,7 +96,8 @@ class ProgressBar:
         rate = self.n / max(now - self._t0, 1e-9)
         eta = (self.total - self.n) / rate if rate > 0 else 0.0
         sys.stderr.write(
-            f"\r{self.desc}: [{'#' * done}{'.' * (self.WIDTH - done)}] {self.n}/{self.total} {rate:,.0f}/s eta {eta:4.0f}s {self.note}   "
+            f"\r{self.desc}: [{'#' * done}{'.' * (self.WIDTH - done)}] {self.n}/{self.total} {rate:,.0f}/s eta "
+            f"{eta:4.0f}s {self.note}   "
         )
         sys.stderr.flush()
 

@@ -113,21 +113,27 @@ def run(ctx: DemoContext, cfg: DigitsConfig = DigitsConfig()) -> DemoResult:
         f"data: scikit-learn digits, {x_train.shape[0]} training / {x_test.shape[0]} held-out 8×8 images in [-1, 1]"
     )
     res.say(
-        f"score net: conv, {cfg.channels} channels × {cfg.blocks} residual blocks, {n_params:,} parameters; EMA {cfg.ema:g}"
+        f"score net: conv, {cfg.channels} channels × {cfg.blocks} residual blocks, {n_params:,} parameters; EMA "
+        f"{cfg.ema:g}"
     )
     res.say(
-        f"training: {cfg.iters} steps of fl.dsm_loss (batch {cfg.batch}, σ {cfg.sigma_max:g} → {cfg.sigma_min:g}, {cfg.levels} levels) "
-        f"in {t_train.seconds:.1f} s; final loss {m['final_loss']:.3f} (mean of the last {tail}; starts ≈ {float(losses[:10].mean()):.1f})"
+        f"training: {cfg.iters} steps of fl.dsm_loss (batch {cfg.batch}, σ {cfg.sigma_max:g} → "
+        f"{cfg.sigma_min:g}, {cfg.levels} levels) "
+        f"in {t_train.seconds:.1f} s; final loss {m['final_loss']:.3f} (mean of the last {tail}; starts ≈ "
+        f"{float(losses[:10].mean()):.1f})"
     )
     res.say(
-        f"sampling: {cfg.n} digits by annealed Langevin, {cfg.levels}×{cfg.steps_each} steps + denoising, in {t_sample.seconds:.1f} s"
+        f"sampling: {cfg.n} digits by annealed Langevin, {cfg.levels}×{cfg.steps_each} steps + denoising, in "
+        f"{t_sample.seconds:.1f} s"
     )
     res.say("quality (pixel space, vs the training images; held-out real digits in brackets):")
     res.say(
-        f"    k-NN precision {m['precision']:.3f} [{m['precision_ref']:.3f}]   recall {m['recall']:.3f} [{m['recall_ref']:.3f}]"
+        f"    k-NN precision {m['precision']:.3f} [{m['precision_ref']:.3f}]   recall {m['recall']:.3f} "
+        f"[{m['recall_ref']:.3f}]"
     )
     res.say(
-        f"    NN ratio {m['nn_ratio']:.2f} [1 by definition; ≫1 off the data, ≪1 copies]   class coverage {m['coverage']:.2f} of 10"
+        f"    NN ratio {m['nn_ratio']:.2f} [1 by definition; ≫1 off the data, ≪1 copies]   class coverage "
+        f"{m['coverage']:.2f} of 10"
     )
     res.say(
         f"    test bits/dim {m['bpd_test']:.3f} ± {m['bpd_test_se']:.3f} ({held.shape[0]} held-out digits, "
@@ -163,7 +169,8 @@ def _plot(ctx, res, cfg, real, samples, nearest_train, losses) -> None:
         (real, "held-out real digits"),
         (
             samples,
-            f"samples (annealed Langevin)\nprecision {m['precision']:.2f}, recall {m['recall']:.2f}, NN ratio {m['nn_ratio']:.2f}",
+            f"samples (annealed Langevin)\nprecision {m['precision']:.2f}, recall {m['recall']:.2f}, NN ratio "
+            f"{m['nn_ratio']:.2f}",
         ),
         (nearest_train, "nearest training image of each sample\n(a copied sample would look identical)"),
     ]

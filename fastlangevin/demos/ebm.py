@@ -116,25 +116,32 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
     )
     m["final_gap"] = float(gaps[-max(1, cfg.iters // 10) :].mean())
     res.say(
-        f"data: {cfg.data}, {cfg.n_train} training points; energy: MLP + ‖x‖²/(2·{cfg.base_std:g}²), {sum(p.numel() for p in energy.parameters()):,} parameters"
+        f"data: {cfg.data}, {cfg.n_train} training points; energy: MLP + ‖x‖²/(2·{cfg.base_std:g}²), "
+        f"{sum(p.numel() for p in energy.parameters()):,} parameters"
     )
     res.say(
-        f"training: {cfg.iters} steps of persistent CD in {t_train.seconds:.1f} s: each {cfg.batch} negatives from a {cfg.buffer}-state replay "
-        f"buffer on {dev} ({cfg.reinit:.0%} restarted from noise), {cfg.chain_steps} Langevin steps of ε={cfg.step_size:g}"
+        f"training: {cfg.iters} steps of persistent CD in {t_train.seconds:.1f} s: each {cfg.batch} negatives "
+        f"from a {cfg.buffer}-state replay "
+        f"buffer on {dev} ({cfg.reinit:.0%} restarted from noise), {cfg.chain_steps} Langevin steps of "
+        f"ε={cfg.step_size:g}"
     )
     res.say(
-        f"    final contrastive gap E(x⁻) - E(x⁺) = {m['final_gap']:+.3f} (mean of the last 10%; the restarted negatives keep it > 0)"
+        f"    final contrastive gap E(x⁻) - E(x⁺) = {m['final_gap']:+.3f} (mean of the last 10%; the restarted "
+        "negatives keep it > 0)"
     )
     res.say(
-        f"sampling: {cfg.n} fresh chains from uniform [-{cfg.box:g}, {cfg.box:g}]², fl.langevin(fl.score_from_energy(E)): "
-        f"{cfg.sample_steps} steps of ε={cfg.step_size:g} then {cfg.fine_steps} of ε={cfg.fine_step_size:g}, in {t_sample.seconds:.1f} s"
+        f"sampling: {cfg.n} fresh chains from uniform [-{cfg.box:g}, {cfg.box:g}]², "
+        "fl.langevin(fl.score_from_energy(E)): "
+        f"{cfg.sample_steps} steps of ε={cfg.step_size:g} then {cfg.fine_steps} of ε={cfg.fine_step_size:g}, in "
+        f"{t_sample.seconds:.1f} s"
     )
     res.say(f"quality vs {cfg.n} held-out points (held-out vs held-out in brackets):")
     res.say(
         f"    MMD² fresh samples {m['mmd_samples']:+.5f}, replay buffer {m['mmd_buffer']:+.5f}  [{m['mmd_ref']:+.5f}]"
     )
     res.say(
-        f"    the model's own density exp(-E)/Z (Z by quadrature on the grid) vs the held-out histogram, {BINS}×{BINS} cells: "
+        f"    the model's own density exp(-E)/Z (Z by quadrature on the grid) vs the held-out histogram, "
+        f"{BINS}×{BINS} cells: "
         f"TV {m['tv_density']:.3f}  [{m['tv_ref']:.3f}]"
     )
     if "inner_data" in m:
@@ -143,7 +150,8 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
             f"fresh samples {m['inner_samples']:.3f}, buffer {m['inner_buffer']:.3f}"
         )
         res.say(
-            f"    median distance to the nearer ring: data {m['width_data']:.3f}, fresh samples {m['width_samples']:.3f}"
+            f"    median distance to the nearer ring: data {m['width_data']:.3f}, fresh samples "
+            f"{m['width_samples']:.3f}"
         )
     res.say(f"backends that ran: {ran_summary(ran)}")
     res.seconds = total.seconds
@@ -220,7 +228,8 @@ def _plot(ctx, res, cfg, energy, test, buffer, samples, gaps) -> None:
         (buffer, f"replay buffer after training\nMMD² vs held-out {m['mmd_buffer']:+.4f}", "tab:orange"),
         (
             samples,
-            f"fresh chains from noise, {cfg.sample_steps} + {cfg.fine_steps} steps\nMMD² vs held-out {m['mmd_samples']:+.4f}",
+            f"fresh chains from noise, {cfg.sample_steps} + {cfg.fine_steps} steps\nMMD² vs held-out "
+            f"{m['mmd_samples']:+.4f}",
             "tab:red",
         ),
     ]
@@ -236,7 +245,8 @@ def _plot(ctx, res, cfg, energy, test, buffer, samples, gaps) -> None:
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
     fig.suptitle(
-        f"{cfg.data}: energy-based model trained by persistent contrastive divergence ({cfg.iters} steps), sampled with fl.score_from_energy",
+        f"{cfg.data}: energy-based model trained by persistent contrastive divergence ({cfg.iters} steps), "
+        "sampled with fl.score_from_energy",
         fontsize=12,
     )
     save_figure(ctx, res, fig, "ebm.png")

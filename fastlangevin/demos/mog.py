@@ -108,7 +108,8 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
         paths = trace.states[:, first].cpu()  # [steps + 1, ≤3, 2]
         res.metrics["modes_reached"] = float((reached > 0).sum())
         res.say(
-            f"picture 1: {cfg.traj_chains} chains from the density's local minimum ({start[0]:.2f}, {start[1]:.2f}), where "
+            f"picture 1: {cfg.traj_chains} chains from the density's local minimum ({start[0]:.2f}, "
+            f"{start[1]:.2f}), where "
             f"the score is ~0, reached the modes {reached.tolist()} times: the noise decides"
         )
 
@@ -140,17 +141,21 @@ def run(ctx: DemoContext, cfg: MogConfig = MogConfig()) -> DemoResult:
     m["chain_steps_per_s"] = cfg.n * cfg.plain_steps / t_plain.seconds
     m["samples_per_s_annealed"] = cfg.n / t_ann.seconds
     res.say(
-        f"plain Langevin, {cfg.n} chains from uniform [-{cfg.box:g}, {cfg.box:g}]², {cfg.plain_steps} steps of ε={cfg.plain_step:g}:"
+        f"plain Langevin, {cfg.n} chains from uniform [-{cfg.box:g}, {cfg.box:g}]², {cfg.plain_steps} steps of "
+        f"ε={cfg.plain_step:g}:"
     )
     res.say(
-        f"    mode weights {fmt(w_plain)}  (TV distance to the target {m['tv_plain']:.3f}: the basins' areas, not the weights)"
+        f"    mode weights {fmt(w_plain)}  (TV distance to the target {m['tv_plain']:.3f}: the basins' areas, "
+        "not the weights)"
     )
     res.say(
-        f"annealed Langevin, σ {cfg.sigma_max:g} → {cfg.sigma_min:g} over {cfg.levels} levels × {cfg.steps_each} steps, "
+        f"annealed Langevin, σ {cfg.sigma_max:g} → {cfg.sigma_min:g} over {cfg.levels} levels × "
+        f"{cfg.steps_each} steps, "
         f"step_lr={cfg.step_lr:g}, final denoising step:"
     )
     res.say(
-        f"    mode weights {fmt(w_ann)}  (TV distance {m['tv_annealed']:.3f}); per-mode variance {fmt(var_ann)} (target 1)"
+        f"    mode weights {fmt(w_ann)}  (TV distance {m['tv_annealed']:.3f}); per-mode variance {fmt(var_ann)} "
+        "(target 1)"
     )
     plain_g, ann_g = by_start_quadrant(x0, plain, annealed)
     for key, draws in (("plain", plain_g), ("annealed", ann_g)):
@@ -348,7 +353,8 @@ def _plot_annealing(ctx, res, mix, plain, annealed, w_plain, w_ann, cfg) -> None
     ax.legend(title="bars, left to right")
     ax.set_title("measured mode weights", fontsize=10)
     fig.suptitle(
-        f"plain vs annealed Langevin from uniform [-{cfg.box:g}, {cfg.box:g}]² ({plain.shape[0]} chains, {show} shown): "
+        f"plain vs annealed Langevin from uniform [-{cfg.box:g}, {cfg.box:g}]² ({plain.shape[0]} chains, {show} "
+        "shown): "
         "only annealing recovers the weights 0.6 / 0.3 / 0.1",
         fontsize=12,
     )

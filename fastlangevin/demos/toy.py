@@ -120,19 +120,24 @@ def run(ctx: DemoContext, cfg: ToyConfig = ToyConfig()) -> DemoResult:
     m["bpd_test_se"] = float(ll_test.logp.std()) / bits / math.sqrt(held.shape[0])
     m["ll_nfe"] = ll_test.nfe
     res.say(
-        f"data: {cfg.data}, {cfg.n_train} training points; score net: FiLM-MLP, {sum(p.numel() for p in net.parameters()):,} parameters"
+        f"data: {cfg.data}, {cfg.n_train} training points; score net: FiLM-MLP, "
+        f"{sum(p.numel() for p in net.parameters()):,} parameters"
     )
     res.say(
-        f"training: {cfg.iters} steps of fl.dsm_loss (batch {cfg.batch}, σ {cfg.sigma_max:g} → {cfg.sigma_min:g}, {cfg.levels} levels) "
-        f"in {t_train.seconds:.1f} s; final loss {m['final_loss']:.4f} (mean of the last {tail} steps; starts ≈ {float(losses[:10].mean()):.3f})"
+        f"training: {cfg.iters} steps of fl.dsm_loss (batch {cfg.batch}, σ {cfg.sigma_max:g} → "
+        f"{cfg.sigma_min:g}, {cfg.levels} levels) "
+        f"in {t_train.seconds:.1f} s; final loss {m['final_loss']:.4f} (mean of the last {tail} steps; starts ≈ "
+        f"{float(losses[:10].mean()):.3f})"
     )
     res.say(f"quality vs {cfg.n} held-out points (MMD², RBF kernels; 2-D histogram TV distance, 24×24 cells):")
     res.say(f"    held-out vs held-out (the floor) MMD² {m['mmd_ref']:+.5f}   TV {m['tv_ref']:.3f}")
     res.say(
-        f"    annealed Langevin ({cfg.levels}×{cfg.steps_each} steps, {t_ald.seconds:.1f} s)   MMD² {m['mmd_annealed']:+.5f}   TV {m['tv_annealed']:.3f}"
+        f"    annealed Langevin ({cfg.levels}×{cfg.steps_each} steps, {t_ald.seconds:.1f} s)   MMD² "
+        f"{m['mmd_annealed']:+.5f}   TV {m['tv_annealed']:.3f}"
     )
     res.say(
-        f"    PC sampler (VE SDE, {cfg.pc_steps} steps, snr {cfg.snr:g}, {t_pc.seconds:.1f} s)    MMD² {m['mmd_pc']:+.5f}   TV {m['tv_pc']:.3f}"
+        f"    PC sampler (VE SDE, {cfg.pc_steps} steps, snr {cfg.snr:g}, {t_pc.seconds:.1f} s)    MMD² "
+        f"{m['mmd_pc']:+.5f}   TV {m['tv_pc']:.3f}"
     )
     res.say(
         f"    PF-ODE (rk45, rtol {cfg.ode_rtol:g}, {ode_nfe} score evaluations, {t_ode.seconds:.1f} s)   "
