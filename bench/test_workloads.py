@@ -50,5 +50,5 @@ def test_workload(benchmark, workload, case, provider):
         {"bytes_moved": workload.bytes_moved(case), "provider": provider.label, "check": repr(check)[:500], **extra}
     )
     benchmark(call)
-    if benchmark.stats is not None:  # None under --benchmark-disable (call ran once, untimed)
+    if benchmark.stats is not None and workload.bytes_moved(case):  # stats None under --benchmark-disable
         benchmark.extra_info["effective_GBps"] = workload.bytes_moved(case) / benchmark.stats.stats.median / 1e9

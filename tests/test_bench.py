@@ -682,3 +682,23 @@ def test_cpu_step_script_gate_scales_with_n():
     proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "REJECTED" not in proc.stdout and "torch is" in proc.stdout and "eager_buffer" in proc.stdout
+
+
+def test_ode_workload_matches_rk45_accuracy_and_rejects():
+    from fastlangevin.benchmarking.workloads import ode
+
+    def sloppy(inp, n_steps=None):  # rk45 at 1e4 x the requested tolerance: misses the accuracy gate
+        x, nfe = ode._solver("rk45")({**inp, "tol": 1e4 * inp["tol"]})
+        return x + 10.0, nfe
+
+    bad = [Provider("rk45", "rk45 (sloppy)", sloppy)]
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("ode",), dtypes=("fp32",), shapes=((32, 8),),
+                        params=(("tol", 1e-3),), providers=("rk45", "rk4"), **TINY)  # fmt: skip
+    (cr,) = run(opts).cases
+    provs = {p.name: p for p in cr.providers}
+    assert provs["rk45"].status == "ok" and provs["rk4"].status == "ok", provs
+    fig = provs["rk4"].extra["figures"]
+    assert fig["error"] <= provs["rk4"].check["rk45_error"] and fig["nfe"] == 4 * fig["n_steps"]
+    assert provs["rk45"].extra["figures"]["nfe"] > 0 and cr.to_dict()["throughput_unit"] == "solves/s"
+    (cr,) = run(opts.replace(providers=(), extra_providers={"ode": bad})).cases
+    assert cr.providers[0].status == "rejected" and "rk45 error" in cr.providers[0].reason

@@ -378,14 +378,12 @@ def test_kernel_compiles_for_sm90_with_exact_arithmetic(request):
 
 
 def test_benchmark_workload_rows_and_gate():
-    """The optim workload: ~100 ResNet tensors, one row per provider (CUDA-only ones skipped with a
-    reason), and its correctness gate rejects a provider that skips a tensor."""
+    """The optim engine workload: ~100 ResNet tensors, one result per provider (CUDA-only ones skipped
+    with a reason), and its correctness gate rejects a provider that skips a tensor."""
+    from fastlangevin.benchmarking import BenchOptions, Provider, run
     from fastlangevin.benchmarking.workloads import optim as wl
 
     assert len(wl.resnet_shapes()) == 101
-    rows = wl.run(width=2, providers=["eager_loop", "fastlangevin_torch", "fastlangevin_triton"], warmup_ms=1, rep_ms=1)
-    assert [r["provider"] for r in rows] == ["eager_loop", "fastlangevin_torch", "fastlangevin_triton"]
-    assert all(r["median_ms"] > 0 for r in rows[:2]) and "skipped" in rows[2]
 
     def broken(params, grads, lr, temperature):
         def step():
@@ -395,12 +393,16 @@ def test_benchmark_workload_rows_and_gate():
 
         return step
 
-    wl.PROVIDERS["broken"] = broken
-    try:
-        with pytest.raises(AssertionError, match="broken, tensor 0"):
-            wl._check("broken", torch.device("cpu"), torch.float32, wl.resnet_shapes(2))
-    finally:
-        del wl.PROVIDERS["broken"]
+    bad = {"optim": [Provider("broken", "b", broken)]}
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("optim",), dtypes=("fp32",), params=(("width", 2),),
+                        providers=("eager_loop", "torch", "triton"), extra_providers=bad,
+                        rep_ms=1.0, warmup_ms=1.0, min_reps=2, quiet=True)  # fmt: skip
+    (cr,) = run(opts).cases
+    provs = {p.name: p for p in cr.providers}
+    assert [p.name for p in cr.providers] == ["eager_loop", "torch", "triton", "broken"]
+    assert provs["eager_loop"].timing.median_ms > 0 and provs["torch"].timing.median_ms > 0
+    assert provs["triton"].status == "skipped" and provs["broken"].status == "rejected"
+    assert "tensor 0" in provs["broken"].reason
 
 
 def test_compiled_step_runs_eagerly_and_continues_the_stream():

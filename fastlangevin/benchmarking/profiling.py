@@ -1,24 +1,13 @@
 """``fastlangevin profile``: run a sampler under ``torch.profiler``; write a Chrome trace and a table.
 
-The table has two parts:
-
-* **top kernels / ops** by self time (GPU: device time of CUDA kernels; CPU: self CPU time of
-  aten ops), each with its share of the profiled run;
-* **phases**: the ``torch.profiler.record_function`` labels fastlangevin's samplers put around
-  each phase of a step — ``fastlangevin.score`` (score evaluation), ``fastlangevin.update`` (the
-  Langevin / predictor update), ``fastlangevin.correct`` (corrector), ``fastlangevin.denoise``
-  (final denoising) — with their share of the run: time in the phase minus the phases nested
-  inside it (the denoising step evaluates the score inside its label), so shares never
-  overlap; the inclusive share is listed too.
-
-Shares are of the whole profiled run: on a GPU the sum of all kernels' device time, on the
-CPU the wall time of the run's outer range (``fastlangevin.profile``).
-
-Samplers (``--sampler``), each with a small MLP score network: ``loop`` — a plain loop of
-``fastlangevin.langevin_step_`` labelled like the library's samplers; ``langevin`` —
-:func:`fastlangevin.langevin`; ``annealed`` — :func:`fastlangevin.annealed_langevin`; ``pc`` —
-:func:`fastlangevin.pc_sample` on a VE SDE. ``--cuda-graph`` runs the library samplers with
-``cuda_graph=True``.
+The table: the **top kernels / ops** by self time (GPU: device time of CUDA kernels; CPU: self CPU
+time of aten ops), and the **phases** — the ``record_function`` labels the samplers put around each
+phase of a step (``fastlangevin.score``, ``.update``, ``.correct``, ``.denoise``) — each with its share
+of the run: time in the phase minus the phases nested inside it (the denoising step evaluates the
+score inside its label), so shares never overlap; the inclusive share is listed too. Shares are of
+the whole run: on a GPU the sum of all kernels' device time, on the CPU the wall time of the outer
+range ``fastlangevin.profile``. Samplers (``--sampler``), each with a small MLP score: ``loop`` (a
+plain loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
 """
 
 from __future__ import annotations
@@ -26,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
+from typing import Any, Dict, List
 
 import torch
 
@@ -36,15 +25,9 @@ from ..sampling.loop import phase
 OUTER_LABEL = "fastlangevin.profile"
 
 
-@dataclass
-class ProfileTarget:
-    description: str
-    run: Callable[[], Any]  # one profiled run (several steps)
-    warmup: Callable[[], Any]
-
-
-def build_target(args, device: torch.device) -> ProfileTarget:
-    """The sampler ``args.sampler`` with a small MLP score (noise-conditional where the sampler is)."""
+def build_target(args, device: torch.device):
+    """``(description, run, warmup)`` of ``args.sampler`` with a small MLP score (noise-conditional where
+    the sampler is); ``run`` is one profiled run of several steps."""
     import fastlangevin as fl
 
     from .scorenet import ScoreMLP
@@ -91,15 +74,12 @@ def build_target(args, device: torch.device) -> ProfileTarget:
         with torch.no_grad():
             return go(k)
 
-    return ProfileTarget(desc, lambda: under_no_grad(steps), lambda: under_no_grad(warm))
+    return desc, lambda: under_no_grad(steps), lambda: under_no_grad(warm)
 
 
 SAMPLERS = ("loop", "langevin", "annealed", "pc")
 
 
-# ---------------------------------------------------------------------------------------
-# Profiling and summarising
-# ---------------------------------------------------------------------------------------
 @dataclass
 class ProfileSummary:
     device: str
@@ -120,16 +100,16 @@ def _us(evt, attr: str) -> float:
     return float(v or 0.0)
 
 
-def profile_target(target: ProfileTarget, device: torch.device, trace_path: str):
+def profile_target(run, warmup, device: torch.device, trace_path: str):
     from torch.profiler import ProfilerActivity, profile
 
-    target.warmup()
+    warmup()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
         with torch.profiler.record_function(OUTER_LABEL):
-            target.run()
+            run()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
     os.makedirs(os.path.dirname(os.path.abspath(trace_path)), exist_ok=True)
@@ -156,15 +136,8 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
         rows = [a for a in avgs if self_us(a) > 0]
         total_us, basis = outer_cpu_us, f"wall time of the profiled run ({OUTER_LABEL})"
     ranked = sorted(rows, key=self_us, reverse=True)[:top]
-    top_rows = [
-        {
-            "name": a.key,
-            "calls": a.count,
-            "self_ms": self_us(a) / 1e3,
-            "share": self_us(a) / total_us if total_us else 0.0,
-        }
-        for a in ranked
-    ]
+    share = lambda us: us / total_us if total_us else 0.0  # noqa: E731
+    top_rows = [dict(name=a.key, calls=a.count, self_ms=self_us(a) / 1e3, share=share(self_us(a))) for a in ranked]
     phase_set = set(PHASE_LABELS)
 
     def nested_phases(e):
@@ -190,44 +163,26 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
         dev_us = sum(_us(e, "device_time_total") for e in evs) if on_gpu else 0.0
         incl = sum(amount(e) for e in evs)
         excl = sum(amount(e) - sum(amount(c) for c in nested_phases(e)) for e in evs)
-        phases.append(
-            {
-                "label": label,
-                "calls": len(evs),
-                "cpu_ms": cpu_us / 1e3,
-                "device_ms": dev_us / 1e3 if on_gpu else None,
-                "inclusive_share": incl / total_us if total_us else 0.0,
-                "share": excl / total_us if total_us else 0.0,  # without the phases nested in it
-            }
-        )
+        phases.append(dict(label=label, calls=len(evs), cpu_ms=cpu_us / 1e3, device_ms=dev_us / 1e3 if on_gpu else None,
+                           inclusive_share=share(incl), share=share(excl)))  # share: without nested phases  # fmt: skip
     return ProfileSummary(str(device), description, total_us / 1e3, basis, top_rows, phases)
 
 
 def format_summary(s: ProfileSummary) -> str:
-    lines = [
-        f"fastlangevin profile — {s.description} on {s.device}",
-        f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total",
-        "",
-    ]
-    lines.append("phases (record_function labels; share = time in the phase minus phases nested in it):")
-    if s.phases:
-        for p in s.phases:
-            dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
-            share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
-            lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    else:
-        lines.append("  (no fastlangevin.* labels recorded)")
-    lines.append("")
-    lines.append("top kernels / ops by self time:")
+    lines = [f"fastlangevin profile — {s.description} on {s.device}",
+             f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total", "",
+             "phases (record_function labels; share = time in the phase minus phases nested in it):"]  # fmt: skip
+    for p in s.phases:
+        dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
+        share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
+        lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
+    lines += ([] if s.phases else ["  (no fastlangevin.* labels recorded)"]) + ["", "top kernels / ops by self time:"]
     w = max([len(r["name"][:70]) for r in s.top] + [4])
     for r in s.top:
         lines.append(f"  {r['name'][:70]:{w}s} {r['calls']:6d} calls {r['self_ms']:10.3f} ms  {100 * r['share']:5.1f}%")
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------
-# CLI
-# ---------------------------------------------------------------------------------------
 def _run(args) -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -239,10 +194,9 @@ def _run(args) -> int:
         msg = "--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)"
         print(f"fastlangevin profile: error: {msg}", file=sys.stderr)
         return 2
-    target = build_target(args, device)
-    print(f"profiling {target.description} ...", file=sys.stderr, flush=True)
-    prof = profile_target(target, device, args.trace)
-    summary = summarize(prof, device, target.description, top=args.top)
+    desc, run, warmup = build_target(args, device)
+    print(f"profiling {desc} ...", file=sys.stderr, flush=True)
+    summary = summarize(profile_target(run, warmup, device, args.trace), device, desc, top=args.top)
     text = format_summary(summary)
     print(text)
     table_path = args.table or os.path.splitext(args.trace)[0] + ".txt"
@@ -264,32 +218,25 @@ def add_parser(sub) -> None:
         description="Run a sampler under torch.profiler. Writes a Chrome trace (--trace, default "
         "./fastlangevin_trace.json) and its table beside it (--table, default the trace path with .txt).",
     )
-    p.add_argument("--sampler", default="loop", choices=sorted(SAMPLERS))
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--n", type=int, default=4096, help="chains")
-    p.add_argument("--dim", type=int, default=64, help="state dimension")
-    p.add_argument("--hidden", type=int, default=256, help="score MLP width")
-    p.add_argument("--steps", type=int, default=20, help="profiled steps")
-    p.add_argument("--warmup", type=int, default=3, help="unprofiled warm-up steps")
-    p.add_argument("--step-size", type=float, default=1e-3, help="loop / langevin step size")
-    p.add_argument("--levels", type=int, default=10, help="annealed: noise levels (steps are split across them)")
-    p.add_argument("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
-    p.add_argument("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None means auto, as backend=None
-        choices=["auto", "triton", "torch"],
-        help="fastlangevin backend, as backend= in the Python API (default: auto)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--top", type=int, default=15, help="rows in the top-kernel table")
-    p.add_argument(
-        "--trace",
-        default="fastlangevin_trace.json",
-        help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)",
-    )
-    p.add_argument("--table", default=None, help="table path (default: the trace path with .txt)")
-    p.add_argument("--json", default=None, help="also write the summary as JSON")
+    add = p.add_argument
+    add("--sampler", default="loop", choices=sorted(SAMPLERS))
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add("--n", type=int, default=4096, help="chains")
+    add("--dim", type=int, default=64, help="state dimension")
+    add("--hidden", type=int, default=256, help="score MLP width")
+    add("--steps", type=int, default=20, help="profiled steps")
+    add("--warmup", type=int, default=3, help="unprofiled warm-up steps")
+    add("--step-size", type=float, default=1e-3, help="loop / langevin step size")
+    add("--levels", type=int, default=10, help="annealed: noise levels (steps are split across them)")
+    add("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
+    add("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
+    add("--backend", default="auto", type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None: auto
+        choices=["auto", "triton", "torch"], help="backend=, as in the Python API (default: auto)")  # fmt: skip
+    add("--seed", type=int, default=0)
+    add("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
+    add("--top", type=int, default=15, help="rows in the top-kernel table")
+    add("--trace", default="fastlangevin_trace.json",
+        help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)")  # fmt: skip
+    add("--table", default=None, help="table path (default: the trace path with .txt)")
+    add("--json", default=None, help="also write the summary as JSON")
     p.set_defaults(func=_run)

@@ -45,6 +45,10 @@ def case_table(cr: CaseResult) -> str:
                for k in ("saved_bytes", "peak_bytes", "noise_tensor_bytes") if k in p.extra]  # fmt: skip
         if mem:
             lines.append(f"  memory {p.name}: " + ", ".join(mem))
+        if p.extra.get("figures"):
+            lines.append(
+                f"  {p.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.extra["figures"].items() if v is not None)
+            )
         if "compile_ms" in p.extra:
             lines.append(f"  {p.name} warm-up (first call, not in the timings): {p.extra['compile_ms'] / 1e3:.2f} s")
     rebind = [p.name for p in timed if p.extra.get("rebinds")]

@@ -3,9 +3,11 @@ A new workload: one module here defining a :class:`~fastlangevin.benchmarking.en
 subclass, plus one line below."""
 
 from ..engine import register_workload
-from . import corrector, dsm, sampler, step
+from . import corrector, dsm, ode, optim, sampler, step
 
 register_workload(step.LangevinStep())
 register_workload(corrector.Corrector())
 register_workload(dsm.DSM())
 register_workload(sampler.Sampler())
+register_workload(ode.ODE())
+register_workload(optim.Optim())

@@ -1,120 +1,118 @@
-"""Benchmark: NFE and wall time of the PF-ODE solvers at the same accuracy (rk45 vs fixed steps).
+"""Workload ``ode``: NFE and wall time of the PF-ODE solvers at the same accuracy (rk45 vs fixed steps).
 
     error = max |x_eps − x*_eps| / max |x*_eps|,   x* the exact flow of Gaussian data N(μ, s² I)
 
 The score is the closed-form Gaussian score (cheap: the timings are the solver's own cost, the fused
-updates, the per-step host work and, for rk45, its one sync per attempted step; with a network score
-the NFE column is what scales). rk45 runs at ``rtol = atol = tol``; each fixed-step method is then given
-the fewest uniform steps (doubling, then bisection) whose error is at most rk45's, and timed there.
-``run(...)`` returns one dict per method (the lead wires it into the benchmark engine).
+updates, the per-step host work and, for rk45, its one sync per attempted step; with a network score the
+NFE column is what scales). Options (``--param``): ``sde=vp|ve``, ``tol`` (rk45's ``rtol = atol``,
+default 1e-5), ``backend``. Provider factory: ``make(inputs, n_steps) -> (x, nfe)``.
+
+Check: rk45's error must be below ``ERR_PER_TOL × tol``; each fixed-step method is then given the fewest
+uniform steps (doubling, then bisection to ~1.5%) whose error is at most rk45's, and timed there
+(skipped, with the reason, if ``MAX_FIXED_STEPS`` do not reach it, e.g. fp32 rounding floors Euler's).
+Throughput: solves/s; the NFE, step count and error of each provider are in its ``extra``.
 """
 
 from __future__ import annotations
-
-import time
-from typing import Dict, List, Sequence
 
 import torch
 
 from ...probability_flow import ode_sample
 from ...sde import VESDE, VPSDE
+from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload
 
 MU, S2 = 0.5, 0.09
+MAX_FIXED_STEPS, ERR_PER_TOL = 1 << 14, 100.0
 
 
-def _gaussian(sde):
+def gaussian(sde):
+    """Score and exact PF-ODE flow ``x(1) -> x(eps)`` of data N(MU, S2 I) under ``sde``."""
+
     def var(t):
-        if isinstance(sde, VESDE):
-            return S2 + sde.sigma(t) ** 2
         m = sde.marginal_mean_scale(t)
-        return 1.0 + m * m * (S2 - 1.0)
+        return S2 + sde.sigma(t) ** 2 if isinstance(sde, VESDE) else 1.0 + m * m * (S2 - 1.0)
 
     def score(x, t):
         td = t.double().reshape((-1,) + (1,) * (x.dim() - 1))
-        m = sde.marginal_mean_scale(td)
-        return (-(x.double() - m * MU) / var(td)).to(x.dtype)
+        return (-(x.double() - sde.marginal_mean_scale(td) * MU) / var(td)).to(x.dtype)
 
     def flow(x1, eps):
         te, t1 = torch.tensor(eps, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
-        r = torch.sqrt(var(te) / var(t1))
-        return sde.marginal_mean_scale(te) * MU + (x1.double() - sde.marginal_mean_scale(t1) * MU) * r
+        m_e, m_1 = sde.marginal_mean_scale(te), sde.marginal_mean_scale(t1)
+        return m_e * MU + (x1.double() - m_1 * MU) * torch.sqrt(var(te) / var(t1))
 
     return score, flow
 
 
-def _timed(fn, device, repeats: int):
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return out, best
+def _solver(method):
+    def make(inp, n_steps=None):
+        kw = dict(rtol=inp["tol"], atol=inp["tol"]) if method == "rk45" else dict(n_steps=n_steps)
+        return ode_sample(
+            inp["score"], inp["sde"], inp["x1"], method=method, return_nfe=True, backend=inp["backend"], **kw
+        )
+
+    return make
 
 
-def run(
-    sde: str = "vp",
-    *,
-    batch: int = 256,
-    dim: int = 64,
-    tol: float = 1e-5,
-    methods: Sequence[str] = ("euler", "heun", "rk4"),
-    device=None,
-    dtype=torch.float32,
-    backend=None,
-    repeats: int = 3,
-    max_fixed_steps: int = 1 << 14,
-) -> List[Dict]:
-    """Rows ``{sde, method, n_steps, nfe, error, wall_s, reached, tol, batch, dim, device, backend, dtype}``,
-    rk45 first; ``reached=False`` (and None figures) where a fixed-step method did not match rk45's error
-    within ``max_fixed_steps`` steps (e.g. fp32 rounding floors Euler's error)."""
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    s = VPSDE() if sde == "vp" else VESDE() if sde == "ve" else None
-    if s is None:
-        raise ValueError(f"sde must be 've' or 'vp', got {sde!r}")
-    score, flow = _gaussian(s)
-    g = torch.Generator().manual_seed(0)
-    x1 = (torch.randn(batch, dim, generator=g, dtype=torch.float64) * s.prior_std).to(dev, dtype)
-    exact = flow(x1.cpu(), s.sampling_eps)
-    scale = exact.abs().max().item()
-
-    def err(x):
-        return (x.double().cpu() - exact).abs().max().item() / scale
-
-    common = dict(sde=sde, batch=batch, dim=dim, device=str(dev), backend=backend or "auto", dtype=str(dtype))
-    (x, nfe), wall = _timed(
-        lambda: ode_sample(score, s, x1, method="rk45", rtol=tol, atol=tol, return_nfe=True, backend=backend),
-        dev,
-        repeats,
+class ODE(Workload):
+    name = "ode"
+    description = "PF-ODE solves of Gaussian data: rk45 vs euler/heun/rk4 at rk45's accuracy; solves/s and NFE"
+    bytes_note = "ode: not a bandwidth figure, throughput is whole solves/s (NFE per solve in each provider's extra)"
+    default_sizes_cuda = (14, 18)
+    default_sizes_cpu = (14,)
+    dtypes = ("fp32", "fp64")
+    provider_list = tuple(
+        Provider(m, f"ode_sample(method={m!r})", _solver(m), "ours" if m == "rk45" else "baseline")
+        for m in ("rk45", "euler", "heun", "rk4")
     )
-    target = err(x)
-    rows = [dict(common, method="rk45", n_steps=None, nfe=nfe, error=target, wall_s=wall, tol=tol, reached=True)]
-    for m in methods:
 
-        def at(n, m=m):
-            return ode_sample(score, s, x1, method=m, n_steps=n, return_nfe=True, backend=backend)
+    def shape_for(self, numel):
+        return (max(1, numel // 64), min(64, numel))
 
+    def items(self, case):
+        return (1, "solves/s")
+
+    def bytes_moved(self, case):
+        return None
+
+    def copy_baseline(self, case, inputs):
+        return None
+
+    def setup(self, case, opts):
+        kind = case.param("sde", "vp")
+        if kind not in ("vp", "ve"):
+            raise ValueError(f"--param sde={kind!r}: choose vp or ve")
+        sde = VPSDE() if kind == "vp" else VESDE()
+        score, flow = gaussian(sde)
+        g = torch.Generator().manual_seed(opts.seed)
+        x1 = (torch.randn(case.shape, generator=g, dtype=torch.float64) * sde.prior_std).to(case.device, case.dtype)
+        exact = flow(x1.cpu(), sde.sampling_eps)
+        inp = dict(sde=sde, score=score, x1=x1, tol=float(case.param("tol", 1e-5)), backend=case.param("backend"))
+        inp["err"] = lambda x: ((x.double().cpu() - exact).abs().max() / exact.abs().max()).item()
+        inp["target"] = inp["err"](_solver("rk45")(inp)[0])
+        return inp
+
+    def check(self, provider, case, inp, opts):
+        err, target = inp["err"], inp["target"]
+        if provider.name == "rk45":
+            e = err(provider.make(inp)[0])
+            if not e <= ERR_PER_TOL * inp["tol"]:
+                raise CheckFailed(f"rk45 error {e:.3g} > {ERR_PER_TOL:g} x tol {inp['tol']:g}")
+            inp["steps_rk45"] = None
+            return {"error": e}
         lo, hi = 0, 1
-        while err(at(hi)[0]) > target:  # doubling: the error shrinks monotonically at these step counts
+        while err(provider.make(inp, hi)[0]) > target:  # doubling: the error shrinks monotonically here
             lo, hi = hi, hi * 2
-            if hi > max_fixed_steps:
-                break
-        if hi > max_fixed_steps:
-            rows.append(dict(common, method=m, n_steps=None, nfe=None, error=None, wall_s=None, tol=tol, reached=False))
-            continue
-        while hi - lo > max(1, hi // 64):  # bisection to ~1.5%
+            if hi > MAX_FIXED_STEPS:
+                raise ProviderUnavailable(f"no step count <= {MAX_FIXED_STEPS} reaches rk45's error {target:.3g}")
+        while hi - lo > max(1, hi // 64):
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if err(at(mid)[0]) <= target else (mid, hi)
-        (xf, nfe_f), wall_f = _timed(lambda: at(hi), dev, repeats)
-        rows.append(dict(common, method=m, n_steps=hi, nfe=nfe_f, error=err(xf), wall_s=wall_f, tol=tol, reached=True))
-    return rows
+            lo, hi = (lo, mid) if err(provider.make(inp, mid)[0]) <= target else (mid, hi)
+        inp[f"steps_{provider.name}"] = hi
+        return {"n_steps": hi, "error": err(provider.make(inp, hi)[0]), "rk45_error": target}
 
-
-if __name__ == "__main__":  # pragma: no cover - manual run: python -m fastlangevin.benchmarking.workloads.ode
-    for name in ("vp", "ve"):
-        for tol in (1e-3, 1e-5):
-            for row in run(name, tol=tol):
-                print(row)
+    def timed(self, provider, case, inp, opts):
+        n = inp[f"steps_{provider.name}"]
+        x, nfe = provider.make(inp, n)
+        extra = {"figures": {"nfe": nfe, "n_steps": n, "error": inp["err"](x)}}
+        return (lambda: provider.make(inp, n)), extra

@@ -2,37 +2,31 @@
 
     θ_i ← θ_i − lr ∇U_i + sqrt(2 lr) z_i    for every parameter tensor i
 
-Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; conv
-weights, BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way linear head): 101 tensors,
-0.46 M parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU). Gradients are fixed random
-tensors (the step is what is timed, not the backward pass).
+Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; conv weights,
+BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way linear head): 101 tensors, 0.46 M
+parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU); ``--param width=W``. Gradients are fixed
+random tensors (the step is timed, not the backward pass). Throughput: steps/s.
 
-Providers (per-step time, median of repeats):
+Providers (factory ``make(params, grads, lr, temperature) -> step()``): ``eager_loop`` — per parameter
+``p.add_(g, alpha=-lr)`` then ``p.add_(randn_like(p), alpha=sqrt(2 lr))``; ``torch`` / ``triton`` —
+:class:`fastlangevin.optim.SGLD` on that backend (foreach ops / one multi-tensor launch);
+``posteriors`` — ``posteriors.sgmcmc.sgld.update(..., inplace=True)`` when it imports, with a log
+posterior linear in θ, Σ_i ⟨θ_i, −g_i⟩, so its gradient is the same fixed g (its call includes that
+torch.func gradient, which the others do not pay: noted in its ``extra``).
 
-* ``eager_loop`` — SGLD as usually written: per parameter, ``p.add_(g, alpha=-lr)`` then
-  ``p.add_(torch.randn_like(p), alpha=sqrt(2 lr))`` (two or three kernels per tensor);
-* ``fastlangevin_torch`` — :class:`fastlangevin.optim.SGLD` with ``backend="torch"`` (foreach ops);
-* ``fastlangevin_triton`` — the same with ``backend="triton"``: one multi-tensor launch (CUDA only;
-  under the CPU interpreter it is skipped: interpreted timings mean nothing);
-* ``posteriors`` — ``posteriors.sgmcmc.sgld.update(..., inplace=True)`` (normal-computing's
-  per-leaf eager SGLD), when it imports; its log posterior is linear in θ, Σ_i ⟨θ_i, g_i⟩, so
-  its gradient is the same fixed g — that call includes posteriors' torch.func gradient
-  evaluation, which the other providers do not pay (noted in each row).
-
-Check (before timing): with temperature 0 each provider's update equals θ − lr·g (to fp32
-rounding: FMA or not), so a provider that skips or mis-scales a tensor fails.
-
-``run(...) -> list[dict]``: one dict per provider (the lead wires it into the engine).
+Check (before timing): with temperature 0 each provider's update equals θ − lr·g (to fp32 rounding:
+FMA or not) on every tensor, so a provider that skips or mis-scales a tensor is rejected.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Tuple
 
 import torch
 
-from ..timing import time_cpu_interleaved, time_fn
+from ..engine import DTYPES, Case, CheckFailed, Provider, Workload
+from .common import triton_unavailable
 
 LR = 1e-4
 
@@ -43,13 +37,11 @@ def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10)
     c_in = width
     for stage in range(3):
         c = width * 2**stage
-        for b in range(blocks_per_stage):
+        for _ in range(blocks_per_stage):
             shapes += [(c, c_in, 3, 3), (c,), (c,), (c, c, 3, 3), (c,), (c,)]
-            if c_in != c:
-                shapes += [(c, c_in, 1, 1), (c,), (c,)]
+            shapes += [(c, c_in, 1, 1), (c,), (c,)] if c_in != c else []
             c_in = c
-    shapes += [(classes, c_in), (classes,)]
-    return shapes
+    return shapes + [(classes, c_in), (classes,)]
 
 
 def _tensors(shapes, device, dtype, seed):
@@ -76,8 +68,7 @@ def _fastlangevin(backend):
 
         for p, g in zip(params, grads):
             p.grad = g
-        opt = SGLD(params, lr=lr, temperature=temperature, seed=0, backend=backend)
-        return opt.step
+        return SGLD(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
 
     return make
 
@@ -85,110 +76,80 @@ def _fastlangevin(backend):
 def _posteriors(params, grads, lr, temperature):
     import posteriors
 
-    # posteriors ascends the log posterior: log p = −U, whose gradient is −g. Params as a dict
-    # (a pytree of named leaves, as for a model's named_parameters()).
-    neg = {str(i): -g for i, g in enumerate(grads)}
+    neg = {str(i): -g for i, g in enumerate(grads)}  # posteriors ascends log p = −U, whose gradient is −g
 
     def log_post(ps, batch):
         return sum((ps[k] * neg[k]).sum() for k in ps), torch.tensor([])
 
     transform = posteriors.sgmcmc.sgld.build(log_post, lr=lr, temperature=temperature)
     state = transform.init({str(i): p for i, p in enumerate(params)})
-
-    def step():
-        transform.update(state, None, inplace=True)
-
+    step = lambda: transform.update(state, None, inplace=True)  # noqa: E731
     step.params = [state.params[str(i)] for i in range(len(params))]
     return step
 
 
-PROVIDERS = {
-    "eager_loop": _eager_loop,
-    "fastlangevin_torch": _fastlangevin("torch"),
-    "fastlangevin_triton": _fastlangevin("triton"),
-    "posteriors": _posteriors,
-}
-
-
-def _available(name: str, device: torch.device) -> Optional[str]:
-    """None if the provider can run here, else why not."""
-    if name == "fastlangevin_triton" and device.type != "cuda":
-        return "needs CUDA (the CPU interpreter's timings are meaningless)"
-    if name == "posteriors":
-        try:
-            import posteriors  # noqa: F401
-        except Exception as exc:
-            return f"posteriors does not import ({type(exc).__name__}: {exc})"
+def _posteriors_unavailable(case, opts):
+    try:
+        import posteriors  # noqa: F401
+    except Exception as exc:
+        return f"posteriors does not import ({type(exc).__name__}: {exc})"
     return None
 
 
-def _check(name, device, dtype, shapes):
-    """Temperature 0: one step must give θ − lr·g on every tensor."""
-    params, grads = _tensors(shapes, device, dtype, 1), _tensors(shapes, device, dtype, 2)
-    want = [p - LR * g for p, g in zip(params, grads)]
-    step = PROVIDERS[name](params, grads, LR, 0.0)
-    step()
-    got = getattr(step, "params", params)
-    for i, (a, b) in enumerate(zip(got, want)):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=lambda m: f"{name}, tensor {i}: {m}")
+class Optim(Workload):
+    name = "optim"
+    description = "SGLD optimizer step over the 101 tensors of a CIFAR ResNet-32 (fixed gradients); steps/s"
+    bytes_note = "optim: not a bandwidth figure, throughput is optimizer steps/s"
+    dtypes = ("fp32",)
+    modes = ("inplace",)
+    provider_list = (
+        Provider("eager_loop", "eager per-parameter loop: p.add_(g, -lr); p.add_(randn_like(p), b)", _eager_loop),
+        Provider("torch", "fastlangevin.optim.SGLD (PyTorch foreach fallback)", _fastlangevin("torch"), "ours"),
+        Provider(
+            "triton",
+            "fastlangevin.optim.SGLD (Triton multi-tensor)",
+            _fastlangevin("triton"),
+            "ours",
+            triton_unavailable(1 << 16),
+        ),  # fmt: skip
+        Provider("posteriors", "posteriors.sgmcmc.sgld (per leaf)", _posteriors, "peer", _posteriors_unavailable),
+    )
 
+    def cases(self, opts):
+        params = dict(opts.params)
+        params.setdefault("width", 64 if opts.device.type == "cuda" else 16)
+        numel = sum(math.prod(s) for s in resnet_shapes(int(params["width"])))
+        return [Case(self.name, (numel,), DTYPES[d], m, opts.device, tuple(sorted(params.items())))
+                for d in opts.dtypes if d in self.dtypes for m in opts.modes if m in self.modes]  # fmt: skip
 
-def run(
-    device: str = "cpu",
-    width: Optional[int] = None,
-    providers: Optional[Sequence[str]] = None,
-    warmup_ms: float = 50.0,
-    rep_ms: float = 300.0,
-) -> List[Dict]:
-    """Time one SGLD step per provider. Returns one dict per provider (skipped ones say why)."""
-    dev = torch.device(device)
-    width = width if width is not None else (64 if dev.type == "cuda" else 16)
-    shapes = resnet_shapes(width)
-    numel = sum(math.prod(s) for s in shapes)
-    rows: List[Dict] = []
-    steps = {}
-    for name in providers or list(PROVIDERS):
-        row = {
-            "workload": "optim",
-            "provider": name,
-            "device": str(dev),
-            "dtype": "float32",
-            "n_tensors": len(shapes),
-            "numel": numel,
-            "width": width,
-            "threads": torch.get_num_threads(),
+    def items(self, case):
+        return (1, "steps/s")
+
+    def bytes_moved(self, case):
+        return None
+
+    def copy_baseline(self, case, inputs):
+        return None
+
+    def setup(self, case, opts):
+        return {"shapes": resnet_shapes(int(case.param("width")))}
+
+    def check(self, provider, case, inp, opts):
+        params, grads = (_tensors(inp["shapes"], case.device, case.dtype, opts.seed + k) for k in (1, 2))
+        want = [p - LR * g for p, g in zip(params, grads)]
+        step = provider.make(params, grads, LR, 0.0)
+        step()
+        for i, (a, b) in enumerate(zip(getattr(step, "params", params), want)):
+            try:
+                torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+            except AssertionError as exc:
+                raise CheckFailed(f"temperature 0, tensor {i} {tuple(b.shape)}: not θ − lr·g ({exc})") from None
+        return {"n_tensors": len(want)}
+
+    def timed(self, provider, case, inp, opts):
+        params, grads = (_tensors(inp["shapes"], case.device, case.dtype, opts.seed + k) for k in (3, 4))
+        note = {"note": "includes posteriors' torch.func gradient of a linear log posterior"}
+        return provider.make(params, grads, LR, 1.0), {
+            "n_tensors": len(params),
+            **(note if provider.kind == "peer" else {}),
         }
-        rows.append(row)
-        why = _available(name, dev)
-        if why is not None:
-            row["skipped"] = why
-            continue
-        _check(name, dev, torch.float32, shapes)
-        params, grads = _tensors(shapes, dev, torch.float32, 3), _tensors(shapes, dev, torch.float32, 4)
-        steps[name] = PROVIDERS[name](params, grads, LR, 1.0)
-    if dev.type == "cuda":
-        timings = {name: time_fn(fn, dev, warmup_ms=warmup_ms, rep_ms=rep_ms) for name, fn in steps.items()}
-    else:  # round-robin, so a change of load on a shared machine hits every provider alike
-        timings = time_cpu_interleaved(steps, warmup_ms=warmup_ms, rep_ms=rep_ms)
-    for row in rows:
-        t = timings.get(row["provider"])
-        if t is None:
-            continue
-        row.update(
-            median_ms=t.median_ms,
-            p20_ms=t.p20_ms,
-            p80_ms=t.p80_ms,
-            reps=t.reps,
-            timing=t.method,
-            steps_per_s=1e3 / t.median_ms,
-        )
-        if row["provider"] == "posteriors":
-            row["note"] = "includes posteriors' torch.func gradient of a linear log posterior"
-    return rows
-
-
-if __name__ == "__main__":  # python -m fastlangevin.benchmarking.workloads.optim
-    import json
-
-    for r in run():
-        print(json.dumps(r))
