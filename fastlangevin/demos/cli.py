@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import sys
 
 import torch
 
@@ -100,7 +101,33 @@ def run_demo(
         torch.set_num_threads(before)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for --threads: a clear usage error instead of torch's traceback for 0 or less."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _device_problem(device: str):
+    """Why ``device`` cannot run here (None when it can): checked before anything is printed."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        return str(exc)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return "--device cuda, but torch sees no CUDA device here (try --device cpu)"
+    return None
+
+
 def _run(args) -> int:
+    problem = _device_problem(args.device)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     overrides = {field: getattr(args, opt) for opt, field in OVERRIDES.items()}
     out = None if args.no_plots else args.out
     size = "quick" if args.quick else "full"
@@ -149,7 +176,7 @@ def add_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help="torch CPU threads (default: 1 for the 2-D demos, torch's default for digits)",
     )
