@@ -24,16 +24,25 @@ Tested on CPU (eager, and the graph path with a CPU stand-in for the replay). Wi
 ``cuda_graph=True`` on a GPU the generator state is read after replays of a graph registered with
 the generator; that combination has not been run on hardware yet.
 
-Hooks left for later: the score-SDE ODE sampler and ``distributed.sample_sharded`` (one file per
-rank, resumed on the same world size) can use :class:`Checkpointer` with a per-rank path and the
-world size in the fingerprint; not wired yet.
+Other users of :class:`Checkpointer` (its :meth:`~Checkpointer.save` / :meth:`~Checkpointer.load`
+take and give a payload dict):
+
+* :func:`fastlangevin.probability_flow.ode_sample` writes the solver's state: after every k-th
+  step of euler / heun / rk4 (the state, the step index, the NFE count), after every k-th
+  *accepted* step of rk45 (the state, τ = |t - t0|, the next step size h, the FSAL derivative,
+  the accepted / rejected counts and the NFE count; its error controller keeps no other state).
+* :func:`fastlangevin.distributed.sample_sharded` gives every rank its own file,
+  ``PATH.rank{r}-of-{w}``, and puts the world size, the rank and its rows into the fingerprint
+  (:func:`fingerprint_extras`); a resume on another world size is refused naming both sizes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import torch
 
@@ -63,10 +72,26 @@ def _describe(v: Any) -> Any:
     return repr(v)
 
 
+# Entries added to every fingerprint built inside :func:`fingerprint_extras` (sample_sharded's
+# world size and rank: the sampler that builds the fingerprint does not know them).
+_EXTRAS: contextvars.ContextVar[Dict[str, Any]] = contextvars.ContextVar("fastlangevin_fp_extras", default={})
+
+
+@contextlib.contextmanager
+def fingerprint_extras(**entries) -> Iterator[None]:
+    """Add ``entries`` to the fingerprint of every checkpointed call made inside the block."""
+    token = _EXTRAS.set({**_EXTRAS.get(), **{k: _describe(v) for k, v in entries.items()}})
+    try:
+        yield
+    finally:
+        _EXTRAS.reset(token)
+
+
 def fingerprint(name: str, *, trace=None, stats=None, **args) -> Dict[str, Any]:
     """The entries a resumed call must match: every argument that shapes the run's numbers."""
     fp = {"sampler": name}
     fp.update({k: _describe(v) for k, v in args.items()})
+    fp.update(_EXTRAS.get())
     fp["trace"] = None if trace is None else f"Trace(every={trace.every})"
     fp["stats"] = (
         None
@@ -110,23 +135,13 @@ class Checkpointer:
         return cls(path, checkpoint_every, res, fp_fn())
 
     # -- writing ----------------------------------------------------------------------------
-    def due(self, steps_done: int, total: int) -> bool:
-        return self.path is not None and steps_done % self.every == 0 and steps_done < total
+    def due(self, steps_done: int, total: Optional[int] = None) -> bool:
+        """A write is due after ``steps_done`` steps (never after the last of ``total``)."""
+        return self.path is not None and steps_done % self.every == 0 and (total is None or steps_done < total)
 
-    def write(self, loop, steps_done: int, records_started: bool) -> None:
-        opts = loop.opts
-        payload = {
-            "format": FORMAT,
-            "fingerprint": self.fp,
-            "steps_done": steps_done,
-            "state": [t.detach().clone() for t in loop.state],
-            "generator": loop._generator().get_state(),
-            "records_started": records_started,
-            "trace": None
-            if opts.trace is None or not records_started
-            else {"states": opts.trace.states, "steps": list(opts.trace.steps)},
-            "stats": None if opts.stats is None or not records_started else opts.stats.state_dict(),
-        }
+    def save(self, payload: Dict[str, Any]) -> None:
+        """Write ``payload`` (plus the format and fingerprint) to the checkpoint path atomically."""
+        payload = {"format": FORMAT, "fingerprint": self.fp, **payload}
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = f"{self.path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
@@ -143,10 +158,25 @@ class Checkpointer:
         finally:
             os.close(fd)
 
+    def write(self, loop, steps_done: int, records_started: bool) -> None:
+        opts = loop.opts
+        self.save(
+            {
+                "steps_done": steps_done,
+                "state": [t.detach().clone() for t in loop.state],
+                "generator": loop._generator().get_state(),
+                "records_started": records_started,
+                "trace": None
+                if opts.trace is None or not records_started
+                else {"states": opts.trace.states, "steps": list(opts.trace.steps)},
+                "stats": None if opts.stats is None or not records_started else opts.stats.state_dict(),
+            }
+        )
+
     # -- resuming ---------------------------------------------------------------------------
-    def restore(self, loop) -> int:
-        """Load the checkpoint into the loop (state, generator, trace, stats); returns steps done."""
-        device = loop.state[0].device
+    def load(self, device) -> Dict[str, Any]:
+        """The resume file's payload (tensors on ``device``), after checking its format and
+        fingerprint: a ValueError naming every entry that differs from this call's."""
         try:
             payload = torch.load(self.resume, map_location=device, weights_only=False)
         except Exception as exc:
@@ -160,7 +190,12 @@ class Checkpointer:
             raise ValueError(
                 f"resume={self.resume!r} was written by a different call: {', '.join(diff)} differ ({lines})"
             )
-        if len(payload["state"]) != len(loop.state):
+        return payload
+
+    def restore(self, loop) -> int:
+        """Load the checkpoint into the loop (state, generator, trace, stats); returns steps done."""
+        payload = self.load(loop.state[0].device)
+        if len(payload.get("state", ())) != len(loop.state):
             raise ValueError(f"resume={self.resume!r}: the checkpoint holds a different run state")
         for t, s in zip(loop.state, payload["state"]):
             t.copy_(s)
