@@ -20,12 +20,18 @@ alone and inside any batch. rk45 controls the error over the batch: one step-siz
 samples, accepted when the *worst* sample's RMS scaled error ≤ 1. A sample's trajectory therefore
 depends on its batch (the steps it is given), but each sample's local error stays within
 ``atol + rtol·|y|``, so results differ between batchings by no more than the solver's tolerance.
+
+Resuming (checkpoints, :mod:`fastlangevin.sampling.checkpoint`): ``on_step(state)`` is called after
+every step (rk45: every accepted step) with the solver's whole state, a dict; passing that dict
+back as ``resume=`` continues bitwise as if never stopped. Fixed steps: ``{"steps", "ys"}``;
+rk45: ``{"accepted", "rejected", "tau", "h", "ys", "k1", "done"}`` (τ = |t - t0| reached, h the next
+step size, k1 the FSAL derivative at τ; the step-size controller is memoryless: h is its state).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -50,6 +56,8 @@ _DP_A = (
 _DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
 
 Field = Callable[[List[torch.Tensor], float, float], List[torch.Tensor]]
+SolverState = Dict[str, Any]
+OnStep = Optional[Callable[[SolverState], None]]
 
 
 def check_method(method) -> str:
@@ -87,12 +95,28 @@ def _stage(ys, kss, weights, h, backend):
     return [_axpy(y, _combine([ks[i] for ks in kss], weights), h, backend) for i, y in enumerate(ys)]
 
 
-def integrate_fixed(field: Field, ys, t0: float, t1: float, method: str, n_steps: int, backend, bar=None):
-    """``n_steps`` uniform steps of euler / heun / rk4 from t0 to t1."""
+def integrate_fixed(
+    field: Field,
+    ys,
+    t0: float,
+    t1: float,
+    method: str,
+    n_steps: int,
+    backend,
+    bar=None,
+    *,
+    resume: Optional[SolverState] = None,
+    on_step: OnStep = None,
+):
+    """``n_steps`` uniform steps of euler / heun / rk4 from t0 to t1 (from step ``resume["steps"]``
+    with state ``resume["ys"]`` when resuming)."""
     h = abs(t1 - t0) / n_steps
     sign = 1.0 if t1 > t0 else -1.0
     times = torch.linspace(t0, t1, n_steps + 1, dtype=torch.float64).tolist()
-    for j in range(n_steps):
+    start = 0
+    if resume is not None:
+        start, ys = int(resume["steps"]), list(resume["ys"])
+    for j in range(start, n_steps):
         t = times[j]
         k1 = field(ys, t, sign)
         if method == "euler":
@@ -108,6 +132,8 @@ def integrate_fixed(field: Field, ys, t0: float, t1: float, method: str, n_steps
             ys = _stage(ys, [k1, k2, k3, k4], (1.0, 2.0, 2.0, 1.0), h / 6, backend)
         if bar is not None:
             bar.update(1)
+        if on_step is not None:
+            on_step({"steps": j + 1, "ys": ys})
     return ys
 
 
@@ -122,19 +148,8 @@ def _sample_norms(vals, scales) -> torch.Tensor:
     return (sq / count).sqrt()
 
 
-def integrate_rk45(field: Field, ys, t0: float, t1: float, rtol: float, atol: float, backend, max_steps: int, bar=None):
-    """Adaptive Dormand–Prince 5(4) with FSAL; the error norm is the worst sample's RMS scaled error.
-
-    Returns (ys, n_accepted, n_rejected)."""
-    span = abs(t1 - t0)
-    sign = 1.0 if t1 > t0 else -1.0
-    k1 = field(ys, t0, sign)
-
-    def scale(a, b=None):
-        m = a.double().abs() if b is None else torch.maximum(a.double().abs(), b.double().abs())
-        return atol + rtol * m
-
-    # Initial step (Hairer, Nørsett & Wanner, "Solving ODEs I", II.4): 1 extra evaluation, 2 syncs.
+def _initial_step(field: Field, ys, k1, t0: float, sign: float, span: float, scale, backend) -> float:
+    """Hairer, Nørsett & Wanner, "Solving ODEs I", II.4: 1 extra evaluation, 2 syncs."""
     sc0 = [scale(y) for y in ys]
     d0 = float(_sample_norms(ys, sc0).max())
     d1 = float(_sample_norms(k1, sc0).max())
@@ -143,9 +158,40 @@ def integrate_rk45(field: Field, ys, t0: float, t1: float, rtol: float, atol: fl
     f1 = field([_axpy(y, k, h0, backend) for y, k in zip(ys, k1)], t0 + sign * h0, sign)
     d2 = float(_sample_norms([a - b for a, b in zip(f1, k1)], sc0).max()) / h0
     h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** 0.2
-    h = min(100 * h0, h1, span)
+    return min(100 * h0, h1, span)
 
-    tau, accepted, rejected = 0.0, 0, 0
+
+def integrate_rk45(
+    field: Field,
+    ys,
+    t0: float,
+    t1: float,
+    rtol: float,
+    atol: float,
+    backend,
+    max_steps: int,
+    bar=None,
+    *,
+    resume: Optional[SolverState] = None,
+    on_step: OnStep = None,
+):
+    """Adaptive Dormand–Prince 5(4) with FSAL; the error norm is the worst sample's RMS scaled error.
+
+    Returns (ys, n_accepted, n_rejected)."""
+    span = abs(t1 - t0)
+    sign = 1.0 if t1 > t0 else -1.0
+
+    def scale(a, b=None):
+        m = a.double().abs() if b is None else torch.maximum(a.double().abs(), b.double().abs())
+        return atol + rtol * m
+
+    if resume is None:
+        k1 = field(ys, t0, sign)
+        h = _initial_step(field, ys, k1, t0, sign, span, scale, backend)
+        tau, accepted, rejected = 0.0, 0, 0
+    else:
+        ys, k1 = list(resume["ys"]), list(resume["k1"])
+        tau, h, accepted, rejected = float(resume["tau"]), float(resume["h"]), resume["accepted"], resume["rejected"]
     while tau < span:
         if accepted + rejected >= max_steps:
             raise RuntimeError(
@@ -173,9 +219,12 @@ def integrate_rk45(field: Field, ys, t0: float, t1: float, rtol: float, atol: fl
             accepted += 1
             if bar is not None:
                 bar.update(1)
-            factor = 10.0 if e == 0 else min(10.0, max(0.2, 0.9 * e**-0.2))
+            h *= 10.0 if e == 0 else min(10.0, max(0.2, 0.9 * e**-0.2))
+            if on_step is not None:
+                on_step(
+                    {"accepted": accepted, "rejected": rejected, "tau": tau, "h": h, "ys": ys, "k1": k1, "done": last}
+                )
         else:
             rejected += 1
-            factor = min(1.0, max(0.2, 0.9 * e**-0.2))
-        h *= factor
+            h *= min(1.0, max(0.2, 0.9 * e**-0.2))
     return ys, accepted, rejected

@@ -15,6 +15,13 @@ global sample index like every op, so ``x[:k]`` is the first k samples of the la
 Solvers, host syncs and batch invariance: :mod:`fastlangevin.ode_solvers` (fixed-step methods are
 batch-invariant bitwise and never sync; rk45 syncs once per attempted step and is batch-invariant
 within its tolerance).
+
+Checkpoint/resume (``ode_sample(..., checkpoint=PATH, checkpoint_every=k)``, ``resume=PATH``): the
+solver's whole state is written atomically after every k-th step (rk45: every k-th accepted step;
+never after the last) with the NFE count; a resumed call continues bitwise, NFE count included.
+The fingerprint holds the arguments that shape the numbers (the method's own: ``n_steps`` for the
+fixed-step methods, ``rtol``/``atol``/``max_steps`` for rk45) and the state at t = 1 (``x0``, or
+the prior draw); see :mod:`fastlangevin.sampling.checkpoint`.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 
 from ._validate import check_state
 from .ode_solvers import FIXED_METHODS, check_method, check_tolerances, integrate_fixed, integrate_rk45
+from .sampling.checkpoint import Checkpointer, fingerprint
 from .sampling.loop import _progress_bar, checked_score, compute_dtype, phase
 from .sampling.pc import sample_prior
 from .sde import check_sde, pf_coeffs
@@ -78,22 +86,81 @@ def pf_field(score_fn, sde, B: int, tdtype, device, nfe: Counter) -> Callable:
     return field
 
 
-def solve(field, ys, t0, t1, method, n_steps, rtol, atol, backend, max_steps, progress, desc):
+def solve(
+    field, ys, t0, t1, method, n_steps, rtol, atol, backend, max_steps, progress, desc, *, resume=None, on_step=None
+):
     bar = _progress_bar(progress, n_steps or max_steps, desc)
+    if bar is not None and resume is not None:
+        bar.update(resume["steps"] if method in FIXED_METHODS else resume["accepted"])
+    solver = dict(resume=resume, on_step=on_step)
     try:
         if method in FIXED_METHODS:
-            return integrate_fixed(field, ys, t0, t1, method, n_steps, backend, bar)
-        return integrate_rk45(field, ys, t0, t1, rtol, atol, backend, max_steps, bar)[0]
+            return integrate_fixed(field, ys, t0, t1, method, n_steps, backend, bar, **solver)
+        return integrate_rk45(field, ys, t0, t1, rtol, atol, backend, max_steps, bar, **solver)[0]
     finally:
         if bar is not None:
             bar.close()
 
 
-def _run(score_fn, sde, x, t0, t1, method, n_steps, rtol, atol, backend, max_steps, progress, return_nfe, desc):
+def _checkpointing(ckpt: Optional[Checkpointer], method: str, n_steps: Optional[int], nfe: Counter, device):
+    """(resume, on_step) for the solver: the restored solver state (NFE count set) or None, and
+    the hook writing the solver state after every k-th (accepted) step, or None."""
+    if ckpt is None:
+        return None, None
+    fixed = method in FIXED_METHODS
+    resume = None
+    if ckpt.resume is not None:
+        payload = ckpt.load(device)
+        resume, nfe.n = payload["solver"], int(payload["nfe"])
+    if ckpt.path is None:
+        return resume, None
+
+    def on_step(state) -> None:
+        done = state["steps"] if fixed else state["accepted"]
+        if not state.get("done") and ckpt.due(done, n_steps if fixed else None):
+            solver = {k: [y.detach().clone() for y in v] if k in ("ys", "k1") else v for k, v in state.items()}
+            ckpt.save({"steps_done": done, "solver": solver, "nfe": nfe.n})
+
+    return resume, on_step
+
+
+def _run(
+    score_fn,
+    sde,
+    x,
+    t0,
+    t1,
+    method,
+    n_steps,
+    rtol,
+    atol,
+    backend,
+    max_steps,
+    progress,
+    return_nfe,
+    desc,
+    ckpt: Optional[Checkpointer] = None,
+):
     nfe = Counter()
     field = pf_field(score_fn, sde, x.shape[0], compute_dtype(x.dtype), x.device, nfe)
+    resume, on_step = _checkpointing(ckpt, method, n_steps, nfe, x.device)
     with torch.no_grad():
-        (out,) = solve(field, [x], t0, t1, method, n_steps, rtol, atol, backend, max_steps, progress, desc)
+        (out,) = solve(
+            field,
+            [x],
+            t0,
+            t1,
+            method,
+            n_steps,
+            rtol,
+            atol,
+            backend,
+            max_steps,
+            progress,
+            desc,
+            resume=resume,
+            on_step=on_step,
+        )
     return (out, nfe.n) if return_nfe else out
 
 
@@ -127,6 +194,9 @@ def ode_sample(
     backend: Optional[str] = None,
     rng: Optional[str] = None,
     sample_offset: int = 0,
+    checkpoint=None,
+    checkpoint_every: Optional[int] = None,
+    resume=None,
 ):
     """Sample by integrating the probability-flow ODE from t = 1 to ``eps``.
 
@@ -141,6 +211,9 @@ def ode_sample(
         eps: the final time (default ``sde.sampling_eps``), in (0, 1).
         backend: backend of the fused update op ("triton", "torch" or None = auto).
         return_nfe: also return the number of score evaluations.
+        checkpoint, checkpoint_every: write the solver's state to the file ``checkpoint``
+            atomically after every ``checkpoint_every``-th step (rk45: accepted step).
+        resume: a checkpoint file of the same call: continue from it (bitwise, NFE included).
 
     Returns:
         x at t = eps (a new tensor), or ``(x, nfe)``.
@@ -148,6 +221,9 @@ def ode_sample(
     method, n, rtol, atol, eps = _common_checks(score_fn, sde, method, n_steps, rtol, atol, eps, max_steps)
     if (x0 is None) == (shape is None):
         raise ValueError("pass exactly one of x0 (the state at t = 1) and shape (to draw it from the prior)")
+    # the checkpoint arguments are checked before the prior draw (a refused call leaves the
+    # generator untouched); the fingerprint, which hashes the draw, is filled in after it
+    ckpt = Checkpointer.from_args(checkpoint, checkpoint_every, resume, dict)
     if x0 is not None:
         check_state("x0", x0)
         if dtype is not None and dtype != x0.dtype:
@@ -164,8 +240,27 @@ def ode_sample(
             rng=rng,
             sample_offset=sample_offset,
         )
+    if ckpt is not None:
+        adaptive = method == "rk45"
+        ckpt.fp = fingerprint(
+            "ode_sample",
+            score_fn=score_fn,
+            sde=sde,
+            x0=x0,
+            shape=None if shape is None else list(x.shape),
+            prior_draw=None if x0 is not None else x,  # generator, rng and sample_offset shape it
+            dtype=x.dtype,
+            device=str(x.device),
+            method=method,
+            n_steps=n,
+            rtol=rtol if adaptive else None,
+            atol=atol if adaptive else None,
+            max_steps=max_steps if adaptive else None,
+            eps=eps,
+            backend=backend,
+        )
     return _run(
-        score_fn, sde, x, 1.0, eps, method, n, rtol, atol, backend, max_steps, progress, return_nfe, "ode_sample"
+        score_fn, sde, x, 1.0, eps, method, n, rtol, atol, backend, max_steps, progress, return_nfe, "ode_sample", ckpt
     )
 
 

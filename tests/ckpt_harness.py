@@ -3,8 +3,10 @@
     python tests/ckpt_harness.py SAMPLER PATH MODE K
 
 runs SAMPLER with ``checkpoint=PATH`` and kills itself with SIGKILL — MODE "between": right after
-step K (from the callback, between writes); "before_rename": inside the 2nd checkpoint write, with the
-new file complete but not yet renamed onto PATH; "mid_write": inside the 2nd write, half of it on disk.
+step K (from the callback, between writes; the ODE runs, which take no callback: inside the K-th
+score evaluation, i.e. in the middle of a step); "before_rename": inside the 2nd checkpoint write,
+with the new file complete but not yet renamed onto PATH; "mid_write": inside the 2nd write, half of
+it on disk.
 """
 
 from __future__ import annotations
@@ -28,9 +30,33 @@ def _log_prob(x):
     return -0.5 * (x.square() * torch.tensor([1.0, 4.0], dtype=x.dtype)).sum(1)
 
 
+_VE = fl.VESDE(sigma_min=0.01, sigma_max=5.0)
+_KILL_AT_EVALUATION = [0]  # > 0: the ODE's score function kills the process at that evaluation
+_evaluations = [0]
+
+
+def _ode_score(x, t):  # nonlinear, so rk45 takes ~20 steps and rejects some
+    _evaluations[0] += 1
+    if _evaluations[0] == _KILL_AT_EVALUATION[0]:
+        _kill()
+    return -x / (1.0 + _VE.marginal_std(t)[:, None] ** 2) + 0.5 * torch.sin(3 * x)
+
+
+#: The ODE runs: ode_sample with these options (rk4: 12 steps, 4 score evaluations each; rk45: 21
+#: accepted and 2 rejected steps, 140 evaluations).
+ODE_RUNS = {
+    "ode_sample-rk4": dict(method="rk4", n_steps=12),
+    "ode_sample-rk45": dict(method="rk45", rtol=1e-4, atol=1e-4),
+}
+
+
 def run(name: str, **kw):
     """The run of sampler ``name`` (fixed inputs and seed), with extra keyword arguments; returns
-    (result tensors..., trace states, stats mean, stats var)."""
+    (result tensors..., trace states, stats mean, stats var); the ODE runs: (x, NFE)."""
+    if name in ODE_RUNS:
+        g = torch.Generator().manual_seed(7)
+        x, nfe = fl.ode_sample(_ode_score, _VE, shape=(6, 2), generator=g, return_nfe=True, **ODE_RUNS[name], **kw)
+        return x, torch.tensor(nfe)
     g = torch.Generator().manual_seed(7)
     x0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(8))
     trace, stats = fl.Trace(every=3), fl.RunningStats(every=2, batch_size=2)
@@ -56,7 +82,9 @@ def _kill():
 def main(argv):
     name, path, mode, k = argv[0], argv[1], argv[2], int(argv[3])
     kw = dict(checkpoint=path, checkpoint_every=EVERY)
-    if mode == "between":
+    if mode == "between" and name in ODE_RUNS:
+        _KILL_AT_EVALUATION[0] = k
+    elif mode == "between":
         steps = [0]
 
         def callback(step, x):  # counts every kept step; MALA's 8 warm-up steps are not seen

@@ -39,7 +39,51 @@ def test_killed_between_writes_resumes_bitwise(tmp_path, name):
     _assert_same(H.run(name, resume=path), H.run(name))
 
 
-@pytest.mark.parametrize("name,mode", [("langevin", "before_rename"), ("langevin", "mid_write"), ("mala", "mid_write")])
+# killed inside a score evaluation: rk4's 42nd is in step 11 (last checkpoint after step 8);
+# rk45's 100th is in its ~16th accepted step (checkpoints after every 4th accepted step)
+@pytest.mark.parametrize("name,evaluation,steps_done", [("ode_sample-rk4", 42, 8), ("ode_sample-rk45", 100, 12)])
+def test_ode_killed_mid_step_resumes_bitwise_nfe_included(tmp_path, name, evaluation, steps_done):
+    path = tmp_path / "run.ckpt"
+    _killed_run(name, path, "between", evaluation)
+    saved = torch.load(path, weights_only=False)
+    assert saved["steps_done"] == steps_done and 0 < saved["nfe"] < evaluation
+    resumed, whole = H.run(name, resume=path), H.run(name)
+    _assert_same(resumed, whole)  # (x, NFE)
+    resumed_and_writing = H.run(name, resume=path, checkpoint=path, checkpoint_every=H.EVERY)
+    _assert_same(resumed_and_writing, whole)
+
+
+def test_ode_checkpointing_does_not_change_the_run(tmp_path):
+    for name in H.ODE_RUNS:
+        _assert_same(H.run(name, checkpoint=tmp_path / name, checkpoint_every=1), H.run(name))
+    # never after the last step: rk4's 12 steps leave the state after step 11
+    assert torch.load(tmp_path / "ode_sample-rk4", weights_only=False)["steps_done"] == 11
+
+
+def test_ode_checkpoint_of_another_call_is_refused(tmp_path):
+    path = tmp_path / "c"
+    H.run("ode_sample-rk45", checkpoint=path, checkpoint_every=4)
+    sde, score = H._VE, H._ode_score
+    kw = dict(shape=(6, 2), method="rk45", rtol=1e-4, atol=1e-4, resume=path)
+    with pytest.raises(ValueError, match=r"rtol differ.*checkpoint 0\.0001, this call 0\.001"):
+        fl.ode_sample(score, sde, generator=torch.Generator().manual_seed(7), **{**kw, "rtol": 1e-3})
+    with pytest.raises(ValueError, match=r"prior_draw differ"):  # another seed: another start
+        fl.ode_sample(score, sde, generator=torch.Generator().manual_seed(8), **kw)
+    with pytest.raises(ValueError, match=r"method, n_steps, rtol differ.*method: checkpoint 'rk45', this call 'rk4'"):
+        fl.ode_sample(score, sde, generator=torch.Generator().manual_seed(7), shape=(6, 2), method="rk4", resume=path)
+    with pytest.raises(ValueError, match="sampler: checkpoint 'ode_sample', this call 'langevin'"):
+        fl.langevin(H._score, torch.zeros(6, 2), step_size=0.1, n_steps=3, resume=path)
+    g = torch.Generator().manual_seed(7)
+    before = g.get_state()
+    with pytest.raises(ValueError, match="checkpoint=PATH needs checkpoint_every"):  # refused before the prior draw
+        fl.ode_sample(score, sde, shape=(6, 2), generator=g, checkpoint=path)
+    assert torch.equal(g.get_state(), before)
+
+
+@pytest.mark.parametrize(
+    "name,mode",
+    [("langevin", "before_rename"), ("langevin", "mid_write"), ("mala", "mid_write"), ("ode_sample-rk45", "mid_write")],
+)
 def test_killed_during_a_write_resumes_from_the_previous_checkpoint(tmp_path, name, mode):
     path = tmp_path / "run.ckpt"
     _killed_run(name, path, mode, 0)  # killed inside the 2nd write: PATH still holds the 1st (after step 4)
