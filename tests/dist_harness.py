@@ -5,6 +5,9 @@ start method), each calling ``fn(rank, world, *args)`` after ``init_process_grou
 with a short collective ``timeout``. It returns when every process exited, raises if one of
 them raised (the others are terminated) and kills them all if the deadline passes: a test can
 never hang. Workers exchange results with the test through files (``torch.save``).
+
+``launch_killed(fn, world, tmp_path, *args)``: the same for jobs whose every process is meant to
+die by SIGKILL (the checkpoint/resume tests); it waits for all of them and returns their exit codes.
 """
 
 from __future__ import annotations
@@ -69,3 +72,25 @@ def launch(fn, world: int, tmp_path, *args, pg_timeout_s: float = 20.0, deadline
                 p.kill()
                 p.join(5)
     return time.monotonic() - t0
+
+
+def launch_killed(fn, world: int, tmp_path, *args, pg_timeout_s: float = 20.0, deadline_s: float = 60.0) -> list:
+    """Run ``fn(rank, world, *args)`` on ``world`` processes until every one has exited (killed after
+    ``deadline_s``); returns their exit codes by rank (``-signal.SIGKILL`` for a process killed so)."""
+    init_file = os.path.join(str(tmp_path), f"pg-init-{time.monotonic_ns()}")
+    t0 = time.monotonic()
+    ctx = mp.start_processes(
+        _entry, args=(fn, world, init_file, pg_timeout_s, args), nprocs=world, join=False, start_method="spawn"
+    )
+    try:
+        while any(p.is_alive() for p in ctx.processes):
+            if time.monotonic() - t0 > deadline_s:
+                name = getattr(fn, "__name__", fn)
+                raise TimeoutError(f"{name} on {world} processes still running after {deadline_s:.0f} s (killed)")
+            time.sleep(0.1)
+    finally:
+        for p in ctx.processes:
+            if p.is_alive():
+                p.kill()
+            p.join(5)
+    return [p.exitcode for p in ctx.processes]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import signal
 import time
 
 import pytest
@@ -19,7 +21,7 @@ import torch
 import fastlangevin as fl
 from fastlangevin import distributed as fd
 
-from .dist_harness import launch
+from .dist_harness import launch, launch_killed
 
 B = 7  # odd: shards of 4 and 3 rows
 SEED = 1234
@@ -919,3 +921,143 @@ def test_collective_marker_and_stable_names(monkeypatch):
     assert resolve_error("NoModule") is None
     with fd.failure_report("one process"):  # outside torch.distributed: a no-op
         pass
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoint/resume of sharded runs: killed on 2 ranks, resumed on 2 ranks (one file per rank)
+# ---------------------------------------------------------------------------------------
+CKPT_EVERY = 4
+
+
+def ckpt_cases():
+    """langevin (the shards' rows independent) and pc_sample (rows coupled at every step by the
+    batch-averaged corrector norms: an all-gather per corrector step)."""
+    return {
+        "langevin": (fl.langevin, (ring_score,), {"x0": _x0()}, dict(step_size=0.05, n_steps=13, backend="torch")),
+        "pc": (fl.pc_sample, (ve_score, _ve()), {"shape": (B, 3)}, dict(n_steps=9, backend="torch")),
+    }
+
+
+class _Stop(Exception):
+    pass
+
+
+def _killed_ckpt_job(rank, world, out_dir):
+    """langevin: the ranks stop at different steps (rank 0 after step 6, rank 1 after 10: files at
+    steps 4 and 8); then pc_sample: both ranks SIGKILLed after step 6 (files at step 4)."""
+    import torch.distributed as dist
+
+    sampler, args, start, kw = ckpt_cases()["langevin"]
+    stop_at = 6 if rank == 0 else 10
+
+    def stop(step, x):
+        if step == stop_at:
+            raise _Stop
+
+    path = os.path.join(out_dir, "langevin")
+    try:
+        fd.sample_sharded(
+            sampler, *args, seed=SEED, checkpoint=path, checkpoint_every=CKPT_EVERY, callback=stop, **start, **kw
+        )
+    except _Stop:
+        pass
+
+    sampler, args, start, kw = ckpt_cases()["pc"]
+
+    def kill(step, x):
+        if step == 6:
+            dist.barrier()  # both ranks get here (and wrote step 4's file) before either dies
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    path = os.path.join(out_dir, "pc")
+    fd.sample_sharded(
+        sampler, *args, seed=SEED, checkpoint=path, checkpoint_every=CKPT_EVERY, callback=kill, **start, **kw
+    )
+
+
+def _resume_ckpt_job(rank, world, killed_dir, out_dir):
+    results = {}
+    for name, (sampler, args, start, kw) in ckpt_cases().items():
+        results[name] = fd.sample_sharded(sampler, *args, seed=SEED, gather="all", **start, **kw)
+        resume = os.path.join(killed_dir, name)
+        results[name + "-resumed"] = fd.sample_sharded(
+            sampler, *args, seed=SEED, gather="all", resume=resume, **start, **kw
+        )
+    sampler, args, start, kw = ckpt_cases()["langevin"]
+    try:  # a checkpoint of another call (another step size): refused on every rank, naming it
+        other = dict(kw, step_size=0.06)
+        fd.sample_sharded(sampler, *args, seed=SEED, resume=os.path.join(killed_dir, "langevin"), **start, **other)
+        results["other-call"] = "no error"
+    except ValueError as e:
+        results["other-call"] = str(e)
+    # pc_sample, coupled rows: rank 0's file at step 4, rank 1's at step 6 -> refused
+    sampler, args, start, kw = ckpt_cases()["pc"]
+    every3 = os.path.join(out_dir, "every3")
+    fd.sample_sharded(sampler, *args, seed=SEED, checkpoint=every3, checkpoint_every=3, **start, **kw)
+    mixed = os.path.join(out_dir, "mixed")
+    src = os.path.join(killed_dir, "pc") if rank == 0 else every3
+    shutil.copy(fd.rank_path(src, rank, world), fd.rank_path(mixed, rank, world))
+    try:
+        fd.sample_sharded(sampler, *args, seed=SEED, resume=mixed, **start, **kw)
+        results["mixed-steps"] = "no error"
+    except ValueError as e:
+        results["mixed-steps"] = str(e)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.fixture(scope="module")
+def ckpt_jobs(tmp_path_factory):
+    killed = tmp_path_factory.mktemp("killed")
+    t0 = time.monotonic()
+    codes = launch_killed(_killed_ckpt_job, 2, killed, str(killed), deadline_s=120)
+    print(f"2-process killed job: {time.monotonic() - t0:.1f} s")
+    out = tmp_path_factory.mktemp("resumed")
+    wall = launch(_resume_ckpt_job, 2, out, str(killed), str(out), deadline_s=120)
+    print(f"2-process resume job: {wall:.1f} s")
+    return codes, killed, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def _ckpt_one_process(name):
+    sampler, args, start, kw = ckpt_cases()[name]
+    return sampler(*args, generator=gen(SEED), **start, **kw)
+
+
+@pytest.mark.parametrize("name,steps", [("langevin", [4, 8]), ("pc", [4, 4])])
+def test_sharded_run_killed_and_resumed_is_bitwise_the_uninterrupted_run(ckpt_jobs, name, steps):
+    codes, killed, results = ckpt_jobs
+    assert codes == [-signal.SIGKILL] * 2
+    files = [fd.rank_path(killed / name, r, 2) for r in range(2)]
+    assert [torch.load(f, weights_only=False)["steps_done"] for f in files] == steps  # each rank its own file
+    assert {tuple(torch.load(f, weights_only=False)["fingerprint"]["rows"]) for f in files} == {(0, 4), (4, 7)}
+    want = _ckpt_one_process(name)
+    for r in results:  # gather="all": the whole batch on each rank
+        assert torch.equal(r[name], want)  # the uninterrupted sharded run (= the one-process run)
+        assert torch.equal(r[name + "-resumed"], r[name])
+
+
+def test_sharded_checkpoint_of_another_call_or_steps_is_refused(ckpt_jobs):
+    _, _, results = ckpt_jobs
+    for r in results:
+        assert "step_size differ" in r["other-call"] and "checkpoint 0.05, this call 0.06" in r["other-call"]
+        assert "different steps ([4, 6] by rank)" in r["mixed-steps"]
+
+
+def test_sharded_resume_on_another_world_size_is_refused(ckpt_jobs, tmp_path):
+    _, killed, _ = ckpt_jobs
+    sampler, args, start, kw = ckpt_cases()["langevin"]
+    with pytest.raises(ValueError, match=r"world size 2 .*this run has world size 1"):
+        fd.sample_sharded(sampler, *args, seed=SEED, resume=killed / "langevin", **start, **kw)
+    # a file renamed onto another world size is refused by its fingerprint
+    shutil.copy(fd.rank_path(killed / "langevin", 0, 2), fd.rank_path(tmp_path / "renamed", 0, 1))
+    with pytest.raises(ValueError, match=r"rows, world_size, x0 differ.*world_size: checkpoint 2, this call 1"):
+        fd.sample_sharded(sampler, *args, seed=SEED, resume=tmp_path / "renamed", **start, **kw)
+
+
+def test_one_process_sharded_checkpoint_resumes_bitwise(tmp_path):
+    sampler, args, start, kw = ckpt_cases()["langevin"]
+    path = tmp_path / "c"
+    whole = fd.sample_sharded(sampler, *args, seed=SEED, checkpoint=path, checkpoint_every=5, **start, **kw)
+    assert sorted(os.listdir(tmp_path)) == ["c.rank0-of-1"]
+    assert torch.equal(fd.sample_sharded(sampler, *args, seed=SEED, resume=path, **start, **kw), whole)
+    with pytest.raises(FileNotFoundError, match="no checkpoint file for rank 0 of 1"):
+        fd.sample_sharded(sampler, *args, seed=SEED, resume=tmp_path / "missing", **start, **kw)

@@ -53,9 +53,11 @@ longer than the process group's timeout.
 
 Modules: :mod:`.group` (process group, small collectives), :mod:`.sharding` (rows per rank,
 gather), :mod:`.seeds`, :mod:`.errors` and :mod:`.failures`, :mod:`.protocol` and
-:mod:`.samplers` (declarations), :mod:`.sharded` (:func:`sample_sharded`), :mod:`.shard_files`.
+:mod:`.samplers` (declarations), :mod:`.sharded` (:func:`sample_sharded`), :mod:`.shard_files`,
+:mod:`.checkpoints` (checkpoint/resume of a sharded run: one file per rank, :func:`rank_path`).
 """
 
+from .checkpoints import rank_path
 from .errors import CollectiveError, RankFailedError, RankLostError, RemoteRankError, collective
 from .failures import failure_report
 from .group import init_from_env, rank_and_world
@@ -80,6 +82,7 @@ __all__ = [
     "init_from_env",
     "load_shards",
     "rank_and_world",
+    "rank_path",
     "register_sharding",
     "sample_sharded",
     "save_shard",

@@ -5,6 +5,10 @@ Each rank takes rows ``[start, stop) = shard_range(B, rank, W)`` of the start (`
 ``shape=`` prior), the slices of the per-sample options the sampler declares
 (:mod:`.protocol`), a generator in step on every rank and ``sample_offset=start``; the shards'
 outputs are then gathered by row.
+
+Checkpoint/resume (``checkpoint=PATH, checkpoint_every=k``, ``resume=PATH``, forwarded to the
+sampler): one file per rank, ``PATH.rank{r}-of-{W}``, with the world size, rank and rows in its
+fingerprint; resumed on the same world size only (:mod:`.checkpoints`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from ..sampling.checkpoint import fingerprint_extras
+from .checkpoints import check_same_step, per_rank_files
 from .failures import failure_report
 from .group import all_ints, rank_and_world
 from .protocol import ShardSpec, check_declaration, sampler_name, sharding_spec
@@ -110,7 +116,9 @@ def sample_sharded(
             per-sample (``[B]`` tensors there are sliced to the shard); a sequence of names
             declares them for this call instead.
         **kwargs: the sampler's other options (``n_steps``, ``backend``, ...). ``callback`` and
-            ``trace`` see this rank's shard.
+            ``trace`` see this rank's shard. ``checkpoint=PATH`` / ``resume=PATH``: each rank
+            writes and resumes its own file ``PATH.rank{r}-of-{W}`` (same world size only; see
+            :mod:`fastlangevin.distributed.checkpoints`).
 
     ``pc_sample`` with ``corrector_norm="batch"``: the corrector's per-row norms are all-gathered
     at every corrector step (its declared ``gather_hook``), so that run is a collective per step.
@@ -173,7 +181,12 @@ def sample_sharded(
         _slice_per_sample(call, spec, batch, start, stop)
         if world > 1 and spec.gather_hook is not None and spec.gather_hook not in call:
             call[spec.gather_hook] = lambda rows: gather_rows(rows, batch, group=group, dst=None)
-        out = sampler(*args, generator=gen, sample_offset=start, **call)
+        per_rank_files(call, rank, world)
+        coupled = world > 1 and spec.gather_hook is not None and call.get(spec.gather_hook) is not None
+        if coupled and call.get("resume") is not None:
+            check_same_step(call["resume"], group)
+        with fingerprint_extras(world_size=world, rank=rank, rows=[start, stop]):
+            out = sampler(*args, generator=gen, sample_offset=start, **call)
 
         if gather == "none":
             return out
