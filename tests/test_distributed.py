@@ -990,13 +990,25 @@ def _resume_ckpt_job(rank, world, killed_dir, out_dir):
         results["other-call"] = "no error"
     except ValueError as e:
         results["other-call"] = str(e)
-    # pc_sample, coupled rows: rank 0's file at step 4, rank 1's at step 6 -> refused
+    # pc_sample, coupled rows: every rank keeps two generations (steps 8 and 4 after this run)
     sampler, args, start, kw = ckpt_cases()["pc"]
-    every3 = os.path.join(out_dir, "every3")
+    every4, every3 = os.path.join(out_dir, "every4"), os.path.join(out_dir, "every3")
+    fd.sample_sharded(sampler, *args, seed=SEED, checkpoint=every4, checkpoint_every=4, **start, **kw)
     fd.sample_sharded(sampler, *args, seed=SEED, checkpoint=every3, checkpoint_every=3, **start, **kw)
+    mine = fd.rank_path(every4, rank, world)
+    results["generations"] = [torch.load(f, weights_only=False)["steps_done"] for f in (mine, mine + ".prev")]
+    # rank 1 as if it died before writing step 8: the ranks resume from step 4, the newest common one
+    lagging = os.path.join(out_dir, "lagging")
+    shutil.copy(mine, fd.rank_path(lagging, rank, world) + ".prev")
+    shutil.copy(mine + (".prev" if rank == 1 else ""), fd.rank_path(lagging, rank, world))
+    results["pc-lagging-resumed"] = fd.sample_sharded(
+        sampler, *args, seed=SEED, gather="all", resume=lagging, **start, **kw
+    )
+    # files of two runs (steps {8, 4} on rank 0, {6, 3} on rank 1): no common step, refused
     mixed = os.path.join(out_dir, "mixed")
-    src = os.path.join(killed_dir, "pc") if rank == 0 else every3
-    shutil.copy(fd.rank_path(src, rank, world), fd.rank_path(mixed, rank, world))
+    src = fd.rank_path(every4 if rank == 0 else every3, rank, world)
+    for suffix in ("", ".prev"):
+        shutil.copy(src + suffix, fd.rank_path(mixed, rank, world) + suffix)
     try:
         fd.sample_sharded(sampler, *args, seed=SEED, resume=mixed, **start, **kw)
         results["mixed-steps"] = "no error"
@@ -1039,7 +1051,14 @@ def test_sharded_checkpoint_of_another_call_or_steps_is_refused(ckpt_jobs):
     _, _, results = ckpt_jobs
     for r in results:
         assert "step_size differ" in r["other-call"] and "checkpoint 0.05, this call 0.06" in r["other-call"]
-        assert "different steps ([4, 6] by rank)" in r["mixed-steps"]
+        assert "no common step (rank 0: [8, 4], rank 1: [6, 3])" in r["mixed-steps"]
+
+
+def test_coupled_sharded_run_resumes_from_the_newest_common_step(ckpt_jobs):
+    _, _, results = ckpt_jobs
+    for r in results:
+        assert r["generations"] == [8, 4]  # rows coupled at every step: two generations kept
+        assert torch.equal(r["pc-lagging-resumed"], r["pc"])
 
 
 def test_sharded_resume_on_another_world_size_is_refused(ckpt_jobs, tmp_path):

@@ -11,8 +11,14 @@ Ranks write their files independently (no collective per write), so after a cras
 files may hold different steps. Ranks whose rows are independent resume each from its own step
 and the gathered result is still bitwise the uninterrupted run's. A sampler that couples the rows
 by a per-step collective (its ``gather_hook``: ``pc_sample``'s batch-averaged corrector norms)
-needs every rank at the same step: the ranks compare their files' step counts (one all-gather)
-and refuse to resume, naming each rank's step, when they differ.
+needs every rank at the same step. Its ranks keep two generations (the replaced file as
+``PATH.rank{r}-of-{W}.prev``, :func:`fastlangevin.sampling.checkpoint.keep_previous`); the
+per-step collective keeps the ranks within one step of each other, hence within one checkpoint
+generation, so the newest step that every rank holds in one of its two files always exists after a
+crash: on resume the ranks all-gather their files' steps and each resumes from its file of that
+step. If there is none (files from different runs), the resume is refused naming each rank's steps.
+A sampler declaring a ``gather_hook`` counts as coupled even in a call that never uses it
+(``pc_sample`` with ``corrector="none"``): its resume needs a common step all the same.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import re
 
 import torch
 
-from .group import all_ints
+from ..sampling.checkpoint import PREVIOUS
+from .group import all_ints, rank_and_world
 
 _RANK_FILE = re.compile(r"\.rank(\d+)-of-(\d+)$")
 
@@ -73,20 +80,29 @@ def per_rank_files(call: dict, rank: int, world: int) -> None:
 
 
 def _steps_done(path: str) -> int:
+    """The step a checkpoint file holds; -1 when it is missing or unreadable (the sampler's own
+    resume then says why, when that file is the one chosen)."""
+    if not os.path.isfile(path):
+        return -1
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-        return int(payload["steps_done"])
+        return int(torch.load(path, map_location="cpu", weights_only=False)["steps_done"])
     except Exception:
-        return -1  # unreadable: the sampler's own resume says why
+        return -1
 
 
-def check_same_step(resume_file: str, group) -> None:
-    """Every rank's checkpoint file holds the same step (a collective); a ValueError naming the
-    ranks' steps otherwise. For samplers whose rows are coupled by a per-step collective."""
-    steps = [v[0] for v in all_ints([_steps_done(resume_file)], group)]
-    if any(s != steps[0] for s in steps):
+def common_step_file(resume_file: str, group) -> str:
+    """This rank's file (``resume_file`` or its ``.prev``) of the newest step every rank holds in
+    one of its two files (a collective); a ValueError naming the ranks' steps when there is none."""
+    files = (resume_file, resume_file + PREVIOUS)
+    held = all_ints([_steps_done(f) for f in files], group)  # [[latest, previous] per rank]
+    common = set.intersection(*({s for s in steps if s >= 0} for steps in held))
+    if not common:
+        by_rank = ", ".join(f"rank {r}: {[s for s in steps if s >= 0]}" for r, steps in enumerate(held))
         raise ValueError(
-            f"the ranks' checkpoint files hold different steps ({steps} by rank): this sampler couples the "
-            "shards' rows at every step (a collective per step), so every rank must resume from the same step; "
-            "restart the run, or resume from a set of files written at one step"
+            f"the ranks' checkpoint files hold no common step ({by_rank}): this sampler couples the shards' "
+            "rows at every step (a collective per step), so every rank must resume from the same step; "
+            "restart the run, or resume from files of one run"
         )
+    step = max(common)
+    mine = held[rank_and_world(group)[0]]
+    return files[mine.index(step)]

@@ -17,8 +17,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-from ..sampling.checkpoint import fingerprint_extras
-from .checkpoints import check_same_step, per_rank_files
+from ..sampling.checkpoint import fingerprint_extras, keep_previous
+from .checkpoints import common_step_file, per_rank_files
 from .failures import failure_report
 from .group import all_ints, rank_and_world
 from .protocol import ShardSpec, check_declaration, sampler_name, sharding_spec
@@ -184,8 +184,8 @@ def sample_sharded(
         per_rank_files(call, rank, world)
         coupled = world > 1 and spec.gather_hook is not None and call.get(spec.gather_hook) is not None
         if coupled and call.get("resume") is not None:
-            check_same_step(call["resume"], group)
-        with fingerprint_extras(world_size=world, rank=rank, rows=[start, stop]):
+            call["resume"] = common_step_file(call["resume"], group)
+        with fingerprint_extras(world_size=world, rank=rank, rows=[start, stop]), keep_previous(coupled):
             out = sampler(*args, generator=gen, sample_offset=start, **call)
 
         if gather == "none":

@@ -18,7 +18,9 @@ refused with a ``ValueError`` naming every argument that differs.
 Atomicity: the file is written to ``PATH.tmp-<pid>`` in the same directory, flushed and fsync'ed,
 then ``os.replace``d onto PATH (atomic on POSIX) and the directory fsync'ed. A process killed at
 any moment (SIGKILL included) leaves either the previous checkpoint or the new one at PATH, never
-a torn file; a stale temporary file is ignored.
+a torn file; a stale temporary file is ignored. Inside :func:`keep_previous` the checkpoint being
+replaced is first linked (or copied) to ``PATH.prev``, also atomically, so two generations are
+kept (sharded runs whose ranks must resume from a common step use it).
 
 Tested on CPU (eager, and the graph path with a CPU stand-in for the replay). With
 ``cuda_graph=True`` on a GPU the generator state is read after replays of a graph registered with
@@ -42,6 +44,7 @@ import contextlib
 import contextvars
 import hashlib
 import os
+import shutil
 from typing import Any, Dict, Iterator, Optional
 
 import torch
@@ -87,6 +90,46 @@ def fingerprint_extras(**entries) -> Iterator[None]:
         _EXTRAS.reset(token)
 
 
+#: Suffix of the previous generation kept inside :func:`keep_previous`.
+PREVIOUS = ".prev"
+_KEEP_PREVIOUS: contextvars.ContextVar[bool] = contextvars.ContextVar("fastlangevin_keep_previous", default=False)
+
+
+@contextlib.contextmanager
+def keep_previous(enabled: bool = True) -> Iterator[None]:
+    """Checkpointed calls made inside the block keep the replaced checkpoint at ``PATH.prev``."""
+    token = _KEEP_PREVIOUS.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _KEEP_PREVIOUS.reset(token)
+
+
+def _fsync_directory(directory: str) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _keep_as_previous(path: str) -> None:
+    """Atomically make ``path + PREVIOUS`` a complete copy of the checkpoint at ``path``."""
+    tmp = f"{path}{PREVIOUS}.tmp-{os.getpid()}"
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(tmp)
+    try:
+        os.link(path, tmp)  # the same inode: no copy (the new checkpoint goes to a new inode)
+    except OSError:  # no hard links on this filesystem
+        shutil.copyfile(path, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+    os.replace(tmp, path + PREVIOUS)
+
+
 def fingerprint(name: str, *, trace=None, stats=None, **args) -> Dict[str, Any]:
     """The entries a resumed call must match: every argument that shapes the run's numbers."""
     fp = {"sampler": name}
@@ -114,6 +157,7 @@ class Checkpointer:
 
     def __init__(self, path: Optional[str], every: Optional[int], resume: Optional[str], fp: Dict[str, Any]):
         self.path, self.every, self.resume, self.fp = path, every, resume, fp
+        self.keep_previous = _KEEP_PREVIOUS.get()
 
     @classmethod
     def from_args(cls, checkpoint, checkpoint_every, resume, fp_fn) -> Optional["Checkpointer"]:
@@ -148,15 +192,10 @@ class Checkpointer:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        if self.keep_previous and os.path.isfile(self.path):
+            _keep_as_previous(self.path)
         os.replace(tmp, self.path)
-        try:  # make the rename itself durable
-            fd = os.open(directory, os.O_RDONLY)
-        except OSError:  # pragma: no cover - platforms without directory fds
-            return
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync_directory(directory)  # make the renames themselves durable
 
     def write(self, loop, steps_done: int, records_started: bool) -> None:
         opts = loop.opts
