@@ -125,42 +125,14 @@ def _checkpointing(ckpt: Optional[Checkpointer], method: str, n_steps: Optional[
 
 
 def _run(
-    score_fn,
-    sde,
-    x,
-    t0,
-    t1,
-    method,
-    n_steps,
-    rtol,
-    atol,
-    backend,
-    max_steps,
-    progress,
-    return_nfe,
-    desc,
-    ckpt: Optional[Checkpointer] = None,
+    score_fn, sde, x, t0, t1, method, n_steps, rtol, atol, backend, max_steps, progress, return_nfe, desc, ckpt=None
 ):
     nfe = Counter()
     field = pf_field(score_fn, sde, x.shape[0], compute_dtype(x.dtype), x.device, nfe)
     resume, on_step = _checkpointing(ckpt, method, n_steps, nfe, x.device)
+    hooks = dict(resume=resume, on_step=on_step)
     with torch.no_grad():
-        (out,) = solve(
-            field,
-            [x],
-            t0,
-            t1,
-            method,
-            n_steps,
-            rtol,
-            atol,
-            backend,
-            max_steps,
-            progress,
-            desc,
-            resume=resume,
-            on_step=on_step,
-        )
+        (out,) = solve(field, [x], t0, t1, method, n_steps, rtol, atol, backend, max_steps, progress, desc, **hooks)
     return (out, nfe.n) if return_nfe else out
 
 
