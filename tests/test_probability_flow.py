@@ -13,6 +13,7 @@ from tests.gaussian_sde import (
     one_thread,  # noqa: F401 - fixture
     score,
 )
+from tests.mcse import slow_test
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -44,8 +45,7 @@ def test_fixed_step_error_shrinks_at_the_method_order(name, method):
     assert abs(observed - ORDER[method]) < 0.3, (e1, e2, observed)
 
 
-@pytest.mark.parametrize("name", sorted(SDES))
-def test_rk45_matches_the_exact_pushforward_moments(name):
+def check_rk45_pushforward_moments(name, seed):
     sde = SDES[name]
     B = 4000
     x, nfe = ode_sample(
@@ -53,7 +53,7 @@ def test_rk45_matches_the_exact_pushforward_moments(name):
         sde,
         shape=(B, 2),
         dtype=torch.float64,
-        generator=torch.Generator().manual_seed(1),
+        generator=torch.Generator().manual_seed(seed),
         return_nfe=True,
     )
     eps = sde.sampling_eps
@@ -67,6 +67,18 @@ def test_rk45_matches_the_exact_pushforward_moments(name):
     assert abs(x.mean().item() - mean_exact) < 5 * se_mean
     assert abs(x.var().item() - var_exact) < 5 * se_var
     assert 20 < nfe < 400
+
+
+@pytest.mark.parametrize("name", sorted(SDES))
+def test_rk45_matches_the_exact_pushforward_moments(name):
+    check_rk45_pushforward_moments(name, seed=1)
+
+
+@slow_test
+def test_rk45_pushforward_moments_for_20_seeds(seed):
+    """The statistical test above once per seed 100 … 119 (issue 15: no test may depend on a lucky seed)."""
+    for name in sorted(SDES):
+        check_rk45_pushforward_moments(name, seed=100 + seed)
 
 
 @pytest.mark.parametrize("sde", [fl.VESDE(), fl.VPSDE()], ids=["ve", "vp"])
