@@ -123,3 +123,23 @@ def test_bad_checkpoint_arguments(tmp_path):
     (tmp_path / "junk").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="not a readable fastlangevin checkpoint"):
         fl.langevin(H._score, x0, resume=tmp_path / "junk", **kw)
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["hard-link", "copy"])
+def test_keep_previous_keeps_the_replaced_generation(tmp_path, monkeypatch, links):
+    from fastlangevin.sampling.checkpoint import keep_previous
+
+    if not links:  # a filesystem without hard links: the previous file is copied instead
+
+        def no_link(src, dst):
+            raise OSError("no hard links here")
+
+        monkeypatch.setattr(os, "link", no_link)
+    path = tmp_path / "c"
+    with keep_previous():
+        whole = H.run("langevin", checkpoint=path, checkpoint_every=H.EVERY)
+    steps = [torch.load(p, weights_only=False)["steps_done"] for p in (path, f"{path}.prev")]
+    assert steps == [20, 16] and sorted(os.listdir(tmp_path)) == ["c", "c.prev"]  # no temporary file left
+    _assert_same(H.run("langevin", resume=f"{path}.prev"), whole)
+    H.run("langevin", checkpoint=tmp_path / "d", checkpoint_every=H.EVERY)  # off by default
+    assert not os.path.exists(f"{tmp_path / 'd'}.prev")
