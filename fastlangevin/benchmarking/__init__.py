@@ -10,12 +10,14 @@ Adding a workload (e.g. ODE solvers: NFE and wall time; an SGLD optimizer): writ
 ``workloads/`` with a :class:`Workload` subclass — ``name``, ``provider_list`` (a
 :class:`Provider` per implementation, ``make`` its factory), ``setup`` (inputs), ``check`` (raise
 :class:`CheckFailed` on a wrong output; compare against :mod:`fastlangevin.reference`), ``timed``
-(the callable to time plus extra figures such as an NFE count), and ``bytes_moved`` (for GB/s) or
-``items`` (e.g. ``(nfe, "NFE/s")``) — then add one ``register_workload(...)`` line to
-``workloads/__init__.py``. The CLI, ``pytest bench`` and the JSON pick it up from the registry.
+(the callable to time plus extra figures such as an NFE count), and ``bytes_per_element`` (for GB/s)
+or a ``unit`` with ``items`` (e.g. ``"steps/s"``, the steps of one call) — then add one
+``register_workload(...)`` line to ``workloads/__init__.py``. The CLI, ``pytest bench`` and the JSON
+pick it up from the registry.
 """
 
-from .engine import (  # noqa: F401  # noqa: F401
+from . import workloads  # noqa: F401  (fills the registry; it imports the engine, never the reverse)
+from .engine import (  # noqa: F401
     BenchOptions,
     BenchResult,
     Case,

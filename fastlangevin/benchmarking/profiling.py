@@ -12,10 +12,10 @@ plain loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, `
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import torch
 
@@ -80,19 +80,6 @@ def build_target(args, device: torch.device):
 SAMPLERS = ("loop", "langevin", "annealed", "pc")
 
 
-@dataclass
-class ProfileSummary:
-    device: str
-    description: str
-    total_ms: float  # denominator of every share
-    total_basis: str
-    top: List[Dict[str, Any]] = field(default_factory=list)
-    phases: List[Dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.__dict__)
-
-
 def _us(evt, attr: str) -> float:
     v = getattr(evt, attr, None)
     if v is None:  # torch < 2.4 spelled device time "cuda"
@@ -117,7 +104,8 @@ def profile_target(run, warmup, device: torch.device, trace_path: str):
     return prof
 
 
-def summarize(prof, device: torch.device, description: str, top: int = 15) -> ProfileSummary:
+def summarize(prof, device: torch.device, description: str, top: int = 15) -> Dict[str, Any]:
+    """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
     from torch.autograd import DeviceType
 
     events = prof.events()
@@ -165,35 +153,40 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
         excl = sum(amount(e) - sum(amount(c) for c in nested_phases(e)) for e in evs)
         phases.append(dict(label=label, calls=len(evs), cpu_ms=cpu_us / 1e3, device_ms=dev_us / 1e3 if on_gpu else None,
                            inclusive_share=share(incl), share=share(excl)))  # share: without nested phases  # fmt: skip
-    return ProfileSummary(str(device), description, total_us / 1e3, basis, top_rows, phases)
+    return dict(device=str(device), description=description, total_ms=total_us / 1e3, total_basis=basis,
+                top=top_rows, phases=phases)  # fmt: skip
 
 
-def format_summary(s: ProfileSummary) -> str:
-    lines = [f"fastlangevin profile — {s.description} on {s.device}",
-             f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total", "",
+def format_summary(s: Dict[str, Any]) -> str:
+    lines = [f"fastlangevin profile — {s['description']} on {s['device']}",
+             f"total {s['total_ms']:.3f} ms ({s['total_basis']}); shares are of this total", "",
              "phases (record_function labels; share = time in the phase minus phases nested in it):"]  # fmt: skip
-    for p in s.phases:
+    for p in s["phases"]:
         dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
         share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
         lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    lines += ([] if s.phases else ["  (no fastlangevin.* labels recorded)"]) + ["", "top kernels / ops by self time:"]
-    w = max([len(r["name"][:70]) for r in s.top] + [4])
-    for r in s.top:
+    lines += ([] if s["phases"] else ["  (no fastlangevin.* labels recorded)"]) + [
+        "",
+        "top kernels / ops by self time:",
+    ]
+    w = max([len(r["name"][:70]) for r in s["top"]] + [4])
+    for r in s["top"]:
         lines.append(f"  {r['name'][:70]:{w}s} {r['calls']:6d} calls {r['self_ms']:10.3f} ms  {100 * r['share']:5.1f}%")
     return "\n".join(lines)
 
 
 def _run(args) -> int:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("fastlangevin profile: error: --device cuda: no CUDA device is available", file=sys.stderr)
+    from .cli import cuda_device
+
+    try:
+        device = cuda_device(args.device)
+        if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
+            raise ValueError("--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)")
+    except ValueError as exc:
+        print(f"fastlangevin profile: error: {exc}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
-        msg = "--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)"
-        print(f"fastlangevin profile: error: {msg}", file=sys.stderr)
-        return 2
     desc, run, warmup = build_target(args, device)
     print(f"profiling {desc} ...", file=sys.stderr, flush=True)
     summary = summarize(profile_target(run, warmup, device, args.trace), device, desc, top=args.top)
@@ -203,10 +196,8 @@ def _run(args) -> int:
     with open(table_path, "w") as f:
         f.write(text + "\n")
     if args.json:
-        import json
-
         with open(args.json, "w") as f:
-            json.dump(summary.to_dict(), f, indent=1)
+            json.dump(summary, f, indent=1)
     print(f"\nwrote {args.trace} (open in chrome://tracing or https://ui.perfetto.dev) and {table_path}")
     return 0
 

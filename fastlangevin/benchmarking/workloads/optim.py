@@ -102,6 +102,7 @@ class Optim(Workload):
     bytes_note = "optim: not a bandwidth figure, throughput is optimizer steps/s"
     dtypes = ("fp32",)
     modes = ("inplace",)
+    unit = "steps/s"
     provider_list = (
         Provider("eager_loop", "eager per-parameter loop: p.add_(g, -lr); p.add_(randn_like(p), b)", _eager_loop),
         Provider("torch", "fastlangevin.optim.SGLD (PyTorch foreach fallback)", _fastlangevin("torch"), "ours"),
@@ -121,15 +122,6 @@ class Optim(Workload):
         numel = sum(math.prod(s) for s in resnet_shapes(int(params["width"])))
         return [Case(self.name, (numel,), DTYPES[d], m, opts.device, tuple(sorted(params.items())))
                 for d in opts.dtypes if d in self.dtypes for m in opts.modes if m in self.modes]  # fmt: skip
-
-    def items(self, case):
-        return (1, "steps/s")
-
-    def bytes_moved(self, case):
-        return None
-
-    def copy_baseline(self, case, inputs):
-        return None
 
     def setup(self, case, opts):
         return {"shapes": resnet_shapes(int(case.param("width")))}

@@ -26,7 +26,7 @@ import torch
 from ... import reference
 from ..checks import check_fresh, check_output_like
 from ..engine import CheckFailed, Provider, Workload
-from .common import MIN_CHECK_NUMEL, triton_unavailable
+from .common import MIN_CHECK_NUMEL, ours, triton_unavailable
 
 LEVELS, SIGMA_MAX, SIGMA_MIN = 10, 1.0, 0.01
 #: α₁ = STEP_LR (σ₁/σ_L)² = 0.5: the first levels move the state a lot (a sharp check), α/c < 2 stays stable.
@@ -87,6 +87,9 @@ def _fastlangevin(backend, cuda_graph=False):
     return make
 
 
+GRAPH_LABEL = "fastlangevin sampler (Triton, cuda_graph=True)"
+
+
 def _graph_unavailable(case, opts):
     return "CUDA graphs need a CUDA device" if case.device.type != "cuda" else triton_unavailable(1 << 16)(case, opts)
 
@@ -98,30 +101,16 @@ class Sampler(Workload):
     default_sizes_cuda = (20, 22)
     default_sizes_cpu = (14,)
     dtypes = ("fp32",)
+    unit = "steps/s"
     memory_per_element = 64  # the MLP's activations
     provider_list = (
         Provider("naive", "naive loop: x = x + a*score(x, sigma) + sqrt(2a)*randn_like(x)", _naive),
-        Provider(
-            "triton", "fastlangevin sampler (Triton)", _fastlangevin("triton"), "ours", triton_unavailable(1 << 16)
-        ),
-        Provider("torch", "fastlangevin sampler (PyTorch fallback)", _fastlangevin("torch"), "ours"),
-        Provider(
-            "triton_graph",
-            "fastlangevin sampler (Triton, cuda_graph=True)",
-            _fastlangevin("triton", True),
-            "ours",
-            _graph_unavailable,
-        ),  # fmt: skip
+        *ours(_fastlangevin, "sampler", 1 << 16),
+        Provider("triton_graph", GRAPH_LABEL, _fastlangevin("triton", True), "ours", _graph_unavailable),
     )
 
     def items(self, case):
-        return (schedule(case)["steps"], "steps/s")
-
-    def bytes_moved(self, case):
-        return None
-
-    def copy_baseline(self, case, inputs):
-        return None
+        return schedule(case)["steps"]
 
     def setup(self, case, opts):
         from ..scorenet import ScoreMLP
