@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from fastlangevin import _backend, cli
-from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, peers, run
+from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, run
 from fastlangevin.benchmarking.engine import parse_shapes, parse_sizes, summarize_samples
+from fastlangevin.benchmarking.workloads import step as step_workload
 
 TINY = dict(rep_ms=5.0, warmup_ms=1.0, min_reps=3, quiet=True)
 
@@ -291,7 +292,7 @@ def test_missing_peer_is_skipped_with_message(monkeypatch):
     def fail():
         raise ImportError("No module named 'torchebm'")
 
-    monkeypatch.setattr(peers, "_fused", fail)
+    monkeypatch.setattr(step_workload, "_fused", fail)
     opts = BenchOptions(
         device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("torchebm_fused",), **TINY
     )

@@ -38,11 +38,8 @@ def list_registry() -> str:
     for name, w in all_workloads().items():
         lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}"]
         lines += [f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]
-        lines += [
-            f"  - {p.name:18s} [{p.kind}{'' if p.default else ', not run by default'}] {p.label}"
-            for p in w.provider_list
-        ]
-    return "\n".join(lines)  # fmt: skip
+        lines += [f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list]
+    return "\n".join(lines)
 
 
 def cuda_device(text: str) -> torch.device:

@@ -73,7 +73,6 @@ class Provider:
     make: Callable[..., Any]
     kind: str = "baseline"  # "ours" | "baseline" | "peer"
     unavailable: Callable[["Case", "BenchOptions"], Optional[str]] = lambda case, opts: None
-    default: bool = True
     rebinds: bool = False
 
 
@@ -137,11 +136,12 @@ class BenchOptions:
 
 
 class Workload:
-    """Base class of a workload; a subclass defines, per case: ``setup`` → inputs (shared by the
-    providers), ``check`` (raises :class:`CheckFailed`), ``timed`` → ``(fn, extra)`` (a no-argument
-    callable to time and extra figures). Bandwidth workloads charge ``bytes_moved`` and time the copy
-    ``x → empty_like(x)`` beside; a workload with a ``unit`` (e.g. ``"steps/s"``) reports ``items``
-    per call per second instead."""
+    """Base class of a workload; a subclass sets ``name``, ``description``, ``bytes_note``, ``provider_list``
+    (a :class:`Provider` per implementation) and defines, per case: ``setup(case, opts)`` → inputs (shared
+    by the providers), ``check(provider, case, inputs, opts)`` → figures (or raises :class:`CheckFailed`),
+    ``timed(provider, case, inputs, opts)`` → ``(fn, extra)``: a no-argument callable to time, extra
+    figures. Bandwidth workloads charge ``bytes_moved`` and time the copy ``x → empty_like(x)`` beside;
+    a workload with a ``unit`` (e.g. ``"steps/s"``) reports ``items`` per call per second instead."""
 
     name = ""
     description = ""
@@ -159,10 +159,10 @@ class Workload:
         row = min(1024, numel)
         return (numel // row, row)
 
-    def providers(self, opts: Optional[BenchOptions] = None) -> List[Provider]:
-        wanted = None if opts is None else opts.providers
-        chosen = [p for p in self.provider_list if (p.default if wanted is None else p.name in wanted)]
-        return chosen + (list(opts.extra_providers.get(self.name, [])) if opts else [])
+    def providers(self, opts: BenchOptions) -> List[Provider]:
+        """The selected providers (all by default), then the options' extra ones (tests)."""
+        chosen = [p for p in self.provider_list if opts.providers is None or p.name in opts.providers]
+        return chosen + list(opts.extra_providers.get(self.name, []))
 
     @property
     def provider_names(self) -> List[str]:
@@ -182,15 +182,6 @@ class Workload:
     def items(self, case: Case) -> float:
         """Items per call (``unit`` workloads): e.g. the sampler steps of one run."""
         return 1
-
-    def setup(self, case: Case, opts: BenchOptions) -> Any:
-        raise NotImplementedError
-
-    def check(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def timed(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions):
-        raise NotImplementedError
 
 
 WORKLOADS: Dict[str, Workload] = {}
@@ -225,11 +216,8 @@ class Timing:
 
 def summarize_samples(samples: Sequence[float], method: str) -> Timing:
     """Median and 20/80 % quantiles (linear interpolation, numpy's default) and the raw times (to 10 ns)."""
-    q = (
-        statistics.quantiles(samples, n=10, method="inclusive")
-        if len(samples) > 1
-        else (list(samples) or [math.nan]) * 9
-    )
+    deciles = statistics.quantiles
+    q = deciles(samples, n=10, method="inclusive") if len(samples) > 1 else (list(samples) or [math.nan]) * 9
     return Timing(q[4], q[1], q[7], len(samples), method, [round(v, 5) for v in samples])
 
 
@@ -240,12 +228,10 @@ def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
     return summarize_samples([float(t) for t in samples], "triton.testing.do_bench (CUDA events, L2 flushed)")
 
 
-def time_cpu_interleaved(
-    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps=1000
-) -> Dict[str, Timing]:
-    """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms``
-    per callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two: in a VM the
-    first touches of fresh memory are slow). What a call returns is freed outside its timing."""
+def time_cpu_interleaved(fns: Dict[str, Callable], warmup_ms, rep_ms, min_reps, max_reps=1000) -> Dict[str, Timing]:
+    """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms`` per
+    callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two:
+    in a VM the first touches of fresh memory are slow). What a call returns is freed outside its timing."""
     names, samples = list(fns), {n: [] for n in fns}
     for timed, budget, least in ((False, warmup_ms, 2), (True, rep_ms, min_reps)):
         deadline, rounds = time.perf_counter() + len(names) * budget / 1e3, 0
@@ -365,7 +351,7 @@ def environment(opts: BenchOptions) -> Dict[str, Any]:
 
 
 # -- the loop -----------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
@@ -390,7 +376,7 @@ def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, s
     except CheckFailed as exc:
         res.status, res.reason = "rejected", str(exc)
     except Exception as exc:  # a provider crashing must not end the run
-        res.status, res.reason = "error", _first_line(exc)
+        res.status, res.reason = "error", first_line(exc)
     verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
     say(f"{case.key:34s} {p.name:16s} {verdict}")
     return res, (fn if res.status == "ok" else None)
@@ -422,7 +408,7 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
     except Exception as exc:
         for res in cr.providers:
             if res.status == "ok":
-                res.status, res.reason = "error", "while timing: " + _first_line(exc)
+                res.status, res.reason = "error", "while timing: " + first_line(exc)
         return cr
     cr.copy = timings.pop("__copy__", None)
     for res in cr.providers:

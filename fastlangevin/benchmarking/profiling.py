@@ -36,6 +36,7 @@ def build_target(args, device: torch.device):
     x0 = torch.randn(args.n, args.dim, device=device, generator=g)
     net = ScoreMLP(args.dim, args.hidden, conditional=args.sampler in ("annealed", "pc"), seed=args.seed).to(device)
     kw = dict(generator=g, backend=args.backend)
+    graph = dict(kw, cuda_graph=args.cuda_graph)
     mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
     steps, warm = args.steps, max(args.warmup, 1)
     if args.sampler == "loop":
@@ -51,40 +52,20 @@ def build_target(args, device: torch.device):
         warm = args.warmup
     elif args.sampler == "langevin":
         desc = f"langevin (ULA): {steps} steps, {mlp}"
-        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, cuda_graph=args.cuda_graph, **kw)  # noqa: E731
+        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, **graph)  # noqa: E731
     elif args.sampler == "annealed":
         L = args.levels
         sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
         steps, warm = max(1, args.steps // L), 1
         desc = f"annealed_langevin: {L} levels x {steps} steps + denoise, {mlp}"
-
-        def go(t):
-            return fl.annealed_langevin(
-                net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, cuda_graph=args.cuda_graph, **kw
-            )
+        go = lambda t: fl.annealed_langevin(net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, **graph)  # noqa: E731
     else:
         sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
         desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {steps} steps, {mlp}"
-
-        def go(k):
-            score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
-            return fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, cuda_graph=args.cuda_graph, **kw)
-
-    def under_no_grad(k):
-        with torch.no_grad():
-            return go(k)
-
-    return desc, lambda: under_no_grad(steps), lambda: under_no_grad(warm)
-
-
-SAMPLERS = ("loop", "langevin", "annealed", "pc")
-
-
-def _us(evt, attr: str) -> float:
-    v = getattr(evt, attr, None)
-    if v is None:  # torch < 2.4 spelled device time "cuda"
-        v = getattr(evt, attr.replace("device", "cuda"), 0.0)
-    return float(v or 0.0)
+        score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
+        go = lambda k: fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, **graph)  # noqa: E731
+    go = torch.no_grad()(go)
+    return desc, lambda: go(steps), lambda: go(warm)
 
 
 def profile_target(run, warmup, device: torch.device, trace_path: str):
@@ -115,7 +96,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
     outer_cpu_us = sum(e.cpu_time_total for e in outer)
     avgs = [a for a in prof.key_averages() if a.key not in labels]
     if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
-        self_us = lambda a: _us(a, "self_device_time_total")  # noqa: E731
+        self_us = lambda a: a.self_device_time_total  # noqa: E731
         rows = [a for a in avgs if self_us(a) > 0 and a.device_type != DeviceType.CPU]
         rows = rows or [a for a in avgs if self_us(a) > 0]  # some torch versions: only through the launch ops
         total_us, basis = sum(self_us(a) for a in rows), "sum of GPU kernel time"
@@ -140,7 +121,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
         return found
 
     def amount(e) -> float:
-        return _us(e, "device_time_total") if on_gpu else e.cpu_time_total
+        return e.device_time_total if on_gpu else e.cpu_time_total
 
     phases = []
     for label in PHASE_LABELS:
@@ -148,7 +129,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
         if not evs:
             continue
         cpu_us = sum(e.cpu_time_total for e in evs)
-        dev_us = sum(_us(e, "device_time_total") for e in evs) if on_gpu else 0.0
+        dev_us = sum(e.device_time_total for e in evs) if on_gpu else 0.0
         incl = sum(amount(e) for e in evs)
         excl = sum(amount(e) - sum(amount(c) for c in nested_phases(e)) for e in evs)
         phases.append(dict(label=label, calls=len(evs), cpu_ms=cpu_us / 1e3, device_ms=dev_us / 1e3 if on_gpu else None,
@@ -210,7 +191,7 @@ def add_parser(sub) -> None:
         "./fastlangevin_trace.json) and its table beside it (--table, default the trace path with .txt).",
     )
     add = p.add_argument
-    add("--sampler", default="loop", choices=sorted(SAMPLERS))
+    add("--sampler", default="loop", choices=["annealed", "langevin", "loop", "pc"])
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--n", type=int, default=4096, help="chains")
     add("--dim", type=int, default=64, help="state dimension")

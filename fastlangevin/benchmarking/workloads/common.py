@@ -3,6 +3,7 @@ in/out-of-place contract, torch.compile with its warm-up apart, the fastlangevin
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from typing import Any, Callable, Dict, Hashable, Optional, Tuple
@@ -129,9 +130,10 @@ def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], Optional[s
     return why
 
 
-def ours(make: Callable[[str], Callable], what: str, limit: int = 1 << 18) -> Tuple[Provider, Provider]:
-    """The Triton and PyTorch-fallback providers of a fastlangevin op; ``make(backend)`` → factory."""
+def ours(make: Callable, what: str, limit: int = 1 << 18) -> Tuple[Provider, Provider]:
+    """The Triton and PyTorch-fallback providers of a fastlangevin op: ``make(..., backend=)`` on each."""
+    triton, torch_ = functools.partial(make, backend="triton"), functools.partial(make, backend="torch")
     return (
-        Provider("triton", f"fastlangevin {what} (Triton)", make("triton"), "ours", triton_unavailable(limit)),
-        Provider("torch", f"fastlangevin {what} (PyTorch fallback)", make("torch"), "ours"),
+        Provider("triton", f"fastlangevin {what} (Triton)", triton, "ours", triton_unavailable(limit)),
+        Provider("torch", f"fastlangevin {what} (PyTorch fallback)", torch_, "ours"),
     )

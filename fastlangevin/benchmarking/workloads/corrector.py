@@ -21,13 +21,10 @@ from .common import StateUpdate, compile_unavailable, compiled, ours
 SNR, ALPHA = 1.0, 1.0
 
 
-def _fastlangevin(backend):
-    def make(case, s, snr, alpha):
-        import fastlangevin as fl
+def _fastlangevin(case, s, snr, alpha, backend):
+    import fastlangevin as fl
 
-        return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
-
-    return make
+    return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
 
 
 def _textbook(case, s, snr, alpha):

@@ -41,16 +41,13 @@ def score_model(kind: str, params):
     raise ValueError(f"--param score={kind!r}: choose trivial or linear")
 
 
-def _fastlangevin(backend):
-    def make(case, score_fn, noise):
-        import fastlangevin as fl
-        from fastlangevin.ops.dsm import dsm_loss_with_noise
+def _fastlangevin(case, score_fn, noise, backend):
+    import fastlangevin as fl
+    from fastlangevin.ops.dsm import dsm_loss_with_noise
 
-        if noise is None:
-            return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
-        return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)
-
-    return make
+    if noise is None:
+        return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
+    return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)
 
 
 def _naive(case, score_fn, noise):

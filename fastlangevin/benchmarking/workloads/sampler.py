@@ -18,6 +18,7 @@ must match them within 6 standard errors; two runs must differ and the start sta
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, List, Tuple
 
@@ -72,22 +73,19 @@ def _naive(case, score_fn, sch):
     )
 
 
-def _fastlangevin(backend, cuda_graph=False):
-    def make(case, score_fn, sch):
-        import fastlangevin as fl
+def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):
+    import fastlangevin as fl
 
-        kw = dict(backend=backend, cuda_graph=cuda_graph)
-        if sch["sampler"] == "langevin":
-            return lambda x0: fl.langevin(score_fn, x0, step_size=STEP_SIZE, n_steps=sch["steps"], **kw)
-        n = sch["levels"][0][2]
-        return lambda x0: fl.annealed_langevin(
-            score_fn, x0, sch["sigmas"], n_steps_each=n, step_lr=STEP_LR, denoise=False, **kw
-        )
-
-    return make
+    kw = dict(backend=backend, cuda_graph=cuda_graph)
+    if sch["sampler"] == "langevin":
+        return lambda x0: fl.langevin(score_fn, x0, step_size=STEP_SIZE, n_steps=sch["steps"], **kw)
+    n = sch["levels"][0][2]
+    return lambda x0: fl.annealed_langevin(
+        score_fn, x0, sch["sigmas"], n_steps_each=n, step_lr=STEP_LR, denoise=False, **kw
+    )
 
 
-GRAPH_LABEL = "fastlangevin sampler (Triton, cuda_graph=True)"
+_graphed = functools.partial(_fastlangevin, backend="triton", cuda_graph=True)
 
 
 def _graph_unavailable(case, opts):
@@ -106,7 +104,9 @@ class Sampler(Workload):
     provider_list = (
         Provider("naive", "naive loop: x = x + a*score(x, sigma) + sqrt(2a)*randn_like(x)", _naive),
         *ours(_fastlangevin, "sampler", 1 << 16),
-        Provider("triton_graph", GRAPH_LABEL, _fastlangevin("triton", True), "ours", _graph_unavailable),
+        Provider(
+            "triton_graph", "fastlangevin sampler (Triton, cuda_graph=True)", _graphed, "ours", _graph_unavailable
+        ),
     )
 
     def items(self, case):
@@ -148,9 +148,4 @@ class Sampler(Workload):
 
     def timed(self, provider, case, inputs, opts):
         run, x0 = provider.make(case, inputs["score"], schedule(case)), inputs["x0"]
-
-        def call():
-            with torch.no_grad():
-                return run(x0)
-
-        return call, {"steps": schedule(case)["steps"]}
+        return torch.no_grad()(lambda: run(x0)), {"steps": schedule(case)["steps"]}
