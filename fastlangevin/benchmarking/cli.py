@@ -71,11 +71,12 @@ def options_from_args(args) -> BenchOptions:
         if not sep:
             raise ValueError(f"--param {item!r}: use NAME=VALUE")
         params.append((k.strip(), int(v) if v.strip().isdigit() else v.strip()))
-    rep_ms = args.rep_ms or (100.0 if device.type == "cuda" else 500.0)
-    timing = dict(rep_ms=rep_ms, warmup_ms=args.warmup_ms, min_reps=args.min_reps)
-    sizes, shapes = parse_sizes(args.sizes), parse_shapes(args.shapes)
-    return BenchOptions(device, workloads, dtypes, modes, sizes, shapes, tuple(params), providers, args.eps, **timing,
-                        interpret=args.interpret, seed=args.seed, quiet=args.quiet)  # fmt: skip
+    return BenchOptions(
+        device=device, workloads=workloads, dtypes=dtypes, modes=modes, sizes=parse_sizes(args.sizes),
+        shapes=parse_shapes(args.shapes), params=tuple(params), providers=providers, eps=args.eps,
+        rep_ms=args.rep_ms or (100.0 if device.type == "cuda" else 500.0), warmup_ms=args.warmup_ms,
+        min_reps=args.min_reps, interpret=args.interpret, seed=args.seed, quiet=args.quiet,
+    )  # fmt: skip
 
 
 def _run(args) -> int:
