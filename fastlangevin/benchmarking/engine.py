@@ -121,7 +121,7 @@ class BenchOptions:
     sizes: Optional[Sequence[int]] = None  # log2 element counts; None: the workload's default
     shapes: Optional[Sequence[Tuple[int, ...]]] = None  # explicit shapes (instead of sizes)
     params: Tuple[Tuple[str, Any], ...] = ()
-    providers: Optional[Sequence[str]] = None  # None: every default provider
+    providers: Optional[Sequence[str]] = None  # None: every provider of the workload
     eps: float = 0.5  # step size; large enough that bf16 rounding stays small next to the noise
     rep_ms: float = 100.0
     warmup_ms: float = 25.0
