@@ -12,12 +12,21 @@ Effective GB/s is stored in each benchmark's ``extra_info``.
 ``triton.testing.do_bench``); pytest-benchmark times wall clock around a synchronised call.
 """
 
+import os
+
 import pytest
 
-from fastlangevin.benchmarking import BenchOptions, get_workload
+from fastlangevin.benchmarking import get_workload
+from fastlangevin.benchmarking.cli import options_from_args
 from fastlangevin.benchmarking.engine import synchronize
+from fastlangevin.cli import build_parser
 
-OPTS = BenchOptions.from_env()
+# FASTLANGEVIN_BENCH_<NAME> is the CLI's --<name>: the same defaults and the same checks of what is asked for.
+ENV = ("DEVICE", "WORKLOADS", "DTYPES", "MODES", "SIZES", "PROVIDERS")
+ARGV = [
+    f"--{k.lower()}={os.environ[f'FASTLANGEVIN_BENCH_{k}']}" for k in ENV if os.environ.get(f"FASTLANGEVIN_BENCH_{k}")
+]
+OPTS = options_from_args(build_parser().parse_args(["bench", *ARGV]))
 
 
 def _params():

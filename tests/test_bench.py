@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from fastlangevin import _backend, cli
-from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, peers, run
-from fastlangevin.benchmarking.engine import parse_shapes, parse_sizes, quantile
+from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, run
+from fastlangevin.benchmarking.engine import parse_shapes, parse_sizes, summarize_samples
+from fastlangevin.benchmarking.workloads import step as step_workload
 
 TINY = dict(rep_ms=5.0, warmup_ms=1.0, min_reps=3, quiet=True)
 
@@ -156,10 +157,12 @@ def test_parse_sizes():
     assert parse_shapes("256x2,128x3x64x64") == [(256, 2), (128, 3, 64, 64)] and parse_shapes(None) is None
 
 
-def test_quantile_matches_torch():
+def test_timing_quantiles_match_torch():
     vals = [5.0, 1.0, 4.0, 2.0, 3.0, 10.0]
-    for q in (0.2, 0.5, 0.8):
-        assert math.isclose(quantile(vals, q), torch.quantile(torch.tensor(vals, dtype=torch.float64), q).item())
+    t = summarize_samples(vals, "test")
+    for q, got in ((0.2, t.p20_ms), (0.5, t.median_ms), (0.8, t.p80_ms)):
+        assert math.isclose(got, torch.quantile(torch.tensor(vals, dtype=torch.float64), q).item())
+    assert t.reps == 6 and t.samples_ms == vals
 
 
 # ---------------------------------------------------------------------------------------
@@ -289,7 +292,7 @@ def test_missing_peer_is_skipped_with_message(monkeypatch):
     def fail():
         raise ImportError("No module named 'torchebm'")
 
-    monkeypatch.setattr(peers, "_fused", fail)
+    monkeypatch.setattr(step_workload, "_fused", fail)
     opts = BenchOptions(
         device=torch.device("cpu"), dtypes=("fp32",), modes=("out",), sizes=(10,), providers=("torchebm_fused",), **TINY
     )
@@ -674,14 +677,14 @@ def test_plot_has_log_axes_and_a_legend_outside_the_data(tmp_path):
     assert legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # right of the axes: hides no line
 
 
-def test_cpu_step_script_gate_scales_with_n():
+def test_cpu_step_gate_scales_with_n(capsys):
     # the old script's fixed 1e-3 mean tolerance failed at 2^16; the engine's gate is 6 standard errors at n
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    argv = [sys.executable, os.path.join(root, "bench", "cpu_step.py"), "--sizes", "16", "--quiet"]
-    argv += ["--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "2", "--json", os.devnull]
-    proc = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "REJECTED" not in proc.stdout and "torch is" in proc.stdout and "eager_buffer" in proc.stdout
+    # (the README's CPU step line, at 2^16)
+    argv = ["bench", "--device", "cpu", "--workloads", "langevin_step", "--sizes", "16", "--dtypes", "fp32"]
+    argv += ["--providers", "torch,eager,eager_inplace,eager_buffer", "--quiet"]
+    assert cli.main(argv + ["--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "REJECTED" not in out and "torch is" in out and "eager_buffer" in out
 
 
 def test_ode_workload_matches_rk45_accuracy_and_rejects():

@@ -566,7 +566,7 @@ def test_fused_loss_saves_no_noise_tensor():
     # Bytes: the fused loss keeps as much as the hand-written residual form (one [B, D] tensor,
     # the score instead of a noise-carrying residual; plus seed and [B] vectors) and one [B, D]
     # tensor less than the mse_loss form. Its peak-memory gain is in the forward temporaries
-    # (z, σz, x̃ building, target, residual, square), measured by bench/bench_dsm.py.
+    # (z, σz, x̃ building, target, residual, square), measured by `fastlangevin bench --workloads dsm`.
     assert abs(fused_bytes - sq_bytes) <= 1024
     assert fused_bytes <= mse_bytes - B * D * 4 + 1024
 

@@ -21,7 +21,7 @@ full-size temporaries.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterator, Tuple
+from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
 
@@ -36,13 +36,16 @@ NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
 Z_BOUND = 6.0
 
 
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def _chunks(n: int, size: int = CHUNK) -> Iterator[Tuple[int, int]]:
     for i in range(0, n, size):
         yield i, min(n, i + size)
+
+
+def _sums(fn: Callable[..., List[torch.Tensor]], *tensors: torch.Tensor) -> List[float]:
+    """``Σ fn(*chunks)`` over float64 chunks of the flattened ``tensors`` (no full-size temporaries)."""
+    flat = [t.reshape(-1) for t in tensors]
+    acc = sum(torch.stack(fn(*(f[i0:i1].double() for f in flat))) for i0, i1 in _chunks(flat[0].numel()))
+    return acc.tolist()
 
 
 def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
@@ -61,7 +64,7 @@ def check_deterministic(
 ) -> Dict[str, float]:
     """``out == x + a * s`` (fp32 math, stored in x's dtype) to 2 ulp of the storage dtype."""
     check_output_like(out, x, what)
-    cdt = _compute_dtype(x.dtype)
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     ulp = torch.finfo(x.dtype).eps
     o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
     worst = 0.0
@@ -81,15 +84,14 @@ def check_deterministic(
 
 def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float) -> Dict[str, float]:
     """Moments of ``r = (out - x - a s) / b`` and its regression on ``s`` and ``x`` (float64 sums)."""
-    o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
-    n = o.numel()
-    acc = torch.zeros(9, dtype=torch.float64, device=o.device)
-    for i0, i1 in _chunks(n):
-        xc, sc = xf[i0:i1].double(), sf[i0:i1].double()
-        r = (o[i0:i1].double() - xc - a * sc) / b
-        sums = [r.sum(), (r * r).sum(), sc.sum(), (sc * sc).sum(), (r * sc).sum(), xc.sum(), (xc * xc).sum()]
-        acc += torch.stack(sums + [(r * xc).sum(), (r.abs() > 2).sum().double()])
-    sr, srr, ss, sss, srs, sx, sxx, srx, tail = acc.tolist()
+    n = out.numel()
+
+    def sums(o, xc, sc):
+        r = (o - xc - a * sc) / b
+        return [r.sum(), (r * r).sum(), sc.sum(), (sc * sc).sum(), (r * sc).sum(), xc.sum(), (xc * xc).sum(),
+                (r * xc).sum(), (r.abs() > 2).sum().double(), (o * o).sum()]  # fmt: skip
+
+    sr, srr, ss, sss, srs, sx, sxx, srx, tail, soo = _sums(sums, out, x, s)
     mean = sr / n
     var = max(srr / n - mean * mean, 0.0)
 
@@ -98,7 +100,6 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
         vv = svv / n - mv * mv
         return (srv / n - mean * mv) / vv if vv > 0 else math.nan
 
-    out_rms = math.sqrt(float(sum(o[i0:i1].double().square().sum() for i0, i1 in _chunks(n))) / n)
     return {
         "n": n,
         "mean": mean,
@@ -106,7 +107,7 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
         "coef_s": coef(ss, sss, srs),
         "coef_x": coef(sx, sxx, srx),
         "tail2": tail / n,
-        "out_rms": out_rms,
+        "out_rms": math.sqrt(soo / n),
     }
 
 
@@ -142,7 +143,7 @@ def check_noise(
 def check_fresh(out1: torch.Tensor, out2: torch.Tensor, what: str = "noise") -> float:
     """Two calls on the same inputs must draw different noise; returns the fraction that differ."""
     n = out1.numel()
-    diff = sum(int((out1.reshape(-1)[i0:i1] != out2.reshape(-1)[i0:i1]).sum()) for i0, i1 in _chunks(n))
+    (diff,) = _sums(lambda a, b: [(a != b).sum().double()], out1, out2)
     frac = diff / max(n, 1)
     if frac < 0.9:
         raise CheckFailed(f"{what}: two calls on the same input agree on {1 - frac:.1%} of elements (noise not fresh)")
@@ -172,12 +173,7 @@ def check_snr_update(
     n = rows.numel()
     s_norm_mean = float(sum(rows[i0:i1].double().norm(dim=1).sum() for i0, i1 in _chunks(B, max(1, CHUNK // d)))) / B
     eps_pred = 2.0 * alpha * (snr * chi_mean(d) / s_norm_mean) ** 2
-    o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
-    acc = torch.zeros(2, dtype=torch.float64, device=o.device)
-    for i0, i1 in _chunks(n):
-        sc = sf[i0:i1].double()
-        acc += torch.stack([((o[i0:i1].double() - xf[i0:i1].double()) * sc).sum(), (sc * sc).sum()])
-    sds, sss = acc.tolist()
+    sds, sss = _sums(lambda o, xc, sc: [((o - xc) * sc).sum(), (sc * sc).sum()], out, x, s)
     eps_fit = sds / sss
     if not (math.isfinite(eps_fit) and eps_fit > 0):
         raise CheckFailed(f"{what}: fitted step size {eps_fit!r} is not a positive number")

@@ -38,27 +38,29 @@ def list_registry() -> str:
     for name, w in all_workloads().items():
         lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}"]
         lines += [f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]
-        lines += [
-            f"  - {p.name:18s} [{p.kind}{'' if p.default else ', not run by default'}] {p.label}"
-            for p in w.provider_list
-        ]
-    return "\n".join(lines)  # fmt: skip
+        lines += [f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list]
+    return "\n".join(lines)
+
+
+def cuda_device(text: str) -> torch.device:
+    """``--device`` as a device; a CUDA one without CUDA is refused (ValueError) before any work."""
+    device = torch.device(text)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    return device
 
 
 def options_from_args(args) -> BenchOptions:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
-    known = all_workloads()
+    known, device = all_workloads(), cuda_device(args.device)
     workloads = _split(args.workloads) or ["langevin_step"]
     workloads = list(known) if workloads == ["all"] else workloads
-    for what, got, allowed in (("workloads", workloads, known), ("dtypes", _split(args.dtypes) or [], DTYPES),
-                               ("modes", _split(args.modes) or [], MODES)):  # fmt: skip
+    dtypes, modes = _split(args.dtypes) or ["fp32", "bf16"], _split(args.modes) or list(MODES)
+    names = {p for w in workloads if w in known for p in known[w].provider_names}
+    providers = _split(args.providers)
+    for what, got, allowed in (("workloads", workloads, known), ("dtypes", dtypes, DTYPES), ("modes", modes, MODES)):
         bad = [g for g in got if g not in allowed]
         if bad:
             raise ValueError(f"--{what}: unknown {bad[0]!r}; choose from {sorted(allowed)}")
-    providers = _split(args.providers)
-    names = {p for w in workloads for p in known[w].provider_names}
     if providers and any(p not in names for p in providers):
         raise ValueError(
             f"--providers: unknown {[p for p in providers if p not in names]}; choose from {sorted(names)}"
@@ -70,16 +72,14 @@ def options_from_args(args) -> BenchOptions:
             raise ValueError(f"--param {item!r}: use NAME=VALUE")
         params.append((k.strip(), int(v) if v.strip().isdigit() else v.strip()))
     return BenchOptions(
-        device=device, workloads=workloads, dtypes=_split(args.dtypes) or ["fp32", "bf16"],
-        modes=_split(args.modes) or list(MODES), sizes=parse_sizes(args.sizes), shapes=parse_shapes(args.shapes),
-        params=tuple(params), providers=providers, eps=args.eps, rep_ms=args.rep_ms, warmup_ms=args.warmup_ms,
+        device=device, workloads=workloads, dtypes=dtypes, modes=modes, sizes=parse_sizes(args.sizes),
+        shapes=parse_shapes(args.shapes), params=tuple(params), providers=providers, eps=args.eps,
+        rep_ms=args.rep_ms or (100.0 if device.type == "cuda" else 500.0), warmup_ms=args.warmup_ms,
         min_reps=args.min_reps, interpret=args.interpret, seed=args.seed, quiet=args.quiet,
     )  # fmt: skip
 
 
 def _run(args) -> int:
-    if args.rep_ms is None:
-        args.rep_ms = 100.0 if args.device.startswith("cuda") else 500.0
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.interpret and args.device == "cpu" and (problem := _enable_interpreter()):
@@ -109,11 +109,7 @@ def _run(args) -> int:
         if path:
             write(result, path)
             print(f"wrote {path}")
-    bad = [(cr.case.key, p.name, p.status) for cr in result.cases for p in cr.providers
-           if p.kind == "ours" and p.status in ("rejected", "error")]  # fmt: skip
-    if bad:
-        print(f"\nfastlangevin provider(s) failed: {bad}", file=sys.stderr)
-    return 1 if bad else 0
+    return report.failed_ours(result)
 
 
 def add_parser(sub) -> None:
@@ -138,7 +134,7 @@ def add_parser(sub) -> None:
     add("--seed", type=int, default=0, help="seed of the inputs")
     add("--json", metavar="PATH", help="write every raw number, versions, device and date as JSON")
     add("--out-dir", default="bench/results", help="--suite: where its JSON goes when --json is not given")
-    add("--dry-run", action="store_true", help="--suite: tiny shapes (tests the suite, measures nothing useful)")
+    add("--quick", "--dry-run", dest="dry_run", action="store_true", help="--suite: tiny shapes (tests the suite)")
     add("--plot", metavar="PATH", help="write throughput against size per provider, log-log axes (matplotlib)")
     add("--quiet", action="store_true", help="no progress lines")
     add("--list", action="store_true", help="list workloads and providers, then exit")

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 from dataclasses import dataclass, field
@@ -71,7 +73,6 @@ class Provider:
     make: Callable[..., Any]
     kind: str = "baseline"  # "ours" | "baseline" | "peer"
     unavailable: Callable[["Case", "BenchOptions"], Optional[str]] = lambda case, opts: None
-    default: bool = True
     rebinds: bool = False
 
 
@@ -120,7 +121,7 @@ class BenchOptions:
     sizes: Optional[Sequence[int]] = None  # log2 element counts; None: the workload's default
     shapes: Optional[Sequence[Tuple[int, ...]]] = None  # explicit shapes (instead of sizes)
     params: Tuple[Tuple[str, Any], ...] = ()
-    providers: Optional[Sequence[str]] = None  # None: every default provider
+    providers: Optional[Sequence[str]] = None  # None: every provider of the workload
     eps: float = 0.5  # step size; large enough that bf16 rounding stays small next to the noise
     rep_ms: float = 100.0
     warmup_ms: float = 25.0
@@ -133,46 +134,35 @@ class BenchOptions:
     def replace(self, **kw) -> "BenchOptions":
         return dataclasses.replace(self, **kw)
 
-    @classmethod
-    def from_env(cls, env=None) -> "BenchOptions":
-        """``FASTLANGEVIN_BENCH_{DEVICE,WORKLOADS,DTYPES,MODES,SIZES,PROVIDERS}`` (``pytest bench``)."""
-        env = os.environ if env is None else env
-        get = lambda k: env.get(f"FASTLANGEVIN_BENCH_{k}")  # noqa: E731
-        lst = lambda k: [t.strip() for t in get(k).split(",") if t.strip()] if get(k) else None  # noqa: E731
-        opts = cls(sizes=parse_sizes(get("SIZES")), providers=lst("PROVIDERS"))
-        if get("DEVICE"):
-            opts.device = torch.device(get("DEVICE"))
-        opts.workloads = lst("WORKLOADS") or list(opts.workloads)
-        opts.workloads = list(all_workloads()) if opts.workloads == ["all"] else opts.workloads
-        opts.dtypes, opts.modes = lst("DTYPES") or list(opts.dtypes), lst("MODES") or list(opts.modes)
-        return opts
-
 
 class Workload:
-    """Base class of a workload; a subclass defines, per case: ``setup`` → inputs (shared by the
-    providers), ``copy_baseline`` → ``(src, dst)`` for the copy reference (or None), ``check``
-    (raises :class:`CheckFailed`), ``timed`` → ``(fn, extra)`` (a no-argument callable to time and
-    extra figures), and ``bytes_moved`` (minimum bytes, for GB/s) or ``items`` → ``(per call, unit)``."""
+    """Base class of a workload; a subclass sets ``name``, ``description``, ``bytes_note``, ``provider_list``
+    (a :class:`Provider` per implementation) and defines, per case: ``setup(case, opts)`` → inputs (shared
+    by the providers), ``check(provider, case, inputs, opts)`` → figures (or raises :class:`CheckFailed`),
+    ``timed(provider, case, inputs, opts)`` → ``(fn, extra)``: a no-argument callable to time, extra
+    figures. Bandwidth workloads charge ``bytes_moved`` and time the copy ``x → empty_like(x)`` beside;
+    a workload with a ``unit`` (e.g. ``"steps/s"``) reports ``items`` per call per second instead."""
 
     name = ""
     description = ""
     bytes_note = ""
-    default_sizes_cuda: Tuple[int, ...] = ()
-    default_sizes_cpu: Tuple[int, ...] = ()
-    dtypes: Tuple[str, ...] = ("fp32", "bf16")
+    default_sizes_cuda: Tuple[int, ...] = tuple(range(16, 29, 2))  # log2 element counts
+    default_sizes_cpu: Tuple[int, ...] = (12, 16, 20)
+    dtypes: Tuple[str, ...] = ("fp32", "bf16", "fp16")
     modes: Tuple[str, ...] = ("out",)
     provider_list: Sequence[Provider] = ()
-    bytes_per_element = 3  # bytes_moved = this x numel x itemsize (override bytes_moved otherwise)
+    unit: Optional[str] = None  # None: a bandwidth workload (GB/s)
+    bytes_per_element = 3  # bytes_moved = this x numel x itemsize
     memory_per_element = 12  # rough peak bytes per element / itemsize (skip cases that do not fit)
 
     def shape_for(self, numel: int) -> Tuple[int, ...]:
         row = min(1024, numel)
         return (numel // row, row)
 
-    def providers(self, opts: Optional[BenchOptions] = None) -> List[Provider]:
-        wanted = None if opts is None else opts.providers
-        chosen = [p for p in self.provider_list if (p.default if wanted is None else p.name in wanted)]
-        return chosen + (list(opts.extra_providers.get(self.name, [])) if opts else [])
+    def providers(self, opts: BenchOptions) -> List[Provider]:
+        """The selected providers (all by default), then the options' extra ones (tests)."""
+        chosen = [p for p in self.provider_list if opts.providers is None or p.name in opts.providers]
+        return chosen + list(opts.extra_providers.get(self.name, []))
 
     @property
     def provider_names(self) -> List[str]:
@@ -181,33 +171,17 @@ class Workload:
     def cases(self, opts: BenchOptions) -> List[Case]:
         sizes = opts.sizes or (self.default_sizes_cuda if opts.device.type == "cuda" else self.default_sizes_cpu)
         shapes = opts.shapes or [self.shape_for(1 << int(e)) for e in sizes]
-        return [
-            Case(self.name, tuple(sh), DTYPES[d], m, opts.device, tuple(sorted(opts.params)))
-            for d in opts.dtypes
-            if d in self.dtypes
-            for m in opts.modes
-            if m in self.modes
-            for sh in shapes
-        ]
+        params = tuple(sorted(opts.params))
+        dtypes, modes = [d for d in opts.dtypes if d in self.dtypes], [m for m in opts.modes if m in self.modes]
+        grid = itertools.product(dtypes, modes, shapes)
+        return [Case(self.name, tuple(sh), DTYPES[d], m, opts.device, params) for d, m, sh in grid]
 
     def bytes_moved(self, case: Case) -> Optional[int]:
-        return self.bytes_per_element * case.numel * case.dtype.itemsize
+        return None if self.unit else self.bytes_per_element * case.numel * case.dtype.itemsize
 
-    def items(self, case: Case) -> Optional[Tuple[float, str]]:
-        return None
-
-    def copy_baseline(self, case: Case, inputs: Any) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-        x = inputs["x"]
-        return x, torch.empty_like(x)
-
-    def setup(self, case: Case, opts: BenchOptions) -> Any:
-        raise NotImplementedError
-
-    def check(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions) -> Dict[str, Any]:
-        raise NotImplementedError
-
-    def timed(self, provider: Provider, case: Case, inputs: Any, opts: BenchOptions):
-        raise NotImplementedError
+    def items(self, case: Case) -> float:
+        """Items per call (``unit`` workloads): e.g. the sampler steps of one run."""
+        return 1
 
 
 WORKLOADS: Dict[str, Workload] = {}
@@ -219,16 +193,14 @@ def register_workload(workload: Workload) -> Workload:
 
 
 def all_workloads() -> Dict[str, Workload]:
-    from . import workloads  # noqa: F401  (registers the built-in workloads)
-
+    """The registry (the package's ``__init__`` imports :mod:`.workloads`, which fills it)."""
     return dict(WORKLOADS)
 
 
 def get_workload(name: str) -> Workload:
-    known = all_workloads()
-    if name not in known:
-        raise ValueError(f"unknown workload {name!r}; choose from {sorted(known)}")
-    return known[name]
+    if name not in WORKLOADS:
+        raise ValueError(f"unknown workload {name!r}; choose from {sorted(WORKLOADS)}")
+    return WORKLOADS[name]
 
 
 # -- timing -------------------------------------------------------------------------------------
@@ -242,19 +214,11 @@ class Timing:
     samples_ms: List[float] = field(default_factory=list)
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolation quantile (numpy's default), ``0 <= q <= 1``."""
-    v = sorted(values)
-    if not v:
-        return math.nan
-    pos = q * (len(v) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
-
-
 def summarize_samples(samples: Sequence[float], method: str) -> Timing:
-    q = [quantile(samples, p) for p in (0.5, 0.2, 0.8)]
-    return Timing(*q, len(samples), method, [round(v, 5) for v in samples])  # raw times, to 10 ns
+    """Median and 20/80 % quantiles (linear interpolation, numpy's default) and the raw times (to 10 ns)."""
+    deciles = statistics.quantiles
+    q = deciles(samples, n=10, method="inclusive") if len(samples) > 1 else (list(samples) or [math.nan]) * 9
+    return Timing(q[4], q[1], q[7], len(samples), method, [round(v, 5) for v in samples])
 
 
 def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
@@ -264,12 +228,10 @@ def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
     return summarize_samples([float(t) for t in samples], "triton.testing.do_bench (CUDA events, L2 flushed)")
 
 
-def time_cpu_interleaved(
-    fns: Dict[str, Callable[[], Any]], warmup_ms: float = 25.0, rep_ms: float = 100.0, min_reps: int = 5, max_reps=1000
-) -> Dict[str, Timing]:
-    """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms``
-    per callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two: in a VM the
-    first touches of fresh memory are slow). What a call returns is freed outside its timing."""
+def time_cpu_interleaved(fns: Dict[str, Callable], warmup_ms, rep_ms, min_reps, max_reps=1000) -> Dict[str, Timing]:
+    """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms`` per
+    callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two:
+    in a VM the first touches of fresh memory are slow). What a call returns is freed outside its timing."""
     names, samples = list(fns), {n: [] for n in fns}
     for timed, budget, least in ((False, warmup_ms, 2), (True, rep_ms, min_reps)):
         deadline, rounds = time.perf_counter() + len(names) * budget / 1e3, 0
@@ -332,14 +294,13 @@ class CaseResult:
         return t[other] / t[ours] if ours in t and other in t and t[ours] > 0 else None
 
     def to_dict(self) -> Dict[str, Any]:
-        c, cg = self.case, self.copy_gbps
+        c, cg, bw = self.case, self.copy_gbps, self.bytes_moved is not None
         provs = []
         for p in self.providers:
-            tp = self.throughput(p)
-            pct = 100 * tp / cg if tp is not None and cg and self.bytes_moved is not None else None
-            provs.append({**dataclasses.asdict(p), "throughput": tp, "pct_of_copy": pct})
-            provs[-1]["timing_ms"] = provs[-1].pop("timing")
-            provs[-1]["gbps"] = tp if self.bytes_moved is not None else None
+            tp, row = self.throughput(p), dataclasses.asdict(p)
+            row["timing_ms"] = row.pop("timing")
+            pct = 100 * tp / cg if tp is not None and cg and bw else None
+            provs.append(row | {"throughput": tp, "pct_of_copy": pct, "gbps": tp if bw else None})
         names = [p.name for p in self.timed()]
         d = {"key": c.key, "workload": c.workload, "dtype": c.dtype_name, "mode": c.mode, "shape": list(c.shape)}
         d |= {"numel": c.numel, "params": dict(c.params), "threads": c.threads or torch.get_num_threads()}
@@ -369,21 +330,18 @@ def _version(module: str) -> Optional[str]:
 
 
 def environment(opts: BenchOptions) -> Dict[str, Any]:
+    """Device, versions, date, platform and options: the header of every raw result."""
     import fastlangevin
 
     dev, cpu = opts.device, platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu
-    meta = {"date": now, "device": str(dev), "device_name": name, "fastlangevin": fastlangevin.__version__}
-    meta |= {m: _version(m) for m in ("torch", "triton", "numpy")} | {"cuda": torch.version.cuda}
+    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": str(dev)}
+    meta |= {"device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu}
+    meta |= {"fastlangevin": fastlangevin.__version__, "cuda": torch.version.cuda}
+    meta |= {m: _version(m) for m in ("torch", "triton", "numpy")} | {"peers": {"torchebm": _version("torchebm")}}
     meta |= {"python": platform.python_version(), "platform": platform.platform(), "argv": list(sys.argv)}
-    meta |= {
-        "cpu_threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "peers": {"torchebm": _version("torchebm")},
-    }
+    meta |= {"cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
     meta["triton_interpret"] = os.environ.get("TRITON_INTERPRET", "0")
     meta["options"] = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device", "extra_providers")}
     if dev.type == "cuda":
@@ -393,14 +351,14 @@ def environment(opts: BenchOptions) -> Dict[str, Any]:
 
 
 # -- the loop -----------------------------------------------------------------------------------
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
 def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> Tuple[ProviderResult, Any]:
     """Availability, the correctness check, then the callable to time after one untimed first
     call (its time, compilation included, is kept as ``first_call_ms``)."""
-    res, tag = ProviderResult(p.name, p.label, p.kind, "ok"), f"{case.key:34s} {p.name:16s}"
+    res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
     try:
         reason = p.unavailable(case, opts)
         if reason:
@@ -418,27 +376,25 @@ def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, s
     except CheckFailed as exc:
         res.status, res.reason = "rejected", str(exc)
     except Exception as exc:  # a provider crashing must not end the run
-        res.status, res.reason = "error", _first_line(exc)
-    say(f"{tag} " + ("passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"))
+        res.status, res.reason = "error", first_line(exc)
+    verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
+    say(f"{case.key:34s} {p.name:16s} {verdict}")
     return res, (fn if res.status == "ok" else None)
 
 
 def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
-    items = w.items(case)
-    cr = CaseResult(case, w.bytes_moved(case), *(items or (None, "GB/s")))
+    cr = CaseResult(case, w.bytes_moved(case), *((w.items(case), w.unit) if w.unit else (None, "GB/s")))
     if case.device.type == "cuda":
         free = torch.cuda.mem_get_info(case.device)[0]
         need = w.memory_per_element * case.numel * case.dtype.itemsize
         if need > 0.9 * free:
             cr.skipped = f"needs ~{need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free"
             return cr
-    inputs = w.setup(case, opts)
-    fns = {}
-    pair = w.copy_baseline(case, inputs)
-    if pair is not None:
-        src, dst = pair
-        cr.copy_bytes = src.nbytes + dst.nbytes
-        fns["__copy__"] = lambda: dst.copy_(src)
+    inputs, fns = w.setup(case, opts), {}
+    if cr.bytes_moved is not None:  # the 100% reference: a copy of the state, timed with the providers
+        src = inputs["x"]
+        dst = torch.empty_like(src)
+        cr.copy_bytes, fns["__copy__"] = src.nbytes + dst.nbytes, lambda: dst.copy_(src)
     for p in w.providers(opts):
         res, fn = _prepare(w, p, case, inputs, opts, say)
         cr.providers.append(res)
@@ -452,7 +408,7 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
     except Exception as exc:
         for res in cr.providers:
             if res.status == "ok":
-                res.status, res.reason = "error", "while timing: " + _first_line(exc)
+                res.status, res.reason = "error", "while timing: " + first_line(exc)
         return cr
     cr.copy = timings.pop("__copy__", None)
     for res in cr.providers:
@@ -484,5 +440,4 @@ def run(opts: BenchOptions, stream=None, cases: Optional[Sequence[Case]] = None)
             torch.set_num_threads(threads)
         if case.device.type == "cuda":
             torch.cuda.empty_cache()
-    notes = {c.workload: get_workload(c.workload).bytes_note for c in plan}
-    return BenchResult(meta, results, notes)
+    return BenchResult(meta, results, {c.workload: get_workload(c.workload).bytes_note for c in plan})

@@ -12,10 +12,10 @@ plain loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, `
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import torch
 
@@ -36,6 +36,7 @@ def build_target(args, device: torch.device):
     x0 = torch.randn(args.n, args.dim, device=device, generator=g)
     net = ScoreMLP(args.dim, args.hidden, conditional=args.sampler in ("annealed", "pc"), seed=args.seed).to(device)
     kw = dict(generator=g, backend=args.backend)
+    graph = dict(kw, cuda_graph=args.cuda_graph)
     mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
     steps, warm = args.steps, max(args.warmup, 1)
     if args.sampler == "loop":
@@ -51,53 +52,20 @@ def build_target(args, device: torch.device):
         warm = args.warmup
     elif args.sampler == "langevin":
         desc = f"langevin (ULA): {steps} steps, {mlp}"
-        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, cuda_graph=args.cuda_graph, **kw)  # noqa: E731
+        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, **graph)  # noqa: E731
     elif args.sampler == "annealed":
         L = args.levels
         sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
         steps, warm = max(1, args.steps // L), 1
         desc = f"annealed_langevin: {L} levels x {steps} steps + denoise, {mlp}"
-
-        def go(t):
-            return fl.annealed_langevin(
-                net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, cuda_graph=args.cuda_graph, **kw
-            )
+        go = lambda t: fl.annealed_langevin(net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, **graph)  # noqa: E731
     else:
         sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
         desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {steps} steps, {mlp}"
-
-        def go(k):
-            score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
-            return fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, cuda_graph=args.cuda_graph, **kw)
-
-    def under_no_grad(k):
-        with torch.no_grad():
-            return go(k)
-
-    return desc, lambda: under_no_grad(steps), lambda: under_no_grad(warm)
-
-
-SAMPLERS = ("loop", "langevin", "annealed", "pc")
-
-
-@dataclass
-class ProfileSummary:
-    device: str
-    description: str
-    total_ms: float  # denominator of every share
-    total_basis: str
-    top: List[Dict[str, Any]] = field(default_factory=list)
-    phases: List[Dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return dict(self.__dict__)
-
-
-def _us(evt, attr: str) -> float:
-    v = getattr(evt, attr, None)
-    if v is None:  # torch < 2.4 spelled device time "cuda"
-        v = getattr(evt, attr.replace("device", "cuda"), 0.0)
-    return float(v or 0.0)
+        score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
+        go = lambda k: fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, **graph)  # noqa: E731
+    go = torch.no_grad()(go)
+    return desc, lambda: go(steps), lambda: go(warm)
 
 
 def profile_target(run, warmup, device: torch.device, trace_path: str):
@@ -117,7 +85,8 @@ def profile_target(run, warmup, device: torch.device, trace_path: str):
     return prof
 
 
-def summarize(prof, device: torch.device, description: str, top: int = 15) -> ProfileSummary:
+def summarize(prof, device: torch.device, description: str, top: int = 15) -> Dict[str, Any]:
+    """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
     from torch.autograd import DeviceType
 
     events = prof.events()
@@ -127,7 +96,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
     outer_cpu_us = sum(e.cpu_time_total for e in outer)
     avgs = [a for a in prof.key_averages() if a.key not in labels]
     if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
-        self_us = lambda a: _us(a, "self_device_time_total")  # noqa: E731
+        self_us = lambda a: a.self_device_time_total  # noqa: E731
         rows = [a for a in avgs if self_us(a) > 0 and a.device_type != DeviceType.CPU]
         rows = rows or [a for a in avgs if self_us(a) > 0]  # some torch versions: only through the launch ops
         total_us, basis = sum(self_us(a) for a in rows), "sum of GPU kernel time"
@@ -152,7 +121,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
         return found
 
     def amount(e) -> float:
-        return _us(e, "device_time_total") if on_gpu else e.cpu_time_total
+        return e.device_time_total if on_gpu else e.cpu_time_total
 
     phases = []
     for label in PHASE_LABELS:
@@ -160,40 +129,45 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Pr
         if not evs:
             continue
         cpu_us = sum(e.cpu_time_total for e in evs)
-        dev_us = sum(_us(e, "device_time_total") for e in evs) if on_gpu else 0.0
+        dev_us = sum(e.device_time_total for e in evs) if on_gpu else 0.0
         incl = sum(amount(e) for e in evs)
         excl = sum(amount(e) - sum(amount(c) for c in nested_phases(e)) for e in evs)
         phases.append(dict(label=label, calls=len(evs), cpu_ms=cpu_us / 1e3, device_ms=dev_us / 1e3 if on_gpu else None,
                            inclusive_share=share(incl), share=share(excl)))  # share: without nested phases  # fmt: skip
-    return ProfileSummary(str(device), description, total_us / 1e3, basis, top_rows, phases)
+    return dict(device=str(device), description=description, total_ms=total_us / 1e3, total_basis=basis,
+                top=top_rows, phases=phases)  # fmt: skip
 
 
-def format_summary(s: ProfileSummary) -> str:
-    lines = [f"fastlangevin profile — {s.description} on {s.device}",
-             f"total {s.total_ms:.3f} ms ({s.total_basis}); shares are of this total", "",
+def format_summary(s: Dict[str, Any]) -> str:
+    lines = [f"fastlangevin profile — {s['description']} on {s['device']}",
+             f"total {s['total_ms']:.3f} ms ({s['total_basis']}); shares are of this total", "",
              "phases (record_function labels; share = time in the phase minus phases nested in it):"]  # fmt: skip
-    for p in s.phases:
+    for p in s["phases"]:
         dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
         share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
         lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    lines += ([] if s.phases else ["  (no fastlangevin.* labels recorded)"]) + ["", "top kernels / ops by self time:"]
-    w = max([len(r["name"][:70]) for r in s.top] + [4])
-    for r in s.top:
+    lines += ([] if s["phases"] else ["  (no fastlangevin.* labels recorded)"]) + [
+        "",
+        "top kernels / ops by self time:",
+    ]
+    w = max([len(r["name"][:70]) for r in s["top"]] + [4])
+    for r in s["top"]:
         lines.append(f"  {r['name'][:70]:{w}s} {r['calls']:6d} calls {r['self_ms']:10.3f} ms  {100 * r['share']:5.1f}%")
     return "\n".join(lines)
 
 
 def _run(args) -> int:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("fastlangevin profile: error: --device cuda: no CUDA device is available", file=sys.stderr)
+    from .cli import cuda_device
+
+    try:
+        device = cuda_device(args.device)
+        if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
+            raise ValueError("--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)")
+    except ValueError as exc:
+        print(f"fastlangevin profile: error: {exc}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
-        msg = "--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)"
-        print(f"fastlangevin profile: error: {msg}", file=sys.stderr)
-        return 2
     desc, run, warmup = build_target(args, device)
     print(f"profiling {desc} ...", file=sys.stderr, flush=True)
     summary = summarize(profile_target(run, warmup, device, args.trace), device, desc, top=args.top)
@@ -203,10 +177,8 @@ def _run(args) -> int:
     with open(table_path, "w") as f:
         f.write(text + "\n")
     if args.json:
-        import json
-
         with open(args.json, "w") as f:
-            json.dump(summary.to_dict(), f, indent=1)
+            json.dump(summary, f, indent=1)
     print(f"\nwrote {args.trace} (open in chrome://tracing or https://ui.perfetto.dev) and {table_path}")
     return 0
 
@@ -219,7 +191,7 @@ def add_parser(sub) -> None:
         "./fastlangevin_trace.json) and its table beside it (--table, default the trace path with .txt).",
     )
     add = p.add_argument
-    add("--sampler", default="loop", choices=sorted(SAMPLERS))
+    add("--sampler", default="loop", choices=["annealed", "langevin", "loop", "pc"])
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add("--n", type=int, default=4096, help="chains")
     add("--dim", type=int, default=64, help="state dimension")

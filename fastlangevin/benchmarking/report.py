@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Dict, List, Tuple
 
 from .engine import BenchResult, CaseResult
@@ -79,6 +80,15 @@ def summary_lines(result: BenchResult, pairs: List[Tuple[str, str]]) -> List[str
         for a, b in pairs
         if (r := cr.speedup(a, b)) is not None
     ]
+
+
+def failed_ours(result: BenchResult, bad: Tuple[str, ...] = ("rejected", "error")) -> int:
+    """Exit status: 1, with a line on stderr, when a fastlangevin provider ended in a ``bad`` status."""
+    failed = [(cr.case.key, p.name, p.status) for cr in result.cases for p in cr.providers
+              if p.kind == "ours" and p.status in bad]  # fmt: skip
+    if failed:
+        print(f"\nfastlangevin provider(s) failed: {failed}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def clean(o):

@@ -13,21 +13,18 @@ from __future__ import annotations
 import torch
 
 from ... import reference
-from ..checks import check_fresh, check_snr_update
-from ..engine import Provider, Workload
-from .common import call_checked, check_inputs, compile_extra, compile_unavailable, compiled, make_state, ours
+from ..checks import check_snr_update
+from ..engine import Provider
+from .common import StateUpdate, compile_unavailable, compiled, ours
 
 #: r = 1 keeps ε·‖s‖² of order one, so the check's fit of ε is tight (timing does not depend on it).
 SNR, ALPHA = 1.0, 1.0
 
 
-def _fastlangevin(backend):
-    def make(case, s, snr, alpha):
-        import fastlangevin as fl
+def _fastlangevin(case, s, snr, alpha, backend):
+    import fastlangevin as fl
 
-        return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
-
-    return make
+    return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
 
 
 def _textbook(case, s, snr, alpha):
@@ -50,17 +47,13 @@ def _compile(case, s, snr, alpha):
     def build():
         return lambda x, s: x.copy_(reference.langevin_corrector(x, s, torch.randn_like(x), snr, alpha))
 
-    fn = compiled(case, ("corrector", snr, alpha), build)
-    return lambda x: fn(x, s)
+    return compiled(case, ("corrector", snr, alpha), build, s)
 
 
-class Corrector(Workload):
+class Corrector(StateUpdate):
     name = "corrector"
     description = "SNR Langevin corrector x + eps*s + sqrt(2 eps)*z, eps = 2 alpha (r mean||z|| / mean||s||)^2"
     bytes_note = "corrector: 4 x numel x itemsize (read s for the norms, then read x and s, write x)"
-    default_sizes_cuda = tuple(range(16, 29, 2))
-    default_sizes_cpu = (12, 16, 20)
-    dtypes = ("fp32", "bf16", "fp16")
     modes = ("inplace",)
     bytes_per_element = 4
     provider_list = (
@@ -70,21 +63,8 @@ class Corrector(Workload):
         Provider("compile", "torch.compile of the textbook corrector", _compile, unavailable=compile_unavailable),
     )
 
-    def setup(self, case, opts):
-        x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
-        return {"x": x, "s": s}
+    def arguments(self, opts, noisy=True):
+        return SNR, ALPHA
 
-    def check(self, provider, case, inputs, opts):
-        x, s = check_inputs(self, case, inputs, opts)
-        step = provider.make(case, s, SNR, ALPHA)
-        out1 = call_checked(step, x, case, provider, "corrector output")
-        out2 = call_checked(step, x, case, provider, "second corrector output")
-        return {
-            "numel": x.numel(),
-            **check_snr_update(out1, x, s, SNR, ALPHA),
-            "fresh_fraction": check_fresh(out1, out2),
-        }
-
-    def timed(self, provider, case, inputs, opts):
-        step, x = provider.make(case, inputs["s"], SNR, ALPHA), inputs["x"].clone()
-        return (lambda: step(x)), compile_extra(("corrector", SNR, ALPHA))
+    def check_noisy(self, out, x, s, case, opts):
+        return check_snr_update(out, x, s, SNR, ALPHA)

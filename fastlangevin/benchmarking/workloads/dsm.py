@@ -26,7 +26,7 @@ import torch
 
 from ... import reference
 from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload
-from .common import compile_extra, compile_unavailable, compiled, ours
+from .common import compile_unavailable, compiled, ours
 
 SIGMA_LEVELS = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)  # σ ≠ 1 keeps the noise term of s + z/σ alive
 STAT_CALLS = 8
@@ -41,16 +41,13 @@ def score_model(kind: str, params):
     raise ValueError(f"--param score={kind!r}: choose trivial or linear")
 
 
-def _fastlangevin(backend):
-    def make(case, score_fn, noise):
-        import fastlangevin as fl
-        from fastlangevin.ops.dsm import dsm_loss_with_noise
+def _fastlangevin(case, score_fn, noise, backend):
+    import fastlangevin as fl
+    from fastlangevin.ops.dsm import dsm_loss_with_noise
 
-        if noise is None:
-            return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
-        return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)
-
-    return make
+    if noise is None:
+        return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
+    return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)
 
 
 def _naive(case, score_fn, noise):
@@ -84,9 +81,6 @@ class DSM(Workload):
     name = "dsm"
     description = "DSM loss forward+backward (x~ = x + sigma z, NCSN weighting), trivial or linear score model"
     bytes_note = "dsm: 8 x numel x itemsize (perturb 2, score 2, loss fwd 1, loss bwd 2, param grad 1)"
-    default_sizes_cuda = tuple(range(16, 29, 2))
-    default_sizes_cpu = (12, 16, 20)
-    dtypes = ("fp32", "bf16", "fp16")
     bytes_per_element = 8
     memory_per_element = 16
     provider_list = (
@@ -156,7 +150,7 @@ class DSM(Workload):
                 p.grad = None
             return loss
 
-        extra = compile_extra(("dsm", id(inp["score_fn"])))
+        extra = dict(getattr(loss_fn, "extra", {}))
         fwd_bwd()  # warm-up before measuring memory (compilation, lazy inits)
         extra["saved_bytes"] = saved_for_backward(lambda: loss_fn(x, sigma))
         if case.device.type == "cuda":

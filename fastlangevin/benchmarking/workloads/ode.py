@@ -61,6 +61,7 @@ class ODE(Workload):
     default_sizes_cuda = (14, 18)
     default_sizes_cpu = (14,)
     dtypes = ("fp32", "fp64")
+    unit = "solves/s"
     provider_list = tuple(
         Provider(m, f"ode_sample(method={m!r})", _solver(m), "ours" if m == "rk45" else "baseline")
         for m in ("rk45", "euler", "heun", "rk4")
@@ -68,15 +69,6 @@ class ODE(Workload):
 
     def shape_for(self, numel):
         return (max(1, numel // 64), min(64, numel))
-
-    def items(self, case):
-        return (1, "solves/s")
-
-    def bytes_moved(self, case):
-        return None
-
-    def copy_baseline(self, case, inputs):
-        return None
 
     def setup(self, case, opts):
         kind = case.param("sde", "vp")

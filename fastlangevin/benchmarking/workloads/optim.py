@@ -26,7 +26,7 @@ from typing import List, Tuple
 import torch
 
 from ..engine import DTYPES, Case, CheckFailed, Provider, Workload
-from .common import triton_unavailable
+from .common import ours
 
 LR = 1e-4
 
@@ -62,15 +62,12 @@ def _eager_loop(params, grads, lr, temperature):
     return step
 
 
-def _fastlangevin(backend):
-    def make(params, grads, lr, temperature):
-        from ...optim import SGLD
+def _fastlangevin(params, grads, lr, temperature, backend):
+    from ...optim import SGLD
 
-        for p, g in zip(params, grads):
-            p.grad = g
-        return SGLD(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
-
-    return make
+    for p, g in zip(params, grads):
+        p.grad = g
+    return SGLD(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
 
 
 def _posteriors(params, grads, lr, temperature):
@@ -102,16 +99,10 @@ class Optim(Workload):
     bytes_note = "optim: not a bandwidth figure, throughput is optimizer steps/s"
     dtypes = ("fp32",)
     modes = ("inplace",)
+    unit = "steps/s"
     provider_list = (
         Provider("eager_loop", "eager per-parameter loop: p.add_(g, -lr); p.add_(randn_like(p), b)", _eager_loop),
-        Provider("torch", "fastlangevin.optim.SGLD (PyTorch foreach fallback)", _fastlangevin("torch"), "ours"),
-        Provider(
-            "triton",
-            "fastlangevin.optim.SGLD (Triton multi-tensor)",
-            _fastlangevin("triton"),
-            "ours",
-            triton_unavailable(1 << 16),
-        ),  # fmt: skip
+        *reversed(ours(_fastlangevin, "optim.SGLD", 1 << 16)),  # torch (foreach), then triton (multi-tensor)
         Provider("posteriors", "posteriors.sgmcmc.sgld (per leaf)", _posteriors, "peer", _posteriors_unavailable),
     )
 
@@ -121,15 +112,6 @@ class Optim(Workload):
         numel = sum(math.prod(s) for s in resnet_shapes(int(params["width"])))
         return [Case(self.name, (numel,), DTYPES[d], m, opts.device, tuple(sorted(params.items())))
                 for d in opts.dtypes if d in self.dtypes for m in opts.modes if m in self.modes]  # fmt: skip
-
-    def items(self, case):
-        return (1, "steps/s")
-
-    def bytes_moved(self, case):
-        return None
-
-    def copy_baseline(self, case, inputs):
-        return None
 
     def setup(self, case, opts):
         return {"shapes": resnet_shapes(int(case.param("width")))}
@@ -148,8 +130,7 @@ class Optim(Workload):
 
     def timed(self, provider, case, inp, opts):
         params, grads = (_tensors(inp["shapes"], case.device, case.dtype, opts.seed + k) for k in (3, 4))
-        note = {"note": "includes posteriors' torch.func gradient of a linear log posterior"}
-        return provider.make(params, grads, LR, 1.0), {
-            "n_tensors": len(params),
-            **(note if provider.kind == "peer" else {}),
-        }
+        extra = {"n_tensors": len(params)}
+        if provider.kind == "peer":
+            extra["note"] = "includes posteriors' torch.func gradient of a linear log posterior"
+        return provider.make(params, grads, LR, 1.0), extra

@@ -18,6 +18,7 @@ must match them within 6 standard errors; two runs must differ and the start sta
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, List, Tuple
 
@@ -26,7 +27,7 @@ import torch
 from ... import reference
 from ..checks import check_fresh, check_output_like
 from ..engine import CheckFailed, Provider, Workload
-from .common import MIN_CHECK_NUMEL, triton_unavailable
+from .common import MIN_CHECK_NUMEL, ours, triton_unavailable
 
 LEVELS, SIGMA_MAX, SIGMA_MIN = 10, 1.0, 0.01
 #: α₁ = STEP_LR (σ₁/σ_L)² = 0.5: the first levels move the state a lot (a sharp check), α/c < 2 stays stable.
@@ -72,19 +73,19 @@ def _naive(case, score_fn, sch):
     )
 
 
-def _fastlangevin(backend, cuda_graph=False):
-    def make(case, score_fn, sch):
-        import fastlangevin as fl
+def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):
+    import fastlangevin as fl
 
-        kw = dict(backend=backend, cuda_graph=cuda_graph)
-        if sch["sampler"] == "langevin":
-            return lambda x0: fl.langevin(score_fn, x0, step_size=STEP_SIZE, n_steps=sch["steps"], **kw)
-        n = sch["levels"][0][2]
-        return lambda x0: fl.annealed_langevin(
-            score_fn, x0, sch["sigmas"], n_steps_each=n, step_lr=STEP_LR, denoise=False, **kw
-        )
+    kw = dict(backend=backend, cuda_graph=cuda_graph)
+    if sch["sampler"] == "langevin":
+        return lambda x0: fl.langevin(score_fn, x0, step_size=STEP_SIZE, n_steps=sch["steps"], **kw)
+    n = sch["levels"][0][2]
+    return lambda x0: fl.annealed_langevin(
+        score_fn, x0, sch["sigmas"], n_steps_each=n, step_lr=STEP_LR, denoise=False, **kw
+    )
 
-    return make
+
+_graphed = functools.partial(_fastlangevin, backend="triton", cuda_graph=True)
 
 
 def _graph_unavailable(case, opts):
@@ -98,30 +99,18 @@ class Sampler(Workload):
     default_sizes_cuda = (20, 22)
     default_sizes_cpu = (14,)
     dtypes = ("fp32",)
+    unit = "steps/s"
     memory_per_element = 64  # the MLP's activations
     provider_list = (
         Provider("naive", "naive loop: x = x + a*score(x, sigma) + sqrt(2a)*randn_like(x)", _naive),
+        *ours(_fastlangevin, "sampler", 1 << 16),
         Provider(
-            "triton", "fastlangevin sampler (Triton)", _fastlangevin("triton"), "ours", triton_unavailable(1 << 16)
+            "triton_graph", "fastlangevin sampler (Triton, cuda_graph=True)", _graphed, "ours", _graph_unavailable
         ),
-        Provider("torch", "fastlangevin sampler (PyTorch fallback)", _fastlangevin("torch"), "ours"),
-        Provider(
-            "triton_graph",
-            "fastlangevin sampler (Triton, cuda_graph=True)",
-            _fastlangevin("triton", True),
-            "ours",
-            _graph_unavailable,
-        ),  # fmt: skip
     )
 
     def items(self, case):
-        return (schedule(case)["steps"], "steps/s")
-
-    def bytes_moved(self, case):
-        return None
-
-    def copy_baseline(self, case, inputs):
-        return None
+        return schedule(case)["steps"]
 
     def setup(self, case, opts):
         from ..scorenet import ScoreMLP
@@ -159,9 +148,4 @@ class Sampler(Workload):
 
     def timed(self, provider, case, inputs, opts):
         run, x0 = provider.make(case, inputs["score"], schedule(case)), inputs["x0"]
-
-        def call():
-            with torch.no_grad():
-                return run(x0)
-
-        return call, {"steps": schedule(case)["steps"]}
+        return torch.no_grad()(lambda: run(x0)), {"steps": schedule(case)["steps"]}

@@ -11,39 +11,42 @@ provider returns a new tensor, as ``x = x + ...`` in a user's loop); in mode ``o
 Check: noise off, the output equals the reference ``x + eps s`` to 2 ulp; noise on, the residual
 ``(out - x - eps s) / sqrt(2 eps)`` passes :func:`~fastlangevin.benchmarking.checks.check_noise` (each
 figure within 6 standard errors of N(0, 1)); two calls draw different noise.
+
+Peer ``torchebm_fused`` (skipped, with a message, when absent): torchebm's
+``torchebm.cuda.fused_langevin.fused_langevin_step(x, grad, step_size, noise_scale=1.0, clamp=None,
+noise=None, seed=None, out=None)`` (0.8.x; imported from the submodule, falling back to ``torchebm.cuda``):
+``x - step_size * grad + noise_scale * sqrt(2 step_size) * N(0, I)`` with ``grad = -score``; CUDA float32
+contiguous only; in place with ``out=x``. We pass an incrementing integer ``seed`` (as its own benchmark
+does): ``seed=None`` would sync the host for an ``.item()``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 
-from ..checks import check_deterministic, check_fresh, check_noise, check_output_like, noise_statistics
-from ..engine import Provider, ProviderUnavailable, Workload
-from ..peers import TORCHEBM_FUSED
-from .common import call_checked, check_inputs, compile_extra, compile_unavailable, compiled, make_state, ours
+from ..checks import check_deterministic, check_noise, noise_statistics
+from ..engine import Provider, ProviderUnavailable, first_line
+from .common import StateUpdate, call_checked, compile_unavailable, compiled, ours
 
 
 def _noise(eps, noise_scale):
     return math.sqrt(2.0 * eps) if noise_scale is None else float(noise_scale)
 
 
-def _fastlangevin(backend):
-    def make(case, s, eps, noise_scale):
-        import fastlangevin as fl
+def _fastlangevin(case, s, eps, noise_scale, backend):
+    import fastlangevin as fl
 
-        op = fl.langevin_step_ if case.mode == "inplace" else fl.langevin_step
-        return lambda x: op(x, s, eps, noise_scale, backend=backend)
-
-    return make
+    op = fl.langevin_step_ if case.mode == "inplace" else fl.langevin_step
+    return lambda x: op(x, s, eps, noise_scale, backend=backend)
 
 
 def _textbook(case, s, eps, noise_scale):
     """The textbook expression (out of place even in the in-place mode: ``x = x + ...``)."""
-    if noise_scale is None:
-        return lambda x: x + eps * s + (2 * eps) ** 0.5 * torch.randn_like(x)
-    return lambda x: x + eps * s + float(noise_scale) * torch.randn_like(x)
+    b = _noise(eps, noise_scale)
+    return lambda x: x + eps * s + b * torch.randn_like(x)
 
 
 def _handwritten(case, s, eps, noise_scale):
@@ -76,17 +79,38 @@ def _compile(case, s, eps, noise_scale):
 
         return f
 
-    fn = compiled(case, ("step", eps, b), build)
-    return lambda x: fn(x, s)
+    return compiled(case, ("step", eps, b), build, s)
 
 
-class LangevinStep(Workload):
+def _fused():
+    try:
+        from torchebm.cuda.fused_langevin import fused_langevin_step
+    except ImportError:
+        from torchebm.cuda import fused_langevin_step  # type: ignore[attr-defined]
+    return fused_langevin_step
+
+
+def _torchebm_unavailable(case, opts):
+    try:
+        _fused()
+    except Exception as exc:  # ImportError, or a broken install raising anything
+        return f"torchebm's fused_langevin_step not importable ({first_line(exc)}); pip install torchebm to compare"
+    if case.device.type != "cuda" or case.dtype != torch.float32:
+        return "CUDA float32 only"
+    return None
+
+
+def _torchebm(case, s, eps, noise_scale):
+    fused, grad, seeds = _fused(), (-s).contiguous(), itertools.count(1)
+    factor = 1.0 if noise_scale is None else float(noise_scale) / math.sqrt(2.0 * eps)
+    out = (lambda x: x) if case.mode == "inplace" else (lambda x: None)
+    return lambda x: fused(x, grad, eps, factor, seed=next(seeds), out=out(x))
+
+
+class LangevinStep(StateUpdate):
     name = "langevin_step"
     description = "Langevin step x + eps*s + sqrt(2 eps)*z (in place and out of place)"
     bytes_note = "langevin_step: 3 x numel x itemsize (read x, read s, write the new state; z never touches memory)"
-    default_sizes_cuda = tuple(range(16, 29, 2))
-    default_sizes_cpu = (12, 16, 20)
-    dtypes = ("fp32", "bf16", "fp16")
     modes = ("out", "inplace")
     provider_list = (
         *ours(_fastlangevin, "langevin_step"),
@@ -94,34 +118,20 @@ class LangevinStep(Workload):
         Provider("eager_inplace", "hand-written eager x.add_(s, alpha=eps).add_(randn_like(x), alpha=b)", _handwritten),
         Provider("eager_buffer", "eager, best form (normal_ into a reused buffer, 2 add_)", _buffered),
         Provider("compile", "torch.compile of the textbook expression", _compile, unavailable=compile_unavailable),
-        TORCHEBM_FUSED,
+        Provider("torchebm_fused", "torchebm fused_langevin_step (Triton)", _torchebm, "peer", _torchebm_unavailable),
     )
 
-    def setup(self, case, opts):
-        x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
-        return {"x": x, "s": s}
+    def arguments(self, opts, noisy=True):
+        return opts.eps, None if noisy else 0.0
 
-    def check(self, provider, case, inputs, opts):
-        x, s = check_inputs(self, case, inputs, opts)
-        eps, b = opts.eps, math.sqrt(2.0 * opts.eps)
-        result = {"numel": x.numel()}
+    def check_noise_off(self, provider, case, x, s, opts):
         try:
-            step0 = provider.make(case, s, eps, 0.0)
+            step = provider.make(case, s, *self.arguments(opts, noisy=False))
         except ProviderUnavailable as exc:
-            result["noise_off"] = f"not checked: {exc}"
-        else:
-            result["noise_off"] = check_deterministic(
-                call_checked(step0, x, case, provider, "noise-off output"), x, s, eps
-            )
-        step = provider.make(case, s, eps, None)
-        out1 = call_checked(step, x, case, provider, "noisy output")
-        out2 = call_checked(step, x, case, provider, "second noisy output")
-        check_output_like(out1, x, "noisy output")
-        result["noise"] = check_noise(noise_statistics(out1, x, s, eps, b), case.dtype, b)
-        result["fresh_fraction"] = check_fresh(out1, out2)
-        return result
+            return {"noise_off": f"not checked: {exc}"}
+        out = call_checked(step, x, case, provider, "noise-off output")
+        return {"noise_off": check_deterministic(out, x, s, opts.eps)}
 
-    def timed(self, provider, case, inputs, opts):
-        step = provider.make(case, inputs["s"], opts.eps, None)
-        x = inputs["x"].clone() if case.mode == "inplace" else inputs["x"]
-        return (lambda: step(x)), compile_extra(("step", opts.eps, math.sqrt(2 * opts.eps)))
+    def check_noisy(self, out, x, s, case, opts):
+        b = math.sqrt(2.0 * opts.eps)
+        return {"noise": check_noise(noise_statistics(out, x, s, opts.eps, b), case.dtype, b)}
