@@ -23,7 +23,19 @@ from .common import DemoContext, DemoResult, pyplot, ran_summary, save_figure, t
 from .datasets import TWO_D, two_d
 from .metrics import hist_tv, mmd2
 from .nets import EnergyMLP
-from .radial import BAND_HALF_WIDTH, RING_RADII, band_edges, band_tv, band_tv_se, format_bands, radial_bands
+from .radial import (
+    BAND_HALF_WIDTH,
+    INNER_CUT,
+    RING_RADII,
+    band_edges,
+    band_tv,
+    band_tv_se,
+    fill_inner_ring,
+    format_bands,
+    inner_mass,
+    radial_bands,
+    uniform_disc,
+)
 from .replay import ReplayBuffer
 
 BINS = 24  #: histogram cells per axis for the TV distances
@@ -113,15 +125,22 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
     m["tv_density"] = _density_tv(grid_mass, test, cfg.box)
     bands, radial_sets = None, None
     if cfg.data == "rings":
-        # each set's band masses are compared with the held-out `test`; the second held-out set
-        # shows the TV a perfect sampler would get at this n, the disc and the noise what a blob
-        # and no learning get
-        radial_sets = {"data": test2, "model": radial_bands(grid, weights=grid_mass), "samples": samples}
-        radial_sets["buffer"], radial_sets["disc"] = buf.states[: cfg.n], _uniform_disc(cfg.n, ctx.seed)
-        radial_sets["noise"] = x0
+        # each set is compared with the held-out `test` (key → (points, weights or None)): a second
+        # held-out set shows the TV a perfect sampler gets at this n; a uniform disc, the data
+        # with the inner ring filled in by a blob (the old inner mass is right), and the initial
+        # noise show what a blob and no learning get
+        radial_sets = {
+            "data": (test2, None),
+            "model": (grid, grid_mass),
+            "samples": (samples, None),
+            "buffer": (buf.states[: cfg.n], None),
+            "disc": (uniform_disc(cfg.n, ctx.seed), None),
+            "filled": (fill_inner_ring(test2, ctx.seed), None),
+            "noise": (x0, None),
+        }
         bands = _band_rows(radial_sets, test, ctx.seed)
-        for key, (p, tv, _) in bands.items():
-            m[f"hole_{key}"], m[f"bands_tv_{key}"] = float(p[0]), tv
+        for key, row in bands.items():
+            m[f"hole_{key}"], m[f"bands_tv_{key}"], m[f"inner_{key}"] = float(row[0][0]), row[1], row[3]
         m["width_data"], m["width_samples"] = _ring_width(test), _ring_width(samples)
     m["tv_ref"], m["tv_samples"] = (
         hist_tv(test, test2, lim=cfg.box, bins=BINS),
@@ -179,44 +198,41 @@ BAND_ROWS = {
     "samples": "fresh samples",
     "buffer": "replay buffer",
     "disc": f"uniform disc r < {RING_RADII[0]:g} (a blob)",
+    "filled": "data, inner ring -> a blob",
     "noise": "initial noise (uniform box)",
+}
+BAND_NOTES = {
+    "data": "  (a second held-out set: the floor)",
+    "model": "  (exact masses: SE of the held-out side)",
 }
 
 
-def _uniform_disc(n: int, seed: int) -> torch.Tensor:
-    """``[n, 2]`` uniform on the disc r < R₁ (the inner ring's radius): the blob the old
-    inner-mass number could not tell from the ring. Drawn from a generator of its own, so the
-    demo's stream (and every other number) is the same with or without it."""
-    g = torch.Generator().manual_seed(seed)
-    r = RING_RADII[0] * torch.rand(n, generator=g, dtype=torch.float64).sqrt()
-    a = 2 * torch.pi * torch.rand(n, generator=g, dtype=torch.float64)
-    return torch.stack([r * a.cos(), r * a.sin()], dim=1)
-
-
 def _band_rows(sets, test: torch.Tensor, seed: int):
-    """key → (band masses [5], TV to the held-out ``test``, its bootstrap SE) for each of
-    ``sets`` (key → points [N, 2], or exact band masses [5] for a density)."""
+    """key → (band masses [5], TV to the held-out ``test``, its bootstrap SE, old inner mass) for
+    each of ``sets`` (key → (points [N, 2], per-point weights or None))."""
     ref = radial_bands(test)
     rows = {}
-    for key, x in sets.items():
-        p = x if x.dim() == 1 else radial_bands(x)
-        rows[key] = (p, band_tv(p, ref), band_tv_se(x, test, seed=seed))
+    for key, (x, wt) in sets.items():
+        p = radial_bands(x, wt)
+        rows[key] = (p, band_tv(p, ref), band_tv_se(x, test, x_weights=wt, seed=seed), inner_mass(x, wt))
     return rows
 
 
 def _band_lines(rows):
     r1, r2 = RING_RADII
     lo, _, _, hi = (float(e) for e in band_edges())
-    head = (
-        f"    mass by radius, bands ±{BAND_HALF_WIDTH:g} around the rings ({r1:g}, {r2:g}): "
-        f"hole r<{lo:.2f} | inner ring | gap | outer ring | r>{hi:.2f}; TV to held-out ± bootstrap SE"
-    )
     width = max(len(label) for label in BAND_ROWS.values())
-    lines = [head]
-    for key, (p, tv, se) in rows.items():
-        notes = {"data": "  (a second held-out set: the floor)", "model": "  (exact masses: SE of the held-out side)"}
-        note = notes.get(key, "")
-        lines.append(f"        {BAND_ROWS[key]:<{width}}  {format_bands(p)}   TV {tv:.3f} ± {se:.3f}{note}")
+    lines = [
+        f"    mass by radius in bands ±{BAND_HALF_WIDTH:g} around the rings ({r1:g}, {r2:g}), TV to held-out ± "
+        f"bootstrap SE; the old number, mass at r < {INNER_CUT:g}, last:",
+        f"        {'':<{width}}  {'hole':<6}{'inner':<6}{'gap':<6}{'outer':<6}{'out':<8}{'band TV':<16}r<{INNER_CUT:g}",
+        f"        {'':<{width}}  {'<%.2f' % lo:<24}{'>%.2f' % hi}",
+    ]
+    for key, (p, tv, se, inner) in rows.items():
+        lines.append(
+            f"        {BAND_ROWS[key]:<{width}}  {format_bands(p)}   {tv:.3f} ± {se:.3f}   {inner:.3f}"
+            f"{BAND_NOTES.get(key, '')}"
+        )
     return lines
 
 
@@ -323,9 +339,10 @@ def _plot_radial_profiles(ax, m, test, sets, lim: float) -> None:
     edges = torch.linspace(0, lim * 2**0.5, 86)
     curves = [
         (test, "held-out data", "tab:blue", "data"),
-        (sets["samples"], "fresh samples", "tab:red", "samples"),
-        (sets["disc"], "uniform disc (a blob)", "tab:gray", "disc"),
-        (sets["noise"], "initial noise", "tab:green", "noise"),
+        (sets["samples"][0], "fresh samples", "tab:red", "samples"),
+        (sets["filled"][0], "data, inner ring -> a blob", "tab:purple", "filled"),
+        (sets["disc"][0], "uniform disc (a blob)", "tab:gray", "disc"),
+        (sets["noise"][0], "initial noise", "tab:green", "noise"),
     ]
     for pts, label, color, key in curves:
         r = pts.double().cpu().norm(dim=1)
@@ -340,4 +357,4 @@ def _plot_radial_profiles(ax, m, test, sets, lim: float) -> None:
         f"model {m['bands_tv_model']:.3f}\n[a second held-out set {m['bands_tv_data']:.3f}]",
         fontsize=10,
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
