@@ -96,8 +96,9 @@ def band_tv_se(
 
     def resampled(pts: torch.Tensor) -> torch.Tensor:  # [reps, k]: band fractions of each resample
         idx = band_index(pts, radii, w)
-        draw = idx[torch.randint(0, idx.shape[0], (reps, idx.shape[0]), generator=g)]
-        return torch.nn.functional.one_hot(draw, k).double().mean(dim=1)
+        n = idx.shape[0]
+        draw = idx[torch.randint(0, n, (reps, n), generator=g)] + k * torch.arange(reps)[:, None]
+        return torch.bincount(draw.reshape(-1), minlength=reps * k).reshape(reps, k).double() / n
 
     px = resampled(x) if x_weights is None else radial_bands(x, x_weights, radii, w).expand(reps, k)
     tvs = 0.5 * (px - resampled(y)).abs().sum(dim=1)
