@@ -49,12 +49,14 @@ def test_demo_says_no_cuda_before_announcing_the_run():
 
 
 def readme_commands():
-    """Every ``fastlangevin ...`` command of the README's indented code lines (``python -m`` and
-    ``&&``-chained set-up included), its trailing ``# comment`` dropped."""
+    """Every ``fastlangevin ...`` command of the README: its indented code lines (``python -m`` and
+    ``&&``-chained set-up included, a trailing ``# comment`` dropped) and its inline `code` spans
+    (those with a placeholder such as NAME left out)."""
+    text = README.read_text()
+    pieces = [line for line in text.splitlines() if line.startswith("    ")]
+    pieces += [span for span in re.findall(r"`([^`\n]+)`", text) if not re.search(r"\b[A-Z]{3,}\b", span)]
     cmds = []
-    for line in README.read_text().splitlines():
-        if not line.startswith("    "):
-            continue
+    for line in pieces:
         for part in line.split("&&"):
             part = part.split("#", 1)[0].strip()
             for prefix in ("python -m fastlangevin ", "fastlangevin "):
