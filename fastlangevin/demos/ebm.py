@@ -9,8 +9,9 @@ keeps their scale in check. After training, fresh chains from uniform noise samp
 (``fl.langevin`` with ``fl.score_from_energy``); quality is their MMD² against held-out data,
 the model's own density (normalised on a grid) against the held-out histogram and, for the
 rings, the mass in radial bands around each ring (:mod:`.radial`) of the model, the samples, a
-uniform disc inside the inner ring and the initial noise, side by side: a sampler that fills
-the disc instead of drawing the ring puts ~60% of its mass in the hole, which the data leave empty.
+uniform disc inside the inner ring, the data with that ring replaced by such a blob, and the
+initial noise, side by side: a blob in place of the inner ring puts ~60% of that ring's mass in
+the hole the data leave empty, which the old number (the mass at r < 1.35) could not see.
 """
 
 from __future__ import annotations
@@ -280,8 +281,8 @@ def _plot(ctx, res, cfg, energy, test, buffer, samples, radial_sets) -> None:
     plt = pyplot()
     m, lim = res.metrics, cfg.box
     n_maps = 4
-    fig, axes = plt.subplots(1, n_maps + (radial_sets is not None), figsize=(21 + 5 * (radial_sets is not None), 5.2))
-    fig.set_layout_engine("constrained")
+    extra = int(radial_sets is not None)
+    fig, axes = plt.subplots(1, n_maps + extra, figsize=(21 + 5 * extra, 5.2), layout="constrained")
     xs = torch.linspace(-lim, lim, 161)
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
