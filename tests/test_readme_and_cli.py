@@ -1,6 +1,7 @@
 """The README's Quick start runs as pasted (on a CPU), and the demo CLI refuses bad arguments clearly."""
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,61 @@ def test_demo_says_no_cuda_before_announcing_the_run():
     )
     assert out.returncode == 2
     assert "no CUDA device" in out.stderr and "on cuda" not in out.stdout
+
+
+def readme_commands():
+    """Every ``fastlangevin ...`` command of the README: its indented code lines (``python -m`` and
+    ``&&``-chained set-up included, a trailing ``# comment`` dropped) and its inline `code` spans
+    (those with a placeholder such as NAME left out)."""
+    text = README.read_text()
+    pieces = [line for line in text.splitlines() if line.startswith("    ")]
+    pieces += [span for span in re.findall(r"`([^`\n]+)`", text) if not re.search(r"\b[A-Z]{3,}\b", span)]
+    cmds = []
+    for line in pieces:
+        for part in line.split("&&"):
+            part = part.split("#", 1)[0].strip()
+            for prefix in ("python -m fastlangevin ", "fastlangevin "):
+                if part.startswith(prefix):
+                    cmds.append(shlex.split(part[len(prefix) :]))
+    return cmds
+
+
+def test_readme_commands_parse():
+    """The README's commands name only subcommands and options the CLI has (parsed, not run)."""
+    from fastlangevin.cli import build_parser
+
+    cmds = readme_commands()
+    assert len(cmds) >= 8 and ["demo"] in cmds, cmds  # the set-up line's `python -m fastlangevin demo`
+    for argv in cmds:
+        args = build_parser().parse_args(argv)
+        assert args.command == argv[0], argv
+
+
+@pytest.mark.parametrize("command", ["", "demo", "bench", "profile", "kernels"])
+def test_every_command_has_help(command, capsys):
+    from fastlangevin.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main([*command.split(), "--help"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: fastlangevin {command}".rstrip())
+
+
+def test_readme_ebm_band_table_is_what_the_demo_prints():
+    """The README pastes the ebm demo's radial-band table: same header, the same rows in the same
+    order, each row's masses a distribution (they sum to 1 up to rounding)."""
+    import torch
+
+    from fastlangevin.demos.ebm import BAND_ROWS, _band_lines
+
+    text = README.read_text()
+    start = text.index("      mass by radius in bands")
+    pasted = text[start:].split("\n\n", 1)[0].splitlines()
+    fake = {key: (torch.full((5,), 0.2, dtype=torch.float64), 0.0, 0.0, 0.0) for key in BAND_ROWS}
+    printed = _band_lines(fake)
+    assert len(pasted) == len(printed)
+    assert [line[2:] for line in pasted[:3]] == printed[:3]  # the summary indents each line by 2
+    for line, label in zip(pasted[3:], BAND_ROWS.values()):
+        assert line[2:].startswith(f"        {label}"), line
+        masses = [float(v) for v in line[2 + 8 + len(label) :].split()[:5]]
+        assert abs(sum(masses) - 1) <= 0.003, line

@@ -6,7 +6,12 @@ negative samples: short Langevin chains on the model's own score -∇ₓE
 (``fl.score_from_energy``), started from a replay buffer kept on the device and written back to
 it (persistent contrastive divergence; Du & Mordatch 2019). A small L2 penalty on the energies
 keeps their scale in check. After training, fresh chains from uniform noise sample the model
-(``fl.langevin`` with ``fl.score_from_energy``); quality is their MMD² against held-out data.
+(``fl.langevin`` with ``fl.score_from_energy``); quality is their MMD² against held-out data,
+the model's own density (normalised on a grid) against the held-out histogram and, for the
+rings, the mass in radial bands around each ring (:mod:`.radial`) of the model, the samples, a
+uniform disc inside the inner ring, the data with that ring replaced by such a blob, and the
+initial noise, side by side: a blob in place of the inner ring puts ~60% of that ring's mass in
+the hole the data leave empty, which the old number (the mass at r < 1.35) could not see.
 """
 
 from __future__ import annotations
@@ -19,6 +24,19 @@ from .common import DemoContext, DemoResult, pyplot, ran_summary, save_figure, t
 from .datasets import TWO_D, two_d
 from .metrics import hist_tv, mmd2
 from .nets import EnergyMLP
+from .radial import (
+    BAND_HALF_WIDTH,
+    INNER_CUT,
+    RING_RADII,
+    band_edges,
+    band_tv,
+    band_tv_se,
+    fill_inner_ring,
+    format_bands,
+    inner_mass,
+    radial_bands,
+    uniform_disc,
+)
 from .replay import ReplayBuffer
 
 BINS = 24  #: histogram cells per axis for the TV distances
@@ -104,11 +122,26 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
         mmd2(samples, test),
         mmd2(buf.states[: cfg.n], test),
     )
-    m["tv_density"], model_hist = _density_tv(energy, test, cfg.box)
+    grid, grid_mass = _model_density(energy, cfg.box)
+    m["tv_density"] = _density_tv(grid_mass, test, cfg.box)
+    bands, radial_sets = None, None
     if cfg.data == "rings":
-        inner = lambda p: float((p.norm(dim=1) < 1.35).double().mean())  # noqa: E731  (the gap between the rings is at r ≈ 1.35)
-        m["inner_data"], m["inner_samples"], m["inner_buffer"] = inner(test), inner(samples), inner(buf.states)
-        m["inner_model"] = float(model_hist.reshape(-1)[_inner_cells(cfg.box)].sum())
+        # each set is compared with the held-out `test` (key → (points, weights or None)): a second
+        # held-out set shows the TV a perfect sampler gets at this n; a uniform disc, the data
+        # with the inner ring filled in by a blob (the old inner mass is right), and the initial
+        # noise show what a blob and no learning get
+        radial_sets = {
+            "data": (test2, None),
+            "model": (grid, grid_mass),
+            "samples": (samples, None),
+            "buffer": (buf.states[: cfg.n], None),
+            "disc": (uniform_disc(cfg.n, ctx.seed), None),
+            "filled": (fill_inner_ring(test2, ctx.seed), None),
+            "noise": (x0, None),
+        }
+        bands = _band_rows(radial_sets, test, ctx.seed)
+        for key, row in bands.items():
+            m[f"hole_{key}"], m[f"bands_tv_{key}"], m[f"inner_{key}"] = float(row[0][0]), row[1], row[3]
         m["width_data"], m["width_samples"] = _ring_width(test), _ring_width(samples)
     m["tv_ref"], m["tv_samples"] = (
         hist_tv(test, test2, lim=cfg.box, bins=BINS),
@@ -144,11 +177,9 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
         f"{BINS}×{BINS} cells: "
         f"TV {m['tv_density']:.3f}  [{m['tv_ref']:.3f}]"
     )
-    if "inner_data" in m:
-        res.say(
-            f"    mass on the inner ring (r < 1.35): data {m['inner_data']:.3f}, model density {m['inner_model']:.3f}, "
-            f"fresh samples {m['inner_samples']:.3f}, buffer {m['inner_buffer']:.3f}"
-        )
+    if bands is not None:
+        for line in _band_lines(bands):
+            res.say(line)
         res.say(
             f"    median distance to the nearer ring: data {m['width_data']:.3f}, fresh samples "
             f"{m['width_samples']:.3f}"
@@ -157,52 +188,101 @@ def run(ctx: DemoContext, cfg: EbmConfig = EbmConfig()) -> DemoResult:
     res.seconds = total.seconds
 
     if ctx.out is not None:
-        _plot(ctx, res, cfg, energy, test.cpu(), buf.states[: cfg.n].cpu(), samples.cpu(), gaps.cpu())
+        _plot(ctx, res, cfg, energy, test.cpu(), buf.states[: cfg.n].cpu(), samples.cpu(), radial_sets)
     return res
 
 
+#: the rows of the radial-band table: metric key → label
+BAND_ROWS = {
+    "data": "held-out data",
+    "model": "model density exp(-E)/Z",
+    "samples": "fresh samples",
+    "buffer": "replay buffer",
+    "disc": f"uniform disc r < {RING_RADII[0]:g} (a blob)",
+    "filled": "data, inner ring -> a blob",
+    "noise": "initial noise (uniform box)",
+}
+BAND_NOTES = {
+    "data": "  (a second held-out set: the floor)",
+    "model": "  (exact masses: SE of the held-out side)",
+}
+
+
+def _band_rows(sets, test: torch.Tensor, seed: int):
+    """key → (band masses [5], TV to the held-out ``test``, its bootstrap SE, old inner mass) for
+    each of ``sets`` (key → (points [N, 2], per-point weights or None))."""
+    ref = radial_bands(test)
+    rows = {}
+    for key, (x, wt) in sets.items():
+        p = radial_bands(x, wt)
+        rows[key] = (p, band_tv(p, ref), band_tv_se(x, test, x_weights=wt, seed=seed), inner_mass(x, wt))
+    return rows
+
+
+def _band_lines(rows):
+    r1, r2 = RING_RADII
+    lo, _, _, hi = (float(e) for e in band_edges())
+    width = max(len(label) for label in BAND_ROWS.values())
+    lines = [
+        f"    mass by radius in bands ±{BAND_HALF_WIDTH:g} around the rings ({r1:g}, {r2:g}), TV to held-out ± "
+        f"bootstrap SE; the old number, mass at r < {INNER_CUT:g}, last:",
+        f"        {'':<{width}}  {'hole':<6}{'inner':<6}{'gap':<6}{'outer':<6}{'out':<8}{'band TV':<16}r<{INNER_CUT:g}",
+        f"        {'':<{width}}  {'<%.2f' % lo:<24}{'>%.2f' % hi}",
+    ]
+    for key, (p, tv, se, inner) in rows.items():
+        lines.append(
+            f"        {BAND_ROWS[key]:<{width}}  {format_bands(p)}   {tv:.3f} ± {se:.3f}   {inner:.3f}"
+            f"{BAND_NOTES.get(key, '')}"
+        )
+    return lines
+
+
 def _ring_width(x: torch.Tensor) -> float:
-    """Median distance from a point to the nearer of the two rings (radii 0.8 and 1.9): the
-    data's noise gives 0.674 × 0.06 ≈ 0.04; chains without noise would collapse onto the rings
-    (→ 0). The median ignores the few chains still far out."""
+    """Median distance from a point to the nearer of the two rings: the data's noise gives
+    0.674 × 0.06 ≈ 0.04; chains without noise would collapse onto the rings (→ 0). The median
+    ignores the few chains still far out."""
     r = x.double().norm(dim=1)
-    return float(torch.minimum((r - 0.8).abs(), (r - 1.9).abs()).median())
+    return float(torch.minimum((r - RING_RADII[0]).abs(), (r - RING_RADII[1]).abs()).median())
 
 
-def _cell_centres(lim: float) -> torch.Tensor:
-    c = (torch.arange(BINS, dtype=torch.float64) + 0.5) / BINS * 2 * lim - lim
-    gx, gy = torch.meshgrid(c, c, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+SUB = 8  #: fine-grid cells per histogram cell and axis, for the model's normaliser
 
 
-def _inner_cells(lim: float) -> torch.Tensor:
-    return _cell_centres(lim).norm(dim=1) < 1.35
-
-
-def _density_tv(energy, test: torch.Tensor, lim: float, sub: int = 8):
-    """TV distance between the model's own density on [-lim, lim]² — exp(-E) normalised by
-    quadrature on a fine grid (2-D makes the partition function computable) and summed into
-    ``BINS``² cells — and the held-out data's histogram on the same cells. It scores the energy
-    itself, whatever a sampler makes of it. Returns ``(tv, model_cells [BINS, BINS])``."""
-    n = BINS * sub
+def _model_density(energy, lim: float):
+    """The model's own density on [-lim, lim]²: exp(-E) normalised by quadrature on a grid of
+    (BINS·SUB)² cells (2-D makes the partition function computable; mass outside the box is
+    left out). Returns ``(cell centres [(BINS·SUB)², 2] float64, cell masses [(BINS·SUB)²],
+    summing to 1)``, rows in x-major order."""
+    n = BINS * SUB
     c = (torch.arange(n, dtype=torch.float64) + 0.5) / n * 2 * lim - lim
     gx, gy = torch.meshgrid(c, c, indexing="ij")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
     dev = next(energy.parameters()).device
     with torch.no_grad():
-        e = energy(pts.to(dev, torch.float32)).double().cpu().reshape(n, n)
-    w = torch.softmax(-e.reshape(-1), 0).reshape(BINS, sub, BINS, sub).sum(dim=(1, 3))  # [BINS, BINS], sums to 1
+        e = energy(pts.to(dev, torch.float32)).double().cpu().reshape(-1)
+    return pts, torch.softmax(-e, 0)
+
+
+def _density_tv(grid_mass: torch.Tensor, test: torch.Tensor, lim: float) -> float:
+    """TV distance between the model density of :func:`_model_density`, summed into ``BINS``²
+    cells, and the held-out data's histogram on the same cells. It scores the energy itself,
+    whatever a sampler makes of it."""
+    w = grid_mass.reshape(BINS, SUB, BINS, SUB).sum(dim=(1, 3))  # [BINS, BINS], sums to 1
     t = test.double().cpu()
     idx = ((t + lim) / (2 * lim) * BINS).floor().long()
     ok = ((idx >= 0) & (idx < BINS)).all(dim=1)
     h = torch.bincount(idx[ok, 0] * BINS + idx[ok, 1], minlength=BINS * BINS).double().reshape(BINS, BINS) / t.shape[0]
-    return float(0.5 * (w - h).abs().sum()), w
+    return float(0.5 * (w - h).abs().sum())
 
 
-def _plot(ctx, res, cfg, energy, test, buffer, samples, gaps) -> None:
+def _plot(ctx, res, cfg, energy, test, buffer, samples, radial_sets) -> None:
+    """Energy landscape, held-out data, buffer, fresh samples and (rings: ``radial_sets`` not
+    None) the radial profiles behind the band table."""
     plt = pyplot()
     m, lim = res.metrics, cfg.box
-    fig, axes = plt.subplots(1, 4, figsize=(21, 5.2), layout="constrained")
+    n_maps = 4
+    extra = int(radial_sets is not None)
+    fig, axes = plt.subplots(1, n_maps + extra, figsize=(21 + 5 * extra, 5.2), layout="constrained")
     xs = torch.linspace(-lim, lim, 161)
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     pts = torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
@@ -238,15 +318,44 @@ def _plot(ctx, res, cfg, energy, test, buffer, samples, gaps) -> None:
     for ax, (pts_, title, color) in zip(axes[2:], panels):
         ax.scatter(pts_[:, 0].numpy(), pts_[:, 1].numpy(), s=2, alpha=0.5, color=color)
         ax.set_title(title, fontsize=10)
-    for ax in axes:
+    for ax in axes[:n_maps]:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
         ax.set_xlabel("$x_1$")
         ax.set_ylabel("$x_2$")
+    if radial_sets is not None:
+        _plot_radial_profiles(axes[n_maps], m, test, radial_sets, lim)
     fig.suptitle(
         f"{cfg.data}: energy-based model trained by persistent contrastive divergence ({cfg.iters} steps), "
         "sampled with fl.score_from_energy",
         fontsize=12,
     )
     save_figure(ctx, res, fig, "ebm.png")
+
+
+def _plot_radial_profiles(ax, m, test, sets, lim: float) -> None:
+    """Histograms of ‖x‖ (per unit radius) with the band edges: the rings are two narrow peaks
+    and an empty hole; a blob fills the hole."""
+    edges = torch.linspace(0, lim * 2**0.5, 86)
+    curves = [
+        (test, "held-out data", "tab:blue", "data"),
+        (sets["samples"][0], "fresh samples", "tab:red", "samples"),
+        (sets["filled"][0], "data, inner ring -> a blob", "tab:purple", "filled"),
+        (sets["disc"][0], "uniform disc (a blob)", "tab:gray", "disc"),
+        (sets["noise"][0], "initial noise", "tab:green", "noise"),
+    ]
+    for pts, label, color, key in curves:
+        r = pts.double().cpu().norm(dim=1)
+        tv = "" if key == "data" else f", band TV {m[f'bands_tv_{key}']:.3f}"
+        ax.hist(r.numpy(), bins=edges.numpy(), density=True, histtype="step", color=color, label=f"{label}{tv}")
+    for e in band_edges():
+        ax.axvline(float(e), color="black", lw=0.6, ls=":")
+    ax.set_xlabel("radius ‖x‖  (dotted: band edges, rings ± {:g})".format(BAND_HALF_WIDTH))
+    ax.set_ylabel("density of the radius")
+    ax.set_title(
+        f"radial profiles; band TV to held-out: samples {m['bands_tv_samples']:.3f}, "
+        f"model {m['bands_tv_model']:.3f}\n[a second held-out set {m['bands_tv_data']:.3f}]",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper left")
