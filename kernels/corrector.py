@@ -24,8 +24,8 @@ masks the elements outside its row.
 import triton
 import triton.language as tl
 
-from .row_tiles import row_tile, rows_aligned
-from .tiles import FLAT_BLOCK_GPU, FLAT_WARPS_GPU, launch_options, normal_tile, row_launch, vec_for
+from .row_tiles import row_tile, row_vec
+from .tiles import FLAT_BLOCK_GPU, FLAT_WARPS_GPU, launch_options, normal_tile, row_launch
 
 # Launch shapes live in .tiles. GPU: 4096 elements per program (1024 Philox groups) keeps a
 # 3·32·32 row in one program and 8 warps busy; small rows (2-D toys) shrink BLOCK to the row.
@@ -98,11 +98,7 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     if block is None:
         block = block_for(row_size, interpreted)
     n_chunks = n_chunks_for(row_size, block)
-    # 16-bit scores: 8-wide tile rows (16-byte loads) when rows are aligned and whole tile rows of 8;
-    # with a head, 4-wide (the element masks cost more than the wider loads save).
-    vec = vec_for(score)
-    if vec == 8 and not rows_aligned(row_size, sample_offset * row_size, 8):
-        vec = 4
+    vec, aligned = row_vec(row_size, sample_offset * row_size, score)
     partial = torch.empty(rows, n_chunks, 2, dtype=acc_dtype, device=score.device)
     kwargs = launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4)
     _corrector_norms_kernel[(rows, n_chunks)](
@@ -114,7 +110,7 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
         n_chunks,
         COMPUTE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
         BLOCK=block,
-        ROWS_ALIGNED=rows_aligned(row_size, sample_offset * row_size, vec),
+        ROWS_ALIGNED=aligned,
         VEC=vec,
         **kwargs,
     )

@@ -21,7 +21,7 @@ the batch size (the chunking depends on the row length only).
 import triton
 import triton.language as tl
 
-from .row_tiles import lanes_busy, row_grid_block, row_options, row_sum, row_tile, rows_aligned
+from .row_tiles import lanes_busy, row_grid_block, row_options, row_sum, row_tile, row_vec
 from .tiles import (
     BLOCK_INTERPRETER,
     FLAT_BLOCK_GPU,
@@ -43,6 +43,8 @@ MIN_ROW_BLOCK = 16
 #: this fraction of its GPU lanes hold an element (a 3·32·32 row: all of them; 28·28:
 #: 77 %); else the flat grid, which gathers σ and α per element but idles no lane.
 ROW_GRID_MIN_BUSY = 0.75
+#: CUDA's limit on the second grid dimension (the chunks of a row).
+MAX_GRID_Y = 65535
 
 
 @triton.jit
@@ -212,15 +214,6 @@ def _compute(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def row_vec(row_size: int, elem_offset: int, *tensors):
-    """(VEC, rows_aligned) of a row kernel: 8 for 16-bit operands when a row is whole tile rows of 8
-    (16-byte accesses), else 4; aligned as :func:`.row_tiles.rows_aligned`."""
-    vec = vec_for(*tensors)
-    if vec == 8 and row_size % 8:
-        vec = 4
-    return vec, rows_aligned(row_size, elem_offset, vec)
-
-
 def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
     """(BLOCK, n_chunks, num_warps, rows_aligned) of the row kernels (see :func:`.tiles.row_launch`)."""
     return row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)[:4]
@@ -252,7 +245,8 @@ def launch_dsm_perturb(
     vec, aligned = row_vec(row_size, elem_offset, x)
     head_room = 0 if aligned else 3
     gpu_block = row_grid_block(row_size + head_room)
-    if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY:
+    chunks = triton.cdiv(row_size + head_room, gpu_block)
+    if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY or chunks > MAX_GRID_Y:
         cfg = flat_launch(interpreted, n, elem_offset, block, vec_for(x))
         _dsm_perturb_flat_kernel[cfg.grid](
             *ptrs,

@@ -10,7 +10,7 @@ are one load per program. The tile is aligned to groups of four in the *global* 
 draws whole Philox groups: :func:`kernels.tiles.normal_tile`); a row that starts ``head``
 elements into its group begins at tile position ``head`` of chunk 0.
 
-Two cases, a constexpr each (the launcher picks with :func:`rows_aligned`):
+Two cases of a constexpr (the launcher picks VEC and the case with :func:`row_vec`):
 
 * ``ROWS_ALIGNED``: every row starts on a group and ``row_size`` is a multiple of VEC. The mask
   is one-sided (``offs < hi``) and constant over each tile row of VEC elements; the kernels
@@ -18,8 +18,11 @@ Two cases, a constexpr each (the launcher picks with :func:`rows_aligned`):
   16-byte vectors for any such row size (not only multiples of 16, which Triton would see by
   itself), and a reduction can mask whole tile rows after summing them (:func:`row_sum`)
   instead of every element.
-* otherwise: a two-sided element mask ``lo <= offs < hi`` (``lo`` the head in chunk 0), built as
-  one unsigned compare per element.
+* otherwise: a two-sided element mask ``lo <= offs < hi`` (``lo`` the head in chunk 0). The
+  base is written as ``4·first_group − elem_offset`` so that a launch whose ``elem_offset``
+  Triton specialises as a multiple of 16 (0 on one device) compiles 4-aligned tiles: each thread
+  then owns whole Philox groups in memory as in registers, and the noise needs no shared-memory
+  reshuffle to meet the (element-masked) loads.
 
 (Generic; a candidate for ``kernels/tiles.py``, which it only imports from.)
 """
@@ -27,13 +30,24 @@ Two cases, a constexpr each (the launcher picks with :func:`rows_aligned`):
 import triton
 import triton.language as tl
 
-from .tiles import FLAT_BLOCK_GPU, ROW_ELEMS_PER_WARP, launch_options
+from .tiles import FLAT_BLOCK_GPU, ROW_ELEMS_PER_WARP, launch_options, vec_for
 
 
 def rows_aligned(row_size: int, elem_offset: int, vec: int) -> bool:
     """The ``ROWS_ALIGNED`` case: every row starts on a Philox group, and ``row_size`` is a
     multiple of the tile row (so a tile row is never cut by the row's end)."""
     return row_size % 4 == 0 and elem_offset % 4 == 0 and row_size % vec == 0
+
+
+def row_vec(row_size: int, elem_offset: int, *tensors):
+    """(VEC, rows_aligned) of a row kernel over ``tensors``: 8 for 16-bit operands (16-byte accesses)
+    when the rows are aligned and whole tile rows of 8, else 4 (with a head, the element masks of
+    8-wide rows cost more than the wider loads save: `fastlangevin kernels`, 63 vs 48 instructions
+    per element for a bf16 loss)."""
+    vec = vec_for(*tensors)
+    if vec == 8 and not rows_aligned(row_size, elem_offset, 8):
+        vec = 4
+    return vec, rows_aligned(row_size, elem_offset, vec)
 
 
 def row_grid_block(need: int) -> int:
@@ -81,11 +95,9 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
         col0 = chunk * BLOCK - head
         hi = tl.minimum(row_size - col0, BLOCK).to(tl.int32)
         lo = tl.where(chunk == 0, head, 0)
-        # lo <= offs < hi as one unsigned compare (offs - lo wraps to a huge value below lo)
-        mask = (offs - lo).to(tl.uint32) < tl.maximum(hi - lo, 0).to(tl.uint32)
-        # = row * row_size + col0, written so that when Triton specialises elem_offset as a multiple of
-        # 16 (0 on one device) the compiler sees a 4-aligned base: each thread then owns whole Philox
-        # groups in memory too, and the noise needs no shared-memory reshuffle to meet the loads.
+        mask = (offs >= lo) & (offs < hi)
+        # = row * row_size + col0, written so the compiler sees a 4-aligned base when elem_offset is
+        # specialised as a multiple of 16 (module docstring)
         base = 4 * first_group - elem_offset
     return base, offs, mask, first_group, hi
 
