@@ -67,6 +67,23 @@ def _noise(
 
 
 @triton.jit
+def _perturb_tile(
+    x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
+    HAS_ALPHA: tl.constexpr, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr,
+    VEC: tl.constexpr,
+):  # fmt: skip
+    """x̃ = α x + σ z on the tile of local elements ``start + offs`` (α, σ: scalars or per element)."""
+    # No `other=`: masked lanes are never stored, so they need no defined value.
+    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    if HAS_ALPHA:
+        out = alpha * x + sigma * z
+    else:
+        out = x + sigma * z
+    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _dsm_perturb_kernel(
     x_ptr,
     out_ptr,
@@ -84,21 +101,15 @@ def _dsm_perturb_kernel(
     VEC: tl.constexpr,
 ):
     """A (row, chunk) grid (when ROW_GRID_MIN_BUSY allows): σ and α are one load per program."""
-    GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
     base, offs, mask, first_group, _ = row_tile(row, chunk, row_size, elem_offset, BLOCK, HEAD == 0, VEC)
-
-    # No `other=`: masked lanes are never stored, so they need no defined value.
-    x = tl.load(x_ptr + base + offs, mask=mask).to(COMPUTE)
     sigma = tl.load(sigma_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
-    if HAS_ALPHA:
-        alpha = tl.load(alpha_ptr + row).to(COMPUTE)
-        out = alpha * x + sigma * z
-    else:
-        out = x + sigma * z
-    tl.store(out_ptr + base + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    alpha = tl.load(alpha_ptr + row).to(COMPUTE) if HAS_ALPHA else sigma
+    _perturb_tile(
+        x_ptr, out_ptr, seed_ptr, noise_ptr, base, offs, mask, first_group, alpha, sigma,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -120,19 +131,14 @@ def _dsm_perturb_flat_kernel(
     VEC: tl.constexpr,
 ):
     """Short rows: a flat grid (a row grid would leave most lanes idle); σ and α gathered per element."""
-    GROUPS: tl.constexpr = BLOCK // 4
     start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
     rows = (start + offs) // row_size
-
-    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
     sigma = tl.load(sigma_ptr + rows, mask=mask).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
-    if HAS_ALPHA:
-        alpha = tl.load(alpha_ptr + rows, mask=mask).to(COMPUTE)
-        out = alpha * x + sigma * z
-    else:
-        out = x + sigma * z
-    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    alpha = tl.load(alpha_ptr + rows, mask=mask).to(COMPUTE) if HAS_ALPHA else sigma
+    _perturb_tile(
+        x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC,
+    )  # fmt: skip
 
 
 @triton.jit
