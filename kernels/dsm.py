@@ -21,7 +21,9 @@ the batch size (the chunking depends on the row length only).
 import triton
 import triton.language as tl
 
+from .row_tiles import lanes_busy, row_grid_block, row_options, row_sum, row_tile, row_vec
 from .tiles import (
+    BLOCK_INTERPRETER,
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
     flat_launch,
@@ -29,7 +31,6 @@ from .tiles import (
     launch_options,
     normal_tile,
     row_launch,
-    row_tile,
     vec_for,
 )
 
@@ -38,6 +39,12 @@ from .tiles import (
 # (never below MIN_ROW_BLOCK so a program still feeds a few lanes).
 BLOCK_GPU, NUM_WARPS_GPU = FLAT_BLOCK_GPU, FLAT_WARPS_GPU
 MIN_ROW_BLOCK = 16
+#: Perturb uses the row grid (σ, α one load per program, no per-element row division) when at least
+#: this fraction of its GPU lanes hold an element (a 3·32·32 row: all of them; 28·28:
+#: 77 %); else the flat grid, which gathers σ and α per element but idles no lane.
+ROW_GRID_MIN_BUSY = 0.75
+#: CUDA's limit on the second grid dimension (the chunks of a row).
+MAX_GRID_Y = 65535
 
 
 @triton.jit
@@ -60,6 +67,23 @@ def _noise(
 
 
 @triton.jit
+def _perturb_tile(
+    x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
+    HAS_ALPHA: tl.constexpr, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr,
+    VEC: tl.constexpr,
+):  # fmt: skip
+    """x̃ = α x + σ z on the tile of local elements ``start + offs`` (α, σ: scalars or per element)."""
+    # No `other=`: masked lanes are never stored, so they need no defined value.
+    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    if HAS_ALPHA:
+        out = alpha * x + sigma * z
+    else:
+        out = x + sigma * z
+    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _dsm_perturb_kernel(
     x_ptr,
     out_ptr,
@@ -67,6 +91,35 @@ def _dsm_perturb_kernel(
     noise_ptr,  # injected noise (test hook) when NOISE_FROM_PTR, else unused
     alpha_ptr,  # [B] compute dtype, unused unless HAS_ALPHA
     sigma_ptr,  # [B] compute dtype
+    row_size,
+    elem_offset,
+    HEAD: tl.constexpr,  # 0: every row starts on a Philox group (row_tiles: ROWS_ALIGNED); 1: not
+    HAS_ALPHA: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+):
+    """A (row, chunk) grid (when ROW_GRID_MIN_BUSY allows): σ and α are one load per program."""
+    row = tl.program_id(0).to(tl.int64)
+    chunk = tl.program_id(1).to(tl.int64)
+    base, offs, mask, first_group, _ = row_tile(row, chunk, row_size, elem_offset, BLOCK, HEAD == 0, VEC)
+    sigma = tl.load(sigma_ptr + row).to(COMPUTE)
+    alpha = tl.load(alpha_ptr + row).to(COMPUTE) if HAS_ALPHA else sigma
+    _perturb_tile(
+        x_ptr, out_ptr, seed_ptr, noise_ptr, base, offs, mask, first_group, alpha, sigma,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC,
+    )  # fmt: skip
+
+
+@triton.jit
+def _dsm_perturb_flat_kernel(
+    x_ptr,
+    out_ptr,
+    seed_ptr,
+    noise_ptr,
+    alpha_ptr,
+    sigma_ptr,
     n_elements,
     row_size,
     group_offset,
@@ -77,20 +130,15 @@ def _dsm_perturb_kernel(
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
 ):
-    GROUPS: tl.constexpr = BLOCK // 4
+    """Short rows: a flat grid (a row grid would leave most lanes idle); σ and α gathered per element."""
     start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
     rows = (start + offs) // row_size
-
-    # No `other=`: masked lanes are never stored, so they need no defined value.
-    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
     sigma = tl.load(sigma_ptr + rows, mask=mask).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
-    if HAS_ALPHA:
-        alpha = tl.load(alpha_ptr + rows, mask=mask).to(COMPUTE)
-        out = alpha * x + sigma * z
-    else:
-        out = x + sigma * z
-    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    alpha = tl.load(alpha_ptr + rows, mask=mask).to(COMPUTE) if HAS_ALPHA else sigma
+    _perturb_tile(
+        x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -112,15 +160,14 @@ def _dsm_loss_partial_kernel(
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    base, offs, mask, first_group = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
+    base, offs, mask, first_group, hi = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
-    # Masked lanes are zeroed below (tl.where), so the loads need no `other=`.
+    # Masked lanes are left out of the sum (row_sum), so the loads need no `other=`.
     s = tl.load(score_ptr + base + offs, mask=mask).to(COMPUTE)
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
     z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
     r = s + z * inv_sigma
-    r = tl.where(mask, r, 0.0)
-    part = tl.sum(tl.sum(r * r, axis=1), axis=0)
+    part = row_sum(r * r, mask, hi, ROWS_ALIGNED, VEC)
     tl.store(partial_ptr + row * n_chunks + chunk, part)
 
 
@@ -154,7 +201,7 @@ def _dsm_loss_backward_kernel(
     GROUPS: tl.constexpr = BLOCK // 4
     row = tl.program_id(0).to(tl.int64)
     chunk = tl.program_id(1).to(tl.int64)
-    base, offs, mask, first_group = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
+    base, offs, mask, first_group, _ = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
     s = tl.load(score_ptr + base + offs, mask=mask).to(COMPUTE)  # masked lanes are never stored
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
@@ -181,29 +228,56 @@ def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
 def launch_dsm_perturb(
     x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None
 ):
-    """x̃ = α x + σ z. ``x``, ``out`` (and ``injected_noise``) flat contiguous; rows ``[B]`` tensors."""
+    """x̃ = α x + σ z. ``x``, ``out`` (and ``injected_noise``) flat contiguous; rows ``[B]`` tensors.
+    ``block`` (tests): the BLOCK of whichever kernel runs (row grid or flat: ROW_GRID_MIN_BUSY)."""
     n = x.numel()
     if n == 0:
         return out
-    cfg = flat_launch(x.device.type == "cpu", n, elem_offset, block, vec_for(x))
+    interpreted = x.device.type == "cpu"
     # Unused pointer slots get sigma_rows (never dereferenced: a constexpr disables the load).
-    _dsm_perturb_kernel[cfg.grid](
+    ptrs = (
         x,
         out,
         seed,
         injected_noise if injected_noise is not None else sigma_rows,
         alpha_rows if alpha_rows is not None else sigma_rows,
         sigma_rows,
-        n,
-        row_size,
-        elem_offset // 4,
-        HEAD=elem_offset % 4,
+    )
+    modes = dict(
         HAS_ALPHA=alpha_rows is not None,
         NOISE_FROM_PTR=injected_noise is not None,
         COMPUTE=_compute(sigma_rows.dtype),
-        BLOCK=cfg.block,
-        VEC=cfg.vec,
-        **cfg.options,
+    )
+    vec, aligned = row_vec(row_size, elem_offset, x)
+    head_room = 0 if aligned else 3
+    gpu_block = row_grid_block(row_size + head_room)
+    chunks = triton.cdiv(row_size + head_room, gpu_block)
+    if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY or chunks > MAX_GRID_Y:
+        cfg = flat_launch(interpreted, n, elem_offset, block, vec_for(x))
+        _dsm_perturb_flat_kernel[cfg.grid](
+            *ptrs,
+            n,
+            row_size,
+            elem_offset // 4,
+            HEAD=elem_offset % 4,
+            BLOCK=cfg.block,
+            VEC=cfg.vec,
+            **modes,
+            **cfg.options,
+        )
+        return out
+    if block is None:  # the interpreter: one program per row (few, large programs)
+        block = min(BLOCK_INTERPRETER, triton.next_power_of_2(row_size + head_room)) if interpreted else gpu_block
+    grid = (n // row_size, triton.cdiv(row_size + head_room, block))
+    _dsm_perturb_kernel[grid](
+        *ptrs,
+        row_size,
+        elem_offset,
+        HEAD=0 if aligned else 1,
+        BLOCK=block,
+        VEC=vec,
+        **modes,
+        **row_options(interpreted, block),
     )
     return out
 
@@ -218,7 +292,8 @@ def launch_dsm_loss_rows(
     if rows == 0:
         return out
     interpreted = score.device.type == "cpu"
-    block, n_chunks, _, aligned, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    block, n_chunks, _, _, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    vec, aligned = row_vec(row_size, elem_offset, score)
     partial = torch.empty((rows, n_chunks), dtype=out.dtype, device=score.device)
     _dsm_loss_partial_kernel[(rows, n_chunks)](
         score,
@@ -233,7 +308,7 @@ def launch_dsm_loss_rows(
         ROWS_ALIGNED=aligned,
         COMPUTE=_compute(out.dtype),
         BLOCK=block,
-        VEC=vec_for(score),
+        VEC=vec,
         **kwargs,
     )
     _dsm_loss_reduce_kernel[(rows,)](
@@ -255,7 +330,8 @@ def launch_dsm_loss_backward(
     if rows == 0 or row_size == 0:
         return grad
     interpreted = score.device.type == "cpu"
-    block, n_chunks, _, aligned, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    block, n_chunks, _, _, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    vec, aligned = row_vec(row_size, elem_offset, score, grad)
     _dsm_loss_backward_kernel[(rows, n_chunks)](
         score,
         grad,
@@ -269,7 +345,7 @@ def launch_dsm_loss_backward(
         ROWS_ALIGNED=aligned,
         COMPUTE=_compute(inv_sigma_rows.dtype),
         BLOCK=block,
-        VEC=vec_for(score, grad),
+        VEC=vec,
         **kwargs,
     )
     return grad

@@ -1,7 +1,9 @@
 """The fused Langevin corrector: per-row norms (pass 1), SNR step size, update (pass 2).
 
-Oracles: the norms and the update written out with ``philox_normal`` (the kernels' stream in
-PyTorch) or ``torch_normal`` (the fallback's CPU stream) for the seed the op drew.
+Oracle: :mod:`fastlangevin.reference.corrector` (no formula of its own here), fed the op's noise
+rebuilt with ``philox_normal`` (the kernels' stream in PyTorch) or ``torch_normal`` (the fallback's
+CPU stream) for the seed the op drew. The Triton kernel (interpreted on CPU) and the optimised
+PyTorch fallback are both tested against it.
 """
 
 import math
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 import fastlangevin
-from fastlangevin import track_backends
+from fastlangevin import reference, track_backends
 from fastlangevin._rng import draw_seed, philox_normal, torch_normal
 from fastlangevin.ops.corrector import corrector_norms, langevin_corrector_, snr_step_size
 
@@ -48,11 +50,11 @@ def test_norms_match_oracle(device_backend, shape, dtype, atol, rtol, offset):
         assert ran == [("corrector_norms", backend)]
         assert out.shape == (shape[0], 2) and out.dtype == acc
         z = _noise(seed.cpu(), stream, offset * row, shape[0] * row, acc).view(shape[0], row)
-        s = score.reshape(shape[0], row).to(acc).cpu()
-        torch.testing.assert_close(out[:, 0].cpu(), (s * s).sum(1), atol=atol, rtol=rtol)
+        want = reference.corrector_norms(score.reshape(shape[0], row).to(acc).cpu(), z)
+        torch.testing.assert_close(out[:, 0].cpu(), want[:, 0], atol=atol, rtol=rtol)
         # z is fp32 whatever the score dtype; the interpreter's randn4x and philox_normal
         # differ by an ulp or so (libm), hence fp32 tolerances here.
-        torch.testing.assert_close(out[:, 1].cpu(), (z * z).sum(1), atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(out[:, 1].cpu(), want[:, 1], atol=2e-5, rtol=1e-5)
 
 
 def test_norms_kernel_chunks_deterministic():
@@ -71,18 +73,39 @@ def test_norms_kernel_chunks_deterministic():
     assert torch.equal(one, again)
     torch.testing.assert_close(one, big, atol=1e-5, rtol=1e-6)
     z = philox_normal(seed.cpu(), 29, 3 * 29).view(3, 29)
-    torch.testing.assert_close(one[:, 1].cpu(), (z * z).sum(1), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(one.cpu(), reference.corrector_norms(score.cpu(), z), atol=1e-5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rng", ["philox", "torch"])
+def test_fallback_row_blocks_match_reference(monkeypatch, rng):
+    """The fallback walks rows in blocks of about BLOCK_ELEMENTS elements: several blocks (and a
+    row longer than a block) give the reference's norms, and each row's norms its own alone."""
+    from fastlangevin.fallback import corrector as fb
+
+    score = torch.randn(7, 5, generator=torch.Generator().manual_seed(2))
+    seed = torch.tensor([99], dtype=torch.int64)
+    whole = fb.corrector_norms_torch(score, seed, sample_offset=3, rng=rng)
+    monkeypatch.setattr(fb, "BLOCK_ELEMENTS", 12)  # 2 rows per block, then 1 (rows of 5)
+    blocks = fb.corrector_norms_torch(score, seed, sample_offset=3, rng=rng)
+    monkeypatch.setattr(fb, "BLOCK_ELEMENTS", 3)  # a row is a block of its own
+    rows = fb.corrector_norms_torch(score, seed, sample_offset=3, rng=rng)
+    z = _noise(seed, rng, 3 * 5, 7 * 5).view(7, 5)
+    torch.testing.assert_close(whole, reference.corrector_norms(score, z), atol=1e-6, rtol=1e-6)
+    assert torch.equal(blocks, whole) and torch.equal(rows, whole)
 
 
 def test_step_size_formula():
     norms = torch.tensor([[4.0, 9.0], [1.0, 16.0], [9.0, 1.0]])  # ‖s‖ = 2, 1, 3; ‖z‖ = 3, 4, 1
     batch = snr_step_size(norms, 0.5, 0.9, norm="batch")
     assert batch.dim() == 0
-    assert batch.item() == pytest.approx(2 * 0.9 * (0.5 * (8 / 3) / (6 / 3)) ** 2)
+    torch.testing.assert_close(batch, reference.snr_step_size_from_norms(norms, 0.5, 0.9, "batch"))
     per = snr_step_size(norms, 0.5, 0.9, norm="per_sample")
-    torch.testing.assert_close(per, torch.tensor([2 * 0.9 * (0.5 * z / s) ** 2 for s, z in [(2, 3), (1, 4), (3, 1)]]))
-    rows = snr_step_size(norms, torch.tensor([0.1, 0.2, 0.3]), 1.0, norm="batch")
-    torch.testing.assert_close(rows, 2 * (torch.tensor([0.1, 0.2, 0.3]) * (8 / 6)) ** 2)
+    assert per.shape == (3,)
+    torch.testing.assert_close(per, reference.snr_step_size_from_norms(norms, 0.5, 0.9, "per_sample"))
+    snr_rows = torch.tensor([0.1, 0.2, 0.3])
+    rows = snr_step_size(norms, snr_rows, 1.0, norm="batch")
+    assert rows.shape == (3,)
+    torch.testing.assert_close(rows, reference.snr_step_size_from_norms(norms, snr_rows, 1.0, "batch"))
 
 
 @pytest.mark.parametrize("norm", ["batch", "per_sample"])
@@ -116,13 +139,10 @@ def test_corrector_update_matches_equation(device_backend, norm, add_noise):
         seed = draw_seed(torch.device(device), g_copy)  # the one draw the op made
         assert torch.equal(g_copy.get_state(), g.get_state())
         z = _noise(seed.cpu(), stream, offset * row, 5 * row).view(shape)
-        zn = z.reshape(5, -1).norm(dim=1)
-        sn = s.cpu().reshape(5, -1).norm(dim=1)
-        ratio = zn.mean() / sn.mean() if norm == "batch" else zn / sn
-        e = 2 * alpha * (snr * ratio) ** 2
-        torch.testing.assert_close(eps.cpu(), e if norm == "per_sample" else e.reshape(()), atol=1e-6, rtol=1e-5)
-        eb = e.reshape(-1, 1, 1) if norm == "per_sample" else e
-        want = x0.cpu() + eb * s.cpu() + ((2 * eb).sqrt() * z if add_noise else 0.0)
+        e = reference.snr_step_size(s.cpu(), z, snr, alpha, norm)
+        assert eps.shape == e.shape == ((5,) if norm == "per_sample" else ())
+        torch.testing.assert_close(eps.cpu(), e, atol=1e-6, rtol=1e-5)
+        want = reference.langevin_corrector(x0.cpu(), s.cpu(), z, snr, alpha, norm, add_noise=add_noise)
         torch.testing.assert_close(x.cpu(), want, atol=1e-5, rtol=1e-5)
 
 
@@ -131,9 +151,14 @@ def test_corrector_alpha_tensor_and_clamp():
     s = torch.randn(6, 4)
     alpha = torch.tensor(0.5)
     y = x.clone()
-    langevin_corrector_(y, s, 5.0, alpha=alpha, clamp=(-0.25, 0.25), rng="philox")
+    g = torch.Generator().manual_seed(4)
+    seed = draw_seed(torch.device("cpu"), torch.Generator().set_state(g.get_state()))
+    langevin_corrector_(y, s, 5.0, alpha=alpha, clamp=(-0.25, 0.25), generator=g, backend="torch", rng="philox")
     assert y.min() >= -0.25 and y.max() <= 0.25
     assert (y.abs() == 0.25).any()  # a big SNR step: some entries hit the bounds
+    z = philox_normal(seed, 0, x.numel()).view(x.shape)
+    want = reference.langevin_corrector(x, s, z, 5.0, alpha, clamp=(-0.25, 0.25))
+    torch.testing.assert_close(y, want, atol=1e-5, rtol=1e-5)
 
 
 def test_per_sample_norms_batch_invariant(device_backend):

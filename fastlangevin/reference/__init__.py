@@ -15,7 +15,7 @@ Modules, one per op family:
   predictor step of the VE / VP reverse SDE.
 """
 
-from .corrector import langevin_corrector, snr_step_size
+from .corrector import corrector_norms, langevin_corrector, snr_step_size, snr_step_size_from_norms
 from .dsm import dsm_loss, dsm_loss_rows, dsm_perturb, dsm_score_grad
 from .optim import cyclical_lr, grad_potential, psgld_step, sghmc_step, sgld_step
 from .samplers import (
@@ -30,6 +30,7 @@ from .step import langevin_step, rows
 __all__ = [
     "annealed_langevin",
     "annealed_step_size",
+    "corrector_norms",
     "cyclical_lr",
     "dsm_loss",
     "dsm_loss_rows",
@@ -44,6 +45,7 @@ __all__ = [
     "sghmc_step",
     "sgld_step",
     "snr_step_size",
+    "snr_step_size_from_norms",
     "ve_reverse_diffusion_step",
     "vp_reverse_diffusion_step",
 ]

@@ -1,0 +1,96 @@
+"""Row tiles (``kernels/row_tiles.py``): the launch choices, and the row-grid DSM kernels against the
+PyTorch fallback for rows long enough to take the row grid (aligned and mid-group rows, 16-bit rows
+that are and are not whole tile rows of 8). Triton runs under the interpreter on CPU.
+"""
+
+import pytest
+import torch
+
+from fastlangevin.fallback import dsm as fb
+
+pytest.importorskip("triton")
+row_tiles = pytest.importorskip("fastlangevin.kernels.row_tiles")
+kd = pytest.importorskip("fastlangevin.kernels.dsm")
+
+
+def test_row_grid_block_leaves_few_lanes_idle():
+    assert row_tiles.row_grid_block(3 * 32 * 32) == 1024  # three full chunks, not one 3/4-full 4096
+    assert row_tiles.row_grid_block(4096) == 4096
+    assert row_tiles.lanes_busy(4099 + 3, row_tiles.row_grid_block(4099 + 3)) >= 7 / 8
+    assert row_tiles.lanes_busy(300, row_tiles.row_grid_block(300)) < kd.ROW_GRID_MIN_BUSY  # -> flat grid
+
+
+@pytest.mark.parametrize(
+    "row_size,elem_offset,dtype,want",
+    [
+        (1024, 0, torch.bfloat16, (8, True)),
+        (12, 0, torch.bfloat16, (4, True)),  # 16-bit rows not whole tile rows of 8: 4 wide
+        (1030, 0, torch.bfloat16, (4, False)),  # a head: 4 wide
+        (8, 3, torch.float32, (4, False)),
+        (1024, 16, torch.float32, (4, True)),
+    ],
+)
+def test_row_vec(row_size, elem_offset, dtype, want):
+    assert row_tiles.row_vec(row_size, elem_offset, torch.empty(1, dtype=dtype)) == want
+
+
+def _inputs(B, D, dtype):
+    g = torch.Generator().manual_seed(B * 7919 + D)
+    x = torch.randn(B * D, generator=g).to(dtype)
+    z = torch.randn(B * D, generator=g)
+    sigma, alpha, w = torch.rand(B, generator=g) + 0.1, torch.rand(B, generator=g) + 0.5, torch.rand(B, generator=g)
+    return x, z, sigma, alpha, w
+
+
+class _Spy:
+    """Stands in for a kernel in the launcher module and records that it was launched."""
+
+    def __init__(self, kernel, ran, name):
+        self.kernel, self.ran, self.name = kernel, ran, name
+
+    def __getitem__(self, grid):
+        self.ran.append(self.name)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize(
+    "D,elem_offset,path",
+    [(1024, 0, "rows"), (4099, 0, "rows"), (4099, 3, "rows"), (1024, 3, "flat"), (520, 8, "flat")],
+    ids=str,
+)
+def test_row_grid_perturb_matches_fallback(monkeypatch, D, elem_offset, path):
+    """The row grid for long rows (aligned or not), the flat grid where a row grid would idle a quarter
+    of its lanes. Injected noise: bitwise the fallback's x̃ (fp32), whatever the BLOCK; generated
+    noise: the fallback's PyTorch Philox to 1e-5."""
+    ran = []
+    monkeypatch.setattr(kd, "_dsm_perturb_kernel", _Spy(kd._dsm_perturb_kernel, ran, "rows"))
+    monkeypatch.setattr(kd, "_dsm_perturb_flat_kernel", _Spy(kd._dsm_perturb_flat_kernel, ran, "flat"))
+    x, z, sigma, alpha, _ = _inputs(3, D, torch.float32)
+    kw = dict(row_size=D, elem_offset=elem_offset)
+    seed = torch.tensor([777], dtype=torch.int64)
+    got = kd.launch_dsm_perturb(x, torch.empty_like(x), seed, alpha, sigma, injected_noise=z, **kw)
+    small = kd.launch_dsm_perturb(x, torch.empty_like(x), seed, alpha, sigma, injected_noise=z, block=256, **kw)
+    want = fb.dsm_perturb_torch(x, torch.empty_like(x), seed, alpha, sigma, rng="philox", injected_noise=z, **kw)
+    assert torch.equal(got, want) and torch.equal(small, want)
+    got = kd.launch_dsm_perturb(x, torch.empty_like(x), seed, None, sigma, **kw)
+    want = fb.dsm_perturb_torch(x, torch.empty_like(x), seed, None, sigma, rng="philox", **kw)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert ran == [path] * 3
+
+
+@pytest.mark.parametrize("D,elem_offset", [(1024, 0), (12, 0), (1030, 3), (1024, 16)], ids=str)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_row_kernels_match_fallback(D, elem_offset, dtype):
+    """Loss rows (fp32 sums, to summation order) and ∂L/∂s (injected noise: bitwise for fp32)."""
+    x, z, sigma, _, w = _inputs(2, D, dtype)
+    kw = dict(row_size=D, elem_offset=elem_offset, injected_noise=z)
+    seed = torch.zeros(1, dtype=torch.int64)
+    inv = 1 / sigma
+    rows = kd.launch_dsm_loss_rows(x, torch.empty(2), seed, inv, w, **kw)
+    torch.testing.assert_close(rows, fb.dsm_loss_rows_torch(x, seed, inv, w, rng="philox", **kw), atol=0, rtol=1e-5)
+    grad = kd.launch_dsm_loss_backward(x, torch.empty_like(x), seed, inv, w, **kw)
+    want = fb.dsm_loss_backward_torch(x, torch.empty_like(x), seed, inv, w, rng="philox", **kw)
+    if dtype == torch.float32:
+        assert torch.equal(grad, want)
+    else:
+        torch.testing.assert_close(grad.float(), want.float(), atol=0, rtol=2**-7)  # one bf16 ulp
