@@ -20,14 +20,15 @@ import torch
 from .. import modes
 from .chunks import CPU_PIECE, compute_dtype, for_pieces, scale_slice
 
-__all__ = ["compute_dtype", "langevin_step_torch", "scalar_tensor"]
+__all__ = ["compute_dtype", "fp32_scalar", "langevin_step_torch", "scalar_tensor"]
 
 # Pieces up to this many elements allocate their temporary (cheap below glibc's mmap
 # threshold); larger ones reuse a per-thread work buffer.
 _SMALL_PIECE = 4096
 _WORK = threading.local()
-_SCALARS: dict = {}
+_SCALARS: dict = {}  # dtype -> {value: 0-d tensor}
 _MAX_SCALARS = 256
+_FP32: dict = _SCALARS.setdefault(torch.float32, {})
 
 
 def scalar_tensor(value: float, dtype: torch.dtype) -> torch.Tensor:
@@ -36,13 +37,21 @@ def scalar_tensor(value: float, dtype: torch.dtype) -> torch.Tensor:
     ``t * scalar_tensor(a, fp32)`` is bitwise ``t * a`` (ATen casts a Python scalar to the
     op's dtype too) but skips the wrapping of a Python number, about half of a small op's cost.
     """
-    key = (value, dtype)
-    t = _SCALARS.get(key)
+    cache = _SCALARS.get(dtype)
+    if cache is None:
+        cache = _SCALARS[dtype] = {}
+    t = cache.get(value)
     if t is None:
-        if len(_SCALARS) >= _MAX_SCALARS:
-            _SCALARS.clear()
-        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+        if len(cache) >= _MAX_SCALARS:
+            cache.clear()
+        t = cache[value] = torch.tensor(value, dtype=dtype)
     return t
+
+
+def fp32_scalar(value: float) -> torch.Tensor:
+    """``scalar_tensor(value, torch.float32)`` with one dict lookup (the small steps' hot path)."""
+    t = _FP32.get(value)
+    return t if t is not None else scalar_tensor(value, torch.float32)
 
 
 def _work_buffer(cdt: torch.dtype, n: int) -> torch.Tensor:

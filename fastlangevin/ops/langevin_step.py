@@ -21,10 +21,10 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from .. import _backend, modes
-from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
+from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, cpu_scratch
-from ..fallback.langevin_step import langevin_step_torch, scalar_tensor
+from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, thread_scratch
+from ..fallback.langevin_step import fp32_scalar, langevin_step_torch
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
 
@@ -319,7 +319,39 @@ def _build(
 
 
 _CPU = torch.device("cpu")
-_SHAPED: dict = {}  # x.shape -> (noise fill view, noise view shaped like x) of this thread's buffer
+_TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
+# (backend, rng) arguments -> whether they select the CPU fallback with the torch stream
+_SMALL_CHOICE = _backend.derived_cache()
+# id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
+_CPU_GENERATORS: dict = {}
+
+
+def _small_choice(backend, rng) -> bool:
+    """Whether ``backend``/``rng`` (and the environment) give the CPU fallback with the torch
+    stream; invalid values give False (the general path then raises with its message)."""
+    try:
+        return _SMALL_CHOICE[(backend, rng)]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: not a valid backend / rng anyway
+        return False
+    try:
+        ok = _backend.resolve_backend(_CPU, backend) == "torch" and resolve_rng(rng, "torch", _CPU) == "torch"
+    except Exception:  # refused: the general path raises it
+        return False
+    _SMALL_CHOICE[(backend, rng)] = ok
+    return ok
+
+
+def _cpu_generator(generator) -> bool:
+    if _CPU_GENERATORS.get(id(generator)) is generator:
+        return True
+    if type(generator) is not torch.Generator or generator.device != _CPU:
+        return False
+    if len(_CPU_GENERATORS) >= 64:
+        _CPU_GENERATORS.clear()
+    _CPU_GENERATORS[id(generator)] = generator
+    return True
 
 
 def _small_cpu_step_(
@@ -334,65 +366,84 @@ def _small_cpu_step_(
     stream, nothing that needs the dispatcher. The same operations in the same order as the
     general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
     result and the same generator draw; it only skips the generic machinery around them.
+
+    Cost floor (256x2, 1 thread, quiet machine, µs per op): seed ``random_`` + ``item`` 1.3,
+    ``chunk_seed`` 0.4, ``Generator.manual_seed`` 1.2, ``normal_`` (512) 2.5, ``mul`` 1.2,
+    ``add_`` 0.9 x 2: ~8.3 µs of torch ops that the fixed stream and the no-FMA arithmetic order
+    need, against ~5.6 µs for the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x),
+    alpha=b)`` (3 ops, FMA, the global generator): ~0.67x of it is the bitwise ceiling here. The
+    checks below cost ~1.5 µs more (ratios measured side by side: see ``tests/speed_check.py``).
     """
     if (
-        backend == "triton"
-        or type(x) is not torch.Tensor
-        or type(score) is not torch.Tensor
+        type(x) is not _TENSOR
+        or type(score) is not _TENSOR
         or type(step_size) is not float
-        or not (noise_scale is None or type(noise_scale) is float)
         or clamp is not None
         or type(sample_offset) is not int
+        or x.dtype is not _FP32
+        or score.dtype is not _FP32
         or not x.is_cpu
-        or x.dtype is not torch.float32
-        or score.dtype is not torch.float32
-        or x.shape != score.shape
-        or not (step_size > 0.0 and step_size < math.inf)
-        or (generator is not None and (type(generator) is not torch.Generator or generator.device != _CPU))
-        or x.dim() == 0
-        or not x.is_contiguous()
-        or not score.is_contiguous()
         or not score.is_cpu
-        or sample_offset < 0
+        or not _backend.no_interception()
     ):
         return False
-    n = x.numel()
-    row_size = n // x.shape[0] if x.shape[0] else 0
-    start = sample_offset * row_size
-    chunk = start // TORCH_RNG_CHUNK
-    if n == 0 or n > CPU_PIECE or (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+    shape = x.shape
+    if not shape or shape != score.shape or not x.is_contiguous() or not score.is_contiguous():
         return False
-    b = math.sqrt(2.0 * step_size) if noise_scale is None else noise_scale
-    if not (b > 0.0 and b < math.inf):
+    if not (step_size > 0.0 and step_size < _INF) or sample_offset < 0:
         return False
-    if _backend.resolve_backend(_CPU, backend) != "torch":
+    if noise_scale is None:
+        b = math.sqrt(2.0 * step_size)
+    elif type(noise_scale) is float:
+        b = noise_scale
+    else:
         return False
-    if (rng if rng is not None else _backend.env_setting(RNG_ENV_VAR)) not in (None, "torch"):
+    if not (b > 0.0 and b < _INF):
+        return False
+    if generator is not None and not _cpu_generator(generator):
+        return False
+    if not _small_choice(backend, rng):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
-        return False  # the general path raises
-    if not _backend.can_call_directly():
+        return False  # the general path raises (in place) or records the autograd graph
+    n = x.numel()
+    if n == 0 or n > CPU_PIECE:
         return False
-    # validated: draw
-    seed = draw_seed_value(generator)
-    _backend.record("langevin_step", "torch")
-    gen, buf = cpu_scratch()
+    start = sample_offset * (n // shape[0]) if sample_offset else 0
+    chunk = start // TORCH_RNG_CHUNK
+    if (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+        return False
+    # validated: draw (the draw draw_seed_value makes, into this thread's seed buffer)
+    st = thread_scratch()
+    if generator is None:
+        seed = st.seed.random_(0, SEED_HIGH).item()
+    else:
+        seed = st.seed.random_(0, SEED_HIGH, generator=generator).item()
+    if _backend._RECORDERS:
+        _backend.record("langevin_step", "torch")
     head = start - chunk * TORCH_RNG_CHUNK
-    key = (x.shape, head)
-    views = _SHAPED.get(key)
-    if views is None or views[0].data_ptr() != buf.data_ptr():
-        if len(_SHAPED) > 256:
-            _SHAPED.clear()
-        fill = min(buf.numel(), max(16, -(-(head + n) // 16) * 16))
-        views = _SHAPED[key] = (buf[:fill], buf[head : head + n].view(x.shape))
-    gen.manual_seed(chunk_seed(seed, chunk))
-    views[0].normal_(0.0, b, generator=gen)
-    t = torch.mul(score, scalar_tensor(step_size, torch.float32))
+    views = st.views.get((shape, head))
+    if views is None:
+        views = _small_views(st, shape, head, n)
+    st.gen.manual_seed(chunk_seed(seed, chunk))
+    views[0].normal_(0.0, b, generator=st.gen)
+    t = torch.mul(score, fp32_scalar(step_size), out=views[2])
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
         return torch.add(x, t).add_(views[1])
     x.add_(t)
     x.add_(views[1])
     return True
+
+
+def _small_views(st, shape, head: int, n: int) -> tuple:
+    """(noise fill view, noise view shaped like x, ``a*s`` work view shaped like x) of ``st``'s
+    buffers for a state of ``shape`` whose noise starts ``head`` elements into its chunk."""
+    if len(st.views) > 256:
+        st.views.clear()
+    fill = min(st.noise.numel(), max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
+    views = (st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
+    st.views[(shape, head)] = views
+    return views
 
 
 def step_args(
