@@ -21,9 +21,12 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from .. import _backend, modes
+from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
 from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
+from ..fallback.chunks import _SCRATCH as _THREAD
 from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, thread_scratch
+from ..fallback.langevin_step import _FP32 as _FP32_SCALARS
 from ..fallback.langevin_step import fp32_scalar, langevin_step_torch
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
@@ -384,21 +387,21 @@ def _small_cpu_step_(
         or score.dtype is not _FP32
         or not x.is_cpu
         or not score.is_cpu
-        or not _backend.no_interception()
+        or _is_compiling()
+        or _function_mode_on()
+        or _dispatch_modes()
     ):
         return False
     shape = x.shape
-    if not shape or shape != score.shape or not x.is_contiguous() or not score.is_contiguous():
+    if shape != score.shape or not x.is_contiguous() or not score.is_contiguous():
         return False
-    if not (step_size > 0.0 and step_size < _INF) or sample_offset < 0:
+    if not (step_size > 0.0 and step_size < _INF):
         return False
     if noise_scale is None:
         b = math.sqrt(2.0 * step_size)
-    elif type(noise_scale) is float:
+    elif type(noise_scale) is float and noise_scale > 0.0 and noise_scale < _INF:
         b = noise_scale
     else:
-        return False
-    if not (b > 0.0 and b < _INF):
         return False
     if generator is not None and not _cpu_generator(generator):
         return False
@@ -406,44 +409,48 @@ def _small_cpu_step_(
         return False
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
         return False  # the general path raises (in place) or records the autograd graph
-    n = x.numel()
-    if n == 0 or n > CPU_PIECE:
-        return False
-    start = sample_offset * (n // shape[0]) if sample_offset else 0
-    chunk = start // TORCH_RNG_CHUNK
-    if (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+    st = getattr(_THREAD, "st", None) or thread_scratch()
+    plan = st.views.get((shape, sample_offset))
+    if plan is None:
+        plan = _small_plan(st, shape, sample_offset)
+    if not plan:
         return False
     # validated: draw (the draw draw_seed_value makes, into this thread's seed buffer)
-    st = thread_scratch()
     if generator is None:
         seed = st.seed.random_(0, SEED_HIGH).item()
     else:
         seed = st.seed.random_(0, SEED_HIGH, generator=generator).item()
     if _backend._RECORDERS:
         _backend.record("langevin_step", "torch")
-    head = start - chunk * TORCH_RNG_CHUNK
-    views = st.views.get((shape, head))
-    if views is None:
-        views = _small_views(st, shape, head, n)
+    chunk, fill, noise, work = plan
     st.gen.manual_seed(chunk_seed(seed, chunk))
-    views[0].normal_(0.0, b, generator=st.gen)
-    t = torch.mul(score, fp32_scalar(step_size), out=views[2])
+    fill.normal_(0.0, b, generator=st.gen)
+    a = _FP32_SCALARS.get(step_size)
+    t = torch.mul(score, a if a is not None else fp32_scalar(step_size), out=work)
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
-        return torch.add(x, t).add_(views[1])
+        return torch.add(x, t).add_(noise)
     x.add_(t)
-    x.add_(views[1])
+    x.add_(noise)
     return True
 
 
-def _small_views(st, shape, head: int, n: int) -> tuple:
-    """(noise fill view, noise view shaped like x, ``a*s`` work view shaped like x) of ``st``'s
-    buffers for a state of ``shape`` whose noise starts ``head`` elements into its chunk."""
+def _small_plan(st, shape, sample_offset: int):
+    """What the straight path needs for a state of ``shape`` at ``sample_offset``, cached in
+    ``st.views``: ``(chunk, noise fill view, noise view shaped like x, a*s work view shaped like
+    x)`` of ``st``'s buffers, or False when that state is not the straight path's case (0-d,
+    empty, more than one piece, straddling two noise chunks, or a negative offset)."""
     if len(st.views) > 256:
         st.views.clear()
-    fill = min(st.noise.numel(), max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
-    views = (st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
-    st.views[(shape, head)] = views
-    return views
+    n = math.prod(shape)
+    plan = False
+    if shape and 0 < n <= CPU_PIECE and sample_offset >= 0:
+        start = sample_offset * (n // shape[0])
+        chunk, head = divmod(start, TORCH_RNG_CHUNK)
+        if head + n <= TORCH_RNG_CHUNK:
+            fill = min(TORCH_RNG_CHUNK, max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
+            plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
+    st.views[(shape, sample_offset)] = plan
+    return plan
 
 
 def step_args(
