@@ -415,7 +415,13 @@ def _small_cpu_step_(
         plan = _small_plan(st, shape, sample_offset)
     if not plan:
         return False
-    # validated: draw (the draw draw_seed_value makes, into this thread's seed buffer)
+    return _small_run(st, plan, x, score, step_size, b, generator, out_of_place)
+
+
+def _small_run(st, plan: tuple, x, score, a: float, b: float, generator, out_of_place: bool = False):
+    """The straight path's operations, everything validated: draw the seed (the draw
+    :func:`draw_seed_value` makes, into the thread's seed buffer), then ``(x + a*s) + fl(b*z)``
+    with z from the chunk generator prescaled inside ``normal_``. True, or the new tensor."""
     if generator is None:
         seed = st.seed.random_(0, SEED_HIGH).item()
     else:
@@ -425,8 +431,8 @@ def _small_cpu_step_(
     chunk, fill, noise, work = plan
     st.gen.manual_seed(chunk_seed(seed, chunk))
     fill.normal_(0.0, b, generator=st.gen)
-    a = _FP32_SCALARS.get(step_size)
-    t = torch.mul(score, a if a is not None else fp32_scalar(step_size), out=work)
+    a_t = _FP32_SCALARS.get(a)
+    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(a), out=work)
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
         return torch.add(x, t).add_(noise)
     x.add_(t)
@@ -451,6 +457,58 @@ def _small_plan(st, shape, sample_offset: int):
             plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
     st.views[(shape, sample_offset)] = plan
     return plan
+
+
+class InplaceStepper:
+    """``langevin_step_(x, s, a, noise_scale, **kw)`` for a sampler's state ``x``, with everything
+    but the score and the step size checked once per run instead of once per step.
+
+    ``stepper(s, a)`` is bitwise that call (same seed draw, same arithmetic); ``s`` must come from
+    :func:`fastlangevin.sampling.loop.eval_score` (shaped like x, on its device, floating) and
+    ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs
+    :func:`_small_run` after the per-step checks (score dtype and layout, a float step, no
+    interception); anything else goes through :func:`langevin_step_` unchanged.
+    """
+
+    __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan")
+
+    def __init__(self, x, noise_scale=None, *, clamp=None, generator=None, backend=None, rng=None, sample_offset=0):
+        self.x, self.noise_scale, self.generator = x, noise_scale, generator
+        self.kw = dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+        self.st, self.plan = None, False
+        small = (
+            type(x) is _TENSOR
+            and x.dtype is _FP32
+            and x.is_cpu
+            and x.is_contiguous()
+            and clamp is None
+            and type(sample_offset) is int
+            and (noise_scale is None or (type(noise_scale) is float and 0.0 < noise_scale < _INF))
+            and (generator is None or _cpu_generator(generator))
+            and _small_choice(backend, rng)
+        )
+        if small:
+            self.st = st = thread_scratch()
+            self.plan = st.views.get((x.shape, sample_offset))
+            if self.plan is None:
+                self.plan = _small_plan(st, x.shape, sample_offset)
+
+    def __call__(self, s, a) -> None:
+        if (
+            self.plan
+            and type(a) is float
+            and type(s) is _TENSOR
+            and s.dtype is _FP32
+            and a > 0.0
+            and a < _INF
+            and s.is_contiguous()
+            and not (torch.is_grad_enabled() and s.requires_grad)
+            and not (_is_compiling() or _function_mode_on() or _dispatch_modes())
+        ):
+            b = math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale
+            _small_run(self.st, self.plan, self.x, s, a, b, self.generator)
+        else:
+            langevin_step_(self.x, s, a, self.noise_scale, **self.kw)
 
 
 def step_args(
