@@ -93,8 +93,11 @@ def _triton_launcher():
     return _LAUNCHER[0]
 
 
-def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
-    _backend.record("langevin_step", a.backend)
+def _dispatch(a: StepArgs, x, score, out, injected) -> None:
+    """Run the backend on contiguous ``x``, ``score``, ``out`` (and ``injected``): the kernel
+    takes them as they are (it only needs their pointers); the fallback gets flat views."""
+    if _backend._RECORDERS:
+        _backend.record("langevin_step", a.backend)
     row_size = _row_size(a.x)
     kw = dict(
         step_value=a.step_value,
@@ -109,9 +112,32 @@ def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
         injected_noise=injected,
     )
     if a.backend == "triton":
-        _triton_launcher()(x_flat, score_flat, out_flat, a.seed, **kw)
+        _triton_launcher()(x, score, out, a.seed, **kw)
     else:
-        langevin_step_torch(x_flat, score_flat, out_flat, a.seed, rng=a.rng, **kw)
+        flat_out = out.view(-1)
+        flat_x = flat_out if x is out else x.view(-1)
+        if injected is not None:
+            kw["injected_noise"] = injected.view(-1)
+        langevin_step_torch(flat_x, score.view(-1), flat_out, a.seed, rng=a.rng, **kw)
+
+
+def _step_out(a: StepArgs) -> torch.Tensor:
+    """The out-of-place op's body: a new contiguous tensor."""
+    xc, sc = a.x.contiguous(), a.score.contiguous()
+    out = torch.empty_like(xc)
+    inj = None if a.injected_noise is None else a.injected_noise.contiguous()
+    _dispatch(a, xc, sc, out, inj)
+    return out
+
+
+def _step_in_place(a: StepArgs) -> None:
+    """The in-place op's body: the update lands in ``a.x`` (through a contiguous copy if needed)."""
+    x = a.x
+    target = x if x.is_contiguous() else x.contiguous()
+    inj = None if a.injected_noise is None else a.injected_noise.contiguous()
+    _dispatch(a, target, a.score.contiguous(), target, inj)
+    if target is not x:
+        x.copy_(target)
 
 
 # ---------------------------------------------------------------------------------------
@@ -133,27 +159,7 @@ def _langevin_step_impl(
     rng: str,
     injected_noise: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    a = StepArgs(
-        x,
-        score,
-        seed,
-        step_value,
-        step_tensor,
-        noise_value,
-        noise_tensor,
-        noise_mode,
-        lo,
-        hi,
-        sample_offset,
-        backend,
-        rng,
-        injected_noise,
-    )
-    xc, sc = x.contiguous(), score.contiguous()
-    out = torch.empty_like(xc)
-    inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
-    _dispatch(a, xc.reshape(-1), sc.reshape(-1), out.reshape(-1), inj)
-    return out
+    return _step_out(StepArgs(**locals()))  # locals() are exactly the op's arguments here
 
 
 _langevin_step_op = torch.library.custom_op("fastlangevin::langevin_step", mutates_args=())(_langevin_step_impl)
@@ -206,29 +212,7 @@ def _langevin_step_inplace_impl(
     rng: str,
     injected_noise: Optional[torch.Tensor],
 ) -> None:
-    a = StepArgs(
-        x,
-        score,
-        seed,
-        step_value,
-        step_tensor,
-        noise_value,
-        noise_tensor,
-        noise_mode,
-        lo,
-        hi,
-        sample_offset,
-        backend,
-        rng,
-        injected_noise,
-    )
-    sc = score if score.is_contiguous() else score.contiguous()
-    inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
-    target = x if x.is_contiguous() else x.contiguous()
-    flat = target.view(-1)  # a view: the update lands in `target`
-    _dispatch(a, flat, sc.view(-1), flat, inj)
-    if target is not x:
-        x.copy_(target)
+    _step_in_place(StepArgs(**locals()))  # locals() are exactly the op's arguments here
 
 
 _langevin_step_inplace_op = torch.library.custom_op("fastlangevin::langevin_step_", mutates_args=("x",))(
@@ -245,7 +229,7 @@ def run_inplace_op(args: StepArgs) -> None:
     """``fastlangevin::langevin_step_(*args)``, skipping the dispatcher when nothing needs it
     (see :func:`fastlangevin._backend.can_call_directly`): same function, ~100 µs less a call."""
     if _backend.can_call_directly(args.x, args.score, args.step_tensor, args.noise_tensor):
-        _langevin_step_inplace_impl(*args)
+        _step_in_place(args)
     else:
         torch.ops.fastlangevin.langevin_step_(*args)
 
@@ -266,6 +250,37 @@ def _noise_scale(step: Scale, noise_scale, batch: int, device: torch.device):
     return noise, modes.scale_mode(noise.tensor)
 
 
+_CHOICES = _backend.derived_cache()  # (device, backend, rng) arguments -> (backend, stream)
+_ZERO_SEEDS: dict = {}  # device -> int64 [1] zeros, never written (the seed of calls without a draw)
+
+
+def _choices(device: torch.device, backend, rng) -> tuple:
+    """``(resolve_backend(device, backend), resolve_rng(rng, ...))``, cached once resolved."""
+    try:
+        return _CHOICES[(device, backend, rng)]
+    except (KeyError, TypeError):  # TypeError: unhashable arguments, refused below
+        pass
+    chosen = _backend.resolve_backend(device, backend)
+    got = _CHOICES[(device, backend, rng)] = (chosen, resolve_rng(rng, chosen, device))
+    return got
+
+
+def _zero_seed(device: torch.device) -> torch.Tensor:
+    seed = _ZERO_SEEDS.get(device)
+    if seed is None:
+        seed = _ZERO_SEEDS[device] = torch.zeros(1, dtype=torch.int64, device=device)
+    return seed
+
+
+def draw_cpu_seed(generator) -> torch.Tensor:
+    """The :func:`draw_seed` draw on CPU into this thread's reused int64 ``[1]`` buffer (returned):
+    for calls that use the seed tensor only before they return (CPU ops are synchronous)."""
+    st = getattr(_THREAD, "st", None) or thread_scratch()
+    if generator is None:
+        return st.seed.random_(0, SEED_HIGH)
+    return st.seed.random_(0, SEED_HIGH, generator=generator)
+
+
 def _build(
     x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, injected_noise, inplace
 ) -> tuple:
@@ -283,8 +298,7 @@ def _build(
         check_generator(generator, device)
     if type(sample_offset) is not int or sample_offset < 0:
         check_offset("sample_offset", sample_offset)
-    chosen = _backend.resolve_backend(device, backend)
-    stream = resolve_rng(rng, chosen, device)
+    chosen, stream = _choices(device, backend, rng)
     if injected_noise is not None:
         check_like("injected_noise", injected_noise, x, "x")
     if inplace and torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
@@ -296,9 +310,13 @@ def _build(
     direct = _backend.can_call_directly(x, score, st, nt)
     # validated: only now touch the generator (a refused call leaves it as it was)
     if noise_mode == modes.NOISE_NONE or injected_noise is not None:
-        seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
-    elif direct and chosen == "torch" and _backend.device_type(device) == "cpu":
-        seed = draw_seed_value(generator)
+        seed = _zero_seed(device)  # unused: no draw, generator untouched
+    elif direct and device.type == "cpu":
+        # CPU ops run synchronously: the thread's seed buffer is free again when the call returns
+        if chosen == "torch" and stream == "torch":
+            seed = draw_seed_value(generator)
+        else:
+            seed = draw_cpu_seed(generator)
     else:
         seed = draw_seed(device, generator)
     lo, hi = (None, None) if lo_hi is None else lo_hi
@@ -383,6 +401,7 @@ def _small_cpu_step_(
         or type(step_size) is not float
         or clamp is not None
         or type(sample_offset) is not int
+        or not _small_choice(backend, rng)
         or x.dtype is not _FP32
         or score.dtype is not _FP32
         or not x.is_cpu
@@ -404,8 +423,6 @@ def _small_cpu_step_(
     else:
         return False
     if generator is not None and not _cpu_generator(generator):
-        return False
-    if not _small_choice(backend, rng):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
         return False  # the general path raises (in place) or records the autograd graph
@@ -531,6 +548,8 @@ def step_args(
     )
     if isinstance(args.seed, int):
         args = args._replace(seed=torch.tensor([args.seed], dtype=torch.int64))
+    elif args.seed is thread_scratch().seed:  # the caller keeps these args: a seed of its own
+        args = args._replace(seed=args.seed.clone())
     return args
 
 
@@ -571,7 +590,7 @@ def langevin_step(
         return out
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, False)
     if direct:
-        return _langevin_step_impl(*args)
+        return _step_out(args)
     return torch.ops.fastlangevin.langevin_step(*args)
 
 
@@ -596,7 +615,7 @@ def langevin_step_(
         return x
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, True)
     if direct:
-        _langevin_step_inplace_impl(*args)
+        _step_in_place(args)
     else:
         torch.ops.fastlangevin.langevin_step_(*args)
     return x
