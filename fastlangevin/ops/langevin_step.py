@@ -388,12 +388,16 @@ def _small_cpu_step_(
     general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
     result and the same generator draw; it only skips the generic machinery around them.
 
-    Cost floor (256x2, 1 thread, quiet machine, µs per op): seed ``random_`` + ``item`` 1.3,
-    ``chunk_seed`` 0.4, ``Generator.manual_seed`` 1.2, ``normal_`` (512) 2.5, ``mul`` 1.2,
-    ``add_`` 0.9 x 2: ~8.3 µs of torch ops that the fixed stream and the no-FMA arithmetic order
+    Cost floor (256x2, 1 thread). Per op, µs (quiet machine, last session): seed ``random_`` +
+    ``item`` 1.3, ``chunk_seed`` 0.4, ``Generator.manual_seed`` 1.2, ``normal_`` (512) 2.5, ``mul``
+    1.2, ``add_`` 0.9 x 2: ~8.3 µs of torch ops that the fixed stream (a per-call seed drawn from
+    the caller's generator, a reseeded chunk generator) and the no-FMA order ``(x + a*s) + b*z``
     need, against ~5.6 µs for the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x),
-    alpha=b)`` (3 ops, FMA, the global generator): ~0.67x of it is the bitwise ceiling here. The
-    checks below cost ~1.5 µs more (ratios measured side by side: see ``tests/speed_check.py``).
+    alpha=b)`` (3 ops, FMA, the global generator). Measured side by side this session (thread CPU
+    time, loaded machine, medians of 21 rounds): those 6 ops alone 11.2 µs, hand-written 6.4-6.7,
+    textbook 13.5-14.5, this path 15.2-15.5: the bitwise ceiling is ~0.6x the hand-written loop,
+    and ~3.5 µs of checks and bookkeeping remain around the ops (reproduce: ``python
+    tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the 6 ops alone).
     """
     if (
         type(x) is not _TENSOR
