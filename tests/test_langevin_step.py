@@ -521,7 +521,7 @@ def test_cpu_scalar_tensor_accepted_for_cuda_x_and_zero_noise_leaves_generator()
     )
 
 
-@pytest.mark.parametrize("shape,offset", [((4, 40000), 0), ((3, 70001), 5)])
+@pytest.mark.parametrize("shape,offset", [((4, 40000), 0), ((3, 70001), 5), ((1, 50000), 0), ((8, 100), 3)])
 def test_serial_chunk_walk_is_the_piece_walk(shape, offset, monkeypatch):
     """The one-thread multi-chunk shortcut of the fallback gives bitwise what the generic piece
     walk (for_pieces) gives, in and out of place (<= 4 chunks: one worker whatever the threads)."""

@@ -157,7 +157,7 @@ def _serial_cpu(x: torch.Tensor, n: int, elem_offset: int) -> bool:
     if x.device.type != "cpu" or torch.compiler.is_compiling():
         return False
     n_chunks = (elem_offset + n - 1) // TORCH_RNG_CHUNK - elem_offset // TORCH_RNG_CHUNK + 1
-    return n_chunks > 1 and _workers(x.device, n_chunks) <= 1
+    return _workers(x.device, n_chunks) <= 1
 
 
 def _serial_chunks(x, score, out, seed, a: torch.Tensor, std: float, elem_offset: int, in_place: bool):
