@@ -36,9 +36,9 @@ import torch
 
 from .. import _backend, modes
 from .._rng import draw_seed
-from .._validate import check_clamp, check_generator, check_like, check_offset, check_scale, check_state
+from .._validate import check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
-from .langevin_step import StepArgs, _choices, draw_cpu_seed, resolve_rng, run_inplace_op
+from .langevin_step import StepArgs, check_call_options, draw_cpu_seed, resolve_rng, run_inplace_op
 
 NORM_MODES = ("batch", "per_sample")
 
@@ -208,12 +208,7 @@ def langevin_corrector_(
     alpha_s = check_scale("alpha", alpha, batch=batch, device=device)
     if norm not in NORM_MODES:
         raise ValueError(f"norm must be 'batch' or 'per_sample', got {norm!r}")
-    lo_hi = check_clamp(clamp) if clamp is not None else None
-    if generator is not None:
-        check_generator(generator, device)
-    if type(sample_offset) is not int or sample_offset < 0:
-        check_offset("sample_offset", sample_offset)
-    chosen, stream = _choices(device, backend, rng)
+    lo_hi, chosen, stream = check_call_options(device, clamp, generator, sample_offset, backend, rng)
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
         raise RuntimeError("langevin_corrector_ is a sampler op without autograd; run it under torch.no_grad()")
 

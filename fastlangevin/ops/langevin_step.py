@@ -265,6 +265,17 @@ def _choices(device: torch.device, backend, rng) -> tuple:
     return got
 
 
+def check_call_options(device: torch.device, clamp, generator, sample_offset, backend, rng) -> tuple:
+    """The checks every fused op makes of its options (metadata only, nothing drawn):
+    ``(clamp as (lo, hi) or None, backend, noise stream)``; raises naming the bad argument."""
+    lo_hi = check_clamp(clamp) if clamp is not None else None
+    if generator is not None:
+        check_generator(generator, device)
+    if type(sample_offset) is not int or sample_offset < 0:
+        check_offset("sample_offset", sample_offset)
+    return (lo_hi, *_choices(device, backend, rng))
+
+
 def _zero_seed(device: torch.device) -> torch.Tensor:
     seed = _ZERO_SEEDS.get(device)
     if seed is None:
@@ -293,12 +304,7 @@ def _build(
     batch, device = x.shape[0], x.device
     step = check_scale("step_size", step_size, batch=batch, device=device)
     noise, noise_mode = _noise_scale(step, noise_scale, batch, device)
-    lo_hi = check_clamp(clamp) if clamp is not None else None
-    if generator is not None:
-        check_generator(generator, device)
-    if type(sample_offset) is not int or sample_offset < 0:
-        check_offset("sample_offset", sample_offset)
-    chosen, stream = _choices(device, backend, rng)
+    lo_hi, chosen, stream = check_call_options(device, clamp, generator, sample_offset, backend, rng)
     if injected_noise is not None:
         check_like("injected_noise", injected_noise, x, "x")
     if inplace and torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
