@@ -98,6 +98,20 @@ def reload_environment() -> None:
     """Forget the cached ``FASTLANGEVIN_*`` settings: the next op reads the environment again."""
     _ENV_CACHE.clear()
     _RESOLVED.clear()
+    for cache in _DERIVED:
+        cache.clear()
+
+
+# Callers' caches of choices derived from the settings (see derived_cache): cleared with them.
+_DERIVED: List[dict] = []
+
+
+def derived_cache() -> dict:
+    """A new dict for choices computed from the cached settings and resolved backends (e.g. "may
+    this argument combination take a straight path"); :func:`reload_environment` empties it."""
+    cache: dict = {}
+    _DERIVED.append(cache)
+    return cache
 
 
 # (device, backend argument) -> resolved backend, for the combinations that cannot change
@@ -159,18 +173,27 @@ def can_call_directly(*tensors: Optional[torch.Tensor]) -> bool:
     needed only where something intercepts it: torch.compile tracing, tensor subclasses
     (FakeTensor, ...), active function/dispatch modes, or autograd recording a graph.
     """
-    if torch.compiler.is_compiling():
+    if not no_interception():
         return False
     grad = torch.is_grad_enabled()
     for t in tensors:
         if t is not None and (type(t) is not torch.Tensor or (grad and t.requires_grad)):
             return False
-    try:
-        if torch._C._is_torch_function_mode_enabled() or torch._C._len_torch_dispatch_stack() > 0:
-            return False
-    except AttributeError:  # pragma: no cover - private API moved: be safe, use the dispatcher
-        return False
     return True
+
+
+_is_compiling = torch.compiler.is_compiling
+try:
+    _function_mode_on = torch._C._is_torch_function_mode_enabled
+    _dispatch_modes = torch._C._len_torch_dispatch_stack
+except AttributeError:  # pragma: no cover - private API moved: be safe, always use the dispatcher
+    _function_mode_on, _dispatch_modes = (lambda: True), (lambda: 1)
+
+
+def no_interception() -> bool:
+    """No torch.compile tracing and no active torch function / dispatch mode: the tensor-free part
+    of :func:`can_call_directly` (~0.3 µs; callers check their tensors' types themselves)."""
+    return not (_is_compiling() or _function_mode_on() or _dispatch_modes())
 
 
 # ---------------------------------------------------------------------------------------

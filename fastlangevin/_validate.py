@@ -93,9 +93,11 @@ def check_scale(name: str, v, *, batch: int, device: torch.device, allow_zero: b
         if v.device.type == "cpu" and v.dim() == 0:
             return check_scale(name, float(v), batch=batch, device=device, allow_zero=allow_zero)
         raise ValueError(f"{name} tensor must be on x's device {device}, got {v.device}")
-    if v.device.type == "cpu" and not _compiling():
-        bad = ~torch.isfinite(v) | (v < 0) if allow_zero else ~torch.isfinite(v) | (v <= 0)
-        if bool(bad.any()):
+    if v.device.type == "cpu" and v.numel() and not _compiling():
+        lo, hi = torch.aminmax(v)  # one pass; NaN propagates into both
+        lo, hi = lo.item(), hi.item()
+        if not ((lo >= 0.0 if allow_zero else lo > 0.0) and hi < math.inf):
+            bad = ~torch.isfinite(v) | (v < 0) if allow_zero else ~torch.isfinite(v) | (v <= 0)
             raise ValueError(
                 f"{name} must be finite and {what} everywhere, got {v.flatten()[bad.flatten()][:4].tolist()}"
             )

@@ -78,7 +78,7 @@ def block_for(row_size: int, interpreted: bool) -> int:
 
 def n_chunks_for(row_size: int, block: int) -> int:
     # A row's first column can sit up to 3 elements into a group: cover row_size + 3.
-    return triton.cdiv(row_size + HEAD_ROOM, block)
+    return -(-(row_size + HEAD_ROOM) // block)  # ceil division (triton.cdiv costs a JIT-function call per use)
 
 
 def launch_corrector_norms(score, seed, *, sample_offset, block=None):

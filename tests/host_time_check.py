@@ -8,7 +8,10 @@ configuration. This measures that path on CPU without a GPU: ``TRITON_INTERPRET=
 ops take the Triton path on CPU tensors, and each ``kernel[grid](...)`` launch is replaced by a
 no-op that only counts its calls. It does not include Triton's own launcher (the driver call
 and argument packing, measured on hardware) nor a CUDA ``randint`` for the seed (a CPU one is
-timed instead). Prints one JSON object: op → median µs per call over interleaved rounds.
+timed instead: into a reused buffer, as CPU calls draw it; CUDA calls draw a fresh ``torch.randint``).
+Prints one JSON object: op → median µs per call over interleaved rounds, in the thread's CPU time
+(``time.thread_time``: the path is CPU-bound, and on a loaded machine wall time also counts the
+time the thread waited for a core; ``--wall`` times wall-clock instead).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def stub_kernels() -> None:
     kc._corrector_norms_kernel = _StubKernel()
 
 
-def measure(shape=(256, 2), iters=2000, rounds=9) -> dict:
+def measure(shape=(256, 2), iters=2000, rounds=9, timer=time.thread_time) -> dict:
     torch.set_num_threads(1)
     x = torch.randn(shape)
     assert fl.backend_for(x, "triton") == "triton"  # resolved (and cached) with the real kernels
@@ -69,10 +72,10 @@ def measure(shape=(256, 2), iters=2000, rounds=9) -> dict:
         times = {k: [] for k in ops}
         for _ in range(rounds):
             for name, fn in ops.items():
-                t0 = time.perf_counter()
+                t0 = timer()
                 for _ in range(iters):
                     fn()
-                times[name].append((time.perf_counter() - t0) / iters * 1e6)
+                times[name].append((timer() - t0) / iters * 1e6)
     return {k: round(statistics.median(v), 2) for k, v in times.items()}
 
 
@@ -80,9 +83,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=2000)
     p.add_argument("--shape", default="256,2")
+    p.add_argument("--wall", action="store_true", help="wall-clock time instead of the thread's CPU time")
     a = p.parse_args(argv)
     shape = tuple(int(v) for v in a.shape.split(","))
-    print(json.dumps(measure(shape, a.iters)))
+    print(json.dumps(measure(shape, a.iters, timer=time.perf_counter if a.wall else time.thread_time)))
     return 0
 
 

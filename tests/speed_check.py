@@ -1,10 +1,13 @@
 """Quick CPU speed check of the ops against the plain PyTorch they replace (a developer's
 script; the committed benchmark is ``fastlangevin bench``).
 
-    python tests/speed_check.py step --shape 256,2 [--threads 1]
+    python tests/speed_check.py step --shape 256,2 [--threads 1] [--cpu-time]
     python tests/speed_check.py dsm --shape 128,3,64,64
 
-Interleaved rounds, median per provider, µs (step) or ms (large). Prints one line per run.
+Interleaved rounds, median per provider, µs. ``--cpu-time`` times the thread's CPU time (steadier
+than wall time on a loaded machine). The step's ``floor`` row runs only the torch ops the bitwise
+stream needs for a one-chunk state (seed draw, chunk reseed, ``normal_``, ``mul``, two ``add_``).
+Prints one line per run.
 """
 
 from __future__ import annotations
@@ -12,21 +15,25 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import time
 import timeit
 
 import torch
 
 import fastlangevin as fl
 
+TIMER = [timeit.default_timer]
+
 
 def _interleaved(fns: dict, iters: int, rounds: int) -> dict:
     res = {k: [] for k in fns}
+    timer = TIMER[0]
     for _ in range(rounds):
         for k, f in fns.items():
-            t0 = timeit.default_timer()
+            t0 = timer()
             for _ in range(iters):
                 f()
-            res[k].append((timeit.default_timer() - t0) / iters * 1e6)
+            res[k].append((timer() - t0) / iters * 1e6)
     return {k: statistics.median(v) for k, v in res.items()}
 
 
@@ -38,9 +45,31 @@ def step(shape, rounds):
         "eager_inplace": lambda: x.add_(s, alpha=eps).add_(torch.randn_like(x), alpha=math.sqrt(2 * eps)),
         "fl.langevin_step_": lambda: fl.langevin_step_(x, s, eps),
     }
+    if x.numel() <= 1 << 15:
+        fns["floor"] = _floor_ops(x, s, eps)
     m = _interleaved(fns, max(2, min(2000, int(2e6 / x.numel()))), rounds)
     fl_t = m["fl.langevin_step_"]
     return m, {"vs textbook": m["textbook"] / fl_t, "vs eager in place": m["eager_inplace"] / fl_t}
+
+
+def _floor_ops(x, s, eps):
+    """The straight path's torch ops alone, on its buffers (no checks, no bookkeeping)."""
+    from fastlangevin._rng import SEED_HIGH, chunk_seed
+    from fastlangevin.fallback.chunks import thread_scratch
+    from fastlangevin.fallback.langevin_step import fp32_scalar
+
+    fl.langevin_step_(x, s, eps)  # builds the thread's plan for this shape
+    st = thread_scratch()
+    _, fill, noise, work = st.views[(x.shape, 0)]
+    a, b = fp32_scalar(eps), math.sqrt(2 * eps)
+
+    def ops():
+        st.gen.manual_seed(chunk_seed(st.seed.random_(0, SEED_HIGH).item(), 0))
+        fill.normal_(0.0, b, generator=st.gen)
+        x.add_(torch.mul(s, a, out=work))
+        x.add_(noise)
+
+    return ops
 
 
 def dsm(shape, rounds):
@@ -72,7 +101,10 @@ def main(argv=None):
     p.add_argument("--shape", default="256,2")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time, not wall time")
     a = p.parse_args(argv)
+    if a.cpu_time:
+        TIMER[0] = time.thread_time
     torch.set_num_threads(a.threads)
     shape = tuple(int(v) for v in a.shape.split(","))
     m, ratio = (step if a.what == "step" else dsm)(shape, a.rounds)

@@ -519,3 +519,36 @@ def test_cpu_scalar_tensor_accepted_for_cuda_x_and_zero_noise_leaves_generator()
         torch.randint(0, 1000, (3,), generator=g),
         torch.randint(0, 1000, (3,), generator=torch.Generator().manual_seed(0)),
     )
+
+
+@pytest.mark.parametrize("shape,offset", [((4, 40000), 0), ((3, 70001), 5), ((1, 50000), 0), ((8, 100), 3)])
+def test_serial_chunk_walk_is_the_piece_walk(shape, offset, monkeypatch):
+    """The one-thread multi-chunk shortcut of the fallback gives bitwise what the generic piece
+    walk (for_pieces) gives, in and out of place (<= 4 chunks: one worker whatever the threads)."""
+    from fastlangevin.fallback import langevin_step as fb
+
+    x, s = make_state(shape, torch.float32, torch.float32)
+    g = torch.Generator().manual_seed(3)
+    out = fl.langevin_step(x, s, 0.02, generator=g, sample_offset=offset)
+    xi = x.clone()
+    g.manual_seed(3)
+    fl.langevin_step_(xi, s, 0.02, generator=g, sample_offset=offset)
+    monkeypatch.setattr(fb, "_serial_cpu", lambda *args: False)
+    g.manual_seed(3)
+    generic = fl.langevin_step(x, s, 0.02, generator=g, sample_offset=offset)
+    assert torch.equal(out, generic) and torch.equal(xi, generic)
+
+
+def test_stepper_is_the_public_step():
+    """The samplers' InplaceStepper is bitwise langevin_step_ (same draws), fast case or not."""
+    from fastlangevin.ops.langevin_step import InplaceStepper
+
+    x, s = make_state((64, 3), torch.float32, torch.float32)
+    for noise, step in ((None, 0.01), (0.3, 0.02), (None, torch.full((64,), 0.01))):
+        a, b = x.clone(), x.clone()
+        ga, gb = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+        stepper = InplaceStepper(a, noise, generator=ga)
+        for _ in range(3):
+            stepper(s, step)
+            fl.langevin_step_(b, s, step, noise, generator=gb)
+        assert torch.equal(a, b) and torch.equal(ga.get_state(), gb.get_state())

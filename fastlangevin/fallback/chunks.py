@@ -109,13 +109,35 @@ def _workers(device: torch.device, n_chunks: int) -> int:
 _SCRATCH = threading.local()
 
 
+class CpuScratch:
+    """One thread's reusable CPU state: the chunk generator, a one-chunk fp32 noise buffer
+    (``noise``), a one-piece fp32 work buffer (``work``, for ``a*s``), an int64 ``[1]`` seed
+    buffer and ``views``, a cache of views of these buffers keyed by the caller (views cost ~1 µs
+    each to make). Per thread: torch ops release the GIL, so threads must not share buffers."""
+
+    __slots__ = ("gen", "noise", "work", "seed", "views")
+
+    def __init__(self):
+        self.gen = torch.Generator()
+        self.noise = torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32)
+        self.work = torch.empty(CPU_PIECE, dtype=torch.float32)
+        self.seed = torch.empty(1, dtype=torch.int64)
+        self.views: dict = {}
+
+
+def thread_scratch() -> CpuScratch:
+    """This thread's :class:`CpuScratch`, made on first use."""
+    st = getattr(_SCRATCH, "st", None)
+    if st is None:
+        st = _SCRATCH.st = CpuScratch()
+    return st
+
+
 def cpu_scratch():
     """This thread's generator and one-chunk fp32 noise buffer, reused across calls (a fresh
     256 KiB buffer per call is an mmap/munmap pair and page faults, paid at every step)."""
-    cache = getattr(_SCRATCH, "cache", None)
-    if cache is None:
-        cache = _SCRATCH.cache = (torch.Generator(), torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32))
-    return cache
+    st = thread_scratch()
+    return st.gen, st.noise
 
 
 def _seed_int(seed: Union[int, torch.Tensor]) -> int:

@@ -18,16 +18,18 @@ from typing import Optional, Union
 import torch
 
 from .. import modes
-from .chunks import CPU_PIECE, compute_dtype, for_pieces, scale_slice
+from .._rng import TORCH_RNG_CHUNK, torch_chunk_normal
+from .chunks import CPU_PIECE, _workers, compute_dtype, cpu_scratch, for_pieces, scale_slice
 
-__all__ = ["compute_dtype", "langevin_step_torch", "scalar_tensor"]
+__all__ = ["compute_dtype", "fp32_scalar", "langevin_step_torch", "scalar_tensor"]
 
 # Pieces up to this many elements allocate their temporary (cheap below glibc's mmap
 # threshold); larger ones reuse a per-thread work buffer.
 _SMALL_PIECE = 4096
 _WORK = threading.local()
-_SCALARS: dict = {}
+_SCALARS: dict = {}  # dtype -> {value: 0-d tensor}
 _MAX_SCALARS = 256
+_FP32: dict = _SCALARS.setdefault(torch.float32, {})
 
 
 def scalar_tensor(value: float, dtype: torch.dtype) -> torch.Tensor:
@@ -36,13 +38,21 @@ def scalar_tensor(value: float, dtype: torch.dtype) -> torch.Tensor:
     ``t * scalar_tensor(a, fp32)`` is bitwise ``t * a`` (ATen casts a Python scalar to the
     op's dtype too) but skips the wrapping of a Python number, about half of a small op's cost.
     """
-    key = (value, dtype)
-    t = _SCALARS.get(key)
+    cache = _SCALARS.get(dtype)
+    if cache is None:
+        cache = _SCALARS[dtype] = {}
+    t = cache.get(value)
     if t is None:
-        if len(_SCALARS) >= _MAX_SCALARS:
-            _SCALARS.clear()
-        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+        if len(cache) >= _MAX_SCALARS:
+            cache.clear()
+        t = cache[value] = torch.tensor(value, dtype=dtype)
     return t
+
+
+def fp32_scalar(value: float) -> torch.Tensor:
+    """``scalar_tensor(value, torch.float32)`` with one dict lookup (the small steps' hot path)."""
+    t = _FP32.get(value)
+    return t if t is not None else scalar_tensor(value, torch.float32)
 
 
 def _work_buffer(cdt: torch.dtype, n: int) -> torch.Tensor:
@@ -96,6 +106,9 @@ def langevin_step_torch(
     same_dtype = x.dtype == cdt
     in_place = out.data_ptr() == x.data_ptr()
 
+    if prescaled and a_scalar is not None and same_dtype and lo is None and _serial_cpu(x, n, elem_offset):
+        return _serial_chunks(x, score, out, seed, a_scalar, std, elem_offset, in_place)
+
     def body(i0: int, i1: int, z: Optional[torch.Tensor]) -> None:
         """out[i0:i1] = clamp((x + a*s) + b*z) in ``cdt``; ``z`` the piece's noise (or None)."""
         if i0 == 0 and i1 == n:
@@ -135,4 +148,33 @@ def langevin_step_torch(
         std=std,
         elementwise=True,
     )
+    return out
+
+
+def _serial_cpu(x: torch.Tensor, n: int, elem_offset: int) -> bool:
+    """Whether :func:`for_pieces` would walk this CPU tensor's chunks on one thread, each as one
+    piece (then :func:`_serial_chunks` is the same walk with less machinery around it)."""
+    if x.device.type != "cpu" or torch.compiler.is_compiling():
+        return False
+    n_chunks = (elem_offset + n - 1) // TORCH_RNG_CHUNK - elem_offset // TORCH_RNG_CHUNK + 1
+    return _workers(x.device, n_chunks) <= 1
+
+
+def _serial_chunks(x, score, out, seed, a: torch.Tensor, std: float, elem_offset: int, in_place: bool):
+    """``out = (x + a*s) + fl(std*z)`` for fp32 flat tensors, chunk by chunk of the torch stream
+    (z drawn prescaled into the thread's chunk buffer, ``a*s`` into the work buffer): the
+    operations :func:`for_pieces` and the body run for this case, in the same order, so bitwise
+    the same; each chunk's four passes stay cache-resident (4 x 256 KiB)."""
+    C, n = TORCH_RNG_CHUNK, x.numel()
+    gen, buf = cpu_scratch()
+    work = _work_buffer(torch.float32, C)
+    seed_int = seed if isinstance(seed, int) else int(seed.reshape(()).item())
+    with torch.no_grad():
+        for k in range(elem_offset // C, (elem_offset + n - 1) // C + 1):
+            g0, g1 = max(k * C, elem_offset), min((k + 1) * C, elem_offset + n)
+            torch_chunk_normal(seed_int, k, buf, gen, needed=g1 - k * C, std=std)
+            i0, i1 = g0 - elem_offset, g1 - elem_offset
+            t = torch.mul(score[i0:i1], a, out=work[: i1 - i0])
+            o = x[i0:i1].add_(t) if in_place else torch.add(x[i0:i1], t, out=out[i0:i1])
+            o.add_(buf[g0 - k * C : g1 - k * C])
     return out

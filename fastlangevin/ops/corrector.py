@@ -36,9 +36,9 @@ import torch
 
 from .. import _backend, modes
 from .._rng import draw_seed
-from .._validate import check_clamp, check_generator, check_like, check_offset, check_scale, check_state
+from .._validate import check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
-from .langevin_step import StepArgs, resolve_rng, run_inplace_op
+from .langevin_step import StepArgs, check_call_options, draw_cpu_seed, resolve_rng, run_inplace_op
 
 NORM_MODES = ("batch", "per_sample")
 
@@ -49,9 +49,10 @@ NORM_MODES = ("batch", "per_sample")
 def _corrector_norms_impl(
     score: torch.Tensor, seed: torch.Tensor, sample_offset: int, backend: str, rng: str
 ) -> torch.Tensor:
-    _backend.record("corrector_norms", backend)
+    if _backend._RECORDERS:
+        _backend.record("corrector_norms", backend)
     rows = score.shape[0]
-    flat = score.contiguous().reshape(rows, -1)
+    flat = score.contiguous().view(rows, -1)
     if backend == "triton":
         from ..kernels.corrector import launch_corrector_norms
 
@@ -126,6 +127,9 @@ def snr_step_size(norms: torch.Tensor, snr, alpha=1.0, *, norm: str = "batch") -
         ratio = z_norm.mean() / s_norm.mean()
     else:
         ratio = z_norm / s_norm
+    if type(snr) is float and type(alpha) is float:  # the same operations, in place on the 0-d/[B] ratio
+        eps = ratio.mul_(snr).pow_(2).mul_(2)
+        return eps if alpha == 1.0 else eps.mul_(alpha)  # (x * 1.0 == x: one op less)
     if isinstance(snr, torch.Tensor):
         snr = snr.to(ratio.dtype)
     if isinstance(alpha, torch.Tensor):
@@ -204,15 +208,14 @@ def langevin_corrector_(
     alpha_s = check_scale("alpha", alpha, batch=batch, device=device)
     if norm not in NORM_MODES:
         raise ValueError(f"norm must be 'batch' or 'per_sample', got {norm!r}")
-    lo_hi = check_clamp(clamp)
-    generator = check_generator(generator, device)
-    sample_offset = check_offset("sample_offset", sample_offset)
-    chosen = _backend.resolve_backend(device, backend)
-    stream = resolve_rng(rng, chosen, device)
+    lo_hi, chosen, stream = check_call_options(device, clamp, generator, sample_offset, backend, rng)
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
         raise RuntimeError("langevin_corrector_ is a sampler op without autograd; run it under torch.no_grad()")
 
-    seed = draw_seed(device, generator)
+    if gather_norms is None and device.type == "cpu" and _backend.can_call_directly(x, score):
+        seed = draw_cpu_seed(generator)  # used by both passes before this call returns (no user code between)
+    else:
+        seed = draw_seed(device, generator)
     norms = _norms(score, seed, sample_offset, chosen, stream)
     if gather_norms is not None and norm == "batch":
         norms = _gathered(gather_norms, norms)

@@ -21,10 +21,13 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 
 from .. import _backend, modes
-from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
+from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
+from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, cpu_scratch
-from ..fallback.langevin_step import langevin_step_torch, scalar_tensor
+from ..fallback.chunks import _SCRATCH as _THREAD
+from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, thread_scratch
+from ..fallback.langevin_step import _FP32 as _FP32_SCALARS
+from ..fallback.langevin_step import fp32_scalar, langevin_step_torch
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
 
@@ -90,8 +93,11 @@ def _triton_launcher():
     return _LAUNCHER[0]
 
 
-def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
-    _backend.record("langevin_step", a.backend)
+def _dispatch(a: StepArgs, x, score, out, injected) -> None:
+    """Run the backend on contiguous ``x``, ``score``, ``out`` (and ``injected``): the kernel
+    takes them as they are (it only needs their pointers); the fallback gets flat views."""
+    if _backend._RECORDERS:
+        _backend.record("langevin_step", a.backend)
     row_size = _row_size(a.x)
     kw = dict(
         step_value=a.step_value,
@@ -106,9 +112,32 @@ def _dispatch(a: StepArgs, x_flat, score_flat, out_flat, injected) -> None:
         injected_noise=injected,
     )
     if a.backend == "triton":
-        _triton_launcher()(x_flat, score_flat, out_flat, a.seed, **kw)
+        _triton_launcher()(x, score, out, a.seed, **kw)
     else:
-        langevin_step_torch(x_flat, score_flat, out_flat, a.seed, rng=a.rng, **kw)
+        flat_out = out.view(-1)
+        flat_x = flat_out if x is out else x.view(-1)
+        if injected is not None:
+            kw["injected_noise"] = injected.view(-1)
+        langevin_step_torch(flat_x, score.view(-1), flat_out, a.seed, rng=a.rng, **kw)
+
+
+def _step_out(a: StepArgs) -> torch.Tensor:
+    """The out-of-place op's body: a new contiguous tensor."""
+    xc, sc = a.x.contiguous(), a.score.contiguous()
+    out = torch.empty_like(xc)
+    inj = None if a.injected_noise is None else a.injected_noise.contiguous()
+    _dispatch(a, xc, sc, out, inj)
+    return out
+
+
+def _step_in_place(a: StepArgs) -> None:
+    """The in-place op's body: the update lands in ``a.x`` (through a contiguous copy if needed)."""
+    x = a.x
+    target = x if x.is_contiguous() else x.contiguous()
+    inj = None if a.injected_noise is None else a.injected_noise.contiguous()
+    _dispatch(a, target, a.score.contiguous(), target, inj)
+    if target is not x:
+        x.copy_(target)
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,27 +159,7 @@ def _langevin_step_impl(
     rng: str,
     injected_noise: Optional[torch.Tensor],
 ) -> torch.Tensor:
-    a = StepArgs(
-        x,
-        score,
-        seed,
-        step_value,
-        step_tensor,
-        noise_value,
-        noise_tensor,
-        noise_mode,
-        lo,
-        hi,
-        sample_offset,
-        backend,
-        rng,
-        injected_noise,
-    )
-    xc, sc = x.contiguous(), score.contiguous()
-    out = torch.empty_like(xc)
-    inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
-    _dispatch(a, xc.reshape(-1), sc.reshape(-1), out.reshape(-1), inj)
-    return out
+    return _step_out(StepArgs(**locals()))  # locals() are exactly the op's arguments here
 
 
 _langevin_step_op = torch.library.custom_op("fastlangevin::langevin_step", mutates_args=())(_langevin_step_impl)
@@ -203,29 +212,7 @@ def _langevin_step_inplace_impl(
     rng: str,
     injected_noise: Optional[torch.Tensor],
 ) -> None:
-    a = StepArgs(
-        x,
-        score,
-        seed,
-        step_value,
-        step_tensor,
-        noise_value,
-        noise_tensor,
-        noise_mode,
-        lo,
-        hi,
-        sample_offset,
-        backend,
-        rng,
-        injected_noise,
-    )
-    sc = score if score.is_contiguous() else score.contiguous()
-    inj = None if injected_noise is None else injected_noise.contiguous().reshape(-1)
-    target = x if x.is_contiguous() else x.contiguous()
-    flat = target.view(-1)  # a view: the update lands in `target`
-    _dispatch(a, flat, sc.view(-1), flat, inj)
-    if target is not x:
-        x.copy_(target)
+    _step_in_place(StepArgs(**locals()))  # locals() are exactly the op's arguments here
 
 
 _langevin_step_inplace_op = torch.library.custom_op("fastlangevin::langevin_step_", mutates_args=("x",))(
@@ -242,7 +229,7 @@ def run_inplace_op(args: StepArgs) -> None:
     """``fastlangevin::langevin_step_(*args)``, skipping the dispatcher when nothing needs it
     (see :func:`fastlangevin._backend.can_call_directly`): same function, ~100 µs less a call."""
     if _backend.can_call_directly(args.x, args.score, args.step_tensor, args.noise_tensor):
-        _langevin_step_inplace_impl(*args)
+        _step_in_place(args)
     else:
         torch.ops.fastlangevin.langevin_step_(*args)
 
@@ -263,6 +250,48 @@ def _noise_scale(step: Scale, noise_scale, batch: int, device: torch.device):
     return noise, modes.scale_mode(noise.tensor)
 
 
+_CHOICES = _backend.derived_cache()  # (device, backend, rng) arguments -> (backend, stream)
+_ZERO_SEEDS: dict = {}  # device -> int64 [1] zeros, never written (the seed of calls without a draw)
+
+
+def _choices(device: torch.device, backend, rng) -> tuple:
+    """``(resolve_backend(device, backend), resolve_rng(rng, ...))``, cached once resolved."""
+    try:
+        return _CHOICES[(device, backend, rng)]
+    except (KeyError, TypeError):  # TypeError: unhashable arguments, refused below
+        pass
+    chosen = _backend.resolve_backend(device, backend)
+    got = _CHOICES[(device, backend, rng)] = (chosen, resolve_rng(rng, chosen, device))
+    return got
+
+
+def check_call_options(device: torch.device, clamp, generator, sample_offset, backend, rng) -> tuple:
+    """The checks every fused op makes of its options (metadata only, nothing drawn):
+    ``(clamp as (lo, hi) or None, backend, noise stream)``; raises naming the bad argument."""
+    lo_hi = check_clamp(clamp) if clamp is not None else None
+    if generator is not None:
+        check_generator(generator, device)
+    if type(sample_offset) is not int or sample_offset < 0:
+        check_offset("sample_offset", sample_offset)
+    return (lo_hi, *_choices(device, backend, rng))
+
+
+def _zero_seed(device: torch.device) -> torch.Tensor:
+    seed = _ZERO_SEEDS.get(device)
+    if seed is None:
+        seed = _ZERO_SEEDS[device] = torch.zeros(1, dtype=torch.int64, device=device)
+    return seed
+
+
+def draw_cpu_seed(generator) -> torch.Tensor:
+    """The :func:`draw_seed` draw on CPU into this thread's reused int64 ``[1]`` buffer (returned):
+    for calls that use the seed tensor only before they return (CPU ops are synchronous)."""
+    st = getattr(_THREAD, "st", None) or thread_scratch()
+    if generator is None:
+        return st.seed.random_(0, SEED_HIGH)
+    return st.seed.random_(0, SEED_HIGH, generator=generator)
+
+
 def _build(
     x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, injected_noise, inplace
 ) -> tuple:
@@ -275,13 +304,7 @@ def _build(
     batch, device = x.shape[0], x.device
     step = check_scale("step_size", step_size, batch=batch, device=device)
     noise, noise_mode = _noise_scale(step, noise_scale, batch, device)
-    lo_hi = check_clamp(clamp) if clamp is not None else None
-    if generator is not None:
-        check_generator(generator, device)
-    if type(sample_offset) is not int or sample_offset < 0:
-        check_offset("sample_offset", sample_offset)
-    chosen = _backend.resolve_backend(device, backend)
-    stream = resolve_rng(rng, chosen, device)
+    lo_hi, chosen, stream = check_call_options(device, clamp, generator, sample_offset, backend, rng)
     if injected_noise is not None:
         check_like("injected_noise", injected_noise, x, "x")
     if inplace and torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
@@ -293,9 +316,13 @@ def _build(
     direct = _backend.can_call_directly(x, score, st, nt)
     # validated: only now touch the generator (a refused call leaves it as it was)
     if noise_mode == modes.NOISE_NONE or injected_noise is not None:
-        seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
-    elif direct and chosen == "torch" and _backend.device_type(device) == "cpu":
-        seed = draw_seed_value(generator)
+        seed = _zero_seed(device)  # unused: no draw, generator untouched
+    elif direct and device.type == "cpu":
+        # CPU ops run synchronously: the thread's seed buffer is free again when the call returns
+        if chosen == "torch" and stream == "torch":
+            seed = draw_seed_value(generator)
+        else:
+            seed = draw_cpu_seed(generator)
     else:
         seed = draw_seed(device, generator)
     lo, hi = (None, None) if lo_hi is None else lo_hi
@@ -319,7 +346,39 @@ def _build(
 
 
 _CPU = torch.device("cpu")
-_SHAPED: dict = {}  # x.shape -> (noise fill view, noise view shaped like x) of this thread's buffer
+_TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
+# (backend, rng) arguments -> whether they select the CPU fallback with the torch stream
+_SMALL_CHOICE = _backend.derived_cache()
+# id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
+_CPU_GENERATORS: dict = {}
+
+
+def _small_choice(backend, rng) -> bool:
+    """Whether ``backend``/``rng`` (and the environment) give the CPU fallback with the torch
+    stream; invalid values give False (the general path then raises with its message)."""
+    try:
+        return _SMALL_CHOICE[(backend, rng)]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable: not a valid backend / rng anyway
+        return False
+    try:
+        ok = _backend.resolve_backend(_CPU, backend) == "torch" and resolve_rng(rng, "torch", _CPU) == "torch"
+    except Exception:  # refused: the general path raises it
+        return False
+    _SMALL_CHOICE[(backend, rng)] = ok
+    return ok
+
+
+def _cpu_generator(generator) -> bool:
+    if _CPU_GENERATORS.get(id(generator)) is generator:
+        return True
+    if type(generator) is not torch.Generator or generator.device != _CPU:
+        return False
+    if len(_CPU_GENERATORS) >= 64:
+        _CPU_GENERATORS.clear()
+    _CPU_GENERATORS[id(generator)] = generator
+    return True
 
 
 def _small_cpu_step_(
@@ -334,65 +393,149 @@ def _small_cpu_step_(
     stream, nothing that needs the dispatcher. The same operations in the same order as the
     general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
     result and the same generator draw; it only skips the generic machinery around them.
+
+    Cost floor (256x2, 1 thread). Per op, µs (quiet machine, last session): seed ``random_`` +
+    ``item`` 1.3, ``chunk_seed`` 0.4, ``Generator.manual_seed`` 1.2, ``normal_`` (512) 2.5, ``mul``
+    1.2, ``add_`` 0.9 x 2: ~8.3 µs of torch ops that the fixed stream (a per-call seed drawn from
+    the caller's generator, a reseeded chunk generator) and the no-FMA order ``(x + a*s) + b*z``
+    need, against ~5.6 µs for the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x),
+    alpha=b)`` (3 ops, FMA, the global generator). Measured side by side this session (thread CPU
+    time, loaded machine, medians of 21 rounds): those 6 ops alone 11.2 µs, hand-written 6.4-6.7,
+    textbook 13.5-14.5, this path 15.2-15.5: the bitwise ceiling is ~0.6x the hand-written loop,
+    and ~3.5 µs of checks and bookkeeping remain around the ops (reproduce: ``python
+    tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the 6 ops alone).
     """
     if (
-        backend == "triton"
-        or type(x) is not torch.Tensor
-        or type(score) is not torch.Tensor
+        type(x) is not _TENSOR
+        or type(score) is not _TENSOR
         or type(step_size) is not float
-        or not (noise_scale is None or type(noise_scale) is float)
         or clamp is not None
         or type(sample_offset) is not int
+        or not _small_choice(backend, rng)
+        or x.dtype is not _FP32
+        or score.dtype is not _FP32
         or not x.is_cpu
-        or x.dtype is not torch.float32
-        or score.dtype is not torch.float32
-        or x.shape != score.shape
-        or not (step_size > 0.0 and step_size < math.inf)
-        or (generator is not None and (type(generator) is not torch.Generator or generator.device != _CPU))
-        or x.dim() == 0
-        or not x.is_contiguous()
-        or not score.is_contiguous()
         or not score.is_cpu
-        or sample_offset < 0
+        or _is_compiling()
+        or _function_mode_on()
+        or _dispatch_modes()
     ):
         return False
-    n = x.numel()
-    row_size = n // x.shape[0] if x.shape[0] else 0
-    start = sample_offset * row_size
-    chunk = start // TORCH_RNG_CHUNK
-    if n == 0 or n > CPU_PIECE or (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+    shape = x.shape
+    if shape != score.shape or not x.is_contiguous() or not score.is_contiguous():
         return False
-    b = math.sqrt(2.0 * step_size) if noise_scale is None else noise_scale
-    if not (b > 0.0 and b < math.inf):
+    if not (step_size > 0.0 and step_size < _INF):
         return False
-    if _backend.resolve_backend(_CPU, backend) != "torch":
+    if noise_scale is None:
+        b = math.sqrt(2.0 * step_size)
+    elif type(noise_scale) is float and noise_scale > 0.0 and noise_scale < _INF:
+        b = noise_scale
+    else:
         return False
-    if (rng if rng is not None else _backend.env_setting(RNG_ENV_VAR)) not in (None, "torch"):
+    if generator is not None and not _cpu_generator(generator):
         return False
     if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
-        return False  # the general path raises
-    if not _backend.can_call_directly():
+        return False  # the general path raises (in place) or records the autograd graph
+    st = getattr(_THREAD, "st", None) or thread_scratch()
+    plan = st.views.get((shape, sample_offset))
+    if plan is None:
+        plan = _small_plan(st, shape, sample_offset)
+    if not plan:
         return False
-    # validated: draw
-    seed = draw_seed_value(generator)
-    _backend.record("langevin_step", "torch")
-    gen, buf = cpu_scratch()
-    head = start - chunk * TORCH_RNG_CHUNK
-    key = (x.shape, head)
-    views = _SHAPED.get(key)
-    if views is None or views[0].data_ptr() != buf.data_ptr():
-        if len(_SHAPED) > 256:
-            _SHAPED.clear()
-        fill = min(buf.numel(), max(16, -(-(head + n) // 16) * 16))
-        views = _SHAPED[key] = (buf[:fill], buf[head : head + n].view(x.shape))
-    gen.manual_seed(chunk_seed(seed, chunk))
-    views[0].normal_(0.0, b, generator=gen)
-    t = torch.mul(score, scalar_tensor(step_size, torch.float32))
+    return _small_run(st, plan, x, score, step_size, b, generator, out_of_place)
+
+
+def _small_run(st, plan: tuple, x, score, a: float, b: float, generator, out_of_place: bool = False):
+    """The straight path's operations, everything validated: draw the seed (the draw
+    :func:`draw_seed_value` makes, into the thread's seed buffer), then ``(x + a*s) + fl(b*z)``
+    with z from the chunk generator prescaled inside ``normal_``. True, or the new tensor."""
+    if generator is None:
+        seed = st.seed.random_(0, SEED_HIGH).item()
+    else:
+        seed = st.seed.random_(0, SEED_HIGH, generator=generator).item()
+    if _backend._RECORDERS:
+        _backend.record("langevin_step", "torch")
+    chunk, fill, noise, work = plan
+    st.gen.manual_seed(chunk_seed(seed, chunk))
+    fill.normal_(0.0, b, generator=st.gen)
+    a_t = _FP32_SCALARS.get(a)
+    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(a), out=work)
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
-        return torch.add(x, t).add_(views[1])
+        return torch.add(x, t).add_(noise)
     x.add_(t)
-    x.add_(views[1])
+    x.add_(noise)
     return True
+
+
+def _small_plan(st, shape, sample_offset: int):
+    """What the straight path needs for a state of ``shape`` at ``sample_offset``, cached in
+    ``st.views``: ``(chunk, noise fill view, noise view shaped like x, a*s work view shaped like
+    x)`` of ``st``'s buffers, or False when that state is not the straight path's case (0-d,
+    empty, more than one piece, straddling two noise chunks, or a negative offset)."""
+    if len(st.views) > 256:
+        st.views.clear()
+    n = math.prod(shape)
+    plan = False
+    if shape and 0 < n <= CPU_PIECE and sample_offset >= 0:
+        start = sample_offset * (n // shape[0])
+        chunk, head = divmod(start, TORCH_RNG_CHUNK)
+        if head + n <= TORCH_RNG_CHUNK:
+            fill = min(TORCH_RNG_CHUNK, max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
+            plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
+    st.views[(shape, sample_offset)] = plan
+    return plan
+
+
+class InplaceStepper:
+    """``langevin_step_(x, s, a, noise_scale, **kw)`` for a sampler's state ``x``, with everything
+    but the score and the step size checked once per run instead of once per step.
+
+    ``stepper(s, a)`` is bitwise that call (same seed draw, same arithmetic); ``s`` must come from
+    :func:`fastlangevin.sampling.loop.eval_score` (shaped like x, on its device, floating) and
+    ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs
+    :func:`_small_run` after the per-step checks (score dtype and layout, a float step, no
+    interception); anything else goes through :func:`langevin_step_` unchanged.
+    """
+
+    __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan")
+
+    def __init__(self, x, noise_scale=None, *, clamp=None, generator=None, backend=None, rng=None, sample_offset=0):
+        self.x, self.noise_scale, self.generator = x, noise_scale, generator
+        self.kw = dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
+        self.st, self.plan = None, False
+        small = (
+            type(x) is _TENSOR
+            and x.dtype is _FP32
+            and x.is_cpu
+            and x.is_contiguous()
+            and clamp is None
+            and type(sample_offset) is int
+            and (noise_scale is None or (type(noise_scale) is float and 0.0 < noise_scale < _INF))
+            and (generator is None or _cpu_generator(generator))
+            and _small_choice(backend, rng)
+        )
+        if small:
+            self.st = st = thread_scratch()
+            self.plan = st.views.get((x.shape, sample_offset))
+            if self.plan is None:
+                self.plan = _small_plan(st, x.shape, sample_offset)
+
+    def __call__(self, s, a) -> None:
+        if (
+            self.plan
+            and type(a) is float
+            and type(s) is _TENSOR
+            and s.dtype is _FP32
+            and a > 0.0
+            and a < _INF
+            and s.is_contiguous()
+            and not (torch.is_grad_enabled() and s.requires_grad)
+            and not (_is_compiling() or _function_mode_on() or _dispatch_modes())
+        ):
+            b = math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale
+            _small_run(self.st, self.plan, self.x, s, a, b, self.generator)
+        else:
+            langevin_step_(self.x, s, a, self.noise_scale, **self.kw)
 
 
 def step_args(
@@ -415,6 +558,8 @@ def step_args(
     )
     if isinstance(args.seed, int):
         args = args._replace(seed=torch.tensor([args.seed], dtype=torch.int64))
+    elif args.seed is thread_scratch().seed:  # the caller keeps these args: a seed of its own
+        args = args._replace(seed=args.seed.clone())
     return args
 
 
@@ -455,7 +600,7 @@ def langevin_step(
         return out
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, False)
     if direct:
-        return _langevin_step_impl(*args)
+        return _step_out(args)
     return torch.ops.fastlangevin.langevin_step(*args)
 
 
@@ -480,7 +625,7 @@ def langevin_step_(
         return x
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, True)
     if direct:
-        _langevin_step_inplace_impl(*args)
+        _step_in_place(args)
     else:
         torch.ops.fastlangevin.langevin_step_(*args)
     return x

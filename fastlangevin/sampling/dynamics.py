@@ -19,9 +19,9 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .._validate import check_scale, check_state
-from ..ops.langevin_step import langevin_step_
+from ..ops.langevin_step import InplaceStepper, langevin_step_
 from .checkpoint import Checkpointer, fingerprint
-from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, op_kwargs, phase
+from .loop import Loop, LoopOptions, Slot, Trace, check_n, compute_dtype, eval_score, labels_on, op_kwargs, phase
 from .stats import RunningStats
 
 _COMMON_DOC = """
@@ -125,10 +125,15 @@ def langevin(
         ),
     )
 
+    step = InplaceStepper(x, noise_scale, **kw)  # checked once: per step only the score and the step size
+
     def body(last: bool) -> None:
         s = eval_score(score_fn, x)
-        with phase("fastlangevin.update"):
-            langevin_step_(x, s, step_size, noise_scale, **kw)
+        if labels_on():
+            with phase("fastlangevin.update"):
+                step(s, step_size)
+        else:
+            step(s, step_size)
 
     with torch.no_grad():
         Loop("langevin", opts, [x], n, lambda j: "ULA", checkpointer=ckpt).run(lambda j: None, body)
@@ -248,10 +253,15 @@ def annealed_langevin(
         sigma_slot.set(sig[i])
         step_slot.set(lr.value * ratio[i] if lr.tensor is None else lr.tensor * ratio[i])
 
+    step = InplaceStepper(x, **kw)
+
     def body(last: bool) -> None:
         s = eval_score(score_fn, x, sigma_slot.get())
-        with phase("fastlangevin.update"):
-            langevin_step_(x, s, step_slot.get(), **kw)
+        if labels_on():
+            with phase("fastlangevin.update"):
+                step(s, step_slot.get())
+        else:
+            step(s, step_slot.get())
 
     def describe(j: int) -> str:
         i = j // T
