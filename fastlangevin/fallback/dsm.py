@@ -102,6 +102,19 @@ def _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt):
     return r.add_(score[i0:i1].to(cdt))
 
 
+def _accumulate_rows(pieces, n_rows: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[n_rows]`` totals of :func:`piece_row_sums`' partial sums, added in index order (a
+    fixed order, whatever the threading). A batch that is one piece of whole rows is its own
+    total: ``0 + q`` is ``q`` bitwise for the non-negative sums of squares summed here."""
+    if len(pieces) == 1 and len(pieces[0]) == 1 and pieces[0][0][0] == 0 and pieces[0][0][1].shape[0] == n_rows:
+        return pieces[0][0][1]
+    q = torch.zeros(n_rows, dtype=dtype, device=device)
+    for piece in pieces:
+        for r, sums in piece:
+            q[r : r + sums.shape[0]] += sums
+    return q
+
+
 def dsm_loss_rows_torch(
     score: torch.Tensor,
     seed: torch.Tensor,
@@ -112,28 +125,36 @@ def dsm_loss_rows_torch(
     elem_offset: int,
     rng: str,
     injected_noise: Optional[torch.Tensor] = None,
-    residual_out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """Per-row loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` as a ``[B]`` tensor (compute dtype).
-
-    ``residual_out`` (flat, compute dtype): also store the residual ``s + z / σ`` there (the
-    saved-noise loss keeps it for backward: the gradient is then one multiply)."""
+    """Per-row loss ``½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` as a ``[B]`` tensor (compute dtype)."""
     cdt = inv_sigma_rows.dtype
 
     def body(i0, i1, z):
         r = _residual(score, z, inv_sigma_rows, i0, i1, row_size, cdt)
-        if residual_out is not None:
-            residual_out[i0:i1].copy_(r)
         return piece_row_sums(r.mul_(r), i0, row_size)
 
-    q = torch.zeros(inv_sigma_rows.shape[0], dtype=cdt, device=score.device)
-    # accumulate the pieces' row sums in index order: a fixed order, whatever the threading
-    for piece in for_pieces(
+    pieces = for_pieces(
         body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise
-    ):
-        for r, sums in piece:
-            q[r : r + sums.shape[0]] += sums
-    return q.mul_(weight_rows).mul_(0.5)
+    )
+    return _accumulate_rows(pieces, inv_sigma_rows.shape[0], cdt, score.device).mul_(weight_rows).mul_(0.5)
+
+
+def residual_loss_rows_(
+    r: torch.Tensor, score: torch.Tensor, weight_rows: torch.Tensor, *, elem_offset: int, rng: str
+) -> torch.Tensor:
+    """The loss of :func:`dsm_loss_rows_torch` from ``r = z · (1/σ)`` (``[B, ...]``, compute
+    dtype, contiguous), completed in place into the residual ``r = s + z · (1/σ)``: one pass
+    adds the score, then the squares are summed on the same piece grid (``rng``'s chunks), so
+    the ``[B]`` losses are bitwise that op's, whatever the batch size or offset."""
+    r.add_(score)  # score upcast to r's dtype: the op's s.to(cdt) + z·(1/σ), bitwise
+    flat, row_size = r.view(-1), r[0].numel()
+
+    def body(i0, i1, _):
+        v = flat[i0:i1]
+        return piece_row_sums(v * v, i0, row_size)
+
+    pieces = for_pieces(body, 0, flat.numel(), elem_offset=elem_offset, rng=rng, device=r.device, with_noise=False)
+    return _accumulate_rows(pieces, r.shape[0], r.dtype, r.device).mul_(weight_rows).mul_(0.5)
 
 
 def dsm_loss_backward_torch(

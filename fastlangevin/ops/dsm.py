@@ -23,8 +23,8 @@ import torch
 from .. import _backend
 from .._rng import draw_seed
 from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.chunks import draw_noise, mul_rows
-from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch
+from ..fallback.chunks import draw_noise
+from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch, residual_loss_rows_
 from ..fallback.langevin_step import compute_dtype
 from .langevin_step import resolve_rng
 
@@ -302,22 +302,16 @@ def _plain_call(x: torch.Tensor) -> bool:
 
 
 class _SavedNoiseLoss(torch.autograd.Function):
-    """Per-row losses with z given: the fallback's loss on the injected noise (bitwise the
-    regenerating ops' values), keeping the residual ``r = s + z/σ`` for backward, where the
-    gradient ``c_i r`` is one multiply (the fallback's own arithmetic, so bitwise theirs too)."""
+    """Per-row losses from ``r = z · (1/σ)`` (drawn once, before the score), completed in place
+    into the residual ``r = s + z/σ`` and kept for backward, where the gradient ``c_i r`` is one
+    multiply: the fallback ops' own arithmetic, so their values and gradients bitwise."""
 
     @staticmethod
-    def forward(ctx, score, z_flat, inv_sigma_rows, weight_rows, sample_offset, rng):
-        sc = score.contiguous()
-        row_size = _row_size(score)
-        r = torch.empty(sc.numel(), dtype=inv_sigma_rows.dtype)
+    def forward(ctx, score, r, weight_rows, sample_offset, rng):
         _backend.record("dsm_loss", "torch")
-        losses = dsm_loss_rows_torch(
-            sc.view(-1), 0, inv_sigma_rows, weight_rows, row_size=row_size, elem_offset=sample_offset * row_size,
-            rng=rng, injected_noise=z_flat, residual_out=r,
-        )  # fmt: skip
+        losses = residual_loss_rows_(r, score, weight_rows, elem_offset=sample_offset * r[0].numel(), rng=rng)
         ctx.save_for_backward(r, weight_rows)
-        ctx.row_size, ctx.shape, ctx.dtype = row_size, score.shape, score.dtype
+        ctx.dtype = score.dtype
         return losses
 
     @staticmethod
@@ -325,23 +319,27 @@ class _SavedNoiseLoss(torch.autograd.Function):
         r, weight_rows = ctx.saved_tensors
         coef = weight_rows * grad_rows.to(weight_rows.dtype)
         _backend.record("dsm_loss_backward", "torch")
-        grad = mul_rows(r, coef, 0, r.numel(), ctx.row_size).to(ctx.dtype).view(ctx.shape)
-        return grad, None, None, None, None, None
+        return (r * _rows_view(coef, r.dim())).to(ctx.dtype), None, None, None, None
 
 
-def _run_saved(score_fn, x, p: _Prepared, z: torch.Tensor) -> torch.Tensor:
-    """:func:`_run` with z drawn once: x̃ = α x + σ z in plain autograd ops (the perturb op's
-    arithmetic: σz + αx in the compute dtype), the loss through :class:`_SavedNoiseLoss`."""
+def _run_saved(score_fn, x, p: _Prepared) -> torch.Tensor:
+    """:func:`_run` with z drawn once, for plain tensors on the fallback: x̃ = α x + σ z in plain
+    autograd ops (the perturb op's arithmetic: σz + αx in the compute dtype), z·(1/σ) taken
+    from the same draw, the loss through :class:`_SavedNoiseLoss`. z itself is not kept."""
     _backend.record("dsm_perturb", "torch")
-    cdt = p.sigma_rows.dtype
-    zc = z.to(cdt)
-    t = zc * _rows_view(p.sigma_rows, x.dim())
+    n, row_size = x.numel(), _row_size(x)
+    z = draw_noise(p.seed, p.sample_offset * row_size, n, rng=p.rng, device=x.device).view(x.shape)
+    cdt, ndim = p.sigma_rows.dtype, x.dim()
+    z = z.to(cdt)
+    t = z * _rows_view(p.sigma_rows, ndim)
+    r = z.mul_(_rows_view(p.inv_sigma_rows, ndim))  # z's own storage: z·(1/σ), the residual's first term
     xs = x.to(cdt)
     if p.alpha_rows is not None:
-        xs = xs * _rows_view(p.alpha_rows, x.dim())
-    x_tilde = (t + xs).to(x.dtype)
+        xs = xs * _rows_view(p.alpha_rows, ndim)
+    needs_graph = xs.requires_grad and torch.is_grad_enabled()
+    x_tilde = (t + xs if needs_graph else t.add_(xs)).to(x.dtype)
     s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
-    losses = _SavedNoiseLoss.apply(s, z.reshape(-1), p.inv_sigma_rows, p.weight_rows, p.sample_offset, p.rng)
+    losses = _SavedNoiseLoss.apply(s, r, p.weight_rows, p.sample_offset, p.rng)
     if p.reduction == "mean":
         return losses.mean()
     if p.reduction == "sum":
@@ -423,9 +421,9 @@ def dsm_loss(
         save_noise = p.backend == "torch" and _backend.device_type(x.device) == "cpu"
     if not save_noise or torch.compiler.is_compiling():
         return _run(score_fn, x, p)
-    z = draw_noise(p.seed, p.sample_offset * _row_size(x), x.numel(), rng=p.rng, device=x.device).view(x.shape)
     if p.backend == "torch" and _plain_call(x):
-        return _run_saved(score_fn, x, p, z)
+        return _run_saved(score_fn, x, p)
+    z = draw_noise(p.seed, p.sample_offset * _row_size(x), x.numel(), rng=p.rng, device=x.device).view(x.shape)
     return _run(score_fn, x, p, injected_noise=z)
 
 
