@@ -140,21 +140,29 @@ def dsm_loss_rows_torch(
 
 
 def residual_loss_rows_(
-    r: torch.Tensor, score: torch.Tensor, weight_rows: torch.Tensor, *, elem_offset: int, rng: str
+    r: torch.Tensor, score: torch.Tensor, weight_rows, *, elem_offset: int, rng: str, one_piece: bool = False
 ) -> torch.Tensor:
     """The loss of :func:`dsm_loss_rows_torch` from ``r = z · (1/σ)`` (``[B, ...]``, compute
     dtype, contiguous), completed in place into the residual ``r = s + z · (1/σ)``: one pass
     adds the score, then the squares are summed on the same piece grid (``rng``'s chunks), so
-    the ``[B]`` losses are bitwise that op's, whatever the batch size or offset."""
+    the ``[B]`` losses are bitwise that op's, whatever the batch size or offset.
+
+    ``one_piece``: the caller knows r is one piece of whole rows of that walk (one noise chunk,
+    at most ``CPU_PIECE`` elements on CPU, ``elem_offset`` on a row start): its row sums are then
+    taken directly. ``weight_rows``: ``[B]`` or 0-d."""
     r.add_(score)  # score upcast to r's dtype: the op's s.to(cdt) + z·(1/σ), bitwise
-    flat, row_size = r.view(-1), r[0].numel()
+    if one_piece:
+        sums = row_sums((r * r).view(r.shape[0], -1))
+    else:
+        flat, row_size = r.view(-1), r[0].numel()
 
-    def body(i0, i1, _):
-        v = flat[i0:i1]
-        return piece_row_sums(v * v, i0, row_size)
+        def body(i0, i1, _):
+            v = flat[i0:i1]
+            return piece_row_sums(v * v, i0, row_size)
 
-    pieces = for_pieces(body, 0, flat.numel(), elem_offset=elem_offset, rng=rng, device=r.device, with_noise=False)
-    return _accumulate_rows(pieces, r.shape[0], r.dtype, r.device).mul_(weight_rows).mul_(0.5)
+        pieces = for_pieces(body, 0, flat.numel(), elem_offset=elem_offset, rng=rng, device=r.device, with_noise=False)
+        sums = _accumulate_rows(pieces, r.shape[0], r.dtype, r.device)
+    return sums.mul_(weight_rows).mul_(0.5)
 
 
 def dsm_loss_backward_torch(

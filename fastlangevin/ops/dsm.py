@@ -18,15 +18,16 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+import numpy as np
 import torch
 
 from .. import _backend
-from .._rng import draw_seed
+from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
-from ..fallback.chunks import draw_noise
+from ..fallback.chunks import CPU_PIECE, cpu_scratch, draw_noise
 from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch, residual_loss_rows_
-from ..fallback.langevin_step import compute_dtype
-from .langevin_step import resolve_rng
+from ..fallback.langevin_step import compute_dtype, scalar_tensor
+from .langevin_step import RNG_ENV_VAR, resolve_rng
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -302,49 +303,159 @@ def _plain_call(x: torch.Tensor) -> bool:
 
 
 class _SavedNoiseLoss(torch.autograd.Function):
-    """Per-row losses from ``r = z · (1/σ)`` (drawn once, before the score), completed in place
+    """The reduced loss from ``r = z · (1/σ)`` (drawn once, before the score), completed in place
     into the residual ``r = s + z/σ`` and kept for backward, where the gradient ``c_i r`` is one
-    multiply: the fallback ops' own arithmetic, so their values and gradients bitwise."""
+    multiply: the fallback ops' own arithmetic, so their values and gradients bitwise. The
+    reduction is taken inside (one graph node fewer); backward expands its gradient to the
+    ``[B]`` rows with autograd's own formulas (``g / B`` for the mean), so bitwise as before."""
 
     @staticmethod
-    def forward(ctx, score, r, weight_rows, sample_offset, rng):
+    def forward(ctx, score, r, weight_rows, sample_offset, rng, reduction, one_piece):
         _backend.record("dsm_loss", "torch")
-        losses = residual_loss_rows_(r, score, weight_rows, elem_offset=sample_offset * r[0].numel(), rng=rng)
+        losses = residual_loss_rows_(
+            r, score, weight_rows, elem_offset=sample_offset * r[0].numel(), rng=rng, one_piece=one_piece
+        )
         ctx.save_for_backward(r, weight_rows)
-        ctx.dtype = score.dtype
-        return losses
+        ctx.dtype, ctx.reduction = score.dtype, reduction
+        if reduction == "mean":
+            return losses.mean()
+        return losses.sum() if reduction == "sum" else losses
 
     @staticmethod
-    def backward(ctx, grad_rows):
+    def backward(ctx, grad):
         r, weight_rows = ctx.saved_tensors
-        coef = weight_rows * grad_rows.to(weight_rows.dtype)
+        batch = r.shape[0]
+        if ctx.reduction == "mean":
+            grad = grad.expand(batch) / batch
+        elif ctx.reduction == "sum":
+            grad = grad.expand(batch)
+        coef = weight_rows * grad.to(weight_rows.dtype)
         _backend.record("dsm_loss_backward", "torch")
-        return (r * _rows_view(coef, r.dim())).to(ctx.dtype), None, None, None, None
+        return (r * _rows_view(coef, r.dim())).to(ctx.dtype), None, None, None, None, None, None
+
+
+def _saved_loss(score_fn, x, z, sigma, inv_sigma, alpha, weight, sigma_arg, reduction, sample_offset, rng, one_piece):
+    """The loss with z given once (shaped like x, compute dtype), for plain tensors on the
+    fallback: x̃ = α x + σ z in plain autograd ops (the perturb op's arithmetic: σz + αx in the
+    compute dtype), z·(1/σ) from the same z, the loss through :class:`_SavedNoiseLoss`.
+
+    ``sigma``, ``inv_sigma``, ``alpha`` (None: 1), ``weight``: ``[B, 1, ...]`` row views or 0-d
+    tensors in the compute dtype (a scalar multiply is bitwise the broadcast one). ``z`` is read
+    before ``score_fn`` runs and not kept: it may be a reused buffer. ``one_piece``: x is one
+    piece of the fallback's walk (see :func:`fastlangevin.fallback.dsm.residual_loss_rows_`)."""
+    _backend.record("dsm_perturb", "torch")
+    t = z * sigma
+    r = z * inv_sigma  # the residual's first term, completed in the loss
+    xs = x.to(z.dtype)
+    if alpha is not None:
+        xs = xs * alpha
+    x_tilde = (t + xs if xs.requires_grad and torch.is_grad_enabled() else t.add_(xs)).to(x.dtype)
+    s = _check_score(score_fn(x_tilde, sigma_arg), x)
+    return _SavedNoiseLoss.apply(s, r, weight, sample_offset, rng, reduction, one_piece)
 
 
 def _run_saved(score_fn, x, p: _Prepared) -> torch.Tensor:
-    """:func:`_run` with z drawn once, for plain tensors on the fallback: x̃ = α x + σ z in plain
-    autograd ops (the perturb op's arithmetic: σz + αx in the compute dtype), z·(1/σ) taken
-    from the same draw, the loss through :class:`_SavedNoiseLoss`. z itself is not kept."""
-    _backend.record("dsm_perturb", "torch")
-    n, row_size = x.numel(), _row_size(x)
-    z = draw_noise(p.seed, p.sample_offset * row_size, n, rng=p.rng, device=x.device).view(x.shape)
+    """:func:`_run` with z drawn once (:func:`_saved_loss`)."""
+    z = draw_noise(p.seed, p.sample_offset * _row_size(x), x.numel(), rng=p.rng, device=x.device)
     cdt, ndim = p.sigma_rows.dtype, x.dim()
-    z = z.to(cdt)
-    t = z * _rows_view(p.sigma_rows, ndim)
-    r = z.mul_(_rows_view(p.inv_sigma_rows, ndim))  # z's own storage: z·(1/σ), the residual's first term
-    xs = x.to(cdt)
-    if p.alpha_rows is not None:
-        xs = xs * _rows_view(p.alpha_rows, ndim)
-    needs_graph = xs.requires_grad and torch.is_grad_enabled()
-    x_tilde = (t + xs if needs_graph else t.add_(xs)).to(x.dtype)
-    s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
-    losses = _SavedNoiseLoss.apply(s, r, p.weight_rows, p.sample_offset, p.rng)
-    if p.reduction == "mean":
-        return losses.mean()
-    if p.reduction == "sum":
-        return losses.sum()
-    return losses
+    rows = [None if v is None else _rows_view(v, ndim) for v in (p.sigma_rows, p.inv_sigma_rows, p.alpha_rows)]
+    return _saved_loss(
+        score_fn, x, z.view(x.shape).to(cdt), *rows, p.weight_rows, p.sigma_arg, p.reduction, p.sample_offset, p.rng,
+        False,
+    )  # fmt: skip
+
+
+_CPU = torch.device("cpu")
+_NOISE_VIEWS: dict = {}  # (x.shape, head) -> (fill view, noise view shaped like x) of this thread's buffer
+
+
+def _fp32_scalar(v: float) -> float:
+    """``v`` rounded to float32 (a Python float holding a float32 value)."""
+    return float(np.float32(v))
+
+
+def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset):
+    """The default CPU loss for the common small case, straight through: the loss, or None when
+    the call is not that case (the general path then validates and runs it, raising where it must).
+
+    The case: a plain fp32 contiguous CPU ``x`` that fits one noise chunk and one fallback piece,
+    sigma a positive finite float or fp32 ``[B]`` CPU tensor, alpha None or a float, weight None
+    or a float, the fallback with the torch stream, nothing intercepting. The general path's
+    operations on the same values (the scalars rounded to fp32 as its ``[B]`` rows would be, the
+    same generator draw), so bitwise its result; it skips the machinery around them (the seed
+    drawn as an int, z read from this thread's noise buffer, no ``[B]`` rows for scalars)."""
+    if (
+        type(x) is not torch.Tensor
+        or x.dtype is not torch.float32
+        or not x.is_cpu
+        or not callable(score_fn)
+        or not (alpha is None or (type(alpha) is float and 0.0 <= alpha < math.inf))
+        or not (weight is None or (type(weight) is float and 0.0 <= weight < math.inf))
+        or reduction not in REDUCTIONS
+        or type(sample_offset) is not int
+        or sample_offset < 0
+        or (generator is not None and (type(generator) is not torch.Generator or generator.device != _CPU))
+        or x.dim() == 0
+        or not x.is_contiguous()
+    ):
+        return None
+    n, batch = x.numel(), x.shape[0]
+    row_size = n // batch if batch else 0
+    start = sample_offset * row_size
+    chunk = start // TORCH_RNG_CHUNK
+    if n == 0 or n > CPU_PIECE or (start + n - 1) // TORCH_RNG_CHUNK != chunk:
+        return None
+    if type(sigma) is float:
+        if not (sigma > 0.0 and sigma < math.inf):
+            return None
+        s32 = _fp32_scalar(sigma)
+        inv = scalar_tensor(_fp32_scalar(np.float32(1.0) / np.float32(s32)), torch.float32)
+        w = sigma_arg = None
+        sig = scalar_tensor(s32, torch.float32)
+    elif (
+        type(sigma) is torch.Tensor
+        and sigma.dtype is torch.float32
+        and sigma.is_cpu
+        and sigma.shape == (batch,)
+        and sigma.is_contiguous()
+        and not (sigma.requires_grad and torch.is_grad_enabled())
+    ):
+        lo, hi = torch.aminmax(sigma)  # NaN propagates: refused below like the general check
+        if not (lo.item() > 0.0 and hi.item() < math.inf):
+            return None
+        sig, sigma_arg = sigma.view((batch,) + (1,) * (x.dim() - 1)), sigma
+        inv, w = torch.reciprocal(sig), None
+    else:
+        return None
+    if _backend.resolve_backend(_CPU, backend) != "torch":
+        return None
+    if (rng if rng is not None else _backend.env_setting(RNG_ENV_VAR)) not in (None, "torch"):
+        return None
+    if not _backend.can_call_directly():
+        return None
+    # validated: draw
+    seed = draw_seed_value(generator)
+    gen, buf = cpu_scratch()
+    head = start - chunk * TORCH_RNG_CHUNK
+    key = (x.shape, head)
+    views = _NOISE_VIEWS.get(key)
+    if views is None or views[0].data_ptr() != buf.data_ptr():
+        if len(_NOISE_VIEWS) > 256:
+            _NOISE_VIEWS.clear()
+        fill = min(buf.numel(), max(16, -(-(head + n) // 16) * 16))
+        views = _NOISE_VIEWS[key] = (buf[:fill], buf[head : head + n].view(x.shape))
+    gen.manual_seed(chunk_seed(seed, chunk))
+    views[0].normal_(generator=gen)
+    if sigma_arg is None:
+        sigma_arg = torch.full((batch,), s32, dtype=torch.float32)
+    if weight is not None:
+        w = scalar_tensor(_fp32_scalar(weight), torch.float32)
+    elif type(sigma) is float:
+        w = scalar_tensor(_fp32_scalar(np.float32(s32) * np.float32(s32)), torch.float32)
+    else:
+        w = sigma * sigma
+    a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
+    return _saved_loss(score_fn, x, views[1], sig, inv, a, w, sigma_arg, reduction, sample_offset, "torch", True)
 
 
 def dsm_loss(
@@ -416,6 +527,10 @@ def dsm_loss(
     """
     if save_noise is not None and not isinstance(save_noise, bool):
         raise TypeError(f"save_noise must be True, False or None, got {save_noise!r}")
+    if save_noise is not False:
+        loss = _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset)
+        if loss is not None:
+            return loss
     p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset=sample_offset)
     if save_noise is None:
         save_noise = p.backend == "torch" and _backend.device_type(x.device) == "cpu"
