@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from .chunks import for_pieces, mul_rows
+from .langevin_step import scalar_tensor
 
 #: Width of one level of :func:`row_sums`. Each level sums contiguous runs of this many
 #: values; runs are far below torch's parallel grain (32768), so no reduction is ever split
@@ -115,6 +116,12 @@ def _accumulate_rows(pieces, n_rows: int, dtype: torch.dtype, device: torch.devi
     return q
 
 
+def _half_weighted(sums: torch.Tensor, weight_rows) -> torch.Tensor:
+    """``(q · λ) · ½`` in place: the loss from the sums of squares (½ as a cached 0-d tensor, bitwise
+    the Python scalar, which ATen casts to the op's dtype too)."""
+    return sums.mul_(weight_rows).mul_(scalar_tensor(0.5, sums.dtype))
+
+
 def dsm_loss_rows_torch(
     score: torch.Tensor,
     seed: torch.Tensor,
@@ -136,7 +143,7 @@ def dsm_loss_rows_torch(
     pieces = for_pieces(
         body, seed, score.numel(), elem_offset=elem_offset, rng=rng, device=score.device, injected_noise=injected_noise
     )
-    return _accumulate_rows(pieces, inv_sigma_rows.shape[0], cdt, score.device).mul_(weight_rows).mul_(0.5)
+    return _half_weighted(_accumulate_rows(pieces, inv_sigma_rows.shape[0], cdt, score.device), weight_rows)
 
 
 def residual_loss_rows_(
@@ -152,7 +159,8 @@ def residual_loss_rows_(
     taken directly. ``weight_rows``: ``[B]`` or 0-d."""
     r.add_(score)  # score upcast to r's dtype: the op's s.to(cdt) + z·(1/σ), bitwise
     if one_piece:
-        sums = row_sums((r * r).view(r.shape[0], -1))
+        sq = r * r
+        sums = row_sums(sq if sq.dim() == 2 else sq.view(r.shape[0], -1))
     else:
         flat, row_size = r.view(-1), r[0].numel()
 
@@ -162,7 +170,7 @@ def residual_loss_rows_(
 
         pieces = for_pieces(body, 0, flat.numel(), elem_offset=elem_offset, rng=rng, device=r.device, with_noise=False)
         sums = _accumulate_rows(pieces, r.shape[0], r.dtype, r.device)
-    return sums.mul_(weight_rows).mul_(0.5)
+    return _half_weighted(sums, weight_rows)
 
 
 def dsm_loss_backward_torch(

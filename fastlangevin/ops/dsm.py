@@ -306,15 +306,14 @@ class _SavedNoiseLoss(torch.autograd.Function):
     """The reduced loss from ``r = z · (1/σ)`` (drawn once, before the score), completed in place
     into the residual ``r = s + z/σ`` and kept for backward, where the gradient ``c_i r`` is one
     multiply: the fallback ops' own arithmetic, so their values and gradients bitwise. The
-    reduction is taken inside (one graph node fewer); backward expands its gradient to the
-    ``[B]`` rows with autograd's own formulas (``g / B`` for the mean), so bitwise as before."""
+    reduction is taken inside (one graph node fewer); backward scales the incoming gradient as
+    autograd's mean / sum backward would (each row's ``g / B``), so bitwise as before."""
 
     @staticmethod
     def forward(ctx, score, r, weight_rows, sample_offset, rng, reduction, one_piece):
         _backend.record("dsm_loss", "torch")
-        losses = residual_loss_rows_(
-            r, score, weight_rows, elem_offset=sample_offset * r[0].numel(), rng=rng, one_piece=one_piece
-        )
+        offset = 0 if one_piece else sample_offset * _row_size(r)
+        losses = residual_loss_rows_(r, score, weight_rows, elem_offset=offset, rng=rng, one_piece=one_piece)
         ctx.save_for_backward(r, weight_rows)
         ctx.dtype, ctx.reduction = score.dtype, reduction
         if reduction == "mean":
@@ -324,14 +323,31 @@ class _SavedNoiseLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         r, weight_rows = ctx.saved_tensors
-        batch = r.shape[0]
-        if ctx.reduction == "mean":
-            grad = grad.expand(batch) / batch
-        elif ctx.reduction == "sum":
-            grad = grad.expand(batch)
-        coef = weight_rows * grad.to(weight_rows.dtype)
+        if grad.dtype is not weight_rows.dtype:
+            grad = grad.to(weight_rows.dtype)
+        if ctx.reduction == "mean":  # autograd's mean backward, g.expand(B) / B, on the one value
+            grad = grad / r.shape[0]
+        coef = weight_rows * grad  # [B], or 0-d for a scalar weight and a reduced loss
         _backend.record("dsm_loss_backward", "torch")
-        return (r * _rows_view(coef, r.dim())).to(ctx.dtype), None, None, None, None, None, None
+        g = r * (coef if coef.dim() == 0 else coef.view((r.shape[0],) + (1,) * (r.dim() - 1)))
+        return g if g.dtype is ctx.dtype else g.to(ctx.dtype), None, None, None, None, None, None
+
+
+try:  # Function.apply's own path when no functorch transform is active, minus its Python wrapper
+    _apply_node = torch._C._FunctionBase.__dict__["apply"].__get__(None, _SavedNoiseLoss)
+    _unwrap_if_dead = torch._C._functorch.unwrap_if_dead
+    _functorch_active = torch._C._are_functorch_transforms_active
+except (AttributeError, KeyError):  # pragma: no cover - private API moved: the public apply
+    _apply_node = None
+
+
+def _apply_saved_loss(score, *rest):
+    """``_SavedNoiseLoss.apply(score, *rest)``. The public ``apply`` wraps the C++ one in Python
+    (argument binding, a scan for dead functorch wrappers: ~10 µs, a twentieth of a small
+    call); with no functorch transform active it does exactly this."""
+    if _apply_node is None or _functorch_active():
+        return _SavedNoiseLoss.apply(score, *rest)
+    return _apply_node(_unwrap_if_dead(score), *rest)  # r and the weights are this module's own
 
 
 def _saved_loss(score_fn, x, z, sigma, inv_sigma, alpha, weight, sigma_arg, reduction, sample_offset, rng, one_piece):
@@ -346,12 +362,14 @@ def _saved_loss(score_fn, x, z, sigma, inv_sigma, alpha, weight, sigma_arg, redu
     _backend.record("dsm_perturb", "torch")
     t = z * sigma
     r = z * inv_sigma  # the residual's first term, completed in the loss
-    xs = x.to(z.dtype)
+    xs = x if x.dtype is z.dtype else x.to(z.dtype)
     if alpha is not None:
         xs = xs * alpha
-    x_tilde = (t + xs if xs.requires_grad and torch.is_grad_enabled() else t.add_(xs)).to(x.dtype)
+    x_tilde = t + xs if xs.requires_grad and torch.is_grad_enabled() else t.add_(xs)
+    if x_tilde.dtype is not x.dtype:
+        x_tilde = x_tilde.to(x.dtype)
     s = _check_score(score_fn(x_tilde, sigma_arg), x)
-    return _SavedNoiseLoss.apply(s, r, weight, sample_offset, rng, reduction, one_piece)
+    return _apply_saved_loss(s, r, weight, sample_offset, rng, reduction, one_piece)
 
 
 def _run_saved(score_fn, x, p: _Prepared) -> torch.Tensor:
