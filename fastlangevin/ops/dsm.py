@@ -350,18 +350,21 @@ def _apply_saved_loss(score, *rest):
     return _apply_node(_unwrap_if_dead(score), *rest)  # r and the weights are this module's own
 
 
-def _saved_loss(score_fn, x, z, sigma, inv_sigma, alpha, weight, sigma_arg, reduction, sample_offset, rng, one_piece):
+def _saved_loss(
+    score_fn, x, z, owns_z, sigma, inv_sigma, alpha, weight, sigma_arg, reduction, sample_offset, rng, one_piece
+):
     """The loss with z given once (shaped like x, compute dtype), for plain tensors on the
     fallback: x̃ = α x + σ z in plain autograd ops (the perturb op's arithmetic: σz + αx in the
     compute dtype), z·(1/σ) from the same z, the loss through :class:`_SavedNoiseLoss`.
 
     ``sigma``, ``inv_sigma``, ``alpha`` (None: 1), ``weight``: ``[B, 1, ...]`` row views or 0-d
     tensors in the compute dtype (a scalar multiply is bitwise the broadcast one). ``z`` is read
-    before ``score_fn`` runs and not kept: it may be a reused buffer. ``one_piece``: x is one
+    before ``score_fn`` runs and not kept: it may be a reused buffer, or (``owns_z``) a fresh
+    tensor whose storage then holds the residual. ``one_piece``: x is one
     piece of the fallback's walk (see :func:`fastlangevin.fallback.dsm.residual_loss_rows_`)."""
     _backend.record("dsm_perturb", "torch")
     t = z * sigma
-    r = z * inv_sigma  # the residual's first term, completed in the loss
+    r = z.mul_(inv_sigma) if owns_z else z * inv_sigma  # the residual's first term, completed in the loss
     xs = x if x.dtype is z.dtype else x.to(z.dtype)
     if alpha is not None:
         xs = xs * alpha
@@ -378,8 +381,8 @@ def _run_saved(score_fn, x, p: _Prepared) -> torch.Tensor:
     cdt, ndim = p.sigma_rows.dtype, x.dim()
     rows = [None if v is None else _rows_view(v, ndim) for v in (p.sigma_rows, p.inv_sigma_rows, p.alpha_rows)]
     return _saved_loss(
-        score_fn, x, z.view(x.shape).to(cdt), *rows, p.weight_rows, p.sigma_arg, p.reduction, p.sample_offset, p.rng,
-        False,
+        score_fn, x, z.view(x.shape).to(cdt), True, *rows, p.weight_rows, p.sigma_arg, p.reduction, p.sample_offset,
+        p.rng, False,
     )  # fmt: skip
 
 
@@ -473,7 +476,7 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     else:
         w = sigma * sigma
     a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
-    return _saved_loss(score_fn, x, views[1], sig, inv, a, w, sigma_arg, reduction, sample_offset, "torch", True)
+    return _saved_loss(score_fn, x, views[1], False, sig, inv, a, w, sigma_arg, reduction, sample_offset, "torch", True)
 
 
 def dsm_loss(
