@@ -5,11 +5,17 @@
     ℓ_i  = ½ · λ_i · Σ_j (s_ij + z_ij / σ_i)²          (fastlangevin::dsm_loss_rows)
     ∂ℓ_i/∂s_ij = λ_i · (s_ij + z_ij / σ_i)            (fastlangevin::dsm_loss_rows_backward)
 
-The noise z exists only inside the kernels: one int64 seed tensor (drawn from torch's generator)
-is an input of every op, and each pass regenerates z from it with the same counters. The loss
-saves the score (the one ``[B, ...]`` tensor it keeps for backward), the seed and ``[B]``
+In the ops the noise z exists only inside the kernels: one int64 seed tensor (drawn from torch's
+generator) is an input of every op, and each pass regenerates z from it with the same counters.
+The loss saves the score (the one ``[B, ...]`` tensor it keeps for backward), the seed and ``[B]``
 vectors; the perturb op saves only α. Each op dispatches to the Triton kernels
 (``fastlangevin.kernels.dsm``) or the PyTorch fallback (``fastlangevin.fallback.dsm``).
+
+The CPU default (``save_noise``, see :func:`dsm_loss`) draws z once per forward from the same
+stream instead and runs the fallback's arithmetic as plain tensor code under one autograd node
+(:class:`_SavedNoiseLoss`), keeping the residual ``s + z/σ`` for a one-multiply backward: bitwise
+the ops' losses and gradients, without the dispatcher or a second noise pass. Small fp32 batches
+take a straight path (:func:`_small_cpu_saved`) with the same operations.
 """
 
 from __future__ import annotations
@@ -420,6 +426,8 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
         or not x.is_contiguous()
     ):
         return None
+    if not _backend.can_call_directly():  # tracing (torch.compile), modes: the ops, before any tensor op
+        return None
     n, batch = x.numel(), x.shape[0]
     row_size = n // batch if batch else 0
     start = sample_offset * row_size
@@ -451,8 +459,6 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     if _backend.resolve_backend(_CPU, backend) != "torch":
         return None
     if (rng if rng is not None else _backend.env_setting(RNG_ENV_VAR)) not in (None, "torch"):
-        return None
-    if not _backend.can_call_directly():
         return None
     # validated: draw
     seed = draw_seed_value(generator)
