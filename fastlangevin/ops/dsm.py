@@ -20,6 +20,7 @@ take a straight path (:func:`_small_cpu_saved`) with the same operations.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -308,6 +309,18 @@ def _plain_call(x: torch.Tensor) -> bool:
         return False
 
 
+def _count(r: torch.Tensor) -> torch.Tensor:
+    """The batch size as a cached 0-d CPU tensor in r's dtype: dividing by it is bitwise dividing
+    by the Python int (ATen casts that to the op's dtype too), at half the cost of wrapping it."""
+    return scalar_tensor(float(r.shape[0]), r.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_shape(batch: int, ndim: int) -> tuple:
+    """``(batch, 1, ...)``: a ``[B]`` vector viewed to broadcast over ``ndim``-dim rows."""
+    return (batch,) + (1,) * (ndim - 1)
+
+
 class _SavedNoiseLoss(torch.autograd.Function):
     """The reduced loss from ``r = z · (1/σ)`` (drawn once, before the score), completed in place
     into the residual ``r = s + z/σ`` and kept for backward, where the gradient ``c_i r`` is one
@@ -322,8 +335,8 @@ class _SavedNoiseLoss(torch.autograd.Function):
         losses = residual_loss_rows_(r, score, weight_rows, elem_offset=offset, rng=rng, one_piece=one_piece)
         ctx.save_for_backward(r, weight_rows)
         ctx.dtype, ctx.reduction = score.dtype, reduction
-        if reduction == "mean":
-            return losses.mean()
+        if reduction == "mean":  # ATen's CPU mean is this sum, then div_ by the count (B as a 0-d tensor)
+            return losses.sum().div_(_count(r)) if r.is_cpu else losses.mean()
         return losses.sum() if reduction == "sum" else losses
 
     @staticmethod
@@ -332,10 +345,10 @@ class _SavedNoiseLoss(torch.autograd.Function):
         if grad.dtype is not weight_rows.dtype:
             grad = grad.to(weight_rows.dtype)
         if ctx.reduction == "mean":  # autograd's mean backward, g.expand(B) / B, on the one value
-            grad = grad / r.shape[0]
+            grad = grad / _count(r)
         coef = weight_rows * grad  # [B], or 0-d for a scalar weight and a reduced loss
         _backend.record("dsm_loss_backward", "torch")
-        g = r * (coef if coef.dim() == 0 else coef.view((r.shape[0],) + (1,) * (r.dim() - 1)))
+        g = r * (coef if coef.dim() == 0 else coef.view(_row_shape(r.shape[0], r.dim())))
         return g if g.dtype is ctx.dtype else g.to(ctx.dtype), None, None, None, None, None, None
 
 
@@ -452,7 +465,7 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
         lo, hi = torch.aminmax(sigma)  # NaN propagates: refused below like the general check
         if not (lo.item() > 0.0 and hi.item() < math.inf):
             return None
-        sig, sigma_arg = sigma.view((batch,) + (1,) * (x.dim() - 1)), sigma
+        sig, sigma_arg = sigma.view(_row_shape(batch, x.dim())), sigma
         inv, w = torch.reciprocal(sig), None
     else:
         return None
