@@ -21,6 +21,7 @@ the number of threads.
 
 from __future__ import annotations
 
+import functools
 from typing import List, Optional, Tuple
 
 import torch
@@ -51,24 +52,85 @@ def row_sums(t: torch.Tensor) -> torch.Tensor:
     return t.sum(-1)
 
 
-def piece_row_sums(vals: torch.Tensor, i0: int, row_size: int) -> List[Tuple[int, torch.Tensor]]:
-    """``[(first_row, sums)]``: sums of the flat values ``vals`` (local elements
-    ``[i0, i0 + len)``) per row they fall in — a partial head row, full rows, a partial tail."""
-    i1 = i0 + vals.numel()
+def piece_blocks(i0: int, i1: int, row_size: int) -> List[Tuple[int, int, int, int]]:
+    """``[(first_row, n_rows, start, length)]``: local elements ``[i0, i1)`` cut at row ends — a
+    partial head row, whole rows (``n_rows`` of ``length = row_size`` from ``start``), a partial
+    tail row — the blocks whose :func:`row_sums` make a piece's partial sums."""
     out = []
     pos = i0
     if pos % row_size:  # a row begun in an earlier piece
         r = pos // row_size
         end = min(i1, (r + 1) * row_size)
-        out.append((r, row_sums(vals[: end - i0].view(1, -1))))
+        out.append((r, 1, pos, end - pos))
         pos = end
     n_full = (i1 - pos) // row_size
     if n_full:
-        out.append((pos // row_size, row_sums(vals[pos - i0 : pos - i0 + n_full * row_size].view(n_full, row_size))))
+        out.append((pos // row_size, n_full, pos, row_size))
         pos += n_full * row_size
     if pos < i1:  # a row continued in the next piece
-        out.append((pos // row_size, row_sums(vals[pos - i0 :].view(1, -1))))
+        out.append((pos // row_size, 1, pos, i1 - pos))
     return out
+
+
+def piece_row_sums(vals: torch.Tensor, i0: int, row_size: int) -> List[Tuple[int, torch.Tensor]]:
+    """``[(first_row, sums)]``: sums of the flat values ``vals`` (local elements
+    ``[i0, i0 + len)``) per row they fall in (:func:`piece_blocks`)."""
+    return [
+        (r, row_sums(vals[a - i0 : a - i0 + k * n].view(k, n)))
+        for r, k, a, n in piece_blocks(i0, i0 + vals.numel(), row_size)
+    ]
+
+
+@functools.lru_cache(maxsize=32)
+def _split_rows_plan(n: int, row_size: int, elem_offset: int, rng: str, device_type: str):
+    """Where the piece grid of :func:`for_pieces` cuts rows of a flat ``[n]`` tensor: ``(rows,
+    depth, groups)`` — the cut rows (an index tensor), the most pieces one of them spans, and per
+    fragment length ``n_f``: (local starts, slots ``row_position * depth + order``) of the
+    fragments of that length."""
+    blocks = for_pieces(
+        lambda i0, i1, _: piece_blocks(i0, i1, row_size), 0, n, elem_offset=elem_offset, rng=rng,
+        device=torch.device(device_type), with_noise=False,
+    )  # fmt: skip
+    frags: dict = {}  # row -> [(start, length)] in index order
+    for piece in blocks:
+        for r, k, a, m in piece:
+            if m != row_size:
+                frags.setdefault(r, []).append((a, m))
+    rows = sorted(frags)
+    depth = max((len(frags[r]) for r in rows), default=0)
+    groups: dict = {}
+    for pos, r in enumerate(rows):
+        for order, (a, m) in enumerate(frags[r]):
+            starts, slots = groups.setdefault(m, ([], []))
+            starts.append(a)
+            slots.append(pos * depth + order)
+    as_index = lambda v: torch.tensor(v, dtype=torch.int64)  # noqa: E731
+    return as_index(rows), depth, [(m, as_index(a), as_index(sl)) for m, (a, sl) in groups.items()]
+
+
+def grid_row_sums(sq: torch.Tensor, row_size: int, elem_offset: int, rng: str) -> torch.Tensor:
+    """The ``[B]`` row totals of a flat ``[B * row_size]`` tensor exactly as :func:`for_pieces` /
+    :func:`piece_row_sums` / :func:`_accumulate_rows` take them (the same partial sums, added in
+    the same order), in a few whole-tensor ops instead of some per piece: whole rows by one
+    :func:`row_sums`, the rows the piece grid cuts from their fragments gathered per length
+    (one :func:`row_sums` each), folded in index order (``0 + a`` and ``a + 0`` are ``a`` for
+    the non-negative sums of squares summed here)."""
+    n = sq.numel()
+    q = row_sums(sq.view(n // row_size, row_size))
+    rows, depth, groups = _split_rows_plan(n, row_size, elem_offset, rng, sq.device.type)
+    if depth == 0:
+        return q
+    parts = []
+    for m, starts, _ in groups:
+        parts.append(row_sums(sq.unfold(0, m, 1).index_select(0, starts.to(sq.device))))
+    slots = torch.cat([sl for _, _, sl in groups]).to(sq.device)
+    table = torch.zeros(rows.numel() * depth, dtype=sq.dtype, device=sq.device)
+    table[slots] = torch.cat(parts)
+    table = table.view(rows.numel(), depth)
+    folded = table[:, 0]
+    for j in range(1, depth):
+        folded = folded + table[:, j]
+    return q.index_copy_(0, rows.to(sq.device), folded)
 
 
 def dsm_perturb_torch(
@@ -162,14 +224,7 @@ def residual_loss_rows_(
         sq = r * r
         sums = row_sums(sq if sq.dim() == 2 else sq.view(r.shape[0], -1))
     else:
-        flat, row_size = r.view(-1), r[0].numel()
-
-        def body(i0, i1, _):
-            v = flat[i0:i1]
-            return piece_row_sums(v * v, i0, row_size)
-
-        pieces = for_pieces(body, 0, flat.numel(), elem_offset=elem_offset, rng=rng, device=r.device, with_noise=False)
-        sums = _accumulate_rows(pieces, r.shape[0], r.dtype, r.device)
+        sums = grid_row_sums((r * r).view(-1), r[0].numel(), elem_offset, rng)
     return _half_weighted(sums, weight_rows)
 
 
