@@ -329,7 +329,8 @@ class _SavedNoiseLoss(torch.autograd.Function):
     autograd's mean / sum backward would (each row's ``g / B``), so bitwise as before."""
 
     @staticmethod
-    def forward(ctx, score, r, weight_rows, sample_offset, rng, reduction, one_piece):
+    def forward(ctx, score, r, weight_rows, how):
+        sample_offset, rng, reduction, one_piece = how  # one argument: less for autograd to sort
         _backend.record("dsm_loss", "torch")
         offset = 0 if one_piece else sample_offset * _row_size(r)
         losses = residual_loss_rows_(r, score, weight_rows, elem_offset=offset, rng=rng, one_piece=one_piece)
@@ -349,7 +350,7 @@ class _SavedNoiseLoss(torch.autograd.Function):
         coef = weight_rows * grad  # [B], or 0-d for a scalar weight and a reduced loss
         _backend.record("dsm_loss_backward", "torch")
         g = r * (coef if coef.dim() == 0 else coef.view(_row_shape(r.shape[0], r.dim())))
-        return g if g.dtype is ctx.dtype else g.to(ctx.dtype), None, None, None, None, None, None
+        return g if g.dtype is ctx.dtype else g.to(ctx.dtype), None, None, None
 
 
 try:  # Function.apply's own path when no functorch transform is active, minus its Python wrapper
@@ -391,7 +392,7 @@ def _saved_loss(
     if x_tilde.dtype is not x.dtype:
         x_tilde = x_tilde.to(x.dtype)
     s = _check_score(score_fn(x_tilde, sigma_arg), x)
-    return _apply_saved_loss(s, r, weight, sample_offset, rng, reduction, one_piece)
+    return _apply_saved_loss(s, r, weight, (sample_offset, rng, reduction, one_piece))
 
 
 def _run_saved(score_fn, x, p: _Prepared) -> torch.Tensor:
