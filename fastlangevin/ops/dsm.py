@@ -548,7 +548,7 @@ def dsm_loss(
             the ops regenerate it from the seed in every pass (forward and backward) and the
             loss keeps only the score. Its cost on CPU, fwd+bwd time over the default's (1
             thread, loaded 2-core machine, medians of interleaved per-round ratios, 3 runs):
-            3.1-3.3x at (256, 2) with a linear score (the custom-op dispatcher per op), 1.7-2.0x
+            3.3x at (256, 2) with a linear score (the custom-op dispatcher per op), 1.9-2.1x
             at (128, 3·64·64) with a trivial score (a second noise generation, the residual
             built twice). True: z drawn once per forward from the same stream (identical
             values, so bitwise the same losses and gradients). For plain CPU tensors the loss
