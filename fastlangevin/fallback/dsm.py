@@ -209,7 +209,7 @@ def dsm_loss_rows_torch(
 
 
 def residual_loss_rows_(
-    r: torch.Tensor, score: torch.Tensor, weight_rows, *, elem_offset: int, rng: str, one_piece: bool = False
+    r: torch.Tensor, score: torch.Tensor, weight_rows, elem_offset: int, rng: str, one_piece: bool = False
 ) -> torch.Tensor:
     """The loss of :func:`dsm_loss_rows_torch` from ``r = z · (1/σ)`` (``[B, ...]``, compute
     dtype, contiguous), completed in place into the residual ``r = s + z · (1/σ)``: one pass

@@ -270,7 +270,12 @@ def _prepare(
     )
 
 
+_FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
+
+
 def _check_score(s, x: torch.Tensor) -> torch.Tensor:
+    if type(s) is torch.Tensor and s.shape == x.shape and s.dtype in _FLOAT_DTYPE_SET and s.is_cpu and x.is_cpu:
+        return s  # the common case in a handful of attribute reads; the checks below name what is wrong
     if not isinstance(s, torch.Tensor):
         raise TypeError(f"score_fn must return a torch.Tensor, got {type(s).__name__}")
     if s.dtype not in FLOAT_DTYPES:
@@ -333,7 +338,7 @@ class _SavedNoiseLoss(torch.autograd.Function):
         sample_offset, rng, reduction, one_piece = how  # one argument: less for autograd to sort
         _backend.record("dsm_loss", "torch")
         offset = 0 if one_piece else sample_offset * _row_size(r)
-        losses = residual_loss_rows_(r, score, weight_rows, elem_offset=offset, rng=rng, one_piece=one_piece)
+        losses = residual_loss_rows_(r, score, weight_rows, offset, rng, one_piece)
         ctx.save_for_backward(r, weight_rows)
         ctx.dtype, ctx.reduction = score.dtype, reduction
         if reduction == "mean":  # ATen's CPU mean is this sum, then div_ by the count (B as a 0-d tensor)
