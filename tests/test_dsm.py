@@ -944,3 +944,29 @@ def test_small_cpu_path_declines_other_cases(change):
         _ok_fn, args["x"], args["sigma"], args["alpha"], args["weight"], "mean", gen, "torch", args["rng"], 0
     )
     assert out is None and torch.equal(gen.get_state(), before)
+
+
+@pytest.mark.parametrize("sigma,weight", [(1e20, None), (1e-20, None), (0.5, 1e30)], ids=["huge", "tiny", "weight"])
+def test_extreme_scalar_scales_no_warning_same_loss(sigma, weight):
+    """Python-float scales whose fp32 squares or reciprocals leave the normal range take the
+    general path: no numpy overflow warning, the regenerating ops' values."""
+    import warnings
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(30))
+    got = []
+    for save in (None, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got.append(
+                fl.dsm_loss(
+                    _ok_fn,
+                    x,
+                    sigma,
+                    weight=weight,
+                    reduction="none",
+                    generator=torch.Generator().manual_seed(31),
+                    backend="torch",
+                    save_noise=save,
+                )  # fmt: skip
+            )
+    assert torch.equal(got[0], got[1])

@@ -415,6 +415,11 @@ _CPU = torch.device("cpu")
 _NOISE_VIEWS: dict = {}  # (x.shape, head) -> (fill view, noise view shaped like x) of this thread's buffer
 
 
+#: Python-float scales the straight path takes: their fp32 roundings, σ², 1/σ stay finite and
+#: normal in fp32 (numpy would warn on overflow); others take the general path.
+_SCALAR_MAX = 1e18
+
+
 def _fp32_scalar(v: float) -> float:
     """``v`` rounded to float32 (a Python float holding a float32 value)."""
     return float(np.float32(v))
@@ -435,8 +440,8 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
         or x.dtype is not torch.float32
         or not x.is_cpu
         or not callable(score_fn)
-        or not (alpha is None or (type(alpha) is float and 0.0 <= alpha < math.inf))
-        or not (weight is None or (type(weight) is float and 0.0 <= weight < math.inf))
+        or not (alpha is None or (type(alpha) is float and 0.0 <= alpha <= _SCALAR_MAX))
+        or not (weight is None or (type(weight) is float and 0.0 <= weight <= _SCALAR_MAX))
         or reduction not in REDUCTIONS
         or type(sample_offset) is not int
         or sample_offset < 0
@@ -454,7 +459,7 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     if n == 0 or n > CPU_PIECE or (start + n - 1) // TORCH_RNG_CHUNK != chunk:
         return None
     if type(sigma) is float:
-        if not (sigma > 0.0 and sigma < math.inf):
+        if not (1.0 / _SCALAR_MAX <= sigma <= _SCALAR_MAX):
             return None
         s32 = _fp32_scalar(sigma)
         inv = scalar_tensor(_fp32_scalar(np.float32(1.0) / np.float32(s32)), torch.float32)
