@@ -326,6 +326,12 @@ def _row_shape(batch: int, ndim: int) -> tuple:
     return (batch,) + (1,) * (ndim - 1)
 
 
+def _as_rows(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A ``[B]`` vector viewed ``[B, 1, ...]`` to broadcast over ``ndim``-dim rows (2-D, the
+    common case: one unsqueeze, without building the shape)."""
+    return v.unsqueeze(1) if ndim == 2 else v.view(_row_shape(v.shape[0], ndim))
+
+
 class _SavedNoiseLoss(torch.autograd.Function):
     """The reduced loss from ``r = z · (1/σ)`` (drawn once, before the score), completed in place
     into the residual ``r = s + z/σ`` and kept for backward, where the gradient ``c_i r`` is one
@@ -354,7 +360,7 @@ class _SavedNoiseLoss(torch.autograd.Function):
             grad = grad / _count(r)
         coef = weight_rows * grad  # [B], or 0-d for a scalar weight and a reduced loss
         _backend.record("dsm_loss_backward", "torch")
-        g = r * (coef if coef.dim() == 0 else coef.view(_row_shape(r.shape[0], r.dim())))
+        g = r * (coef if coef.dim() == 0 else _as_rows(coef, r.dim()))
         return g if g.dtype is ctx.dtype else g.to(ctx.dtype), None, None, None
 
 
@@ -476,7 +482,7 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
         lo, hi = torch.aminmax(sigma)  # NaN propagates: refused below like the general check
         if not (lo.item() > 0.0 and hi.item() < math.inf):
             return None
-        sig, sigma_arg = sigma.view(_row_shape(batch, x.dim())), sigma
+        sig, sigma_arg = _as_rows(sigma, x.dim()), sigma
         inv, w = torch.reciprocal(sig), None
     else:
         return None
