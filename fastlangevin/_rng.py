@@ -290,6 +290,9 @@ def torch_normal(seed: int, start: int, n: int) -> torch.Tensor:
     buf = torch.empty(C, dtype=torch.float32)
     for k in range(start // C, (start + n - 1) // C + 1):
         g0, g1 = max(k * C, start), min((k + 1) * C, start + n)
+        if g1 - g0 == C:  # a whole chunk: filled in place (the same values, no copy through buf)
+            torch_chunk_normal(seed, k, out[g0 - start : g1 - start], gen)
+            continue
         torch_chunk_normal(seed, k, buf, gen, needed=g1 - k * C)
         out[g0 - start : g1 - start] = buf[g0 - k * C : g1 - k * C]
     return out

@@ -803,6 +803,11 @@ BAD = [
     (dict(sigma="1"), TypeError, "sigma"),
     (dict(alpha=torch.ones(4)), ValueError, r"alpha.*\[3\]"),
     (dict(alpha=-0.5), ValueError, "alpha"),
+    (dict(alpha=float("nan")), ValueError, "alpha"),
+    (dict(weight=-1.0), ValueError, "weight"),
+    (dict(weight=float("inf")), ValueError, "weight"),
+    (dict(sigma=torch.tensor([0.5, float("inf"), 1.0])), ValueError, "sigma"),
+    (dict(sigma=torch.tensor([0.5, -0.0, 1.0])), ValueError, "sigma"),
     (dict(weight=torch.ones(2)), ValueError, r"weight.*\[3\]"),
     (dict(weight=torch.tensor([1.0, -1.0, 1.0])), ValueError, "weight"),
     (dict(reduction="avg"), ValueError, "reduction"),
@@ -864,3 +869,104 @@ def test_saved_noise_equals_regenerated_noise_bitwise(rng, shape):
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="save_noise"):
         fl.dsm_loss(lambda xt, sig: xt, x0, 0.5, save_noise="yes")
+
+
+# ---------------------------------------------------------------------------------------
+# The straight CPU path for small fp32 batches (the default: saved noise)
+# ---------------------------------------------------------------------------------------
+SMALL_CASES = [
+    dict(shape=(256, 2), sigma="rows", alpha=None, weight=None, reduction="mean", offset=0, x_grad=False),
+    dict(shape=(7, 3, 5), sigma="rows", alpha=0.8, weight=None, reduction="sum", offset=5, x_grad=True),
+    dict(shape=(13, 40), sigma=0.37, alpha=None, weight=2.5, reduction="none", offset=0, x_grad=True),
+    dict(shape=(1, 3), sigma=0.61, alpha=0.9, weight=None, reduction="mean", offset=0, x_grad=False),
+    dict(shape=(5, 2000), sigma="rows", alpha=None, weight=0.0, reduction="mean", offset=7, x_grad=True),
+]
+
+
+@pytest.mark.parametrize("case", SMALL_CASES, ids=lambda c: "x".join(map(str, c["shape"])) + "-" + c["reduction"])
+def test_small_cpu_path_bitwise_equals_regenerating_ops(case):
+    """The straight path runs (it returns a loss) and gives bitwise the losses, every gradient and
+    the generator state of the regenerating ops (save_noise=False) on the same arguments."""
+    from fastlangevin.ops import dsm as dsm_ops
+
+    B = case["shape"][0]
+    x0 = torch.randn(case["shape"], generator=torch.Generator().manual_seed(21))
+    sigma = case["sigma"]
+    if sigma == "rows":
+        sigma = torch.rand(B, generator=torch.Generator().manual_seed(22)) + 0.1
+    results = []
+    for straight in (True, False):
+        x = x0.clone().requires_grad_(case["x_grad"])
+        net = AffineScore(case["shape"][1:])
+        gen = torch.Generator().manual_seed(23)
+        args = (net, x, sigma, case["alpha"], case["weight"], case["reduction"], gen, "torch", None, case["offset"])
+        with fl.track_backends() as ran:
+            if straight:
+                loss = dsm_ops._small_cpu_saved(*args)
+                assert loss is not None, "the straight path declined a case it covers"
+            else:
+                loss = fl.dsm_loss(
+                    net, x, sigma, alpha=case["alpha"], weight=case["weight"], reduction=case["reduction"],
+                    generator=gen, backend="torch", sample_offset=case["offset"], save_noise=False,
+                )  # fmt: skip
+            (loss if loss.dim() == 0 else (loss * torch.arange(1.0, B + 1)).sum()).backward()
+        assert {b for _, b in ran} == {"torch"}
+        grads = [p.grad for p in net.parameters()] + ([x.grad] if case["x_grad"] else [])
+        results.append((loss.detach(), *grads, gen.get_state()))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        dict(x=torch.randn(4, 6, dtype=torch.float64)),
+        dict(x=torch.randn(6, 4).t()),  # non-contiguous
+        dict(x=torch.randn(3, 20000)),  # more than one noise chunk / fallback piece
+        dict(alpha=torch.full((4,), 0.5)),
+        dict(weight=torch.full((4,), 2.0)),
+        dict(sigma=torch.full((4,), 0.5, dtype=torch.float64)),
+        dict(sigma=torch.tensor(0.5)),
+        dict(rng="philox"),
+    ],
+    ids=["fp64", "noncontig", "multichunk", "alpha-rows", "weight-rows", "sigma-fp64", "sigma-0d", "philox"],
+)
+def test_small_cpu_path_declines_other_cases(change):
+    """Outside its case the straight path returns None (the general path then runs) and leaves
+    the generator untouched."""
+    from fastlangevin.ops import dsm as dsm_ops
+
+    args = dict(x=torch.randn(4, 6), sigma=0.5, alpha=None, weight=None, rng=None)
+    args.update(change)
+    gen = torch.Generator().manual_seed(0)
+    before = gen.get_state()
+    out = dsm_ops._small_cpu_saved(
+        _ok_fn, args["x"], args["sigma"], args["alpha"], args["weight"], "mean", gen, "torch", args["rng"], 0
+    )
+    assert out is None and torch.equal(gen.get_state(), before)
+
+
+@pytest.mark.parametrize("sigma,weight", [(1e20, None), (1e-20, None), (0.5, 1e30)], ids=["huge", "tiny", "weight"])
+def test_extreme_scalar_scales_no_warning_same_loss(sigma, weight):
+    """Python-float scales whose fp32 squares or reciprocals leave the normal range take the
+    general path: no numpy overflow warning, the regenerating ops' values."""
+    import warnings
+
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(30))
+    got = []
+    for save in (None, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got.append(
+                fl.dsm_loss(
+                    _ok_fn,
+                    x,
+                    sigma,
+                    weight=weight,
+                    reduction="none",
+                    generator=torch.Generator().manual_seed(31),
+                    backend="torch",
+                    save_noise=save,
+                )  # fmt: skip
+            )
+    assert torch.equal(got[0], got[1])
