@@ -30,13 +30,16 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .._rng import TORCH_RNG_CHUNK, chunk_seed, philox_normal, philox_randn4x, torch_chunk_normal, torch_normal
+from .._rng import TORCH_RNG_CHUNK, chunk_seed, philox_normal, philox_randn4x, torch_normal
 from .chunks import _pool, cpu_scratch
 
 #: Elements of the global stream reserved for each parameter (the kernel uses 2**40 Philox groups).
 PARAM_SLOT = 1 << 42
 #: Elements per flat batch (a multiple of TORCH_RNG_CHUNK): its six fp32 buffers (3 MiB) stay in L2/L3.
 BATCH = 1 << 17
+#: Tensors of at most this many elements are packed into batches (their update costs more in
+#: per-op dispatch than in arithmetic); larger ones are updated in place.
+SMALL = 1 << 12
 #: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
 MIN_DRAW_PER_WORKER = 1 << 14
 
@@ -65,7 +68,7 @@ def _sqrt_rn(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def _update_flat(method, theta, g, state, z, a, b, lr, gscale, prior, nscale, a1, a2, eps):
-    """The update on flat fp32 tensors: ``theta`` (and ``state``) in place; ``g`` read-only; ``z``
+    """The update on fp32 tensors of one shape: ``theta`` (and ``state``) in place; ``g`` read-only; ``z``
     the noise (SGLD, SGHMC: already times ``nscale``; pSGLD: standard) or None; ``a``, ``b`` scratch."""
     if gscale != 1.0:  # (× 1 is exact: skipping it changes no bit)
         g = torch.mul(g, gscale, out=a)
@@ -91,19 +94,22 @@ def _update_flat(method, theta, g, state, z, a, b, lr, gscale, prior, nscale, a1
 
 
 class _Plan:
-    """The batches of one bucket layout (sizes and optimizer indices), with their fp32 buffers.
+    """The batches of one bucket layout (shapes and optimizer indices), with their fp32 buffers.
 
-    ``batches``: lists of parts ``(k, lo, hi)`` (tensor k's flat elements [lo, hi)), either many
-    whole small tensors or one slice of a large one. ``segs[b]``: batch b's noise chunks
-    ``(chunk key, offset in the batch, elements needed, elements filled)``.
+    ``batches``: lists of parts ``(k, lo, hi)`` (tensor k's flat elements [lo, hi)): either many
+    whole tensors of at most ``SMALL`` elements (gathered, "packed") or one slice of a larger one
+    (updated in place). ``segs[b]``: batch b's noise chunks ``(chunk key, offset in the batch,
+    elements needed, elements filled)``.
     """
 
-    def __init__(self, numels, indices, device):
+    def __init__(self, shapes, indices, device):
+        self.shapes = shapes
+        numels = [s.numel() for s in shapes]
         self.batches, cur, total = [], [], 0
         for k, n in enumerate(numels):
             if n == 0:
                 continue
-            if n > _C:
+            if n > SMALL:
                 self.batches += [[(k, lo, min(n, lo + BATCH))] for lo in range(0, n, BATCH)]
                 continue
             if total + n > BATCH:
@@ -114,11 +120,10 @@ class _Plan:
         if cur:
             self.batches.append(cur)
         self.totals = [sum(hi - lo for _, lo, hi in parts) for parts in self.batches]
-        self.sizes = [[hi - lo for _, lo, hi in parts] for parts in self.batches]
+        self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in parts] for parts in self.batches]
         self.segs = [self._segments(parts, indices) for parts in self.batches]
         self.device = device
-        self._buffers = {}
-        self._views = {}
+        self._buffers, self._flat, self._views = {}, {}, {}
         self._philox = {}
 
     @staticmethod
@@ -133,18 +138,29 @@ class _Plan:
         return segs
 
     def buffer(self, name: str, n: int) -> torch.Tensor:
-        """This plan's flat fp32 buffer ``name``, first ``n`` elements (16 spare for the last fill)."""
-        buf = self._buffers.get(name)
-        if buf is None:
-            buf = self._buffers[name] = torch.empty(max(self.totals) + 16, dtype=torch.float32, device=self.device)
-        return buf[:n]
+        """This plan's flat fp32 buffer ``name``, first ``n`` elements (16 spare for the last fill; cached)."""
+        key = (name, n)
+        view = self._flat.get(key)
+        if view is None:
+            buf = self._buffers.get(name)
+            if buf is None:
+                buf = self._buffers[name] = torch.empty(max(self.totals) + 16, dtype=torch.float32, device=self.device)
+            view = self._flat[key] = buf[:n]
+        return view
 
     def views(self, name: str, b: int) -> List[torch.Tensor]:
-        """Buffer ``name`` split into batch ``b``'s parts (cached: the buffers live as long as the plan)."""
+        """Buffer ``name`` cut into batch ``b``'s parts, each shaped like its tensor (a slice: flat).
+        Cached: the buffers live as long as the plan, and a view costs a microsecond per step."""
         key = (name, b)
         v = self._views.get(key)
         if v is None:
-            v = self._views[key] = list(self.buffer(name, self.totals[b]).split(self.sizes[b]))
+            parts, off, v = self.batches[b], 0, []
+            buf = self.buffer(name, self.totals[b])
+            for (k, lo, hi), whole in zip(parts, self.whole[b]):
+                piece = buf[off : off + hi - lo]
+                v.append(piece.view(self.shapes[k]) if whole else piece)
+                off += hi - lo
+            self._views[key] = v
         return v
 
     def philox_gather(self, b: int):
@@ -165,16 +181,16 @@ class _Plan:
 _PLANS = threading.local()
 
 
-def _plan(numels, indices, device) -> _Plan:
+def _plan(shapes, indices, device) -> _Plan:
     cache = getattr(_PLANS, "cache", None)
     if cache is None:
         cache = _PLANS.cache = {}
-    key = (device, tuple(numels), tuple(indices))
+    key = (device, shapes, tuple(indices))
     plan = cache.get(key)
     if plan is None:
         if len(cache) >= 16:
             cache.clear()
-        plan = cache[key] = _Plan(numels, indices, device)
+        plan = cache[key] = _Plan(shapes, indices, device)
     return plan
 
 
@@ -205,28 +221,41 @@ def _draw_torch(z: torch.Tensor, segs, seed_int: int, std: float) -> None:
 
 
 def _draw_range(z, segs, seed_int, std, end):
+    """``torch_chunk_normal``'s fills, inlined (it costs a few µs a call in Python, per tensor)."""
     gen, buf = cpu_scratch()
     for key, off, need, fill in segs:
+        gen.manual_seed(chunk_seed(seed_int, key))
         if off + fill <= end:
-            torch_chunk_normal(seed_int, key, z[off : off + fill], gen, needed=fill, std=std)
+            z[off : off + fill].normal_(0.0, std, generator=gen)
         else:
-            torch_chunk_normal(seed_int, key, buf, gen, needed=need, std=std)
+            buf[:fill].normal_(0.0, std, generator=gen)
             z[off : off + need].copy_(buf[:need])
 
 
-def _noise(plan, b, z, seed, rng, std, injected_parts):
-    """Batch ``b``'s noise in ``z`` (its first ``plan.totals[b]`` elements are used)."""
+def _noise(plan, b, seed, rng, std, injected):
+    """Batch ``b``'s noise in its flat buffer "z": drawn (std-scaled) or the injected tensors."""
     n = plan.totals[b]
-    if injected_parts is not None:
-        torch.cat(injected_parts, out=z[:n])
+    z = plan.buffer("z", n)
+    if injected is not None:
+        torch._foreach_copy_(plan.views("z", b), [_part(injected, k, lo, hi, w) for (k, lo, hi), w in _walk(plan, b)])
     elif rng == "philox":
         counter, pos = plan.philox_gather(b)
         z4 = torch.stack(philox_randn4x(seed.to(plan.device), counter), dim=1).reshape(-1)
-        torch.index_select(z4, 0, pos, out=z[:n])
+        torch.index_select(z4, 0, pos, out=z)
     else:
-        _draw_torch(z, plan.segs[b], seed, std)
-        return z[:n]
-    return z[:n] if std == 1.0 else z[:n].mul_(std)
+        _draw_torch(plan.buffer("z", n + 16), plan.segs[b], seed, std)
+        return
+    if std != 1.0:
+        z.mul_(std)
+
+
+def _walk(plan, b):
+    return zip(plan.batches[b], plan.whole[b])
+
+
+def _part(tensors, k, lo, hi, whole):
+    """Tensor k's elements [lo, hi): the tensor itself when whole, else a flat slice."""
+    return tensors[k] if whole else tensors[k].view(-1)[lo:hi]
 
 
 @torch.no_grad()
@@ -254,43 +283,46 @@ def optim_update_torch(
         raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {device.type}")
     if not masters and params[0].dtype != torch.float32:
         raise ValueError(f"16-bit parameters need fp32 master copies, got {params[0].dtype} without")
-    lr, gscale, prior, nscale, a1, a2, eps = scalars
-    theta = [t.view(-1) for t in (masters if masters else params)]
-    flat_g = [g.view(-1) for g in grads]
-    st = [s.view(-1) for s in states]
-    flat_p = [p.view(-1) for p in params] if masters else None
-    inj = [t.reshape(-1) for t in injected] if injected is not None else None
-    plan = _plan([t.numel() for t in theta], indices, device)
+    theta = masters if masters else params
+    plan = _plan(tuple(t.shape for t in theta), indices, device)
     # SGLD and SGHMC have a scalar noise scale: fold it into the draw. pSGLD scales per element.
-    std = 1.0 if method == PSGLD else nscale
-    noise_arg = seed
+    std = 1.0 if method == PSGLD else scalars[3]  # nscale
+    noise_seed = seed
     if has_noise and injected is None and rng == "torch":
-        noise_arg = int(seed.reshape(()).item())  # once per call (CPU)
+        noise_seed = int(seed.reshape(()).item())  # once per call (CPU)
     g_is_fp32 = grads[0].dtype == torch.float32
     for b, parts in enumerate(plan.batches):
         n = plan.totals[b]
-        a, bb = plan.buffer("a", n), plan.buffer("b", n)
         z = None
         if has_noise:
-            inj_parts = None if inj is None else [inj[k][lo:hi] for k, lo, hi in parts]
-            z = _noise(plan, b, plan.buffer("z", n + 16), noise_arg, rng, std, inj_parts)
-        if len(parts) == 1:  # one slice of one tensor: work on its own memory
-            k, lo, hi = parts[0]
-            th = theta[k][lo:hi]
-            g = flat_g[k][lo:hi] if g_is_fp32 else plan.buffer("g", n).copy_(flat_g[k][lo:hi])
-            s = st[k][lo:hi] if st else None
-            _update_flat(method, th, g, s, z, a, bb, lr, gscale, prior, nscale, a1, a2, eps)
-            if flat_p is not None:
-                flat_p[k][lo:hi].copy_(th)
+            _noise(plan, b, noise_seed, rng, std, injected)
+            z = plan.buffer("z", n)
+        if len(parts) > 1:  # packed small tensors: gather, update the flat buffers, scatter
+            ks = [k for k, _, _ in parts]
+            th_v = plan.views("theta", b)
+            s_v = plan.views("state", b) if states else None
+            torch._foreach_copy_(th_v, [theta[k] for k in ks])
+            torch._foreach_copy_(plan.views("g", b), [grads[k] for k in ks])  # casts 16-bit gradients
+            if states:
+                torch._foreach_copy_(s_v, [states[k] for k in ks])
+            th, g = plan.buffer("theta", n), plan.buffer("g", n)
+            s = plan.buffer("state", n) if states else None
+            _update_flat(method, th, g, s, z, plan.buffer("a", n), plan.buffer("b", n), *scalars)
+            torch._foreach_copy_([theta[k] for k in ks], th_v)
+            if states:
+                torch._foreach_copy_([states[k] for k in ks], s_v)
+            if masters:
+                torch._foreach_copy_([params[k] for k in ks], th_v)
             continue
-        ks = [k for k, _, _ in parts]
-        th = torch.cat([theta[k] for k in ks], out=plan.buffer("theta", n))
-        g = torch.cat([flat_g[k] for k in ks], out=plan.buffer("g", n))
-        s = torch.cat([st[k] for k in ks], out=plan.buffer("state", n)) if st else None
-        _update_flat(method, th, g, s, z, a, bb, lr, gscale, prior, nscale, a1, a2, eps)
-        th_parts = plan.views("theta", b)
-        torch._foreach_copy_([theta[k] for k in ks], th_parts)
-        if s is not None:
-            torch._foreach_copy_([st[k] for k in ks], plan.views("state", b))
-        if flat_p is not None:
-            torch._foreach_copy_([flat_p[k] for k in ks], th_parts)
+        part, whole = parts[0], plan.whole[b][0]  # one tensor (or a slice of it): update its own memory
+        th = _part(theta, *part, whole)
+        g = _part(grads, *part, whole)
+        if not g_is_fp32:
+            g = plan.views("g", b)[0].copy_(g)
+        s = _part(states, *part, whole) if states else None
+        if z is not None:
+            z = plan.views("z", b)[0]
+        _update_flat(method, th, g, s, z, plan.views("a", b)[0], plan.views("b", b)[0], *scalars)
+        if masters:
+            _part(params, *part, whole).copy_(th)
+
