@@ -54,75 +54,98 @@ def param_noise(seed: torch.Tensor, index: int, n: int, rng: str) -> torch.Tenso
     return torch_normal(int(seed.reshape(()).item()), index * PARAM_SLOT, n)
 
 
-def _sqrt_rn(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Correctly rounded fp32 square roots (the kernel's ``sqrt_rn``) of flat ``src`` into ``out``.
+def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
+    """Correctly rounded fp32 square roots (the kernel's ``sqrt_rn``), into ``out`` (default: new).
 
     torch's CPU fp32 sqrt is not always correctly rounded (0.6 % of [2**-7, 1) 1 ulp off, measured);
-    numpy's is (the IEEE instruction): bitwise the float64 root rounded to fp32, which is exact
-    (53 > 2·24 + 2 bits) and what other devices compute.
+    numpy's is (the IEEE instruction): bitwise the float64 root rounded to fp32 for every fp32
+    (checked exhaustively), which is exact (53 > 2·24 + 2 bits) and what other devices compute.
     """
-    if src.device.type == "cpu":
-        np.sqrt(src.numpy(), out=out.numpy())
-        return out
-    return out.copy_(src.double().sqrt_())
+    out = [torch.empty_like(t) for t in ts] if out is None else out
+    for t, o in zip(ts, out):
+        if t.device.type == "cpu":
+            np.sqrt(t.numpy(), out=o.numpy())
+        else:
+            o.copy_(t.double().sqrt_())
+    return out
 
 
-def _update_flat(method, theta, g, state, z, a, b, lr, gscale, prior, nscale, a1, a2, eps):
-    """The update on fp32 tensors of one shape: ``theta`` (and ``state``) in place; ``g`` read-only; ``z``
-    the noise (SGLD, SGHMC: already times ``nscale``; pSGLD: standard) or None; ``a``, ``b`` scratch."""
+def _update(method, theta, g, state, z, lr, gscale, prior, nscale, a1, a2, eps):
+    """The update on lists of fp32 tensors (``theta`` and ``state`` in place; ``g`` read-only; ``z``
+    the noise, SGLD / SGHMC: already times ``nscale``, pSGLD: standard; or None)."""
     if gscale != 1.0:  # (× 1 is exact: skipping it changes no bit)
-        g = torch.mul(g, gscale, out=a)
-    if prior != 0.0:
-        g = torch.add(g, torch.mul(theta, prior, out=b), out=a)
+        g = torch._foreach_mul(g, gscale)
+    if prior != 0.0:  # out of place: g may still be the caller's gradients
+        g = torch._foreach_add(g, torch._foreach_mul(theta, prior))
     if method == SGLD:
-        theta.sub_(torch.mul(g, lr, out=b))
+        torch._foreach_sub_(theta, torch._foreach_mul(g, lr))
         if z is not None:
-            theta.add_(z)
+            torch._foreach_add_(theta, z)
     elif method == PSGLD:
-        state.mul_(a1).add_(torch.mul(g, g, out=b).mul_(a2))
-        precond = _sqrt_rn(state, b).add_(eps).reciprocal_()
-        theta.sub_(torch.mul(precond, g, out=a).mul_(lr))
+        torch._foreach_mul_(state, a1)
+        gg = torch._foreach_mul(g, g)
+        torch._foreach_mul_(gg, a2)
+        torch._foreach_add_(state, gg)
+        precond = _sqrt_rn(state, gg)
+        torch._foreach_add_(precond, eps)
+        torch._foreach_reciprocal_(precond)
+        step = torch._foreach_mul(precond, g)
+        torch._foreach_mul_(step, lr)
+        torch._foreach_sub_(theta, step)
         if z is not None:
-            theta.add_(_sqrt_rn(precond.mul_(nscale), precond).mul_(z))
+            torch._foreach_mul_(precond, nscale)
+            noise_std = _sqrt_rn(precond, precond)
+            torch._foreach_mul_(noise_std, z)
+            torch._foreach_add_(theta, noise_std)
     elif method == SGHMC:
-        state.mul_(a1).sub_(torch.mul(g, lr, out=b))
+        torch._foreach_mul_(state, a1)
+        torch._foreach_sub_(state, torch._foreach_mul(g, lr))
         if z is not None:
-            state.add_(z)
-        theta.add_(state)
+            torch._foreach_add_(state, z)
+        torch._foreach_add_(theta, state)
     else:
         raise ValueError(f"unknown method {method}")
 
 
 class _Plan:
-    """The batches of one bucket layout (shapes and optimizer indices), with their fp32 buffers.
+    """The batches of one bucket layout (shapes and optimizer indices), with their buffers.
 
-    ``batches``: lists of parts ``(k, lo, hi)`` (tensor k's flat elements [lo, hi)): either many
-    whole tensors of at most ``SMALL`` elements (gathered, "packed") or one slice of a larger one
-    (updated in place). ``segs[b]``: batch b's noise chunks ``(chunk key, offset in the batch,
-    elements needed, elements filled)``.
+    A batch holds at most ``BATCH`` elements: whole tensors, or one slice of a tensor above
+    ``BATCH``. Its small tensors (at most ``SMALL`` elements: dispatch costs them more than
+    arithmetic) are gathered into flat fp32 buffers, which enter the update as one tensor; the
+    others are updated in place. ``packed[b]``: batch b's small tensors; ``parts[b]``: its other
+    ``(k, lo, hi)`` (tensor k's flat elements [lo, hi)); ``segs[b]``: its noise chunks ``(chunk
+    key, offset in the batch, elements needed, elements filled)``, small tensors first.
     """
 
     def __init__(self, shapes, indices, device):
-        self.shapes = shapes
+        self.shapes, self.device = shapes, device
+        self.packed, self.parts = [], []
         numels = [s.numel() for s in shapes]
-        self.batches, cur, total = [], [], 0
+        packed, parts, total = [], [], 0
         for k, n in enumerate(numels):
             if n == 0:
                 continue
-            if n > SMALL:
-                self.batches += [[(k, lo, min(n, lo + BATCH))] for lo in range(0, n, BATCH)]
+            if total + min(n, BATCH) > BATCH:
+                self.packed.append(packed), self.parts.append(parts)
+                packed, parts, total = [], [], 0
+            if n <= SMALL:
+                packed.append(k)
+            elif n <= BATCH:
+                parts.append((k, 0, n))
+            else:  # its own batches, slice by slice (BATCH is a multiple of the noise chunk)
+                for lo in range(0, n, BATCH):
+                    self.packed.append([]), self.parts.append([(k, lo, min(n, lo + BATCH))])
                 continue
-            if total + n > BATCH:
-                self.batches.append(cur)
-                cur, total = [], 0
-            cur.append((k, 0, n))
             total += n
-        if cur:
-            self.batches.append(cur)
-        self.totals = [sum(hi - lo for _, lo, hi in parts) for parts in self.batches]
-        self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in parts] for parts in self.batches]
-        self.segs = [self._segments(parts, indices) for parts in self.batches]
-        self.device = device
+        if packed or parts:
+            self.packed.append(packed), self.parts.append(parts)
+        self.n_small = [sum(numels[k] for k in ks) for ks in self.packed]
+        self.totals = [ns + sum(hi - lo for _, lo, hi in ps) for ns, ps in zip(self.n_small, self.parts)]
+        self.segs = [
+            self._segments([(k, 0, numels[k]) for k in ks] + ps, indices) for ks, ps in zip(self.packed, self.parts)
+        ]
+        self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in ps] for ps in self.parts]
         self._buffers, self._flat, self._views = {}, {}, {}
         self._philox = {}
 
@@ -138,7 +161,7 @@ class _Plan:
         return segs
 
     def buffer(self, name: str, n: int) -> torch.Tensor:
-        """This plan's flat fp32 buffer ``name``, first ``n`` elements (16 spare for the last fill; cached)."""
+        """Flat fp32 buffer ``name``'s first ``n`` elements (16 spare for the last fill; cached views)."""
         key = (name, n)
         view = self._flat.get(key)
         if view is None:
@@ -148,18 +171,24 @@ class _Plan:
             view = self._flat[key] = buf[:n]
         return view
 
-    def views(self, name: str, b: int) -> List[torch.Tensor]:
-        """Buffer ``name`` cut into batch ``b``'s parts, each shaped like its tensor (a slice: flat).
-        Cached: the buffers live as long as the plan, and a view costs a microsecond per step."""
-        key = (name, b)
+    def views(self, name: str, b: int, small: bool) -> List[torch.Tensor]:
+        """Buffer ``name`` cut like batch ``b``'s small tensors (``small``) or its other parts, each
+        shaped like its tensor (a slice: flat). Cached: a view costs a microsecond per step."""
+        key = (name, b, small)
         v = self._views.get(key)
         if v is None:
-            parts, off, v = self.batches[b], 0, []
             buf = self.buffer(name, self.totals[b])
-            for (k, lo, hi), whole in zip(parts, self.whole[b]):
-                piece = buf[off : off + hi - lo]
-                v.append(piece.view(self.shapes[k]) if whole else piece)
-                off += hi - lo
+            if small:
+                shapes = [self.shapes[k] for k in self.packed[b]]
+                sizes, off = [s.numel() for s in shapes], 0
+            else:
+                shapes = [self.shapes[k] if w else None for (k, _, _), w in zip(self.parts[b], self.whole[b])]
+                sizes, off = [hi - lo for _, lo, hi in self.parts[b]], self.n_small[b]
+            v = []
+            for size, shape in zip(sizes, shapes):
+                piece = buf[off : off + size]
+                v.append(piece if shape is None else piece.view(shape))
+                off += size
             self._views[key] = v
         return v
 
@@ -202,7 +231,9 @@ def _draw_torch(z: torch.Tensor, segs, seed_int: int, std: float) -> None:
     drawn into its scratch buffer instead (its successor may belong to another thread).
     """
     total = z.numel() - 16
-    workers = 1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), len(segs), total // MIN_DRAW_PER_WORKER)
+    workers = (
+        1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), len(segs), total // MIN_DRAW_PER_WORKER)
+    )
     if workers <= 1:
         _draw_range(z, segs, seed_int, std, z.numel())
         return
@@ -214,7 +245,9 @@ def _draw_torch(z: torch.Tensor, segs, seed_int: int, std: float) -> None:
     cuts.append(len(segs))
     ranges = [(cuts[w], cuts[w + 1]) for w in range(workers) if cuts[w] < cuts[w + 1]]
     ends = [segs[b][1] if b < len(segs) else z.numel() for _, b in ranges]
-    futures = [_pool().submit(_draw_range, z, segs[a:b], seed_int, std, end) for (a, b), end in zip(ranges[1:], ends[1:])]
+    futures = [
+        _pool().submit(_draw_range, z, segs[a:b], seed_int, std, end) for (a, b), end in zip(ranges[1:], ends[1:])
+    ]
     _draw_range(z, segs[ranges[0][0] : ranges[0][1]], seed_int, std, ends[0])
     for f in futures:
         f.result()
@@ -237,7 +270,8 @@ def _noise(plan, b, seed, rng, std, injected):
     n = plan.totals[b]
     z = plan.buffer("z", n)
     if injected is not None:
-        torch._foreach_copy_(plan.views("z", b), [_part(injected, k, lo, hi, w) for (k, lo, hi), w in _walk(plan, b)])
+        _copy_(plan.views("z", b, True), [injected[k] for k in plan.packed[b]])
+        _copy_(plan.views("z", b, False), _parts(plan, b, injected))
     elif rng == "philox":
         counter, pos = plan.philox_gather(b)
         z4 = torch.stack(philox_randn4x(seed.to(plan.device), counter), dim=1).reshape(-1)
@@ -249,13 +283,14 @@ def _noise(plan, b, seed, rng, std, injected):
         z.mul_(std)
 
 
-def _walk(plan, b):
-    return zip(plan.batches[b], plan.whole[b])
+def _copy_(dst: List[torch.Tensor], src: List[torch.Tensor]) -> None:
+    if dst:  # (foreach ops refuse empty lists)
+        torch._foreach_copy_(dst, src)
 
 
-def _part(tensors, k, lo, hi, whole):
-    """Tensor k's elements [lo, hi): the tensor itself when whole, else a flat slice."""
-    return tensors[k] if whole else tensors[k].view(-1)[lo:hi]
+def _parts(plan, b, tensors):
+    """Batch ``b``'s in-place parts of ``tensors``: the tensors themselves, or flat slices."""
+    return [tensors[k] if w else tensors[k].view(-1)[lo:hi] for (k, lo, hi), w in zip(plan.parts[b], plan.whole[b])]
 
 
 @torch.no_grad()
@@ -290,39 +325,34 @@ def optim_update_torch(
     noise_seed = seed
     if has_noise and injected is None and rng == "torch":
         noise_seed = int(seed.reshape(()).item())  # once per call (CPU)
-    g_is_fp32 = grads[0].dtype == torch.float32
-    for b, parts in enumerate(plan.batches):
-        n = plan.totals[b]
-        z = None
+    for b, ks in enumerate(plan.packed):
         if has_noise:
             _noise(plan, b, noise_seed, rng, std, injected)
-            z = plan.buffer("z", n)
-        if len(parts) > 1:  # packed small tensors: gather, update the flat buffers, scatter
-            ks = [k for k, _, _ in parts]
-            th_v = plan.views("theta", b)
-            s_v = plan.views("state", b) if states else None
-            torch._foreach_copy_(th_v, [theta[k] for k in ks])
-            torch._foreach_copy_(plan.views("g", b), [grads[k] for k in ks])  # casts 16-bit gradients
+        th = big_th = _parts(plan, b, theta)
+        g = _parts(plan, b, grads)
+        if grads[0].dtype != torch.float32:
+            _copy_(plan.views("g", b, False), g)
+            g = plan.views("g", b, False)
+        s = _parts(plan, b, states) if states else []
+        z = plan.views("z", b, False) if has_noise else None
+        ns = plan.n_small[b]
+        if ks:  # the small tensors enter as one flat tensor, gathered here and scattered below
+            th_v = plan.views("theta", b, True)
+            _copy_(th_v, [theta[k] for k in ks])
+            _copy_(plan.views("g", b, True), [grads[k] for k in ks])  # casts 16-bit gradients
+            th, g = [plan.buffer("theta", ns)] + th, [plan.buffer("g", ns)] + g
             if states:
-                torch._foreach_copy_(s_v, [states[k] for k in ks])
-            th, g = plan.buffer("theta", n), plan.buffer("g", n)
-            s = plan.buffer("state", n) if states else None
-            _update_flat(method, th, g, s, z, plan.buffer("a", n), plan.buffer("b", n), *scalars)
-            torch._foreach_copy_([theta[k] for k in ks], th_v)
+                s_v = plan.views("state", b, True)
+                _copy_(s_v, [states[k] for k in ks])
+                s = [plan.buffer("state", ns)] + s
+            if has_noise:
+                z = [plan.buffer("z", ns)] + z
+        _update(method, th, g, s, z, *scalars)
+        if ks:
+            _copy_([theta[k] for k in ks], th_v)
             if states:
-                torch._foreach_copy_([states[k] for k in ks], s_v)
+                _copy_([states[k] for k in ks], s_v)
             if masters:
-                torch._foreach_copy_([params[k] for k in ks], th_v)
-            continue
-        part, whole = parts[0], plan.whole[b][0]  # one tensor (or a slice of it): update its own memory
-        th = _part(theta, *part, whole)
-        g = _part(grads, *part, whole)
-        if not g_is_fp32:
-            g = plan.views("g", b)[0].copy_(g)
-        s = _part(states, *part, whole) if states else None
-        if z is not None:
-            z = plan.views("z", b)[0]
-        _update_flat(method, th, g, s, z, plan.views("a", b)[0], plan.views("b", b)[0], *scalars)
+                _copy_([params[k] for k in ks], th_v)
         if masters:
-            _part(params, *part, whole).copy_(th)
-
+            _copy_(_parts(plan, b, params), big_th)
