@@ -178,16 +178,17 @@ def _block_rows(numels, block):
     return torch.stack([tensor_ids, chunks], 1).contiguous()
 
 
-def launch_optim(method, params, grads, masters, states, indices, seed, scalars, has_noise, injected=None, block=None):
-    """One launch over all tensors. ``params`` one dtype, ``grads`` one dtype, all contiguous, one device.
-
-    ``masters``: fp32 copies (16-bit params) or empty; ``states``: fp32 V / v (pSGLD / SGHMC) or empty;
-    ``scalars``: ``(lr, gscale, prior, nscale, a1, a2, eps)``; ``seed``: int64 ``[1]`` on the device.
+def launch_optim(method, tensors, scalars, has_noise, injected=None, block=None):
+    """One launch over all ``tensors = (params, grads, masters, states, indices, seed)``: params one
+    dtype, grads one dtype, all contiguous, one device; masters: fp32 copies (16-bit params) or
+    empty; states: fp32 V / v (pSGLD / SGHMC) or empty; seed: int64 ``[1]`` on the device.
+    ``scalars``: ``(lr, gscale, prior, nscale, a1, a2, eps)``.
     No host sync: the tables of pointers and blocks are cached device tensors (CUDA-graph capturable
     once a step has run outside the capture, or with the copies captured).
     """
     import torch
 
+    params, grads, masters, states, indices, seed = tensors
     live = [k for k, p in enumerate(params) if p.numel() > 0]
     if not live:
         return

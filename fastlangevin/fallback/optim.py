@@ -294,23 +294,14 @@ def _parts(plan, b, tensors):
 
 
 @torch.no_grad()
-def optim_update_torch(
-    method: int,
-    params: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    masters: List[torch.Tensor],
-    states: List[torch.Tensor],
-    indices: List[int],
-    seed: torch.Tensor,
-    scalars: tuple,
-    has_noise: bool,
-    rng: str,
-    injected: Optional[List[torch.Tensor]] = None,
-) -> None:
-    """Update ``params`` (and ``masters``, ``states``) in place. Tensors contiguous, one device.
-
-    ``scalars``: ``(lr, gscale, prior, nscale, a1, a2, eps)`` (floats, see the module docstring).
+def optim_update_torch(method: int, tensors: tuple, scalars: tuple, has_noise: bool, rng: str, injected=None) -> None:
+    """Update a bucket in place: ``tensors = (params, grads, masters, states, indices, seed)`` (lists
+    of contiguous tensors on one device; masters: fp32 copies of 16-bit params or empty; states:
+    fp32 V / v or empty; indices: the optimizer indices; seed: int64 ``[1]``), ``scalars = (lr,
+    gscale, prior, nscale, a1, a2, eps)`` (floats, see the module docstring), ``injected``: fp32
+    standard normals shaped like the params instead of the stream, or None.
     """
+    params, grads, masters, states, indices, seed = tensors
     if not params:
         return
     device = params[0].device

@@ -47,9 +47,9 @@ def _impl(
     if backend == "triton":
         from ..kernels.optim import launch_optim
 
-        launch_optim(method, *tensors, scalars, has_noise, injected=injected)
+        launch_optim(method, tensors, scalars, has_noise, injected=injected)
     else:
-        optim_update_torch(method, *tensors, scalars, has_noise, rng, injected)
+        optim_update_torch(method, tensors, scalars, has_noise, rng, injected)
 
 
 langevin_optim_ = torch.library.custom_op(

@@ -15,8 +15,9 @@ once at construction from ``generator`` (or torch's default CPU generator; or gi
 device and ``tl.load``ed by the kernel. On the Triton path and on GPUs the step counter k is an
 int64 device tensor and ``mix`` runs there (:func:`step_seed_tensor`): ``step()`` makes no host
 sync, and a CUDA graph that captured a step replays fresh noise (the captured ``k += 1`` advances
-it). Capture after one eager step (which creates the state); ``state_dict`` reads the counter. Element j of the parameter with index i (its position
-over all param groups, in order, counting parameters without a gradient too) takes element
+it). Capture after one eager step (which creates the state); ``state_dict`` reads the counter.
+Element j of the parameter with index i (its position over all param groups, in order,
+counting parameters without a gradient too) takes element
 ``i · 2**42 + j`` of the project's stream under that seed (``fastlangevin/_rng.py``), so the noise
 never depends on how parameters are grouped, bucketed or chunked. ``(seed, step)`` is saved in
 ``state_dict()["noise_stream"]``: a loaded optimizer continues the stream exactly, whatever
