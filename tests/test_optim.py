@@ -523,3 +523,32 @@ def test_capture_refuses_first_step_state(monkeypatch):
     monkeypatch.setattr(base, "_capturing", lambda device: True)
     opt.step()
     assert opt.noise_stream["step"] == 2
+
+
+def test_threaded_draws_equal_the_serial_stream(monkeypatch):
+    """The fallback's torch-stream draws spread over threads (each chunk its own generator; a fill
+    rounded up to 16 values that would spill into another thread's tensors goes through a scratch
+    buffer) give the serial result bit for bit, and each parameter is its slot of the stream."""
+    import fastlangevin.fallback.optim as fo
+
+    shapes = [(1,), (3,), (17,), (5, 7), (1,), (2,), (40, 50), (70_001,), (9,), (4, 4), (1,)]
+
+    def run(threads):
+        params = [torch.zeros(s) for s in shapes]
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        n = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            SGLD(params, lr=0.5, seed=8, backend="torch").step()  # b = 1: the parameters are z
+        finally:
+            torch.set_num_threads(n)
+        return params
+
+    monkeypatch.setattr(fo, "MIN_DRAW_PER_WORKER", 4)  # split even tiny batches between threads
+    monkeypatch.setattr(fo, "BATCH", 1 << 16)
+    serial, threaded = run(1), run(3)
+    seed = int(step_seed(8, 0))
+    for i, (a, b) in enumerate(zip(serial, threaded)):
+        assert torch.equal(a, b), i
+        assert torch.equal(a.reshape(-1), torch_normal(seed, i * PARAM_SLOT, a.numel())), i

@@ -30,13 +30,13 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-from .._rng import TORCH_RNG_CHUNK, chunk_seed, philox_normal, philox_randn4x, torch_normal
+from .._rng import TORCH_RNG_CHUNK, philox_normal, philox_randn4x, torch_normal
 from .chunks import _pool, cpu_scratch
 
 #: Elements of the global stream reserved for each parameter (the kernel uses 2**40 Philox groups).
 PARAM_SLOT = 1 << 42
-#: Elements per flat batch (a multiple of TORCH_RNG_CHUNK): its six fp32 buffers (3 MiB) stay in L2/L3.
-BATCH = 1 << 17
+#: Elements per flat batch (a multiple of TORCH_RNG_CHUNK): its fp32 buffers (1 MiB each) stay in L2/L3.
+BATCH = 1 << 18
 #: Tensors of at most this many elements are packed into batches (their update costs more in
 #: per-op dispatch than in arithmetic); larger ones are updated in place.
 SMALL = 1 << 12
@@ -52,6 +52,26 @@ def param_noise(seed: torch.Tensor, index: int, n: int, rng: str) -> torch.Tenso
     if rng == "philox":
         return philox_normal(seed, index * PARAM_SLOT, n)
     return torch_normal(int(seed.reshape(()).item()), index * PARAM_SLOT, n)
+
+
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment
+
+
+def _int64(c: int) -> int:
+    """The int64 with the bits of the uint64 ``c``."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def splitmix64_tensor(seed: int, chunk: torch.Tensor) -> torch.Tensor:
+    """``fastlangevin._rng.chunk_seed(seed, k)`` for every k of an int64 tensor, as int64 (the same bits).
+
+    In int64 ops: multiplication and addition wrap modulo 2**64 (two's complement) as uint64
+    arithmetic does; ``>>`` is arithmetic, so each logical shift masks the sign copies off.
+    """
+    z = chunk * _int64(_GOLDEN) + _int64((seed + _GOLDEN) % (1 << 64))
+    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _int64(0xBF58476D1CE4E5B9)
+    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _int64(0x94D049BB133111EB)
+    return z ^ ((z >> 31) & ((1 << 33) - 1))
 
 
 def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
@@ -147,7 +167,7 @@ class _Plan:
         ]
         self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in ps] for ps in self.parts]
         self._buffers, self._flat, self._views = {}, {}, {}
-        self._philox = {}
+        self._philox, self._fills, self._keys, self._seeds = {}, {}, None, (None, [])
 
     @staticmethod
     def _segments(parts, indices):
@@ -192,6 +212,26 @@ class _Plan:
             self._views[key] = v
         return v
 
+    def fills(self, b: int) -> List[torch.Tensor]:
+        """Batch ``b``'s noise-buffer slices that its chunks' fills write (cached)."""
+        got = self._fills.get(b)
+        if got is None:
+            z = self.buffer("z", self.totals[b] + 16)
+            got = self._fills[b] = [z[off : off + fill] for _, off, _, fill in self.segs[b]]
+        return got
+
+    def chunk_seeds(self, seed_int: int, b: int) -> List[int]:
+        """The generator seeds of batch ``b``'s noise chunks under ``seed_int``: one vectorised
+        splitmix for all batches per seed (manual_seed reads an int64 as its uint64 bits)."""
+        if self._seeds[0] != seed_int:
+            if self._keys is None:
+                self._keys = torch.tensor([seg[0] for segs in self.segs for seg in segs], dtype=torch.int64)
+            flat, self._seeds = splitmix64_tensor(seed_int, self._keys).tolist(), (seed_int, [])
+            for segs in self.segs:
+                self._seeds[1].append(flat[: len(segs)])
+                flat = flat[len(segs) :]
+        return self._seeds[1][b]
+
     def philox_gather(self, b: int):
         """(Philox group counters, positions of batch b's normals in their 4-wide output): cached."""
         got = self._philox.get(b)
@@ -223,19 +263,19 @@ def _plan(shapes, indices, device) -> _Plan:
     return plan
 
 
-def _draw_torch(z: torch.Tensor, segs, seed_int: int, std: float) -> None:
-    """Fill ``z`` with ``std ·`` the torch stream's normals of ``segs``, over torch's threads.
+def _draw_torch(plan, b: int, seed_int: int, std: float) -> None:
+    """Fill batch ``b``'s noise buffer with ``std ·`` the torch stream's normals, over torch's threads.
 
-    A fill rounds up to 16 values (``torch_chunk_normal``), spilling into the next segment's
+    A fill rounds up to 16 values (see ``torch_chunk_normal``), spilling into the next segment's
     place, which that segment's own fill then overwrites: so a thread's last spilling segment is
     drawn into its scratch buffer instead (its successor may belong to another thread).
     """
-    total = z.numel() - 16
-    workers = (
-        1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), len(segs), total // MIN_DRAW_PER_WORKER)
-    )
+    segs, fills = plan.segs[b], plan.fills(b)
+    seeds = plan.chunk_seeds(seed_int, b)
+    total = plan.totals[b]
+    workers = 1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), total // MIN_DRAW_PER_WORKER)
     if workers <= 1:
-        _draw_range(z, segs, seed_int, std, z.numel())
+        _draw_range(fills, seeds, std)
         return
     cuts = [0]
     for w in range(1, workers):  # balance elements, not segments
@@ -243,24 +283,29 @@ def _draw_torch(z: torch.Tensor, segs, seed_int: int, std: float) -> None:
         first = next((s for s, seg in enumerate(segs) if seg[1] >= target), len(segs))
         cuts.append(min(len(segs), max(cuts[-1] + 1, first)))
     cuts.append(len(segs))
-    ranges = [(cuts[w], cuts[w + 1]) for w in range(workers) if cuts[w] < cuts[w + 1]]
-    ends = [segs[b][1] if b < len(segs) else z.numel() for _, b in ranges]
-    futures = [
-        _pool().submit(_draw_range, z, segs[a:b], seed_int, std, end) for (a, b), end in zip(ranges[1:], ends[1:])
-    ]
-    _draw_range(z, segs[ranges[0][0] : ranges[0][1]], seed_int, std, ends[0])
+    jobs = []
+    for a, e in zip(cuts, cuts[1:]):
+        if a < e:
+            end = segs[e][1] if e < len(segs) else total + 16
+            jobs.append((a, e, {s for s in range(a, e) if segs[s][1] + segs[s][3] > end}))
+    z = plan.buffer("z", total)
+    futures = [_pool().submit(_draw_range, fills[a:e], seeds[a:e], std, z, segs, a, s) for a, e, s in jobs[1:]]
+    a, e, s = jobs[0]
+    _draw_range(fills[a:e], seeds[a:e], std, z, segs, a, s)
     for f in futures:
         f.result()
 
 
-def _draw_range(z, segs, seed_int, std, end):
-    """``torch_chunk_normal``'s fills, inlined (it costs a few µs a call in Python, per tensor)."""
+def _draw_range(fills, seeds, std, z=None, segs=None, first=0, spill=()):
+    """``torch_chunk_normal``'s fills, inlined (it costs a few µs a call in Python, per tensor);
+    the segments in ``spill`` (indices into ``segs``) are drawn through this thread's scratch buffer."""
     gen, buf = cpu_scratch()
-    for key, off, need, fill in segs:
-        gen.manual_seed(chunk_seed(seed_int, key))
-        if off + fill <= end:
-            z[off : off + fill].normal_(0.0, std, generator=gen)
+    for s, (view, seed) in enumerate(zip(fills, seeds), first):
+        gen.manual_seed(seed)
+        if s not in spill:
+            view.normal_(0.0, std, generator=gen)
         else:
+            _, off, need, fill = segs[s]
             buf[:fill].normal_(0.0, std, generator=gen)
             z[off : off + need].copy_(buf[:need])
 
@@ -277,7 +322,7 @@ def _noise(plan, b, seed, rng, std, injected):
         z4 = torch.stack(philox_randn4x(seed.to(plan.device), counter), dim=1).reshape(-1)
         torch.index_select(z4, 0, pos, out=z)
     else:
-        _draw_torch(plan.buffer("z", n + 16), plan.segs[b], seed, std)
+        _draw_torch(plan, b, seed, std)
         return
     if std != 1.0:
         z.mul_(std)

@@ -37,6 +37,7 @@ import torch
 
 from .._backend import resolve_backend
 from .._rng import _SEED_HIGH, chunk_seed, draw_seed
+from ..fallback.optim import splitmix64_tensor
 from ..ops.langevin_step import resolve_rng
 from ._update import run_update
 
@@ -66,24 +67,9 @@ def step_seed(seed: int, step: int) -> int:
     return chunk_seed(seed, step) % _SEED_HIGH
 
 
-def _int64(c: int) -> int:
-    """The int64 with the bits of the uint64 ``c``."""
-    return c - (1 << 64) if c >= 1 << 63 else c
-
-
 def step_seed_tensor(seed: int, step: torch.Tensor) -> torch.Tensor:
-    """:func:`step_seed` of an int64 step-counter tensor, on its device (no host round trip).
-
-    splitmix64 in int64 ops: multiplication and addition wrap modulo 2**64 (two's complement) as
-    uint64 arithmetic does, ``>>`` is arithmetic, so each logical shift masks the sign copies off.
-    """
-    z = step * _int64(_GOLDEN) + _int64((seed + _GOLDEN) % (1 << 64))
-    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _int64(0xBF58476D1CE4E5B9)
-    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _int64(0x94D049BB133111EB)
-    return (z ^ ((z >> 31) & ((1 << 33) - 1))) & (_SEED_HIGH - 1)
-
-
-_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment (``fastlangevin._rng.chunk_seed``)
+    """:func:`step_seed` of an int64 step-counter tensor, on its device (no host round trip)."""
+    return splitmix64_tensor(seed, step) & (_SEED_HIGH - 1)
 
 
 def _capturing(device: torch.device) -> bool:
