@@ -356,8 +356,8 @@ def test_bayes_demo_small_run():
 @pytest.mark.slow
 def test_kernel_compiles_for_sm90_with_exact_arithmetic(request):
     """Every variant of the multi-tensor kernel builds a cubin for sm_90 (Triton's bundled ptxas,
-    no GPU needed); its own arithmetic has no FMA and no approximate sqrt/div (the injected-noise
-    variants, free of the Box-Muller transform's approximate log/sqrt, show 0)."""
+    no GPU needed); its own arithmetic has no FMA and no approximate sqrt/div: the injected-noise
+    variants, free of the normal transform (FMA polynomials, approximate sqrt), show 0 of each."""
     import json
     import os
     import subprocess
@@ -372,9 +372,12 @@ def test_kernel_compiles_for_sm90_with_exact_arithmetic(request):
     assert len(report) == 12
     for tag, r in report.items():
         assert r["ok"], (tag, r.get("error"))
-        assert r["fma"] == 0, tag
         if tag.endswith("injected"):
-            assert r["approx"] == 0, tag
+            assert r["fma"] == 0 and r["approx"] == 0, tag
+    # drawn noise: the normal transform's polynomials are FMAs by design (kernels/tiles.py); the
+    # update adds none, so every method and dtype shows the transform's count and no other
+    drawn = {r["fma"] for tag, r in report.items() if not tag.endswith("injected")}
+    assert len(drawn) == 1, drawn
 
 
 def test_benchmark_workload_rows_and_gate():
