@@ -1,4 +1,4 @@
-"""PyTorch fallback of the Langevin optimizers' multi-tensor update, on flat fp32 batches.
+"""PyTorch fallback of the Langevin optimizers' multi-tensor update, on ``torch._foreach_*`` ops.
 
 With ``g = gscale · grad + prior · θ`` (fp32; θ the parameter or its fp32 master copy):
 
@@ -14,12 +14,14 @@ the kernels' stream; ``rng="torch"`` (CPU default) the chunk-keyed torch stream 
 ``TORCH_RNG_CHUNK`` of the global index, each a reseeded torch generator). Both depend only on
 (seed, i, j), never on how tensors are grouped, batched or walked.
 
-Layout (why it is fast on CPU, where a ``_foreach_*`` op still dispatches once per tensor):
-small tensors are packed into batches of at most ``BATCH`` elements, gathered into flat fp32
-buffers (one ``torch.cat`` per operand), updated by a handful of flat ops and scattered back
-(one ``_foreach_copy_`` per output); a tensor above one noise chunk is updated in place, in
-slices of ``BATCH``. The torch stream's normals are drawn straight into the batch's noise buffer
-with the noise scale folded into ``normal_``, spread over torch's threads when there are several.
+Layout (a CPU ``_foreach_*`` op still dispatches once per tensor, ~1-2 µs): the bucket is cut
+into batches of at most ``BATCH`` elements. A batch's small tensors (≤ ``SMALL`` elements, e.g.
+biases and norms) are gathered into flat fp32 buffers (one ``_foreach_copy_`` per operand, into
+cached views) and enter the update as *one* tensor, then are scattered back; larger tensors are
+updated in place (slices of ``BATCH`` above it). The update is one list of ``_foreach_*`` ops
+per batch. The torch stream's normals are drawn straight into the batch's noise buffer (the
+noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
+spread over torch's threads when there are several (each chunk has its own generator).
 """
 
 from __future__ import annotations
