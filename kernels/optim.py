@@ -136,53 +136,59 @@ def _tl_dtype(dtype):
     return _TL_DTYPES[dtype]
 
 
-_BLOCK_TABLES = {}
+# Device-side tables, cached by content. On CUDA they are built from pinned host memory with an
+# asynchronous copy: no host sync, and a copy made while a CUDA graph is being captured stays
+# valid at replay (its pinned source is kept alive: tables built under capture are never dropped).
+_TABLES = {}
+_CAPTURED_TABLES = {}
 
 
-def _block_table(numels, block, device):
-    """int64 ``[n_blocks, 2]`` (tensor, chunk) rows, cached by sizes (they rarely change)."""
+def _device_table(key, build, device):
+    """The int64 table ``build()`` (a CPU tensor) on ``device``, cached under ``key``."""
+    got = _TABLES.get(key)
+    if got is None:
+        got = _CAPTURED_TABLES.get(key)
+    if got is not None:
+        return got[0]
+    host = build()
+    if device.type == "cpu":
+        got = (host,)
+    else:
+        import torch
+
+        pinned = host.pin_memory()
+        got = (pinned.to(device, non_blocking=True), pinned)
+        if torch.cuda.is_current_stream_capturing():
+            _CAPTURED_TABLES[key] = got
+            return got[0]
+    if len(_TABLES) > 64:
+        _TABLES.clear()
+    _TABLES[key] = got
+    return got[0]
+
+
+def _block_rows(numels, block):
+    """int64 ``[n_blocks, 2]`` (tensor, chunk) rows: program p updates chunk ``chunk`` of tensor ``tensor``."""
     import torch
 
-    key = (tuple(numels), block, str(device))
-    table = _BLOCK_TABLES.get(key)
-    if table is None:
-        counts = torch.tensor([triton.cdiv(n, block) for n in numels], dtype=torch.int64)
-        tensor_ids = torch.repeat_interleave(torch.arange(len(numels), dtype=torch.int64), counts)
-        starts = torch.cumsum(counts, 0) - counts
-        chunks = torch.arange(int(counts.sum()), dtype=torch.int64) - torch.repeat_interleave(starts, counts)
-        table = torch.stack([tensor_ids, chunks], 1).contiguous().to(device)
-        if len(_BLOCK_TABLES) > 64:
-            _BLOCK_TABLES.clear()
-        _BLOCK_TABLES[key] = table
-    return table
+    counts = torch.tensor([triton.cdiv(n, block) for n in numels], dtype=torch.int64)
+    tensor_ids = torch.repeat_interleave(torch.arange(len(numels), dtype=torch.int64), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    chunks = torch.arange(int(counts.sum()), dtype=torch.int64) - torch.repeat_interleave(starts, counts)
+    return torch.stack([tensor_ids, chunks], 1).contiguous()
 
 
-def launch_optim(
-    method,
-    params,
-    grads,
-    masters,
-    states,
-    indices,
-    seed,
-    lr,
-    gscale,
-    prior,
-    nscale,
-    a1,
-    a2,
-    eps,
-    has_noise,
-    injected=None,
-    block=None,
-):
-    """One launch over all tensors. ``params`` one dtype, ``grads`` one dtype, all contiguous, one device.
-
-    ``masters``: fp32 copies (16-bit params) or empty; ``states``: fp32 V / v (pSGLD / SGHMC) or empty.
+def launch_optim(method, tensors, scalars, has_noise, injected=None, block=None):
+    """One launch over all ``tensors = (params, grads, masters, states, indices, seed)``: params one
+    dtype, grads one dtype, all contiguous, one device; masters: fp32 copies (16-bit params) or
+    empty; states: fp32 V / v (pSGLD / SGHMC) or empty; seed: int64 ``[1]`` on the device.
+    ``scalars``: ``(lr, gscale, prior, nscale, a1, a2, eps)``.
+    No host sync: the tables of pointers and blocks are cached device tensors (CUDA-graph capturable
+    once a step has run outside the capture, or with the copies captured).
     """
     import torch
 
-    params = [p for p in params]
+    params, grads, masters, states, indices, seed = tensors
     live = [k for k, p in enumerate(params) if p.numel() > 0]
     if not live:
         return
@@ -190,36 +196,29 @@ def launch_optim(
     interpreted = device.type == "cpu"
     if block is None:
         block = BLOCK_INTERPRETER if interpreted else BLOCK_GPU
-    rows = []
-    for k in live:
-        p = params[k]
-        rows.append(
-            [
-                p.data_ptr(),
-                grads[k].data_ptr(),
-                masters[k].data_ptr() if masters else 0,
-                states[k].data_ptr() if states else 0,
-                injected[k].data_ptr() if injected is not None else 0,
-                p.numel(),
-                indices[k],
-            ]
+    rows = tuple(
+        (
+            params[k].data_ptr(),
+            grads[k].data_ptr(),
+            masters[k].data_ptr() if masters else 0,
+            states[k].data_ptr() if states else 0,
+            injected[k].data_ptr() if injected is not None else 0,
+            params[k].numel(),
+            indices[k],
         )
-    meta = torch.tensor(rows, dtype=torch.int64).to(device, non_blocking=True)
-    blocks = _block_table([params[k].numel() for k in live], block, device)
+        for k in live
+    )
+    meta = _device_table(("meta", rows, device), lambda: torch.tensor(rows, dtype=torch.int64), device)
+    numels = tuple(r[5] for r in rows)
+    blocks = _device_table(("blocks", numels, block, device), lambda: _block_rows(numels, block), device)
     _optim_kernel[(blocks.shape[0],)](
         meta,
         blocks,
         seed,
-        lr,
-        gscale,
-        prior,
-        nscale,
-        a1,
-        a2,
-        eps,
+        *scalars,
         METHOD=method,
         HAS_MASTER=bool(masters),
-        HAS_PRIOR=prior != 0.0,
+        HAS_PRIOR=scalars[2] != 0.0,
         HAS_NOISE=has_noise,
         NOISE_FROM_PTR=injected is not None,
         PARAM_DTYPE=_tl_dtype(params[0].dtype),

@@ -7,143 +7,108 @@ With ``g = gscale · grad + prior · θ`` (fp32; θ the parameter or its fp32 ma
     SGHMC:  v ← ((a1·v) − lr·g) + b·z;   θ ← θ + v
 
 Same evaluation order as ``kernels/optim.py``, one rounding per operation (explicit multiplies,
-never ``alpha=`` which may fuse into an FMA), so with the noise injected it matches the kernel
-bitwise. Noise for element j of the parameter with optimizer index i is element
-``i · PARAM_SLOT + j`` of the global stream under the step's seed: ``rng="philox"`` is the kernels'
-stream; ``rng="torch"`` (CPU default) the chunk-keyed torch stream (chunks of
+never ``alpha=`` which may fuse into an FMA; correctly rounded √), so with the noise injected it
+matches the kernel bitwise. Noise for element j of the parameter with optimizer index i is
+element ``i · PARAM_SLOT + j`` of the global stream under the step's seed: ``rng="philox"`` is
+the kernels' stream; ``rng="torch"`` (CPU default) the chunk-keyed torch stream (chunks of
 ``TORCH_RNG_CHUNK`` of the global index, each a reseeded torch generator). Both depend only on
-(seed, i, j), never on how tensors are grouped or walked.
+(seed, i, j), never on how tensors are grouped, batched or walked.
+
+Layout (a CPU ``_foreach_*`` op still dispatches once per tensor, ~1-2 µs): the bucket is cut
+into batches of at most ``BATCH`` elements. A batch's small tensors (≤ ``SMALL`` elements, e.g.
+biases and norms) are gathered into flat fp32 buffers (one ``_foreach_copy_`` per operand, into
+cached views) and enter the update as *one* tensor, then are scattered back; larger tensors are
+updated in place (slices of ``BATCH`` above it). The update is one list of ``_foreach_*`` ops
+per batch. The torch stream's normals are drawn straight into the batch's noise buffer (the
+noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
+spread over torch's threads when there are several (each chunk has its own generator).
 """
 
 from __future__ import annotations
 
+import threading
 from typing import List, Optional
 
+import numpy as np
 import torch
 
-from .._rng import TORCH_RNG_CHUNK, philox_normal, torch_chunk_normal
+from .._rng import TORCH_RNG_CHUNK, philox_normal, philox_randn4x, torch_normal
+from .chunks import _pool, cpu_scratch
 
 #: Elements of the global stream reserved for each parameter (the kernel uses 2**40 Philox groups).
 PARAM_SLOT = 1 << 42
+#: Elements per flat batch (a multiple of TORCH_RNG_CHUNK): its fp32 buffers (1 MiB each) stay in L2/L3.
+BATCH = 1 << 18
+#: Tensors of at most this many elements are packed into batches (their update costs more in
+#: per-op dispatch than in arithmetic); larger ones are updated in place.
+SMALL = 1 << 12
+#: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
+MIN_DRAW_PER_WORKER = 1 << 14
 
 SGLD, PSGLD, SGHMC = 0, 1, 2
+_C = TORCH_RNG_CHUNK
 
 
-def sqrt_rn(ts: List[torch.Tensor]) -> List[torch.Tensor]:
-    """Correctly rounded fp32 square roots (as the kernel's ``sqrt_rn``): torch's vectorised CPU
-    fp32 sqrt can be 1 ulp off. The float64 root rounded to fp32 is exact (53 > 2·24 + 2 bits)."""
-    return [t.double().sqrt_().float() for t in ts]
-
-
-def param_noise(seed: torch.Tensor, index: int, n: int, rng: str, std: float = 1.0, scratch=None) -> torch.Tensor:
-    """``std ·`` the standard normals of parameter ``index``'s first ``n`` elements (float32, flat).
-
-    ``rng="torch"``: CPU only; ``std`` is folded into ``normal_`` (bitwise ``fl(z · std)``).
-    """
-    start = index * PARAM_SLOT
+def param_noise(seed: torch.Tensor, index: int, n: int, rng: str) -> torch.Tensor:
+    """The standard normals of parameter ``index``'s first ``n`` elements (float32, flat): a test oracle."""
     if rng == "philox":
-        z = philox_normal(seed, start, n)
-        return z if std == 1.0 else z.mul_(std)
-    C = TORCH_RNG_CHUNK
-    gen, buf = scratch if scratch is not None else (torch.Generator(), torch.empty(C, dtype=torch.float32))
-    seed_int = int(seed.reshape(()).item())
-    out = torch.empty(n, dtype=torch.float32)
-    k0 = start // C  # PARAM_SLOT is a multiple of C: the parameter starts a chunk
-    for c in range(-(-n // C)):
-        lo, hi = c * C, min((c + 1) * C, n)
-        if hi - lo == C:
-            torch_chunk_normal(seed_int, k0 + c, out[lo:hi], gen, needed=C, std=std)
-        else:  # a partial chunk: fill the (16-aligned) prefix in scratch, keep what is needed
-            torch_chunk_normal(seed_int, k0 + c, buf, gen, needed=hi - lo, std=std)
-            out[lo:hi] = buf[: hi - lo]
+        return philox_normal(seed, index * PARAM_SLOT, n)
+    return torch_normal(int(seed.reshape(()).item()), index * PARAM_SLOT, n)
+
+
+_GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment
+
+
+def _int64(c: int) -> int:
+    """The int64 with the bits of the uint64 ``c``."""
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+def splitmix64_tensor(seed: int, chunk: torch.Tensor) -> torch.Tensor:
+    """``fastlangevin._rng.chunk_seed(seed, k)`` for every k of an int64 tensor, as int64 (the same bits).
+
+    In int64 ops: multiplication and addition wrap modulo 2**64 (two's complement) as uint64
+    arithmetic does; ``>>`` is arithmetic, so each logical shift masks the sign copies off.
+    """
+    z = chunk * _int64(_GOLDEN) + _int64((seed + _GOLDEN) % (1 << 64))
+    z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _int64(0xBF58476D1CE4E5B9)
+    z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _int64(0x94D049BB133111EB)
+    return z ^ ((z >> 31) & ((1 << 33) - 1))
+
+
+def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
+    """Correctly rounded fp32 square roots (the kernel's ``sqrt_rn``), into ``out`` (default: new).
+
+    torch's CPU fp32 sqrt is not always correctly rounded (0.6 % of [2**-7, 1) 1 ulp off, measured);
+    numpy's is (the IEEE instruction): bitwise the float64 root rounded to fp32 for every fp32
+    (checked exhaustively), which is exact (53 > 2·24 + 2 bits) and what other devices compute.
+    """
+    out = [torch.empty_like(t) for t in ts] if out is None else out
+    for t, o in zip(ts, out):
+        if t.device.type == "cpu":
+            np.sqrt(t.numpy(), out=o.numpy())
+        else:
+            o.copy_(t.double().sqrt_())
     return out
 
 
-def _noise(seed, indices, params, rng, std, injected, device):
-    """One flat fp32 noise tensor per parameter, ``std``-scaled (``std`` a float)."""
-    if injected is not None:
-        z = [t.reshape(-1).to(torch.float32) for t in injected]
-        return z if std == 1.0 else torch._foreach_mul(z, std)
-    if rng == "philox":
-        z = [philox_normal(seed, i * PARAM_SLOT, p.numel(), device) for i, p in zip(indices, params)]
-        return z if std == 1.0 else torch._foreach_mul(z, std)
-    scratch = _scratch()
-    return [param_noise(seed, i, p.numel(), rng, std, scratch) for i, p in zip(indices, params)]
-
-
-def _scratch():
-    return torch.Generator(), torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32)
-
-
-def _add_torch_noise_(seed, indices, targets, std):
-    """``targets[k] += std · z`` with the chunk-keyed torch stream, chunk by chunk from a scratch
-    buffer (no full-size noise tensor; the common small parameter costs one fill and one add)."""
-    C = TORCH_RNG_CHUNK
-    gen, buf = _scratch()
-    seed_int = int(seed.reshape(()).item())
-    for i, t in zip(indices, targets):
-        n = t.numel()
-        k0 = i * PARAM_SLOT // C
-        for c in range(-(-n // C)):
-            lo, hi = c * C, min((c + 1) * C, n)
-            torch_chunk_normal(seed_int, k0 + c, buf, gen, needed=hi - lo, std=std)
-            t[lo:hi].add_(buf[: hi - lo])
-
-
-@torch.no_grad()
-def optim_update_torch(
-    method: int,
-    params: List[torch.Tensor],
-    grads: List[torch.Tensor],
-    masters: List[torch.Tensor],
-    states: List[torch.Tensor],
-    indices: List[int],
-    seed: torch.Tensor,
-    lr: float,
-    gscale: float,
-    prior: float,
-    nscale: float,
-    a1: float,
-    a2: float,
-    eps: float,
-    has_noise: bool,
-    rng: str,
-    injected: Optional[List[torch.Tensor]] = None,
-) -> None:
-    """Update ``params`` (and ``masters``, ``states``) in place. Tensors contiguous, one device."""
-    if not params:
-        return
-    if rng == "torch" and params[0].device.type != "cpu":
-        raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {params[0].device.type}")
-    device = params[0].device
-    theta = [t.view(-1) for t in (masters if masters else params)]
-    if not masters and params[0].dtype != torch.float32:
-        raise ValueError(f"16-bit parameters need fp32 master copies, got {params[0].dtype} without")
-    flat_g = [g.reshape(-1) for g in grads]
-    g = [x.to(torch.float32) for x in flat_g] if grads[0].dtype != torch.float32 else flat_g
+def _update(method, theta, g, state, z, lr, gscale, prior, nscale, a1, a2, eps):
+    """The update on lists of fp32 tensors (``theta`` and ``state`` in place; ``g`` read-only; ``z``
+    the noise, SGLD / SGHMC: already times ``nscale``, pSGLD: standard; or None)."""
     if gscale != 1.0:  # (× 1 is exact: skipping it changes no bit)
         g = torch._foreach_mul(g, gscale)
     if prior != 0.0:  # out of place: g may still be the caller's gradients
         g = torch._foreach_add(g, torch._foreach_mul(theta, prior))
-    st = [s.view(-1) for s in states]
-    # SGLD and SGHMC have a scalar noise scale: fold it into the draw. pSGLD scales per element.
-    z = None
-    # Scalar noise scale drawn from the torch stream: added chunk by chunk, never materialised.
-    direct = has_noise and injected is None and rng == "torch" and method != PSGLD
-    if has_noise and not direct:
-        z = _noise(seed, indices, theta, rng, 1.0 if method == PSGLD else nscale, injected, device)
     if method == SGLD:
         torch._foreach_sub_(theta, torch._foreach_mul(g, lr))
         if z is not None:
             torch._foreach_add_(theta, z)
-        elif direct:
-            _add_torch_noise_(seed, indices, theta, nscale)
     elif method == PSGLD:
-        torch._foreach_mul_(st, a1)
+        torch._foreach_mul_(state, a1)
         gg = torch._foreach_mul(g, g)
         torch._foreach_mul_(gg, a2)
-        torch._foreach_add_(st, gg)
-        precond = sqrt_rn(st)
+        torch._foreach_add_(state, gg)
+        precond = _sqrt_rn(state, gg)
         torch._foreach_add_(precond, eps)
         torch._foreach_reciprocal_(precond)
         step = torch._foreach_mul(precond, g)
@@ -151,18 +116,281 @@ def optim_update_torch(
         torch._foreach_sub_(theta, step)
         if z is not None:
             torch._foreach_mul_(precond, nscale)
-            noise_std = sqrt_rn(precond)
+            noise_std = _sqrt_rn(precond, precond)
             torch._foreach_mul_(noise_std, z)
             torch._foreach_add_(theta, noise_std)
     elif method == SGHMC:
-        torch._foreach_mul_(st, a1)
-        torch._foreach_sub_(st, torch._foreach_mul(g, lr))
+        torch._foreach_mul_(state, a1)
+        torch._foreach_sub_(state, torch._foreach_mul(g, lr))
         if z is not None:
-            torch._foreach_add_(st, z)
-        elif direct:
-            _add_torch_noise_(seed, indices, st, nscale)
-        torch._foreach_add_(theta, st)
+            torch._foreach_add_(state, z)
+        torch._foreach_add_(theta, state)
     else:
         raise ValueError(f"unknown method {method}")
-    if masters:
-        torch._foreach_copy_([p.view(-1) for p in params], theta)
+
+
+class _Plan:
+    """The batches of one bucket layout (shapes and optimizer indices), with their buffers.
+
+    A batch holds at most ``BATCH`` elements: whole tensors, or one slice of a tensor above
+    ``BATCH``. Its small tensors (at most ``SMALL`` elements: dispatch costs them more than
+    arithmetic) are gathered into flat fp32 buffers, which enter the update as one tensor; the
+    others are updated in place. ``packed[b]``: batch b's small tensors; ``parts[b]``: its other
+    ``(k, lo, hi)`` (tensor k's flat elements [lo, hi)); ``segs[b]``: its noise chunks ``(chunk
+    key, offset in the batch, elements needed, elements filled)``, small tensors first.
+    """
+
+    def __init__(self, shapes, indices, device):
+        self.shapes, self.device = shapes, device
+        self.packed, self.parts = [], []
+        numels = [s.numel() for s in shapes]
+        packed, parts, total = [], [], 0
+        for k, n in enumerate(numels):
+            if n == 0:
+                continue
+            if total + min(n, BATCH) > BATCH:
+                self.packed.append(packed), self.parts.append(parts)
+                packed, parts, total = [], [], 0
+            if n <= SMALL:
+                packed.append(k)
+            elif n <= BATCH:
+                parts.append((k, 0, n))
+            else:  # its own batches, slice by slice (BATCH is a multiple of the noise chunk)
+                for lo in range(0, n, BATCH):
+                    self.packed.append([]), self.parts.append([(k, lo, min(n, lo + BATCH))])
+                continue
+            total += n
+        if packed or parts:
+            self.packed.append(packed), self.parts.append(parts)
+        self.n_small = [sum(numels[k] for k in ks) for ks in self.packed]
+        self.totals = [ns + sum(hi - lo for _, lo, hi in ps) for ns, ps in zip(self.n_small, self.parts)]
+        self.segs = [
+            self._segments([(k, 0, numels[k]) for k in ks] + ps, indices) for ks, ps in zip(self.packed, self.parts)
+        ]
+        self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in ps] for ps in self.parts]
+        self._buffers, self._flat, self._views = {}, {}, {}
+        self._philox, self._fills, self._keys, self._seeds = {}, {}, None, (None, [])
+
+    @staticmethod
+    def _segments(parts, indices):
+        segs, off = [], 0
+        for k, lo, hi in parts:
+            base = indices[k] * (PARAM_SLOT // _C)  # PARAM_SLOT is a multiple of the chunk
+            for c in range(lo // _C, -(-hi // _C)):
+                need = min(hi, (c + 1) * _C) - c * _C
+                segs.append((base + c, off + c * _C - lo, need, min(_C, max(16, -(-need // 16) * 16))))
+            off += hi - lo
+        return segs
+
+    def buffer(self, name: str, n: int) -> torch.Tensor:
+        """Flat fp32 buffer ``name``'s first ``n`` elements (16 spare for the last fill; cached views)."""
+        key = (name, n)
+        view = self._flat.get(key)
+        if view is None:
+            buf = self._buffers.get(name)
+            if buf is None:
+                buf = self._buffers[name] = torch.empty(max(self.totals) + 16, dtype=torch.float32, device=self.device)
+            view = self._flat[key] = buf[:n]
+        return view
+
+    def views(self, name: str, b: int, small: bool) -> List[torch.Tensor]:
+        """Buffer ``name`` cut like batch ``b``'s small tensors (``small``) or its other parts, each
+        shaped like its tensor (a slice: flat). Cached: a view costs a microsecond per step."""
+        key = (name, b, small)
+        v = self._views.get(key)
+        if v is None:
+            buf = self.buffer(name, self.totals[b])
+            if small:
+                shapes = [self.shapes[k] for k in self.packed[b]]
+                sizes, off = [s.numel() for s in shapes], 0
+            else:
+                shapes = [self.shapes[k] if w else None for (k, _, _), w in zip(self.parts[b], self.whole[b])]
+                sizes, off = [hi - lo for _, lo, hi in self.parts[b]], self.n_small[b]
+            v = []
+            for size, shape in zip(sizes, shapes):
+                piece = buf[off : off + size]
+                v.append(piece if shape is None else piece.view(shape))
+                off += size
+            self._views[key] = v
+        return v
+
+    def fills(self, b: int) -> List[torch.Tensor]:
+        """Batch ``b``'s noise-buffer slices that its chunks' fills write (cached)."""
+        got = self._fills.get(b)
+        if got is None:
+            z = self.buffer("z", self.totals[b] + 16)
+            got = self._fills[b] = [z[off : off + fill] for _, off, _, fill in self.segs[b]]
+        return got
+
+    def chunk_seeds(self, seed_int: int, b: int) -> List[int]:
+        """The generator seeds of batch ``b``'s noise chunks under ``seed_int``: one vectorised
+        splitmix for all batches per seed (manual_seed reads an int64 as its uint64 bits)."""
+        if self._seeds[0] != seed_int:
+            if self._keys is None:
+                self._keys = torch.tensor([seg[0] for segs in self.segs for seg in segs], dtype=torch.int64)
+            flat, self._seeds = splitmix64_tensor(seed_int, self._keys).tolist(), (seed_int, [])
+            for segs in self.segs:
+                self._seeds[1].append(flat[: len(segs)])
+                flat = flat[len(segs) :]
+        return self._seeds[1][b]
+
+    def philox_gather(self, b: int):
+        """(Philox group counters, positions of batch b's normals in their 4-wide output): cached."""
+        got = self._philox.get(b)
+        if got is None:
+            counters, pos, g0 = [], [], 0
+            for key, off, need, _ in self.segs[b]:
+                start = key * _C  # the segment's first global element, a multiple of 4
+                groups = -(-need // 4)
+                counters.append(torch.arange(start // 4, start // 4 + groups, dtype=torch.int64))
+                pos.append(torch.arange(4 * g0, 4 * g0 + need, dtype=torch.int64))
+                g0 += groups
+            got = self._philox[b] = (torch.cat(counters).to(self.device), torch.cat(pos).to(self.device))
+        return got
+
+
+_PLANS = threading.local()
+
+
+def _plan(shapes, indices, device) -> _Plan:
+    cache = getattr(_PLANS, "cache", None)
+    if cache is None:
+        cache = _PLANS.cache = {}
+    key = (device, shapes, tuple(indices))
+    plan = cache.get(key)
+    if plan is None:
+        if len(cache) >= 16:
+            cache.clear()
+        plan = cache[key] = _Plan(shapes, indices, device)
+    return plan
+
+
+def _draw_torch(plan, b: int, seed_int: int, std: float) -> None:
+    """Fill batch ``b``'s noise buffer with ``std ·`` the torch stream's normals, over torch's threads.
+
+    A fill rounds up to 16 values (see ``torch_chunk_normal``), spilling into the next segment's
+    place, which that segment's own fill then overwrites: so a thread's last spilling segment is
+    drawn into its scratch buffer instead (its successor may belong to another thread).
+    """
+    segs, fills = plan.segs[b], plan.fills(b)
+    seeds = plan.chunk_seeds(seed_int, b)
+    total = plan.totals[b]
+    workers = 1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), total // MIN_DRAW_PER_WORKER)
+    if workers <= 1:
+        _draw_range(fills, seeds, std)
+        return
+    cuts = [0]
+    for w in range(1, workers):  # balance elements, not segments
+        target = total * w // workers
+        first = next((s for s, seg in enumerate(segs) if seg[1] >= target), len(segs))
+        cuts.append(min(len(segs), max(cuts[-1] + 1, first)))
+    cuts.append(len(segs))
+    jobs = []
+    for a, e in zip(cuts, cuts[1:]):
+        if a < e:
+            end = segs[e][1] if e < len(segs) else total + 16
+            jobs.append((a, e, {s for s in range(a, e) if segs[s][1] + segs[s][3] > end}))
+    z = plan.buffer("z", total)
+    futures = [_pool().submit(_draw_range, fills[a:e], seeds[a:e], std, z, segs, a, s) for a, e, s in jobs[1:]]
+    a, e, s = jobs[0]
+    _draw_range(fills[a:e], seeds[a:e], std, z, segs, a, s)
+    for f in futures:
+        f.result()
+
+
+def _draw_range(fills, seeds, std, z=None, segs=None, first=0, spill=()):
+    """``torch_chunk_normal``'s fills, inlined (it costs a few µs a call in Python, per tensor);
+    the segments in ``spill`` (indices into ``segs``) are drawn through this thread's scratch buffer."""
+    gen, buf = cpu_scratch()
+    for s, (view, seed) in enumerate(zip(fills, seeds), first):
+        gen.manual_seed(seed)
+        if s not in spill:
+            view.normal_(0.0, std, generator=gen)
+        else:
+            _, off, need, fill = segs[s]
+            buf[:fill].normal_(0.0, std, generator=gen)
+            z[off : off + need].copy_(buf[:need])
+
+
+def _noise(plan, b, seed, rng, std, injected):
+    """Batch ``b``'s noise in its flat buffer "z": drawn (std-scaled) or the injected tensors."""
+    n = plan.totals[b]
+    z = plan.buffer("z", n)
+    if injected is not None:
+        _copy_(plan.views("z", b, True), [injected[k] for k in plan.packed[b]])
+        _copy_(plan.views("z", b, False), _parts(plan, b, injected))
+    elif rng == "philox":
+        counter, pos = plan.philox_gather(b)
+        z4 = torch.stack(philox_randn4x(seed.to(plan.device), counter), dim=1).reshape(-1)
+        torch.index_select(z4, 0, pos, out=z)
+    else:
+        _draw_torch(plan, b, seed, std)
+        return
+    if std != 1.0:
+        z.mul_(std)
+
+
+def _copy_(dst: List[torch.Tensor], src: List[torch.Tensor]) -> None:
+    if dst:  # (foreach ops refuse empty lists)
+        torch._foreach_copy_(dst, src)
+
+
+def _parts(plan, b, tensors):
+    """Batch ``b``'s in-place parts of ``tensors``: the tensors themselves, or flat slices."""
+    return [tensors[k] if w else tensors[k].view(-1)[lo:hi] for (k, lo, hi), w in zip(plan.parts[b], plan.whole[b])]
+
+
+@torch.no_grad()
+def optim_update_torch(method: int, tensors: tuple, scalars: tuple, has_noise: bool, rng: str, injected=None) -> None:
+    """Update a bucket in place: ``tensors = (params, grads, masters, states, indices, seed)`` (lists
+    of contiguous tensors on one device; masters: fp32 copies of 16-bit params or empty; states:
+    fp32 V / v or empty; indices: the optimizer indices; seed: int64 ``[1]``), ``scalars = (lr,
+    gscale, prior, nscale, a1, a2, eps)`` (floats, see the module docstring), ``injected``: fp32
+    standard normals shaped like the params instead of the stream, or None.
+    """
+    params, grads, masters, states, indices, seed = tensors
+    if not params:
+        return
+    device = params[0].device
+    if rng == "torch" and device.type != "cpu":
+        raise ValueError(f"rng='torch' draws from torch's CPU generator; use rng='philox' on {device.type}")
+    if not masters and params[0].dtype != torch.float32:
+        raise ValueError(f"16-bit parameters need fp32 master copies, got {params[0].dtype} without")
+    theta = masters if masters else params
+    plan = _plan(tuple(t.shape for t in theta), indices, device)
+    # SGLD and SGHMC have a scalar noise scale: fold it into the draw. pSGLD scales per element.
+    std = 1.0 if method == PSGLD else scalars[3]  # nscale
+    noise_seed = seed
+    if has_noise and injected is None and rng == "torch":
+        noise_seed = int(seed.reshape(()).item())  # once per call (CPU)
+    for b, ks in enumerate(plan.packed):
+        if has_noise:
+            _noise(plan, b, noise_seed, rng, std, injected)
+        th = big_th = _parts(plan, b, theta)
+        g = _parts(plan, b, grads)
+        if grads[0].dtype != torch.float32:
+            _copy_(plan.views("g", b, False), g)
+            g = plan.views("g", b, False)
+        s = _parts(plan, b, states) if states else []
+        z = plan.views("z", b, False) if has_noise else None
+        ns = plan.n_small[b]
+        if ks:  # the small tensors enter as one flat tensor, gathered here and scattered below
+            th_v = plan.views("theta", b, True)
+            _copy_(th_v, [theta[k] for k in ks])
+            _copy_(plan.views("g", b, True), [grads[k] for k in ks])  # casts 16-bit gradients
+            th, g = [plan.buffer("theta", ns)] + th, [plan.buffer("g", ns)] + g
+            if states:
+                s_v = plan.views("state", b, True)
+                _copy_(s_v, [states[k] for k in ks])
+                s = [plan.buffer("state", ns)] + s
+            if has_noise:
+                z = [plan.buffer("z", ns)] + z
+        _update(method, th, g, s, z, *scalars)
+        if ks:
+            _copy_([theta[k] for k in ks], th_v)
+            if states:
+                _copy_([states[k] for k in ks], s_v)
+            if masters:
+                _copy_([params[k] for k in ks], th_v)
+        if masters:
+            _copy_(_parts(plan, b, params), big_th)

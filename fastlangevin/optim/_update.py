@@ -4,6 +4,8 @@
 for the equations): parameters, their fp32 master copies (16-bit parameters) and the per-method
 state (pSGLD's V, SGHMC's v). It mutates its inputs and is not differentiable (optimizers run
 under ``no_grad``). The seed is an int64 tensor input, so the op is a pure function of its inputs.
+Both backends take ``(method, params, grads, masters, states, indices, seed, scalars, has_noise,
+...)`` with ``scalars = (lr, gscale, prior, nscale, a1, a2, eps)``.
 """
 
 from __future__ import annotations
@@ -40,47 +42,14 @@ def _impl(
 ) -> None:
     injected = injected if injected else None  # empty list: draw the noise
     _backend.record(OP_NAMES[method], backend)
+    tensors = (params, grads, masters, states, indices, seed)
+    scalars = (lr, gscale, prior, nscale, a1, a2, eps)
     if backend == "triton":
         from ..kernels.optim import launch_optim
 
-        launch_optim(
-            method,
-            params,
-            grads,
-            masters,
-            states,
-            indices,
-            seed,
-            lr,
-            gscale,
-            prior,
-            nscale,
-            a1,
-            a2,
-            eps,
-            has_noise,
-            injected=injected,
-        )
-        return
-    optim_update_torch(
-        method,
-        params,
-        grads,
-        masters,
-        states,
-        indices,
-        seed,
-        lr,
-        gscale,
-        prior,
-        nscale,
-        a1,
-        a2,
-        eps,
-        has_noise,
-        rng,
-        injected,
-    )
+        launch_optim(method, tensors, scalars, has_noise, injected=injected)
+    else:
+        optim_update_torch(method, tensors, scalars, has_noise, rng, injected)
 
 
 langevin_optim_ = torch.library.custom_op(
@@ -89,33 +58,16 @@ langevin_optim_ = torch.library.custom_op(
 
 
 @langevin_optim_.register_fake
-def _(
-    params,
-    grads,
-    masters,
-    states,
-    indices,
-    seed,
-    method,
-    lr,
-    gscale,
-    prior,
-    nscale,
-    a1,
-    a2,
-    eps,
-    has_noise,
-    backend,
-    rng,
-    injected,
-):
+def _(*args):  # mutates its inputs only: nothing to allocate
     return None
 
 
-def run_update(params, grads, masters, states, indices, seed, method, scalars, has_noise, backend, rng, injected):
-    """Call the op (directly when nothing intercepts the dispatcher: it costs ~100 µs a call)."""
+def run_update(tensors, method, scalars, has_noise, backend, rng, injected):
+    """Call the op on ``tensors = (params, grads, masters, states, indices, seed)`` (directly when
+    nothing intercepts the dispatcher: the custom-op wrapper costs ~100 µs a call)."""
     injected = list(injected) if injected is not None else []
-    args = (params, grads, masters, states, indices, seed, method, *scalars, has_noise, backend, rng, injected)
+    params, grads, *_, seed = tensors
+    args = (*tensors, method, *scalars, has_noise, backend, rng, injected)
     if _backend.can_call_directly(*params, *grads, seed):
         _impl(*args)
     else:

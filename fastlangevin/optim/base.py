@@ -12,8 +12,12 @@ noise-free optimiser).
 Noise stream: the optimizer owns a counter-based stream, ``(seed, step)``. ``seed`` is drawn
 once at construction from ``generator`` (or torch's default CPU generator; or given as
 ``seed=``); step k uses the int64 seed ``mix(seed, k)`` (splitmix64), placed on the parameters'
-device and ``tl.load``ed by the kernel. Element j of the parameter with index i (its position
-over all param groups, in order, counting parameters without a gradient too) takes element
+device and ``tl.load``ed by the kernel. On the Triton path and on GPUs the step counter k is an
+int64 device tensor and ``mix`` runs there (:func:`step_seed_tensor`): ``step()`` makes no host
+sync, and a CUDA graph that captured a step replays fresh noise (the captured ``k += 1`` advances
+it). Capture after one eager step (which creates the state); ``state_dict`` reads the counter.
+Element j of the parameter with index i (its position over all param groups, in order,
+counting parameters without a gradient too) takes element
 ``i · 2**42 + j`` of the project's stream under that seed (``fastlangevin/_rng.py``), so the noise
 never depends on how parameters are grouped, bucketed or chunked. ``(seed, step)`` is saved in
 ``state_dict()["noise_stream"]``: a loaded optimizer continues the stream exactly, whatever
@@ -33,6 +37,7 @@ import torch
 
 from .._backend import resolve_backend
 from .._rng import _SEED_HIGH, chunk_seed, draw_seed
+from ..fallback.optim import splitmix64_tensor
 from ..ops.langevin_step import resolve_rng
 from ._update import run_update
 
@@ -60,6 +65,15 @@ def check_common(lr, num_data, prior_precision, temperature):
 def step_seed(seed: int, step: int) -> int:
     """The int64 seed of step ``step`` of the stream ``seed``: splitmix64, in [0, 2**62)."""
     return chunk_seed(seed, step) % _SEED_HIGH
+
+
+def step_seed_tensor(seed: int, step: torch.Tensor) -> torch.Tensor:
+    """:func:`step_seed` of an int64 step-counter tensor, on its device (no host round trip)."""
+    return splitmix64_tensor(seed, step) & (_SEED_HIGH - 1)
+
+
+def _capturing(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
 class LangevinOptimizer(torch.optim.Optimizer):
@@ -90,12 +104,16 @@ class LangevinOptimizer(torch.optim.Optimizer):
             seed = int(draw_seed(device, generator).item())
         self._backend, self._rng = backend, rng
         self._stream_seed, self._stream_step = int(seed), 0
+        self._step_counters: Dict[torch.device, torch.Tensor] = {}  # device path: k on the device
 
     # ---------------------------------------------------------------- noise stream / state
     @property
     def noise_stream(self) -> Dict[str, int]:
         """``{"seed": ..., "step": ...}``: where the optimizer's noise stream stands."""
-        return {"seed": self._stream_seed, "step": self._stream_step}
+        step = self._stream_step
+        for counter in self._step_counters.values():  # the truth once graphs may have replayed steps
+            step = int(counter.item())
+        return {"seed": self._stream_seed, "step": step}
 
     def state_dict(self):
         sd = super().state_dict()
@@ -119,6 +137,8 @@ class LangevinOptimizer(torch.optim.Optimizer):
                     if isinstance(value, torch.Tensor) and value.is_floating_point():
                         self.state[p][key] = value.to(device=p.device, dtype=torch.float32, copy=True)
         self._stream_seed, self._stream_step = int(stream["seed"]), int(stream["step"])
+        for counter in self._step_counters.values():  # in place: a captured graph keeps its counter
+            counter.fill_(self._stream_step)
 
     # ---------------------------------------------------------------- the step
     def _scalars(self, group) -> tuple:
@@ -128,9 +148,9 @@ class LangevinOptimizer(torch.optim.Optimizer):
     def _has_noise(self, group) -> bool:
         return group["temperature"] > 0.0 and not group["explore"]
 
-    # Never traced: the stream's step counter is Python state, which a compiled step would freeze
-    # (the same noise at every step). Under torch.compile the step runs eagerly (a graph break;
-    # fullgraph=True raises) while the model's forward/backward stay compiled.
+    # Never traced: the CPU fallback's step counter is Python state, which a compiled step would
+    # freeze (the same noise at every step). Under torch.compile the step runs eagerly (a graph
+    # break; fullgraph=True raises) while the model's forward/backward stay compiled.
     @torch.compiler.disable
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None, *, noise: Optional[List] = None):
@@ -178,21 +198,38 @@ class LangevinOptimizer(torch.optim.Optimizer):
                 backend = resolve_backend(device, self._backend)
                 rng = resolve_rng(self._rng, backend, device)
                 if device not in seeds:
-                    s = step_seed(self._stream_seed, self._stream_step)
-                    # Built on the host, copied without a blocking sync (torch.tensor(..., device=cuda)
-                    # would wait for the GPU queue to drain at every step).
-                    seeds[device] = torch.tensor([s], dtype=torch.int64).to(device, non_blocking=True)
+                    seeds[device] = self._step_seed(device, backend)
                 self._run_bucket(items, pdtype, seeds[device], scalars, has_noise, backend, rng, noise is not None)
         self._stream_step += 1
+        for counter in self._step_counters.values():
+            counter.add_(1)
         return loss
+
+    def _step_seed(self, device: torch.device, backend: str) -> torch.Tensor:
+        """This step's int64 ``[1]`` seed on ``device``: from the device counter on the Triton path
+        and on GPUs (no host sync), else built on the host (the CPU fallback reads it as an int)."""
+        if backend != "triton" and device.type == "cpu":
+            return torch.tensor([step_seed(self._stream_seed, self._stream_step)], dtype=torch.int64)
+        counter = self._step_counters.get(device)
+        if counter is None:
+            if _capturing(device):
+                raise RuntimeError(f"{type(self).__name__}: run one step before capturing a CUDA graph")
+            counter = torch.full((1,), self.noise_stream["step"], dtype=torch.int64, device=device)
+            self._step_counters[device] = counter
+        return step_seed_tensor(self._stream_seed, counter)
 
     def _run_bucket(self, items, pdtype, seed, scalars, has_noise, backend, rng, injected):
         params, grads, masters, states, indices, zs, copy_back = [], [], [], [], [], [], []
+        capturing = _capturing(items[0][1].device)
         for i, p, z in items:
             st = self.state[p]
-            if pdtype != torch.float32 and "master" not in st:
+            new_master = pdtype != torch.float32 and "master" not in st
+            new_state = self.STATE_KEY is not None and self.STATE_KEY not in st
+            if (new_master or new_state) and capturing:  # a graph would re-make (zero) it at every replay
+                raise RuntimeError(f"{type(self).__name__}: run one step before capturing a CUDA graph")
+            if new_master:
                 st["master"] = torch.empty(p.shape, dtype=torch.float32, device=p.device).copy_(p)
-            if self.STATE_KEY is not None and self.STATE_KEY not in st:
+            if new_state:
                 st[self.STATE_KEY] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
             # Kernels walk flat contiguous memory; a strided parameter is updated through a copy.
             pc = p if p.is_contiguous() else p.contiguous()
@@ -207,19 +244,7 @@ class LangevinOptimizer(torch.optim.Optimizer):
             indices.append(i)
             if injected:
                 zs.append(z.detach().to(torch.float32).contiguous())
-        run_update(
-            params,
-            grads,
-            masters,
-            states,
-            indices,
-            seed,
-            self.METHOD,
-            scalars,
-            has_noise,
-            backend,
-            rng,
-            zs if injected else None,
-        )
+        tensors = (params, grads, masters, states, indices, seed)
+        run_update(tensors, self.METHOD, scalars, has_noise, backend, rng, zs if injected else None)
         for p, pc in copy_back:
             p.copy_(pc)
