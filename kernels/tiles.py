@@ -148,9 +148,9 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
 
 
 # The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
-# error bounds; `_rng.fast_box_muller` is the same arithmetic in PyTorch). Coefficients are fp32
-# minimax fits: -2 ln(1 + t) = t (L1 + t (L2 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error
-# 1.7e-7; sin(pi t) = t P(t^2) and cos(pi t) = Q(t^2) on [-1, 1], absolute errors 9.5e-8 and 1.1e-8.
+# error bounds; `_rng._box_muller` is the same arithmetic in PyTorch). Coefficients are fp32 minimax
+# fits: -2 ln(1 + t) = t (L0 + t (L1 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error 1.2e-6;
+# sin(pi v / 2) = v P(v^2) and cos(pi v / 2) = Q(v^2) on [-1, 1], absolute errors 6.1e-7 and 8.3e-8.
 MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
 INV_2_31 = tl.constexpr(4.656612873077393e-10)
 
@@ -158,58 +158,56 @@ INV_2_31 = tl.constexpr(4.656612873077393e-10)
 @triton.jit
 def _log_poly(x):
     """(-2 ln(1 + x)) / x, Horner with fused multiply-adds (one rounding each, as the interpreter)."""
-    p = tl.full(x.shape, 0.2021377831697464, tl.float32)
-    p = tl.fma(p, x, -0.3244516849517822)
-    p = tl.fma(p, x, 0.3450166583061218)
-    p = tl.fma(p, x, -0.39800330996513367)
-    p = tl.fma(p, x, 0.4993981719017029)
-    p = tl.fma(p, x, -0.6667011976242065)
-    p = tl.fma(p, x, 1.0000072717666626)
-    p = tl.fma(p, x, -1.9999998807907104)
+    p = tl.full(x.shape, -0.23792189359664917, tl.float32)
+    p = tl.fma(p, x, 0.37335699796676636)
+    p = tl.fma(p, x, -0.4099266231060028)
+    p = tl.fma(p, x, 0.4981949031352997)
+    p = tl.fma(p, x, -0.6662901639938354)
+    p = tl.fma(p, x, 1.000022292137146)
+    p = tl.fma(p, x, -2.000001907348633)
     return p
 
 
 @triton.jit
 def _sin_poly(x):
-    """sin(pi u) / u as a polynomial in x = u^2."""
-    p = tl.full(x.shape, -0.005991825368255377, tl.float32)
-    p = tl.fma(p, x, 0.08047927916049957)
-    p = tl.fma(p, x, -0.5982820391654968)
-    p = tl.fma(p, x, 2.5498807430267334)
-    p = tl.fma(p, x, -5.167677879333496)
-    p = tl.fma(p, x, 3.1415913105010986)
+    """sin(pi v / 2) / v as a polynomial in x = v^2."""
+    p = tl.full(x.shape, -0.004333095159381628, tl.float32)
+    p = tl.fma(p, x, 0.0794343426823616)
+    p = tl.fma(p, x, -0.645892858505249)
+    p = tl.fma(p, x, 1.5707910060882568)
     return p
 
 
 @triton.jit
 def _cos_poly(x):
-    """cos(pi u) as a polynomial in x = u^2."""
-    p = tl.full(x.shape, 0.0015941427554935217, tl.float32)
-    p = tl.fma(p, x, -0.025359679013490677)
-    p = tl.fma(p, x, 0.23503059148788452)
-    p = tl.fma(p, x, -1.3351588249206543)
-    p = tl.fma(p, x, 4.058694839477539)
-    p = tl.fma(p, x, -4.93480110168457)
-    p = tl.fma(p, x, 1.0)
+    """cos(pi v / 2) as a polynomial in x = v^2."""
+    p = tl.full(x.shape, 0.0008581906440667808, tl.float32)
+    p = tl.fma(p, x, -0.020810628309845924)
+    p = tl.fma(p, x, 0.2536507546901703)
+    p = tl.fma(p, x, -1.2336982488632202)
+    p = tl.fma(p, x, 0.9999999403953552)
     return p
 
 
 @triton.jit
 def fast_box_muller(a, b):
-    """Two standard normals from two uint32 Philox words: ``r cos(pi t), r sin(pi t)`` with
-    ``r = sqrt(-2 ln U)``, ``U = (a | 1) / 2**32`` and ``t = int32(b) / 2**31`` in [-1, 1)."""
+    """Two standard normals from two uint32 Philox words: ``(s r cos(pi v / 2), r sin(pi v / 2))`` with
+    ``r = sqrt(-2 ln U)``, ``U = (2 (a mod 2**31) + 1) / 2**32``, ``v = int32(b) / 2**31`` in [-1, 1) and
+    the sign ``s`` = bit 31 of ``a``: the angle spans a half circle, the sign flips it onto the other."""
     # Radius. U = 2**k m with m in [sqrt(1/2), sqrt(2)): k and m straight from U's fp32 bits (the 2**-32
     # is folded into k), so ln U = k ln 2 + ln m keeps its relative accuracy as U -> 1.
-    bits = (a | 1).to(tl.float32).to(tl.int32, bitcast=True)
+    bits = (a * 2 + 1).to(tl.float32).to(tl.int32, bitcast=True)
     k = (bits - 0x3F3504F3) >> 23
     m = (bits - (k << 23)).to(tl.float32, bitcast=True)
     t = m - 1.0
     w = tl.fma((k - 32).to(tl.float32), MINUS_2_LN2, t * _log_poly(t))
     r = tl.sqrt(w)
-    # Angle pi * t in [-pi, pi): no range reduction needed, the polynomials cover it.
-    u = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
-    u2 = u * u
-    return r * _cos_poly(u2), r * (u * _sin_poly(u2))
+    # Angle pi v / 2 in [-pi/2, pi/2): cos >= 0 there, so a random sign on the first output (a's bit 31,
+    # which U does not use) completes the circle; no range reduction, shorter polynomials.
+    r_signed = (r.to(tl.uint32, bitcast=True) ^ (a & 0x80000000)).to(tl.float32, bitcast=True)
+    v = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
+    v2 = v * v
+    return r_signed * _cos_poly(v2), r * (v * _sin_poly(v2))
 
 
 @triton.jit
