@@ -52,16 +52,19 @@ class FlatLaunch(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1024)
-def _flat_launch(interpreted: bool, n: int, head: int, block: Optional[int], vec: int) -> FlatLaunch:
+def _flat_launch(interpreted: bool, n: int, head: int, block: Optional[int], vec: int, warps: int) -> FlatLaunch:
     block = block or (BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU)
-    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, launch_options(interpreted, FLAT_WARPS_GPU))
+    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, launch_options(interpreted, warps))
 
 
-def flat_launch(interpreted: bool, n: int, elem_offset: int, block: Optional[int], vec: int) -> FlatLaunch:
+def flat_launch(
+    interpreted: bool, n: int, elem_offset: int, block: Optional[int], vec: int, warps: int = FLAT_WARPS_GPU
+) -> FlatLaunch:
     """Grid, BLOCK, VEC and options of an elementwise kernel over ``n`` elements whose first is
-    global element ``elem_offset`` (tiles aligned to its Philox groups). Cached: a sampling loop
-    launches the same shape every step. Treat the returned ``options`` as read-only."""
-    return _flat_launch(interpreted, n, elem_offset % 4, block, vec)
+    global element ``elem_offset`` (tiles aligned to its Philox groups), ``warps`` warps per program on
+    a GPU. Cached: a sampling loop launches the same shape every step. Treat the returned ``options`` as
+    read-only."""
+    return _flat_launch(interpreted, n, elem_offset % 4, block, vec, warps)
 
 
 class RowLaunch(NamedTuple):
@@ -74,14 +77,20 @@ class RowLaunch(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def row_launch(
-    row_size: int, elem_offset: int, interpreted: bool, min_block: int = 16, head_room: Optional[int] = None
+    row_size: int,
+    elem_offset: int,
+    interpreted: bool,
+    min_block: int = 16,
+    head_room: Optional[int] = None,
+    elems_per_warp: int = ROW_ELEMS_PER_WARP,
 ):
     """(BLOCK, n_chunks, num_warps, rows_aligned, options) of a 2-D ``(row, chunk)`` grid over rows
     of ``row_size`` elements, the first row starting at global element ``elem_offset``.
 
     Rows start mid-group unless every row start is 4-aligned; then a chunk must cover up to 3
     more elements (``head_room``; pass 3 for a kernel that always handles the head). Depends
-    on the row length and offset alignment only, never on the batch size.
+    on the row length and offset alignment only, never on the batch size. One warp per
+    ``elems_per_warp`` columns of a chunk (at most FLAT_WARPS_GPU).
     """
     aligned = row_size % 4 == 0 and elem_offset % 4 == 0
     if head_room is None:
@@ -89,7 +98,7 @@ def row_launch(
     cap = BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU
     block = max(min_block, min(cap, triton.next_power_of_2(row_size + head_room)))
     n_chunks = triton.cdiv(row_size + head_room, block)
-    num_warps = max(1, min(FLAT_WARPS_GPU, block // ROW_ELEMS_PER_WARP))
+    num_warps = max(1, min(FLAT_WARPS_GPU, block // elems_per_warp))
     return RowLaunch(block, n_chunks, num_warps, aligned, launch_options(interpreted, num_warps))
 
 
