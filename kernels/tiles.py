@@ -220,20 +220,27 @@ def fast_box_muller(a, b):
 
 
 @triton.jit
-def philox4x32_10(k0, k1, c0, c1):
-    """``tl.randint4x(seed, counter)`` bit for bit (Philox4x32-10; key words ``k0``, ``k1`` = low and
-    high uint32 halves of the int64 seed; counter words (c0, c1, 0, 0) = low and high halves of the
-    int64 counter), with
-    each round's 32x32 products taken as one 64-bit product: a single wide multiply gives both halves
-    (``tl.umulhi`` plus ``*`` costs two)."""
-    # Round 1 by hand: its c2 = c3 = 0, so it has one product.
+def _philox_rounds(k0, k1, c0, x0):
+    """Philox4x32-10 on counter words (c0, c1, 0, 0) given ``x0 = c1 ^ k0`` (round 1's first output
+    word: a caller whose c1 takes one of two values per program selects it from two precomputed
+    scalars instead of adding a carry and xor-ing per counter). Each round's 32x32 products are taken
+    as one 64-bit product: a single wide multiply gives both halves (``tl.umulhi`` plus ``*`` costs two)."""
+    # Round 1 by hand: its c2 = c3 = 0, so it has one product and its second word is 0.
+    p = c0.to(tl.uint64) * 0xD2511F53
+    c2 = (p >> 32).to(tl.uint32) ^ k1
+    c3 = p.to(tl.uint32)
+    # Round 2 by hand: c1 = 0 drops from the first xor.
+    k0 = k0 + 0x9E3779B9
+    k1 = k1 + 0xBB67AE85
+    p0 = x0.to(tl.uint64) * 0xD2511F53
+    p2 = c2.to(tl.uint64) * 0xCD9E8D57
     c0, c1, c2, c3 = (
-        c1 ^ k0,
-        c0 * 0,
-        tl.umulhi(c0, 0xD2511F53) ^ k1,
-        c0 * 0xD2511F53,
+        (p2 >> 32).to(tl.uint32) ^ k0,
+        p2.to(tl.uint32),
+        (p0 >> 32).to(tl.uint32) ^ c3 ^ k1,
+        p0.to(tl.uint32),
     )
-    for _ in tl.static_range(9):
+    for _ in tl.static_range(8):
         k0 = k0 + 0x9E3779B9
         k1 = k1 + 0xBB67AE85
         p0 = c0.to(tl.uint64) * 0xD2511F53
@@ -248,14 +255,27 @@ def philox4x32_10(k0, k1, c0, c1):
 
 
 @triton.jit
+def philox4x32_10(k0, k1, c0, c1):
+    """``tl.randint4x(seed, counter)`` bit for bit (Philox4x32-10; key words ``k0``, ``k1`` = low and
+    high uint32 halves of the int64 seed; counter words (c0, c1, 0, 0) = low and high halves of the
+    int64 counter); see :func:`_philox_rounds`."""
+    return _philox_rounds(k0, k1, c0, c1 ^ k0)
+
+
+@triton.jit
+def _randn4x_rounds(k0, k1, c0, x0):
+    i0, i1, i2, i3 = _philox_rounds(k0, k1, c0, x0)
+    n0, n1 = fast_box_muller(i0, i1)
+    n2, n3 = fast_box_muller(i2, i3)
+    return n0, n1, n2, n3
+
+
+@triton.jit
 def fast_randn4x(k0, k1, c0, c1):
     """Four standard normals per counter (uint32 words c0 = low, c1 = high of the int64 counter):
     Philox4x32-10 (:func:`philox4x32_10`, the words of ``tl.randint4x``) and two
     :func:`fast_box_muller` pairs, words (0, 1) and (2, 3)."""
-    i0, i1, i2, i3 = philox4x32_10(k0, k1, c0, c1)
-    n0, n1 = fast_box_muller(i0, i1)
-    n2, n3 = fast_box_muller(i2, i3)
-    return n0, n1, n2, n3
+    return _randn4x_rounds(k0, k1, c0, c1 ^ k0)
 
 
 @triton.jit
@@ -284,14 +304,17 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     first_group = first_group.to(tl.int64)  # a launch may pass it as a 32-bit scalar
     g_lo = first_group.to(tl.uint32)
     g_hi = (first_group >> 32).to(tl.uint32)
+    # c1 is g_hi, or g_hi + 1 past a carry out of the low word: Philox's round 1 needs only c1 ^ k0, so
+    # both candidates are program scalars and each counter selects one (a compare and a select).
+    x_lo = g_hi ^ k0
+    x_hi = (g_hi + 1) ^ k0
     c0 = g_lo + offs
-    c1 = g_hi + (c0 < g_lo).to(tl.uint32)
-    n0, n1, n2, n3 = fast_randn4x(k0, k1, c0, c1)
+    n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
     if VEC == 4:
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
         c0b = c0 + 1
-        m0, m1, m2, m3 = fast_randn4x(k0, k1, c0b, c1 + (c0b == 0).to(tl.uint32))
+        m0, m1, m2, m3 = _randn4x_rounds(k0, k1, c0b, tl.where(c0b < g_lo, x_hi, x_lo))
         lane = tl.arange(0, 8)[None, :]
         z = tl.where(lane < 4, _pick4(lane, n0, n1, n2, n3), _pick4(lane - 4, m0, m1, m2, m3))
     return z
