@@ -139,6 +139,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("VEC", vec),
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
+                                    ("WORDS", "bf16" in (x, s)),
                                 ),
                                 num_warps=STEP_WARPS,
                                 block=4096,

@@ -13,6 +13,7 @@ one Philox call feeds four consecutive elements whatever ``elem_offset`` is, and
 never depends on BLOCK, the grid or the batch size.
 """
 
+import torch
 import triton
 import triton.language as tl
 
@@ -74,6 +75,28 @@ def _load(ptrs, mask, EVEN: tl.constexpr):
 
 
 @triton.jit
+def _load_f32(ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr):
+    """The tile ``ptr[start + offs]`` widened to fp32. With WORDS, a bf16 tile is read as uint32 words of
+    two elements and widened with one integer op per element (a bf16 is the high half of its fp32); the
+    compiler's own conversion spends two on every odd element. WORDS needs an even ``start`` and an even
+    element count (the launcher checks), so each word lies wholly inside or wholly outside the tensor;
+    ``end`` is the local index the tile's elements stop at (the tensor's or the row's end)."""
+    if WORDS and ptr.dtype.element_ty == tl.bfloat16:
+        ROWS: tl.constexpr = offs.shape[0]
+        words = ptr.to(tl.pointer_type(tl.uint32)) + start // 2
+        woffs = tl.arange(0, ROWS)[:, None] * (VEC // 2) + tl.arange(0, VEC // 2)[None, :]
+        if EVEN:
+            w = tl.load(words + woffs)
+        else:
+            w = tl.load(words + woffs, mask=woffs < tl.minimum(end - start, ROWS * VEC).to(tl.int32) // 2)
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
+        return tl.reshape(tl.join(lo, hi), (ROWS, VEC))
+    else:
+        return _load(ptr + start + offs, mask, EVEN).to(tl.float32)
+
+
+@triton.jit
 def _langevin_step_kernel(
     x_ptr,
     score_ptr,
@@ -99,6 +122,7 @@ def _langevin_step_kernel(
     VEC: tl.constexpr,
     ROW_GRID: tl.constexpr = False,
     EVEN: tl.constexpr = False,
+    WORDS: tl.constexpr = False,
 ):
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
@@ -106,12 +130,18 @@ def _langevin_step_kernel(
         row = tl.program_id(0).to(tl.int64)
         start, offs, mask, first_group = row_tile(row, tl.program_id(1), row_size, 4 * group_offset, BLOCK, True, VEC)
         rows = row
+        end = (row + 1) * row_size
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
         rows = (start + offs) // row_size  # per-row scales only (dead code otherwise)
+        end = n_elements
 
-    x = _load(x_ptr + start + offs, mask, EVEN).to(COMPUTE)
-    s = _load(score_ptr + start + offs, mask, EVEN).to(COMPUTE)
+    if COMPUTE == tl.float32:
+        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
+        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
+    else:
+        x = _load(x_ptr + start + offs, mask, EVEN).to(COMPUTE)
+        s = _load(score_ptr + start + offs, mask, EVEN).to(COMPUTE)
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
@@ -140,8 +170,6 @@ def _scale_launch_args(value, tensor, as_tensor: bool, device):
     if tensor is None:
         if not as_tensor:
             return modes.SCALE_ARG, value, None
-        import torch
-
         tensor = torch.tensor(value, dtype=torch.float64, device=device)
     return modes.scale_mode(tensor), 0.0, tensor
 
@@ -165,15 +193,17 @@ def launch_langevin_step(
     block=None,
     vec=None,
     row_grid=None,
+    words=None,
 ):
     """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
 
     Scales: ``*_value`` (float) when ``*_tensor`` is None, else a 0-d or ``[B]`` tensor;
     ``noise_mode``: :data:`modes.NOISE_NONE`, :data:`modes.NOISE_SQRT2A` or a ``SCALE_*``
     mode; ``lo``/``hi``: the clamp (None: none). ``out`` may alias ``x`` (each element is read
-    before it is written, by the same program). ``block``, ``vec``, ``row_grid`` override the launch
-    shape (tests: the values never depend on it); ``row_grid`` (None: by row length) puts per-row scales
-    on a (row, chunk) grid when rows are group-aligned.
+    before it is written, by the same program). ``block``, ``vec``, ``row_grid``, ``words`` override the
+    launch shape (tests: the values never depend on it); ``row_grid`` (None: by row length) puts per-row
+    scales on a (row, chunk) grid when rows are group-aligned; ``words`` (None: for bf16 operands) reads
+    bf16 tiles as uint32 words where starts, counts and data allow.
     """
     n = x.numel()
     if n == 0:
@@ -200,6 +230,11 @@ def launch_langevin_step(
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, STEP_WARPS_GPU)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
+    # bf16 operands read as uint32 words (see _load_f32): even starts and counts, 4-byte aligned data.
+    bf16 = [t for t in (x, score) if t.dtype == torch.bfloat16]
+    if words is None:
+        words = bool(bf16) and not fp64
+    words = words and elem_offset % 4 == 0 and (row_grid or n % 2 == 0) and all(t.data_ptr() % 4 == 0 for t in bf16)
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     _langevin_step_kernel[grid](
         x,
@@ -226,6 +261,7 @@ def launch_langevin_step(
         VEC=vec,
         ROW_GRID=row_grid,
         EVEN=even,
+        WORDS=words,
         **options,
     )
     return out

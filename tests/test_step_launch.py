@@ -65,3 +65,15 @@ def test_even_tiles_equal_masked_tiles(n, block, offset):
     _launch(x, s, a, seed, noise_mode=modes.SCALE_ARG, elem_offset=offset, block=block)
     _launch(x, s, b, seed, noise_mode=modes.SCALE_ARG, elem_offset=offset, block=8 * block)
     assert not a.isnan().any() and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0)])  # 251: odd count, no word loads
+@pytest.mark.parametrize("score_dtype", [torch.bfloat16, torch.float32])
+def test_bf16_word_loads_equal_element_loads(n, offset, score_dtype):
+    g = torch.Generator().manual_seed(5)
+    x, s = torch.randn(n, 1, generator=g).to(torch.bfloat16), torch.randn(n, 1, generator=g).to(score_dtype)
+    seed = torch.tensor([77], dtype=torch.int64)
+    a, b = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=True)
+    _launch(x, s, b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=False)
+    assert not a.isnan().any() and torch.equal(a, b)
