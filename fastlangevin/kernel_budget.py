@@ -44,7 +44,8 @@ DEVICES = (
     ("H200", 132 * 4 * 32 * 1.98e9, 4.3e12),
 )
 
-#: The step's launch (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this module loads without Triton).
+#: The step's launch for group-aligned starts (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this
+#: module loads without Triton); mid-group starts run FLAT_WARPS_GPU = 8.
 STEP_WARPS = 4
 _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 _STEP_DTYPES = ("fp32", "bf16", "fp16")
@@ -97,6 +98,7 @@ def _step_variants() -> Iterator[Variant]:
         ("bf16", "bf16", 2, 4, True, 0, "-rowgrid"),
         ("bf16", "bf16", 0, 4, True, 0, ""),
         ("fp32", "bf16", 1, 3, False, 0, ""),
+        ("fp16", "fp16", 1, 1, False, 0, "-even"),
         ("bf16", "bf16", 0, 4, True, 3, ""),
     }
     for x, s in pairs:
@@ -139,9 +141,9 @@ def _step_variants() -> Iterator[Variant]:
                                     ("VEC", vec),
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
-                                    ("WORDS", "bf16" in (x, s)),
+                                    ("WORDS", "bf16" in (x, s) and not head),
                                 ),
-                                num_warps=STEP_WARPS,
+                                num_warps=8 if head else STEP_WARPS,
                                 block=4096,
                                 bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
                                 core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,

@@ -227,7 +227,9 @@ def launch_langevin_step(
             grid = (n // row_size, triton.cdiv(row_size, block))
         even = row_size % blk == 0
     else:
-        cfg = flat_launch(interpreted, n, elem_offset, block, vec, STEP_WARPS_GPU)
+        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there.
+        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 else FLAT_WARPS_GPU
+        cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
     # bf16 operands read as uint32 words (see _load_f32): even starts and counts, 4-byte aligned data.
