@@ -25,6 +25,18 @@ it by the elements each thread handles (BLOCK / (32 · num_warps)) gives ``N``. 
 local memory come from ``cuobjdump -res-usage``; the global access widths from the ``LDG``/``STG``
 opcodes (``.128`` = 16 bytes per thread). ``--json FILE`` writes variant → record, ``--cubin-dir DIR``
 keeps ``DIR/<variant>.cubin``.
+
+Where the step's instructions go (fp32, scalar scales, 32 elements = 8 Philox groups per thread, sm_90):
+per group of four elements Philox4x32-10 costs ~39 (19 wide multiplies ``IMAD.WIDE.U32`` giving both
+product halves, 20 three-input xors ``LOP3``), the two Box–Muller pairs ~28 each (6 + 1 + 3 + 4 FFMA of
+the polynomials, 6 FMUL, the fp32 bit split of U in 5 integer ops, 3 conversions, one ``MUFU.SQRT``, one
+sign ``LOP3``), the update ``x + a s + b z`` 4 per element (unfused, to round as the fallback does), and
+the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32 elements per thread.
+Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``); 16-bit
+operands 1 per element each to widen and 0.5 to narrow. Launch layouts (the variant name's suffix):
+none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales on a (row,
+chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
+element); ``head1``/``head3`` = a start mid-way into a Philox group (unvectorised, 8 warps).
 """
 
 from __future__ import annotations
