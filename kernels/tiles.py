@@ -226,17 +226,15 @@ def _philox_rounds(k0, k1, c0, x0):
     scalars instead of adding a carry and xor-ing per counter). Each round's 32x32 products are taken
     as one 64-bit product: a single wide multiply gives both halves (``tl.umulhi`` plus ``*`` costs two)."""
     # Round 1 by hand: its c2 = c3 = 0, so it has one product and its second word is 0.
-    p = c0.to(tl.uint64) * 0xD2511F53
-    c2 = (p >> 32).to(tl.uint32) ^ k1
-    c3 = p.to(tl.uint32)
+    c2 = tl.umulhi(c0, 0xD2511F53) ^ k1
+    c3 = c0 * 0xD2511F53
     # Round 2 by hand: c1 = 0 drops from the first xor.
     k0 = k0 + 0x9E3779B9
     k1 = k1 + 0xBB67AE85
     p0 = x0.to(tl.uint64) * 0xD2511F53
-    p2 = c2.to(tl.uint64) * 0xCD9E8D57
     c0, c1, c2, c3 = (
-        (p2 >> 32).to(tl.uint32) ^ k0,
-        p2.to(tl.uint32),
+        tl.umulhi(c2, 0xCD9E8D57) ^ k0,
+        c2 * 0xCD9E8D57,
         (p0 >> 32).to(tl.uint32) ^ c3 ^ k1,
         p0.to(tl.uint32),
     )
