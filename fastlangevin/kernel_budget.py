@@ -25,6 +25,18 @@ it by the elements each thread handles (BLOCK / (32 · num_warps)) gives ``N``. 
 local memory come from ``cuobjdump -res-usage``; the global access widths from the ``LDG``/``STG``
 opcodes (``.128`` = 16 bytes per thread). ``--json FILE`` writes variant → record, ``--cubin-dir DIR``
 keeps ``DIR/<variant>.cubin``.
+
+Where the step's instructions go (fp32, scalar scales, 32 elements = 8 Philox groups per thread, sm_90):
+per group of four elements Philox4x32-10 costs ~39 (19 wide multiplies ``IMAD.WIDE.U32`` giving both
+product halves, 20 three-input xors ``LOP3``), the two Box–Muller pairs ~28 each (6 + 1 + 3 + 4 FFMA of
+the polynomials, 6 FMUL, the fp32 bit split of U in 5 integer ops, 3 conversions, one ``MUFU.SQRT``, one
+sign ``LOP3``), the update ``x + a s + b z`` 4 per element (unfused, to round as the fallback does), and
+the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32 elements per thread.
+Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``); 16-bit
+operands 1 per element each to widen and 0.5 to narrow. Launch layouts (the variant name's suffix):
+none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales on a (row,
+chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
+element); ``head1``/``head3`` = a start mid-way into a Philox group (unvectorised, 8 warps).
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ DEVICES = (
     ("H200", 132 * 4 * 32 * 1.98e9, 4.3e12),
 )
 
+#: The step's launch for group-aligned starts (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this
+#: module loads without Triton); mid-group starts run FLAT_WARPS_GPU = 8.
+STEP_WARPS = 4
 _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 _STEP_DTYPES = ("fp32", "bf16", "fp16")
 # Integer arguments a typical launch passes as multiples of 16 (torch allocations are 16-byte
@@ -68,15 +83,35 @@ class Variant:
     core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
 
 
+def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool]]:
+    """(name suffix, ROW_GRID, EVEN) of the step launches for one head and scale kind (see
+    ``launch_langevin_step``): group-aligned starts run masked or, when every tile is full, unmasked
+    (EVEN); per-row scales run on the (row, chunk) grid for aligned rows of >= ROW_GRID_MIN_GPU
+    elements and otherwise on the flat grid, dividing per element ("-divide")."""
+    if head:
+        yield ("-divide" if per_row else ""), False, False
+        return
+    if per_row:
+        yield "-rowgrid", True, False
+        yield "-rowgrid-even", True, True
+        yield "-divide", False, False
+    else:
+        yield "", False, False
+        yield "-even", False, True
+
+
 def _step_variants() -> Iterator[Variant]:
     # x (and out) dtype, score dtype: any float dtypes; fp64 only pairs with fp64 and the launcher then
     # passes its scales as 0-d tensors (modes 1/2), never as fp32 scalars.
     pairs = [(x, s) for x in _STEP_DTYPES for s in _STEP_DTYPES] + [("fp64", "fp64")]
     core = {
-        ("fp32", "fp32", 0, 0, False, 0),
-        ("bf16", "bf16", 2, 4, True, 0),
-        ("fp32", "bf16", 1, 3, False, 0),
-        ("bf16", "bf16", 0, 4, True, 3),
+        ("fp32", "fp32", 0, 0, False, 0, ""),
+        ("fp32", "fp32", 0, 4, False, 0, "-even"),
+        ("bf16", "bf16", 2, 4, True, 0, "-rowgrid"),
+        ("bf16", "bf16", 0, 4, True, 0, ""),
+        ("fp32", "bf16", 1, 3, False, 0, ""),
+        ("fp16", "fp16", 1, 1, False, 0, "-even"),
+        ("bf16", "bf16", 0, 4, True, 3, ""),
     }
     for x, s in pairs:
         compute = "tl.float64" if x == "fp64" else "tl.float32"
@@ -88,37 +123,43 @@ def _step_variants() -> Iterator[Variant]:
                     for head in (0, 1, 3):
                         if head == 3 and not (x == "bf16" and s == "bf16"):
                             continue  # heads 1..3 compile alike; one extra head checks that
-                        name = f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}"
-                        yield Variant(
-                            name=name,
-                            family=f"step {'16-bit' if vec == 8 else x}",
-                            module="langevin_step",
-                            kernel="_langevin_step_kernel",
-                            ptrs=(
-                                ("x_ptr", x),
-                                ("score_ptr", s),
-                                ("out_ptr", x),
-                                ("seed_ptr", "i64"),
-                                ("noise_ptr", "fp32"),
-                                ("step_ptr", scale),
-                                ("noise_scale_ptr", scale),
-                            ),
-                            floats=("step_val", "noise_val", "lo", "hi"),
-                            constexprs=(
-                                ("HEAD", head),
-                                ("STEP_MODE", step_mode),
-                                ("NOISE_MODE", noise_mode),
-                                ("NOISE_FROM_PTR", False),
-                                ("HAS_CLAMP", clamp),
-                                ("COMPUTE", compute),
-                                ("BLOCK", 4096),
-                                ("VEC", vec),
-                            ),
-                            num_warps=8,
-                            block=4096,
-                            bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
-                            core=(x, s, step_mode, noise_mode, clamp, head) in core,
-                        )
+                        for suffix, row_grid, even in _step_layouts(head, 2 in (step_mode, noise_mode)):
+                            name = (
+                                f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}{suffix}"
+                            )
+                            yield Variant(
+                                name=name,
+                                family=f"step {'16-bit' if vec == 8 else x}",
+                                module="langevin_step",
+                                kernel="_langevin_step_kernel",
+                                ptrs=(
+                                    ("x_ptr", x),
+                                    ("score_ptr", s),
+                                    ("out_ptr", x),
+                                    ("seed_ptr", "i64"),
+                                    ("noise_ptr", "fp32"),
+                                    ("step_ptr", scale),
+                                    ("noise_scale_ptr", scale),
+                                ),
+                                floats=("step_val", "noise_val", "lo", "hi"),
+                                constexprs=(
+                                    ("HEAD", head),
+                                    ("STEP_MODE", step_mode),
+                                    ("NOISE_MODE", noise_mode),
+                                    ("NOISE_FROM_PTR", False),
+                                    ("HAS_CLAMP", clamp),
+                                    ("COMPUTE", compute),
+                                    ("BLOCK", 4096),
+                                    ("VEC", vec),
+                                    ("ROW_GRID", row_grid),
+                                    ("EVEN", even),
+                                    ("WORDS", "bf16" in (x, s) and not head),
+                                ),
+                                num_warps=8 if head else STEP_WARPS,
+                                block=4096,
+                                bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
+                                core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,
+                            )
 
 
 def _dsm_variants() -> Iterator[Variant]:

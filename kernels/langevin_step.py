@@ -13,11 +13,22 @@ one Philox call feeds four consecutive elements whatever ``elem_offset`` is, and
 never depends on BLOCK, the grid or the batch size.
 """
 
+import torch
 import triton
 import triton.language as tl
 
 from .. import modes
-from .tiles import BLOCK_INTERPRETER, FLAT_BLOCK_GPU, FLAT_WARPS_GPU, flat_launch, flat_tile, normal_tile, vec_for
+from .tiles import (
+    BLOCK_INTERPRETER,
+    FLAT_BLOCK_GPU,
+    FLAT_WARPS_GPU,
+    flat_launch,
+    flat_tile,
+    normal_tile,
+    row_launch,
+    row_tile,
+    vec_for,
+)
 
 # The modes of fastlangevin.modes as constexpr globals: Triton lets a @jit body read a module
 # global only when it is a tl.constexpr. The Python launchers use the plain ints of `modes`.
@@ -29,17 +40,60 @@ NOISE_SQRT2A: tl.constexpr = tl.constexpr(modes.NOISE_SQRT2A)
 
 # Launch shapes (BLOCK, warps, VEC, grids) live in .tiles; re-exported for older imports.
 BLOCK_GPU, NUM_WARPS_GPU, BLOCK_INTERPRETER = FLAT_BLOCK_GPU, FLAT_WARPS_GPU, BLOCK_INTERPRETER
+#: The step runs 4 warps on a 4096-element tile: 32 elements (8 Philox groups) per thread amortise the
+#: per-thread work (Philox key schedule, seed load, index math) over twice the elements of 8 warps.
+STEP_WARPS_GPU = 4
+STEP_ELEMS_PER_WARP = FLAT_BLOCK_GPU // STEP_WARPS_GPU
+#: Per-row scales use the (row, chunk) grid from this row length on (shorter rows would leave most of a
+#: tile idle; the flat grid then divides per element). The interpreter runs each program in Python:
+#: few, large programs, so only long rows.
+ROW_GRID_MIN_GPU = 512
+ROW_GRID_MIN_INTERPRETER = 1 << 14
 
 
 @triton.jit
-def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr):
+def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr, ROW_GRID: tl.constexpr):
     if MODE == SCALE_ARG:
         r = val
     elif MODE == SCALE_TENSOR:
         r = tl.load(ptr).to(COMPUTE)
+    elif ROW_GRID:  # one row per program: `rows` is a scalar
+        r = tl.load(ptr + rows).to(COMPUTE)
     else:
         r = tl.load(ptr + rows, mask=mask, other=0.0).to(COMPUTE)
     return r
+
+
+@triton.jit
+def _load(ptrs, mask, EVEN: tl.constexpr):
+    # No `other=`: masked lanes are never stored, so they need no defined value. EVEN (every tile full)
+    # drops the mask, and with it the zeroing of the masked registers and the compares.
+    if EVEN:
+        return tl.load(ptrs)
+    else:
+        return tl.load(ptrs, mask=mask)
+
+
+@triton.jit
+def _load_f32(ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr):
+    """The tile ``ptr[start + offs]`` widened to fp32. With WORDS, a bf16 tile is read as uint32 words of
+    two elements and widened with one integer op per element (a bf16 is the high half of its fp32); the
+    compiler's own conversion spends two on every odd element. WORDS needs an even ``start`` and an even
+    element count (the launcher checks), so each word lies wholly inside or wholly outside the tensor;
+    ``end`` is the local index the tile's elements stop at (the tensor's or the row's end)."""
+    if WORDS and ptr.dtype.element_ty == tl.bfloat16:
+        ROWS: tl.constexpr = offs.shape[0]
+        words = ptr.to(tl.pointer_type(tl.uint32)) + start // 2
+        woffs = tl.arange(0, ROWS)[:, None] * (VEC // 2) + tl.arange(0, VEC // 2)[None, :]
+        if EVEN:
+            w = tl.load(words + woffs)
+        else:
+            w = tl.load(words + woffs, mask=woffs < tl.minimum(end - start, ROWS * VEC).to(tl.int32) // 2)
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
+        return tl.reshape(tl.join(lo, hi), (ROWS, VEC))
+    else:
+        return _load(ptr + start + offs, mask, EVEN).to(tl.float32)
 
 
 @triton.jit
@@ -66,28 +120,46 @@ def _langevin_step_kernel(
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
+    ROW_GRID: tl.constexpr = False,
+    EVEN: tl.constexpr = False,
+    WORDS: tl.constexpr = False,
 ):
-    start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
+    if ROW_GRID:
+        # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
+        # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
+        row = tl.program_id(0).to(tl.int64)
+        start, offs, mask, first_group = row_tile(row, tl.program_id(1), row_size, 4 * group_offset, BLOCK, True, VEC)
+        rows = row
+        end = (row + 1) * row_size
+    else:
+        start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
+        rows = (start + offs) // row_size  # per-row scales only (dead code otherwise)
+        end = n_elements
 
-    # No `other=`: masked lanes are never stored, so they need no defined value (zeroing costs a move).
-    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
-    s = tl.load(score_ptr + start + offs, mask=mask).to(COMPUTE)
-    rows = (start + offs) // row_size  # per-row scales only (dead code otherwise)
-    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE)
+    if COMPUTE == tl.float32:
+        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
+        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
+    else:
+        x = _load(x_ptr + start + offs, mask, EVEN).to(COMPUTE)
+        s = _load(score_ptr + start + offs, mask, EVEN).to(COMPUTE)
+    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
         else:
-            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE)
+            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID)
         if NOISE_FROM_PTR:
-            z = tl.load(noise_ptr + start + offs, mask=mask).to(tl.float32)
+            z = _load(noise_ptr + start + offs, mask, EVEN).to(tl.float32)
         else:
             z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC)
         out = out + b * z.to(COMPUTE)
     if HAS_CLAMP:
         out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
-    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    if EVEN:
+        tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty))
+    else:
+        tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
@@ -98,8 +170,6 @@ def _scale_launch_args(value, tensor, as_tensor: bool, device):
     if tensor is None:
         if not as_tensor:
             return modes.SCALE_ARG, value, None
-        import torch
-
         tensor = torch.tensor(value, dtype=torch.float64, device=device)
     return modes.scale_mode(tensor), 0.0, tensor
 
@@ -122,13 +192,18 @@ def launch_langevin_step(
     injected_noise=None,
     block=None,
     vec=None,
+    row_grid=None,
+    words=None,
 ):
     """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
 
     Scales: ``*_value`` (float) when ``*_tensor`` is None, else a 0-d or ``[B]`` tensor;
     ``noise_mode``: :data:`modes.NOISE_NONE`, :data:`modes.NOISE_SQRT2A` or a ``SCALE_*``
     mode; ``lo``/``hi``: the clamp (None: none). ``out`` may alias ``x`` (each element is read
-    before it is written, by the same program).
+    before it is written, by the same program). ``block``, ``vec``, ``row_grid``, ``words`` override the
+    launch shape (tests: the values never depend on it); ``row_grid`` (None: by row length) puts per-row
+    scales on a (row, chunk) grid when rows are group-aligned; ``words`` (None: for bf16 operands) reads
+    bf16 tiles as uint32 words where starts, counts and data allow.
     """
     n = x.numel()
     if n == 0:
@@ -139,9 +214,31 @@ def launch_langevin_step(
         noise_val, noise_t = 0.0, None
     else:
         noise_mode, noise_val, noise_t = _scale_launch_args(noise_value, noise_tensor, fp64, x.device)
-    cfg = flat_launch(x.device.type == "cpu", n, elem_offset, block, vec or vec_for(x, score))
+    interpreted = x.device.type == "cpu"
+    vec = vec or vec_for(x, score)
+    per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
+    if row_grid is None:
+        row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
+    row_grid = row_grid and per_row and row_size % 4 == 0 and elem_offset % 4 == 0
+    if row_grid:
+        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, STEP_ELEMS_PER_WARP)
+        grid, blk, options = (n // row_size, rl.n_chunks), block or rl.block, rl.options
+        if block:
+            grid = (n // row_size, triton.cdiv(row_size, block))
+        even = row_size % blk == 0
+    else:
+        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there.
+        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 else FLAT_WARPS_GPU
+        cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
+        grid, blk, options = cfg.grid, cfg.block, cfg.options
+        even = elem_offset % 4 == 0 and n % blk == 0
+    # bf16 operands read as uint32 words (see _load_f32): even starts and counts, 4-byte aligned data.
+    bf16 = [t for t in (x, score) if t.dtype == torch.bfloat16]
+    if words is None:
+        words = bool(bf16) and not fp64
+    words = words and elem_offset % 4 == 0 and (row_grid or n % 2 == 0) and all(t.data_ptr() % 4 == 0 for t in bf16)
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
-    _langevin_step_kernel[cfg.grid](
+    _langevin_step_kernel[grid](
         x,
         score,
         out,
@@ -162,8 +259,11 @@ def launch_langevin_step(
         NOISE_FROM_PTR=injected_noise is not None,
         HAS_CLAMP=lo is not None,
         COMPUTE=tl.float64 if fp64 else tl.float32,
-        BLOCK=cfg.block,
-        VEC=cfg.vec,
-        **cfg.options,
+        BLOCK=blk,
+        VEC=vec,
+        ROW_GRID=row_grid,
+        EVEN=even,
+        WORDS=words,
+        **options,
     )
     return out

@@ -52,16 +52,19 @@ class FlatLaunch(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1024)
-def _flat_launch(interpreted: bool, n: int, head: int, block: Optional[int], vec: int) -> FlatLaunch:
+def _flat_launch(interpreted: bool, n: int, head: int, block: Optional[int], vec: int, warps: int) -> FlatLaunch:
     block = block or (BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU)
-    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, launch_options(interpreted, FLAT_WARPS_GPU))
+    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, launch_options(interpreted, warps))
 
 
-def flat_launch(interpreted: bool, n: int, elem_offset: int, block: Optional[int], vec: int) -> FlatLaunch:
+def flat_launch(
+    interpreted: bool, n: int, elem_offset: int, block: Optional[int], vec: int, warps: int = FLAT_WARPS_GPU
+) -> FlatLaunch:
     """Grid, BLOCK, VEC and options of an elementwise kernel over ``n`` elements whose first is
-    global element ``elem_offset`` (tiles aligned to its Philox groups). Cached: a sampling loop
-    launches the same shape every step. Treat the returned ``options`` as read-only."""
-    return _flat_launch(interpreted, n, elem_offset % 4, block, vec)
+    global element ``elem_offset`` (tiles aligned to its Philox groups), ``warps`` warps per program on
+    a GPU. Cached: a sampling loop launches the same shape every step. Treat the returned ``options`` as
+    read-only."""
+    return _flat_launch(interpreted, n, elem_offset % 4, block, vec, warps)
 
 
 class RowLaunch(NamedTuple):
@@ -74,14 +77,20 @@ class RowLaunch(NamedTuple):
 
 @functools.lru_cache(maxsize=1024)
 def row_launch(
-    row_size: int, elem_offset: int, interpreted: bool, min_block: int = 16, head_room: Optional[int] = None
+    row_size: int,
+    elem_offset: int,
+    interpreted: bool,
+    min_block: int = 16,
+    head_room: Optional[int] = None,
+    elems_per_warp: int = ROW_ELEMS_PER_WARP,
 ):
     """(BLOCK, n_chunks, num_warps, rows_aligned, options) of a 2-D ``(row, chunk)`` grid over rows
     of ``row_size`` elements, the first row starting at global element ``elem_offset``.
 
     Rows start mid-group unless every row start is 4-aligned; then a chunk must cover up to 3
     more elements (``head_room``; pass 3 for a kernel that always handles the head). Depends
-    on the row length and offset alignment only, never on the batch size.
+    on the row length and offset alignment only, never on the batch size. One warp per
+    ``elems_per_warp`` columns of a chunk (at most FLAT_WARPS_GPU).
     """
     aligned = row_size % 4 == 0 and elem_offset % 4 == 0
     if head_room is None:
@@ -89,7 +98,7 @@ def row_launch(
     cap = BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU
     block = max(min_block, min(cap, triton.next_power_of_2(row_size + head_room)))
     n_chunks = triton.cdiv(row_size + head_room, block)
-    num_warps = max(1, min(FLAT_WARPS_GPU, block // ROW_ELEMS_PER_WARP))
+    num_warps = max(1, min(FLAT_WARPS_GPU, block // elems_per_warp))
     return RowLaunch(block, n_chunks, num_warps, aligned, launch_options(interpreted, num_warps))
 
 
@@ -148,9 +157,9 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
 
 
 # The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
-# error bounds; `_rng.fast_box_muller` is the same arithmetic in PyTorch). Coefficients are fp32
-# minimax fits: -2 ln(1 + t) = t (L1 + t (L2 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error
-# 1.7e-7; sin(pi t) = t P(t^2) and cos(pi t) = Q(t^2) on [-1, 1], absolute errors 9.5e-8 and 1.1e-8.
+# error bounds; `_rng._box_muller` is the same arithmetic in PyTorch). Coefficients are fp32 minimax
+# fits: -2 ln(1 + t) = t (L0 + t (L1 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error 1.2e-6;
+# sin(pi v / 2) = v P(v^2) and cos(pi v / 2) = Q(v^2) on [-1, 1], absolute errors 6.1e-7 and 8.3e-8.
 MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
 INV_2_31 = tl.constexpr(4.656612873077393e-10)
 
@@ -158,75 +167,78 @@ INV_2_31 = tl.constexpr(4.656612873077393e-10)
 @triton.jit
 def _log_poly(x):
     """(-2 ln(1 + x)) / x, Horner with fused multiply-adds (one rounding each, as the interpreter)."""
-    p = tl.full(x.shape, 0.2021377831697464, tl.float32)
-    p = tl.fma(p, x, -0.3244516849517822)
-    p = tl.fma(p, x, 0.3450166583061218)
-    p = tl.fma(p, x, -0.39800330996513367)
-    p = tl.fma(p, x, 0.4993981719017029)
-    p = tl.fma(p, x, -0.6667011976242065)
-    p = tl.fma(p, x, 1.0000072717666626)
-    p = tl.fma(p, x, -1.9999998807907104)
+    p = tl.full(x.shape, -0.23792189359664917, tl.float32)
+    p = tl.fma(p, x, 0.37335699796676636)
+    p = tl.fma(p, x, -0.4099266231060028)
+    p = tl.fma(p, x, 0.4981949031352997)
+    p = tl.fma(p, x, -0.6662901639938354)
+    p = tl.fma(p, x, 1.000022292137146)
+    p = tl.fma(p, x, -2.000001907348633)
     return p
 
 
 @triton.jit
 def _sin_poly(x):
-    """sin(pi u) / u as a polynomial in x = u^2."""
-    p = tl.full(x.shape, -0.005991825368255377, tl.float32)
-    p = tl.fma(p, x, 0.08047927916049957)
-    p = tl.fma(p, x, -0.5982820391654968)
-    p = tl.fma(p, x, 2.5498807430267334)
-    p = tl.fma(p, x, -5.167677879333496)
-    p = tl.fma(p, x, 3.1415913105010986)
+    """sin(pi v / 2) / v as a polynomial in x = v^2."""
+    p = tl.full(x.shape, -0.004333095159381628, tl.float32)
+    p = tl.fma(p, x, 0.0794343426823616)
+    p = tl.fma(p, x, -0.645892858505249)
+    p = tl.fma(p, x, 1.5707910060882568)
     return p
 
 
 @triton.jit
 def _cos_poly(x):
-    """cos(pi u) as a polynomial in x = u^2."""
-    p = tl.full(x.shape, 0.0015941427554935217, tl.float32)
-    p = tl.fma(p, x, -0.025359679013490677)
-    p = tl.fma(p, x, 0.23503059148788452)
-    p = tl.fma(p, x, -1.3351588249206543)
-    p = tl.fma(p, x, 4.058694839477539)
-    p = tl.fma(p, x, -4.93480110168457)
-    p = tl.fma(p, x, 1.0)
+    """cos(pi v / 2) as a polynomial in x = v^2."""
+    p = tl.full(x.shape, 0.0008581906440667808, tl.float32)
+    p = tl.fma(p, x, -0.020810628309845924)
+    p = tl.fma(p, x, 0.2536507546901703)
+    p = tl.fma(p, x, -1.2336982488632202)
+    p = tl.fma(p, x, 0.9999999403953552)
     return p
 
 
 @triton.jit
 def fast_box_muller(a, b):
-    """Two standard normals from two uint32 Philox words: ``r cos(pi t), r sin(pi t)`` with
-    ``r = sqrt(-2 ln U)``, ``U = (a | 1) / 2**32`` and ``t = int32(b) / 2**31`` in [-1, 1)."""
+    """Two standard normals from two uint32 Philox words: ``(s r cos(pi v / 2), r sin(pi v / 2))`` with
+    ``r = sqrt(-2 ln U)``, ``U = (2 (a mod 2**31) + 1) / 2**32``, ``v = int32(b) / 2**31`` in [-1, 1) and
+    the sign ``s`` = bit 31 of ``a``: the angle spans a half circle, the sign flips it onto the other."""
     # Radius. U = 2**k m with m in [sqrt(1/2), sqrt(2)): k and m straight from U's fp32 bits (the 2**-32
     # is folded into k), so ln U = k ln 2 + ln m keeps its relative accuracy as U -> 1.
-    bits = (a | 1).to(tl.float32).to(tl.int32, bitcast=True)
+    bits = (a * 2 + 1).to(tl.float32).to(tl.int32, bitcast=True)
     k = (bits - 0x3F3504F3) >> 23
     m = (bits - (k << 23)).to(tl.float32, bitcast=True)
     t = m - 1.0
     w = tl.fma((k - 32).to(tl.float32), MINUS_2_LN2, t * _log_poly(t))
     r = tl.sqrt(w)
-    # Angle pi * t in [-pi, pi): no range reduction needed, the polynomials cover it.
-    u = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
-    u2 = u * u
-    return r * _cos_poly(u2), r * (u * _sin_poly(u2))
+    # Angle pi v / 2 in [-pi/2, pi/2): cos >= 0 there, so a random sign on the first output (a's bit 31,
+    # which U does not use) completes the circle; no range reduction, shorter polynomials.
+    r_signed = (r.to(tl.uint32, bitcast=True) ^ (a & 0x80000000)).to(tl.float32, bitcast=True)
+    v = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
+    v2 = v * v
+    return r_signed * _cos_poly(v2), r * (v * _sin_poly(v2))
 
 
 @triton.jit
-def philox4x32_10(k0, k1, c0, c1):
-    """``tl.randint4x(seed, counter)`` bit for bit (Philox4x32-10; key words ``k0``, ``k1`` = low and
-    high uint32 halves of the int64 seed; counter words (c0, c1, 0, 0) = low and high halves of the
-    int64 counter), with
-    each round's 32x32 products taken as one 64-bit product: a single wide multiply gives both halves
-    (``tl.umulhi`` plus ``*`` costs two)."""
-    # Round 1 by hand: its c2 = c3 = 0, so it has one product.
+def _philox_rounds(k0, k1, c0, x0):
+    """Philox4x32-10 on counter words (c0, c1, 0, 0) given ``x0 = c1 ^ k0`` (round 1's first output
+    word: a caller whose c1 takes one of two values per program selects it from two precomputed
+    scalars instead of adding a carry and xor-ing per counter). Each round's 32x32 products are taken
+    as one 64-bit product: a single wide multiply gives both halves (``tl.umulhi`` plus ``*`` costs two)."""
+    # Round 1 by hand: its c2 = c3 = 0, so it has one product and its second word is 0.
+    c2 = tl.umulhi(c0, 0xD2511F53) ^ k1
+    c3 = c0 * 0xD2511F53
+    # Round 2 by hand: c1 = 0 drops from the first xor.
+    k0 = k0 + 0x9E3779B9
+    k1 = k1 + 0xBB67AE85
+    p0 = x0.to(tl.uint64) * 0xD2511F53
     c0, c1, c2, c3 = (
-        c1 ^ k0,
-        c0 * 0,
-        tl.umulhi(c0, 0xD2511F53) ^ k1,
-        c0 * 0xD2511F53,
+        tl.umulhi(c2, 0xCD9E8D57) ^ k0,
+        c2 * 0xCD9E8D57,
+        (p0 >> 32).to(tl.uint32) ^ c3 ^ k1,
+        p0.to(tl.uint32),
     )
-    for _ in tl.static_range(9):
+    for _ in tl.static_range(8):
         k0 = k0 + 0x9E3779B9
         k1 = k1 + 0xBB67AE85
         p0 = c0.to(tl.uint64) * 0xD2511F53
@@ -241,14 +253,27 @@ def philox4x32_10(k0, k1, c0, c1):
 
 
 @triton.jit
+def philox4x32_10(k0, k1, c0, c1):
+    """``tl.randint4x(seed, counter)`` bit for bit (Philox4x32-10; key words ``k0``, ``k1`` = low and
+    high uint32 halves of the int64 seed; counter words (c0, c1, 0, 0) = low and high halves of the
+    int64 counter); see :func:`_philox_rounds`."""
+    return _philox_rounds(k0, k1, c0, c1 ^ k0)
+
+
+@triton.jit
+def _randn4x_rounds(k0, k1, c0, x0):
+    i0, i1, i2, i3 = _philox_rounds(k0, k1, c0, x0)
+    n0, n1 = fast_box_muller(i0, i1)
+    n2, n3 = fast_box_muller(i2, i3)
+    return n0, n1, n2, n3
+
+
+@triton.jit
 def fast_randn4x(k0, k1, c0, c1):
     """Four standard normals per counter (uint32 words c0 = low, c1 = high of the int64 counter):
     Philox4x32-10 (:func:`philox4x32_10`, the words of ``tl.randint4x``) and two
     :func:`fast_box_muller` pairs, words (0, 1) and (2, 3)."""
-    i0, i1, i2, i3 = philox4x32_10(k0, k1, c0, c1)
-    n0, n1 = fast_box_muller(i0, i1)
-    n2, n3 = fast_box_muller(i2, i3)
-    return n0, n1, n2, n3
+    return _randn4x_rounds(k0, k1, c0, c1 ^ k0)
 
 
 @triton.jit
@@ -277,14 +302,17 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     first_group = first_group.to(tl.int64)  # a launch may pass it as a 32-bit scalar
     g_lo = first_group.to(tl.uint32)
     g_hi = (first_group >> 32).to(tl.uint32)
+    # c1 is g_hi, or g_hi + 1 past a carry out of the low word: Philox's round 1 needs only c1 ^ k0, so
+    # both candidates are program scalars and each counter selects one (a compare and a select).
+    x_lo = g_hi ^ k0
+    x_hi = (g_hi + 1) ^ k0
     c0 = g_lo + offs
-    c1 = g_hi + (c0 < g_lo).to(tl.uint32)
-    n0, n1, n2, n3 = fast_randn4x(k0, k1, c0, c1)
+    n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
     if VEC == 4:
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
         c0b = c0 + 1
-        m0, m1, m2, m3 = fast_randn4x(k0, k1, c0b, c1 + (c0b == 0).to(tl.uint32))
+        m0, m1, m2, m3 = _randn4x_rounds(k0, k1, c0b, tl.where(c0b < g_lo, x_hi, x_lo))
         lane = tl.arange(0, 8)[None, :]
         z = tl.where(lane < 4, _pick4(lane, n0, n1, n2, n3), _pick4(lane - 4, m0, m1, m2, m3))
     return z

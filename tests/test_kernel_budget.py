@@ -71,37 +71,52 @@ def _run_tool(tmp_path, *args):
     return json.loads(out.read_text())
 
 
-# Regression guards on the hot path (instructions per element, aligned variants, sm_90), a few percent
-# above what the tool measured when they were set (issue 12's targets, 32 and 40, are not reached yet:
-# Philox4x32-10 alone costs ~10 and the Box–Muller ~17 per element).
-HOT_PATH_GUARD = {
-    "_langevin_step_kernel": 43.0,  # scalar or 0-d scales (per-row ones divide: not guarded)
-    "_dsm_perturb_kernel": 51.0,
-    "_dsm_loss_partial_kernel": 45.0,
-    "_dsm_loss_backward_kernel": 42.5,
-    "_corrector_norms_kernel": 62.5,
+# Ratchet on the hot path (instructions per element, sm_90): each quick-subset variant at what the tool
+# measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds), so any
+# regression fails; lower a value when a change improves it. Issue 12's targets (step and DSM perturb <= 32,
+# the other passes <= 40) are not all reached: Philox4x32-10 alone costs ~9.5 per element and the
+# Box–Muller ~14 (kernel_budget's docstring breaks the step down).
+SUBSET_GUARD = {
+    "step-fp32-fp32-a0-b0-head0": 34.7,  # masked tiles (n not a multiple of 4096)
+    "step-fp32-fp32-a0-b4-head0-even": 33.0,  # every tile full: no masks
+    "step-fp32-bf16-a1-b3-head0": 8.6,  # no noise
+    "step-fp16-fp16-a1-b1-head0-even": 35.5,
+    "step-bf16-bf16-a0-b4-clamp-head0": 38.9,
+    "step-bf16-bf16-a0-b4-clamp-head3": 69.0,  # mid-group start: unvectorised, 8 warps
+    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 40.2,  # per-row scales, (row, chunk) grid
+    "dsm-perturb-fp32-alpha-head0": 46.8,
+    "dsm-loss-partial-fp32-aligned": 39.8,
+    "dsm-backward-fp32-unaligned": 51.4,
+    "dsm-perturb-bf16-alpha-head0": 43.6,
+    "dsm-backward-bf16-aligned": 38.0,
+    "corrector-norms-fp32-aligned": 56.5,
+    "corrector-norms-bf16-unaligned": 64.5,
 }
+# Every variant (slow test): the step's family maxima over its aligned layouts (masked, EVEN, row grid;
+# per-row scales on short rows divide per element and are not guarded).
+FAMILY_GUARD = {"step fp32": 37.7}
 
 
 def _check_report(report, tmp_path, guard: bool):
     for name, rec in report.items():
         assert "error" not in rec, (name, rec)
         assert (tmp_path / f"{name}.cubin").stat().st_size > 0
-        assert rec["elements_per_thread"] == 16
+        assert rec["elements_per_thread"] in (16, 32)
         assert rec["local_bytes"] == 0 and rec["stack_bytes"] == 0 and rec["local_memory_instr_hot"] == 0, name
         assert 0 < rec["ceiling_pct_H200"] <= rec["ceiling_pct_H100"] <= 100
         head = rec["constexprs"].get("HEAD", 0) or not rec["constexprs"].get("ROWS_ALIGNED", True)
-        vec8 = rec["constexprs"].get("VEC") == 8
-        per_row = rec["constexprs"].get("STEP_MODE") == 2 or rec["constexprs"].get("NOISE_MODE") == 2
-        if guard and not head and rec["constexprs"].get("COMPUTE") != "tl.float64" and not per_row:
-            assert rec["hot_instr_per_element"] <= HOT_PATH_GUARD[rec["kernel"]], (name, rec["hot_instr_per_element"])
+        if guard:
+            assert rec["hot_instr_per_element"] <= SUBSET_GUARD[name], (name, rec["hot_instr_per_element"])
+        fam = FAMILY_GUARD.get(rec["family"])
+        if fam is not None and not head and not name.endswith("-divide"):
+            assert rec["hot_instr_per_element"] <= fam, (name, rec["hot_instr_per_element"])
         if not head and rec["constexprs"].get("COMPUTE") != "tl.float64":
             # 16-byte global accesses on the aligned streams (the row kernels' partial sums are scalars;
             # the corrector reads 16-bit scores 8 bytes at a time, VEC 4, as before: fewer instructions)
             if rec["kernel"] == "_corrector_norms_kernel" and "16-bit" in rec["family"]:
                 assert 8 in rec["global_load_bytes"], name
             else:
-                assert 16 in rec["global_load_bytes"], (name, vec8)
+                assert 16 in rec["global_load_bytes"], name
             if rec["kernel"] in ("_langevin_step_kernel", "_dsm_perturb_kernel", "_dsm_loss_backward_kernel"):
                 assert rec["global_store_bytes"] == [16], name
 
@@ -109,6 +124,7 @@ def _check_report(report, tmp_path, guard: bool):
 def test_tool_subset(tmp_path):
     report = _run_tool(tmp_path, "--subset", "--jobs", "2")
     assert len(report) == sum(v.core for v in kb.variants())
+    assert sorted(report) == sorted(SUBSET_GUARD)
     _check_report(report, tmp_path, guard=True)
 
 

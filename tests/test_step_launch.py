@@ -1,0 +1,79 @@
+"""The step kernel's launch layouts (kernels/langevin_step.py) give bitwise the same outputs.
+
+The launcher picks, per call, a flat or a (row, chunk) grid (per-row scales on aligned rows) and a
+masked or an unmasked (EVEN: every tile full) tile; the noise is keyed by the global element index, so
+every layout must agree bit for bit with every other (interpreted here, Triton's CPU interpreter).
+"""
+
+import pytest
+import torch
+
+from fastlangevin import _backend, modes
+
+pytestmark = pytest.mark.skipif(not _backend.triton_available(), reason="needs Triton (interpreter)")
+
+
+def _launch(x, s, out, seed, *, step_t=None, noise_mode=modes.NOISE_SQRT2A, clamp=(None, None), **kw):
+    from fastlangevin.kernels.langevin_step import launch_langevin_step
+
+    rows = x.shape[0]
+    return launch_langevin_step(
+        x.view(-1),
+        s.view(-1),
+        out.view(-1),
+        seed,
+        step_value=0.05,
+        step_tensor=step_t,
+        noise_mode=noise_mode,
+        noise_value=0.7,
+        noise_tensor=step_t if noise_mode == modes.SCALE_ROWS else None,
+        lo=clamp[0],
+        hi=clamp[1],
+        row_size=x.numel() // rows,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("noise_mode", [modes.NOISE_SQRT2A, modes.SCALE_ROWS])
+@pytest.mark.parametrize("row_size", [64, 72])  # 72: the last chunk of each row is partial (masked)
+def test_row_grid_equals_flat_grid(dtype, noise_mode, row_size):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, row_size, generator=g).to(dtype)
+    s = torch.randn(5, row_size, generator=g).to(dtype)
+    step_t = torch.rand(5, generator=g) * 0.1
+    seed = torch.tensor([123456789], dtype=torch.int64)
+    outs = []
+    for row_grid, block in ((False, None), (True, 16), (True, 32), (True, 128)):
+        out = torch.full_like(x, float("nan"))
+        _launch(x, s, out, seed, step_t=step_t, noise_mode=noise_mode, clamp=(-2.0, 2.0), elem_offset=8,
+                row_grid=row_grid, block=block)  # fmt: skip
+        outs.append(out)
+    assert not outs[0].isnan().any()
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+
+
+@pytest.mark.parametrize("n,block,offset", [(256, 64, 0), (256, 64, 4), (250, 64, 0), (256, 64, 2)])
+def test_even_tiles_equal_masked_tiles(n, block, offset):
+    """n a multiple of BLOCK at a group-aligned offset launches unmasked (EVEN); the values are those of
+    a launch with a BLOCK that leaves a partial tile."""
+    g = torch.Generator().manual_seed(4)
+    x, s = torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g)
+    seed = torch.tensor([42], dtype=torch.int64)
+    a, b = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    _launch(x, s, a, seed, noise_mode=modes.SCALE_ARG, elem_offset=offset, block=block)
+    _launch(x, s, b, seed, noise_mode=modes.SCALE_ARG, elem_offset=offset, block=8 * block)
+    assert not a.isnan().any() and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0)])  # 251: odd count, no word loads
+@pytest.mark.parametrize("score_dtype", [torch.bfloat16, torch.float32])
+def test_bf16_word_loads_equal_element_loads(n, offset, score_dtype):
+    g = torch.Generator().manual_seed(5)
+    x, s = torch.randn(n, 1, generator=g).to(torch.bfloat16), torch.randn(n, 1, generator=g).to(score_dtype)
+    seed = torch.tensor([77], dtype=torch.int64)
+    a, b = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
+    _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=True)
+    _launch(x, s, b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=False)
+    assert not a.isnan().any() and torch.equal(a, b)
