@@ -42,10 +42,18 @@ def drop_sampler_noise(monkeypatch) -> None:
     def noiseless(x, score, step_size, noise_scale=None, **kw):
         return real(x, score, step_size, 0.0, **kw)
 
+    from fastlangevin.ops.langevin_step import InplaceStepper
+
+    def noiseless_stepper(x, noise_scale=None, **kw):  # the samplers' per-run stepper, noise 0
+        return InplaceStepper(x, 0.0, **kw)
+
     patched = 0
     for name, mod in list(sys.modules.items()):
         if name.startswith("fastlangevin.sampling") and getattr(mod, "langevin_step_", None) is real:
             monkeypatch.setattr(mod, "langevin_step_", noiseless)
+            patched += 1
+        if name.startswith("fastlangevin.sampling") and getattr(mod, "InplaceStepper", None) is InplaceStepper:
+            monkeypatch.setattr(mod, "InplaceStepper", noiseless_stepper)
             patched += 1
     assert patched, "no sampler module uses fastlangevin.langevin_step_: the patch would break nothing"
 
