@@ -388,7 +388,7 @@ def test_benchmark_workload_rows_and_gate():
 
     assert len(wl.resnet_shapes()) == 101
 
-    def broken(params, grads, lr, temperature):
+    def broken(params, grads, lr, temperature, method):
         def step():
             with torch.no_grad():
                 for p, g in list(zip(params, grads))[1:]:
@@ -406,6 +406,41 @@ def test_benchmark_workload_rows_and_gate():
     assert provs["eager_loop"].timing.median_ms > 0 and provs["torch"].timing.median_ms > 0
     assert provs["triton"].status == "skipped" and provs["broken"].status == "rejected"
     assert "tensor 0" in provs["broken"].reason
+
+
+@pytest.mark.parametrize("method", ["sgld", "psgld", "sghmc"])
+def test_benchmark_workload_method_checks(method):
+    """``--param method=``: the case key carries it; the check (two noise-free steps against the float64
+    reference) passes for the eager loop and both backends (Triton interpreted, the backend asserted);
+    it rejects a loop that loses its state (pSGLD and SGHMC: V or m rezeroed each step); posteriors
+    is SGLD-only; an unknown method is a clear error."""
+    from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, get_workload
+    from fastlangevin.benchmarking.workloads import optim as wl
+
+    w = get_workload("optim")
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("optim",), dtypes=("fp32",), interpret=True,
+                        params=(("method", method), ("width", 4)))  # fmt: skip
+    (case,) = w.cases(opts)
+    assert f"method={method}" in case.key
+    inp, provs = w.setup(case, opts), {p.name: p for p in w.providers(opts)}
+    for name, backend in (("eager_loop", None), ("torch", "torch"), ("triton", "triton")):
+        assert provs[name].unavailable(case, opts) is None
+        with fl.track_backends() as ran:
+            assert w.check(provs[name], case, inp, opts)["n_tensors"] == 101
+        assert ran == ([(method, backend)] * 2 if backend else [])
+    if method == "sgld":
+        assert w.cases(opts.replace(params=()))[0].param("method") == "sgld"  # the default
+    else:
+        assert "SGLD only" in provs["posteriors"].unavailable(case, opts)
+        eager = wl.METHODS[method][0]
+
+        def stateless(params, grads, lr, temperature, method):  # fresh zero state every step
+            return lambda: torch.no_grad()(eager(params, grads, lr, temperature))()
+
+        with pytest.raises(CheckFailed, match="tensor 0"):
+            w.check(Provider("stateless", "s", stateless), case, inp, opts)
+    with pytest.raises(ValueError, match="--param method='adam'"):
+        w.cases(opts.replace(params=(("method", "adam"),)))
 
 
 def test_compiled_step_runs_eagerly_and_continues_the_stream():

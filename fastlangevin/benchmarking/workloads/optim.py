@@ -1,21 +1,27 @@
-"""Workload ``optim``: one SGLD step over the ~100 parameter tensors of a small ResNet.
+"""Workload ``optim``: one SGLD / pSGLD / SGHMC step over the ~100 parameter tensors of a small ResNet.
 
-    θ_i ← θ_i − lr ∇U_i + sqrt(2 lr) z_i    for every parameter tensor i
+    SGLD   θ_i ← θ_i − lr g_i + sqrt(2 lr T) z_i                                 for every tensor i
+    pSGLD  V_i ← α V_i + (1 − α) g_i²,  G_i = 1 / (eps + sqrt V_i),
+           θ_i ← θ_i − lr G_i g_i + sqrt(2 lr T G_i) z_i
+    SGHMC  m_i ← (1 − f) m_i − lr g_i + sqrt(2 f lr T) z_i,  θ_i ← θ_i + m_i
 
-Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; conv weights,
-BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way linear head): 101 tensors, 0.46 M
-parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU); ``--param width=W``. Gradients are fixed
-random tensors (the step is timed, not the backward pass). Throughput: steps/s.
+``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1: the optimizers'
+defaults). Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; conv
+weights, BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way linear head): 101 tensors,
+0.46 M parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU); ``--param width=W``. Gradients are
+fixed random tensors (the step is timed, not the backward pass). Throughput: steps/s.
 
-Providers (factory ``make(params, grads, lr, temperature) -> step()``): ``eager_loop`` — per parameter
-``p.add_(g, alpha=-lr)`` then ``p.add_(randn_like(p), alpha=sqrt(2 lr))``; ``torch`` / ``triton`` —
-:class:`fastlangevin.optim.SGLD` on that backend (foreach ops / one multi-tensor launch);
-``posteriors`` — ``posteriors.sgmcmc.sgld.update(..., inplace=True)`` when it imports, with a log
-posterior linear in θ, Σ_i ⟨θ_i, −g_i⟩, so its gradient is the same fixed g (its call includes that
-torch.func gradient, which the others do not pay: noted in its ``extra``).
+Providers (factory ``make(params, grads, lr, temperature, method) -> step()``): ``eager_loop`` — the
+plain PyTorch it replaces: per parameter ``add_`` / ``addcmul_`` with ``randn_like``; ``torch`` /
+``triton`` — :class:`fastlangevin.optim.SGLD` / ``pSGLD`` / ``SGHMC`` on that backend (foreach ops /
+one multi-tensor launch); ``posteriors`` (SGLD only) — ``posteriors.sgmcmc.sgld.update(...,
+inplace=True)`` when it imports, with a log posterior linear in θ, Σ_i ⟨θ_i, −g_i⟩, so its gradient is
+the same fixed g (its call includes that torch.func gradient, which the others do not pay: noted in
+its ``extra``).
 
-Check (before timing): with temperature 0 each provider's update equals θ − lr·g (to fp32 rounding:
-FMA or not) on every tensor, so a provider that skips or mis-scales a tensor is rejected.
+Check (before timing): with temperature 0, two steps from fresh state (V = 0, m = 0) equal the
+float64 :mod:`fastlangevin.reference.optim` formulas (to fp32 rounding: FMA or not) on every tensor,
+so a provider that skips or mis-scales a tensor, or mishandles its state, is rejected.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ from typing import List, Tuple
 
 import torch
 
+from ...reference import optim as ref
 from ..engine import DTYPES, Case, CheckFailed, Provider, Workload
 from .common import ours
 
 LR = 1e-4
+CHECK_STEPS = 2  # the second step reads the state the first one wrote
 
 
 def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10) -> List[Tuple[int, ...]]:
@@ -49,28 +57,65 @@ def _tensors(shapes, device, dtype, seed):
     return [(torch.randn(s, generator=g) * 0.1).to(device=device, dtype=dtype) for s in shapes]
 
 
-def _eager_loop(params, grads, lr, temperature):
+def _eager_sgld(params, grads, lr, temperature):
     b = math.sqrt(2 * lr * temperature)
 
     def step():
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.add_(g, alpha=-lr)
-                if b:
-                    p.add_(torch.randn_like(p), alpha=b)
+        for p, g in zip(params, grads):
+            p.add_(g, alpha=-lr)
+            if b:
+                p.add_(torch.randn_like(p), alpha=b)
 
     return step
 
 
-def _fastlangevin(params, grads, lr, temperature, backend):
-    from ...optim import SGLD
+def _eager_psgld(params, grads, lr, temperature, alpha=0.99, eps=1e-5):
+    vs = [torch.zeros_like(p) for p in params]
+
+    def step():
+        for p, g, v in zip(params, grads, vs):
+            v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+            precond = v.sqrt().add_(eps).reciprocal_()
+            p.addcmul_(precond, g, value=-lr)
+            p.add_(torch.randn_like(p) * precond.mul_(2 * lr * temperature).sqrt_())
+
+    return step
+
+
+def _eager_sghmc(params, grads, lr, temperature, friction=0.1):
+    ms = [torch.zeros_like(p) for p in params]
+    b = math.sqrt(2 * friction * lr * temperature)
+
+    def step():
+        for p, g, m in zip(params, grads, ms):
+            m.mul_(1 - friction).add_(g, alpha=-lr).add_(torch.randn_like(p), alpha=b)
+            p.add_(m)
+
+    return step
+
+
+#: method -> (eager per-parameter loop, fastlangevin.optim class name, reference step(θ, g, state) -> (θ, state))
+METHODS = {
+    "sgld": (_eager_sgld, "SGLD", lambda theta, g, state: (ref.sgld_step(theta, g, LR), state)),
+    "psgld": (_eager_psgld, "pSGLD", lambda theta, g, state: ref.psgld_step(theta, g, state, LR)),
+    "sghmc": (_eager_sghmc, "SGHMC", lambda theta, g, state: ref.sghmc_step(theta, g, state, LR)),
+}
+
+
+def _eager_loop(params, grads, lr, temperature, method):
+    step = METHODS[method][0](params, grads, lr, temperature)
+    return torch.no_grad()(step)
+
+
+def _fastlangevin(params, grads, lr, temperature, method, backend):
+    from ... import optim
 
     for p, g in zip(params, grads):
         p.grad = g
-    return SGLD(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
+    return getattr(optim, METHODS[method][1])(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
 
 
-def _posteriors(params, grads, lr, temperature):
+def _posteriors(params, grads, lr, temperature, method):
     import posteriors
 
     neg = {str(i): -g for i, g in enumerate(grads)}  # posteriors ascends log p = −U, whose gradient is −g
@@ -86,6 +131,8 @@ def _posteriors(params, grads, lr, temperature):
 
 
 def _posteriors_unavailable(case, opts):
+    if case.param("method") != "sgld":
+        return f"posteriors is compared on SGLD only (method={case.param('method')})"
     try:
         import posteriors  # noqa: F401
     except Exception as exc:
@@ -95,20 +142,22 @@ def _posteriors_unavailable(case, opts):
 
 class Optim(Workload):
     name = "optim"
-    description = "SGLD optimizer step over the 101 tensors of a CIFAR ResNet-32 (fixed gradients); steps/s"
+    description = "SGLD/pSGLD/SGHMC step over the 101 tensors of a CIFAR ResNet-32 (fixed gradients); steps/s"
     bytes_note = "optim: not a bandwidth figure, throughput is optimizer steps/s"
     dtypes = ("fp32",)
     modes = ("inplace",)
     unit = "steps/s"
     provider_list = (
-        Provider("eager_loop", "eager per-parameter loop: p.add_(g, -lr); p.add_(randn_like(p), b)", _eager_loop),
-        *reversed(ours(_fastlangevin, "optim.SGLD", 1 << 16)),  # torch (foreach), then triton (multi-tensor)
+        Provider("eager_loop", "eager per-parameter loop: add_ / addcmul_ / randn_like per tensor", _eager_loop),
+        *reversed(ours(_fastlangevin, "optim (--param method)", 1 << 16)),  # torch (foreach), then triton
         Provider("posteriors", "posteriors.sgmcmc.sgld (per leaf)", _posteriors, "peer", _posteriors_unavailable),
     )
 
     def cases(self, opts):
         params = dict(opts.params)
         params.setdefault("width", 64 if opts.device.type == "cuda" else 16)
+        if params.setdefault("method", "sgld") not in METHODS:
+            raise ValueError(f"--param method={params['method']!r}: choose {', '.join(METHODS)}")
         numel = sum(math.prod(s) for s in resnet_shapes(int(params["width"])))
         return [Case(self.name, (numel,), DTYPES[d], m, opts.device, tuple(sorted(params.items())))
                 for d in opts.dtypes if d in self.dtypes for m in opts.modes if m in self.modes]  # fmt: skip
@@ -117,20 +166,28 @@ class Optim(Workload):
         return {"shapes": resnet_shapes(int(case.param("width")))}
 
     def check(self, provider, case, inp, opts):
+        method = case.param("method")
         params, grads = (_tensors(inp["shapes"], case.device, case.dtype, opts.seed + k) for k in (1, 2))
-        want = [p - LR * g for p, g in zip(params, grads)]
-        step = provider.make(params, grads, LR, 0.0)
-        step()
+        want = []
+        for p, g in zip(params, grads):
+            theta, state = p.double(), torch.zeros_like(p, dtype=torch.float64)
+            for _ in range(CHECK_STEPS):
+                theta, state = METHODS[method][2](theta, g.double(), state)
+            want.append(theta.to(case.dtype))
+        step = provider.make(params, grads, LR, 0.0, method)
+        for _ in range(CHECK_STEPS):
+            step()
         for i, (a, b) in enumerate(zip(getattr(step, "params", params), want)):
             try:
                 torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
             except AssertionError as exc:
-                raise CheckFailed(f"temperature 0, tensor {i} {tuple(b.shape)}: not θ − lr·g ({exc})") from None
-        return {"n_tensors": len(want)}
+                what = f"{method} at temperature 0, tensor {i} {tuple(b.shape)}"
+                raise CheckFailed(f"{what}: not the reference after {CHECK_STEPS} steps ({exc})") from None
+        return {"n_tensors": len(want), "steps_checked": CHECK_STEPS}
 
     def timed(self, provider, case, inp, opts):
         params, grads = (_tensors(inp["shapes"], case.device, case.dtype, opts.seed + k) for k in (3, 4))
         extra = {"n_tensors": len(params)}
         if provider.kind == "peer":
             extra["note"] = "includes posteriors' torch.func gradient of a linear log posterior"
-        return provider.make(params, grads, LR, 1.0), extra
+        return provider.make(params, grads, LR, 1.0, case.param("method")), extra
