@@ -166,8 +166,9 @@ def _dsm_variants() -> Iterator[Variant]:
     for dt in ("fp32", "bf16", "fp16", "fp64"):
         compute = "tl.float64" if dt == "fp64" else "tl.float32"
         rows = "fp64" if dt == "fp64" else "fp32"
-        vec = 8 if _DTYPE_BYTES[dt] == 2 else 4
-        fam = "16-bit" if vec == 8 else dt
+        # the launchers' choice (kernels/row_tiles.py: row_vec): 8-wide rows for aligned 16-bit operands
+        vec_of = lambda aligned: 8 if _DTYPE_BYTES[dt] == 2 and aligned else 4  # noqa: E731
+        fam = "16-bit" if _DTYPE_BYTES[dt] == 2 else dt
         row_ptrs = tuple((p, rows) for p in ("alpha_ptr", "sigma_ptr", "inv_sigma_ptr", "coef_ptr", "weight_ptr"))
         for has_alpha in (False, True):
             for head in (0, 1):
@@ -183,7 +184,7 @@ def _dsm_variants() -> Iterator[Variant]:
                         ("NOISE_FROM_PTR", False),
                         ("COMPUTE", compute),
                         ("BLOCK", 4096),
-                        ("VEC", vec),
+                        ("VEC", vec_of(head == 0)),
                     ),
                     num_warps=8,
                     block=4096,
@@ -199,7 +200,7 @@ def _dsm_variants() -> Iterator[Variant]:
                     ("ROWS_ALIGNED", aligned),
                     ("COMPUTE", compute),
                     ("BLOCK", 4096),
-                    ("VEC", vec),
+                    ("VEC", vec_of(aligned)),
                 ),
                 num_warps=8,
                 block=4096,
@@ -227,8 +228,8 @@ def _dsm_variants() -> Iterator[Variant]:
 def _corrector_variants() -> Iterator[Variant]:
     for dt in ("fp32", "bf16", "fp16", "fp64"):
         acc = "fp64" if dt == "fp64" else "fp32"
-        vec = 4  # the launcher's choice for every dtype (see kernels/corrector.py)
         for aligned in (True, False):
+            vec = 8 if _DTYPE_BYTES[dt] == 2 and aligned else 4  # the launcher's row_vec (kernels/row_tiles.py)
             yield Variant(
                 name=f"corrector-norms-{dt}-{'aligned' if aligned else 'unaligned'}",
                 family=f"corrector norms {'16-bit' if _DTYPE_BYTES[dt] == 2 else dt}",
