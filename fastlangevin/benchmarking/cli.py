@@ -55,7 +55,7 @@ def options_from_args(args) -> BenchOptions:
     workloads = _split(args.workloads) or ["langevin_step"]
     workloads = list(known) if workloads == ["all"] else workloads
     dtypes, modes = _split(args.dtypes) or ["fp32", "bf16"], _split(args.modes) or list(MODES)
-    names = {p for w in workloads if w in known for p in known[w].provider_names}
+    names = {p.name for w in workloads if w in known for p in known[w].provider_list}
     providers = _split(args.providers)
     for what, got, allowed in (("workloads", workloads, known), ("dtypes", dtypes, DTYPES), ("modes", modes, MODES)):
         bad = [g for g in got if g not in allowed]
@@ -101,7 +101,7 @@ def _run(args) -> int:
         return dropin.main(opts, args.json, args.out_dir, dry_run=args.dry_run)
     result = run(opts)
     print(report.table(result))
-    others = {p for w in opts.workloads for p in all_workloads()[w].provider_names if p not in OURS}
+    others = {p.name for w in opts.workloads for p in all_workloads()[w].provider_list} - set(OURS)
     lines = report.summary_lines(result, [(o, x) for o in OURS for x in sorted(others)] + [("triton", "torch")])
     if lines:
         print("\nspeed-ups of fastlangevin (median times, same run):\n  " + "\n  ".join(lines))

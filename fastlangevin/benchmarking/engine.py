@@ -24,7 +24,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 MODES = ("out", "inplace")
 
 
@@ -45,10 +44,9 @@ def parse_sizes(text: Optional[str]) -> Optional[List[int]]:
         bits = [int(b) for b in part.split(":")]
         if len(bits) > 3:
             raise ValueError(f"--sizes range {part!r}: use LO:HI or LO:HI:STEP")
-        out.extend(range(bits[0], bits[1] + 1, bits[2] if len(bits) == 3 else 1) if len(bits) > 1 else bits)
-    for e in out:
-        if not 0 <= e <= 34:
-            raise ValueError(f"--sizes: exponent {e} out of range 0..34 (sizes are log2 of the element count)")
+        out.extend(range(bits[0], bits[1] + 1, *bits[2:]) if len(bits) > 1 else bits)
+    if bad := [e for e in out if not 0 <= e <= 34]:
+        raise ValueError(f"--sizes: exponent {bad[0]} out of range 0..34 (sizes are log2 of the element count)")
     return out
 
 
@@ -98,7 +96,7 @@ class Case:
 
     @property
     def dtype_name(self) -> str:
-        return DTYPE_NAMES.get(self.dtype, str(self.dtype))
+        return next((k for k, v in DTYPES.items() if v == self.dtype), str(self.dtype))
 
     @property
     def size_label(self) -> str:
@@ -164,10 +162,6 @@ class Workload:
         chosen = [p for p in self.provider_list if opts.providers is None or p.name in opts.providers]
         return chosen + list(opts.extra_providers.get(self.name, []))
 
-    @property
-    def provider_names(self) -> List[str]:
-        return [p.name for p in self.provider_list]
-
     def cases(self, opts: BenchOptions) -> List[Case]:
         sizes = opts.sizes or (self.default_sizes_cuda if opts.device.type == "cuda" else self.default_sizes_cpu)
         shapes = opts.shapes or [self.shape_for(1 << int(e)) for e in sizes]
@@ -216,16 +210,9 @@ class Timing:
 
 def summarize_samples(samples: Sequence[float], method: str) -> Timing:
     """Median and 20/80 % quantiles (linear interpolation, numpy's default) and the raw times (to 10 ns)."""
-    deciles = statistics.quantiles
-    q = deciles(samples, n=10, method="inclusive") if len(samples) > 1 else (list(samples) or [math.nan]) * 9
+    few = (list(samples) or [math.nan]) * 9  # statistics.quantiles needs two points
+    q = statistics.quantiles(samples, n=10, method="inclusive") if len(samples) > 1 else few
     return Timing(q[4], q[1], q[7], len(samples), method, [round(v, 5) for v in samples])
-
-
-def time_cuda(fn: Callable[[], Any], warmup_ms: float, rep_ms: float) -> Timing:
-    from triton.testing import do_bench
-
-    samples = do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="all")
-    return summarize_samples([float(t) for t in samples], "triton.testing.do_bench (CUDA events, L2 flushed)")
 
 
 def time_cpu_interleaved(fns: Dict[str, Callable], warmup_ms, rep_ms, min_reps, max_reps=1000) -> Dict[str, Timing]:
@@ -320,18 +307,17 @@ class BenchResult:
         return {"meta": self.meta, "bytes_notes": self.bytes_notes, "cases": [c.to_dict() for c in self.cases]}
 
 
-def _version(module: str) -> Optional[str]:
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), "__version__", "unknown")
-    except Exception:
-        return None
-
-
 def environment(opts: BenchOptions) -> Dict[str, Any]:
     """Device, versions, date, platform and options: the header of every raw result."""
+    import importlib
+
     import fastlangevin
+
+    def _version(module: str) -> Optional[str]:
+        try:
+            return getattr(importlib.import_module(module), "__version__", "unknown")
+        except Exception:
+            return None
 
     dev, cpu = opts.device, platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
@@ -402,7 +388,11 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
             fns[p.name] = fn
     try:
         if case.device.type == "cuda":
-            timings = {n: time_cuda(f, opts.warmup_ms, opts.rep_ms) for n, f in fns.items()}
+            from triton.testing import do_bench
+
+            how = "triton.testing.do_bench (CUDA events, L2 flushed)"
+            kw = dict(warmup=opts.warmup_ms, rep=opts.rep_ms, return_mode="all")
+            timings = {n: summarize_samples([float(t) for t in do_bench(f, **kw)], how) for n, f in fns.items()}
         else:
             timings = time_cpu_interleaved(fns, opts.warmup_ms, opts.rep_ms, opts.min_reps)
     except Exception as exc:

@@ -89,12 +89,9 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
     """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
     from torch.autograd import DeviceType
 
-    events = prof.events()
-    labels = set(PHASE_LABELS) | {OUTER_LABEL}
-    on_gpu = device.type == "cuda"
-    outer = [e for e in events if e.name == OUTER_LABEL and e.device_type == DeviceType.CPU]
-    outer_cpu_us = sum(e.cpu_time_total for e in outer)
-    avgs = [a for a in prof.key_averages() if a.key not in labels]
+    on_gpu, labels = device.type == "cuda", set(PHASE_LABELS)
+    events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
+    avgs = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL}]
     if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
         self_us = lambda a: a.self_device_time_total  # noqa: E731
         rows = [a for a in avgs if self_us(a) > 0 and a.device_type != DeviceType.CPU]
@@ -103,37 +100,32 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
     else:
         self_us = lambda a: a.self_cpu_time_total  # noqa: E731
         rows = [a for a in avgs if self_us(a) > 0]
-        total_us, basis = outer_cpu_us, f"wall time of the profiled run ({OUTER_LABEL})"
-    ranked = sorted(rows, key=self_us, reverse=True)[:top]
+        total_us = sum(e.cpu_time_total for e in events if e.name == OUTER_LABEL)
+        basis = f"wall time of the profiled run ({OUTER_LABEL})"
     share = lambda us: us / total_us if total_us else 0.0  # noqa: E731
+    ranked = sorted(rows, key=self_us, reverse=True)[:top]
     top_rows = [dict(name=a.key, calls=a.count, self_ms=self_us(a) / 1e3, share=share(self_us(a))) for a in ranked]
-    phase_set = set(PHASE_LABELS)
+    amount = (lambda e: e.device_time_total) if on_gpu else (lambda e: e.cpu_time_total)  # noqa: E731
 
-    def nested_phases(e):
-        """The outermost phase-labelled events strictly inside ``e``."""
-        found, stack = [], list(e.cpu_children)
-        while stack:
-            c = stack.pop()
-            if c.name in phase_set:
-                found.append(c)
-            else:
-                stack.extend(c.cpu_children)
-        return found
+    def enclosing_phase(e):
+        while (e := e.cpu_parent) is not None and e.name not in labels:
+            pass
+        return e
 
-    def amount(e) -> float:
-        return e.device_time_total if on_gpu else e.cpu_time_total
-
+    # a phase's own share: its time minus that of the phases nested in it (the denoising step evaluates
+    # the score inside its label), so shares never overlap; the inclusive share is listed too
+    nested: Dict[int, float] = {}
+    for e in events:
+        if e.name in labels and (outer := enclosing_phase(e)) is not None:
+            nested[id(outer)] = nested.get(id(outer), 0.0) + amount(e)
     phases = []
     for label in PHASE_LABELS:
-        evs = [e for e in events if e.name == label and e.device_type == DeviceType.CPU]
-        if not evs:
-            continue
-        cpu_us = sum(e.cpu_time_total for e in evs)
-        dev_us = sum(e.device_time_total for e in evs) if on_gpu else 0.0
-        incl = sum(amount(e) for e in evs)
-        excl = sum(amount(e) - sum(amount(c) for c in nested_phases(e)) for e in evs)
-        phases.append(dict(label=label, calls=len(evs), cpu_ms=cpu_us / 1e3, device_ms=dev_us / 1e3 if on_gpu else None,
-                           inclusive_share=share(incl), share=share(excl)))  # share: without nested phases  # fmt: skip
+        if evs := [e for e in events if e.name == label]:
+            incl = sum(map(amount, evs))
+            excl = incl - sum(nested.get(id(e), 0.0) for e in evs)
+            phases.append(dict(label=label, calls=len(evs), cpu_ms=sum(e.cpu_time_total for e in evs) / 1e3,
+                               device_ms=sum(e.device_time_total for e in evs) / 1e3 if on_gpu else None,
+                               inclusive_share=share(incl), share=share(excl)))  # fmt: skip
     return dict(device=str(device), description=description, total_ms=total_us / 1e3, total_basis=basis,
                 top=top_rows, phases=phases)  # fmt: skip
 

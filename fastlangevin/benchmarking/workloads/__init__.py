@@ -3,10 +3,10 @@ A new workload: one module here defining a :class:`~fastlangevin.benchmarking.en
 subclass, plus one line below."""
 
 from ..engine import register_workload
-from . import corrector, dsm, ode, optim, sampler, step
+from . import dsm, ode, optim, sampler, step
 
 register_workload(step.LangevinStep())
-register_workload(corrector.Corrector())
+register_workload(step.Corrector())
 register_workload(dsm.DSM())
 register_workload(sampler.Sampler())
 register_workload(ode.ODE())

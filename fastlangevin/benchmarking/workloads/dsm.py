@@ -20,17 +20,18 @@ spreads estimated from the calls) plus that rounding; two calls draw different n
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Dict
 
 import torch
 
 from ... import reference
-from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload
+from ..checks import Z_BOUND
+from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload, synchronize
 from .common import compile_unavailable, compiled, ours
 
 SIGMA_LEVELS = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)  # σ ≠ 1 keeps the noise term of s + z/σ alive
 STAT_CALLS = 8
-Z_BOUND = 6.0
 
 
 def score_model(kind: str, params):
@@ -58,8 +59,8 @@ def _naive(case, score_fn, noise):
 def _compile(case, score_fn, noise):
     if noise is not None:
         raise ProviderUnavailable("the compiled graph draws its own z (no injected-noise form)")
-    build = lambda: lambda x, sigma: reference.dsm_loss(score_fn, x, sigma, torch.randn_like(x))  # noqa: E731
-    return compiled(case, ("dsm", id(score_fn)), build)
+    loss = lambda x, sigma: reference.dsm_loss(score_fn, x, sigma, torch.randn_like(x))  # noqa: E731
+    return compiled(case, ("dsm", id(score_fn)), loss)
 
 
 def _loss_and_grads(loss_fn, x, sigma, params):
@@ -73,8 +74,7 @@ def _loss_and_grads(loss_fn, x, sigma, params):
 
 
 def _mean_se(v):
-    m = sum(v) / len(v)
-    return m, math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1) / len(v))
+    return statistics.fmean(v), statistics.stdev(v) / math.sqrt(len(v))
 
 
 class DSM(Workload):
@@ -154,14 +154,13 @@ class DSM(Workload):
         fwd_bwd()  # warm-up before measuring memory (compilation, lazy inits)
         extra["saved_bytes"] = saved_for_backward(lambda: loss_fn(x, sigma))
         if case.device.type == "cuda":
-            torch.cuda.synchronize(case.device)
+            synchronize(case.device)
             torch.cuda.reset_peak_memory_stats(case.device)
             base = torch.cuda.memory_allocated(case.device)
             fwd_bwd()
-            torch.cuda.synchronize(case.device)
+            synchronize(case.device)
             extra["peak_bytes"] = torch.cuda.max_memory_allocated(case.device) - base
-        extra["noise_tensor_bytes"] = x.nbytes
-        return fwd_bwd, extra
+        return fwd_bwd, extra | {"noise_tensor_bytes": x.nbytes}
 
 
 def saved_for_backward(forward) -> int:

@@ -1,16 +1,22 @@
-"""Workload ``langevin_step``: one Langevin update ``x + eps * s + sqrt(2 eps) * z``.
+"""Workloads ``langevin_step`` and ``corrector``: one update ``x ← x + a s + b z`` of a state ``[B, ...]``
+by a score-like ``s`` (both N(0, 1) draws); ``z`` is fresh N(0, I) at every call.
 
-Bytes the op must move: read ``x`` and ``s``, write the new state — ``3 * numel * itemsize``; z never
-has to touch memory. Every provider is charged that count ("effective" bandwidth).
+    langevin_step   x ← x + eps s + sqrt(2 eps) z                                   (out of place, in place)
+    corrector       ε = 2 α (r · mean_i‖z_i‖ / mean_i‖s_i‖)²,   x ← x + ε s + sqrt(2ε) z       (in place)
 
-Provider factory: ``make(case, s, eps, noise_scale) -> step(x)``; ``noise_scale`` None is the Langevin
-``sqrt(2 eps)``, 0.0 the deterministic update (a provider that cannot turn the noise off raises
-``ProviderUnavailable``). In mode ``inplace`` ``step(x)`` updates and returns ``x`` (a ``rebinds``
+Bytes the op must move (every provider is charged that: "effective" bandwidth): the step reads x and s
+and writes the new state, ``3 * numel * itemsize``; the corrector reads s once more for the norms, 4.
+z never has to touch memory.
+
+Provider factory: ``make(case, s, *arguments) -> step(x)``; the step's arguments are ``(eps,
+noise_scale)`` (None: the Langevin ``sqrt(2 eps)``; 0.0: noise off, or ``ProviderUnavailable``), the
+corrector's ``(snr, alpha)``. In mode ``inplace`` ``step(x)`` updates and returns ``x`` (a ``rebinds``
 provider returns a new tensor, as ``x = x + ...`` in a user's loop); in mode ``out`` it leaves ``x``.
 
-Check: noise off, the output equals the reference ``x + eps s`` to 2 ulp; noise on, the residual
-``(out - x - eps s) / sqrt(2 eps)`` passes :func:`~fastlangevin.benchmarking.checks.check_noise` (each
-figure within 6 standard errors of N(0, 1)); two calls draw different noise.
+Check (:mod:`..checks`): the step with the noise off equals the reference ``x + eps s`` to 2 ulp; the
+noisy residual passes :func:`~..checks.check_noise` (step) or :func:`~..checks.check_snr_update`
+(corrector); two calls draw different noise. Smaller cases than :data:`MIN_CHECK_NUMEL` are checked on
+fresh inputs of that size (the noise statistics need the draws).
 
 Peer ``torchebm_fused`` (skipped, with a message, when absent): torchebm's
 ``torchebm.cuda.fused_langevin.fused_langevin_step(x, grad, step_size, noise_scale=1.0, clamp=None,
@@ -27,11 +33,59 @@ import math
 
 import torch
 
-from ..checks import check_deterministic, check_noise, noise_statistics
-from ..engine import Provider, ProviderUnavailable, first_line
-from .common import StateUpdate, call_checked, compile_unavailable, compiled, ours
+from ... import reference
+from .. import checks
+from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload, first_line
+from .common import MIN_CHECK_NUMEL, compile_unavailable, compiled, make_state, ours
+
+#: corrector: r = 1 keeps ε·‖s‖² of order one, so the check's fit of ε is tight (timing does not depend on it).
+SNR, ALPHA = 1.0, 1.0
 
 
+def call_checked(step, x, case, provider, what):
+    """Run ``step`` on a copy of ``x``, check the in-place / out-of-place contract, return a copy."""
+    xc = x.clone()
+    out = step(xc)
+    same = isinstance(out, torch.Tensor) and out.data_ptr() == xc.data_ptr()
+    if case.mode == "inplace" and not provider.rebinds and not same:
+        raise CheckFailed(f"{what}: in-place provider returned a new tensor instead of updating x")
+    if (case.mode == "out" or provider.rebinds) and (same or not torch.equal(xc, x)):
+        raise CheckFailed(f"{what}: out-of-place provider modified x")
+    return out.clone() if isinstance(out, torch.Tensor) else out
+
+
+class StateUpdate(Workload):
+    """The shared set-up, check and timed call; a subclass gives ``arguments(opts, noisy)`` and
+    ``check_noisy(out, x, s, case, opts)``, and may check the noise-off update (``check_noise_off``)."""
+
+    def arguments(self, opts, noisy: bool = True) -> tuple:
+        raise NotImplementedError
+
+    def check_noise_off(self, provider, case, x, s, opts):
+        return {}
+
+    def setup(self, case, opts):
+        x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
+        return {"x": x, "s": s}
+
+    def check(self, provider, case, inputs, opts):
+        x, s = inputs["x"], inputs["s"]
+        if case.numel < MIN_CHECK_NUMEL:
+            x, s = make_state(self.shape_for(MIN_CHECK_NUMEL), case.dtype, case.device, opts.seed + 1)
+        result = {"numel": x.numel(), **self.check_noise_off(provider, case, x, s, opts)}
+        step = provider.make(case, s, *self.arguments(opts))
+        out1 = call_checked(step, x, case, provider, f"{self.name} output")
+        out2 = call_checked(step, x, case, provider, f"second {self.name} output")
+        checks.check_output_like(out1, x, f"{self.name} output")
+        return result | self.check_noisy(out1, x, s, case, opts) | {"fresh_fraction": checks.check_fresh(out1, out2)}
+
+    def timed(self, provider, case, inputs, opts):
+        step = provider.make(case, inputs["s"], *self.arguments(opts))
+        x = inputs["x"].clone() if case.mode == "inplace" else inputs["x"]
+        return (lambda: step(x)), dict(getattr(step, "extra", {}))
+
+
+# -- langevin_step ------------------------------------------------------------------------------
 def _noise(eps, noise_scale):
     return math.sqrt(2.0 * eps) if noise_scale is None else float(noise_scale)
 
@@ -70,16 +124,13 @@ def _buffered(case, s, eps, noise_scale):
 
 def _compile(case, s, eps, noise_scale):
     """``torch.compile`` of the textbook expression; in place, copied into x inside the graph."""
-    b = _noise(eps, noise_scale)
+    b, inplace = _noise(eps, noise_scale), case.mode == "inplace"
 
-    def build():
-        def f(x, s):
-            new = x + eps * s + b * torch.randn_like(x)
-            return x.copy_(new) if case.mode == "inplace" else new
+    def f(x, s):
+        new = x + eps * s + b * torch.randn_like(x)
+        return x.copy_(new) if inplace else new
 
-        return f
-
-    return compiled(case, ("step", eps, b), build, s)
+    return compiled(case, ("step", eps, b), f, s)
 
 
 def _fused():
@@ -95,9 +146,7 @@ def _torchebm_unavailable(case, opts):
         _fused()
     except Exception as exc:  # ImportError, or a broken install raising anything
         return f"torchebm's fused_langevin_step not importable ({first_line(exc)}); pip install torchebm to compare"
-    if case.device.type != "cuda" or case.dtype != torch.float32:
-        return "CUDA float32 only"
-    return None
+    return "CUDA float32 only" if case.device.type != "cuda" or case.dtype != torch.float32 else None
 
 
 def _torchebm(case, s, eps, noise_scale):
@@ -130,8 +179,58 @@ class LangevinStep(StateUpdate):
         except ProviderUnavailable as exc:
             return {"noise_off": f"not checked: {exc}"}
         out = call_checked(step, x, case, provider, "noise-off output")
-        return {"noise_off": check_deterministic(out, x, s, opts.eps)}
+        return {"noise_off": checks.check_deterministic(out, x, s, opts.eps)}
 
     def check_noisy(self, out, x, s, case, opts):
         b = math.sqrt(2.0 * opts.eps)
-        return {"noise": check_noise(noise_statistics(out, x, s, opts.eps, b), case.dtype, b)}
+        return {"noise": checks.check_noise(checks.noise_statistics(out, x, s, opts.eps, b), case.dtype, b)}
+
+
+# -- corrector ----------------------------------------------------------------------------------
+def _corrector(case, s, snr, alpha, backend):
+    import fastlangevin as fl
+
+    return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
+
+
+def _corrector_textbook(case, s, snr, alpha):
+    """The reference corrector with a fresh ``randn_like`` (as in the score-SDE code)."""
+    return lambda x: reference.langevin_corrector(x, s, torch.randn_like(x), snr, alpha)
+
+
+def _corrector_buffered(case, s, snr, alpha):
+    """Best eager form: z into a reused buffer, ε as a 0-d tensor (no host sync), two addcmul_."""
+    z = torch.empty_like(s)
+
+    def step(x):
+        eps = reference.snr_step_size(s, z.normal_(), snr, alpha).to(x.dtype)
+        return x.addcmul_(s, eps).addcmul_(z, (2 * eps).sqrt())
+
+    return step
+
+
+def _corrector_compile(case, s, snr, alpha):
+    f = lambda x, s: x.copy_(reference.langevin_corrector(x, s, torch.randn_like(x), snr, alpha))  # noqa: E731
+    return compiled(case, ("corrector", snr, alpha), f, s)
+
+
+class Corrector(StateUpdate):
+    name = "corrector"
+    description = "SNR Langevin corrector x + eps*s + sqrt(2 eps)*z, eps = 2 alpha (r mean||z|| / mean||s||)^2"
+    bytes_note = "corrector: 4 x numel x itemsize (read s for the norms, then read x and s, write x)"
+    modes = ("inplace",)
+    bytes_per_element = 4
+    provider_list = (
+        *ours(_corrector, "corrector"),
+        Provider("eager", "textbook eager corrector (randn_like, norms, update)", _corrector_textbook, rebinds=True),
+        Provider("eager_inplace", "eager, best in-place form (normal_ into a buffer, 2 addcmul_)", _corrector_buffered),
+        Provider(
+            "compile", "torch.compile of the textbook corrector", _corrector_compile, unavailable=compile_unavailable
+        ),
+    )
+
+    def arguments(self, opts, noisy=True):
+        return SNR, ALPHA
+
+    def check_noisy(self, out, x, s, case, opts):
+        return checks.check_snr_update(out, x, s, SNR, ALPHA)
