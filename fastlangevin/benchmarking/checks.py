@@ -18,10 +18,8 @@ Sums are accumulated in float64 over chunks, so checking a 2^28-element GPU tens
 full-size temporaries.
 """
 
-from __future__ import annotations
-
 import math
-from typing import Callable, Dict, Iterator, List, Tuple
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -36,12 +34,12 @@ NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
 Z_BOUND = 6.0
 
 
-def _chunks(n: int, size: int = CHUNK) -> Iterator[Tuple[int, int]]:
+def _chunks(n: int, size: int = CHUNK) -> Iterator[tuple[int, int]]:
     for i in range(0, n, size):
         yield i, min(n, i + size)
 
 
-def _sums(fn: Callable[..., List[torch.Tensor]], *tensors: torch.Tensor) -> List[float]:
+def _sums(fn: Callable[..., list[torch.Tensor]], *tensors: torch.Tensor) -> list[float]:
     """``Σ fn(*chunks)`` over float64 chunks of the flattened ``tensors`` (no full-size temporaries)."""
     flat = [t.reshape(-1) for t in tensors]
     acc = sum(torch.stack(fn(*(f[i0:i1].double() for f in flat))) for i0, i1 in _chunks(flat[0].numel()))
@@ -61,7 +59,7 @@ def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
 
 def check_deterministic(
     out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, what: str = "noise-off output"
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """``out == x + a * s`` (fp32 math, stored in x's dtype) to 2 ulp of the storage dtype."""
     check_output_like(out, x, what)
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -82,7 +80,7 @@ def check_deterministic(
     return {"max_err_ulp": worst}
 
 
-def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float) -> Dict[str, float]:
+def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float) -> dict[str, float]:
     """Moments of ``r = (out - x - a s) / b`` and its regression on ``s`` and ``x`` (float64 sums)."""
     n = out.numel()
 
@@ -112,8 +110,8 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
 
 
 def check_noise(
-    stats: Dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: Tuple[str, ...] = ()
-) -> Dict[str, float]:
+    stats: dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: tuple[str, ...] = ()
+) -> dict[str, float]:
     """Raise :class:`CheckFailed` unless ``stats`` (from :func:`noise_statistics`) look like N(0, 1).
     ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
     n = stats["n"]
@@ -157,7 +155,7 @@ def chi_mean(d: int) -> float:
 
 def check_snr_update(
     out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, snr: float, alpha: float, what: str = "corrector output"
-) -> Dict[str, float]:
+) -> dict[str, float]:
     """The SNR Langevin corrector with batch-averaged norms: ``out = x + ε s + sqrt(2ε) z`` with one
     ``ε = 2 α (snr · mean‖z_i‖ / mean‖s_i‖)²`` for the batch.
 

@@ -7,8 +7,6 @@ fastlangevin bench --suite dropin                   # issue 11's drop-in targets
 fastlangevin bench --list                           # workloads and providers
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

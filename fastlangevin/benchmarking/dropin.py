@@ -5,11 +5,8 @@ given thread count, with the speed-up target of issue 11 beside it (met / missed
 place across sizes 2^8 … 2^24. Raw results (device, versions, date, every timing) go to JSON.
 """
 
-from __future__ import annotations
-
 import datetime
 import os
-from typing import List, Tuple
 
 import torch
 
@@ -21,7 +18,7 @@ STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
 LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
 ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
 #: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
-SUITE: List[Tuple] = [
+SUITE: list[tuple] = [
     ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
     ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
     ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
@@ -34,9 +31,8 @@ SUITE: List[Tuple] = [
 SWEEP = range(8, 25, 2)
 
 
-def run_suite(opts: BenchOptions, sweep=SWEEP, scale: float = 1.0) -> Tuple[BenchResult, List[dict]]:
+def run_suite(opts: BenchOptions, ours: str, sweep=SWEEP, scale: float = 1.0) -> tuple[BenchResult, list[dict]]:
     """Every entry, then the sweep; ``scale`` shrinks the shapes' first dim (dry runs)."""
-    ours = "triton" if opts.device.type == "cuda" else "torch"
     meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
     for title, wl, shape, mode, threads, params, goals in SUITE:
         shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
@@ -52,7 +48,7 @@ def run_suite(opts: BenchOptions, sweep=SWEEP, scale: float = 1.0) -> Tuple[Benc
     return BenchResult(meta, results, {}), targets
 
 
-def target_table(targets: List[dict]) -> str:
+def target_table(targets: list[dict]) -> str:
     lines = ["| work | vs | speed-up | target | |", "|---|---|---:|---:|---|"]
     for t in targets:
         got = "n/a" if t["speedup"] is None else f"{t['speedup']:.2f}x"
@@ -68,17 +64,15 @@ def sweep_table(result: BenchResult, ours: str) -> str:
     ]
     for cr in result.cases:
         if cr.case.workload == "langevin_step" and len(cr.case.shape) == 1:
-            sp = [cr.speedup(ours, b) for b in STEP_BASES]
-            p = next((p for p in cr.timed() if p.name == ours), None)
-            gb = "n/a" if p is None else f"{cr.throughput(p):.2f}"
-            cells = " | ".join("n/a" if v is None else f"{v:.2f}x" for v in sp)
+            cells = " | ".join("n/a" if v is None else f"{v:.2f}x" for v in (cr.speedup(ours, b) for b in STEP_BASES))
+            gb = next((f"{cr.throughput(p):.2f}" for p in cr.timed() if p.name == ours), "n/a")
             lines.append(f"| {cr.case.size_label} | {cells} | {gb} |")
     return "\n".join(lines)
 
 
 def main(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=False) -> int:
-    result, targets = run_suite(opts, sweep=(8, 10) if dry_run else SWEEP, scale=1 / 64 if dry_run else 1.0)
     ours = "triton" if opts.device.type == "cuda" else "torch"
+    result, targets = run_suite(opts, ours, sweep=(8, 10) if dry_run else SWEEP, scale=1 / 64 if dry_run else 1.0)
     print(report.table(result) + "\n\ntargets (issue 11; speed-up = baseline median / fastlangevin median):")
     print(target_table(targets) + "\n\nstep in place across sizes (1 thread):\n" + sweep_table(result, ours))
     if json_path is None:

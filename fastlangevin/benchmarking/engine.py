@@ -7,8 +7,6 @@ on a CPU round-robin (interleaved, so a change of load on a shared machine hits 
 GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
 """
 
-from __future__ import annotations
-
 import dataclasses
 import datetime
 import itertools
@@ -18,8 +16,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -35,11 +34,11 @@ class CheckFailed(Exception):
     """A provider's output is wrong; the message says which figure is off and by how much."""
 
 
-def parse_sizes(text: Optional[str]) -> Optional[List[int]]:
+def parse_sizes(text: str | None) -> list[int] | None:
     """``"16,20,24"``, ``"16:28"`` (every exponent) or ``"16:28:2"``: log2 of element counts."""
     if not text:
         return None
-    out: List[int] = []
+    out: list[int] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
         bits = [int(b) for b in part.split(":")]
         if len(bits) > 3:
@@ -50,7 +49,7 @@ def parse_sizes(text: Optional[str]) -> Optional[List[int]]:
     return out
 
 
-def parse_shapes(text: Optional[str]) -> Optional[List[Tuple[int, ...]]]:
+def parse_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     """``"256x2,4096x2,128x3x64x64"``: explicit state shapes (batch first)."""
     if not text:
         return None
@@ -70,7 +69,7 @@ class Provider:
     label: str
     make: Callable[..., Any]
     kind: str = "baseline"  # "ours" | "baseline" | "peer"
-    unavailable: Callable[["Case", "BenchOptions"], Optional[str]] = lambda case, opts: None
+    unavailable: Callable[["Case", "BenchOptions"], str | None] = lambda case, opts: None
     rebinds: bool = False
 
 
@@ -80,12 +79,12 @@ class Case:
     (e.g. the score model); ``threads``: CPU threads while this case runs (None: leave as is)."""
 
     workload: str
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     dtype: torch.dtype
     mode: str
     device: torch.device
-    params: Tuple[Tuple[str, Any], ...] = ()
-    threads: Optional[int] = None
+    params: tuple[tuple[str, Any], ...] = ()
+    threads: int | None = None
 
     @property
     def numel(self) -> int:
@@ -116,10 +115,10 @@ class BenchOptions:
     workloads: Sequence[str] = ("langevin_step",)
     dtypes: Sequence[str] = ("fp32", "bf16")
     modes: Sequence[str] = MODES
-    sizes: Optional[Sequence[int]] = None  # log2 element counts; None: the workload's default
-    shapes: Optional[Sequence[Tuple[int, ...]]] = None  # explicit shapes (instead of sizes)
-    params: Tuple[Tuple[str, Any], ...] = ()
-    providers: Optional[Sequence[str]] = None  # None: every provider of the workload
+    sizes: Sequence[int] | None = None  # log2 element counts; None: the workload's default
+    shapes: Sequence[tuple[int, ...]] | None = None  # explicit shapes (instead of sizes)
+    params: tuple[tuple[str, Any], ...] = ()
+    providers: Sequence[str] | None = None  # None: every provider of the workload
     eps: float = 0.5  # step size; large enough that bf16 rounding stays small next to the noise
     rep_ms: float = 100.0
     warmup_ms: float = 25.0
@@ -127,7 +126,7 @@ class BenchOptions:
     interpret: bool = False  # let the Triton provider run under the interpreter on CPU (tiny sizes)
     seed: int = 0
     quiet: bool = False
-    extra_providers: Dict[str, List[Provider]] = field(default_factory=dict)  # workload -> more (tests)
+    extra_providers: dict[str, list[Provider]] = field(default_factory=dict)  # workload -> more (tests)
 
     def replace(self, **kw) -> "BenchOptions":
         return dataclasses.replace(self, **kw)
@@ -144,25 +143,25 @@ class Workload:
     name = ""
     description = ""
     bytes_note = ""
-    default_sizes_cuda: Tuple[int, ...] = tuple(range(16, 29, 2))  # log2 element counts
-    default_sizes_cpu: Tuple[int, ...] = (12, 16, 20)
-    dtypes: Tuple[str, ...] = ("fp32", "bf16", "fp16")
-    modes: Tuple[str, ...] = ("out",)
+    default_sizes_cuda: tuple[int, ...] = tuple(range(16, 29, 2))  # log2 element counts
+    default_sizes_cpu: tuple[int, ...] = (12, 16, 20)
+    dtypes: tuple[str, ...] = ("fp32", "bf16", "fp16")
+    modes: tuple[str, ...] = ("out",)
     provider_list: Sequence[Provider] = ()
-    unit: Optional[str] = None  # None: a bandwidth workload (GB/s)
+    unit: str | None = None  # None: a bandwidth workload (GB/s)
     bytes_per_element = 3  # bytes_moved = this x numel x itemsize
     memory_per_element = 12  # rough peak bytes per element / itemsize (skip cases that do not fit)
 
-    def shape_for(self, numel: int) -> Tuple[int, ...]:
+    def shape_for(self, numel: int) -> tuple[int, ...]:
         row = min(1024, numel)
         return (numel // row, row)
 
-    def providers(self, opts: BenchOptions) -> List[Provider]:
+    def providers(self, opts: BenchOptions) -> list[Provider]:
         """The selected providers (all by default), then the options' extra ones (tests)."""
         chosen = [p for p in self.provider_list if opts.providers is None or p.name in opts.providers]
         return chosen + list(opts.extra_providers.get(self.name, []))
 
-    def cases(self, opts: BenchOptions) -> List[Case]:
+    def cases(self, opts: BenchOptions) -> list[Case]:
         sizes = opts.sizes or (self.default_sizes_cuda if opts.device.type == "cuda" else self.default_sizes_cpu)
         shapes = opts.shapes or [self.shape_for(1 << int(e)) for e in sizes]
         params = tuple(sorted(opts.params))
@@ -170,7 +169,7 @@ class Workload:
         grid = itertools.product(dtypes, modes, shapes)
         return [Case(self.name, tuple(sh), DTYPES[d], m, opts.device, params) for d, m, sh in grid]
 
-    def bytes_moved(self, case: Case) -> Optional[int]:
+    def bytes_moved(self, case: Case) -> int | None:
         return None if self.unit else self.bytes_per_element * case.numel * case.dtype.itemsize
 
     def items(self, case: Case) -> float:
@@ -178,7 +177,7 @@ class Workload:
         return 1
 
 
-WORKLOADS: Dict[str, Workload] = {}
+WORKLOADS: dict[str, Workload] = {}
 
 
 def register_workload(workload: Workload) -> Workload:
@@ -186,7 +185,7 @@ def register_workload(workload: Workload) -> Workload:
     return workload
 
 
-def all_workloads() -> Dict[str, Workload]:
+def all_workloads() -> dict[str, Workload]:
     """The registry (the package's ``__init__`` imports :mod:`.workloads`, which fills it)."""
     return dict(WORKLOADS)
 
@@ -205,7 +204,7 @@ class Timing:
     p80_ms: float
     reps: int
     method: str
-    samples_ms: List[float] = field(default_factory=list)
+    samples_ms: list[float] = field(default_factory=list)
 
 
 def summarize_samples(samples: Sequence[float], method: str) -> Timing:
@@ -215,7 +214,7 @@ def summarize_samples(samples: Sequence[float], method: str) -> Timing:
     return Timing(q[4], q[1], q[7], len(samples), method, [round(v, 5) for v in samples])
 
 
-def time_cpu_interleaved(fns: Dict[str, Callable], warmup_ms, rep_ms, min_reps, max_reps=1000) -> Dict[str, Timing]:
+def time_cpu_interleaved(fns: dict[str, Callable], warmup_ms, rep_ms, min_reps, max_reps=1000) -> dict[str, Timing]:
     """Round-robin, one call of each per round: at least ``min_reps`` rounds and until ``rep_ms`` per
     callable is spent (at most ``max_reps``), after warm-up rounds for ``warmup_ms`` each (at least two:
     in a VM the first touches of fresh memory are slow). What a call returns is freed outside its timing."""
@@ -247,40 +246,40 @@ class ProviderResult:
     kind: str
     status: str  # "ok" | "skipped" | "rejected" | "error"
     reason: str = ""
-    check: Dict[str, Any] = field(default_factory=dict)
-    timing: Optional[Timing] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
+    check: dict[str, Any] = field(default_factory=dict)
+    timing: Timing | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class CaseResult:
     case: Case
-    bytes_moved: Optional[int]
-    items: Optional[float] = None  # per call, for a throughput in ``unit`` (e.g. steps/s)
+    bytes_moved: int | None
+    items: float | None = None  # per call, for a throughput in ``unit`` (e.g. steps/s)
     unit: str = "GB/s"
-    copy_bytes: Optional[int] = None
-    copy: Optional[Timing] = None
-    providers: List[ProviderResult] = field(default_factory=list)
+    copy_bytes: int | None = None
+    copy: Timing | None = None
+    providers: list[ProviderResult] = field(default_factory=list)
     skipped: str = ""
 
     @property
-    def copy_gbps(self) -> Optional[float]:
+    def copy_gbps(self) -> float | None:
         return self.copy_bytes / self.copy.median_ms / 1e6 if self.copy and self.copy_bytes else None
 
-    def timed(self) -> List[ProviderResult]:
+    def timed(self) -> list[ProviderResult]:
         return [p for p in self.providers if p.status == "ok" and p.timing is not None]
 
-    def throughput(self, p: ProviderResult) -> Optional[float]:
+    def throughput(self, p: ProviderResult) -> float | None:
         """GB/s for bandwidth workloads, else ``items`` per second."""
         per_call = self.bytes_moved / 1e9 if self.bytes_moved is not None else self.items
         return None if p.timing is None or per_call is None else per_call / (p.timing.median_ms * 1e-3)
 
-    def speedup(self, ours: str, other: str) -> Optional[float]:
+    def speedup(self, ours: str, other: str) -> float | None:
         """How many times faster ``ours`` ran than ``other`` (median times), or None."""
         t = {p.name: p.timing.median_ms for p in self.timed()}
         return t[other] / t[ours] if ours in t and other in t and t[ours] > 0 else None
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         c, cg, bw = self.case, self.copy_gbps, self.bytes_moved is not None
         provs = []
         for p in self.providers:
@@ -299,21 +298,21 @@ class CaseResult:
 
 @dataclass
 class BenchResult:
-    meta: Dict[str, Any]
-    cases: List[CaseResult]
-    bytes_notes: Dict[str, str]
+    meta: dict[str, Any]
+    cases: list[CaseResult]
+    bytes_notes: dict[str, str]
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return {"meta": self.meta, "bytes_notes": self.bytes_notes, "cases": [c.to_dict() for c in self.cases]}
 
 
-def environment(opts: BenchOptions) -> Dict[str, Any]:
+def environment(opts: BenchOptions) -> dict[str, Any]:
     """Device, versions, date, platform and options: the header of every raw result."""
     import importlib
 
     import fastlangevin
 
-    def _version(module: str) -> Optional[str]:
+    def _version(module: str) -> str | None:
         try:
             return getattr(importlib.import_module(module), "__version__", "unknown")
         except Exception:
@@ -341,7 +340,7 @@ def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> Tuple[ProviderResult, Any]:
+def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> tuple[ProviderResult, Any]:
     """Availability, the correctness check, then the callable to time after one untimed first
     call (its time, compilation included, is kept as ``first_call_ms``)."""
     res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
@@ -408,7 +407,7 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
     return cr
 
 
-def run(opts: BenchOptions, stream=None, cases: Optional[Sequence[Case]] = None) -> BenchResult:
+def run(opts: BenchOptions, stream=None, cases: Sequence[Case] | None = None) -> BenchResult:
     """Run ``cases`` (default: every case of the selected workloads); progress on ``stream``."""
     stream = sys.stderr if stream is None else stream
     plan = list(cases) if cases is not None else [c for n in opts.workloads for c in get_workload(n).cases(opts)]

@@ -10,12 +10,10 @@ range ``fastlangevin.profile``. Samplers (``--sampler``), each with a small MLP 
 plain loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
 """
 
-from __future__ import annotations
-
 import json
 import os
 import sys
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -85,7 +83,7 @@ def profile_target(run, warmup, device: torch.device, trace_path: str):
     return prof
 
 
-def summarize(prof, device: torch.device, description: str, top: int = 15) -> Dict[str, Any]:
+def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
     """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
     from torch.autograd import DeviceType
 
@@ -114,7 +112,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
 
     # a phase's own share: its time minus that of the phases nested in it (the denoising step evaluates
     # the score inside its label), so shares never overlap; the inclusive share is listed too
-    nested: Dict[int, float] = {}
+    nested: dict[int, float] = {}
     for e in events:
         if e.name in labels and (outer := enclosing_phase(e)) is not None:
             nested[id(outer)] = nested.get(id(outer), 0.0) + amount(e)
@@ -130,7 +128,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> Di
                 top=top_rows, phases=phases)  # fmt: skip
 
 
-def format_summary(s: Dict[str, Any]) -> str:
+def format_summary(s: dict[str, Any]) -> str:
     lines = [f"fastlangevin profile — {s['description']} on {s['device']}",
              f"total {s['total_ms']:.3f} ms ({s['total_basis']}); shares are of this total", "",
              "phases (record_function labels; share = time in the phase minus phases nested in it):"]  # fmt: skip

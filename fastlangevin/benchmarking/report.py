@@ -1,15 +1,13 @@
 """Presenting a :class:`~fastlangevin.benchmarking.engine.BenchResult`: table, JSON, plot."""
 
-from __future__ import annotations
-
 import json
 import math
 import sys
-from typing import Dict, List, Tuple
 
 from .engine import BenchResult, CaseResult
 
 MODE_NAMES = {"out": "out-of-place", "inplace": "in-place"}
+WHY = {"skipped": "skipped", "rejected": "REJECTED (wrong output, not timed)", "error": "ERROR"}
 
 
 def fmt_bytes(n: float) -> str:
@@ -17,14 +15,13 @@ def fmt_bytes(n: float) -> str:
 
 
 def case_table(cr: CaseResult) -> str:
-    c = cr.case
-    what = f"op must move {fmt_bytes(cr.bytes_moved)}" if cr.bytes_moved is not None else f"{cr.items:g} per call"
-    lines = [f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  ({what})"]
+    c, cg, bw = cr.case, cr.copy_gbps, cr.bytes_moved is not None
+    what = f"op must move {fmt_bytes(cr.bytes_moved)}" if bw else f"{cr.items:g} per call"
     extra = "".join(f", {k}={v}" for k, v in c.params) + (f", {c.threads} threads" if c.threads else "")
+    lines = [f"{c.workload}  {c.dtype_name}  {MODE_NAMES.get(c.mode, c.mode)}  {c.size_label} elements  ({what})"]
     lines[0] += f"  [{extra[2:]}]" if extra else ""
     if cr.skipped:
         return "\n".join(lines + [f"  skipped: {cr.skipped}"])
-    cg, bw = cr.copy_gbps, cr.bytes_moved is not None
     if cg:
         lines.append(f"  copy y.copy_(x): {cr.copy.median_ms:.4f} ms, {cg:.1f} GB/s  (the 100% reference)")
     timed = cr.timed()
@@ -39,21 +36,17 @@ def case_table(cr: CaseResult) -> str:
             f" {'-' if n == p.name else f'{cr.speedup(p.name, n):.2f}x':>{max(9, len(n) + 1)}s}" for n in names
         )
         lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {f'[{t.p20_ms:.4g}, {t.p80_ms:.4g}]':>22s} {vals}{row}")
-    why = {"skipped": "skipped", "rejected": "REJECTED (wrong output, not timed)", "error": "ERROR"}
-    lines += [f"  {p.name:{w}s} {why[p.status]}: {p.reason}" for p in cr.providers if p.status in why]
+    lines += [f"  {p.name:{w}s} {WHY[p.status]}: {p.reason}" for p in cr.providers if p.status in WHY]
     for p in timed:
-        mem = [f"{k.replace('_bytes', '').replace('_', ' ')} {fmt_bytes(p.extra[k])}"
+        mem = [f"{k[:-6].replace('_', ' ')} {fmt_bytes(p.extra[k])}"
                for k in ("saved_bytes", "peak_bytes", "noise_tensor_bytes") if k in p.extra]  # fmt: skip
-        if mem:
-            lines.append(f"  memory {p.name}: " + ", ".join(mem))
+        lines += [f"  memory {p.name}: " + ", ".join(mem)] if mem else []
         if p.extra.get("figures"):
-            lines.append(
-                f"  {p.name}: " + ", ".join(f"{k} {v:.4g}" for k, v in p.extra["figures"].items() if v is not None)
-            )
+            figures = ", ".join(f"{k} {v:.4g}" for k, v in p.extra["figures"].items() if v is not None)
+            lines.append(f"  {p.name}: {figures}")
         if "compile_ms" in p.extra:
             lines.append(f"  {p.name} warm-up (first call, not in the timings): {p.extra['compile_ms'] / 1e3:.2f} s")
-    rebind = [p.name for p in timed if p.extra.get("rebinds")]
-    if rebind:
+    if rebind := [p.name for p in timed if p.extra.get("rebinds")]:
         lines.append(f"  out of place even here (x = f(x), as a user's loop would): {', '.join(rebind)}")
     return "\n".join(lines)
 
@@ -67,22 +60,16 @@ def table(result: BenchResult) -> str:
         "  column xP = this row's speed-up over provider P (P's median time / this row's).",
     ]
     parts += [f"  bytes: {note}" for note in result.bytes_notes.values()]
-    for cr in result.cases:
-        parts += ["", case_table(cr)]
-    return "\n".join(parts)
+    return "\n".join(parts + [s for cr in result.cases for s in ("", case_table(cr))])
 
 
-def summary_lines(result: BenchResult, pairs: List[Tuple[str, str]]) -> List[str]:
+def summary_lines(result: BenchResult, pairs: list[tuple[str, str]]) -> list[str]:
     """One line per case and pair ``(ours, other)`` that both ran: ``ours`` speed-up over ``other``."""
-    return [
-        f"{cr.case.key}: {a} is {r:.2f}x {b}"
-        for cr in result.cases
-        for a, b in pairs
-        if (r := cr.speedup(a, b)) is not None
-    ]
+    return [f"{cr.case.key}: {a} is {r:.2f}x {b}" for cr in result.cases for a, b in pairs
+            if (r := cr.speedup(a, b)) is not None]  # fmt: skip
 
 
-def failed_ours(result: BenchResult, bad: Tuple[str, ...] = ("rejected", "error")) -> int:
+def failed_ours(result: BenchResult, bad: tuple[str, ...] = ("rejected", "error")) -> int:
     """Exit status: 1, with a line on stderr, when a fastlangevin provider ended in a ``bad`` status."""
     failed = [(cr.case.key, p.name, p.status) for cr in result.cases for p in cr.providers
               if p.kind == "ours" and p.status in bad]  # fmt: skip
@@ -91,18 +78,11 @@ def failed_ours(result: BenchResult, bad: Tuple[str, ...] = ("rejected", "error"
     return 1 if failed else 0
 
 
-def clean(o):
-    """JSON-safe: non-finite floats become null, keys strings."""
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    if isinstance(o, dict):
-        return {str(k): clean(v) for k, v in o.items()}
-    return [clean(v) for v in o] if isinstance(o, (list, tuple)) else o
-
-
 def write_json(result: BenchResult, path: str, **extra) -> None:
+    """Every raw number; non-finite floats become null (a JSON round trip maps NaN and inf to None)."""
+    data = json.loads(json.dumps({**result.to_dict(), **extra}, default=str), parse_constant=lambda _: None)
     with open(path, "w") as f:
-        json.dump(clean({**result.to_dict(), **extra}), f, indent=1, default=str)
+        json.dump(data, f, indent=1)
         f.write("\n")
 
 
@@ -114,7 +94,7 @@ def write_plot(result: BenchResult, path: str):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series: Dict[Tuple[str, str, str], List[CaseResult]] = {}
+    series: dict[tuple[str, str, str], list[CaseResult]] = {}
     for cr in result.cases:
         series.setdefault((cr.case.workload, cr.case.dtype_name, cr.case.mode), []).append(cr)
     ncols = min(2, max(len(series), 1))
@@ -122,12 +102,10 @@ def write_plot(result: BenchResult, path: str):
     fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 4.5 * nrows), squeeze=False)
     for ax, ((wl, dt, mode), crs) in zip(axes.flat, series.items()):
         crs = sorted(crs, key=lambda c: c.case.numel)
-        names = list(dict.fromkeys(p.name for cr in crs for p in cr.timed()))
-        for name in names:
+        for name in dict.fromkeys(p.name for cr in crs for p in cr.timed()):
             pts = [(cr.case.numel, cr.throughput(p)) for cr in crs for p in cr.timed() if p.name == name]
             ax.plot(*zip(*pts), marker="o", label=name)
-        cx = [(cr.case.numel, cr.copy_gbps) for cr in crs if cr.copy_gbps]
-        if cx:
+        if cx := [(cr.case.numel, cr.copy_gbps) for cr in crs if cr.copy_gbps]:
             ax.plot(*zip(*cx), "k--", marker="x", label="copy y.copy_(x)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")

@@ -5,10 +5,6 @@
 Random weights (seeded): the benchmarks time the sampling loop, not a trained model.
 """
 
-from __future__ import annotations
-
-from typing import Optional, Union
-
 import torch
 from torch import nn
 
@@ -32,7 +28,7 @@ class ScoreMLP(nn.Module):
                 layers.append(nn.SiLU())
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor, sigma: Optional[Union[float, torch.Tensor]] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         if not self.conditional:
             return self.net(x)
         if sigma is None:

@@ -1,12 +1,11 @@
 """Helpers shared by the workloads: seeded inputs, torch.compile with its warm-up apart, the fastlangevin
 providers (Triton and PyTorch fallback) and when the Triton and compile providers can run."""
 
-from __future__ import annotations
-
 import functools
 import shutil
 import time
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import torch
 
@@ -16,13 +15,13 @@ from ..engine import Case, Provider, synchronize
 MIN_CHECK_NUMEL = 1 << 16
 
 
-def make_state(shape: Tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int, n: int = 2):
+def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int, n: int = 2):
     """``n`` tensors of N(0, 1) draws, drawn in fp32 from a fixed seed and cast."""
     g = torch.Generator(device=device).manual_seed(seed)
     return [torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype) for _ in range(n)]
 
 
-_COMPILED: Dict[Any, Any] = {}
+_COMPILED: dict[Any, Any] = {}
 
 
 def compiled(case: Case, key: Hashable, fn: Callable, *bound) -> Callable:
@@ -50,16 +49,16 @@ def compiled(case: Case, key: Hashable, fn: Callable, *bound) -> Callable:
     return call
 
 
-def compile_unavailable(case: Case, opts) -> Optional[str]:
+def compile_unavailable(case: Case, opts) -> str | None:
     if case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         return "torch.compile on CPU needs a C++ compiler (none on PATH)"
     return None
 
 
-def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], Optional[str]]:
+def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], str | None]:
     """Why the Triton provider cannot run a case: no GPU (unless ``--interpret``, up to ``limit``)."""
 
-    def why(case: Case, opts) -> Optional[str]:
+    def why(case: Case, opts) -> str | None:
         from ... import _backend
 
         if case.device.type == "cpu":
@@ -76,7 +75,7 @@ def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], Optional[s
     return why
 
 
-def ours(make: Callable, what: str, limit: int = 1 << 18) -> Tuple[Provider, Provider]:
+def ours(make: Callable, what: str, limit: int = 1 << 18) -> tuple[Provider, Provider]:
     """The Triton and PyTorch-fallback providers of a fastlangevin op: ``make(..., backend=)`` on each."""
     triton, torch_ = functools.partial(make, backend="triton"), functools.partial(make, backend="torch")
     return (

@@ -17,11 +17,9 @@ mean loss over 8 calls matches the reference's mean over 8 fresh draws within 6 
 spreads estimated from the calls) plus that rounding; two calls draw different noise.
 """
 
-from __future__ import annotations
-
 import math
 import statistics
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
@@ -89,7 +87,7 @@ class DSM(Workload):
         Provider("compile", "torch.compile of the naive loss (fwd and bwd)", _compile, unavailable=compile_unavailable),
     )
 
-    def setup(self, case, opts) -> Dict[str, Any]:
+    def setup(self, case, opts) -> dict[str, Any]:
         g = torch.Generator(device=case.device).manual_seed(opts.seed)
         dev, f32, d = case.device, torch.float32, math.prod(case.shape[1:])
         x = torch.randn(case.shape, generator=g, device=dev, dtype=f32).to(case.dtype)
@@ -109,7 +107,7 @@ class DSM(Workload):
         ref_params = [p.detach().double().requires_grad_(True) for p in params]
         ref_fn = score_model(inp["kind"], ref_params)
         ref_loss = lambda z: reference.dsm_loss(ref_fn, x.double(), sigma.double(), z)  # noqa: E731
-        result: Dict[str, Any] = {"numel": x.numel()}
+        result: dict[str, Any] = {"numel": x.numel()}
         g = torch.Generator(device=x.device).manual_seed(opts.seed + 7)
         z = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32).to(x.dtype)
         try:
@@ -165,7 +163,7 @@ class DSM(Workload):
 
 def saved_for_backward(forward) -> int:
     """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs."""
-    seen: Dict[Any, int] = {}
+    seen: dict[Any, int] = {}
 
     def pack(t):
         st = t.untyped_storage()

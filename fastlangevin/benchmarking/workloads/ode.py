@@ -13,8 +13,6 @@ uniform steps (doubling, then bisection to ~1.5%) whose error is at most rk45's,
 Throughput: solves/s; the NFE, step count and error of each provider are in its ``extra``.
 """
 
-from __future__ import annotations
-
 import torch
 
 from ...probability_flow import ode_sample

@@ -24,10 +24,7 @@ float64 :mod:`fastlangevin.reference.optim` formulas (to fp32 rounding: FMA or n
 so a provider that skips or mis-scales a tensor, or mishandles its state, is rejected.
 """
 
-from __future__ import annotations
-
 import math
-from typing import List, Tuple
 
 import torch
 
@@ -39,9 +36,9 @@ LR = 1e-4
 CHECK_STEPS = 2  # the second step reads the state the first one wrote
 
 
-def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10) -> List[Tuple[int, ...]]:
+def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10) -> list[tuple[int, ...]]:
     """Parameter shapes of a CIFAR ResNet (6 · blocks_per_stage + 2 layers) in model order."""
-    shapes: List[Tuple[int, ...]] = [(width, 3, 3, 3), (width,), (width,)]
+    shapes: list[tuple[int, ...]] = [(width, 3, 3, 3), (width,), (width,)]
     c_in = width
     for stage in range(3):
         c = width * 2**stage

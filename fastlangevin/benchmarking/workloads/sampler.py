@@ -16,11 +16,9 @@ exactly from ``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = 
 must match them within 6 standard errors; two runs must differ and the start state stay untouched.
 """
 
-from __future__ import annotations
-
 import functools
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import torch
 
@@ -35,7 +33,7 @@ STEP_LR, STEP_SIZE = 5e-5, 0.01
 TARGET_MEAN, TARGET_VAR = 0.5, 1.0
 
 
-def schedule(case) -> Dict[str, Any]:
+def schedule(case) -> dict[str, Any]:
     steps = int(case.param("steps", 50))
     if case.param("sampler", "annealed") == "langevin":
         return {"sampler": "langevin", "levels": [(None, STEP_SIZE, steps)], "steps": steps}
@@ -49,7 +47,7 @@ def gaussian_score(x: torch.Tensor, sigma=None) -> torch.Tensor:
     return (TARGET_MEAN - x) / c
 
 
-def predicted_moments(m: float, v: float, levels: List[Tuple[Any, float, int]]) -> Tuple[float, float]:
+def predicted_moments(m: float, v: float, levels: list[tuple[Any, float, int]]) -> tuple[float, float]:
     """Exact mean and variance per element after the schedule, for :func:`gaussian_score`."""
     for sig, a, steps in levels:
         c = TARGET_VAR + (sig or 0.0) ** 2

@@ -26,8 +26,6 @@ contiguous only; in place with ``out=x``. We pass an incrementing integer ``seed
 does): ``seed=None`` would sync the host for an ``.item()``.
 """
 
-from __future__ import annotations
-
 import itertools
 import math
 
