@@ -1,30 +1,20 @@
 """Benchmarks and profiling for fastlangevin (``fastlangevin bench``, ``pytest bench``, ``fastlangevin profile``).
 
-* :mod:`.engine` — cases, providers, workloads, the check-before-timing loop, timing, raw results;
-* :mod:`.checks` — statistical correctness gates (every provider passes one before it is timed);
-* :mod:`.workloads` — the built-in workloads (each with its optional peer-library providers);
-* :mod:`.report` — table, JSON, plot; :mod:`.cli` — ``fastlangevin bench``; :mod:`.dropin` — the
-  drop-in suite with its targets; :mod:`.profiling` — a sampler under ``torch.profiler``.
+:mod:`.engine` — cases, providers, the check-before-timing loop, timing, raw results; :mod:`.checks` —
+the statistical correctness gates; :mod:`.workloads` — the built-in workloads (with their peer-library
+providers); :mod:`.report` — table, JSON, plot; :mod:`.cli` — ``fastlangevin bench``; :mod:`.dropin` —
+the drop-in suite with its targets; :mod:`.profiling` — a sampler under ``torch.profiler``.
 
-Adding a workload (e.g. ODE solvers: NFE and wall time; an SGLD optimizer): one module in ``workloads/``
-with a :class:`Workload` subclass (its docstring lists what to define; checks compare against
-:mod:`fastlangevin.reference`) and one ``register_workload(...)`` line in ``workloads/__init__.py``;
-the CLI, ``pytest bench`` and the JSON pick it up from the registry.
+Adding a workload: one module in ``workloads/`` with a :class:`Workload` subclass (its docstring lists
+what to define; checks compare against :mod:`fastlangevin.reference`) and one entry in the tuple below,
+which registers them in order (``--workloads all`` and ``--list`` follow it); the CLI, ``pytest bench``
+and the JSON pick it up from the registry (the engine never imports the workloads).
 """
 
-from . import workloads  # noqa: F401  (fills the registry; it imports the engine, never the reverse)
-from .engine import (  # noqa: F401
-    BenchOptions,
-    BenchResult,
-    Case,
-    CaseResult,
-    CheckFailed,
-    Provider,
-    ProviderResult,
-    ProviderUnavailable,
-    Workload,
-    all_workloads,
-    get_workload,
-    register_workload,
-    run,
-)
+from . import engine
+from .engine import BenchOptions, CheckFailed, Provider, ProviderUnavailable, Workload, get_workload, run
+from .workloads import dsm, ode, optim, sampler, step
+
+__all__ = ["BenchOptions", "CheckFailed", "Provider", "ProviderUnavailable", "Workload", "get_workload", "run"]
+for _workload in (step.LangevinStep(), step.Corrector(), dsm.DSM(), sampler.Sampler(), ode.ODE(), optim.Optim()):
+    engine.register_workload(_workload)

@@ -26,7 +26,6 @@ import torch
 from .. import reference
 from .engine import CheckFailed
 
-__all__ = ["CheckFailed", "check_deterministic", "check_fresh", "check_noise", "check_snr_update", "noise_statistics"]
 CHUNK = 1 << 22
 #: P(|Z| > 2) for a standard normal.
 NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
@@ -34,16 +33,16 @@ NORMAL_TAIL_2 = math.erfc(2 / math.sqrt(2))
 Z_BOUND = 6.0
 
 
-def _chunks(n: int, size: int = CHUNK) -> Iterator[tuple[int, int]]:
-    for i in range(0, n, size):
-        yield i, min(n, i + size)
+def _chunks(*tensors: torch.Tensor, dtype: torch.dtype = torch.float64) -> Iterator[list[torch.Tensor]]:
+    """Matching ``CHUNK``-element pieces of the flattened ``tensors``, in ``dtype``."""
+    flat = [t.reshape(-1) for t in tensors]
+    for i in range(0, flat[0].numel(), CHUNK):
+        yield [f[i : i + CHUNK].to(dtype) for f in flat]
 
 
 def _sums(fn: Callable[..., list[torch.Tensor]], *tensors: torch.Tensor) -> list[float]:
     """``Σ fn(*chunks)`` over float64 chunks of the flattened ``tensors`` (no full-size temporaries)."""
-    flat = [t.reshape(-1) for t in tensors]
-    acc = sum(torch.stack(fn(*(f[i0:i1].double() for f in flat))) for i0, i1 in _chunks(flat[0].numel()))
-    return acc.tolist()
+    return sum(torch.stack(fn(*chunks)) for chunks in _chunks(*tensors)).tolist()
 
 
 def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
@@ -62,19 +61,13 @@ def check_deterministic(
 ) -> dict[str, float]:
     """``out == x + a * s`` (fp32 math, stored in x's dtype) to 2 ulp of the storage dtype."""
     check_output_like(out, x, what)
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    ulp = torch.finfo(x.dtype).eps
-    o, xf, sf = out.reshape(-1), x.reshape(-1), s.reshape(-1)
-    worst = 0.0
-    for i0, i1 in _chunks(o.numel()):
-        xc, sc = xf[i0:i1].to(cdt), sf[i0:i1].to(cdt)
-        step = sc * a
-        ref = reference.langevin_step(xc, sc, a).to(x.dtype).to(cdt)
-        err = (o[i0:i1].to(cdt) - ref).abs()
+    cdt, worst = torch.float64 if x.dtype == torch.float64 else torch.float32, 0.0
+    for oc, xc, sc in _chunks(out, x, s, dtype=cdt):
+        err = (oc - reference.langevin_step(xc, sc, a).to(x.dtype).to(cdt)).abs()
         if not torch.isfinite(err).all():
             raise CheckFailed(f"{what}: non-finite values")
-        scale = (xc.abs() + step.abs()).clamp_min(torch.finfo(cdt).tiny)
-        worst = max(worst, float((err / scale).max()) / ulp)
+        scale = (xc.abs() + (sc * a).abs()).clamp_min(torch.finfo(cdt).tiny)
+        worst = max(worst, float((err / scale).max()) / torch.finfo(x.dtype).eps)
     if worst > 2.0:
         raise CheckFailed(f"{what}: differs from x + a*s by {worst:.3g} ulp of {x.dtype} (allowed 2)")
     return {"max_err_ulp": worst}
@@ -98,15 +91,8 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
         vv = svv / n - mv * mv
         return (srv / n - mean * mv) / vv if vv > 0 else math.nan
 
-    return {
-        "n": n,
-        "mean": mean,
-        "std": math.sqrt(var),
-        "coef_s": coef(ss, sss, srs),
-        "coef_x": coef(sx, sxx, srx),
-        "tail2": tail / n,
-        "out_rms": math.sqrt(soo / n),
-    }
+    std, coef_s, coef_x = math.sqrt(var), coef(ss, sss, srs), coef(sx, sxx, srx)
+    return dict(n=n, mean=mean, std=std, coef_s=coef_s, coef_x=coef_x, tail2=tail / n, out_rms=math.sqrt(soo / n))
 
 
 def check_noise(
@@ -118,20 +104,16 @@ def check_noise(
     if not all(math.isfinite(stats[k]) for k in ("mean", "std", "coef_s", "coef_x")):
         raise CheckFailed(f"{what}: non-finite statistics {stats}")
     rounding = 2.0 * torch.finfo(dtype).eps * stats["out_rms"] / b
-    se = 1.0 / math.sqrt(n)
-    bounds = {
-        "mean": (stats["mean"], 0.0, Z_BOUND * se + rounding),
-        "std": (stats["std"], 1.0, Z_BOUND * se / math.sqrt(2.0) + rounding),
-        "coef_s": (stats["coef_s"], 0.0, Z_BOUND * se + rounding),
-        "coef_x": (stats["coef_x"], 0.0, Z_BOUND * se + rounding),
-        "tail2": (
-            stats["tail2"],
-            NORMAL_TAIL_2,
-            Z_BOUND * math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n) + 0.25 * rounding,
-        ),
+    se, tail_se = 1.0 / math.sqrt(n), math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n)
+    bounds = {  # statistic: (expected value, allowed deviation)
+        "mean": (0.0, Z_BOUND * se + rounding),
+        "std": (1.0, Z_BOUND * se / math.sqrt(2.0) + rounding),
+        "coef_s": (0.0, Z_BOUND * se + rounding),
+        "coef_x": (0.0, Z_BOUND * se + rounding),
+        "tail2": (NORMAL_TAIL_2, Z_BOUND * tail_se + 0.25 * rounding),
     }
-    for name, (got, want, tol) in bounds.items():
-        if name not in skip and abs(got - want) > tol:
+    for name, (want, tol) in bounds.items():
+        if name not in skip and abs((got := stats[name]) - want) > tol:
             raise CheckFailed(
                 f"{what}: {name} of (out - x - a*s)/b is {got:.4g}, expected {want:.4g} ± {tol:.2g} (n={n})"
             )
@@ -140,9 +122,8 @@ def check_noise(
 
 def check_fresh(out1: torch.Tensor, out2: torch.Tensor, what: str = "noise") -> float:
     """Two calls on the same inputs must draw different noise; returns the fraction that differ."""
-    n = out1.numel()
     (diff,) = _sums(lambda a, b: [(a != b).sum().double()], out1, out2)
-    frac = diff / max(n, 1)
+    frac = diff / max(out1.numel(), 1)
     if frac < 0.9:
         raise CheckFailed(f"{what}: two calls on the same input agree on {1 - frac:.1%} of elements (noise not fresh)")
     return frac
@@ -165,11 +146,9 @@ def check_snr_update(
     ``(out - x - ε s) / sqrt(2ε)`` must then pass :func:`check_noise` (except ``coef_s``, zero by
     construction of the fit)."""
     check_output_like(out, x, what)
-    B = s.shape[0]
-    rows = s.reshape(B, -1)
-    d = rows.shape[1]
-    n = rows.numel()
-    s_norm_mean = float(sum(rows[i0:i1].double().norm(dim=1).sum() for i0, i1 in _chunks(B, max(1, CHUNK // d)))) / B
+    rows = s.reshape(s.shape[0], -1)
+    (B, d), n = rows.shape, rows.numel()
+    s_norm_mean = float(sum(r.double().norm(dim=1).sum() for r in rows.split(max(1, CHUNK // d)))) / B
     eps_pred = 2.0 * alpha * (snr * chi_mean(d) / s_norm_mean) ** 2
     sds, sss = _sums(lambda o, xc, sc: [((o - xc) * sc).sum(), (sc * sc).sum()], out, x, s)
     eps_fit = sds / sss

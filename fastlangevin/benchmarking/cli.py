@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from .engine import DTYPES, MODES, BenchOptions, all_workloads, parse_shapes, parse_sizes
+from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, parse_shapes, parse_sizes
 
 OURS = ("triton", "torch")
 
@@ -33,7 +33,7 @@ def _enable_interpreter():
 
 def list_registry() -> str:
     lines = []
-    for name, w in all_workloads().items():
+    for name, w in WORKLOADS.items():
         lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}"]
         lines += [f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]
         lines += [f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list]
@@ -49,7 +49,7 @@ def cuda_device(text: str) -> torch.device:
 
 
 def options_from_args(args) -> BenchOptions:
-    known, device = all_workloads(), cuda_device(args.device)
+    known, device = WORKLOADS, cuda_device(args.device)
     workloads = _split(args.workloads) or ["langevin_step"]
     workloads = list(known) if workloads == ["all"] else workloads
     dtypes, modes = _split(args.dtypes) or ["fp32", "bf16"], _split(args.modes) or list(MODES)
@@ -99,7 +99,7 @@ def _run(args) -> int:
         return dropin.main(opts, args.json, args.out_dir, dry_run=args.dry_run)
     result = run(opts)
     print(report.table(result))
-    others = {p.name for w in opts.workloads for p in all_workloads()[w].provider_list} - set(OURS)
+    others = {p.name for w in opts.workloads for p in WORKLOADS[w].provider_list} - set(OURS)
     lines = report.summary_lines(result, [(o, x) for o in OURS for x in sorted(others)] + [("triton", "torch")])
     if lines:
         print("\nspeed-ups of fastlangevin (median times, same run):\n  " + "\n  ".join(lines))

@@ -177,17 +177,12 @@ class Workload:
         return 1
 
 
-WORKLOADS: dict[str, Workload] = {}
+WORKLOADS: dict[str, Workload] = {}  # the registry, filled by the package's ``__init__``
 
 
 def register_workload(workload: Workload) -> Workload:
     WORKLOADS[workload.name] = workload
     return workload
-
-
-def all_workloads() -> dict[str, Workload]:
-    """The registry (the package's ``__init__`` imports :mod:`.workloads`, which fills it)."""
-    return dict(WORKLOADS)
 
 
 def get_workload(name: str) -> Workload:

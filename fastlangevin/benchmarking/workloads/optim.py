@@ -6,22 +6,19 @@
     SGHMC  m_i ← (1 − f) m_i − lr g_i + sqrt(2 f lr T) z_i,  θ_i ← θ_i + m_i
 
 ``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1: the optimizers'
-defaults). Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; conv
-weights, BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way linear head): 101 tensors,
-0.46 M parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU); ``--param width=W``. Gradients are
-fixed random tensors (the step is timed, not the backward pass). Throughput: steps/s.
+defaults), ``width=W``. Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w,
+2w, 4w; BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way head): 101 tensors, 0.46 M
+parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU). Gradients are fixed random tensors (the step
+is timed, not the backward pass); z fresh N(0, I). Throughput: steps/s.
 
-Providers (factory ``make(params, grads, lr, temperature, method) -> step()``): ``eager_loop`` — the
-plain PyTorch it replaces: per parameter ``add_`` / ``addcmul_`` with ``randn_like``; ``torch`` /
-``triton`` — :class:`fastlangevin.optim.SGLD` / ``pSGLD`` / ``SGHMC`` on that backend (foreach ops /
-one multi-tensor launch); ``posteriors`` (SGLD only) — ``posteriors.sgmcmc.sgld.update(...,
-inplace=True)`` when it imports, with a log posterior linear in θ, Σ_i ⟨θ_i, −g_i⟩, so its gradient is
-the same fixed g (its call includes that torch.func gradient, which the others do not pay: noted in
-its ``extra``).
+Provider factory: ``make(params, grads, lr, temperature, method) -> step()``. ``posteriors`` (SGLD
+only): ``posteriors.sgmcmc.sgld.update(..., inplace=True)`` with a log posterior linear in θ,
+Σ_i ⟨θ_i, −g_i⟩, so its gradient is the same fixed g (its call includes that torch.func gradient,
+which the others do not pay: noted in its ``extra``).
 
-Check (before timing): with temperature 0, two steps from fresh state (V = 0, m = 0) equal the
-float64 :mod:`fastlangevin.reference.optim` formulas (to fp32 rounding: FMA or not) on every tensor,
-so a provider that skips or mis-scales a tensor, or mishandles its state, is rejected.
+Check: with temperature 0, two steps from fresh state (V = 0, m = 0) equal the float64
+:mod:`fastlangevin.reference.optim` formulas (to fp32 rounding: FMA or not) on every tensor, so a
+provider that skips or mis-scales a tensor, or mishandles its state, is rejected.
 """
 
 import math
@@ -100,8 +97,7 @@ METHODS = {
 
 
 def _eager_loop(params, grads, lr, temperature, method):
-    step = METHODS[method][0](params, grads, lr, temperature)
-    return torch.no_grad()(step)
+    return torch.no_grad()(METHODS[method][0](params, grads, lr, temperature))
 
 
 def _fastlangevin(params, grads, lr, temperature, method, backend):

@@ -3,12 +3,9 @@
     annealed (NCSN): for σ in σ₁ > … > σ_L:  α = ε σ² / σ_L²;  T times:  x ← x + α s(x, σ) + sqrt(2α) z
     langevin (ULA):  N times:  x ← x + ε s(x) + sqrt(2ε) z
 
-Options (``--param``): ``sampler=annealed|langevin`` (default annealed), ``score=mlp|neg_x`` (a small
-MLP, :class:`~fastlangevin.benchmarking.scorenet.ScoreMLP`, or ``-x``), ``steps`` (default 50 = 10
-levels x 5; no final denoising). State ``[B, D]``. Providers: ``naive`` — the loop as usually
-written (:func:`fastlangevin.reference.annealed_langevin` with ``randn_like``); ``triton`` / ``torch``
-— the library sampler on that backend; ``triton_graph`` — the same with ``cuda_graph=True``.
-Provider factory: ``make(case, score_fn, schedule) -> run(x0) -> x``.
+State ``[B, D]``; z fresh N(0, I) each step. Options (``--param``): ``sampler=annealed|langevin`` (default
+annealed), ``score=mlp|neg_x`` (:class:`~fastlangevin.benchmarking.scorenet.ScoreMLP`, or ``-x``), ``steps``
+(default 50 = 10 levels x 5; no final denoising). Provider factory: ``make(case, score_fn, schedule) -> run(x0)``.
 
 Check: the same provider driven by the exact score of a Gaussian target N(μ, v I) (smoothed by σ for
 the annealed sampler). The update is then linear, so the mean and variance after the schedule follow
@@ -25,7 +22,7 @@ import torch
 from ... import reference
 from ..checks import check_fresh, check_output_like
 from ..engine import CheckFailed, Provider, Workload
-from .common import MIN_CHECK_NUMEL, ours, triton_unavailable
+from .common import MIN_CHECK_NUMEL, make_state, ours, triton_unavailable
 
 LEVELS, SIGMA_MAX, SIGMA_MIN = 10, 1.0, 0.01
 #: α₁ = STEP_LR (σ₁/σ_L)² = 0.5: the first levels move the state a lot (a sharp check), α/c < 2 stays stable.
@@ -113,8 +110,7 @@ class Sampler(Workload):
     def setup(self, case, opts):
         from ..scorenet import ScoreMLP
 
-        g = torch.Generator(device=case.device).manual_seed(opts.seed)
-        x0 = torch.randn(case.shape, generator=g, device=case.device).to(case.dtype)
+        (x0,) = make_state(case.shape, case.dtype, case.device, opts.seed, n=1)
         if case.param("score", "mlp") == "neg_x":
             score = (lambda x: -x) if schedule(case)["sampler"] == "langevin" else (lambda x, sigma: -x)
         else:
@@ -125,8 +121,7 @@ class Sampler(Workload):
     def check(self, provider, case, inputs, opts):
         sch = schedule(case)
         shape = case.shape if case.numel >= MIN_CHECK_NUMEL else (MIN_CHECK_NUMEL // case.shape[1], case.shape[1])
-        g = torch.Generator(device=case.device).manual_seed(opts.seed + 1)
-        x0 = torch.randn(shape, generator=g, device=case.device).to(case.dtype)
+        (x0,) = make_state(shape, case.dtype, case.device, opts.seed + 1, n=1)
         run, x0_copy = provider.make(case, gaussian_score, sch), x0.clone()
         with torch.no_grad():
             out1, out2 = run(x0).clone(), run(x0).clone()
