@@ -1,11 +1,5 @@
-"""``fastlangevin bench``: providers side by side, checked, timed, tabulated (and JSON / plot).
-
-fastlangevin bench                                  # GPU: step, fp32+bf16, 2^16..2^28
-fastlangevin bench --device cpu --sizes 24 --dtypes fp32 --modes out --providers torch,eager
-fastlangevin bench --workloads dsm --shapes 128x3x64x64 --param score=trivial --json out.json
-fastlangevin bench --suite dropin                   # issue 11's drop-in targets, met / missed
-fastlangevin bench --list                           # workloads and providers
-"""
+"""``fastlangevin bench``: providers side by side, checked, timed, tabulated (and JSON / plot); the
+README's "Benchmarks and profiling" section lists example command lines."""
 
 import os
 import sys

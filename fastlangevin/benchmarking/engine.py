@@ -340,8 +340,7 @@ def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, s
     call (its time, compilation included, is kept as ``first_call_ms``)."""
     res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
     try:
-        reason = p.unavailable(case, opts)
-        if reason:
+        if reason := p.unavailable(case, opts):
             raise ProviderUnavailable(reason)
         res.check = w.check(p, case, inputs, opts)
         synchronize(case.device)
@@ -372,8 +371,7 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
             return cr
     inputs, fns = w.setup(case, opts), {}
     if cr.bytes_moved is not None:  # the 100% reference: a copy of the state, timed with the providers
-        src = inputs["x"]
-        dst = torch.empty_like(src)
+        src, dst = inputs["x"], torch.empty_like(inputs["x"])
         cr.copy_bytes, fns["__copy__"] = src.nbytes + dst.nbytes, lambda: dst.copy_(src)
     for p in w.providers(opts):
         res, fn = _prepare(w, p, case, inputs, opts, say)
@@ -402,15 +400,14 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
     return cr
 
 
-def run(opts: BenchOptions, stream=None, cases: Sequence[Case] | None = None) -> BenchResult:
-    """Run ``cases`` (default: every case of the selected workloads); progress on ``stream``."""
-    stream = sys.stderr if stream is None else stream
+def run(opts: BenchOptions, cases: Sequence[Case] | None = None) -> BenchResult:
+    """Run ``cases`` (default: every case of the selected workloads); progress on stderr."""
     plan = list(cases) if cases is not None else [c for n in opts.workloads for c in get_workload(n).cases(opts)]
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
         if not opts.quiet:
-            print(f"{time.perf_counter() - t0:7.1f}s {msg}", file=stream, flush=True)
+            print(f"{time.perf_counter() - t0:7.1f}s {msg}", file=sys.stderr, flush=True)
 
     meta, results = environment(opts), []
     say(f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases")

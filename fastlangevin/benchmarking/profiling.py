@@ -3,11 +3,9 @@
 The table: the **top kernels / ops** by self time (GPU: device time of CUDA kernels; CPU: self CPU
 time of aten ops), and the **phases** — the ``record_function`` labels the samplers put around each
 phase of a step (``fastlangevin.score``, ``.update``, ``.correct``, ``.denoise``) — each with its share
-of the run: time in the phase minus the phases nested inside it (the denoising step evaluates the
-score inside its label), so shares never overlap; the inclusive share is listed too. Shares are of
-the whole run: on a GPU the sum of all kernels' device time, on the CPU the wall time of the outer
-range ``fastlangevin.profile``. Samplers (``--sampler``), each with a small MLP score: ``loop`` (a
-plain loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
+of the run (on a GPU of all kernels' device time, on the CPU of the wall time of the outer range
+``fastlangevin.profile``). Samplers (``--sampler``), each with a small MLP score: ``loop`` (a plain
+loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
 """
 
 import json
@@ -64,23 +62,6 @@ def build_target(args, device: torch.device):
         go = lambda k: fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, **graph)  # noqa: E731
     go = torch.no_grad()(go)
     return desc, lambda: go(steps), lambda: go(warm)
-
-
-def profile_target(run, warmup, device: torch.device, trace_path: str):
-    from torch.profiler import ProfilerActivity, profile
-
-    warmup()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with profile(activities=activities) as prof:
-        with torch.profiler.record_function(OUTER_LABEL):
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-    os.makedirs(os.path.dirname(os.path.abspath(trace_path)), exist_ok=True)
-    prof.export_chrome_trace(trace_path)
-    return prof
 
 
 def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
@@ -147,7 +128,10 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def _run(args) -> int:
+    from torch.profiler import ProfilerActivity, profile, record_function
+
     from .cli import cuda_device
+    from .engine import synchronize
 
     try:
         device = cuda_device(args.device)
@@ -160,26 +144,28 @@ def _run(args) -> int:
         torch.set_num_threads(args.threads)
     desc, run, warmup = build_target(args, device)
     print(f"profiling {desc} ...", file=sys.stderr, flush=True)
-    summary = summarize(profile_target(run, warmup, device, args.trace), device, desc, top=args.top)
+    warmup()
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")) as prof:
+        with record_function(OUTER_LABEL):
+            run()
+            synchronize(device)
+    os.makedirs(os.path.dirname(os.path.abspath(args.trace)), exist_ok=True)
+    prof.export_chrome_trace(args.trace)
+    summary = summarize(prof, device, desc, top=args.top)
     text = format_summary(summary)
     print(text)
     table_path = args.table or os.path.splitext(args.trace)[0] + ".txt"
-    with open(table_path, "w") as f:
-        f.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(summary, f, indent=1)
+    for path, content in ((table_path, text), (args.json, json.dumps(summary, indent=1))):
+        if path:
+            with open(path, "w") as f:
+                f.write(content + "\n")
     print(f"\nwrote {args.trace} (open in chrome://tracing or https://ui.perfetto.dev) and {table_path}")
     return 0
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "profile",
-        help="run a sampler under torch.profiler: Chrome trace + top-kernel table",
-        description="Run a sampler under torch.profiler. Writes a Chrome trace (--trace, default "
-        "./fastlangevin_trace.json) and its table beside it (--table, default the trace path with .txt).",
-    )
+    p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
     add = p.add_argument
     add("--sampler", default="loop", choices=["annealed", "langevin", "loop", "pc"])
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu")

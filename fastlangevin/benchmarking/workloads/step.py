@@ -13,10 +13,8 @@ noise_scale)`` (None: the Langevin ``sqrt(2 eps)``; 0.0: noise off, or ``Provide
 corrector's ``(snr, alpha)``. In mode ``inplace`` ``step(x)`` updates and returns ``x`` (a ``rebinds``
 provider returns a new tensor, as ``x = x + ...`` in a user's loop); in mode ``out`` it leaves ``x``.
 
-Check (:mod:`..checks`): the step with the noise off equals the reference ``x + eps s`` to 2 ulp; the
-noisy residual passes :func:`~..checks.check_noise` (step) or :func:`~..checks.check_snr_update`
-(corrector); two calls draw different noise. Smaller cases than :data:`MIN_CHECK_NUMEL` are checked on
-fresh inputs of that size (the noise statistics need the draws).
+Check (:mod:`..checks`): the step with the noise off equals the reference to 2 ulp; the noisy output
+passes ``check_noise`` (step) or ``check_snr_update`` (corrector); two calls draw different noise.
 
 Peer ``torchebm_fused`` (skipped, with a message, when absent): torchebm's
 ``torchebm.cuda.fused_langevin.fused_langevin_step(x, grad, step_size, noise_scale=1.0, clamp=None,
@@ -54,7 +52,8 @@ def call_checked(step, x, case, provider, what):
 
 class StateUpdate(Workload):
     """The shared set-up, check and timed call; a subclass gives ``arguments(opts, noisy)`` and
-    ``check_noisy(out, x, s, case, opts)``, and may check the noise-off update (``check_noise_off``)."""
+    ``check_noisy(out, x, s, case, opts)``, and may check the noise-off update (``check_noise_off``).
+    Cases under :data:`MIN_CHECK_NUMEL` elements are checked on fresh inputs of that size."""
 
     def arguments(self, opts, noisy: bool = True) -> tuple:
         raise NotImplementedError
@@ -102,7 +101,6 @@ def _textbook(case, s, eps, noise_scale):
 
 
 def _handwritten(case, s, eps, noise_scale):
-    """As a user writes it in place: ``x.add_(s, alpha=eps).add_(randn_like(x), alpha=b)``."""
     b = _noise(eps, noise_scale)
     if case.mode == "inplace":
         return lambda x: x.add_(s, alpha=eps).add_(torch.randn_like(x), alpha=b)
