@@ -6,7 +6,9 @@ import sys
 
 import torch
 
-from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, parse_shapes, parse_sizes
+from .. import _backend
+from . import dropin, report
+from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, parse_shapes, parse_sizes, run
 
 OURS = ("triton", "torch")
 
@@ -17,8 +19,6 @@ def _split(text):
 
 def _enable_interpreter():
     """Switch the Triton interpreter on, which must happen before our kernels are imported."""
-    from .. import _backend
-
     if "fastlangevin.kernels.langevin_step" in sys.modules and not _backend.kernels_interpreted():
         return "kernels were already built for the GPU in this process"
     os.environ["TRITON_INTERPRET"] = "1"
@@ -84,12 +84,7 @@ def _run(args) -> int:
     except ValueError as exc:
         print(f"fastlangevin bench: error: {exc}", file=sys.stderr)
         return 2
-    from . import report
-    from .engine import run
-
     if args.suite == "dropin":
-        from . import dropin
-
         return dropin.main(opts, args.json, args.out_dir, dry_run=args.dry_run)
     result = run(opts)
     print(report.table(result))

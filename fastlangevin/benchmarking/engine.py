@@ -9,6 +9,7 @@ GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repeti
 
 import dataclasses
 import datetime
+import importlib
 import itertools
 import math
 import os
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+import fastlangevin
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 MODES = ("out", "inplace")
@@ -303,9 +306,6 @@ class BenchResult:
 
 def environment(opts: BenchOptions) -> dict[str, Any]:
     """Device, versions, date, platform and options: the header of every raw result."""
-    import importlib
-
-    import fastlangevin
 
     def _version(module: str) -> str | None:
         try:

@@ -14,9 +14,16 @@ import sys
 from typing import Any
 
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile, record_function
+
+import fastlangevin as fl
 
 from ..sampling.loop import PHASES as PHASE_LABELS
 from ..sampling.loop import phase
+from .cli import cuda_device
+from .engine import synchronize
+from .scorenet import ScoreMLP
 
 OUTER_LABEL = "fastlangevin.profile"
 
@@ -24,10 +31,6 @@ OUTER_LABEL = "fastlangevin.profile"
 def build_target(args, device: torch.device):
     """``(description, run, warmup)`` of ``args.sampler`` with a small MLP score (noise-conditional where
     the sampler is); ``run`` is one profiled run of several steps."""
-    import fastlangevin as fl
-
-    from .scorenet import ScoreMLP
-
     g = torch.Generator(device=device).manual_seed(args.seed)
     x0 = torch.randn(args.n, args.dim, device=device, generator=g)
     net = ScoreMLP(args.dim, args.hidden, conditional=args.sampler in ("annealed", "pc"), seed=args.seed).to(device)
@@ -66,8 +69,6 @@ def build_target(args, device: torch.device):
 
 def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
     """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
-    from torch.autograd import DeviceType
-
     on_gpu, labels = device.type == "cuda", set(PHASE_LABELS)
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
     avgs = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL}]
@@ -128,11 +129,6 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def _run(args) -> int:
-    from torch.profiler import ProfilerActivity, profile, record_function
-
-    from .cli import cuda_device
-    from .engine import synchronize
-
     try:
         device = cuda_device(args.device)
         if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):

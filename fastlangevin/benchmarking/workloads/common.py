@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ... import _backend
 from ..engine import Case, Provider, synchronize
 
 #: Noise statistics need enough draws: smaller cases are checked at this size.
@@ -59,8 +60,6 @@ def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], str | None
     """Why the Triton provider cannot run a case: no GPU (unless ``--interpret``, up to ``limit``)."""
 
     def why(case: Case, opts) -> str | None:
-        from ... import _backend
-
         if case.device.type == "cpu":
             if not opts.interpret:
                 return "needs a CUDA device (--device cuda; or --interpret for Triton's interpreter at tiny sizes)"

@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+import fastlangevin as fl
+from fastlangevin.ops.dsm import dsm_loss_with_noise
+
 from ... import reference
 from ..checks import Z_BOUND
 from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload, synchronize
@@ -41,9 +44,6 @@ def score_model(kind: str, params):
 
 
 def _fastlangevin(case, score_fn, noise, backend):
-    import fastlangevin as fl
-    from fastlangevin.ops.dsm import dsm_loss_with_noise
-
     if noise is None:
         return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
     return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)

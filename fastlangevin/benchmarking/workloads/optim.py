@@ -25,8 +25,9 @@ import math
 
 import torch
 
+from ... import optim
 from ...reference import optim as ref
-from ..engine import DTYPES, Case, CheckFailed, Provider, Workload
+from ..engine import CheckFailed, Provider, Workload
 from .common import ours
 
 LR = 1e-4
@@ -101,8 +102,6 @@ def _eager_loop(params, grads, lr, temperature, method):
 
 
 def _fastlangevin(params, grads, lr, temperature, method, backend):
-    from ... import optim
-
     for p, g in zip(params, grads):
         p.grad = g
     return getattr(optim, METHODS[method][1])(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
@@ -152,8 +151,7 @@ class Optim(Workload):
         if params.setdefault("method", "sgld") not in METHODS:
             raise ValueError(f"--param method={params['method']!r}: choose {', '.join(METHODS)}")
         numel = sum(math.prod(s) for s in resnet_shapes(int(params["width"])))
-        return [Case(self.name, (numel,), DTYPES[d], m, opts.device, tuple(sorted(params.items())))
-                for d in opts.dtypes if d in self.dtypes for m in opts.modes if m in self.modes]  # fmt: skip
+        return super().cases(opts.replace(shapes=[(numel,)], params=tuple(params.items())))
 
     def setup(self, case, opts):
         return {"shapes": resnet_shapes(int(case.param("width")))}

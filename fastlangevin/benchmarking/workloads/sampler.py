@@ -19,9 +19,12 @@ from typing import Any
 
 import torch
 
+import fastlangevin as fl
+
 from ... import reference
 from ..checks import check_fresh, check_output_like
 from ..engine import CheckFailed, Provider, Workload
+from ..scorenet import ScoreMLP
 from .common import MIN_CHECK_NUMEL, make_state, ours, triton_unavailable
 
 LEVELS, SIGMA_MAX, SIGMA_MIN = 10, 1.0, 0.01
@@ -69,8 +72,6 @@ def _naive(case, score_fn, sch):
 
 
 def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):
-    import fastlangevin as fl
-
     kw = dict(backend=backend, cuda_graph=cuda_graph)
     if sch["sampler"] == "langevin":
         return lambda x0: fl.langevin(score_fn, x0, step_size=STEP_SIZE, n_steps=sch["steps"], **kw)
@@ -108,8 +109,6 @@ class Sampler(Workload):
         return schedule(case)["steps"]
 
     def setup(self, case, opts):
-        from ..scorenet import ScoreMLP
-
         (x0,) = make_state(case.shape, case.dtype, case.device, opts.seed, n=1)
         if case.param("score", "mlp") == "neg_x":
             score = (lambda x: -x) if schedule(case)["sampler"] == "langevin" else (lambda x, sigma: -x)

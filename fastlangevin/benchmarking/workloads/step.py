@@ -29,6 +29,8 @@ import math
 
 import torch
 
+import fastlangevin as fl
+
 from ... import reference
 from .. import checks
 from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload, first_line
@@ -88,8 +90,6 @@ def _noise(eps, noise_scale):
 
 
 def _fastlangevin(case, s, eps, noise_scale, backend):
-    import fastlangevin as fl
-
     op = fl.langevin_step_ if case.mode == "inplace" else fl.langevin_step
     return lambda x: op(x, s, eps, noise_scale, backend=backend)
 
@@ -184,8 +184,6 @@ class LangevinStep(StateUpdate):
 
 # -- corrector ----------------------------------------------------------------------------------
 def _corrector(case, s, snr, alpha, backend):
-    import fastlangevin as fl
-
     return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
 
 
