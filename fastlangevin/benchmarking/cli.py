@@ -43,20 +43,17 @@ def cuda_device(text: str) -> torch.device:
 
 
 def options_from_args(args) -> BenchOptions:
-    known, device = WORKLOADS, cuda_device(args.device)
+    device = cuda_device(args.device)
     workloads = _split(args.workloads) or ["langevin_step"]
-    workloads = list(known) if workloads == ["all"] else workloads
+    workloads = list(WORKLOADS) if workloads == ["all"] else workloads
     dtypes, modes = _split(args.dtypes) or ["fp32", "bf16"], _split(args.modes) or list(MODES)
-    names = {p.name for w in workloads if w in known for p in known[w].provider_list}
-    providers = _split(args.providers)
-    for what, got, allowed in (("workloads", workloads, known), ("dtypes", dtypes, DTYPES), ("modes", modes, MODES)):
-        bad = [g for g in got if g not in allowed]
-        if bad:
+    given = {"workloads": (workloads, WORKLOADS), "dtypes": (dtypes, DTYPES), "modes": (modes, MODES)}
+    for what, (got, allowed) in given.items():
+        if bad := [g for g in got if g not in allowed]:
             raise ValueError(f"--{what}: unknown {bad[0]!r}; choose from {sorted(allowed)}")
-    if providers and any(p not in names for p in providers):
-        raise ValueError(
-            f"--providers: unknown {[p for p in providers if p not in names]}; choose from {sorted(names)}"
-        )
+    names = {p.name for w in workloads for p in WORKLOADS[w].provider_list}
+    if (providers := _split(args.providers)) and (bad := [p for p in providers if p not in names]):
+        raise ValueError(f"--providers: unknown {bad}; choose from {sorted(names)}")
     params = []
     for item in args.param or []:
         k, sep, v = item.partition("=")
