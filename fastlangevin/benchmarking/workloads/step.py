@@ -41,7 +41,8 @@ SNR, ALPHA = 1.0, 1.0
 
 
 def call_checked(step, x, case, provider, what):
-    """Run ``step`` on a copy of ``x``, check the in-place / out-of-place contract, return a copy."""
+    """Run ``step`` on a copy of ``x``, check the in-place / out-of-place contract and the output's
+    shape, dtype and device; return a copy."""
     xc = x.clone()
     out = step(xc)
     same = isinstance(out, torch.Tensor) and out.data_ptr() == xc.data_ptr()
@@ -49,19 +50,18 @@ def call_checked(step, x, case, provider, what):
         raise CheckFailed(f"{what}: in-place provider returned a new tensor instead of updating x")
     if (case.mode == "out" or provider.rebinds) and (same or not torch.equal(xc, x)):
         raise CheckFailed(f"{what}: out-of-place provider modified x")
-    return out.clone() if isinstance(out, torch.Tensor) else out
+    checks.check_output_like(out, x, what)
+    return out.clone()
 
 
 class StateUpdate(Workload):
-    """The shared set-up, check and timed call; a subclass gives ``arguments(opts, noisy)`` and
-    ``check_noisy(out, x, s, case, opts)``, and may check the noise-off update (``check_noise_off``).
-    Cases under :data:`MIN_CHECK_NUMEL` elements are checked on fresh inputs of that size."""
+    """The shared set-up, check and timed call; a subclass gives ``arguments(opts, noisy)`` (the factory's
+    arguments; with ``noisy=False`` those of the noise-off update ``x + a s``, ``a`` first, or None) and
+    ``check_noisy(out, x, s, case, opts)``. Cases under :data:`MIN_CHECK_NUMEL` elements are checked on
+    fresh inputs of that size."""
 
-    def arguments(self, opts, noisy: bool = True) -> tuple:
+    def arguments(self, opts, noisy: bool = True) -> tuple | None:
         raise NotImplementedError
-
-    def check_noise_off(self, provider, case, x, s, opts):
-        return {}
 
     def setup(self, case, opts):
         x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
@@ -71,11 +71,18 @@ class StateUpdate(Workload):
         x, s = inputs["x"], inputs["s"]
         if case.numel < MIN_CHECK_NUMEL:
             x, s = make_state(self.shape_for(MIN_CHECK_NUMEL), case.dtype, case.device, opts.seed + 1)
-        result = {"numel": x.numel(), **self.check_noise_off(provider, case, x, s, opts)}
+        result = {"numel": x.numel()}
+        if (noise_off := self.arguments(opts, noisy=False)) is not None:  # the update alone, to 2 ulp
+            try:
+                step = provider.make(case, s, *noise_off)
+            except ProviderUnavailable as exc:
+                result["noise_off"] = f"not checked: {exc}"
+            else:
+                out = call_checked(step, x, case, provider, "noise-off output")
+                result["noise_off"] = checks.check_deterministic(out, x, s, noise_off[0])
         step = provider.make(case, s, *self.arguments(opts))
         out1 = call_checked(step, x, case, provider, f"{self.name} output")
         out2 = call_checked(step, x, case, provider, f"second {self.name} output")
-        checks.check_output_like(out1, x, f"{self.name} output")
         return result | self.check_noisy(out1, x, s, case, opts) | {"fresh_fraction": checks.check_fresh(out1, out2)}
 
     def timed(self, provider, case, inputs, opts):
@@ -169,14 +176,6 @@ class LangevinStep(StateUpdate):
     def arguments(self, opts, noisy=True):
         return opts.eps, None if noisy else 0.0
 
-    def check_noise_off(self, provider, case, x, s, opts):
-        try:
-            step = provider.make(case, s, *self.arguments(opts, noisy=False))
-        except ProviderUnavailable as exc:
-            return {"noise_off": f"not checked: {exc}"}
-        out = call_checked(step, x, case, provider, "noise-off output")
-        return {"noise_off": checks.check_deterministic(out, x, s, opts.eps)}
-
     def check_noisy(self, out, x, s, case, opts):
         b = math.sqrt(2.0 * opts.eps)
         return {"noise": checks.check_noise(checks.noise_statistics(out, x, s, opts.eps, b), case.dtype, b)}
@@ -224,7 +223,7 @@ class Corrector(StateUpdate):
     )
 
     def arguments(self, opts, noisy=True):
-        return SNR, ALPHA
+        return (SNR, ALPHA) if noisy else None
 
     def check_noisy(self, out, x, s, case, opts):
         return checks.check_snr_update(out, x, s, SNR, ALPHA)
