@@ -88,8 +88,10 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> di
     amount = (lambda e: e.device_time_total) if on_gpu else (lambda e: e.cpu_time_total)  # noqa: E731
 
     def enclosing_phase(e):
-        while (e := e.cpu_parent) is not None and e.name not in labels:
-            pass
+        """The nearest phase-labelled event around ``e``, or None."""
+        e = e.cpu_parent
+        while e is not None and e.name not in labels:
+            e = e.cpu_parent
         return e
 
     # a phase's own share: its time minus that of the phases nested in it (the denoising step evaluates
