@@ -28,6 +28,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import torch  # noqa: E402
 from fastlangevin.kernels import corrector as kc  # noqa: E402
 from fastlangevin.kernels import langevin_step as ks  # noqa: E402
+from fastlangevin.kernels import snr_step as kn  # noqa: E402
 
 import fastlangevin as fl  # noqa: E402
 
@@ -48,6 +49,7 @@ class _StubKernel:
 def stub_kernels() -> None:
     ks._langevin_step_kernel = _StubKernel()
     kc._corrector_norms_kernel = _StubKernel()
+    kn._snr_step_kernel = _StubKernel()
 
 
 def measure(shape=(256, 2), iters=2000, rounds=9, timer=time.thread_time) -> dict:
