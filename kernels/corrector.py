@@ -94,12 +94,13 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     acc_dtype = torch.float64 if score.dtype == torch.float64 else torch.float32
     if rows == 0 or row_size == 0:
         return torch.zeros(rows, 2, dtype=acc_dtype, device=score.device)
-    interpreted = score.device.type == "cpu"
+    interpreted = score.is_cpu
     if block is None:
         block = block_for(row_size, interpreted)
     n_chunks = n_chunks_for(row_size, block)
     vec, aligned = row_vec(row_size, sample_offset * row_size, score)
-    partial = torch.empty(rows, n_chunks, 2, dtype=acc_dtype, device=score.device)
+    # one chunk: [rows, 2] is the [rows, 1, 2] buffer's memory (the kernel's addressing), without a view to take
+    partial = score.new_empty((rows, n_chunks, 2) if n_chunks > 1 else (rows, 2), dtype=acc_dtype)
     kwargs = launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4)
     _corrector_norms_kernel[(rows, n_chunks)](
         score,
@@ -114,4 +115,4 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
         VEC=vec,
         **kwargs,
     )
-    return partial.sum(dim=1) if n_chunks > 1 else partial[:, 0]
+    return partial.sum(dim=1) if n_chunks > 1 else partial

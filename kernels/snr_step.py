@@ -20,6 +20,7 @@ A zero ‖s‖ gives an infinite ε, as the torch formula does.
 
 import functools
 
+import torch
 import triton
 import triton.language as tl
 
@@ -150,8 +151,6 @@ def _plan(batch: int, snr_mode: int, alpha_mode: int, has_alpha: bool, per_sampl
 def _scale_args(value, tensor, fp64: bool, device):
     """(mode, scalar, pointer tensor or None): a Python float as a kernel scalar (fp32); float64 runs
     pass it as a 0-d float64 tensor instead, so it keeps its double value."""
-    import torch
-
     if tensor is None:
         if not fp64:
             return modes.SCALE_ARG, value, None
@@ -166,16 +165,18 @@ def launch_snr_step(norms, snr_value, snr_tensor, alpha_value, alpha_tensor, *, 
     device; the same for α (``alpha_value == 1.0`` with no tensor skips the multiply, as the torch
     formula does). ``per_sample``: each row's own norms; else the batch means (see the module docstring).
     """
-    import torch
-
     batch = norms.shape[0]
-    fp64 = norms.dtype == torch.float64
+    fp64 = norms.dtype is torch.float64
     device = norms.device
-    snr_mode, snr_val, snr_t = _scale_args(snr_value, snr_tensor, fp64, device)
     has_alpha = alpha_tensor is not None or alpha_value != 1.0
-    alpha_mode, alpha_val, alpha_t = _scale_args(alpha_value, alpha_tensor, fp64 and has_alpha, device)
+    if fp64 or snr_tensor is not None or alpha_tensor is not None:
+        snr_mode, snr_val, snr_t = _scale_args(snr_value, snr_tensor, fp64, device)
+        alpha_mode, alpha_val, alpha_t = _scale_args(alpha_value, alpha_tensor, fp64 and has_alpha, device)
+    else:  # the common case: both Python floats, kernel scalars
+        snr_mode = alpha_mode = modes.SCALE_ARG
+        snr_val, snr_t, alpha_val, alpha_t = snr_value, None, alpha_value, None
     out_rows, consts = _plan(batch, snr_mode, alpha_mode, has_alpha, per_sample, fp64, norms.is_cpu)
-    out = torch.empty((batch,) if out_rows else (), dtype=norms.dtype, device=device)
+    out = norms.new_empty((batch,) if out_rows else ())  # (new_empty: no dtype/device to parse)
     _snr_step_kernel[(1,)](
         norms,
         snr_t if snr_t is not None else norms,  # unused slots get the norms (never dereferenced)

@@ -149,7 +149,7 @@ def snr_step_size(norms: torch.Tensor, snr, alpha=1.0, *, norm: str = "batch") -
     return (snr * ratio) ** 2 * 2 * alpha
 
 
-_KERNELS = {}
+_KERNELS: list = []
 
 
 def _kernel_launchers():
@@ -158,8 +158,8 @@ def _kernel_launchers():
         from ..kernels.corrector import launch_corrector_norms
         from ..kernels.snr_step import launch_snr_step
 
-        _KERNELS["norms"], _KERNELS["snr"] = launch_corrector_norms, launch_snr_step
-    return _KERNELS["norms"], _KERNELS["snr"]
+        _KERNELS.append((launch_corrector_norms, launch_snr_step))
+    return _KERNELS[0]
 
 
 def _snr_step_impl(
@@ -276,15 +276,13 @@ def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backen
         check_generator(generator, device)
     # validated: draw (CPU: the thread's buffer, both passes run before this call returns)
     seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed(device, generator)
-    launch_norms, launch_snr = _KERNELS.get("norms"), _KERNELS.get("snr")
-    if launch_norms is None:
-        launch_norms, launch_snr = _kernel_launchers()
+    launch_norms, launch_snr = _kernel_launchers()
     if _backend._RECORDERS:
         _backend.record("corrector_norms", "triton")
         _backend.record("snr_step", "triton")
         _backend.record("langevin_step", "triton")
     row_size = x.numel() // batch
-    norms = launch_norms(score.view(batch, row_size), seed, sample_offset=sample_offset)
+    norms = launch_norms(score if len(shape) == 2 else score.view(batch, row_size), seed, sample_offset=sample_offset)
     eps = launch_snr(norms, snr_v, snr_t, alpha_v, alpha_t, per_sample=norm == "per_sample")
     lo, hi = (None, None) if lo_hi is None else lo_hi
     _triton_launcher()(
