@@ -21,6 +21,8 @@ on a group boundary, so each program covers a group-aligned range of the global 
 masks the elements outside its row.
 """
 
+import functools
+
 import triton
 import triton.language as tl
 
@@ -81,6 +83,22 @@ def n_chunks_for(row_size: int, block: int) -> int:
     return -(-(row_size + HEAD_ROOM) // block)  # ceil division (triton.cdiv costs a JIT-function call per use)
 
 
+@functools.lru_cache(maxsize=1024)
+def _norms_plan(row_size: int, vec: int, aligned: bool, interpreted: bool, block, fp64: bool):
+    """(n_chunks, constexpr and launch keywords) of a norms launch, cached (a sampler launches the same
+    shape every step; the keywords are shared: read-only)."""
+    if block is None:
+        block = block_for(row_size, interpreted)
+    consts = dict(
+        COMPUTE=tl.float64 if fp64 else tl.float32,
+        BLOCK=block,
+        ROWS_ALIGNED=aligned,
+        VEC=vec,
+        **launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4),
+    )
+    return n_chunks_for(row_size, block), consts
+
+
 def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     """Per-row ``(‖s‖², ‖z‖²)`` of a contiguous ``[B, row_size]`` score, as ``[B, 2]``.
 
@@ -94,14 +112,10 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     acc_dtype = torch.float64 if score.dtype == torch.float64 else torch.float32
     if rows == 0 or row_size == 0:
         return torch.zeros(rows, 2, dtype=acc_dtype, device=score.device)
-    interpreted = score.is_cpu
-    if block is None:
-        block = block_for(row_size, interpreted)
-    n_chunks = n_chunks_for(row_size, block)
     vec, aligned = row_vec(row_size, sample_offset * row_size, score)
+    n_chunks, consts = _norms_plan(row_size, vec, aligned, score.is_cpu, block, acc_dtype is torch.float64)
     # one chunk: [rows, 2] is the [rows, 1, 2] buffer's memory (the kernel's addressing), without a view to take
     partial = score.new_empty((rows, n_chunks, 2) if n_chunks > 1 else (rows, 2), dtype=acc_dtype)
-    kwargs = launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4)
     _corrector_norms_kernel[(rows, n_chunks)](
         score,
         seed,
@@ -109,10 +123,6 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
         row_size,
         sample_offset,
         n_chunks,
-        COMPUTE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
-        BLOCK=block,
-        ROWS_ALIGNED=aligned,
-        VEC=vec,
-        **kwargs,
+        **consts,
     )
     return partial.sum(dim=1) if n_chunks > 1 else partial

@@ -267,8 +267,14 @@ def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backen
     ):
         return None
     batch = shape[0]
-    snr_v, snr_t = _scale_arg("snr", snr, batch, device)
-    alpha_v, alpha_t = _scale_arg("alpha", alpha, batch, device)
+    if type(snr) is float and 0.0 <= snr < _INF:  # the common case inline; else _scale_arg (raises)
+        snr_v, snr_t = snr, None
+    else:
+        snr_v, snr_t = _scale_arg("snr", snr, batch, device)
+    if type(alpha) is float and 0.0 <= alpha < _INF:
+        alpha_v, alpha_t = alpha, None
+    else:
+        alpha_v, alpha_t = _scale_arg("alpha", alpha, batch, device)
     if norm not in NORM_MODES:
         raise ValueError(f"norm must be 'batch' or 'per_sample', got {norm!r}")
     lo_hi = check_clamp(clamp) if clamp is not None else None
