@@ -330,7 +330,7 @@ def launch_dsm_loss_rows(
         weight_rows,
         out,
         n_chunks,
-        CHUNKS=max(2, triton.next_power_of_2(n_chunks)),
+        CHUNKS=max(2, 1 << (n_chunks - 1).bit_length()),  # next_power_of_2 without a ConstexprFunction call
         **launch_options(interpreted, 1),
     )
     return out

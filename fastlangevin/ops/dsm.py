@@ -597,15 +597,29 @@ def _run_lean_triton(score_fn, x, p: _Prepared) -> torch.Tensor:
     """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
     one autograd node (perturb only when x needs a gradient), no dispatcher."""
     if torch.is_grad_enabled() and x.requires_grad:
-        x_tilde = _LeanPerturb.apply(x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
-    else:
-        with torch.no_grad():
-            x_tilde = _LeanPerturb.forward(_NoCtx, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
+        x_tilde = _apply(_LeanPerturb, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
+    else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
+        x_tilde = _LeanPerturb.forward(_NoCtx, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
     s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
     how = (p.sample_offset, p.reduction)
     if torch.is_grad_enabled() and s.requires_grad:
-        return _LeanLoss.apply(s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
+        return _apply(_LeanLoss, s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
     return _LeanLoss.forward(_NoCtx, s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
+
+
+_APPLY_NODES: dict = {}
+
+
+def _apply(fn_cls, *args):
+    """``fn_cls.apply(*args)`` as :func:`_apply_saved_loss` does it: with no functorch transform active,
+    the C++ apply after the public wrapper's one step (unwrapping dead functorch wrappers), without
+    its Python argument binding."""
+    if _apply_node is None or _functorch_active():
+        return fn_cls.apply(*args)
+    node = _APPLY_NODES.get(fn_cls)
+    if node is None:
+        node = _APPLY_NODES[fn_cls] = torch._C._FunctionBase.__dict__["apply"].__get__(None, fn_cls)
+    return node(*[_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args])
 
 
 class _NoCtxType:
@@ -694,7 +708,7 @@ def dsm_loss(
     """
     if save_noise is not None and not isinstance(save_noise, bool):
         raise TypeError(f"save_noise must be True, False or None, got {save_noise!r}")
-    if save_noise is not False:
+    if save_noise is not False and backend != "triton":  # (it refuses "triton" anyway, after a dozen checks)
         loss = _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset)
         if loss is not None:
             return loss
