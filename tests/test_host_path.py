@@ -175,3 +175,25 @@ def test_lean_paths_refuse_before_drawing():
     with pytest.raises(RuntimeError, match="autograd"):
         fl.langevin_step_(x.requires_grad_(), s, 0.1, generator=g, backend="triton")
     assert torch.equal(g.get_state(), state)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_reused_seed_buffer_draws_what_randint_draws(device):
+    """``random_(0, SEED_HIGH)`` into the reused buffer: the value and generator advance of ``draw_seed``."""
+    from fastlangevin._rng import draw_seed, draw_seed_reused
+
+    dev = torch.device(device)
+    ga, gb = torch.Generator(device=device).manual_seed(5), torch.Generator(device=device).manual_seed(5)
+    first = draw_seed_reused(dev, ga)
+    assert torch.equal(first, draw_seed(dev, gb))
+    for _ in range(5):
+        got = draw_seed_reused(dev, ga)
+        assert got is first  # the same buffer, refilled
+        want = draw_seed(dev, gb)
+        assert got.dtype == want.dtype == torch.int64 and got.shape == want.shape == (1,)
+        assert torch.equal(got, want)
+    assert torch.equal(ga.get_state(), gb.get_state())
+    torch.manual_seed(3)
+    a = draw_seed_reused(dev).clone()
+    torch.manual_seed(3)
+    assert torch.equal(a, draw_seed(dev))

@@ -39,7 +39,7 @@ import torch
 
 from .. import _backend, modes
 from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
-from .._rng import draw_seed
+from .._rng import draw_seed, draw_seed_reused
 from .._validate import FLOAT_DTYPES, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
 from .langevin_step import (
@@ -281,7 +281,7 @@ def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backen
     if generator is not None:
         check_generator(generator, device)
     # validated: draw (CPU: the thread's buffer, both passes run before this call returns)
-    seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed(device, generator)
+    seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed_reused(device, generator)
     launch_norms, launch_snr = _kernel_launchers()
     if _backend._RECORDERS:
         _backend.record("corrector_norms", "triton")

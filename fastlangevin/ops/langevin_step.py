@@ -22,7 +22,7 @@ import torch
 
 from .. import _backend, modes
 from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
-from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
+from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_reused, draw_seed_value
 from .._validate import (
     FLOAT_DTYPES,
     Scale,
@@ -416,7 +416,7 @@ def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backen
     if generator is not None:
         check_generator(generator, device)
     # validated: only now touch the generator (CPU ops are synchronous: the thread's buffer is free again)
-    seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed(device, generator)
+    seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed_reused(device, generator)
     if _backend._RECORDERS:
         _backend.record("langevin_step", "triton")
     batch = shape[0]
