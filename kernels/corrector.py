@@ -99,12 +99,13 @@ def _norms_plan(row_size: int, vec: int, aligned: bool, interpreted: bool, block
     return n_chunks_for(row_size, block), consts
 
 
-def launch_corrector_norms(score, seed, *, sample_offset, block=None):
+def launch_corrector_norms(score, seed, *, sample_offset, block=None, out=None):
     """Per-row ``(‖s‖², ‖z‖²)`` of a contiguous ``[B, row_size]`` score, as ``[B, 2]``.
 
     fp32 sums (fp64 for float64 scores). z is the kernels' Philox stream for ``seed`` at the
     rows' global indices (``sample_offset`` is the global index of row 0). The reduction over
-    chunks is a fixed-shape ``sum`` over a ``[B, n_chunks]`` buffer: deterministic.
+    chunks is a fixed-shape ``sum`` over a ``[B, n_chunks]`` buffer: deterministic. ``out``: a contiguous
+    ``[B, 2]`` buffer of the sums' dtype to write when a row is one chunk (else a new one is returned).
     """
     import torch
 
@@ -115,7 +116,10 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     vec, aligned = row_vec(row_size, sample_offset * row_size, score)
     n_chunks, consts = _norms_plan(row_size, vec, aligned, score.is_cpu, block, acc_dtype is torch.float64)
     # one chunk: [rows, 2] is the [rows, 1, 2] buffer's memory (the kernel's addressing), without a view to take
-    partial = score.new_empty((rows, n_chunks, 2) if n_chunks > 1 else (rows, 2), dtype=acc_dtype)
+    if out is not None and n_chunks == 1:
+        partial = out
+    else:
+        partial = score.new_empty((rows, n_chunks, 2) if n_chunks > 1 else (rows, 2), dtype=acc_dtype)
     _corrector_norms_kernel[(rows, n_chunks)](
         score,
         seed,

@@ -158,12 +158,13 @@ def _scale_args(value, tensor, fp64: bool, device):
     return modes.scale_mode(tensor), 0.0, tensor
 
 
-def launch_snr_step(norms, snr_value, snr_tensor, alpha_value, alpha_tensor, *, per_sample: bool):
+def launch_snr_step(norms, snr_value, snr_tensor, alpha_value, alpha_tensor, *, per_sample: bool, out=None):
     """ε from contiguous ``[B, 2]`` ``norms`` (fp32 or fp64): a new 0-d or ``[B]`` tensor in their dtype.
 
     r is ``snr_value`` (float) when ``snr_tensor`` is None, else that 0-d or ``[B]`` tensor on the norms'
     device; the same for α (``alpha_value == 1.0`` with no tensor skips the multiply, as the torch
     formula does). ``per_sample``: each row's own norms; else the batch means (see the module docstring).
+    ``out``: a buffer of ε's shape and dtype to write instead of a new tensor.
     """
     batch = norms.shape[0]
     fp64 = norms.dtype is torch.float64
@@ -176,7 +177,8 @@ def launch_snr_step(norms, snr_value, snr_tensor, alpha_value, alpha_tensor, *, 
         snr_mode = alpha_mode = modes.SCALE_ARG
         snr_val, snr_t, alpha_val, alpha_t = snr_value, None, alpha_value, None
     out_rows, consts = _plan(batch, snr_mode, alpha_mode, has_alpha, per_sample, fp64, norms.is_cpu)
-    out = norms.new_empty((batch,) if out_rows else ())  # (new_empty: no dtype/device to parse)
+    if out is None:
+        out = norms.new_empty((batch,) if out_rows else ())  # (new_empty: no dtype/device to parse)
     _snr_step_kernel[(1,)](
         norms,
         snr_t if snr_t is not None else norms,  # unused slots get the norms (never dereferenced)

@@ -33,6 +33,7 @@ off with batch-averaged norms). In high dimension ‖z‖/‖s‖ concentrates a
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -233,7 +234,41 @@ def _scale_arg(name: str, v, batch: int, device):
     return sc.value, sc.tensor
 
 
-def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backend, rng, sample_offset):
+_BUFFERS = threading.local()  # .d: {device or CUDA stream: {(tag, shape, dtype): buffer}} of this thread
+
+
+def _call_buffers(device: torch.device, on_cpu: bool) -> Optional[dict]:
+    """This thread's buffers for tensors that one call's own launches write and read before it returns
+    (the norms, an ε that is not returned), keyed by the device on CPU (synchronous) and by the current
+    stream on CUDA, where the next call's writes are ordered after this call's kernels (another
+    stream or thread has its own); None during CUDA-graph capture (the graph must own its memory)."""
+    if on_cpu:
+        key = device
+    elif torch.cuda.is_current_stream_capturing():
+        return None
+    else:
+        key = torch.cuda.current_stream(device)
+    d = getattr(_BUFFERS, "d", None)
+    if d is None:
+        d = _BUFFERS.d = {}
+    bufs = d.get(key)
+    if bufs is None:
+        if len(d) >= 64:  # streams come and go: dropped buffers are freed stream-ordered by the allocator
+            d.clear()
+        bufs = d[key] = {}
+    return bufs
+
+
+def _buffer(bufs: dict, key: tuple, device) -> torch.Tensor:
+    buf = bufs.get(key)
+    if buf is None:
+        if len(bufs) >= 32:
+            bufs.clear()
+        buf = bufs[key] = torch.empty(key[1], dtype=key[2], device=device)
+    return buf
+
+
+def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backend, rng, sample_offset, keep_eps):
     """The corrector on the Triton path for plain contiguous tensors with nothing intercepting: the
     general path's checks (same order, same messages), seed draw and three launches (norms, ε, update)
     without its wrappers. Returns ε, or None when the call is not that case (the general path then
@@ -288,8 +323,20 @@ def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backen
         _backend.record("snr_step", "triton")
         _backend.record("langevin_step", "triton")
     row_size = x.numel() // batch
-    norms = launch_norms(score if len(shape) == 2 else score.view(batch, row_size), seed, sample_offset=sample_offset)
-    eps = launch_snr(norms, snr_v, snr_t, alpha_v, alpha_t, per_sample=norm == "per_sample")
+    per_sample = norm == "per_sample"
+    bufs = _call_buffers(device, x.is_cpu)
+    norms_out = eps_out = None
+    if bufs is not None:
+        acc = torch.float64 if score.dtype is torch.float64 else torch.float32
+        norms_out = _buffer(bufs, ("norms", (batch, 2), acc), device)
+        if not keep_eps:  # a returned ε is the caller's: a new tensor then
+            rows = (
+                per_sample or (snr_t is not None and snr_t.dim() == 1) or (alpha_t is not None and alpha_t.dim() == 1)
+            )
+            eps_out = _buffer(bufs, ("eps", (batch,) if rows else (), acc), device)
+    flat = score if len(shape) == 2 else score.view(batch, row_size)
+    norms = launch_norms(flat, seed, sample_offset=sample_offset, out=norms_out)
+    eps = launch_snr(norms, snr_v, snr_t, alpha_v, alpha_t, per_sample=per_sample, out=eps_out)
     lo, hi = (None, None) if lo_hi is None else lo_hi
     _triton_launcher()(
         x,
@@ -354,7 +401,9 @@ def langevin_corrector_(
     One seed is drawn from ``generator`` per call, whatever the batch size.
     """
     if gather_norms is None:
-        eps = _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backend, rng, sample_offset)
+        eps = _lean_triton(
+            x, score, snr, alpha, norm, add_noise, clamp, generator, backend, rng, sample_offset, return_step_size
+        )
         if eps is not None:
             return (x, eps) if return_step_size else x
     check_state("x", x)
