@@ -577,12 +577,11 @@ class _LeanLoss(torch.autograd.Function):
     def backward(ctx, grad):
         score, seed, inv_sigma_rows, weight_rows = ctx.saved_tensors
         sample_offset, reduction = ctx.how
-        batch = score.shape[0]
-        if reduction == "mean":
-            grad = grad.expand(batch) / batch
-        elif reduction == "sum":
-            grad = grad.expand(batch)
-        coef = weight_rows * grad.to(weight_rows.dtype)
+        if grad.dtype is not weight_rows.dtype:
+            grad = grad.to(weight_rows.dtype)
+        if reduction == "mean":  # each row's g / B, computed once: the same value in every row
+            grad = grad / score.shape[0]
+        coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
         _backend.record("dsm_loss_backward", "triton")
         sc = score.contiguous()
         g = torch.empty_like(sc)
