@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import _backend
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
@@ -567,15 +568,19 @@ class _LeanLoss(torch.autograd.Function):
             score.contiguous().reshape(-1), out, seed, inv_sigma_rows, weight_rows, row_size=rs,
             elem_offset=sample_offset * rs,
         )  # fmt: skip
-        ctx.save_for_backward(score, seed, inv_sigma_rows, weight_rows)
+        ctx.save_for_backward(score)
+        # this module's own non-differentiable tensors ride on ctx (no saved-variable packing and unpacking)
+        ctx.rows = (seed, inv_sigma_rows, weight_rows, rs)
         ctx.how = how
         if reduction == "mean":
             return losses.mean()
         return losses.sum() if reduction == "sum" else losses
 
     @staticmethod
+    @once_differentiable  # the backward kernel has no derivative: a second backward raises, as the op's did
     def backward(ctx, grad):
-        score, seed, inv_sigma_rows, weight_rows = ctx.saved_tensors
+        (score,) = ctx.saved_tensors
+        seed, inv_sigma_rows, weight_rows, rs = ctx.rows
         sample_offset, reduction = ctx.how
         if grad.dtype is not weight_rows.dtype:
             grad = grad.to(weight_rows.dtype)
@@ -585,7 +590,6 @@ class _LeanLoss(torch.autograd.Function):
         _backend.record("dsm_loss_backward", "triton")
         sc = score.contiguous()
         g = torch.empty_like(sc)
-        rs = _row_size(score)
         _dsm_launchers()[2](
             sc.reshape(-1), g.reshape(-1), seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs
         )
