@@ -73,6 +73,43 @@ def draw_seed_value(generator: Optional[torch.Generator] = None) -> int:
     return buf.random_(0, SEED_HIGH, generator=generator).item()
 
 
+_SEED_BUFFERS = threading.local()  # .d: {device or CUDA stream: int64 [1] buffer} of this thread
+
+
+def draw_seed_reused(device: torch.device, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """:func:`draw_seed`'s draw into an int64 ``[1]`` buffer reused per (thread, device, CUDA stream).
+
+    The same value and the same generator advance: ``torch.randint(low, high, size, generator)`` is
+    ``at::empty(size).random_(low, high, generator)`` in ATen (``native/TensorFactories.cpp``), and
+    the kernel's Philox offset advance depends on the element count only (``random_from_to_kernel``).
+    It saves the factory's allocation and argument parsing.
+
+    Only for a seed that the caller's launches consume before it returns, with no other code in between
+    (the lean step and corrector paths): the buffer is overwritten by the next draw. On CUDA the next
+    draw into the same buffer is on the same stream (the key), so it is ordered after this call's
+    kernels; another thread or stream has its own buffer. During CUDA-graph capture a fresh
+    :func:`draw_seed` tensor is drawn instead (the graph must own its seed's memory). Never for seeds
+    that leave the call (``step_args``, autograd's saved tensors).
+    """
+    if device.type == "cuda":
+        if torch.cuda.is_current_stream_capturing():
+            return draw_seed(device, generator)
+        key = torch.cuda.current_stream(device)
+    else:
+        key = device
+    bufs = getattr(_SEED_BUFFERS, "d", None)
+    if bufs is None:
+        bufs = _SEED_BUFFERS.d = {}
+    buf = bufs.get(key)
+    if buf is None:
+        if len(bufs) >= 64:  # streams come and go: a dropped buffer is freed stream-ordered by the allocator
+            bufs.clear()
+        buf = bufs[key] = torch.empty(1, dtype=torch.int64, device=device)
+    if generator is None:
+        return buf.random_(0, SEED_HIGH)
+    return buf.random_(0, SEED_HIGH, generator=generator)
+
+
 # ---------------------------------------------------------------------------------------
 # Philox4x32-10 in PyTorch (uint32 values carried in int64 tensors)
 # ---------------------------------------------------------------------------------------

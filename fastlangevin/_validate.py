@@ -18,6 +18,12 @@ import torch
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
+try:
+    _is_compiling = torch.compiler.is_compiling
+except AttributeError:  # pragma: no cover - old torch
+    _is_compiling = bool
+
+
 def _compiling() -> bool:
     try:
         return torch.compiler.is_compiling()
@@ -80,28 +86,30 @@ def check_scale(name: str, v, *, batch: int, device: torch.device, allow_zero: b
         raise TypeError(
             f"{name} must be a float (any real number), a 0-d tensor or a [B] tensor, got {type(v).__name__}"
         )
-    what = "≥ 0" if allow_zero else "> 0"
     if not v.dtype.is_floating_point:
         raise TypeError(f"{name} tensor must have a floating dtype, got {v.dtype}")
-    if v.dim() > 1 or (v.dim() == 1 and v.shape[0] != batch):
+    dim = v.dim()
+    if dim > 1 or (dim == 1 and v.shape[0] != batch):
         raise ValueError(
             f"{name} tensor must be 0-d or per-sample of shape [{batch}] (x.shape[0]), got {tuple(v.shape)}"
         )
     if v.requires_grad and torch.is_grad_enabled():
         raise ValueError(f"{name} is treated as a constant (no gradient flows to it); pass {name}.detach()")
+    on_cpu = v.is_cpu  # (`device.type` builds a string each time)
     if v.device != device:
-        if v.device.type == "cpu" and v.dim() == 0:
+        if on_cpu and dim == 0:
             return check_scale(name, float(v), batch=batch, device=device, allow_zero=allow_zero)
         raise ValueError(f"{name} tensor must be on x's device {device}, got {v.device}")
-    if v.device.type == "cpu" and v.numel() and not _compiling():
+    if on_cpu and v.numel() and not _is_compiling():
         lo, hi = torch.aminmax(v)  # one pass; NaN propagates into both
         lo, hi = lo.item(), hi.item()
         if not ((lo >= 0.0 if allow_zero else lo > 0.0) and hi < math.inf):
+            what = "≥ 0" if allow_zero else "> 0"
             bad = ~torch.isfinite(v) | (v < 0) if allow_zero else ~torch.isfinite(v) | (v <= 0)
             raise ValueError(
                 f"{name} must be finite and {what} everywhere, got {v.flatten()[bad.flatten()][:4].tolist()}"
             )
-    return Scale(tensor=v)
+    return Scale(0.0, v)
 
 
 def check_clamp(clamp) -> Optional[Tuple[float, float]]:

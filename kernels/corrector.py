@@ -21,6 +21,8 @@ on a group boundary, so each program covers a group-aligned range of the global 
 masks the elements outside its row.
 """
 
+import functools
+
 import triton
 import triton.language as tl
 
@@ -81,12 +83,29 @@ def n_chunks_for(row_size: int, block: int) -> int:
     return -(-(row_size + HEAD_ROOM) // block)  # ceil division (triton.cdiv costs a JIT-function call per use)
 
 
-def launch_corrector_norms(score, seed, *, sample_offset, block=None):
+@functools.lru_cache(maxsize=1024)
+def _norms_plan(row_size: int, vec: int, aligned: bool, interpreted: bool, block, fp64: bool):
+    """(n_chunks, constexpr and launch keywords) of a norms launch, cached (a sampler launches the same
+    shape every step; the keywords are shared: read-only)."""
+    if block is None:
+        block = block_for(row_size, interpreted)
+    consts = dict(
+        COMPUTE=tl.float64 if fp64 else tl.float32,
+        BLOCK=block,
+        ROWS_ALIGNED=aligned,
+        VEC=vec,
+        **launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4),
+    )
+    return n_chunks_for(row_size, block), consts
+
+
+def launch_corrector_norms(score, seed, *, sample_offset, block=None, out=None):
     """Per-row ``(‖s‖², ‖z‖²)`` of a contiguous ``[B, row_size]`` score, as ``[B, 2]``.
 
     fp32 sums (fp64 for float64 scores). z is the kernels' Philox stream for ``seed`` at the
     rows' global indices (``sample_offset`` is the global index of row 0). The reduction over
-    chunks is a fixed-shape ``sum`` over a ``[B, n_chunks]`` buffer: deterministic.
+    chunks is a fixed-shape ``sum`` over a ``[B, n_chunks]`` buffer: deterministic. ``out``: a contiguous
+    ``[B, 2]`` buffer of the sums' dtype to write when a row is one chunk (else a new one is returned).
     """
     import torch
 
@@ -94,13 +113,13 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     acc_dtype = torch.float64 if score.dtype == torch.float64 else torch.float32
     if rows == 0 or row_size == 0:
         return torch.zeros(rows, 2, dtype=acc_dtype, device=score.device)
-    interpreted = score.device.type == "cpu"
-    if block is None:
-        block = block_for(row_size, interpreted)
-    n_chunks = n_chunks_for(row_size, block)
     vec, aligned = row_vec(row_size, sample_offset * row_size, score)
-    partial = torch.empty(rows, n_chunks, 2, dtype=acc_dtype, device=score.device)
-    kwargs = launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4)
+    n_chunks, consts = _norms_plan(row_size, vec, aligned, score.is_cpu, block, acc_dtype is torch.float64)
+    # one chunk: [rows, 2] is the [rows, 1, 2] buffer's memory (the kernel's addressing), without a view to take
+    if out is not None and n_chunks == 1:
+        partial = out
+    else:
+        partial = score.new_empty((rows, n_chunks, 2) if n_chunks > 1 else (rows, 2), dtype=acc_dtype)
     _corrector_norms_kernel[(rows, n_chunks)](
         score,
         seed,
@@ -108,10 +127,6 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
         row_size,
         sample_offset,
         n_chunks,
-        COMPUTE=tl.float64 if acc_dtype == torch.float64 else tl.float32,
-        BLOCK=block,
-        ROWS_ALIGNED=aligned,
-        VEC=vec,
-        **kwargs,
+        **consts,
     )
-    return partial.sum(dim=1) if n_chunks > 1 else partial[:, 0]
+    return partial.sum(dim=1) if n_chunks > 1 else partial

@@ -18,6 +18,8 @@ partials in a fixed order. No atomics: bitwise reproducible, and a row's loss ne
 the batch size (the chunking depends on the row length only).
 """
 
+import functools
+
 import triton
 import triton.language as tl
 
@@ -249,26 +251,22 @@ def launch_dsm_perturb(
         COMPUTE=_compute(sigma_rows.dtype),
     )
     vec, aligned = row_vec(row_size, elem_offset, x)
-    head_room = 0 if aligned else 3
-    gpu_block = row_grid_block(row_size + head_room)
-    chunks = triton.cdiv(row_size + head_room, gpu_block)
-    if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY or chunks > MAX_GRID_Y:
-        cfg = flat_launch(interpreted, n, elem_offset, block, vec_for(x))
-        _dsm_perturb_flat_kernel[cfg.grid](
+    flat, grid, block, vec, options = _perturb_plan(
+        row_size, elem_offset, aligned, vec, vec_for(x), interpreted, n, block
+    )
+    if flat:
+        _dsm_perturb_flat_kernel[grid](
             *ptrs,
             n,
             row_size,
             elem_offset // 4,
             HEAD=elem_offset % 4,
-            BLOCK=cfg.block,
-            VEC=cfg.vec,
+            BLOCK=block,
+            VEC=vec,
             **modes,
-            **cfg.options,
+            **options,
         )
         return out
-    if block is None:  # the interpreter: one program per row (few, large programs)
-        block = min(BLOCK_INTERPRETER, triton.next_power_of_2(row_size + head_room)) if interpreted else gpu_block
-    grid = (n // row_size, triton.cdiv(row_size + head_room, block))
     _dsm_perturb_kernel[grid](
         *ptrs,
         row_size,
@@ -277,9 +275,25 @@ def launch_dsm_perturb(
         BLOCK=block,
         VEC=vec,
         **modes,
-        **row_options(interpreted, block),
+        **options,
     )
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _perturb_plan(row_size, elem_offset, aligned, vec, flat_vec, interpreted, n, block):
+    """(flat grid?, grid, BLOCK, VEC, options) of the perturb launch: a function of these only, cached
+    (the choice calls Triton's cdiv/next_power_of_2, JIT functions: ~10 µs of host time a launch)."""
+    head_room = 0 if aligned else 3
+    gpu_block = row_grid_block(row_size + head_room)
+    chunks = triton.cdiv(row_size + head_room, gpu_block)
+    if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY or chunks > MAX_GRID_Y:
+        cfg = flat_launch(interpreted, n, elem_offset, block, flat_vec)
+        return True, cfg.grid, cfg.block, cfg.vec, cfg.options
+    if block is None:  # the interpreter: one program per row (few, large programs)
+        block = min(BLOCK_INTERPRETER, triton.next_power_of_2(row_size + head_room)) if interpreted else gpu_block
+    grid = (n // row_size, triton.cdiv(row_size + head_room, block))
+    return False, grid, block, vec, row_options(interpreted, block)
 
 
 def launch_dsm_loss_rows(
@@ -316,7 +330,7 @@ def launch_dsm_loss_rows(
         weight_rows,
         out,
         n_chunks,
-        CHUNKS=max(2, triton.next_power_of_2(n_chunks)),
+        CHUNKS=max(2, 1 << (n_chunks - 1).bit_length()),  # next_power_of_2 without a ConstexprFunction call
         **launch_options(interpreted, 1),
     )
     return out

@@ -13,6 +13,8 @@ one Philox call feeds four consecutive elements whatever ``elem_offset`` is, and
 never depends on BLOCK, the grid or the batch size.
 """
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -214,29 +216,24 @@ def launch_langevin_step(
         noise_val, noise_t = 0.0, None
     else:
         noise_mode, noise_val, noise_t = _scale_launch_args(noise_value, noise_tensor, fp64, x.device)
-    interpreted = x.device.type == "cpu"
-    vec = vec or vec_for(x, score)
-    per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
-    if row_grid is None:
-        row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
-    row_grid = row_grid and per_row and row_size % 4 == 0 and elem_offset % 4 == 0
-    if row_grid:
-        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, STEP_ELEMS_PER_WARP)
-        grid, blk, options = (n // row_size, rl.n_chunks), block or rl.block, rl.options
-        if block:
-            grid = (n // row_size, triton.cdiv(row_size, block))
-        even = row_size % blk == 0
-    else:
-        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there.
-        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 else FLAT_WARPS_GPU
-        cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
-        grid, blk, options = cfg.grid, cfg.block, cfg.options
-        even = elem_offset % 4 == 0 and n % blk == 0
     # bf16 operands read as uint32 words (see _load_f32): even starts and counts, 4-byte aligned data.
-    bf16 = [t for t in (x, score) if t.dtype == torch.bfloat16]
+    bf16 = [t for t in (x, score) if t.dtype == torch.bfloat16] if torch.bfloat16 in (x.dtype, score.dtype) else ()
     if words is None:
         words = bool(bf16) and not fp64
-    words = words and elem_offset % 4 == 0 and (row_grid or n % 2 == 0) and all(t.data_ptr() % 4 == 0 for t in bf16)
+    words = words and (not bf16 or all(t.data_ptr() % 4 == 0 for t in bf16))
+    grid, consts = _launch_plan(
+        n,
+        row_size,
+        elem_offset,
+        step_mode,
+        noise_mode,
+        fp64,
+        x.is_cpu,
+        vec or vec_for(x, score),
+        block,
+        row_grid,
+        words,
+    )
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     _langevin_step_kernel[grid](
         x,
@@ -253,11 +250,38 @@ def launch_langevin_step(
         n,
         row_size,
         elem_offset // 4,
+        HAS_CLAMP=lo is not None,
+        NOISE_FROM_PTR=injected_noise is not None,
+        **consts,
+    )
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid, words):
+    """(grid, constexpr and launch keywords) of one launch: a function of these arguments only, cached
+    (a sampling loop launches the same shape every step; the keywords are shared: read-only)."""
+    per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
+    if row_grid is None:
+        row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
+    row_grid = row_grid and per_row and row_size % 4 == 0 and elem_offset % 4 == 0
+    if row_grid:
+        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, STEP_ELEMS_PER_WARP)
+        grid, blk, options = (n // row_size, rl.n_chunks), block or rl.block, rl.options
+        if block:
+            grid = (n // row_size, triton.cdiv(row_size, block))
+        even = row_size % blk == 0
+    else:
+        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there.
+        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 else FLAT_WARPS_GPU
+        cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
+        grid, blk, options = cfg.grid, cfg.block, cfg.options
+        even = elem_offset % 4 == 0 and n % blk == 0
+    words = words and elem_offset % 4 == 0 and (row_grid or n % 2 == 0)
+    consts = dict(
         HEAD=elem_offset % 4,
         STEP_MODE=step_mode,
         NOISE_MODE=noise_mode,
-        NOISE_FROM_PTR=injected_noise is not None,
-        HAS_CLAMP=lo is not None,
         COMPUTE=tl.float64 if fp64 else tl.float32,
         BLOCK=blk,
         VEC=vec,
@@ -266,4 +290,4 @@ def launch_langevin_step(
         WORDS=words,
         **options,
     )
-    return out
+    return grid, consts

@@ -135,7 +135,7 @@ def test_corrector_update_matches_equation(device_backend, norm, add_noise):
                 sample_offset=offset,
                 return_step_size=True,
             )
-        assert ran == [("corrector_norms", backend), ("langevin_step", backend)]
+        assert ran == [("corrector_norms", backend), ("snr_step", backend), ("langevin_step", backend)]
         seed = draw_seed(torch.device(device), g_copy)  # the one draw the op made
         assert torch.equal(g_copy.get_state(), g.get_state())
         z = _noise(seed.cpu(), stream, offset * row, 5 * row).view(shape)

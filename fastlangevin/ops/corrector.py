@@ -10,8 +10,11 @@ Two passes over one Philox stream, no z stored and no host sync:
 1. ``fastlangevin::corrector_norms`` (custom op; Triton kernel ``fastlangevin.kernels.corrector``
    or the PyTorch fallback ``fastlangevin.fallback.corrector``): per-row ``(‖s‖², ‖z‖²)`` as a
    ``[B, 2]`` tensor, z generated from the call's seed and thrown away;
-2. :func:`snr_step_size`: ε on the device, from batch-averaged norms (as in the published code:
-   ``mean_i ‖z_i‖ / mean_i ‖s_i‖``, one ε for the batch) or per-sample norms (one ε per row);
+2. ε on the device, from batch-averaged norms (as in the published code: ``mean_i ‖z_i‖ /
+   mean_i ‖s_i‖``, one ε for the batch) or per-sample norms (one ε per row): on the Triton path one
+   tiny kernel (``fastlangevin::snr_step``, ``fastlangevin.kernels.snr_step``: one launch instead of
+   ~9 small torch ops, each a launch on a GPU; its batch means differ from ``torch.mean``'s in
+   summation order only), on the PyTorch fallback :func:`snr_step_size`'s torch ops;
 3. the core in-place op ``fastlangevin::langevin_step_`` with the ``[B]`` (or 0-d) ε tensor and
    the *same* seed tensor, which regenerates the same z.
 
@@ -30,15 +33,25 @@ off with batch-averaged norms). In high dimension ‖z‖/‖s‖ concentrates a
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 
 from .. import _backend, modes
-from .._rng import draw_seed
-from .._validate import check_like, check_offset, check_scale, check_state
+from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
+from .._rng import draw_seed, draw_seed_reused
+from .._validate import FLOAT_DTYPES, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
-from .langevin_step import StepArgs, check_call_options, draw_cpu_seed, resolve_rng, run_inplace_op
+from .langevin_step import (
+    _CHOICES,
+    StepArgs,
+    _triton_launcher,
+    check_call_options,
+    draw_cpu_seed,
+    resolve_rng,
+    run_inplace_op,
+)
 
 NORM_MODES = ("batch", "per_sample")
 
@@ -137,6 +150,61 @@ def snr_step_size(norms: torch.Tensor, snr, alpha=1.0, *, norm: str = "batch") -
     return (snr * ratio) ** 2 * 2 * alpha
 
 
+_KERNELS: list = []
+
+
+def _kernel_launchers():
+    """(norms launcher, step-size launcher), imported on first use (importing them imports Triton)."""
+    if not _KERNELS:
+        from ..kernels.corrector import launch_corrector_norms
+        from ..kernels.snr_step import launch_snr_step
+
+        _KERNELS.append((launch_corrector_norms, launch_snr_step))
+    return _KERNELS[0]
+
+
+def _snr_step_impl(
+    norms: torch.Tensor,
+    snr_value: float,
+    snr_tensor: Optional[torch.Tensor],
+    alpha_value: float,
+    alpha_tensor: Optional[torch.Tensor],
+    per_sample: bool,
+) -> torch.Tensor:
+    """ε from ``[B, 2]`` norms by the Triton kernel (``fastlangevin.kernels.snr_step``); a scale is
+    ``*_value`` when ``*_tensor`` is None."""
+    return _kernel_launchers()[1](
+        norms.contiguous(), snr_value, snr_tensor, alpha_value, alpha_tensor, per_sample=per_sample
+    )
+
+
+_snr_step_op = torch.library.custom_op("fastlangevin::snr_step", mutates_args=())(_snr_step_impl)
+
+
+@_snr_step_op.register_fake
+def _(norms, snr_value, snr_tensor, alpha_value, alpha_tensor, per_sample):
+    rows = per_sample or any(t is not None and t.dim() == 1 for t in (snr_tensor, alpha_tensor))
+    return norms.new_empty((norms.shape[0],) if rows else ())
+
+
+def _step_size(norms, snr_s, alpha_s, norm: str, backend: str) -> torch.Tensor:
+    """ε of the corrector from validated scales: the kernel on the Triton path (through the dispatcher
+    when something intercepts it), :func:`snr_step_size`'s torch ops on the fallback."""
+    if _backend._RECORDERS:
+        _backend.record("snr_step", backend)
+    if backend != "triton" or norms.shape[0] == 0:
+        return snr_step_size(
+            norms,
+            snr_s.value if snr_s.tensor is None else snr_s.tensor,
+            alpha_s.value if alpha_s.tensor is None else alpha_s.tensor,
+            norm=norm,
+        )
+    args = (norms, snr_s.value, snr_s.tensor, alpha_s.value, alpha_s.tensor, norm == "per_sample")
+    if _backend.can_call_directly(norms, snr_s.tensor, alpha_s.tensor):
+        return _snr_step_impl(*args)
+    return torch.ops.fastlangevin.snr_step(*args)
+
+
 def _gathered(gather_norms, norms: torch.Tensor) -> torch.Tensor:
     out = gather_norms(norms)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[1] != 2 or out.shape[0] < norms.shape[0]:
@@ -151,6 +219,141 @@ def _gathered(gather_norms, norms: torch.Tensor) -> torch.Tensor:
             f"got {out.dtype} on {out.device}"
         )
     return out
+
+
+_TENSOR, _INF = torch.Tensor, float("inf")
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
+
+
+def _scale_arg(name: str, v, batch: int, device):
+    """(value, tensor) of a validated scale: a non-negative finite float inline, anything else through
+    :func:`check_scale` (which raises naming the argument)."""
+    if type(v) is float and 0.0 <= v < _INF:
+        return v, None
+    sc = check_scale(name, v, batch=batch, device=device)
+    return sc.value, sc.tensor
+
+
+_BUFFERS = threading.local()  # .d: {device or CUDA stream: {(tag, shape, dtype): buffer}} of this thread
+
+
+def _call_buffers(device: torch.device, on_cpu: bool) -> Optional[dict]:
+    """This thread's buffers for tensors that one call's own launches write and read before it returns
+    (the norms, an ε that is not returned), keyed by the device on CPU (synchronous) and by the current
+    stream on CUDA, where the next call's writes are ordered after this call's kernels (another
+    stream or thread has its own); None during CUDA-graph capture (the graph must own its memory)."""
+    if on_cpu:
+        key = device
+    elif torch.cuda.is_current_stream_capturing():
+        return None
+    else:
+        key = torch.cuda.current_stream(device)
+    d = getattr(_BUFFERS, "d", None)
+    if d is None:
+        d = _BUFFERS.d = {}
+    bufs = d.get(key)
+    if bufs is None:
+        if len(d) >= 64:  # streams come and go: dropped buffers are freed stream-ordered by the allocator
+            d.clear()
+        bufs = d[key] = {}
+    return bufs
+
+
+def _buffer(bufs: dict, key: tuple, device) -> torch.Tensor:
+    buf = bufs.get(key)
+    if buf is None:
+        if len(bufs) >= 32:
+            bufs.clear()
+        buf = bufs[key] = torch.empty(key[1], dtype=key[2], device=device)
+    return buf
+
+
+def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backend, rng, sample_offset, keep_eps):
+    """The corrector on the Triton path for plain contiguous tensors with nothing intercepting: the
+    general path's checks (same order, same messages), seed draw and three launches (norms, ε, update)
+    without its wrappers. Returns ε, or None when the call is not that case (the general path then
+    runs it, raising where it must). Nothing is drawn or written before every check has passed."""
+    if (
+        type(x) is not _TENSOR
+        or type(score) is not _TENSOR
+        or _is_compiling()
+        or _function_mode_on()
+        or _dispatch_modes()
+        or (torch.is_grad_enabled() and (x.requires_grad or score.requires_grad))
+    ):
+        return None
+    shape, device = x.shape, x.device
+    try:
+        chosen, stream = _CHOICES[(device, backend, rng)]  # resolved by an earlier call (else: general path)
+    except (KeyError, TypeError):
+        return None
+    if (
+        chosen != "triton"
+        or not shape
+        or not shape[0]
+        or x.dtype not in _FLOAT_SET
+        or score.dtype not in _FLOAT_SET
+        or score.shape != shape
+        or score.device != device
+        or not x.is_contiguous()
+        or not score.is_contiguous()
+        or type(sample_offset) is not int
+        or sample_offset < 0
+    ):
+        return None
+    batch = shape[0]
+    if type(snr) is float and 0.0 <= snr < _INF:  # the common case inline; else _scale_arg (raises)
+        snr_v, snr_t = snr, None
+    else:
+        snr_v, snr_t = _scale_arg("snr", snr, batch, device)
+    if type(alpha) is float and 0.0 <= alpha < _INF:
+        alpha_v, alpha_t = alpha, None
+    else:
+        alpha_v, alpha_t = _scale_arg("alpha", alpha, batch, device)
+    if norm not in NORM_MODES:
+        raise ValueError(f"norm must be 'batch' or 'per_sample', got {norm!r}")
+    lo_hi = check_clamp(clamp) if clamp is not None else None
+    if generator is not None:
+        check_generator(generator, device)
+    # validated: draw (CPU: the thread's buffer, both passes run before this call returns)
+    seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed_reused(device, generator)
+    launch_norms, launch_snr = _kernel_launchers()
+    if _backend._RECORDERS:
+        _backend.record("corrector_norms", "triton")
+        _backend.record("snr_step", "triton")
+        _backend.record("langevin_step", "triton")
+    row_size = x.numel() // batch
+    per_sample = norm == "per_sample"
+    bufs = _call_buffers(device, x.is_cpu)
+    norms_out = eps_out = None
+    if bufs is not None:
+        acc = torch.float64 if score.dtype is torch.float64 else torch.float32
+        norms_out = _buffer(bufs, ("norms", (batch, 2), acc), device)
+        if not keep_eps:  # a returned ε is the caller's: a new tensor then
+            rows = (
+                per_sample or (snr_t is not None and snr_t.dim() == 1) or (alpha_t is not None and alpha_t.dim() == 1)
+            )
+            eps_out = _buffer(bufs, ("eps", (batch,) if rows else (), acc), device)
+    flat = score if len(shape) == 2 else score.view(batch, row_size)
+    norms = launch_norms(flat, seed, sample_offset=sample_offset, out=norms_out)
+    eps = launch_snr(norms, snr_v, snr_t, alpha_v, alpha_t, per_sample=per_sample, out=eps_out)
+    lo, hi = (None, None) if lo_hi is None else lo_hi
+    _triton_launcher()(
+        x,
+        score,
+        x,
+        seed,
+        step_value=0.0,
+        step_tensor=eps,
+        noise_mode=modes.NOISE_SQRT2A if add_noise else modes.NOISE_NONE,
+        noise_value=0.0,
+        noise_tensor=None,
+        lo=lo,
+        hi=hi,
+        row_size=row_size,
+        elem_offset=sample_offset * row_size,
+    )
+    return eps
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,6 +400,12 @@ def langevin_corrector_(
 
     One seed is drawn from ``generator`` per call, whatever the batch size.
     """
+    if gather_norms is None:
+        eps = _lean_triton(
+            x, score, snr, alpha, norm, add_noise, clamp, generator, backend, rng, sample_offset, return_step_size
+        )
+        if eps is not None:
+            return (x, eps) if return_step_size else x
     check_state("x", x)
     check_like("score", score, x, "x")
     if gather_norms is not None and not callable(gather_norms):
@@ -219,12 +428,7 @@ def langevin_corrector_(
     norms = _norms(score, seed, sample_offset, chosen, stream)
     if gather_norms is not None and norm == "batch":
         norms = _gathered(gather_norms, norms)
-    eps = snr_step_size(
-        norms,
-        snr_s.value if snr_s.tensor is None else snr_s.tensor,
-        alpha_s.value if alpha_s.tensor is None else alpha_s.tensor,
-        norm=norm,
-    )
+    eps = _step_size(norms, snr_s, alpha_s, norm, chosen)
     if eps.dim() == 1:
         eps = eps.contiguous()
     lo, hi = (None, None) if lo_hi is None else lo_hi

@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from .. import _backend
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
@@ -515,6 +516,125 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     return _saved_loss(score_fn, x, views[1], False, sig, inv, a, w, sigma_arg, reduction, sample_offset, "torch", True)
 
 
+# ---------------------------------------------------------------------------------------
+# The Triton path without the dispatcher (plain tensors, nothing intercepting)
+# ---------------------------------------------------------------------------------------
+_TRITON_LAUNCHERS: list = []
+
+
+def _dsm_launchers():
+    """(perturb, loss rows, loss backward) launchers, imported on first use (importing them imports Triton)."""
+    if not _TRITON_LAUNCHERS:
+        from ..kernels.dsm import launch_dsm_loss_backward, launch_dsm_loss_rows, launch_dsm_perturb
+
+        _TRITON_LAUNCHERS.append((launch_dsm_perturb, launch_dsm_loss_rows, launch_dsm_loss_backward))
+    return _TRITON_LAUNCHERS[0]
+
+
+class _LeanPerturb(torch.autograd.Function):
+    """``fastlangevin::dsm_perturb`` on the Triton path as one autograd node: the op's body and its
+    backward (∂x̃/∂x = α), without the custom-op dispatcher (~100 µs a call on the host)."""
+
+    @staticmethod
+    def forward(ctx, x, seed, alpha_rows, sigma_rows, sample_offset):
+        _backend.record("dsm_perturb", "triton")
+        xc = x.contiguous()
+        out = torch.empty_like(xc)
+        rs = _row_size(x)
+        _dsm_launchers()[0](
+            xc.reshape(-1), out.reshape(-1), seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
+        )
+        ctx.x_dtype = x.dtype
+        ctx.save_for_backward(alpha_rows)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _perturb_backward(ctx, grad)[0], None, None, None, None
+
+
+class _LeanLoss(torch.autograd.Function):
+    """``fastlangevin::dsm_loss_rows`` and its reduction as one autograd node on the Triton path; backward
+    is autograd's mean / sum backward on the one value (``g.expand(B) / B``, ``g.expand(B)``: bitwise
+    the same rows), then the backward op's body (z regenerated from the seed)."""
+
+    @staticmethod
+    def forward(ctx, score, seed, inv_sigma_rows, weight_rows, how):
+        sample_offset, reduction = how
+        _backend.record("dsm_loss", "triton")
+        rs = _row_size(score)
+        out = torch.empty(score.shape[0], dtype=inv_sigma_rows.dtype, device=score.device)
+        losses = _dsm_launchers()[1](
+            score.contiguous().reshape(-1), out, seed, inv_sigma_rows, weight_rows, row_size=rs,
+            elem_offset=sample_offset * rs,
+        )  # fmt: skip
+        ctx.save_for_backward(score)
+        # this module's own non-differentiable tensors ride on ctx (no saved-variable packing and unpacking)
+        ctx.rows = (seed, inv_sigma_rows, weight_rows, rs)
+        ctx.how = how
+        if reduction == "mean":
+            return losses.mean()
+        return losses.sum() if reduction == "sum" else losses
+
+    @staticmethod
+    @once_differentiable  # the backward kernel has no derivative: a second backward raises, as the op's did
+    def backward(ctx, grad):
+        (score,) = ctx.saved_tensors
+        seed, inv_sigma_rows, weight_rows, rs = ctx.rows
+        sample_offset, reduction = ctx.how
+        if grad.dtype is not weight_rows.dtype:
+            grad = grad.to(weight_rows.dtype)
+        if reduction == "mean":  # each row's g / B, computed once: the same value in every row
+            grad = grad / score.shape[0]
+        coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
+        _backend.record("dsm_loss_backward", "triton")
+        sc = score.contiguous()
+        g = torch.empty_like(sc)
+        _dsm_launchers()[2](
+            sc.reshape(-1), g.reshape(-1), seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs
+        )
+        return g, None, None, None, None
+
+
+def _run_lean_triton(score_fn, x, p: _Prepared) -> torch.Tensor:
+    """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
+    one autograd node (perturb only when x needs a gradient), no dispatcher."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        x_tilde = _apply(_LeanPerturb, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
+    else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
+        x_tilde = _LeanPerturb.forward(_NoCtx, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
+    s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
+    how = (p.sample_offset, p.reduction)
+    if torch.is_grad_enabled() and s.requires_grad:
+        return _apply(_LeanLoss, s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
+    return _LeanLoss.forward(_NoCtx, s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
+
+
+_APPLY_NODES: dict = {}
+
+
+def _apply(fn_cls, *args):
+    """``fn_cls.apply(*args)`` as :func:`_apply_saved_loss` does it: with no functorch transform active,
+    the C++ apply after the public wrapper's one step (unwrapping dead functorch wrappers), without
+    its Python argument binding."""
+    if _apply_node is None or _functorch_active():
+        return fn_cls.apply(*args)
+    node = _APPLY_NODES.get(fn_cls)
+    if node is None:
+        node = _APPLY_NODES[fn_cls] = torch._C._FunctionBase.__dict__["apply"].__get__(None, fn_cls)
+    return node(*[_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args])
+
+
+class _NoCtxType:
+    """A stand-in ctx for running a Function's forward as a plain call (nothing will call backward)."""
+
+    def save_for_backward(self, *tensors):
+        pass
+
+
+_NoCtx = _NoCtxType()
+
+
 def dsm_loss(
     score_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,
@@ -591,7 +711,7 @@ def dsm_loss(
     """
     if save_noise is not None and not isinstance(save_noise, bool):
         raise TypeError(f"save_noise must be True, False or None, got {save_noise!r}")
-    if save_noise is not False:
+    if save_noise is not False and backend != "triton":  # (it refuses "triton" anyway, after a dozen checks)
         loss = _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset)
         if loss is not None:
             return loss
@@ -599,6 +719,8 @@ def dsm_loss(
     if save_noise is None:
         save_noise = p.backend == "torch" and _backend.device_type(x.device) == "cpu"
     if not save_noise or torch.compiler.is_compiling():
+        if p.backend == "triton" and not torch.compiler.is_compiling() and _plain_call(x):
+            return _run_lean_triton(score_fn, x, p)
         return _run(score_fn, x, p)
     if p.backend == "torch" and _plain_call(x):
         return _run_saved(score_fn, x, p)

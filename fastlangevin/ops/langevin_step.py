@@ -22,8 +22,17 @@ import torch
 
 from .. import _backend, modes
 from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
-from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
-from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
+from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_reused, draw_seed_value
+from .._validate import (
+    FLOAT_DTYPES,
+    Scale,
+    check_clamp,
+    check_generator,
+    check_like,
+    check_offset,
+    check_scale,
+    check_state,
+)
 from ..fallback.chunks import _SCRATCH as _THREAD
 from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, thread_scratch
 from ..fallback.langevin_step import _FP32 as _FP32_SCALARS
@@ -347,6 +356,91 @@ def _build(
 
 _CPU = torch.device("cpu")
 _TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
+
+
+_FLOAT_SET = frozenset(FLOAT_DTYPES)
+
+
+def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, inplace: bool):
+    """The step on the Triton path for plain contiguous tensors with nothing intercepting and no
+    autograd graph to record: :func:`_build`'s checks (same order, same messages) and its seed draw,
+    then the launch, without StepArgs, the dispatcher or the generic body. Returns ``x`` (in place) or
+    the new tensor; None when the call is not that case (the general path then runs it, raising where
+    it must). Nothing is drawn or written before every check has passed; same seed, same launch, so
+    bitwise the general path's result."""
+    if (
+        type(x) is not _TENSOR
+        or type(score) is not _TENSOR
+        or _is_compiling()
+        or _function_mode_on()
+        or _dispatch_modes()
+        or (torch.is_grad_enabled() and (x.requires_grad or score.requires_grad))
+    ):
+        return None
+    shape, device = x.shape, x.device
+    try:
+        chosen, stream = _CHOICES[(device, backend, rng)]  # resolved by an earlier call (else: general path)
+    except (KeyError, TypeError):
+        return None
+    if (
+        chosen != "triton"
+        or not shape
+        or x.dtype not in _FLOAT_SET
+        or score.dtype not in _FLOAT_SET
+        or score.shape != shape
+        or score.device != device
+        or not x.is_contiguous()
+        or not score.is_contiguous()
+        or type(sample_offset) is not int
+        or sample_offset < 0
+    ):
+        return None
+    if type(step_size) is float and 0.0 < step_size < _INF:
+        a, st = step_size, None
+        if noise_scale is None:
+            b, noise_mode = math.sqrt(2.0 * a), modes.SCALE_ARG  # > 0 for every a > 0
+        elif type(noise_scale) is float and 0.0 < noise_scale < _INF:
+            b, noise_mode = noise_scale, modes.SCALE_ARG
+        else:
+            return None
+    elif type(step_size) is _TENSOR and noise_scale is None:
+        st = check_scale("step_size", step_size, batch=shape[0], device=device).tensor
+        if st is None:  # a 0-d CPU tensor for a device x: a float now (the general path's case)
+            return None
+        a, b, noise_mode = 0.0, 0.0, modes.NOISE_SQRT2A
+        if not st.is_contiguous():
+            st = st.contiguous()
+    else:
+        return None
+    lo_hi = check_clamp(clamp) if clamp is not None else None
+    if generator is not None:
+        check_generator(generator, device)
+    # validated: only now touch the generator (CPU ops are synchronous: the thread's buffer is free again)
+    seed = draw_cpu_seed(generator) if x.is_cpu else draw_seed_reused(device, generator)
+    if _backend._RECORDERS:
+        _backend.record("langevin_step", "triton")
+    batch = shape[0]
+    row_size = x.numel() // batch if batch else math.prod(shape[1:])
+    out = x if inplace else torch.empty_like(x)
+    lo, hi = (None, None) if lo_hi is None else lo_hi
+    (_LAUNCHER[0] if _LAUNCHER else _triton_launcher())(
+        x,
+        score,
+        out,
+        seed,
+        step_value=a,
+        step_tensor=st,
+        noise_mode=noise_mode,
+        noise_value=b,
+        noise_tensor=None,
+        lo=lo,
+        hi=hi,
+        row_size=row_size,
+        elem_offset=sample_offset * row_size,
+    )
+    return out
+
+
 # (backend, rng) arguments -> whether they select the CPU fallback with the torch stream
 _SMALL_CHOICE = _backend.derived_cache()
 # id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
@@ -595,8 +689,12 @@ def langevin_step(
         a new contiguous tensor shaped and typed like ``x``. Differentiable in ``x`` (1 inside the
         clamp range) and ``score`` (``step_size``); the scales are constants.
     """
-    out = _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, True)
-    if out is not False:
+    if backend != "triton":  # (_small_cpu_step_ refuses "triton" anyway: one call less on that path)
+        out = _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, True)
+        if out is not False:
+            return out
+    out = _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, False)
+    if out is not None:
         return out
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, False)
     if direct:
@@ -621,7 +719,14 @@ def langevin_step_(
     Bit-identical to the out-of-place op for the same generator state. Not differentiable
     (raises if autograd would need it). Every argument is checked before ``x`` is written.
     """
-    if _small_cpu_step_(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset):
+    if backend != "triton" and _small_cpu_step_(
+        x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset
+    ):  # (it refuses "triton" anyway: one call less on that path)
+        return x
+    if (
+        _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, True)
+        is not None
+    ):
         return x
     args, direct = _build(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, None, True)
     if direct:
