@@ -590,3 +590,141 @@ def test_threaded_draws_equal_the_serial_stream(monkeypatch):
     for i, (a, b) in enumerate(zip(serial, threaded)):
         assert torch.equal(a, b), i
         assert torch.equal(a.reshape(-1), torch_normal(seed, i * PARAM_SLOT, a.numel())), i
+
+
+def _run_steps(name, params, backend_opts, steps=3, injected=False, **kw):
+    """``steps`` SGLD/pSGLD/SGHMC steps with deterministic gradients; the optimizer and per-step snapshots."""
+    hyper = dict(lr=0.01, num_data=3, prior_precision=0.5, temperature=0.7, seed=99, **HYPER[name])
+    hyper.update(kw)
+    opt = OPTS[name](params, backend="torch", **backend_opts, **hyper)
+    zg = torch.Generator().manual_seed(5)
+    snaps = []
+    for k in range(steps):
+        set_grads(params, k)
+        z = [torch.randn(p.shape, generator=zg) for p in params] if injected else None
+        opt.step(noise=z)
+        snaps.append([p.detach().clone() for p in params] + [v.clone() for p in params for v in opt.state[p].values()])
+    return opt, snaps
+
+
+@pytest.mark.parametrize("rng", ["torch", "philox", "injected"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", list(OPTS))
+def test_numpy_update_equals_the_foreach_ops_bitwise(monkeypatch, name, dtype, rng):
+    """The CPU fallback's numpy ufuncs give bit for bit what the torch._foreach_* ops (the path other
+    devices take) give: every method, drawn (both streams) or injected noise, fp32 parameters or
+    bf16 ones with fp32 masters, tensors gathered, whole and sliced above BATCH (BATCH cut to 2**16)."""
+    import fastlangevin.fallback.optim as fo
+
+    monkeypatch.setattr(fo, "BATCH", 1 << 16)
+    shapes = SHAPES + [(300, 301), (64,), (3, 5000)]
+    out = {}
+    for on_cpu in (True, False):
+        monkeypatch.setattr(fo, "NUMPY_ON_CPU", on_cpu)
+        params = make_params("cpu", dtype, shapes=shapes, seed=1)
+        opts = {} if rng == "injected" else {"rng": rng}
+        _, out[on_cpu] = _run_steps(name, params, opts, injected=rng == "injected")
+    for a, b in zip(out[True], out[False]):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_numpy_ufuncs_equal_torch_ops_on_hard_values():
+    """The ufuncs the CPU update uses against the torch ops they replace, bitwise on 2**20 fp32 values
+    over the whole exponent range (subnormals, huge, ±0) and on scalar operands as torch rounds them."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(0, 2**31 - 1, (1 << 20,), generator=g, dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32)
+    x = torch.where(torch.isfinite(x), x, torch.ones_like(x))
+    y = x.flip(0).contiguous()
+    pos = x.abs()
+    xn, yn, pn = x.numpy(), y.numpy(), pos.numpy()
+    with np.errstate(all="ignore"):  # overflow to ±inf is part of what is compared
+        for s in (1e-4, 0.9, 3.0, 1e-5, 2.0 / 3.0):
+            assert np.array_equal(np.multiply(xn, np.float32(s)), torch.mul(x, s).numpy())
+            assert np.array_equal(np.add(pn, np.float32(s)), torch.add(pos, s).numpy())
+        assert np.array_equal(np.multiply(xn, yn), torch.mul(x, y).numpy())
+        assert np.array_equal(np.subtract(xn, yn), torch.sub(x, y).numpy())
+        assert np.array_equal(np.add(xn, yn), torch.add(x, y).numpy())
+        recip = torch.reciprocal(pos + 1e-5)
+        assert np.array_equal(np.reciprocal(np.add(pn, np.float32(1e-5))), recip.numpy())
+    # the reference's correctly rounded root (float64, rounded once) is what np.sqrt gives
+    assert np.array_equal(np.sqrt(pn), pos.double().sqrt().float().numpy())
+
+
+def test_cached_cpu_step_equals_the_ordinary_step_through_changes(monkeypatch):
+    """The optimizer's cached CPU step (built after the first step) gives bit for bit the ordinary
+    step's results, and notices what it must: fresh gradient tensors, a gradient turning None and
+    back, a parameter's storage swapped (``p.data = ...``), a state tensor replaced, a new param
+    group, load_state_dict; an error after the cache exists still touches nothing."""
+    import fastlangevin.optim.base as base
+
+    def run(cached):
+        fast, step_k = [], [0]
+        orig = base._CpuProgram.run
+
+        def counted(self, opt, grads):
+            fast.append(step_k[0])
+            return orig(self, opt, grads)
+
+        monkeypatch.setattr(base._CpuProgram, "run", counted)
+        params = make_params("cpu", shapes=SHAPES + [(40, 50)], seed=2)
+        opt = SGHMC(params, lr=0.01, seed=4, backend="torch", prior_precision=0.5, num_data=3)
+        outs = []
+        for k in range(9):
+            step_k[0] = k
+            if not cached:
+                opt._program = None  # every step the ordinary path
+            set_grads(params, k)
+            if k == 2:
+                params[1].grad = None
+            if k == 4:
+                params[2].data = params[2].data.clone() + 1.0  # moved storage
+            if k == 5:
+                opt.state[params[0]]["momentum"] = opt.state[params[0]]["momentum"].clone() * 0.5
+            if k == 6:
+                buf = io.BytesIO()
+                torch.save(opt.state_dict(), buf)
+                buf.seek(0)
+                opt.load_state_dict(torch.load(buf))
+            if k == 7:
+                extra = torch.zeros(6)
+                extra.grad = torch.ones(6)
+                opt.add_param_group({"params": [extra], "lr": 0.1})
+                params.append(extra)
+            versions = [p._version for p in params]
+            with fl.track_backends() as ran:
+                opt.step()
+            assert ran == [("sghmc", "torch")] * len(opt.param_groups)
+            assert all(p._version > v for p, v in zip(params, versions) if p.grad is not None)
+            outs.append([p.clone() for p in params] + [v.clone() for p in params for v in opt.state[p].values()])
+        # cached: steps 1 and 8 (nothing changed since the step before); every other one noticed a change
+        assert fast == ([1, 8] if cached else [])
+        a, b = torch.zeros(3), torch.zeros(4)
+        opt2 = SGLD([a, b], lr=0.1, seed=5, backend="torch")
+        a.grad, b.grad = torch.ones(3), torch.ones(4)
+        opt2.step()
+        assert isinstance(opt2._program, base._CpuProgram)
+        before = (a.clone(), b.clone(), opt2.noise_stream)
+        b.grad = torch.ones(4).to_sparse()
+        with pytest.raises(RuntimeError, match="sparse"):
+            opt2.step()
+        assert torch.equal(a, before[0]) and torch.equal(b, before[1]) and opt2.noise_stream == before[2]
+        return outs
+
+    for x, y in zip(run(True), run(False)):
+        assert len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y))
+
+
+def test_cpu_update_keeps_autograd_version_checks():
+    """The numpy writes bump the version counters as the torch ops did: a step between forward and
+    backward is still caught by autograd (cached step or not)."""
+    w = torch.nn.Parameter(torch.ones(5))
+    opt = SGLD([w], lr=0.1, seed=1, backend="torch")
+    for _ in range(2):
+        loss = (w * w).sum()
+        w.grad = torch.ones(5)
+        opt.step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()

@@ -31,15 +31,19 @@ on it and the parameter is rewritten from it.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable, Dict, List, Optional
 
 import torch
+from torch.autograd.graph import increment_version
 
+from .. import _backend
 from .._backend import resolve_backend
 from .._rng import _SEED_HIGH, chunk_seed, draw_seed
+from ..fallback import optim as _fb
 from ..fallback.optim import splitmix64_tensor
 from ..ops.langevin_step import resolve_rng
-from ._update import run_update
+from ._update import OP_NAMES, run_update
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -76,6 +80,144 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
+_CPU = torch.device("cpu")
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # Parameter disables __torch_function__: a plain tensor
+
+
+class _CpuProgram:
+    """The CPU fallback's step for an optimizer whose active parameters are all plain fp32 CPU
+    tensors with fp32 gradients, with what does not change between steps cached: the layout
+    (:class:`fastlangevin.fallback.optim._Plan`), numpy views of the parameters and states, the
+    optimizer indices. Built after an ordinary step (which made the state); each step first checks,
+    touching nothing, that it still applies — the same groups and parameters, the same parameters
+    with a gradient, unmoved parameter storage (``data_ptr``), the same state tensors, every
+    gradient a plain fp32 CPU tensor of its parameter's shape — else the ordinary step runs (its
+    checks raise the errors) and a program is rebuilt. The update is
+    :func:`fastlangevin.fallback.optim.run_numpy`: the fallback's arithmetic, bitwise.
+    """
+
+    def __init__(self, opt: "LangevinOptimizer", rng: str):
+        self.state, self.rng, self.groups = opt.state, rng, []
+        key = opt.STATE_KEY
+        index = 0
+        for group in opt.param_groups:
+            params = list(group["params"])
+            active = [p.grad is not None for p in params]
+            act = [p for p, a in zip(params, active) if a]
+            indices = [i for i, a in enumerate(active, index) if a]
+            index += len(params)
+            dicts = [opt.state[p] for p in act]
+            states = [d[key] for d in dicts] if key is not None else []
+            plan = _fb._plan(tuple(p.shape for p in act), indices, _CPU) if act else None
+            # A small tensor's gradient is gathered by one torch.cat per group (in the plan's order,
+            # flattened); the others are read through numpy views.
+            small = [False] * len(act)
+            for ks in plan.packed if act else ():
+                for k in ks:
+                    small[k] = True
+            n_small = plan.n_small if act else []
+            gbuf = torch.empty(sum(n_small), dtype=torch.float32)
+            cuts, off = [], 0
+            for n in n_small:
+                cuts.append(gbuf.numpy()[off : off + n] if n else None)
+                off += n
+            self.groups.append(
+                (group, params, active, act, [p.data_ptr() for p in act], [p.shape for p in act],
+                 [p.detach().numpy() for p in act], dicts, states, [t.numpy() for t in states], plan,
+                 small, [p.dim() == 1 for p in act], gbuf, cuts)
+            )  # fmt: skip
+        self.written = [p for g in self.groups for p in g[3]] + [t for g in self.groups for t in g[8]]
+        self.key = key
+
+    @staticmethod
+    def build(opt: "LangevinOptimizer") -> Optional["_CpuProgram"]:
+        """A program for ``opt``'s present parameters, or None where they are not all eligible."""
+        key, rng = opt.STATE_KEY, None
+        for group in opt.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if type(p) not in _PLAIN or type(g) is not torch.Tensor or p.device != _CPU or g.device != _CPU:
+                    return None
+                if p.dtype != torch.float32 or g.dtype != torch.float32 or g.layout != torch.strided:
+                    return None
+                if not p.is_contiguous() or p.is_inference() or g.shape != p.shape:
+                    return None
+                st = opt.state.get(p)
+                if st is None or (key is not None and not isinstance(st.get(key), torch.Tensor)):
+                    return None
+                if key is not None:
+                    t = st[key]
+                    if type(t) is not torch.Tensor or t.device != _CPU or t.dtype != torch.float32:
+                        return None
+                    if t.shape != p.shape or not t.is_contiguous():
+                        return None
+                if resolve_backend(_CPU, opt._backend) != "torch":
+                    return None
+                rng = resolve_rng(opt._rng, "torch", _CPU)
+        return _CpuProgram(opt, rng) if rng is not None else None
+
+    def grads(self, opt: "LangevinOptimizer") -> Optional[list]:
+        """Per group, the numpy gradients of its active parameters (None for the small ones, whose
+        gradients this gathers into the group's flat buffer); None where the program does not apply."""
+        if opt.state is not self.state or len(opt.param_groups) != len(self.groups):
+            return None
+        out = []
+        key, f32, tensor = self.key, torch.float32, torch.Tensor
+        for group, (cached, params, active, act, ptrs, shapes, _, dicts, states, _, _, small, one_d, gbuf, _) in zip(
+            opt.param_groups, self.groups
+        ):
+            ps = group is cached and group["params"]
+            if not ps or len(ps) != len(params) or not all(map(operator.is_, ps, params)):
+                return None
+            gs = [p.grad for p in ps]
+            if [g is not None for g in gs] != active:
+                return None
+            arrays, gathered = [], []
+            for p, g, ptr, shape, sm, d1 in zip(act, [g for g in gs if g is not None], ptrs, shapes, small, one_d):
+                if type(g) is not tensor or p.data_ptr() != ptr or g.dtype is not f32 or g.shape != shape:
+                    return None
+                if sm:
+                    gathered.append(g if d1 else g.reshape(-1))
+                    arrays.append(None)
+                    continue
+                try:
+                    a = g.numpy()  # raises for sparse, non-CPU or grad-requiring tensors
+                except (RuntimeError, TypeError):
+                    return None
+                arrays.append(a)
+            if gathered:
+                try:  # into our scratch: a failure (a sparse or non-CPU gradient) touches nothing of the user's
+                    torch.cat(gathered, out=gbuf)
+                except (RuntimeError, TypeError):
+                    return None
+            if key is not None:
+                get = opt.state.get
+                for p, d, t in zip(act, dicts, states):
+                    if get(p) is not d or d.get(key) is not t:
+                        return None
+            out.append(arrays)
+        return out
+
+    def run(self, opt: "LangevinOptimizer", grads: list) -> None:
+        seed = step_seed(opt._stream_seed, opt._stream_step)
+        if self.rng == "philox":
+            seed = torch.tensor([seed], dtype=torch.int64)
+        method = opt.METHOD
+        for (group, _, _, act, _, _, arrays, _, _, st, plan, _, _, _, cuts), g in zip(self.groups, grads):
+            if not act:
+                continue
+            _backend.record(OP_NAMES[method], "torch")
+            scalars = opt._scalars(group)
+            noise = None
+            if opt._has_noise(group):
+                noise = _fb.NoiseSource(plan, seed, self.rng, 1.0 if method == _fb.PSGLD else scalars[3])
+            state = st if self.key is not None else None
+            _fb.run_numpy(plan, method, arrays, g, state, _fb.np_scalars(scalars), noise, cuts)
+        increment_version(self.written)  # numpy writes bypass the version counters torch's ops bump
+
+
 class LangevinOptimizer(torch.optim.Optimizer):
     """Base class: subclasses set ``METHOD`` and implement :meth:`_scalars` and :meth:`_state_key`."""
 
@@ -105,6 +247,7 @@ class LangevinOptimizer(torch.optim.Optimizer):
         self._backend, self._rng = backend, rng
         self._stream_seed, self._stream_step = int(seed), 0
         self._step_counters: Dict[torch.device, torch.Tensor] = {}  # device path: k on the device
+        self._program: Optional[_CpuProgram] = None  # the CPU fallback's cached step (see _CpuProgram)
 
     # ---------------------------------------------------------------- noise stream / state
     @property
@@ -122,6 +265,7 @@ class LangevinOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
+        self._program = None
         stream = state_dict.pop("noise_stream", None)
         if stream is None:
             raise KeyError("state_dict has no 'noise_stream' entry: not saved by a fastlangevin optimizer")
@@ -163,6 +307,14 @@ class LangevinOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        program = self._program
+        if program is not None and noise is None and _backend.no_interception():
+            grads = program.grads(self)  # checks only: nothing is touched until they pass
+            if grads is not None:
+                program.run(self, grads)
+                self._stream_step += 1
+                return loss
+        self._program = None
         all_params = [p for g in self.param_groups for p in g["params"]]
         if noise is not None and len(noise) != len(all_params):
             raise ValueError(f"noise must have one entry per parameter ({len(all_params)}), got {len(noise)}")
@@ -203,7 +355,13 @@ class LangevinOptimizer(torch.optim.Optimizer):
         self._stream_step += 1
         for counter in self._step_counters.values():
             counter.add_(1)
+        if not self._step_counters:
+            self._program = _CpuProgram.build(self)
         return loss
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        self._program = None
 
     def _step_seed(self, device: torch.device, backend: str) -> torch.Tensor:
         """This step's int64 ``[1]`` seed on ``device``: from the device counter on the Triton path
