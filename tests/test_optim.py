@@ -17,7 +17,7 @@ import torch
 import fastlangevin as fl
 from fastlangevin import reference as ref
 from fastlangevin._rng import torch_normal
-from fastlangevin.fallback.optim import PARAM_SLOT, param_noise
+from fastlangevin.fallback.optim import HEAD, HEAD_BASE, PARAM_SLOT, param_noise
 from fastlangevin.optim import SGHMC, SGLD, CyclicalLR, pSGLD
 from fastlangevin.optim.base import step_seed
 
@@ -28,6 +28,13 @@ HYPER = {
     "sghmc": {"friction": 0.3, "noise_estimate": 0.05},
 }
 SHAPES = [(5, 3), (7,), (2, 3, 4, 4), (1,)]
+
+
+def _torch_stream(seed: int, i: int, n: int) -> torch.Tensor:
+    """rng="torch": element j < HEAD of parameter i is global element HEAD_BASE + i·HEAD + j of the
+    chunk-keyed torch stream (a region all parameters share), element j >= HEAD is i·PARAM_SLOT + j."""
+    head = torch_normal(seed, HEAD_BASE + i * HEAD, min(n, HEAD))
+    return torch.cat([head, torch_normal(seed, i * PARAM_SLOT + HEAD, max(0, n - HEAD))])
 
 
 def make_params(device, dtype=torch.float32, shapes=SHAPES, seed=0):
@@ -112,8 +119,8 @@ def test_kernel_draws_the_philox_stream(name):
 
 def test_noise_is_keyed_by_seed_parameter_and_element(device_backend):
     """With θ = 0, ∇U = 0 an SGLD step is b·z: parameter i's noise is element i·2**42 + j of the
-    stream under mix(seed, step), whatever the other parameters' sizes, the grouping or the
-    kernel's BLOCK."""
+    stream under mix(seed, step) (the torch stream: its first HEAD elements from the shared head
+    region), whatever the other parameters' sizes, the grouping or the kernel's BLOCK."""
     device, backend = device_backend
     rng = "philox" if backend == "triton" else "torch"
 
@@ -140,8 +147,8 @@ def test_noise_is_keyed_by_seed_parameter_and_element(device_backend):
     for i, p in enumerate(base):  # b = sqrt(2 * 0.5) = 1: the parameter is z itself
         want = param_noise(seed, i, p.numel(), rng).reshape(p.shape)
         torch.testing.assert_close(p.cpu(), want, rtol=0, atol=2e-6 if backend == "triton" else 0)
-        if rng == "torch":  # the project's global-index torch stream, at the parameter's slot
-            assert torch.equal(p.reshape(-1), torch_normal(int(seed), i * PARAM_SLOT, p.numel()))
+        if rng == "torch":  # the project's global-index torch stream: head region, then the parameter's slot
+            assert torch.equal(p.reshape(-1), _torch_stream(int(seed), i, p.numel()))
     assert torch.equal(run([(300,), (17, 3), (70_000,)], groups=[(0, 1), (1, 3)])[1], base[1])
     assert torch.equal(run([(5,), (17, 3)])[1], base[1])  # parameter 0's size does not matter
     if backend == "triton":
@@ -589,7 +596,7 @@ def test_threaded_draws_equal_the_serial_stream(monkeypatch):
     seed = int(step_seed(8, 0))
     for i, (a, b) in enumerate(zip(serial, threaded)):
         assert torch.equal(a, b), i
-        assert torch.equal(a.reshape(-1), torch_normal(seed, i * PARAM_SLOT, a.numel())), i
+        assert torch.equal(a.reshape(-1), _torch_stream(seed, i, a.numel())), i
 
 
 def _run_steps(name, params, backend_opts, steps=3, injected=False, **kw):
@@ -728,3 +735,32 @@ def test_cpu_update_keeps_autograd_version_checks():
         opt.step()
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             loss.backward()
+
+
+def test_step_hooks_and_profiler_label():
+    """The step runs torch.optim's step pre/post hooks (per optimizer and global) with the call's
+    arguments, a pre-hook may replace them, and a profiler sees the usual ``Optimizer.step#`` scope."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    w = torch.zeros(3)
+    w.grad = torch.ones(3)
+    opt = SGLD([w], lr=0.1, seed=1, backend="torch")
+    calls = []
+    handles = [
+        opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", a[1:], dict(k)))),
+        opt.register_step_post_hook(lambda o, a, k: calls.append(("post", a[1:]))),
+        register_optimizer_step_pre_hook(lambda o, a, k: calls.append(("global",))),
+    ]
+    try:
+        opt.step()
+        assert calls == [("global",), ("pre", (), {}), ("post", ())]
+        calls.clear()
+        handles.append(opt.register_step_pre_hook(lambda o, a, k: ((o, lambda: 7.0), k)))
+        assert opt.step() == 7.0  # the replaced closure ran
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert any(e.name == "Optimizer.step#SGLD.step" for e in prof.events())
+    assert opt.noise_stream["step"] == 3
