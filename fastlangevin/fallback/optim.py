@@ -1,4 +1,4 @@
-"""PyTorch fallback of the Langevin optimizers' multi-tensor update, on ``torch._foreach_*`` ops.
+"""PyTorch fallback of the Langevin optimizers' multi-tensor update (numpy on CPU, ``torch._foreach_*`` elsewhere).
 
 With ``g = gscale · grad + prior · θ`` (fp32; θ the parameter or its fp32 master copy):
 
@@ -8,11 +8,20 @@ With ``g = gscale · grad + prior · θ`` (fp32; θ the parameter or its fp32 ma
 
 Same evaluation order as ``kernels/optim.py``, one rounding per operation (explicit multiplies,
 never ``alpha=`` which may fuse into an FMA; correctly rounded √), so with the noise injected it
-matches the kernel bitwise. Noise for element j of the parameter with optimizer index i is
-element ``i · PARAM_SLOT + j`` of the global stream under the step's seed: ``rng="philox"`` is
-the kernels' stream; ``rng="torch"`` (CPU default) the chunk-keyed torch stream (chunks of
-``TORCH_RNG_CHUNK`` of the global index, each a reseeded torch generator). Both depend only on
-(seed, i, j), never on how tensors are grouped, batched or walked.
+matches the kernel bitwise.
+
+Noise (shapes: z like θ, standard normal, scaled by b or √(c·G)): element j of the parameter with
+optimizer index i is one element of the project's global stream under the step's seed
+(:func:`noise_index`):
+
+* ``rng="philox"`` (the kernels' stream): element ``i · PARAM_SLOT + j``.
+* ``rng="torch"`` (CPU default; the chunk-keyed torch stream: chunks of ``TORCH_RNG_CHUNK`` of the
+  global index, each a reseeded torch generator): element ``HEAD_BASE + i · HEAD + j`` for
+  ``j < HEAD`` — a head region all parameters share, 1024 of them per chunk — and
+  ``i · PARAM_SLOT + j`` for ``j ≥ HEAD``. A tensor of at most HEAD elements (a norm's weight,
+  a bias) so costs a share of one draw instead of its own reseed (~2.5 µs) and call (~2 µs).
+
+Both depend only on (seed, i, j), never on how tensors are grouped, batched, walked or threaded.
 
 Layout: the bucket is cut into batches of at most ``BATCH`` elements. A batch's small tensors
 (≤ ``SMALL`` elements, e.g. biases and norms) are gathered into flat fp32 buffers and enter the
@@ -48,7 +57,7 @@ PARAM_SLOT = 1 << 42
 #: rng="torch": a parameter's first HEAD elements come from a region shared by all parameters
 #: (parameter i at ``HEAD_BASE + i·HEAD``), so a tensor of at most HEAD elements (a norm's weight,
 #: a bias) costs a share of one draw instead of a generator reseed (~2.5 µs) and a call (~2 µs).
-HEAD = 0
+HEAD = 64
 #: Global index of the head region: above every parameter slot (optimizer indices < MAX_PARAMS).
 HEAD_BASE = 1 << 62
 MAX_PARAMS = HEAD_BASE // PARAM_SLOT

@@ -18,7 +18,9 @@ sync, and a CUDA graph that captured a step replays fresh noise (the captured ``
 it). Capture after one eager step (which creates the state); ``state_dict`` reads the counter.
 Element j of the parameter with index i (its position over all param groups, in order,
 counting parameters without a gradient too) takes element
-``i · 2**42 + j`` of the project's stream under that seed (``fastlangevin/_rng.py``), so the noise
+``i · 2**42 + j`` of the project's stream under that seed (``fastlangevin/_rng.py``; the CPU
+fallback's torch stream takes ``j < 64`` from a head region all parameters share, see
+:func:`fastlangevin.fallback.optim.noise_index`), so the noise
 never depends on how parameters are grouped, bucketed or chunked. ``(seed, step)`` is saved in
 ``state_dict()["noise_stream"]``: a loaded optimizer continues the stream exactly, whatever
 generator it was built with. Replicas (DDP) built with the same seed draw identical noise.
