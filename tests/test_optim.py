@@ -764,3 +764,38 @@ def test_step_hooks_and_profiler_label():
         opt.step()
     assert any(e.name == "Optimizer.step#SGLD.step" for e in prof.events())
     assert opt.noise_stream["step"] == 3
+
+
+def test_cached_step_threaded_draws_equal_serial(monkeypatch):
+    """Steps 2 and 3 (the cached CPU step) with draws spread over 3 threads equal the serial ones bit
+    for bit, and each parameter is its place in the torch stream (head region, then its slot)."""
+    import fastlangevin.fallback.optim as fo
+
+    shapes = [(1,), (3,), (17,), (5, 7), (64,), (65,), (40, 50), (70_001,), (9,), (4, 4), (1,)]
+    monkeypatch.setattr(fo, "MIN_DRAW_PER_WORKER", 4)
+    monkeypatch.setattr(fo, "BATCH", 1 << 16)
+
+    def run(threads):
+        params = [torch.zeros(s) for s in shapes]
+        opt = SGLD(params, lr=0.5, seed=8, backend="torch")  # b = 1
+        n = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        outs = []
+        try:
+            for _ in range(3):
+                for p in params:
+                    p.zero_()
+                    p.grad = torch.zeros_like(p)
+                opt.step()
+                outs.append([p.clone() for p in params])
+        finally:
+            torch.set_num_threads(n)
+        assert opt._program is not None
+        return outs
+
+    serial, threaded = run(1), run(3)
+    for k, (a, b) in enumerate(zip(serial, threaded)):
+        seed = int(step_seed(8, k))
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert torch.equal(x, y), (k, i)
+            assert torch.equal(x.reshape(-1), _torch_stream(seed, i, x.numel())), (k, i)
