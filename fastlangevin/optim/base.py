@@ -94,7 +94,8 @@ except (ImportError, AttributeError):  # pragma: no cover - private API moved: a
 _CPU = torch.device("cpu")
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # Parameter disables __torch_function__: a plain tensor
 _F32 = np.dtype(np.float32)  # builtin dtypes are singletons: `is` is the cheap test
-_FLAT, _SMALL, _LARGE = "flat", "small", "large"  # a gradient gathered as is / flattened; read by numpy
+_ONLY_TENSOR, _ONLY_F32, _ONLY_NP_F32 = {torch.Tensor}, {torch.float32}, {_F32}
+_DATA_PTR, _DTYPE, _SHAPE = torch.Tensor.data_ptr, operator.attrgetter("dtype"), operator.attrgetter("shape")
 
 
 class _CpuProgram:
@@ -134,13 +135,19 @@ class _CpuProgram:
             for n in n_small:
                 cuts.append(gbuf.numpy()[off : off + n] if n else None)
                 off += n
-            kinds = [(_FLAT if p.dim() == 1 else _SMALL) if sm else _LARGE for p, sm in zip(act, small)]
             arrays = [p.detach().numpy() for p in act]
-            # checked against each gradient: its ndarray's shape (large), its torch.Size (small)
-            shapes = [a.shape if k is _LARGE else p.shape for p, a, k in zip(act, arrays, kinds)]
+            small_idx = [k for k, sm in enumerate(small) if sm]
+            large_idx = [k for k, sm in enumerate(small) if not sm]
+            layout = (
+                small_idx,
+                [act[k].shape for k in small_idx],
+                [act[k].dim() != 1 for k in small_idx] if any(act[k].dim() != 1 for k in small_idx) else None,
+                large_idx,
+                [arrays[k].shape for k in large_idx],
+            )
             self.groups.append(
-                (group, params, active, act, [p.data_ptr() for p in act], shapes, arrays, dicts, states,
-                 [t.numpy() for t in states], plan, kinds, gbuf, cuts)
+                (group, params, active, act, [p.data_ptr() for p in act], layout, arrays, dicts, states,
+                 [t.numpy() for t in states], plan, gbuf, cuts)
             )  # fmt: skip
         self.written = [p for g in self.groups for p in g[3]] + [t for g in self.groups for t in g[8]]
         self.key = key
@@ -180,10 +187,11 @@ class _CpuProgram:
         if opt.state is not self.state or len(opt.param_groups) != len(self.groups):
             return None
         out = []
-        key, f32, tensor = self.key, torch.float32, torch.Tensor
-        for group, (cached, params, active, act, ptrs, shapes, _, dicts, states, _, _, kinds, gbuf, _) in zip(
+        key = self.key
+        for group, (cached, params, active, act, ptrs, layout, _, dicts, states, _, _, gbuf, _) in zip(
             opt.param_groups, self.groups
         ):
+            small_idx, small_shapes, flatten, large_idx, large_shapes = layout
             ps = group is cached and group["params"]
             if not ps or len(ps) != len(params) or not all(map(operator.is_, ps, params)):
                 return None
@@ -192,29 +200,30 @@ class _CpuProgram:
                 return None
             if len(act) != len(ps):
                 gs = [g for g in gs if g is not None]
-            arrays, gathered = [], []
-            add, gather = arrays.append, gathered.append
-            for p, g, ptr, shape, kind in zip(act, gs, ptrs, shapes, kinds):
-                if type(g) is not tensor or p.data_ptr() != ptr:
+            # Checks as whole-list builtins (C loops; ~0.5 µs a parameter less than a Python loop):
+            # plain tensors, unmoved parameter storage, the small ones fp32 of their parameter's shape.
+            if set(map(type, gs)) != _ONLY_TENSOR or list(map(_DATA_PTR, act)) != ptrs:
+                return None
+            small = [gs[k] for k in small_idx]
+            if small:
+                if set(map(_DTYPE, small)) != _ONLY_F32 or list(map(_SHAPE, small)) != small_shapes:
                     return None
-                if kind is _LARGE:
-                    try:
-                        a = g.numpy()  # raises for sparse, non-CPU, bf16 or grad-requiring tensors
-                    except (RuntimeError, TypeError):
-                        return None
-                    if a.shape != shape or a.dtype is not _F32:
-                        return None
-                    add(a)
-                    continue
-                if g.dtype is not f32 or g.shape != shape:
-                    return None
-                gather(g if kind is _FLAT else g.reshape(-1))
-                add(None)
-            if gathered:
-                try:  # into our scratch: a failure (a sparse or non-CPU gradient) touches nothing of the user's
-                    torch.cat(gathered, out=gbuf)
+                try:  # into our scratch: a failure (a sparse gradient, say) touches nothing of the user's
+                    if flatten:  # (a reshape costs ~0.7 µs even when it changes nothing: only where needed)
+                        small = [g.reshape(-1) if f else g for g, f in zip(small, flatten)]
+                    torch.cat(small, out=gbuf)
                 except (RuntimeError, TypeError):
                     return None
+            arrays = [None] * len(act)
+            try:  # numpy views of the others: raises for sparse, bf16 or grad-requiring tensors
+                large = [gs[k].numpy() for k in large_idx]
+            except (RuntimeError, TypeError):
+                return None
+            if large:
+                if [a.shape for a in large] != large_shapes or set(map(_DTYPE, large)) != _ONLY_NP_F32:
+                    return None
+                for k, a in zip(large_idx, large):
+                    arrays[k] = a
             if key is not None:
                 get = opt.state.get
                 for p, d, t in zip(act, dicts, states):
@@ -228,7 +237,7 @@ class _CpuProgram:
         if self.rng == "philox":
             seed = torch.tensor([seed], dtype=torch.int64)
         method = opt.METHOD
-        for (group, _, _, act, _, _, arrays, _, _, st, plan, _, _, cuts), g in zip(self.groups, grads):
+        for (group, _, _, act, _, _, arrays, _, _, st, plan, _, cuts), g in zip(self.groups, grads):
             if not act:
                 continue
             _backend.record(OP_NAMES[method], "torch")
