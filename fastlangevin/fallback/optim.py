@@ -29,7 +29,9 @@ update as *one* tensor, then are scattered back; larger tensors are updated in p
 ``BATCH`` above it). The torch stream's normals are drawn straight into the batch's noise buffer
 (the noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
 spread over torch's threads when there are several (each chunk has its own generator), else
-each tensor's chunks just before its update (still in cache).
+each tensor's chunks just before its update, into a reused scratch (still in cache); the head
+region is drawn once per call and its elements copied in after the chunk fills. Optimizer
+indices must be below ``MAX_PARAMS`` (2**20), where the head region begins.
 
 Arithmetic: on CPU the update runs as numpy ufuncs on views of the same memory
 (:func:`run_numpy`; ~0.3 µs a call against ~1-2 µs a torch op, which dominates at these sizes),
