@@ -799,3 +799,18 @@ def test_cached_step_threaded_draws_equal_serial(monkeypatch):
         for i, (x, y) in enumerate(zip(a, b)):
             assert torch.equal(x, y), (k, i)
             assert torch.equal(x.reshape(-1), _torch_stream(seed, i, x.numel())), (k, i)
+
+
+def test_parameter_count_limit_is_a_clear_error(monkeypatch):
+    """More parameter tensors than the noise index space holds (2**20: slots below the torch stream's
+    head region) is refused naming ``params``, at construction or add_param_group (which then adds nothing)."""
+    import fastlangevin.fallback.optim as fo
+
+    assert fo.MAX_PARAMS == 2**20 and fo.HEAD_BASE == fo.MAX_PARAMS * PARAM_SLOT
+    monkeypatch.setattr(fo, "MAX_PARAMS", 3)
+    with pytest.raises(ValueError, match="params"):
+        SGLD([torch.zeros(1) for _ in range(4)], lr=0.1)
+    opt = SGLD([torch.zeros(1) for _ in range(2)], lr=0.1)
+    with pytest.raises(ValueError, match="params"):
+        opt.add_param_group({"params": [torch.zeros(1), torch.zeros(1)]})
+    assert len(opt.param_groups) == 1

@@ -429,6 +429,10 @@ class LangevinOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group):
         super().add_param_group(param_group)
         self._program = None
+        n = sum(len(g["params"]) for g in self.param_groups)
+        if n > _fb.MAX_PARAMS:  # the noise index space: parameter slots below the torch stream's head region
+            self.param_groups.pop()
+            raise ValueError(f"params: at most {_fb.MAX_PARAMS} parameter tensors per optimizer, got {n}")
 
     def _step_seed(self, device: torch.device, backend: str) -> torch.Tensor:
         """This step's int64 ``[1]`` seed on ``device``: from the device counter on the Triton path
