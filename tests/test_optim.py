@@ -17,7 +17,7 @@ import torch
 import fastlangevin as fl
 from fastlangevin import reference as ref
 from fastlangevin._rng import torch_normal
-from fastlangevin.fallback.optim import PARAM_SLOT, param_noise
+from fastlangevin.fallback.optim import HEAD, HEAD_BASE, PARAM_SLOT, param_noise
 from fastlangevin.optim import SGHMC, SGLD, CyclicalLR, pSGLD
 from fastlangevin.optim.base import step_seed
 
@@ -28,6 +28,13 @@ HYPER = {
     "sghmc": {"friction": 0.3, "noise_estimate": 0.05},
 }
 SHAPES = [(5, 3), (7,), (2, 3, 4, 4), (1,)]
+
+
+def _torch_stream(seed: int, i: int, n: int) -> torch.Tensor:
+    """rng="torch": element j < HEAD of parameter i is global element HEAD_BASE + i·HEAD + j of the
+    chunk-keyed torch stream (a region all parameters share), element j >= HEAD is i·PARAM_SLOT + j."""
+    head = torch_normal(seed, HEAD_BASE + i * HEAD, min(n, HEAD))
+    return torch.cat([head, torch_normal(seed, i * PARAM_SLOT + HEAD, max(0, n - HEAD))])
 
 
 def make_params(device, dtype=torch.float32, shapes=SHAPES, seed=0):
@@ -112,8 +119,8 @@ def test_kernel_draws_the_philox_stream(name):
 
 def test_noise_is_keyed_by_seed_parameter_and_element(device_backend):
     """With θ = 0, ∇U = 0 an SGLD step is b·z: parameter i's noise is element i·2**42 + j of the
-    stream under mix(seed, step), whatever the other parameters' sizes, the grouping or the
-    kernel's BLOCK."""
+    stream under mix(seed, step) (the torch stream: its first HEAD elements from the shared head
+    region), whatever the other parameters' sizes, the grouping or the kernel's BLOCK."""
     device, backend = device_backend
     rng = "philox" if backend == "triton" else "torch"
 
@@ -140,8 +147,8 @@ def test_noise_is_keyed_by_seed_parameter_and_element(device_backend):
     for i, p in enumerate(base):  # b = sqrt(2 * 0.5) = 1: the parameter is z itself
         want = param_noise(seed, i, p.numel(), rng).reshape(p.shape)
         torch.testing.assert_close(p.cpu(), want, rtol=0, atol=2e-6 if backend == "triton" else 0)
-        if rng == "torch":  # the project's global-index torch stream, at the parameter's slot
-            assert torch.equal(p.reshape(-1), torch_normal(int(seed), i * PARAM_SLOT, p.numel()))
+        if rng == "torch":  # the project's global-index torch stream: head region, then the parameter's slot
+            assert torch.equal(p.reshape(-1), _torch_stream(int(seed), i, p.numel()))
     assert torch.equal(run([(300,), (17, 3), (70_000,)], groups=[(0, 1), (1, 3)])[1], base[1])
     assert torch.equal(run([(5,), (17, 3)])[1], base[1])  # parameter 0's size does not matter
     if backend == "triton":
@@ -334,7 +341,7 @@ def test_op_opcheck_and_compile(device_backend):
 def test_bayes_demo_small_run():
     """``fastlangevin demo bayes`` (a reduced run): the predictive band is wider in the gap than
     on the data, and the posterior predictive beats the point estimate on held-out data (seeds
-    0-2 give gap/data band ratios 1.4-2.3 and log-likelihood margins 2.3-4.8 nats per point)."""
+    0-2 give gap/data band ratios 1.35-1.89 and log-likelihood margins 2.6-5.1 nats per point)."""
     import dataclasses
 
     from fastlangevin.demos import bayes
@@ -589,4 +596,221 @@ def test_threaded_draws_equal_the_serial_stream(monkeypatch):
     seed = int(step_seed(8, 0))
     for i, (a, b) in enumerate(zip(serial, threaded)):
         assert torch.equal(a, b), i
-        assert torch.equal(a.reshape(-1), torch_normal(seed, i * PARAM_SLOT, a.numel())), i
+        assert torch.equal(a.reshape(-1), _torch_stream(seed, i, a.numel())), i
+
+
+def _run_steps(name, params, backend_opts, steps=3, injected=False, **kw):
+    """``steps`` SGLD/pSGLD/SGHMC steps with deterministic gradients; the optimizer and per-step snapshots."""
+    hyper = dict(lr=0.01, num_data=3, prior_precision=0.5, temperature=0.7, seed=99, **HYPER[name])
+    hyper.update(kw)
+    opt = OPTS[name](params, backend="torch", **backend_opts, **hyper)
+    zg = torch.Generator().manual_seed(5)
+    snaps = []
+    for k in range(steps):
+        set_grads(params, k)
+        z = [torch.randn(p.shape, generator=zg) for p in params] if injected else None
+        opt.step(noise=z)
+        snaps.append([p.detach().clone() for p in params] + [v.clone() for p in params for v in opt.state[p].values()])
+    return opt, snaps
+
+
+@pytest.mark.parametrize("rng", ["torch", "philox", "injected"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("name", list(OPTS))
+def test_numpy_update_equals_the_foreach_ops_bitwise(monkeypatch, name, dtype, rng):
+    """The CPU fallback's numpy ufuncs give bit for bit what the torch._foreach_* ops (the path other
+    devices take) give: every method, drawn (both streams) or injected noise, fp32 parameters or
+    bf16 ones with fp32 masters, tensors gathered, whole and sliced above BATCH (BATCH cut to 2**16)."""
+    import fastlangevin.fallback.optim as fo
+
+    monkeypatch.setattr(fo, "BATCH", 1 << 16)
+    shapes = SHAPES + [(300, 301), (64,), (3, 5000)]
+    out = {}
+    for on_cpu in (True, False):
+        monkeypatch.setattr(fo, "NUMPY_ON_CPU", on_cpu)
+        params = make_params("cpu", dtype, shapes=shapes, seed=1)
+        opts = {} if rng == "injected" else {"rng": rng}
+        _, out[on_cpu] = _run_steps(name, params, opts, injected=rng == "injected")
+    for a, b in zip(out[True], out[False]):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_numpy_ufuncs_equal_torch_ops_on_hard_values():
+    """The ufuncs the CPU update uses against the torch ops they replace, bitwise on 2**20 fp32 values
+    over the whole exponent range (subnormals, huge, ±0) and on scalar operands as torch rounds them."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(0)
+    bits = torch.randint(0, 2**31 - 1, (1 << 20,), generator=g, dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32)
+    x = torch.where(torch.isfinite(x), x, torch.ones_like(x))
+    y = x.flip(0).contiguous()
+    pos = x.abs()
+    xn, yn, pn = x.numpy(), y.numpy(), pos.numpy()
+    with np.errstate(all="ignore"):  # overflow to ±inf is part of what is compared
+        for s in (1e-4, 0.9, 3.0, 1e-5, 2.0 / 3.0):
+            assert np.array_equal(np.multiply(xn, np.float32(s)), torch.mul(x, s).numpy())
+            assert np.array_equal(np.add(pn, np.float32(s)), torch.add(pos, s).numpy())
+        assert np.array_equal(np.multiply(xn, yn), torch.mul(x, y).numpy())
+        assert np.array_equal(np.subtract(xn, yn), torch.sub(x, y).numpy())
+        assert np.array_equal(np.add(xn, yn), torch.add(x, y).numpy())
+        recip = torch.reciprocal(pos + 1e-5)
+        assert np.array_equal(np.reciprocal(np.add(pn, np.float32(1e-5))), recip.numpy())
+    # the reference's correctly rounded root (float64, rounded once) is what np.sqrt gives
+    assert np.array_equal(np.sqrt(pn), pos.double().sqrt().float().numpy())
+
+
+def test_cached_cpu_step_equals_the_ordinary_step_through_changes(monkeypatch):
+    """The optimizer's cached CPU step (built after the first step) gives bit for bit the ordinary
+    step's results, and notices what it must: fresh gradient tensors, a gradient turning None and
+    back, a parameter's storage swapped (``p.data = ...``), a state tensor replaced, a new param
+    group, load_state_dict; an error after the cache exists still touches nothing."""
+    import fastlangevin.optim.base as base
+
+    def run(cached):
+        fast, step_k = [], [0]
+        orig = base._CpuProgram.run
+
+        def counted(self, opt, grads):
+            fast.append(step_k[0])
+            return orig(self, opt, grads)
+
+        monkeypatch.setattr(base._CpuProgram, "run", counted)
+        params = make_params("cpu", shapes=SHAPES + [(40, 50)], seed=2)
+        opt = SGHMC(params, lr=0.01, seed=4, backend="torch", prior_precision=0.5, num_data=3)
+        outs = []
+        for k in range(9):
+            step_k[0] = k
+            if not cached:
+                opt._program = None  # every step the ordinary path
+            set_grads(params, k)
+            if k == 2:
+                params[1].grad = None
+            if k == 4:
+                params[2].data = params[2].data.clone() + 1.0  # moved storage
+            if k == 5:
+                opt.state[params[0]]["momentum"] = opt.state[params[0]]["momentum"].clone() * 0.5
+            if k == 6:
+                buf = io.BytesIO()
+                torch.save(opt.state_dict(), buf)
+                buf.seek(0)
+                opt.load_state_dict(torch.load(buf))
+            if k == 7:
+                extra = torch.zeros(6)
+                extra.grad = torch.ones(6)
+                opt.add_param_group({"params": [extra], "lr": 0.1})
+                params.append(extra)
+            versions = [p._version for p in params]
+            with fl.track_backends() as ran:
+                opt.step()
+            assert ran == [("sghmc", "torch")] * len(opt.param_groups)
+            assert all(p._version > v for p, v in zip(params, versions) if p.grad is not None)
+            outs.append([p.clone() for p in params] + [v.clone() for p in params for v in opt.state[p].values()])
+        # cached: steps 1 and 8 (nothing changed since the step before); every other one noticed a change
+        assert fast == ([1, 8] if cached else [])
+        a, b = torch.zeros(3), torch.zeros(4)
+        opt2 = SGLD([a, b], lr=0.1, seed=5, backend="torch")
+        a.grad, b.grad = torch.ones(3), torch.ones(4)
+        opt2.step()
+        assert isinstance(opt2._program, base._CpuProgram)
+        before = (a.clone(), b.clone(), opt2.noise_stream)
+        b.grad = torch.ones(4).to_sparse()
+        with pytest.raises(RuntimeError, match="sparse"):
+            opt2.step()
+        assert torch.equal(a, before[0]) and torch.equal(b, before[1]) and opt2.noise_stream == before[2]
+        return outs
+
+    for x, y in zip(run(True), run(False)):
+        assert len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y))
+
+
+def test_cpu_update_keeps_autograd_version_checks():
+    """The numpy writes bump the version counters as the torch ops did: a step between forward and
+    backward is still caught by autograd (cached step or not)."""
+    w = torch.nn.Parameter(torch.ones(5))
+    opt = SGLD([w], lr=0.1, seed=1, backend="torch")
+    for _ in range(2):
+        loss = (w * w).sum()
+        w.grad = torch.ones(5)
+        opt.step()
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            loss.backward()
+
+
+def test_step_hooks_and_profiler_label():
+    """The step runs torch.optim's step pre/post hooks (per optimizer and global) with the call's
+    arguments, a pre-hook may replace them, and a profiler sees the usual ``Optimizer.step#`` scope."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    w = torch.zeros(3)
+    w.grad = torch.ones(3)
+    opt = SGLD([w], lr=0.1, seed=1, backend="torch")
+    calls = []
+    handles = [
+        opt.register_step_pre_hook(lambda o, a, k: calls.append(("pre", a[1:], dict(k)))),
+        opt.register_step_post_hook(lambda o, a, k: calls.append(("post", a[1:]))),
+        register_optimizer_step_pre_hook(lambda o, a, k: calls.append(("global",))),
+    ]
+    try:
+        opt.step()
+        assert calls == [("global",), ("pre", (), {}), ("post", ())]
+        calls.clear()
+        handles.append(opt.register_step_pre_hook(lambda o, a, k: ((o, lambda: 7.0), k)))
+        assert opt.step() == 7.0  # the replaced closure ran
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert any(e.name == "Optimizer.step#SGLD.step" for e in prof.events())
+    assert opt.noise_stream["step"] == 3
+
+
+def test_cached_step_threaded_draws_equal_serial(monkeypatch):
+    """Steps 2 and 3 (the cached CPU step) with draws spread over 3 threads equal the serial ones bit
+    for bit, and each parameter is its place in the torch stream (head region, then its slot)."""
+    import fastlangevin.fallback.optim as fo
+
+    shapes = [(1,), (3,), (17,), (5, 7), (64,), (65,), (40, 50), (70_001,), (9,), (4, 4), (1,)]
+    monkeypatch.setattr(fo, "MIN_DRAW_PER_WORKER", 4)
+    monkeypatch.setattr(fo, "BATCH", 1 << 16)
+
+    def run(threads):
+        params = [torch.zeros(s) for s in shapes]
+        opt = SGLD(params, lr=0.5, seed=8, backend="torch")  # b = 1
+        n = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        outs = []
+        try:
+            for _ in range(3):
+                for p in params:
+                    p.zero_()
+                    p.grad = torch.zeros_like(p)
+                opt.step()
+                outs.append([p.clone() for p in params])
+        finally:
+            torch.set_num_threads(n)
+        assert opt._program is not None
+        return outs
+
+    serial, threaded = run(1), run(3)
+    for k, (a, b) in enumerate(zip(serial, threaded)):
+        seed = int(step_seed(8, k))
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert torch.equal(x, y), (k, i)
+            assert torch.equal(x.reshape(-1), _torch_stream(seed, i, x.numel())), (k, i)
+
+
+def test_parameter_count_limit_is_a_clear_error(monkeypatch):
+    """More parameter tensors than the noise index space holds (2**20: slots below the torch stream's
+    head region) is refused naming ``params``, at construction or add_param_group (which then adds nothing)."""
+    import fastlangevin.fallback.optim as fo
+
+    assert fo.MAX_PARAMS == 2**20 and fo.HEAD_BASE == fo.MAX_PARAMS * PARAM_SLOT
+    monkeypatch.setattr(fo, "MAX_PARAMS", 3)
+    with pytest.raises(ValueError, match="params"):
+        SGLD([torch.zeros(1) for _ in range(4)], lr=0.1)
+    opt = SGLD([torch.zeros(1) for _ in range(2)], lr=0.1)
+    with pytest.raises(ValueError, match="params"):
+        opt.add_param_group({"params": [torch.zeros(1), torch.zeros(1)]})
+    assert len(opt.param_groups) == 1

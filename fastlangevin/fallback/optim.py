@@ -1,4 +1,4 @@
-"""PyTorch fallback of the Langevin optimizers' multi-tensor update, on ``torch._foreach_*`` ops.
+"""PyTorch fallback of the Langevin optimizers' multi-tensor update (numpy on CPU, ``torch._foreach_*`` elsewhere).
 
 With ``g = gscale · grad + prior · θ`` (fp32; θ the parameter or its fp32 master copy):
 
@@ -8,35 +8,61 @@ With ``g = gscale · grad + prior · θ`` (fp32; θ the parameter or its fp32 ma
 
 Same evaluation order as ``kernels/optim.py``, one rounding per operation (explicit multiplies,
 never ``alpha=`` which may fuse into an FMA; correctly rounded √), so with the noise injected it
-matches the kernel bitwise. Noise for element j of the parameter with optimizer index i is
-element ``i · PARAM_SLOT + j`` of the global stream under the step's seed: ``rng="philox"`` is
-the kernels' stream; ``rng="torch"`` (CPU default) the chunk-keyed torch stream (chunks of
-``TORCH_RNG_CHUNK`` of the global index, each a reseeded torch generator). Both depend only on
-(seed, i, j), never on how tensors are grouped, batched or walked.
+matches the kernel bitwise.
 
-Layout (a CPU ``_foreach_*`` op still dispatches once per tensor, ~1-2 µs): the bucket is cut
-into batches of at most ``BATCH`` elements. A batch's small tensors (≤ ``SMALL`` elements, e.g.
-biases and norms) are gathered into flat fp32 buffers (one ``_foreach_copy_`` per operand, into
-cached views) and enter the update as *one* tensor, then are scattered back; larger tensors are
-updated in place (slices of ``BATCH`` above it). The update is one list of ``_foreach_*`` ops
-per batch. The torch stream's normals are drawn straight into the batch's noise buffer (the
-noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
-spread over torch's threads when there are several (each chunk has its own generator).
+Noise (shapes: z like θ, standard normal, scaled by b or √(c·G)): element j of the parameter with
+optimizer index i is one element of the project's global stream under the step's seed
+(:func:`noise_index`):
+
+* ``rng="philox"`` (the kernels' stream): element ``i · PARAM_SLOT + j``.
+* ``rng="torch"`` (CPU default; the chunk-keyed torch stream: chunks of ``TORCH_RNG_CHUNK`` of the
+  global index, each a reseeded torch generator): element ``HEAD_BASE + i · HEAD + j`` for
+  ``j < HEAD`` — a head region all parameters share, 1024 of them per chunk — and
+  ``i · PARAM_SLOT + j`` for ``j ≥ HEAD``. A tensor of at most HEAD elements (a norm's weight,
+  a bias) so costs a share of one draw instead of its own reseed (~2.5 µs) and call (~2 µs).
+
+Both depend only on (seed, i, j), never on how tensors are grouped, batched, walked or threaded.
+
+Layout: the bucket is cut into batches of at most ``BATCH`` elements. A batch's small tensors
+(≤ ``SMALL`` elements, e.g. biases and norms) are gathered into flat fp32 buffers and enter the
+update as *one* tensor, then are scattered back; larger tensors are updated in place (slices of
+``BATCH`` above it). The torch stream's normals are drawn straight into the batch's noise buffer
+(the noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
+spread over torch's threads when there are several (each chunk has its own generator), else
+each tensor's chunks just before its update, into a reused scratch (still in cache); the head
+region is drawn once per call and its elements copied in after the chunk fills. Optimizer
+indices must be below ``MAX_PARAMS`` (2**20), where the head region begins.
+
+Arithmetic: on CPU the update runs as numpy ufuncs on views of the same memory
+(:func:`run_numpy`; ~0.3 µs a call against ~1-2 µs a torch op, which dominates at these sizes),
+the same operations in the same order, so bitwise the same fp32 results (tests compare it with the
+foreach path); its writes bump autograd's version counters as torch's in-place ops do. Other
+devices run :func:`_update` on ``torch._foreach_*`` ops. The optimizers' cached CPU step
+(``fastlangevin.optim.base._CpuProgram``) calls :func:`run_numpy` directly with the arrays it keeps.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 from typing import List, Optional
 
 import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
-from .._rng import TORCH_RNG_CHUNK, philox_normal, philox_randn4x, torch_normal
+from .._rng import TORCH_RNG_CHUNK, chunk_seed, philox_normal, philox_randn4x, torch_normal
 from .chunks import _pool, cpu_scratch
 
 #: Elements of the global stream reserved for each parameter (the kernel uses 2**40 Philox groups).
 PARAM_SLOT = 1 << 42
+#: rng="torch": a parameter's first HEAD elements come from a region shared by all parameters
+#: (parameter i at ``HEAD_BASE + i·HEAD``), so a tensor of at most HEAD elements (a norm's weight,
+#: a bias) costs a share of one draw instead of a generator reseed (~2.5 µs) and a call (~2 µs).
+HEAD = 64
+#: Global index of the head region: above every parameter slot (optimizer indices < MAX_PARAMS).
+HEAD_BASE = 1 << 62
+MAX_PARAMS = HEAD_BASE // PARAM_SLOT
 #: Elements per flat batch (a multiple of TORCH_RNG_CHUNK): its fp32 buffers (1 MiB each) stay in L2/L3.
 BATCH = 1 << 18
 #: Tensors of at most this many elements are packed into batches (their update costs more in
@@ -45,15 +71,30 @@ SMALL = 1 << 12
 #: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
 MIN_DRAW_PER_WORKER = 1 << 14
 
+#: On CPU the update runs as numpy ufuncs (bitwise the foreach ops, a fraction of their dispatch
+#: cost); False forces the ``torch._foreach_*`` path (the one other devices take): tests compare them.
+NUMPY_ON_CPU = True
+
 SGLD, PSGLD, SGHMC = 0, 1, 2
 _C = TORCH_RNG_CHUNK
+
+
+def noise_index(index: int, j: int, rng: str) -> int:
+    """The global stream element giving the noise of element ``j`` of the parameter with optimizer
+    index ``index``: ``index·PARAM_SLOT + j`` (Philox; torch from element HEAD on), or
+    ``HEAD_BASE + index·HEAD + j`` (torch, ``j < HEAD``)."""
+    if rng == "torch" and j < HEAD:
+        return HEAD_BASE + index * HEAD + j
+    return index * PARAM_SLOT + j
 
 
 def param_noise(seed: torch.Tensor, index: int, n: int, rng: str) -> torch.Tensor:
     """The standard normals of parameter ``index``'s first ``n`` elements (float32, flat): a test oracle."""
     if rng == "philox":
         return philox_normal(seed, index * PARAM_SLOT, n)
-    return torch_normal(int(seed.reshape(()).item()), index * PARAM_SLOT, n)
+    s = int(seed.reshape(()).item())
+    head = torch_normal(s, noise_index(index, 0, rng), min(n, HEAD))
+    return torch.cat([head, torch_normal(s, noise_index(index, HEAD, rng), max(0, n - HEAD))])
 
 
 _GOLDEN = 0x9E3779B97F4A7C15  # splitmix64's increment
@@ -74,6 +115,15 @@ def splitmix64_tensor(seed: int, chunk: torch.Tensor) -> torch.Tensor:
     z = (z ^ ((z >> 30) & ((1 << 34) - 1))) * _int64(0xBF58476D1CE4E5B9)
     z = (z ^ ((z >> 27) & ((1 << 37) - 1))) * _int64(0x94D049BB133111EB)
     return z ^ ((z >> 31) & ((1 << 33) - 1))
+
+
+def splitmix64_np(seed: int, chunk: np.ndarray) -> np.ndarray:
+    """:func:`splitmix64_tensor` of a uint64 numpy array (uint64 arithmetic wraps modulo 2**64, ``>>``
+    is logical): the same bits as int64 (~5 µs for a hundred keys instead of ~25 µs of torch ops)."""
+    z = chunk * np.uint64(_GOLDEN) + np.uint64((seed + _GOLDEN) % (1 << 64))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))).view(np.int64)
 
 
 def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
@@ -129,6 +179,124 @@ def _update(method, theta, g, state, z, lr, gscale, prior, nscale, a1, a2, eps):
         raise ValueError(f"unknown method {method}")
 
 
+_F32 = np.float32
+_mul, _sub, _add, _sqrt, _recip = np.multiply, np.subtract, np.add, np.sqrt, np.reciprocal
+
+
+def np_scalars(scalars: tuple) -> tuple:
+    """``(lr, gscale, prior, nscale, a1, a2, eps)`` as the fp32 values torch's ops use (a Python
+    float scalar meets an fp32 tensor rounded to fp32); gscale / prior None where ``_update`` skips them."""
+    lr, gscale, prior, nscale, a1, a2, eps = scalars
+    return (
+        _F32(lr),
+        None if gscale == 1.0 else _F32(gscale),
+        None if prior == 0.0 else _F32(prior),
+        _F32(nscale),
+        _F32(a1),
+        _F32(a2),
+        _F32(eps),
+    )
+
+
+def _update_np(method, th, g, st, z, sc, t1, t2, t3):
+    """:func:`_update` on numpy arrays (CPU): the same operations in the same order, each one IEEE fp32
+    rounding (numpy's ufuncs: no FMA, correctly rounded √ and 1/x), so bitwise the same results;
+    ~0.3 µs a call instead of ~1-2 µs a torch op. ``th`` / ``st`` in place, ``t1..t3`` scratch shaped
+    like ``th``, ``sc`` from :func:`np_scalars`."""
+    lr, gscale, prior, nscale, a1, a2, eps = sc
+    if gscale is not None:
+        _mul(g, gscale, t3)
+        g = t3
+    if prior is not None:
+        _mul(th, prior, t1)
+        _add(g, t1, t3)
+        g = t3
+    if method == SGLD:
+        _mul(g, lr, t1)
+        _sub(th, t1, th)
+        if z is not None:
+            _add(th, z, th)
+    elif method == PSGLD:
+        _mul(st, a1, st)
+        _mul(g, g, t1)
+        _mul(t1, a2, t1)
+        _add(st, t1, st)
+        _sqrt(st, t1)
+        _add(t1, eps, t1)
+        _recip(t1, t1)
+        _mul(t1, g, t2)
+        _mul(t2, lr, t2)
+        _sub(th, t2, th)
+        if z is not None:
+            _mul(t1, nscale, t1)
+            _sqrt(t1, t1)
+            _mul(t1, z, t1)
+            _add(th, t1, th)
+    elif method == SGHMC:
+        _mul(st, a1, st)
+        _mul(g, lr, t1)
+        _sub(st, t1, st)
+        if z is not None:
+            _add(st, z, st)
+        _add(th, st, th)
+    else:
+        raise ValueError(f"unknown method {method}")
+
+
+def run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tuple, noise, g_small=None) -> None:
+    """The CPU update of a bucket laid out by ``plan``, on numpy arrays shaped like the tensors
+    (``th``, ``st`` written in place, ``g`` read; fp32); ``noise``: None (no noise) or a
+    :class:`NoiseSource`. Batch by batch: its small tensors are gathered into flat buffers (a numpy
+    slice assignment, ~0.1 µs a tensor), updated as one array and scattered back; the others are
+    updated in place, one after the other. A serial torch-stream batch draws each tensor's chunks
+    just before its update (its noise still in cache); otherwise the batch's noise is filled at once
+    (threaded draws, Philox, injected). ``g_small``: per batch, its small tensors' gradients already
+    gathered (flat, in order), or None. Callers validate shapes (an assignment would broadcast)."""
+    on = noise is not None
+    for b in range(len(plan.packed)):
+        ks, flat, views, parts, first = plan.np_batch(b)
+        seeds = noise.fill(b) if on else None  # the chunk seeds of a serial batch, drawn below
+        if seeds is not None:
+            gen, std, fills = noise.gen, noise.std, plan.fills(b)
+        if ks:
+            if seeds is not None:
+                for f, s in zip(fills[:first], seeds):
+                    gen.manual_seed(s)
+                    f.normal_(0.0, std, generator=gen)
+                plan.apply_head(b, parts=False)
+            tv, gv, sv = views
+            for k, a in zip(ks, tv):
+                a[...] = th[k]
+            gf = g_small[b] if g_small is not None else None
+            if gf is None:
+                gf = flat[1]
+                for k, c in zip(ks, gv):
+                    c[...] = g[k]
+            if st:
+                for k, a in zip(ks, sv):
+                    a[...] = st[k]
+            _update_np(method, flat[0], gf, flat[2] if st else None, flat[3] if on else None, sc, *flat[4:])
+            for k, a in zip(ks, tv):
+                th[k][...] = a
+            if st:
+                for k, a in zip(ks, sv):
+                    st[k][...] = a
+        for k, lo, hi, whole, zp, t1, t2, t3, (a, e), (zs, sfills, head) in parts:
+            if seeds is not None:
+                for f, s in zip(sfills, seeds[a:e]):
+                    gen.manual_seed(s)
+                    f.normal_(0.0, std, generator=gen)
+                if head is not None:
+                    head[0][...] = head[1]
+                zp = zs
+            if whole:
+                _update_np(method, th[k], g[k], st[k] if st else None, zp if on else None, sc, t1, t2, t3)
+            else:  # a slice of a tensor above BATCH (th and st contiguous: reshape is a view)
+                sp = st[k].reshape(-1)[lo:hi] if st else None
+                _update_np(method, th[k].reshape(-1)[lo:hi], g[k].reshape(-1)[lo:hi], sp, zp if on else None, sc,
+                           t1, t2, t3)  # fmt: skip
+
+
 class _Plan:
     """The batches of one bucket layout (shapes and optimizer indices), with their buffers.
 
@@ -164,23 +332,105 @@ class _Plan:
             self.packed.append(packed), self.parts.append(parts)
         self.n_small = [sum(numels[k] for k in ks) for ks in self.packed]
         self.totals = [ns + sum(hi - lo for _, lo, hi in ps) for ns, ps in zip(self.n_small, self.parts)]
-        self.segs = [
-            self._segments([(k, 0, numels[k]) for k in ks] + ps, indices) for ks, ps in zip(self.packed, self.parts)
-        ]
+        if indices and max(indices) >= MAX_PARAMS:
+            raise ValueError(f"optimizer indices must be < {MAX_PARAMS}, got {max(indices)}")
+        spans = [[(k, 0, numels[k]) for k in ks] + ps for ks, ps in zip(self.packed, self.parts)]
+        self.psegs = [self._segments(sp, indices, 0) for sp in spans]  # Philox: every element
+        self.segs = [self._segments(sp, indices, HEAD) for sp in spans]  # torch: from element HEAD on
+        self._head_layout(spans, indices)
         self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in ps] for ps in self.parts]
         self._buffers, self._flat, self._views = {}, {}, {}
-        self._philox, self._fills, self._keys, self._seeds = {}, {}, None, (None, [])
+        self._philox, self._fills, self._keys, self._seeds, self._np = {}, {}, None, (None, []), {}
+        self._head_np = {}
 
     @staticmethod
-    def _segments(parts, indices):
+    def _segments(parts, indices, skip):
+        """The chunks of the parameter slots covering each part's elements from ``skip`` on: ``(chunk
+        key, offset in the batch, elements needed, elements filled)``; a chunk's fill starts at its
+        element 0 (a prefix of the chunk: the first ``skip`` values are drawn and overwritten)."""
         segs, off = [], 0
         for k, lo, hi in parts:
             base = indices[k] * (PARAM_SLOT // _C)  # PARAM_SLOT is a multiple of the chunk
-            for c in range(lo // _C, -(-hi // _C)):
+            for c in range(max(lo, skip) // _C, -(-hi // _C) if hi > skip else 0):
                 need = min(hi, (c + 1) * _C) - c * _C
                 segs.append((base + c, off + c * _C - lo, need, min(_C, max(16, -(-need // 16) * 16))))
             off += hi - lo
         return segs
+
+    def _head_layout(self, spans, indices):
+        """The torch stream's head region: the chunks it needs (``head_segs``: key, offset in the
+        "head" buffer, fill), and per batch the copies into its noise buffer: ``head_copy[b]`` =
+        (destinations, sources) index lists of its small tensors' head elements, and per part
+        ``(offset in the batch, sources start, count)`` (None: a slice not at element 0)."""
+        want = {}  # head chunk key -> elements of it needed (a prefix)
+        for sp in spans:
+            for k, lo, hi in sp:
+                if lo == 0 and HEAD:
+                    g = HEAD_BASE + indices[k] * HEAD
+                    key = g // _C
+                    want[key] = max(want.get(key, 0), g - key * _C + min(hi, HEAD))
+        self.head_segs, start, off = [], {}, 0
+        for key in sorted(want):
+            fill = max(16, -(-want[key] // 16) * 16)
+            self.head_segs.append((key, off, fill))
+            start[key], off = off, off + fill
+        self.head_size = off
+        self.head_copy = []
+        for b, sp in enumerate(spans):
+            dst, src, parts, pos = [], [], [], 0
+            for j, (k, lo, hi) in enumerate(sp):
+                small = j < len(self.packed[b])
+                if lo == 0 and HEAD:
+                    g = HEAD_BASE + indices[k] * HEAD
+                    s0, cnt = start[g // _C] + g % _C, min(hi, HEAD)
+                    if small:
+                        dst += range(pos, pos + cnt)
+                        src += range(s0, s0 + cnt)
+                    else:
+                        parts.append((pos, s0, cnt))
+                elif not small:
+                    parts.append(None)
+                pos += hi - lo
+            self.head_copy.append((dst, src, parts))
+
+    def draw_head(self, seed_int: int, std: float) -> None:
+        """Fill the "head" buffer with ``std ·`` the head region's normals under ``seed_int``."""
+        if not self.head_segs:
+            return
+        gen, _ = cpu_scratch()
+        head = self._head_buffer()
+        for key, off, fill in self.head_segs:
+            gen.manual_seed(_int64(chunk_seed(seed_int, key)))  # (a chunk per 1024 parameters: Python ints)
+            head[off : off + fill].normal_(0.0, std, generator=gen)
+
+    def _head_buffer(self) -> torch.Tensor:
+        buf = self._buffers.get("head")
+        if buf is None:
+            buf = self._buffers["head"] = torch.empty(self.head_size, dtype=torch.float32)
+        return buf
+
+    def head_np(self, b: int):
+        """Batch ``b``'s head copies as numpy: (z of its small part, destination and source index
+        arrays, the head buffer, per part (its z head view, its source view)); cached."""
+        got = self._head_np.get(b)
+        if got is None:
+            dst, src, parts = self.head_copy[b]
+            z, head = self.buffer("z", self.totals[b]).numpy(), self._head_buffer().numpy()
+            views = [None if c is None else (z[c[0] : c[0] + c[2]], head[c[1] : c[1] + c[2]]) for c in parts]
+            got = (z, np.array(dst, dtype=np.int64), np.array(src, dtype=np.int64), head, views)
+            self._head_np[b] = got
+        return got
+
+    def apply_head(self, b: int, small: bool = True, parts: bool = True) -> None:
+        """Copy the head elements of batch ``b``'s small tensors and/or parts into its noise buffer
+        (after its chunk fills, which write those places too)."""
+        z, dst, src, head, part_views = self.head_np(b)
+        if small and len(dst):
+            z[dst] = head[src]
+        if parts:
+            for v in part_views:
+                if v is not None:
+                    v[0][...] = v[1]
 
     def buffer(self, name: str, n: int) -> torch.Tensor:
         """Flat fp32 buffer ``name``'s first ``n`` elements (16 spare for the last fill; cached views)."""
@@ -214,6 +464,48 @@ class _Plan:
             self._views[key] = v
         return v
 
+    def np_batch(self, b: int):
+        """Batch ``b``'s numpy views, cached: ``(small tensor indices, flat arrays (theta, g, state, z,
+        t1, t2, t3) of its small part, per-tensor views (theta, g, state) into them, parts)``, a part
+        ``(k, lo, hi, whole, z, t1, t2, t3, segment range)`` with its arrays shaped like the tensor
+        (whole) or flat; the scratch t1..t3 of every part and of the small part starts at element 0,
+        so it stays in cache from one tensor to the next. ``segs[b][a:e]`` are the noise chunks of a
+        part (the small part: ``[0, first part's a)``)."""
+        got = self._np.get(b)
+        if got is None:
+            ns = self.n_small[b]
+            names = ("theta", "g", "state", "z", "t1", "t2", "t3")
+            flat = [self.buffer(name, ns).numpy() for name in names]
+            views = [[v.numpy() for v in self.views(name, b, True)] for name in names[:3]]
+            zs = [v.numpy() for v in self.views("z", b, False)]
+            starts, parts = [seg[1] for seg in self.segs[b]], []
+            for (k, lo, hi), w, z in zip(self.parts[b], self.whole[b], zs):
+                temps = [self.buffer(name, hi - lo).numpy() for name in names[4:]]
+                if w:
+                    temps = [t.reshape(self.shapes[k]) for t in temps]
+                off = ns + sum(h - lo_ for _, lo_, h in self.parts[b][: len(parts)])
+                a, e = bisect.bisect_left(starts, off), bisect.bisect_left(starts, off + hi - lo)
+                parts.append((k, lo, hi, w, z, *temps, (a, e), self._serial(b, len(parts), off, a, e)))
+            first = parts[0][-2][0] if parts else len(self.segs[b])
+            got = self._np[b] = (self.packed[b], flat, views, parts, first)
+        return got
+
+    def _serial(self, b: int, j: int, off: int, a: int, e: int):
+        """Part j of batch b drawn serially, into the scratch "zs" from element 0 (hot in cache from
+        one tensor to the next, where the batch buffer's place would be cold): (its noise array,
+        the fills of its chunks ``segs[b][a:e]``, its head destination and source, or None)."""
+        k, lo, hi = self.parts[b][j]
+        zs = self.buffer("zs", self.totals[b] + 16)
+        fills = [zs[o - off : o - off + fill] for _, o, _, fill in self.segs[b][a:e]]
+        z = zs[: hi - lo].numpy()
+        if self.whole[b][j]:
+            z = z.reshape(self.shapes[k])
+        c = self.head_copy[b][2][j]
+        head = None
+        if c is not None:
+            head = (zs[: c[2]].numpy(), self._head_buffer()[c[1] : c[1] + c[2]].numpy())
+        return z, fills, head
+
     def fills(self, b: int) -> List[torch.Tensor]:
         """Batch ``b``'s noise-buffer slices that its chunks' fills write (cached)."""
         got = self._fills.get(b)
@@ -227,8 +519,8 @@ class _Plan:
         splitmix for all batches per seed (manual_seed reads an int64 as its uint64 bits)."""
         if self._seeds[0] != seed_int:
             if self._keys is None:
-                self._keys = torch.tensor([seg[0] for segs in self.segs for seg in segs], dtype=torch.int64)
-            flat, self._seeds = splitmix64_tensor(seed_int, self._keys).tolist(), (seed_int, [])
+                self._keys = np.array([seg[0] for segs in self.segs for seg in segs], dtype=np.uint64)
+            flat, self._seeds = splitmix64_np(seed_int, self._keys).tolist(), (seed_int, [])
             for segs in self.segs:
                 self._seeds[1].append(flat[: len(segs)])
                 flat = flat[len(segs) :]
@@ -239,7 +531,7 @@ class _Plan:
         got = self._philox.get(b)
         if got is None:
             counters, pos, g0 = [], [], 0
-            for key, off, need, _ in self.segs[b]:
+            for key, off, need, _ in self.psegs[b]:
                 start = key * _C  # the segment's first global element, a multiple of 4
                 groups = -(-need // 4)
                 counters.append(torch.arange(start // 4, start // 4 + groups, dtype=torch.int64))
@@ -265,6 +557,13 @@ def _plan(shapes, indices, device) -> _Plan:
     return plan
 
 
+def _draw_workers(plan, b: int) -> int:
+    """Threads for batch ``b``'s draws: torch's thread count, at least MIN_DRAW_PER_WORKER elements each."""
+    if torch.compiler.is_compiling():
+        return 1
+    return min(torch.get_num_threads(), plan.totals[b] // MIN_DRAW_PER_WORKER)
+
+
 def _draw_torch(plan, b: int, seed_int: int, std: float) -> None:
     """Fill batch ``b``'s noise buffer with ``std ·`` the torch stream's normals, over torch's threads.
 
@@ -275,7 +574,7 @@ def _draw_torch(plan, b: int, seed_int: int, std: float) -> None:
     segs, fills = plan.segs[b], plan.fills(b)
     seeds = plan.chunk_seeds(seed_int, b)
     total = plan.totals[b]
-    workers = 1 if torch.compiler.is_compiling() else min(torch.get_num_threads(), total // MIN_DRAW_PER_WORKER)
+    workers = min(_draw_workers(plan, b), len(segs))  # (a batch of head-only tensors has no chunk)
     if workers <= 1:
         _draw_range(fills, seeds, std)
         return
@@ -325,9 +624,35 @@ def _noise(plan, b, seed, rng, std, injected):
         torch.index_select(z4, 0, pos, out=z)
     else:
         _draw_torch(plan, b, seed, std)
+        plan.apply_head(b)  # (the head itself drawn once per call: Plan.draw_head)
         return
     if std != 1.0:
         z.mul_(std)
+
+
+class NoiseSource:
+    """The noise of one :func:`run_numpy` call: ``fill(b)`` puts batch b's noise in the plan's "z"
+    buffer and returns None, or, for a serial torch-stream batch, returns its chunk seeds and leaves
+    the draws (``gen``, ``std``) to the update loop: the same values either way. ``seed``: an int
+    for the torch stream, the int64 ``[1]`` tensor for Philox."""
+
+    def __init__(self, plan, seed, rng: str, std: float, injected=None):
+        self.plan, self.seed, self.rng, self.std, self.injected = plan, seed, rng, std, injected
+        self.torch = injected is None and rng == "torch"
+        self.gen = cpu_scratch()[0] if self.torch else None
+        if self.torch:
+            plan.draw_head(seed, std)
+
+    def fill(self, b: int):
+        plan = self.plan
+        if not self.torch:
+            _noise(plan, b, self.seed, self.rng, self.std, self.injected)
+        elif _draw_workers(plan, b) > 1:
+            _draw_torch(plan, b, self.seed, self.std)
+            plan.apply_head(b)
+        else:
+            return plan.chunk_seeds(self.seed, b)
+        return None
 
 
 def _copy_(dst: List[torch.Tensor], src: List[torch.Tensor]) -> None:
@@ -363,6 +688,19 @@ def optim_update_torch(method: int, tensors: tuple, scalars: tuple, has_noise: b
     noise_seed = seed
     if has_noise and injected is None and rng == "torch":
         noise_seed = int(seed.reshape(()).item())  # once per call (CPU)
+    if device.type == "cpu" and NUMPY_ON_CPU:
+        th = [t.detach().numpy() for t in theta]
+        g = [(t if t.dtype == torch.float32 else t.float()).detach().numpy() for t in grads]
+        st = [t.detach().numpy() for t in states] if states else None
+        noise = NoiseSource(plan, noise_seed, rng, std, injected) if has_noise else None
+        run_numpy(plan, method, th, g, st, np_scalars(scalars), noise)
+        if masters:
+            torch._foreach_copy_(params, masters)
+        # numpy writes bypass autograd's version counters; bump them as the torch ops would
+        increment_version(theta + states if states else theta)
+        return
+    if has_noise and injected is None and rng == "torch":
+        plan.draw_head(noise_seed, std)
     for b, ks in enumerate(plan.packed):
         if has_noise:
             _noise(plan, b, noise_seed, rng, std, injected)

@@ -18,7 +18,9 @@ sync, and a CUDA graph that captured a step replays fresh noise (the captured ``
 it). Capture after one eager step (which creates the state); ``state_dict`` reads the counter.
 Element j of the parameter with index i (its position over all param groups, in order,
 counting parameters without a gradient too) takes element
-``i · 2**42 + j`` of the project's stream under that seed (``fastlangevin/_rng.py``), so the noise
+``i · 2**42 + j`` of the project's stream under that seed (``fastlangevin/_rng.py``; the CPU
+fallback's torch stream takes ``j < 64`` from a head region all parameters share, see
+:func:`fastlangevin.fallback.optim.noise_index`), so the noise
 never depends on how parameters are grouped, bucketed or chunked. ``(seed, step)`` is saved in
 ``state_dict()["noise_stream"]``: a loaded optimizer continues the stream exactly, whatever
 generator it was built with. Replicas (DDP) built with the same seed draw identical noise.
@@ -31,15 +33,20 @@ on it and the parameter is rewritten from it.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
 import torch
+from torch.autograd.graph import increment_version
 
+from .. import _backend
 from .._backend import resolve_backend
 from .._rng import _SEED_HIGH, chunk_seed, draw_seed
+from ..fallback import optim as _fb
 from ..fallback.optim import splitmix64_tensor
 from ..ops.langevin_step import resolve_rng
-from ._update import run_update
+from ._update import OP_NAMES, run_update
 
 _SUPPORTED = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -76,6 +83,173 @@ def _capturing(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
 
 
+try:  # torch.optim's global step hooks, which its step wrapper runs (and ours, see LangevinOptimizer.step)
+    from torch.optim.optimizer import _global_optimizer_post_hooks as _GLOBAL_POST
+    from torch.optim.optimizer import _global_optimizer_pre_hooks as _GLOBAL_PRE
+
+    _profiling = torch._C._autograd._profiler_enabled
+except (ImportError, AttributeError):  # pragma: no cover - private API moved: always take the full path
+    _GLOBAL_PRE, _GLOBAL_POST, _profiling = {0: None}, {}, (lambda: True)
+
+_CPU = torch.device("cpu")
+_PLAIN = (torch.Tensor, torch.nn.Parameter)  # Parameter disables __torch_function__: a plain tensor
+_F32 = np.dtype(np.float32)  # builtin dtypes are singletons: `is` is the cheap test
+_ONLY_TENSOR, _ONLY_F32, _ONLY_NP_F32 = {torch.Tensor}, {torch.float32}, {_F32}
+_DATA_PTR, _DTYPE, _SHAPE = torch.Tensor.data_ptr, operator.attrgetter("dtype"), operator.attrgetter("shape")
+
+
+class _CpuProgram:
+    """The CPU fallback's step for an optimizer whose active parameters are all plain fp32 CPU
+    tensors with fp32 gradients, with what does not change between steps cached: the layout
+    (:class:`fastlangevin.fallback.optim._Plan`), numpy views of the parameters and states, the
+    optimizer indices. Built after an ordinary step (which made the state); each step first checks,
+    touching nothing, that it still applies — the same groups and parameters, the same parameters
+    with a gradient, unmoved parameter storage (``data_ptr``), the same state tensors, every
+    gradient a plain fp32 CPU tensor of its parameter's shape — else the ordinary step runs (its
+    checks raise the errors) and a program is rebuilt. The update is
+    :func:`fastlangevin.fallback.optim.run_numpy`: the fallback's arithmetic, bitwise.
+    """
+
+    def __init__(self, opt: "LangevinOptimizer", rng: str):
+        self.state, self.rng, self.groups = opt.state, rng, []
+        key = opt.STATE_KEY
+        index = 0
+        for group in opt.param_groups:
+            params = list(group["params"])
+            active = [p.grad is not None for p in params]
+            act = [p for p, a in zip(params, active) if a]
+            indices = [i for i, a in enumerate(active, index) if a]
+            index += len(params)
+            dicts = [opt.state[p] for p in act]
+            states = [d[key] for d in dicts] if key is not None else []
+            plan = _fb._plan(tuple(p.shape for p in act), indices, _CPU) if act else None
+            # A small tensor's gradient is gathered by one torch.cat per group (in the plan's order,
+            # flattened); the others are read through numpy views.
+            small = [False] * len(act)
+            for ks in plan.packed if act else ():
+                for k in ks:
+                    small[k] = True
+            n_small = plan.n_small if act else []
+            gbuf = torch.empty(sum(n_small), dtype=torch.float32)
+            cuts, off = [], 0
+            for n in n_small:
+                cuts.append(gbuf.numpy()[off : off + n] if n else None)
+                off += n
+            arrays = [p.detach().numpy() for p in act]
+            small_idx = [k for k, sm in enumerate(small) if sm]
+            large_idx = [k for k, sm in enumerate(small) if not sm]
+            layout = (
+                small_idx,
+                [act[k].shape for k in small_idx],
+                [act[k].dim() != 1 for k in small_idx] if any(act[k].dim() != 1 for k in small_idx) else None,
+                large_idx,
+                [arrays[k].shape for k in large_idx],
+            )
+            self.groups.append(
+                (group, params, active, act, [p.data_ptr() for p in act], layout, arrays, dicts, states,
+                 [t.numpy() for t in states], plan, gbuf, cuts)
+            )  # fmt: skip
+        self.written = [p for g in self.groups for p in g[3]] + [t for g in self.groups for t in g[8]]
+        self.key = key
+
+    @staticmethod
+    def build(opt: "LangevinOptimizer") -> Optional["_CpuProgram"]:
+        """A program for ``opt``'s present parameters, or None where they are not all eligible."""
+        key, rng = opt.STATE_KEY, None
+        for group in opt.param_groups:
+            for p in group["params"]:
+                g = p.grad
+                if g is None:
+                    continue
+                if type(p) not in _PLAIN or type(g) is not torch.Tensor or p.device != _CPU or g.device != _CPU:
+                    return None
+                if p.dtype != torch.float32 or g.dtype != torch.float32 or g.layout != torch.strided:
+                    return None
+                if not p.is_contiguous() or p.is_inference() or g.shape != p.shape:
+                    return None
+                st = opt.state.get(p)
+                if st is None or (key is not None and not isinstance(st.get(key), torch.Tensor)):
+                    return None
+                if key is not None:
+                    t = st[key]
+                    if type(t) is not torch.Tensor or t.device != _CPU or t.dtype != torch.float32:
+                        return None
+                    if t.shape != p.shape or not t.is_contiguous():
+                        return None
+                if resolve_backend(_CPU, opt._backend) != "torch":
+                    return None
+                rng = resolve_rng(opt._rng, "torch", _CPU)
+        return _CpuProgram(opt, rng) if rng is not None else None
+
+    def grads(self, opt: "LangevinOptimizer") -> Optional[list]:
+        """Per group, the numpy gradients of its active parameters (None for the small ones, whose
+        gradients this gathers into the group's flat buffer); None where the program does not apply."""
+        if opt.state is not self.state or len(opt.param_groups) != len(self.groups):
+            return None
+        out = []
+        key = self.key
+        for group, (cached, params, active, act, ptrs, layout, _, dicts, states, _, _, gbuf, _) in zip(
+            opt.param_groups, self.groups
+        ):
+            small_idx, small_shapes, flatten, large_idx, large_shapes = layout
+            ps = group is cached and group["params"]
+            if not ps or len(ps) != len(params) or not all(map(operator.is_, ps, params)):
+                return None
+            gs = [p.grad for p in ps]
+            if [g is not None for g in gs] != active:
+                return None
+            if len(act) != len(ps):
+                gs = [g for g in gs if g is not None]
+            # Checks as whole-list builtins (C loops; ~0.5 µs a parameter less than a Python loop):
+            # plain tensors, unmoved parameter storage, the small ones fp32 of their parameter's shape.
+            if set(map(type, gs)) != _ONLY_TENSOR or list(map(_DATA_PTR, act)) != ptrs:
+                return None
+            small = [gs[k] for k in small_idx]
+            if small:
+                if set(map(_DTYPE, small)) != _ONLY_F32 or list(map(_SHAPE, small)) != small_shapes:
+                    return None
+                try:  # into our scratch: a failure (a sparse gradient, say) touches nothing of the user's
+                    if flatten:  # (a reshape costs ~0.7 µs even when it changes nothing: only where needed)
+                        small = [g.reshape(-1) if f else g for g, f in zip(small, flatten)]
+                    torch.cat(small, out=gbuf)
+                except (RuntimeError, TypeError):
+                    return None
+            arrays = [None] * len(act)
+            try:  # numpy views of the others: raises for sparse, bf16 or grad-requiring tensors
+                large = [gs[k].numpy() for k in large_idx]
+            except (RuntimeError, TypeError):
+                return None
+            if large:
+                if [a.shape for a in large] != large_shapes or set(map(_DTYPE, large)) != _ONLY_NP_F32:
+                    return None
+                for k, a in zip(large_idx, large):
+                    arrays[k] = a
+            if key is not None:
+                get = opt.state.get
+                for p, d, t in zip(act, dicts, states):
+                    if get(p) is not d or d.get(key) is not t:
+                        return None
+            out.append(arrays)
+        return out
+
+    def run(self, opt: "LangevinOptimizer", grads: list) -> None:
+        seed = step_seed(opt._stream_seed, opt._stream_step)
+        if self.rng == "philox":
+            seed = torch.tensor([seed], dtype=torch.int64)
+        method = opt.METHOD
+        for (group, _, _, act, _, _, arrays, _, _, st, plan, _, cuts), g in zip(self.groups, grads):
+            if not act:
+                continue
+            _backend.record(OP_NAMES[method], "torch")
+            scalars = opt._scalars(group)
+            noise = None
+            if opt._has_noise(group):
+                noise = _fb.NoiseSource(plan, seed, self.rng, 1.0 if method == _fb.PSGLD else scalars[3])
+            state = st if self.key is not None else None
+            _fb.run_numpy(plan, method, arrays, g, state, _fb.np_scalars(scalars), noise, cuts)
+        increment_version(self.written)  # numpy writes bypass the version counters torch's ops bump
+
+
 class LangevinOptimizer(torch.optim.Optimizer):
     """Base class: subclasses set ``METHOD`` and implement :meth:`_scalars` and :meth:`_state_key`."""
 
@@ -105,6 +279,7 @@ class LangevinOptimizer(torch.optim.Optimizer):
         self._backend, self._rng = backend, rng
         self._stream_seed, self._stream_step = int(seed), 0
         self._step_counters: Dict[torch.device, torch.Tensor] = {}  # device path: k on the device
+        self._program: Optional[_CpuProgram] = None  # the CPU fallback's cached step (see _CpuProgram)
 
     # ---------------------------------------------------------------- noise stream / state
     @property
@@ -122,6 +297,7 @@ class LangevinOptimizer(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         state_dict = dict(state_dict)
+        self._program = None
         stream = state_dict.pop("noise_stream", None)
         if stream is None:
             raise KeyError("state_dict has no 'noise_stream' entry: not saved by a fastlangevin optimizer")
@@ -148,21 +324,64 @@ class LangevinOptimizer(torch.optim.Optimizer):
     def _has_noise(self, group) -> bool:
         return group["temperature"] > 0.0 and not group["explore"]
 
-    # Never traced: the CPU fallback's step counter is Python state, which a compiled step would
-    # freeze (the same noise at every step). Under torch.compile the step runs eagerly (a graph
-    # break; fullgraph=True raises) while the model's forward/backward stay compiled.
-    @torch.compiler.disable
-    @torch.no_grad()
+    # Never traced (_step is compiler-disabled): the CPU fallback's step counter is Python state,
+    # which a compiled step would freeze (the same noise at every step). Under torch.compile the
+    # step runs eagerly (a graph break; fullgraph=True raises) while the model's forward/backward
+    # stay compiled.
     def step(self, closure: Optional[Callable[[], float]] = None, *, noise: Optional[List] = None):
         """One Langevin step on every parameter with a gradient; returns ``closure()``'s loss.
 
         ``noise`` (testing hook): a list, one entry per parameter over all groups in order, of
         standard-normal tensors shaped like the parameter (or None) used instead of the stream.
+
+        torch.optim's step wrapper (``Optimizer.profile_hook_step``: a ``record_function`` scope,
+        the step pre/post hooks) is reproduced here, with the scope opened only while a profiler
+        runs: inside one every torch and numpy call of the step costs ~0.2 µs more (measured: ~0.2 ms
+        of a ~2.5 ms CPU step). Hooks run as torch runs them.
         """
+        if not torch.compiler.is_compiling() and not (
+            _profiling()
+            or _GLOBAL_PRE
+            or _GLOBAL_POST
+            or self._optimizer_step_pre_hooks
+            or self._optimizer_step_post_hooks
+        ):  # (traced, it takes torch's path: the hooks, then the compiler-disabled _step, a graph break)
+            return self._step(closure, noise)
+        args = (self,) if closure is None else (self, closure)
+        kwargs = {} if noise is None else {"noise": noise}
+        with torch.autograd.profiler.record_function(f"Optimizer.step#{type(self).__name__}.step"):
+            for pre_hook in (*_GLOBAL_PRE.values(), *self._optimizer_step_pre_hooks.values()):
+                result = pre_hook(self, args, kwargs)
+                if result is not None:
+                    if not (isinstance(result, tuple) and len(result) == 2):
+                        raise RuntimeError(f"{pre_hook} must return None or a tuple of (new_args, new_kwargs)")
+                    args, kwargs = result
+            out = LangevinOptimizer._step_args(*args, **kwargs)
+            self._optimizer_step_code()
+            for post_hook in (*self._optimizer_step_post_hooks.values(), *_GLOBAL_POST.values()):
+                post_hook(self, args, kwargs)
+            return out
+
+    step.hooked = True  # torch.optim: do not wrap it again (Optimizer._patch_step_function)
+
+    def _step_args(self, closure=None, *, noise=None):
+        return self._step(closure, noise)
+
+    @torch.compiler.disable  # (see the comment above step)
+    @torch.no_grad()
+    def _step(self, closure, noise):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        program = self._program
+        if program is not None and noise is None and _backend.no_interception():
+            grads = program.grads(self)  # checks only: nothing is touched until they pass
+            if grads is not None:
+                program.run(self, grads)
+                self._stream_step += 1
+                return loss
+        self._program = None
         all_params = [p for g in self.param_groups for p in g["params"]]
         if noise is not None and len(noise) != len(all_params):
             raise ValueError(f"noise must have one entry per parameter ({len(all_params)}), got {len(noise)}")
@@ -203,7 +422,17 @@ class LangevinOptimizer(torch.optim.Optimizer):
         self._stream_step += 1
         for counter in self._step_counters.values():
             counter.add_(1)
+        if not self._step_counters:
+            self._program = _CpuProgram.build(self)
         return loss
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        self._program = None
+        n = sum(len(g["params"]) for g in self.param_groups)
+        if n > _fb.MAX_PARAMS:  # the noise index space: parameter slots below the torch stream's head region
+            self.param_groups.pop()
+            raise ValueError(f"params: at most {_fb.MAX_PARAMS} parameter tensors per optimizer, got {n}")
 
     def _step_seed(self, device: torch.device, backend: str) -> torch.Tensor:
         """This step's int64 ``[1]`` seed on ``device``: from the device counter on the Triton path
