@@ -353,6 +353,7 @@ def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backen
         row_size=row_size,
         elem_offset=sample_offset * row_size,
     )
+    torch.autograd.graph.increment_version(x)  # the kernel wrote x: tell autograd, as an in-place torch op does
     return eps
 
 

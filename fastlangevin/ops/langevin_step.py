@@ -91,6 +91,9 @@ def _row_size(x: torch.Tensor) -> int:
 
 
 _LAUNCHER = []
+#: ``increment_version(t)``: what an in-place torch op does to ``t``'s version counter, so autograd still
+#: refuses a backward through a tensor a kernel overwrote after it was saved.
+_bump_version = torch.autograd.graph.increment_version
 
 
 def _triton_launcher():
@@ -122,6 +125,8 @@ def _dispatch(a: StepArgs, x, score, out, injected) -> None:
     )
     if a.backend == "triton":
         _triton_launcher()(x, score, out, a.seed, **kw)
+        if out is x:  # a kernel's write is invisible to autograd: bump x's version as an in-place torch op does
+            _bump_version(x)
     else:
         flat_out = out.view(-1)
         flat_x = flat_out if x is out else x.view(-1)
@@ -438,6 +443,8 @@ def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backen
         row_size=row_size,
         elem_offset=sample_offset * row_size,
     )
+    if inplace:
+        _bump_version(x)
     return out
 
 

@@ -48,6 +48,9 @@ def _impl(
         from ..kernels.optim import launch_optim
 
         launch_optim(method, tensors, scalars, has_noise, injected=injected)
+        # the kernel wrote these: bump their versions, as in-place torch ops (and the fallback) do
+        for t in (*params, *masters, *states):
+            torch.autograd.graph.increment_version(t)
     else:
         optim_update_torch(method, tensors, scalars, has_noise, rng, injected)
 
