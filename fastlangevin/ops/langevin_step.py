@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .. import _backend, modes
@@ -347,6 +348,7 @@ def _build(
 
 _CPU = torch.device("cpu")
 _TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
+_np_add = np.add
 # (backend, rng) arguments -> whether they select the CPU fallback with the torch stream
 _SMALL_CHOICE = _backend.derived_cache()
 # id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
@@ -394,16 +396,18 @@ def _small_cpu_step_(
     general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
     result and the same generator draw; it only skips the generic machinery around them.
 
-    Cost floor (256x2, 1 thread). Per op, µs (quiet machine, last session): seed ``random_`` +
-    ``item`` 1.3, ``chunk_seed`` 0.4, ``Generator.manual_seed`` 1.2, ``normal_`` (512) 2.5, ``mul``
-    1.2, ``add_`` 0.9 x 2: ~8.3 µs of torch ops that the fixed stream (a per-call seed drawn from
-    the caller's generator, a reseeded chunk generator) and the no-FMA order ``(x + a*s) + b*z``
-    need, against ~5.6 µs for the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x),
-    alpha=b)`` (3 ops, FMA, the global generator). Measured side by side this session (thread CPU
-    time, loaded machine, medians of 21 rounds): those 6 ops alone 11.2 µs, hand-written 6.4-6.7,
-    textbook 13.5-14.5, this path 15.2-15.5: the bitwise ceiling is ~0.6x the hand-written loop,
-    and ~3.5 µs of checks and bookkeeping remain around the ops (reproduce: ``python
-    tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the 6 ops alone).
+    Cost floor (256x2, 1 thread). Per op, µs (shared machine): seed ``random_`` 0.83 + ``item``
+    0.08 (through the numpy view; 0.23 as ``Tensor.item``), ``chunk_seed`` 0.36,
+    ``Generator.manual_seed`` 1.15, ``normal_`` (512) 2.55, ``mul`` 1.1, ``add_`` 0.95 x 2: ~8 µs
+    of torch ops that the fixed stream (a per-call seed drawn from the caller's generator, a
+    reseeded chunk generator) and the no-FMA order ``(x + a*s) + b*z`` need, against ~6 µs for
+    the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x), alpha=b)`` (3 ops, FMA, the
+    global generator): the bitwise ceiling is ~0.6x the hand-written loop (reproduce: ``python
+    tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the ops alone). The checks
+    below cost ~1 µs: metadata reads of ~40-90 ns each, ordered so the common case reads each
+    once. The adds stay torch ops here: a numpy view of the caller's ``x`` costs 0.7 µs a call
+    (and must not be cached: the tensor may be resized or freed), more than it saves;
+    :class:`InplaceStepper`, which owns its ``x``, uses one.
     """
     if (
         type(x) is not _TENSOR
@@ -411,11 +415,12 @@ def _small_cpu_step_(
         or type(step_size) is not float
         or clamp is not None
         or type(sample_offset) is not int
-        or not _small_choice(backend, rng)
         or x.dtype is not _FP32
         or score.dtype is not _FP32
         or not x.is_cpu
         or not score.is_cpu
+        or not (0.0 < step_size < _INF)
+        or not _small_choice(backend, rng)
         or _is_compiling()
         or _function_mode_on()
         or _dispatch_modes()
@@ -424,17 +429,15 @@ def _small_cpu_step_(
     shape = x.shape
     if shape != score.shape or not x.is_contiguous() or not score.is_contiguous():
         return False
-    if not (step_size > 0.0 and step_size < _INF):
-        return False
     if noise_scale is None:
         b = math.sqrt(2.0 * step_size)
-    elif type(noise_scale) is float and noise_scale > 0.0 and noise_scale < _INF:
+    elif type(noise_scale) is float and 0.0 < noise_scale < _INF:
         b = noise_scale
     else:
         return False
     if generator is not None and not _cpu_generator(generator):
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
+    if (x.requires_grad or score.requires_grad) and torch.is_grad_enabled():
         return False  # the general path raises (in place) or records the autograd graph
     st = getattr(_THREAD, "st", None) or thread_scratch()
     plan = st.views.get((shape, sample_offset))
@@ -442,28 +445,22 @@ def _small_cpu_step_(
         plan = _small_plan(st, shape, sample_offset)
     if not plan:
         return False
-    return _small_run(st, plan, x, score, step_size, b, generator, out_of_place)
-
-
-def _small_run(st, plan: tuple, x, score, a: float, b: float, generator, out_of_place: bool = False):
-    """The straight path's operations, everything validated: draw the seed (the draw
-    :func:`draw_seed_value` makes, into the thread's seed buffer), then ``(x + a*s) + fl(b*z)``
-    with z from the chunk generator prescaled inside ``normal_``. True, or the new tensor."""
+    # the operations (inline: a call more costs ~0.15 µs here); InplaceStepper.__call__ runs the same
     if generator is None:
-        seed = st.seed.random_(0, SEED_HIGH).item()
+        st.seed.random_(0, SEED_HIGH)  # the draw draw_seed_value makes, into the thread's seed buffer
     else:
-        seed = st.seed.random_(0, SEED_HIGH, generator=generator).item()
+        st.seed.random_(0, SEED_HIGH, generator=generator)
     if _backend._RECORDERS:
         _backend.record("langevin_step", "torch")
-    chunk, fill, noise, work = plan
-    st.gen.manual_seed(chunk_seed(seed, chunk))
-    fill.normal_(0.0, b, generator=st.gen)
-    a_t = _FP32_SCALARS.get(a)
-    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(a), out=work)
+    gen = st.gen
+    gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
+    plan[1].normal_(0.0, b, generator=gen)  # z prescaled: bitwise fl(b * z)
+    a_t = _FP32_SCALARS.get(step_size)
+    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(step_size), out=plan[3])
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
-        return torch.add(x, t).add_(noise)
+        return torch.add(x, t).add_(plan[2])
     x.add_(t)
-    x.add_(noise)
+    x.add_(plan[2])
     return True
 
 
@@ -492,22 +489,30 @@ class InplaceStepper:
 
     ``stepper(s, a)`` is bitwise that call (same seed draw, same arithmetic); ``s`` must come from
     :func:`fastlangevin.sampling.loop.eval_score` (shaped like x, on its device, floating) and
-    ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs
-    :func:`_small_run` after the per-step checks (score dtype and layout, a float step, no
-    interception); anything else goes through :func:`langevin_step_` unchanged.
+    ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs the
+    operations of :func:`_small_cpu_step_` after the per-step checks (score dtype and layout, a
+    float step, no interception), with the two adds as numpy ufuncs on views of ``x`` and of the
+    thread's buffers made once per run: IEEE fp32 addition is correctly rounded in numpy as in
+    torch, so bitwise the same, at ~0.4 µs an add instead of ~1 µs. The view of ``x`` is safe to
+    keep because the sampler owns ``x`` for the whole run; its data pointer is still compared
+    each step (a moved ``x`` takes :func:`langevin_step_`). Anything else goes through
+    :func:`langevin_step_` unchanged.
     """
 
-    __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan")
+    __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan", "x_np", "x_ptr", "work_np", "noise_np")
 
     def __init__(self, x, noise_scale=None, *, clamp=None, generator=None, backend=None, rng=None, sample_offset=0):
         self.x, self.noise_scale, self.generator = x, noise_scale, generator
         self.kw = dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
         self.st, self.plan = None, False
+        self.x_np = self.work_np = self.noise_np = None
+        self.x_ptr = -1
         small = (
             type(x) is _TENSOR
             and x.dtype is _FP32
             and x.is_cpu
             and x.is_contiguous()
+            and not x.requires_grad
             and clamp is None
             and type(sample_offset) is int
             and (noise_scale is None or (type(noise_scale) is float and 0.0 < noise_scale < _INF))
@@ -516,9 +521,13 @@ class InplaceStepper:
         )
         if small:
             self.st = st = thread_scratch()
-            self.plan = st.views.get((x.shape, sample_offset))
-            if self.plan is None:
-                self.plan = _small_plan(st, x.shape, sample_offset)
+            plan = st.views.get((x.shape, sample_offset))
+            if plan is None:
+                plan = _small_plan(st, x.shape, sample_offset)
+            if plan:
+                self.plan = plan
+                self.x_np, self.x_ptr = x.numpy(), x.data_ptr()
+                self.noise_np, self.work_np = plan[2].numpy(), plan[3].numpy()
 
     def __call__(self, s, a) -> None:
         if (
@@ -526,14 +535,28 @@ class InplaceStepper:
             and type(a) is float
             and type(s) is _TENSOR
             and s.dtype is _FP32
-            and a > 0.0
-            and a < _INF
+            and 0.0 < a < _INF
             and s.is_contiguous()
-            and not (torch.is_grad_enabled() and s.requires_grad)
+            and not (s.requires_grad and torch.is_grad_enabled())
             and not (_is_compiling() or _function_mode_on() or _dispatch_modes())
+            and self.x.data_ptr() == self.x_ptr
         ):
-            b = math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale
-            _small_run(self.st, self.plan, self.x, s, a, b, self.generator)
+            # _small_cpu_step_'s operations, the adds in numpy on the views made once per run
+            st, plan, generator = self.st, self.plan, self.generator
+            if generator is None:
+                st.seed.random_(0, SEED_HIGH)
+            else:
+                st.seed.random_(0, SEED_HIGH, generator=generator)
+            if _backend._RECORDERS:
+                _backend.record("langevin_step", "torch")
+            gen = st.gen
+            gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
+            plan[1].normal_(0.0, math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale, generator=gen)
+            a_t = _FP32_SCALARS.get(a)
+            torch.mul(s, a_t if a_t is not None else fp32_scalar(a), out=plan[3])
+            x_np = self.x_np
+            _np_add(x_np, self.work_np, out=x_np)
+            _np_add(x_np, self.noise_np, out=x_np)
         else:
             langevin_step_(self.x, s, a, self.noise_scale, **self.kw)
 
