@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple, Optional, Sequence
 
-import numpy as np
 import torch
 
 from .. import _backend, modes
@@ -348,7 +347,6 @@ def _build(
 
 _CPU = torch.device("cpu")
 _TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
-_np_add = np.add
 # (backend, rng) arguments -> whether they select the CPU fallback with the torch stream
 _SMALL_CHOICE = _backend.derived_cache()
 # id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
@@ -404,10 +402,10 @@ def _small_cpu_step_(
     the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x), alpha=b)`` (3 ops, FMA, the
     global generator): the bitwise ceiling is ~0.6x the hand-written loop (reproduce: ``python
     tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the ops alone). The checks
-    below cost ~1 µs: metadata reads of ~40-90 ns each, ordered so the common case reads each
-    once. The adds stay torch ops here: a numpy view of the caller's ``x`` costs 0.7 µs a call
-    (and must not be cached: the tensor may be resized or freed), more than it saves;
-    :class:`InplaceStepper`, which owns its ``x``, uses one.
+    below are ~25 metadata reads of 40-90 ns each measured alone, ~1.5 µs in the loop (the torch
+    ops around them evict the interpreter's caches). The arithmetic stays torch ops: a numpy
+    view of the caller's ``x`` costs 0.7 µs a call (it must not be cached: the tensor may be
+    resized or freed), more than the ufuncs save; see also :class:`InplaceStepper`.
     """
     if (
         type(x) is not _TENSOR
@@ -491,28 +489,26 @@ class InplaceStepper:
     :func:`fastlangevin.sampling.loop.eval_score` (shaped like x, on its device, floating) and
     ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs the
     operations of :func:`_small_cpu_step_` after the per-step checks (score dtype and layout, a
-    float step, no interception), with the two adds as numpy ufuncs on views of ``x`` and of the
-    thread's buffers made once per run: IEEE fp32 addition is correctly rounded in numpy as in
-    torch, so bitwise the same, at ~0.4 µs an add instead of ~1 µs. The view of ``x`` is safe to
-    keep because the sampler owns ``x`` for the whole run; its data pointer is still compared
-    each step (a moved ``x`` takes :func:`langevin_step_`). Anything else goes through
-    :func:`langevin_step_` unchanged.
+    float step, no interception); anything else goes through :func:`langevin_step_` unchanged.
+
+    Why the adds stay torch ops even though the stepper owns ``x`` (a numpy ufunc on a cached
+    view of x costs ~0.4 µs against ~1 µs): where x and s are both NaN, IEEE leaves the payload
+    of ``x + a*s`` to the implementation and numpy's differs from torch's (not bitwise), and
+    numpy warns (or raises, under ``np.seterr``) on overflow where torch is silent;
+    ``np.errstate`` around the add costs the ~1 µs the ufunc saves.
     """
 
-    __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan", "x_np", "x_ptr", "work_np", "noise_np")
+    __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan")
 
     def __init__(self, x, noise_scale=None, *, clamp=None, generator=None, backend=None, rng=None, sample_offset=0):
         self.x, self.noise_scale, self.generator = x, noise_scale, generator
         self.kw = dict(clamp=clamp, generator=generator, backend=backend, rng=rng, sample_offset=sample_offset)
         self.st, self.plan = None, False
-        self.x_np = self.work_np = self.noise_np = None
-        self.x_ptr = -1
         small = (
             type(x) is _TENSOR
             and x.dtype is _FP32
             and x.is_cpu
             and x.is_contiguous()
-            and not x.requires_grad
             and clamp is None
             and type(sample_offset) is int
             and (noise_scale is None or (type(noise_scale) is float and 0.0 < noise_scale < _INF))
@@ -521,13 +517,9 @@ class InplaceStepper:
         )
         if small:
             self.st = st = thread_scratch()
-            plan = st.views.get((x.shape, sample_offset))
-            if plan is None:
-                plan = _small_plan(st, x.shape, sample_offset)
-            if plan:
-                self.plan = plan
-                self.x_np, self.x_ptr = x.numpy(), x.data_ptr()
-                self.noise_np, self.work_np = plan[2].numpy(), plan[3].numpy()
+            self.plan = st.views.get((x.shape, sample_offset))
+            if self.plan is None:
+                self.plan = _small_plan(st, x.shape, sample_offset)
 
     def __call__(self, s, a) -> None:
         if (
@@ -539,9 +531,8 @@ class InplaceStepper:
             and s.is_contiguous()
             and not (s.requires_grad and torch.is_grad_enabled())
             and not (_is_compiling() or _function_mode_on() or _dispatch_modes())
-            and self.x.data_ptr() == self.x_ptr
         ):
-            # _small_cpu_step_'s operations, the adds in numpy on the views made once per run
+            # _small_cpu_step_'s operations, inline (a call more costs ~0.15 µs a step)
             st, plan, generator = self.st, self.plan, self.generator
             if generator is None:
                 st.seed.random_(0, SEED_HIGH)
@@ -553,10 +544,9 @@ class InplaceStepper:
             gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
             plan[1].normal_(0.0, math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale, generator=gen)
             a_t = _FP32_SCALARS.get(a)
-            torch.mul(s, a_t if a_t is not None else fp32_scalar(a), out=plan[3])
-            x_np = self.x_np
-            _np_add(x_np, self.work_np, out=x_np)
-            _np_add(x_np, self.noise_np, out=x_np)
+            x = self.x
+            x.add_(torch.mul(s, a_t if a_t is not None else fp32_scalar(a), out=plan[3]))
+            x.add_(plan[2])
         else:
             langevin_step_(self.x, s, a, self.noise_scale, **self.kw)
 
