@@ -1,8 +1,9 @@
 """The lean CPU paths of the step are bitwise the general path: the straight path for one-chunk
-fp32 states (``_small_cpu_step_``), the samplers' ``InplaceStepper`` and the one-thread serial
-chunk walk (``_serial_chunks``), on random values, on special values (±0, ±inf, NaN with
-payloads, subnormals, huge magnitudes) compared bit for bit, and with the same generator draws.
-A call the straight path declines leaves the generator as it was.
+fp32 states (``_small_cpu_step_``), its hand-off of larger states to the one-thread serial chunk
+walk (``_serial_chunks``), the samplers' ``InplaceStepper`` and the walk itself; on random
+values and on special values (±0, ±inf, NaN with payloads, subnormals, huge magnitudes)
+compared bit for bit, with the same generator draws. A call the straight path declines leaves
+x and the generators as they were.
 """
 
 import math
@@ -133,7 +134,6 @@ def _declined_cases():
         "grad": (x.clone().requires_grad_(), s, 0.1, None, None),
         "0-d": (torch.tensor(1.0), torch.tensor(2.0), 0.1, None, None),
         "empty": (torch.empty(0, 3), torch.empty(0, 3), 0.1, None, None),
-        "two pieces": (torch.randn(2, 40000), torch.randn(2, 40000), 0.1, None, None),
     }
 
 
@@ -268,5 +268,78 @@ def test_serial_walk_is_the_piece_walk_at_2_20(monkeypatch):
             b = x.clone()
             fl.langevin_step_(b, s, 0.02, generator=g)
         assert torch.equal(bits(a), bits(b))
+    finally:
+        torch.set_num_threads(threads)
+
+
+WALK_CASES = [((2, 40000), 0), ((1, 65537), 0), ((300,), 65400), ((64, 1024), 3), ((1024, 1024), 0), ((7, 30001), 2)]
+
+
+@pytest.mark.parametrize("shape,offset", WALK_CASES)
+@pytest.mark.parametrize("noise", [None, 0.25])
+def test_walk_hand_off_is_the_general_path(shape, offset, noise, monkeypatch):
+    """States beyond one piece (or across two noise chunks) go straight to the serial walk when
+    one thread walks them: bitwise the general path, same generator draw, in and out of place."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x, s = torch.randn(shape), torch.randn(shape)
+        g = torch.Generator().manual_seed(8)
+        a = x.clone()
+        assert ops._small_cpu_step_(a, s, 0.02, noise, None, g, None, None, offset) is True
+        new = ops._small_cpu_step_(x, s, 0.02, noise, None, g, None, None, offset, True)
+        assert new is not False and new.is_contiguous() and new.shape == x.shape
+        after = g.get_state()
+        with monkeypatch.context() as m:
+            general_only(m)
+            g.manual_seed(8)
+            b = x.clone()
+            fl.langevin_step_(b, s, 0.02, noise, generator=g, sample_offset=offset)
+            want_new = fl.langevin_step(x, s, 0.02, noise, generator=g, sample_offset=offset)
+        assert torch.equal(bits(a), bits(b)) and torch.equal(bits(new), bits(want_new))
+        assert torch.equal(g.get_state(), after)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_walk_hand_off_special_values(monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        n = 3 * 65536 + 5
+        x, s = special_values(n, 21).view(1, n), special_values(n, 22).view(1, n)
+        g = torch.Generator().manual_seed(1)
+        a = x.clone()
+        assert ops._small_cpu_step_(a, s, 0.3, None, None, g, None, None, 0) is True
+        with monkeypatch.context() as m:
+            general_only(m)
+            g.manual_seed(1)
+            b = x.clone()
+            fl.langevin_step_(b, s, 0.3, generator=g)
+        assert torch.equal(bits(a), bits(b))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_threaded_walk_is_left_to_the_general_path():
+    """With two threads a 16-chunk state is walked by the pool: the straight path declines
+    before drawing anything, and the public op still gives the one-thread result."""
+    threads = torch.get_num_threads()
+    try:
+        x, s = torch.randn(1 << 20), torch.randn(1 << 20)
+        torch.set_num_threads(1)
+        g = torch.Generator().manual_seed(6)
+        one = x.clone()
+        fl.langevin_step_(one, s, 0.01, generator=g)
+        torch.set_num_threads(2)
+        if torch.get_num_threads() < 2:
+            pytest.skip("one thread only")
+        g.manual_seed(6)
+        state = g.get_state()
+        a = x.clone()
+        assert ops._small_cpu_step_(a, s, 0.01, None, None, g, None, None, 0) is False
+        assert torch.equal(g.get_state(), state) and torch.equal(bits(a), bits(x))
+        fl.langevin_step_(a, s, 0.01, generator=g)
+        assert torch.equal(bits(a), bits(one))
     finally:
         torch.set_num_threads(threads)
