@@ -25,7 +25,7 @@ from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
 from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import Scale, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.chunks import _SCRATCH as _THREAD
-from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, thread_scratch
+from ..fallback.chunks import RNG_STREAMS, thread_scratch
 from ..fallback.langevin_step import _FP32 as _FP32_SCALARS
 from ..fallback.langevin_step import _serial_chunks, _serial_cpu, fp32_scalar, langevin_step_torch
 
@@ -388,11 +388,15 @@ def _small_cpu_step_(
     tensor (``out_of_place``); False when the call is not that case (the general path then
     validates and runs it, raising where it must).
 
-    The case: fp32 ``x`` and ``score``, contiguous, same shape, one noise chunk and one piece
-    (:mod:`fastlangevin.fallback.chunks`), Python-float scales, the CPU fallback with the torch
-    stream, nothing that needs the dispatcher. The same operations in the same order as the
-    general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
-    result and the same generator draw; it only skips the generic machinery around them.
+    The case: fp32 ``x`` and ``score``, contiguous, same shape, inside one noise chunk
+    (:mod:`fastlangevin.fallback.chunks`; several chunks go to :func:`_walk_run`), Python-float
+    scales, the CPU fallback with the torch stream, nothing that needs the dispatcher. The same
+    operations in the same order as the general path (``(x + a*s) + fl(b*z)``, z prescaled
+    inside ``normal_``), so bitwise the same result and the same generator draw; it only skips
+    the generic machinery around them. That machinery costs more than its count of Python
+    lines suggests at mid sizes: after a 2**16-element ``normal_`` and three passes the
+    interpreter's objects are out of the caches, and each small function call of the general
+    path then costs ~10 µs (measured at 2**16: ~60 µs of a ~250 µs call).
 
     Cost floor (256x2, 1 thread). Per op, µs (shared machine): seed ``random_`` 0.83 + ``item``
     0.08 (through the numpy view; 0.23 as ``Tensor.item``), ``chunk_seed`` 0.36,
@@ -467,8 +471,9 @@ def _small_cpu_step_(
 def _small_plan(st, shape, sample_offset: int):
     """What the straight path needs for a state of ``shape`` at ``sample_offset``, cached in
     ``st.views``: ``(chunk, noise fill view, noise view shaped like x, a*s work view shaped like
-    x)`` of ``st``'s buffers for a state of one piece in one noise chunk; ``(None, element
-    offset, n)`` for a larger one (or one straddling two chunks): the serial chunk walk's case;
+    x)`` of ``st``'s buffers for a state inside one noise chunk (up to 2**16 elements: above
+    ``CPU_PIECE`` the general path walks it as one piece too, with the same operations);
+    ``(None, element offset, n)`` for a state over several chunks: the serial chunk walk's case;
     False when the state is not the straight path's at all (0-d, empty, a negative offset)."""
     if len(st.views) > 256:
         st.views.clear()
@@ -477,7 +482,7 @@ def _small_plan(st, shape, sample_offset: int):
     if shape and n > 0 and sample_offset >= 0:
         start = sample_offset * (n // shape[0])
         chunk, head = divmod(start, TORCH_RNG_CHUNK)
-        if n <= CPU_PIECE and head + n <= TORCH_RNG_CHUNK:
+        if head + n <= TORCH_RNG_CHUNK:  # one chunk: the walk's operations for it, on the thread's buffers
             fill = min(TORCH_RNG_CHUNK, max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
             plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
         else:
