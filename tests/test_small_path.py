@@ -343,3 +343,34 @@ def test_threaded_walk_is_left_to_the_general_path():
         assert torch.equal(bits(a), bits(one))
     finally:
         torch.set_num_threads(threads)
+
+
+def test_declined_while_compiling_and_after_an_environment_change(monkeypatch):
+    """The straight path's one-call compile check reads torch.compiler's flag (what
+    is_compiling() returns in eager code); its cached default-argument choice follows
+    reload_environment."""
+    from fastlangevin import _backend
+
+    x, s = torch.randn(16, 2), torch.randn(16, 2)
+    g = torch.Generator().manual_seed(1)
+    state = g.get_state()
+    with monkeypatch.context() as m:
+        m.setattr(torch.compiler, "_is_compiling_flag", True)
+        assert torch.compiler.is_compiling()
+        assert ops._small_cpu_step_(x, s, 0.1, None, None, g, None, None, 0) is False
+        stepper = ops.InplaceStepper(x.clone(), generator=g)
+        assert stepper.plan
+        calls = []
+        m.setattr(ops, "langevin_step_", lambda *args, **kw: calls.append(args))
+        stepper(s, 0.1)  # not inline: handed to the public op
+        assert len(calls) == 1
+    assert torch.equal(g.get_state(), state)
+    assert ops._small_cpu_step_(x.clone(), s, 0.1, None, None, g, None, None, 0) is True
+    with monkeypatch.context() as m:
+        m.setenv(_backend.ENV_VAR, "triton")
+        _backend.reload_environment()
+        g.manual_seed(1)
+        assert ops._small_cpu_step_(x, s, 0.1, None, None, g, None, None, 0) is False
+        assert torch.equal(g.get_state(), state)
+    _backend.reload_environment()
+    assert ops._small_cpu_step_(x.clone(), s, 0.1, None, None, g, None, None, 0) is True

@@ -351,6 +351,22 @@ _TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
 _SMALL_CHOICE = _backend.derived_cache()
 # id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
 _CPU_GENERATORS: dict = {}
+# torch.compiler.is_compiling() is two Python calls (it asks torch.jit.is_scripting() first), ~0.2
+# µs in the straight path's loop. In eager code it returns torch.compiler._is_compiling_flag, and
+# Dynamo folds is_dynamo_compiling() to True while it traces, so `_is_dynamo_compiling() or
+# _COMPILER._is_compiling_flag` is is_compiling() with one call (inside a traced frame the flag
+# is never read, so never guarded on). A torch without them asks is_compiling() itself.
+_is_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", None)
+if _is_dynamo_compiling is not None and isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool):
+    _COMPILER = torch.compiler
+else:  # pragma: no cover - older torch
+
+    class _AskIsCompiling:
+        @property
+        def _is_compiling_flag(self) -> bool:
+            return _is_compiling()
+
+    _is_dynamo_compiling, _COMPILER = (lambda: False), _AskIsCompiling()
 
 
 def _small_choice(backend, rng) -> bool:
@@ -367,6 +383,8 @@ def _small_choice(backend, rng) -> bool:
     except Exception:  # refused: the general path raises it
         return False
     _SMALL_CHOICE[(backend, rng)] = ok
+    if backend is None and rng is None:  # the defaults, also under None: the caller's one-lookup fast case
+        _SMALL_CHOICE[None] = ok
     return ok
 
 
@@ -422,8 +440,9 @@ def _small_cpu_step_(
         or not x.is_cpu
         or not score.is_cpu
         or not (0.0 < step_size < _INF)
-        or not _small_choice(backend, rng)
-        or _is_compiling()
+        or not ((backend is None and rng is None and _SMALL_CHOICE.get(None)) or _small_choice(backend, rng))
+        or _is_dynamo_compiling()
+        or _COMPILER._is_compiling_flag
         or _function_mode_on()
         or _dispatch_modes()
     ):
@@ -570,7 +589,7 @@ class InplaceStepper:
             and 0.0 < a < _INF
             and s.is_contiguous()
             and not (s.requires_grad and torch.is_grad_enabled())
-            and not (_is_compiling() or _function_mode_on() or _dispatch_modes())
+            and not (_is_dynamo_compiling() or _COMPILER._is_compiling_flag or _function_mode_on() or _dispatch_modes())
         ):
             # _small_cpu_step_'s operations, inline (a call more costs ~0.15 µs a step)
             st, plan, generator = self.st, self.plan, self.generator
