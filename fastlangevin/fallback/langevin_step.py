@@ -171,8 +171,16 @@ def _serial_chunks(x, score, out, seed, a: torch.Tensor, std: float, elem_offset
     ~1 µs alone and 2-3 µs inside the walk, five a chunk did ~5-8% of the call at 2**20), and a
     whole chunk uses the buffers themselves. The noise itself is cheaper here than in the eager
     loop: ``normal_`` on a 256 KiB chunk stays in L2 between its uniform pass and its transform
-    pass, where ``randn_like`` of 4 MiB goes to L3 twice (measured: 16 chunk fills take ~30%
-    less time than one 2**20 ``randn_like``)."""
+    pass, where ``randn_like`` of 4 MiB goes to L3 twice (measured: 16 chunk fills take ~10-30%
+    less time than one 2**20 ``randn_like``). What the walk loses it loses in the arithmetic:
+    its three passes per chunk cost ~1.1 ms at 2**20 against ~0.6 ms for the eager loop's two
+    fused ``add_`` when the tensors are L3-resident (alone, on L2-resident data, they cost a
+    third of that). Against ``x.add_(s, alpha=a).add_(randn_like(x), alpha=b)`` the walk is then
+    ~0.9-1.2x depending on what ran before (measured on a loaded 2-core VM: ~1.15x with the
+    caches flushed before each call, 0.9-1.1x alternating with the eager loop on L3-warm data).
+    Tried and dropped: smaller pieces inside a chunk (more calls: slower), two to eight chunks
+    per arithmetic pass (slower), numpy ufuncs for the passes (~3% faster, but a NaN + NaN sum
+    takes numpy's payload, not torch's, and numpy warns on overflow)."""
     C, n = TORCH_RNG_CHUNK, x.numel()
     gen, buf = cpu_scratch()
     work = _work_buffer(torch.float32, C)
