@@ -4,9 +4,17 @@ script; the committed benchmark is ``fastlangevin bench``).
     python tests/speed_check.py step --shape 256,2 [--threads 1] [--cpu-time]
     python tests/speed_check.py dsm --shape 128,3,64,64
 
-Interleaved rounds, median per provider, µs. ``--cpu-time`` times the thread's CPU time (steadier
-than wall time on a loaded machine). The step's ``floor`` row runs only the torch ops the bitwise
-stream needs for a one-chunk state (seed draw, chunk reseed, ``normal_``, ``mul``, two ``add_``).
+Interleaved rounds, median per provider, µs, and speed-ups as the median of the per-round
+ratios; each round runs the providers in a rotated order
+(a fixed order lets one provider always inherit the caches, the allocator state and the load
+left by the same predecessor: at 2**20 that alone moved the eager/fastlangevin ratio by ~0.2 on
+a loaded machine). ``--cpu-time`` times the thread's CPU time (steadier than wall time on a
+loaded machine). The step's ``floor`` row runs only the torch ops the bitwise stream needs, with
+none of the checks: for a one-chunk state the straight path's seed draw, chunk reseed,
+``normal_``, ``mul`` and two ``add_``; for a larger one (one thread) the serial chunk walk's
+reseed, ``normal_``, ``mul`` and two ``add_`` per 2**16 elements. ``noise`` (large states) is
+the walk's reseeds and ``normal_`` alone, next to ``randn_like`` (the eager loop's noise): the
+share of the time no arrangement of the arithmetic can save.
 Prints one line per run.
 """
 
@@ -23,18 +31,29 @@ import torch
 import fastlangevin as fl
 
 TIMER = [timeit.default_timer]
+LAST_ROUNDS: dict = {}  # provider -> its per-round times of the last _interleaved call
 
 
 def _interleaved(fns: dict, iters: int, rounds: int) -> dict:
     res = {k: [] for k in fns}
+    keys = list(fns)
     timer = TIMER[0]
-    for _ in range(rounds):
-        for k, f in fns.items():
+    for r in range(rounds):
+        for k in keys[r % len(keys) :] + keys[: r % len(keys)]:
+            f = fns[k]
             t0 = timer()
             for _ in range(iters):
                 f()
             res[k].append((timer() - t0) / iters * 1e6)
+    LAST_ROUNDS.clear()
+    LAST_ROUNDS.update(res)
     return {k: statistics.median(v) for k, v in res.items()}
+
+
+def _speedup(base: str, ours: str) -> float:
+    """Median over rounds of that round's base/ours time ratio: both were timed close together,
+    so load that drifts between rounds cancels (steadier than a ratio of medians)."""
+    return statistics.median(b / o for b, o in zip(LAST_ROUNDS[base], LAST_ROUNDS[ours]))
 
 
 def step(shape, rounds):
@@ -45,11 +64,23 @@ def step(shape, rounds):
         "eager_inplace": lambda: x.add_(s, alpha=eps).add_(torch.randn_like(x), alpha=math.sqrt(2 * eps)),
         "fl.langevin_step_": lambda: fl.langevin_step_(x, s, eps),
     }
-    if x.numel() <= 1 << 15:
+    if _straight_plan(x, s, eps):
         fns["floor"] = _floor_ops(x, s, eps)
-    m = _interleaved(fns, max(2, min(2000, int(2e6 / x.numel()))), rounds)
-    fl_t = m["fl.langevin_step_"]
-    return m, {"vs textbook": m["textbook"] / fl_t, "vs eager in place": m["eager_inplace"] / fl_t}
+    elif torch.get_num_threads() == 1:
+        fns["floor"], fns["noise"] = _walk_ops(x, s, eps)
+        fns["randn_like"] = lambda: torch.randn_like(x)
+    m = _interleaved(fns, max(3, min(2000, int(2e6 / x.numel()))), rounds)
+    ours = "fl.langevin_step_"
+    return m, {"vs textbook": _speedup("textbook", ours), "vs eager in place": _speedup("eager_inplace", ours)}
+
+
+def _straight_plan(x, s, eps):
+    """The straight path's plan for x (a one-chunk state), or None (several chunks)."""
+    from fastlangevin.fallback.chunks import thread_scratch
+
+    fl.langevin_step_(x, s, eps)  # builds the thread's plan for this shape
+    plan = thread_scratch().views.get((x.shape, 0))
+    return plan if plan and plan[0] is not None and len(plan) == 4 else None
 
 
 def _floor_ops(x, s, eps):
@@ -58,9 +89,8 @@ def _floor_ops(x, s, eps):
     from fastlangevin.fallback.chunks import thread_scratch
     from fastlangevin.fallback.langevin_step import fp32_scalar
 
-    fl.langevin_step_(x, s, eps)  # builds the thread's plan for this shape
     st = thread_scratch()
-    _, fill, noise, work = st.views[(x.shape, 0)]
+    _, fill, noise, work = _straight_plan(x, s, eps)
     a, b = fp32_scalar(eps), math.sqrt(2 * eps)
 
     def ops():
@@ -70,6 +100,37 @@ def _floor_ops(x, s, eps):
         x.add_(noise)
 
     return ops
+
+
+def _walk_ops(x, s, eps):
+    """The serial chunk walk's torch ops alone (``floor``), and its noise draws alone (``noise``),
+    on views made once: for a state of several 2**16 chunks at sample offset 0."""
+    from fastlangevin._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed
+    from fastlangevin.fallback.chunks import thread_scratch
+    from fastlangevin.fallback.langevin_step import fp32_scalar
+
+    C, st = TORCH_RNG_CHUNK, thread_scratch()
+    a, b = fp32_scalar(eps), math.sqrt(2 * eps)
+    xf, sf = x.view(-1), s.view(-1)
+    pieces = [(k, xf[i : i + C], sf[i : i + C]) for k, i in enumerate(range(0, xf.numel(), C))]
+    work = torch.empty(C)
+
+    def ops():
+        seed = st.seed.random_(0, SEED_HIGH).item()
+        for k, xp, sp in pieces:
+            st.gen.manual_seed(chunk_seed(seed, k))
+            z = st.noise[: xp.numel()]
+            z.normal_(0.0, b, generator=st.gen)
+            xp.add_(torch.mul(sp, a, out=work[: xp.numel()]))
+            xp.add_(z)
+
+    def noise():
+        seed = st.seed.random_(0, SEED_HIGH).item()
+        for k, xp, _ in pieces:
+            st.gen.manual_seed(chunk_seed(seed, k))
+            st.noise[: xp.numel()].normal_(0.0, b, generator=st.gen)
+
+    return ops, noise
 
 
 def dsm(shape, rounds):
@@ -92,7 +153,7 @@ def dsm(shape, rounds):
         "fl.dsm_loss(save_noise=False)": lambda: fl.dsm_loss(f, x, 0.5, save_noise=False).backward(),
     }
     m = _interleaved(fns, max(2, min(300, int(1e5 / x.numel()))), rounds)
-    return m, {k: m["naive"] / v for k, v in m.items() if k != "naive"}
+    return m, {k: _speedup("naive", k) for k in m if k != "naive"}
 
 
 def main(argv=None):
@@ -100,7 +161,7 @@ def main(argv=None):
     p.add_argument("what", choices=["step", "dsm"])
     p.add_argument("--shape", default="256,2")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--cpu-time", action="store_true", help="time the thread's CPU time, not wall time")
     a = p.parse_args(argv)
     if a.cpu_time:

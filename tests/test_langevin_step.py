@@ -466,8 +466,8 @@ SMALL_CASES = [
     ((256, 2), 0, None, True),
     ((4096, 2), 0, None, True),
     ((7, 3, 5), 3, 0.2, True),
-    ((300,), 65400, None, False),  # crosses a noise chunk: the general path
-    ((2, 20000), 0, None, False),  # beyond one piece: the general path
+    ((300,), 65400, None, True),  # crosses a noise chunk: the serial chunk walk, straight through
+    ((2, 20000), 0, None, True),  # beyond one piece: the serial chunk walk, straight through
 ]
 
 

@@ -34,9 +34,9 @@ from .._validate import (
     check_state,
 )
 from ..fallback.chunks import _SCRATCH as _THREAD
-from ..fallback.chunks import CPU_PIECE, RNG_STREAMS, thread_scratch
+from ..fallback.chunks import RNG_STREAMS, thread_scratch
 from ..fallback.langevin_step import _FP32 as _FP32_SCALARS
-from ..fallback.langevin_step import fp32_scalar, langevin_step_torch
+from ..fallback.langevin_step import _serial_chunks, _serial_cpu, fp32_scalar, langevin_step_torch
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
 
@@ -452,6 +452,22 @@ def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backen
 _SMALL_CHOICE = _backend.derived_cache()
 # id -> generator already checked to be a CPU torch.Generator (the strong reference keeps the id unique)
 _CPU_GENERATORS: dict = {}
+# torch.compiler.is_compiling() is two Python calls (it asks torch.jit.is_scripting() first), ~0.2
+# µs in the straight path's loop. In eager code it returns torch.compiler._is_compiling_flag, and
+# Dynamo folds is_dynamo_compiling() to True while it traces, so `_is_dynamo_compiling() or
+# _COMPILER._is_compiling_flag` is is_compiling() with one call (inside a traced frame the flag
+# is never read, so never guarded on). A torch without them asks is_compiling() itself.
+_is_dynamo_compiling = getattr(torch.compiler, "is_dynamo_compiling", None)
+if _is_dynamo_compiling is not None and isinstance(getattr(torch.compiler, "_is_compiling_flag", None), bool):
+    _COMPILER = torch.compiler
+else:  # pragma: no cover - older torch
+
+    class _AskIsCompiling:
+        @property
+        def _is_compiling_flag(self) -> bool:
+            return _is_compiling()
+
+    _is_dynamo_compiling, _COMPILER = (lambda: False), _AskIsCompiling()
 
 
 def _small_choice(backend, rng) -> bool:
@@ -468,6 +484,8 @@ def _small_choice(backend, rng) -> bool:
     except Exception:  # refused: the general path raises it
         return False
     _SMALL_CHOICE[(backend, rng)] = ok
+    if backend is None and rng is None:  # the defaults, also under None: the caller's one-lookup fast case
+        _SMALL_CHOICE[None] = ok
     return ok
 
 
@@ -489,22 +507,28 @@ def _small_cpu_step_(
     tensor (``out_of_place``); False when the call is not that case (the general path then
     validates and runs it, raising where it must).
 
-    The case: fp32 ``x`` and ``score``, contiguous, same shape, one noise chunk and one piece
-    (:mod:`fastlangevin.fallback.chunks`), Python-float scales, the CPU fallback with the torch
-    stream, nothing that needs the dispatcher. The same operations in the same order as the
-    general path (``(x + a*s) + fl(b*z)``, z prescaled inside ``normal_``), so bitwise the same
-    result and the same generator draw; it only skips the generic machinery around them.
+    The case: fp32 ``x`` and ``score``, contiguous, same shape, inside one noise chunk
+    (:mod:`fastlangevin.fallback.chunks`; several chunks go to :func:`_walk_run`), Python-float
+    scales, the CPU fallback with the torch stream, nothing that needs the dispatcher. The same
+    operations in the same order as the general path (``(x + a*s) + fl(b*z)``, z prescaled
+    inside ``normal_``), so bitwise the same result and the same generator draw; it only skips
+    the generic machinery around them. That machinery costs more than its count of Python
+    lines suggests at mid sizes: after a 2**16-element ``normal_`` and three passes the
+    interpreter's objects are out of the caches, and each small function call of the general
+    path then costs ~10 µs (measured at 2**16: ~60 µs of a ~250 µs call).
 
-    Cost floor (256x2, 1 thread). Per op, µs (quiet machine, last session): seed ``random_`` +
-    ``item`` 1.3, ``chunk_seed`` 0.4, ``Generator.manual_seed`` 1.2, ``normal_`` (512) 2.5, ``mul``
-    1.2, ``add_`` 0.9 x 2: ~8.3 µs of torch ops that the fixed stream (a per-call seed drawn from
-    the caller's generator, a reseeded chunk generator) and the no-FMA order ``(x + a*s) + b*z``
-    need, against ~5.6 µs for the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x),
-    alpha=b)`` (3 ops, FMA, the global generator). Measured side by side this session (thread CPU
-    time, loaded machine, medians of 21 rounds): those 6 ops alone 11.2 µs, hand-written 6.4-6.7,
-    textbook 13.5-14.5, this path 15.2-15.5: the bitwise ceiling is ~0.6x the hand-written loop,
-    and ~3.5 µs of checks and bookkeeping remain around the ops (reproduce: ``python
-    tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the 6 ops alone).
+    Cost floor (256x2, 1 thread). Per op, µs (shared machine): seed ``random_`` 0.83 + ``item``
+    0.08 (through the numpy view; 0.23 as ``Tensor.item``), ``chunk_seed`` 0.36,
+    ``Generator.manual_seed`` 1.15, ``normal_`` (512) 2.55, ``mul`` 1.1, ``add_`` 0.95 x 2: ~8 µs
+    of torch ops that the fixed stream (a per-call seed drawn from the caller's generator, a
+    reseeded chunk generator) and the no-FMA order ``(x + a*s) + b*z`` need, against ~6 µs for
+    the whole hand-written ``x.add_(s, alpha=eps).add_(randn_like(x), alpha=b)`` (3 ops, FMA, the
+    global generator): the bitwise ceiling is ~0.6x the hand-written loop (reproduce: ``python
+    tests/speed_check.py step --cpu-time``, whose ``floor`` row runs the ops alone). The checks
+    below are ~25 metadata reads of 40-90 ns each measured alone, ~1.5 µs in the loop (the torch
+    ops around them evict the interpreter's caches). The arithmetic stays torch ops: a numpy
+    view of the caller's ``x`` costs 0.7 µs a call (it must not be cached: the tensor may be
+    resized or freed), more than the ufuncs save; see also :class:`InplaceStepper`.
     """
     if (
         type(x) is not _TENSOR
@@ -512,12 +536,14 @@ def _small_cpu_step_(
         or type(step_size) is not float
         or clamp is not None
         or type(sample_offset) is not int
-        or not _small_choice(backend, rng)
         or x.dtype is not _FP32
         or score.dtype is not _FP32
         or not x.is_cpu
         or not score.is_cpu
-        or _is_compiling()
+        or not (0.0 < step_size < _INF)
+        or not ((backend is None and rng is None and _SMALL_CHOICE.get(None)) or _small_choice(backend, rng))
+        or _is_dynamo_compiling()
+        or _COMPILER._is_compiling_flag
         or _function_mode_on()
         or _dispatch_modes()
     ):
@@ -525,17 +551,15 @@ def _small_cpu_step_(
     shape = x.shape
     if shape != score.shape or not x.is_contiguous() or not score.is_contiguous():
         return False
-    if not (step_size > 0.0 and step_size < _INF):
-        return False
     if noise_scale is None:
         b = math.sqrt(2.0 * step_size)
-    elif type(noise_scale) is float and noise_scale > 0.0 and noise_scale < _INF:
+    elif type(noise_scale) is float and 0.0 < noise_scale < _INF:
         b = noise_scale
     else:
         return False
     if generator is not None and not _cpu_generator(generator):
         return False
-    if torch.is_grad_enabled() and (x.requires_grad or score.requires_grad):
+    if (x.requires_grad or score.requires_grad) and torch.is_grad_enabled():
         return False  # the general path raises (in place) or records the autograd graph
     st = getattr(_THREAD, "st", None) or thread_scratch()
     plan = st.views.get((shape, sample_offset))
@@ -543,48 +567,77 @@ def _small_cpu_step_(
         plan = _small_plan(st, shape, sample_offset)
     if not plan:
         return False
-    return _small_run(st, plan, x, score, step_size, b, generator, out_of_place)
-
-
-def _small_run(st, plan: tuple, x, score, a: float, b: float, generator, out_of_place: bool = False):
-    """The straight path's operations, everything validated: draw the seed (the draw
-    :func:`draw_seed_value` makes, into the thread's seed buffer), then ``(x + a*s) + fl(b*z)``
-    with z from the chunk generator prescaled inside ``normal_``. True, or the new tensor."""
+    if plan[0] is None:  # several pieces: the serial chunk walk, when one thread walks them
+        return _walk_run(st, plan, x, score, step_size, b, generator, out_of_place)
+    # the operations (inline: a call more costs ~0.15 µs here); InplaceStepper.__call__ runs the same
     if generator is None:
-        seed = st.seed.random_(0, SEED_HIGH).item()
+        st.seed.random_(0, SEED_HIGH)  # the draw draw_seed_value makes, into the thread's seed buffer
     else:
-        seed = st.seed.random_(0, SEED_HIGH, generator=generator).item()
+        st.seed.random_(0, SEED_HIGH, generator=generator)
     if _backend._RECORDERS:
         _backend.record("langevin_step", "torch")
-    chunk, fill, noise, work = plan
-    st.gen.manual_seed(chunk_seed(seed, chunk))
-    fill.normal_(0.0, b, generator=st.gen)
-    a_t = _FP32_SCALARS.get(a)
-    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(a), out=work)
+    gen = st.gen
+    gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
+    plan[1].normal_(0.0, b, generator=gen)  # z prescaled: bitwise fl(b * z)
+    a_t = _FP32_SCALARS.get(step_size)
+    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(step_size), out=plan[3])
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
-        return torch.add(x, t).add_(noise)
+        return torch.add(x, t).add_(plan[2])
     x.add_(t)
-    x.add_(noise)
+    x.add_(plan[2])
     return True
 
 
 def _small_plan(st, shape, sample_offset: int):
     """What the straight path needs for a state of ``shape`` at ``sample_offset``, cached in
     ``st.views``: ``(chunk, noise fill view, noise view shaped like x, a*s work view shaped like
-    x)`` of ``st``'s buffers, or False when that state is not the straight path's case (0-d,
-    empty, more than one piece, straddling two noise chunks, or a negative offset)."""
+    x)`` of ``st``'s buffers for a state inside one noise chunk (up to 2**16 elements: above
+    ``CPU_PIECE`` the general path walks it as one piece too, with the same operations);
+    ``(None, element offset, n)`` for a state over several chunks: the serial chunk walk's case;
+    False when the state is not the straight path's at all (0-d, empty, a negative offset)."""
     if len(st.views) > 256:
         st.views.clear()
     n = math.prod(shape)
     plan = False
-    if shape and 0 < n <= CPU_PIECE and sample_offset >= 0:
+    if shape and n > 0 and sample_offset >= 0:
         start = sample_offset * (n // shape[0])
         chunk, head = divmod(start, TORCH_RNG_CHUNK)
-        if head + n <= TORCH_RNG_CHUNK:
+        if head + n <= TORCH_RNG_CHUNK:  # one chunk: the walk's operations for it, on the thread's buffers
             fill = min(TORCH_RNG_CHUNK, max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
             plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
+        else:
+            plan = (None, start, n)
     st.views[(shape, sample_offset)] = plan
     return plan
+
+
+def _walk_run(st, plan: tuple, x, score, a: float, b: float, generator, out_of_place: bool):
+    """A multi-piece fp32 state, everything validated: when one thread walks its chunks (see
+    :func:`fastlangevin.fallback.langevin_step._serial_cpu`), draw the seed as the straight path
+    does and run the walk the general path runs for it (:func:`_serial_chunks`, same arguments:
+    bitwise the same). False, before any draw, when the walk would be threaded: the general path
+    runs it. Skipping the general path's Python is worth more than its ~30 µs alone suggests: it
+    runs after megabytes of arithmetic have evicted the interpreter's objects from the caches
+    (measured at 2**20, 1 thread: ~150 µs of the call)."""
+    _, start, n = plan
+    xf = x.view(-1)
+    if not _serial_cpu(xf, n, start):
+        return False
+    if generator is None:
+        st.seed.random_(0, SEED_HIGH)
+    else:
+        st.seed.random_(0, SEED_HIGH, generator=generator)
+    seed = st.seed_np.item()
+    if _backend._RECORDERS:
+        _backend.record("langevin_step", "torch")
+    a_t = _FP32_SCALARS.get(a)
+    a_t = a_t if a_t is not None else fp32_scalar(a)
+    if out_of_place:  # the general path's _step_out: a new contiguous tensor
+        out = torch.empty_like(x, memory_format=torch.contiguous_format)
+        _serial_chunks(xf, score.view(-1), out.view(-1), seed, a_t, b, start, False)
+        return out
+    _serial_chunks(xf, score.view(-1), xf, seed, a_t, b, start, True)
+    return True
 
 
 class InplaceStepper:
@@ -593,9 +646,15 @@ class InplaceStepper:
 
     ``stepper(s, a)`` is bitwise that call (same seed draw, same arithmetic); ``s`` must come from
     :func:`fastlangevin.sampling.loop.eval_score` (shaped like x, on its device, floating) and
-    ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs
-    :func:`_small_run` after the per-step checks (score dtype and layout, a float step, no
-    interception); anything else goes through :func:`langevin_step_` unchanged.
+    ``x`` must stay the sampler's own contiguous state. The small fp32 CPU case runs the
+    operations of :func:`_small_cpu_step_` after the per-step checks (score dtype and layout, a
+    float step, no interception); anything else goes through :func:`langevin_step_` unchanged.
+
+    Why the adds stay torch ops even though the stepper owns ``x`` (a numpy ufunc on a cached
+    view of x costs ~0.4 µs against ~1 µs): where x and s are both NaN, IEEE leaves the payload
+    of ``x + a*s`` to the implementation and numpy's differs from torch's (not bitwise), and
+    numpy warns (or raises, under ``np.seterr``) on overflow where torch is silent;
+    ``np.errstate`` around the add costs the ~1 µs the ufunc saves.
     """
 
     __slots__ = ("x", "noise_scale", "kw", "generator", "st", "plan")
@@ -617,9 +676,10 @@ class InplaceStepper:
         )
         if small:
             self.st = st = thread_scratch()
-            self.plan = st.views.get((x.shape, sample_offset))
-            if self.plan is None:
-                self.plan = _small_plan(st, x.shape, sample_offset)
+            plan = st.views.get((x.shape, sample_offset))
+            if plan is None:
+                plan = _small_plan(st, x.shape, sample_offset)
+            self.plan = plan if plan and plan[0] is not None else False  # a walk: langevin_step_ runs it
 
     def __call__(self, s, a) -> None:
         if (
@@ -627,14 +687,26 @@ class InplaceStepper:
             and type(a) is float
             and type(s) is _TENSOR
             and s.dtype is _FP32
-            and a > 0.0
-            and a < _INF
+            and 0.0 < a < _INF
             and s.is_contiguous()
-            and not (torch.is_grad_enabled() and s.requires_grad)
-            and not (_is_compiling() or _function_mode_on() or _dispatch_modes())
+            and not (s.requires_grad and torch.is_grad_enabled())
+            and not (_is_dynamo_compiling() or _COMPILER._is_compiling_flag or _function_mode_on() or _dispatch_modes())
         ):
-            b = math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale
-            _small_run(self.st, self.plan, self.x, s, a, b, self.generator)
+            # _small_cpu_step_'s operations, inline (a call more costs ~0.15 µs a step)
+            st, plan, generator = self.st, self.plan, self.generator
+            if generator is None:
+                st.seed.random_(0, SEED_HIGH)
+            else:
+                st.seed.random_(0, SEED_HIGH, generator=generator)
+            if _backend._RECORDERS:
+                _backend.record("langevin_step", "torch")
+            gen = st.gen
+            gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
+            plan[1].normal_(0.0, math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale, generator=gen)
+            a_t = _FP32_SCALARS.get(a)
+            x = self.x
+            x.add_(torch.mul(s, a_t if a_t is not None else fp32_scalar(a), out=plan[3]))
+            x.add_(plan[2])
         else:
             langevin_step_(self.x, s, a, self.noise_scale, **self.kw)
 
