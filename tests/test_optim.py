@@ -814,3 +814,27 @@ def test_parameter_count_limit_is_a_clear_error(monkeypatch):
     with pytest.raises(ValueError, match="params"):
         opt.add_param_group({"params": [torch.zeros(1), torch.zeros(1)]})
     assert len(opt.param_groups) == 1
+
+
+def test_cpu_update_overflow_is_silent_like_torch():
+    """An overflowing update gives inf as the foreach ops do: no numpy warning, and no FloatingPointError
+    half-way through the bucket under ``np.seterr(all="raise")``."""
+    import warnings
+
+    import numpy as np
+
+    def run():
+        p = torch.nn.Parameter(torch.full((64,), 3e38))
+        opt = fl.optim.SGLD([p], lr=1.0, temperature=0.0, backend="torch")
+        p.grad = torch.full((64,), -3e38)
+        opt.step()
+        return p.detach()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isinf(run()).all()
+    old = np.seterr(all="raise")
+    try:
+        assert torch.isinf(run()).all()
+    finally:
+        np.seterr(**old)

@@ -251,7 +251,15 @@ def run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tupl
     updated in place, one after the other. A serial torch-stream batch draws each tensor's chunks
     just before its update (its noise still in cache); otherwise the batch's noise is filled at once
     (threaded draws, Philox, injected). ``g_small``: per batch, its small tensors' gradients already
-    gathered (flat, in order), or None. Callers validate shapes (an assignment would broadcast)."""
+    gathered (flat, in order), or None. Callers validate shapes (an assignment would broadcast).
+
+    Floating-point errors are ignored as torch ignores them: numpy would warn on an overflow (or raise
+    under ``np.seterr(all="raise")``, leaving the bucket half updated) where the foreach ops are silent."""
+    with np.errstate(all="ignore"):
+        _run_numpy(plan, method, th, g, st, sc, noise, g_small)
+
+
+def _run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tuple, noise, g_small=None) -> None:
     on = noise is not None
     for b in range(len(plan.packed)):
         ks, flat, views, parts, first = plan.np_batch(b)
