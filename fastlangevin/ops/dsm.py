@@ -16,6 +16,10 @@ stream instead and runs the fallback's arithmetic as plain tensor code under one
 (:class:`_SavedNoiseLoss`), keeping the residual ``s + z/σ`` for a one-multiply backward: bitwise
 the ops' losses and gradients, without the dispatcher or a second noise pass. Small fp32 batches
 take a straight path (:func:`_small_cpu_saved`) with the same operations.
+
+On the Triton path, plain tensors with nothing intercepting skip the dispatcher
+(:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
+Functions, the ``[B]`` rows of Python-float scales cached (never written, never evicted).
 """
 
 from __future__ import annotations
