@@ -38,6 +38,8 @@ from fastlangevin.kernels import snr_step as kn  # noqa: E402
 import fastlangevin as fl  # noqa: E402
 
 CALLS = {"launches": 0}
+#: while a list: the DSM stubs append (kernel name, timer()) at each launch (the per-op DSM rows)
+STAMPS = {"list": None, "timer": time.thread_time}
 
 
 class _StubKernel:
@@ -51,13 +53,30 @@ class _StubKernel:
         CALLS["launches"] += 1
 
 
+class _StampKernel(_StubKernel):
+    """A stub that also notes when it was launched, while :data:`STAMPS` collects."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __getitem__(self, grid):
+        return self._stamp
+
+    def _stamp(self, *args, **kwargs):
+        CALLS["launches"] += 1
+        if STAMPS["list"] is not None:
+            STAMPS["list"].append((self.name, STAMPS["timer"]()))
+
+
 def stub_kernels() -> None:
     ks._langevin_step_kernel = _StubKernel()
     kc._corrector_norms_kernel = _StubKernel()
     kn._snr_step_kernel = _StubKernel()
-    for name in ("_dsm_perturb_kernel", "_dsm_perturb_flat_kernel", "_dsm_loss_partial_kernel"):
-        setattr(kd, name, _StubKernel())
-    kd._dsm_loss_reduce_kernel = kd._dsm_loss_backward_kernel = _StubKernel()
+    for name in ("_dsm_perturb_kernel", "_dsm_perturb_flat_kernel"):
+        setattr(kd, name, _StampKernel("perturb"))
+    kd._dsm_loss_partial_kernel = _StampKernel("loss partial")
+    kd._dsm_loss_reduce_kernel = _StampKernel("loss reduce")
+    kd._dsm_loss_backward_kernel = _StampKernel("backward")
 
 
 def _dsm(x, w, backend):
@@ -101,7 +120,80 @@ def measure(shape=(256, 2), iters=2000, rounds=9, timer=time.thread_time) -> dic
                 for _ in range(iters):
                     fn()
                 times[name].append((timer() - t0) / iters * 1e6)
-    return {k: round(statistics.median(v), 2) for k, v in times.items()}
+    out = {k: round(statistics.median(v), 2) for k, v in times.items()}
+    out.update(dsm_per_op(x, w, iters, rounds, timer))
+    return out
+
+
+def dsm_per_op(x, w, iters=2000, rounds=9, timer=time.thread_time) -> dict:
+    """The DSM row split at its launches (thread CPU time stamped by the stubs and around the score):
+    each op's host path up to its kernel launch, as the ≤ 15 µs per small call is judged per launch,
+    beside the autograd floor's corresponding pieces. Each stamp costs a clock read (~0.4 µs)."""
+    stamps = []
+
+    def score(xt, sig):
+        stamps.append(("score in", timer()))
+        s = xt * w
+        stamps.append(("score out", timer()))
+        return s
+
+    def one():
+        stamps.append(("call", timer()))
+        loss = fl.dsm_loss(score, x, 0.5, backend="triton")
+        stamps.append(("loss returned", timer()))
+        loss.backward()
+        stamps.append(("backward returned", timer()))
+
+    def floor():
+        stamps.append(("call", timer()))
+        s = x * w
+        stamps.append(("score out", timer()))
+        loss = s.sum()
+        stamps.append(("loss returned", timer()))
+        loss.backward()
+        stamps.append(("backward returned", timer()))
+
+    pieces = {
+        "dsm per op: perturb (call -> its launch)": ("call", "perturb", one),
+        "dsm per op: loss fwd (score out -> partial launch)": ("score out", "loss partial", one),
+        "dsm per op: loss fwd (partial -> reduce launch)": ("loss partial", "loss reduce", one),
+        "dsm per op: loss fwd (reduce launch -> mean returned)": ("loss reduce", "loss returned", one),
+        "dsm per op: backward (backward() -> its launch)": ("loss returned", "backward", one),
+        "dsm per op: backward (launch -> returned: score's backward)": ("backward", "backward returned", one),
+        "floor per op: loss fwd (score out -> sum returned)": ("score out", "loss returned", floor),
+        "floor per op: backward (backward() -> returned)": ("loss returned", "backward returned", floor),
+    }
+    runs = {"dsm": one, "floor": floor}
+    per_round = {k: [] for k in pieces}
+    STAMPS["list"], STAMPS["timer"] = stamps, timer
+    try:
+        with torch.enable_grad():
+            for fn in runs.values():
+                fn()
+            for _ in range(rounds):
+                for name, fn in runs.items():  # interleaved
+                    stamps.clear()
+                    for _ in range(iters):
+                        fn()
+                    at = _segments(stamps)
+                    for k, (a, b, f) in pieces.items():
+                        if f is fn:
+                            per_round[k].append(statistics.fmean(at[(a, b)]) * 1e6)
+    finally:
+        STAMPS["list"] = None
+    return {k: round(statistics.median(v), 2) for k, v in per_round.items()}
+
+
+def _segments(stamps) -> dict:
+    """(from, to) -> durations: for each stamp, the time since the latest earlier stamp of each name."""
+    last, out = {}, {}
+    for name, t in stamps:
+        if name == "call":
+            last = {}
+        for prev, t0 in last.items():
+            out.setdefault((prev, name), []).append(t - t0)
+        last[name] = t
+    return out
 
 
 def main(argv=None) -> int:

@@ -217,3 +217,185 @@ def test_snr_kernel_compiles_for_sm90():
     assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-2000:])
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(report) == 36 and set(report.values()) == {"ok"}
+
+
+# ---------------------------------------------------------------------------------------
+# DSM on the Triton path: the lean entry (fastlangevin.ops.dsm._lean_triton_loss) against the ops
+# ---------------------------------------------------------------------------------------
+class _Affine(torch.nn.Module):
+    """A score with parameters (so the loss node and the score's own graph both run backward)."""
+
+    def __init__(self, row, dtype):
+        super().__init__()
+        self.m = torch.nn.Parameter(torch.linspace(-1.0, 1.0, row, dtype=dtype))
+        self.c = torch.nn.Parameter(torch.tensor(0.7, dtype=dtype))
+
+    def forward(self, xt, sig):
+        s = -(xt.flatten(1) - self.m) * self.c / (1 + sig.to(xt.dtype).view(-1, 1) ** 2)
+        return s.view(xt.shape)
+
+
+def _dsm_pair(shape, dtype, kw, x_grad=True):
+    """(lean, general) of one ``dsm_loss`` forward and backward on the Triton path with the same generator
+    state: the loss, the gradients of x and of the score's parameters, the generator state after, the
+    backends recorded; the general path (the custom ops) forced by a no-op torch function mode."""
+    from fastlangevin.ops import dsm as od
+
+    outs = []
+    for mode in (None, _NoOpMode()):
+        gen = torch.Generator().manual_seed(sum(shape))
+        x = torch.randn(shape, generator=gen).to(DEVICE, dtype).requires_grad_(x_grad)
+        net = _Affine(x[0].numel(), dtype).to(DEVICE)
+        g = torch.Generator(device=DEVICE).manual_seed(11)
+        prepared = []
+        real_prepare = od._prepare
+        od._prepare = lambda *a, **k: prepared.append(1) or real_prepare(*a, **k)
+        try:
+            with track_backends() as ran:
+                if mode is None:
+                    loss = fl.dsm_loss(net, x, generator=g, backend="triton", **kw)
+                    (loss * torch.arange(1, loss.numel() + 1, device=DEVICE)).sum().backward()
+                else:
+                    with mode:
+                        loss = fl.dsm_loss(net, x, generator=g, backend="triton", **kw)
+                        (loss * torch.arange(1, loss.numel() + 1, device=DEVICE)).sum().backward()
+        finally:
+            od._prepare = real_prepare
+        assert bool(prepared) == (mode is not None)  # the lean call never reached _prepare; the general one did
+        outs.append((loss.detach(), x.grad, net.m.grad, net.c.grad, g.get_state(), ran))
+    return outs
+
+
+def _dsm_scales(kind, batch, gen):
+    rows = lambda lo, hi: (torch.rand(batch, generator=gen) * (hi - lo) + lo).to(DEVICE)  # noqa: E731
+    return {
+        "floats": dict(sigma=0.37),
+        "floats-alpha-weight": dict(sigma=1.7, alpha=0.8, weight=2.5),
+        "tensor0d": dict(sigma=torch.tensor(0.6, device=DEVICE), alpha=torch.tensor(0.9, device=DEVICE)),
+        "rows": dict(sigma=rows(0.05, 1.5), alpha=rows(0.5, 1.0), weight=rows(0.0, 2.0)),
+        "rows-sigma-float-alpha": dict(sigma=rows(0.05, 1.5), alpha=0.95),
+    }[kind]
+
+
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((5, 7), torch.float32),  # B not a power of two: the mean's 1/B share is inexact
+        ((3, 2, 5), torch.float32),  # rows start mid Philox group
+        ((4, 8), torch.bfloat16),
+        ((6, 3), torch.float64),
+    ],
+    ids=["fp32-5x7", "fp32-3x2x5", "bf16-4x8", "fp64-6x3"],
+)
+@pytest.mark.parametrize("kind", ["floats", "floats-alpha-weight", "tensor0d", "rows", "rows-sigma-float-alpha"])
+def test_lean_dsm_matches_general_path(shape, dtype, kind):
+    fl.dsm_loss(lambda xt, sig: -xt, torch.ones(1, 1, device=DEVICE), 1.0, backend="triton")  # choice resolved
+    scales = _dsm_scales(kind, shape[0], torch.Generator().manual_seed(4))
+    # x needing a gradient: the perturb node; else its body alone. Calls after the first with
+    # Python-float scales read the rows cached by the first.
+    combos = [
+        (dict(), True),
+        (dict(), False),
+        (dict(reduction="sum", sample_offset=3), True),
+        (dict(reduction="none"), False),
+    ]
+    for extra, x_grad in combos:
+        lean, general = _dsm_pair(shape, dtype, {**scales, **extra}, x_grad)
+        for u, v in zip(lean[:5], general[:5]):
+            assert (u is None and v is None) or torch.equal(u, v)
+        assert lean[5] == general[5] and lean[5] == [
+            ("dsm_perturb", "triton"),
+            ("dsm_loss", "triton"),
+            ("dsm_loss_backward", "triton"),
+        ]
+
+
+def test_lean_dsm_cached_rows_are_never_the_score_sigma():
+    """The score function receives a fresh σ: writing to it changes neither this call's loss nor the rows
+    the next call with that σ reads from the cache; the cached rows keep their values."""
+    from fastlangevin.ops import dsm as od
+
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(2), device=DEVICE)
+    net = lambda xt, sig: -xt / (1 + sig.view(-1, 1))  # noqa: E731
+
+    def vandal(xt, sig):
+        out = net(xt, sig)
+        sig.mul_(100.0)  # a score function writing to its argument
+        return out
+
+    def loss(fn, seed):
+        gen = torch.Generator(device=DEVICE).manual_seed(seed)
+        return fl.dsm_loss(fn, x, 0.43, weight=1.5, generator=gen, backend="triton")
+
+    fl.dsm_loss(net, x, 0.43, weight=1.5, backend="triton")  # resolved, and the rows cached
+    want = [loss(net, seed) for seed in (1, 2)]
+    with _NoOpMode():  # the general path: its own rows
+        want_general = [loss(net, seed) for seed in (1, 2)]
+    assert torch.equal(loss(vandal, 1), want[0])
+    assert torch.equal(loss(net, 2), want[1])
+    assert all(torch.equal(a, b) for a, b in zip(want, want_general))
+    cached = [v for k, v in od._SCALAR_ROWS.items() if k[:3] == (0.43, None, 1.5) and k[5] == 6]
+    assert len(cached) == 1
+    sigma_rows, alpha_rows, inv, weight_rows = cached[0]
+    s32 = torch.full((6,), 0.43, device=DEVICE)
+    assert alpha_rows is None and torch.equal(sigma_rows, s32) and torch.equal(inv, torch.reciprocal(s32))
+    assert torch.equal(weight_rows, torch.full((6,), 1.5, device=DEVICE))
+
+
+def test_lean_dsm_rows_built_in_inference_mode_are_not_cached():
+    """Rows first built under inference mode are not kept (inference tensors cannot be saved for backward):
+    a later differentiable call with the same σ builds and caches its own."""
+    from fastlangevin.ops import dsm as od
+
+    x = torch.randn(3, 5, device=DEVICE)
+    fl.dsm_loss(lambda xt, sig: -xt, x, 0.5, backend="triton")  # resolved
+    sigma = 0.123456  # a value no other test uses
+    with torch.inference_mode():
+        fl.dsm_loss(lambda xt, sig: -xt, x, sigma, alpha=0.7, backend="triton")
+    assert not [k for k in od._SCALAR_ROWS if k[0] == sigma]
+    xg = x.clone().requires_grad_()
+    fl.dsm_loss(lambda xt, sig: -xt, xg, sigma, alpha=0.7, backend="triton").backward()  # saves α rows
+    assert xg.grad is not None and [k for k in od._SCALAR_ROWS if k[0] == sigma]
+
+
+def test_lean_dsm_refuses_before_drawing():
+    x = torch.randn(4, 3, device=DEVICE)
+    g = torch.Generator(device=DEVICE).manual_seed(3)
+    fl.dsm_loss(lambda xt, sig: -xt, x, 0.5, backend="triton")  # choice cached: the lean path is the one refusing
+    state = g.get_state()
+    score = lambda xt, sig: -xt  # noqa: E731
+    bad = [
+        (dict(sigma=-0.5), "sigma"),
+        (dict(sigma=torch.tensor([0.1, 0.0, 0.1, 0.1], device=DEVICE)), "sigma"),
+        (dict(sigma=0.5, alpha=-1.0), "alpha"),
+        (dict(sigma=0.5, weight=torch.ones(3, device=DEVICE)), "weight"),
+        (dict(sigma=0.5, reduction="avg"), "reduction"),
+        (dict(sigma=0.5, sample_offset=-1), "sample_offset"),
+    ]
+    for kw, name in bad:
+        with pytest.raises((ValueError, TypeError), match=name):
+            fl.dsm_loss(score, x, generator=g, backend="triton", **kw)
+        assert torch.equal(g.get_state(), state)
+    with pytest.raises(TypeError, match="score_fn"):
+        fl.dsm_loss(None, x, 0.5, generator=g, backend="triton")
+    with pytest.raises(ValueError, match="score_fn"):  # refused after the draw, as on the general path
+        fl.dsm_loss(lambda xt, sig: xt[:1], x, 0.5, backend="triton")
+
+
+def test_lean_dsm_backward_twice_raises_under_create_graph():
+    """The backward kernel has no derivative: under create_graph=True the loss's backward is once
+    differentiable (differentiating its result raises), and its first-order gradient is unchanged."""
+    x = torch.randn(5, 2, device=DEVICE)
+    w = torch.tensor(-1.0, device=DEVICE, requires_grad=True)
+    score = lambda xt, sig: xt * w  # noqa: E731
+    fl.dsm_loss(score, x, 0.5, backend="triton")  # resolved
+
+    def grad_w(**kw):
+        gen = torch.Generator(device=DEVICE).manual_seed(1)
+        return torch.autograd.grad(fl.dsm_loss(score, x, 0.5, backend="triton", generator=gen), w, **kw)[0]
+
+    v = torch.ones((), device=DEVICE, requires_grad=True)  # a differentiable incoming gradient
+    gw = grad_w(grad_outputs=v, create_graph=True)
+    assert gw.requires_grad and torch.equal(gw, grad_w())
+    with pytest.raises(RuntimeError, match="trying to differentiate twice"):
+        gw.backward()

@@ -16,6 +16,10 @@ stream instead and runs the fallback's arithmetic as plain tensor code under one
 (:class:`_SavedNoiseLoss`), keeping the residual ``s + z/σ`` for a one-multiply backward: bitwise
 the ops' losses and gradients, without the dispatcher or a second noise pass. Small fp32 batches
 take a straight path (:func:`_small_cpu_saved`) with the same operations.
+
+On the Triton path, plain tensors with nothing intercepting skip the dispatcher
+(:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
+Functions, the ``[B]`` rows of Python-float scales cached (never written, never evicted).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .. import _backend
+from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
 from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.chunks import CPU_PIECE, cpu_scratch, draw_noise
@@ -241,18 +246,11 @@ def _prepare(
     sample_offset = check_offset("sample_offset", sample_offset)
     chosen = _backend.resolve_backend(device, backend)
     stream = resolve_rng(rng, chosen, device)
+    _TRITON_CHOICE[(device, backend, rng)] = chosen == "triton"  # valid (hashable) arguments: the lean path's key
     if injected_noise is not None:
         check_like("noise", injected_noise, x, "x")
 
-    sigma_rows = _rows_of(sig, batch, cdt, device)
-    alpha_rows = None if alp is None else _rows_of(alp, batch, cdt, device)
-    weight_rows = sigma_rows * sigma_rows if wgt is None else _rows_of(wgt, batch, cdt, device)
-    if sig.per_row:
-        sigma_arg = sig.tensor  # the caller's own [B] tensor
-    elif sig.tensor is not None:
-        sigma_arg = sig.tensor.expand(batch)
-    else:
-        sigma_arg = sigma_rows
+    sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(sig, alp, wgt, batch, cdt, device)
     if injected_noise is not None:
         seed = torch.zeros(1, dtype=torch.int64, device=device)  # unused: no draw, generator untouched
     else:
@@ -261,7 +259,7 @@ def _prepare(
         seed,
         alpha_rows,
         sigma_rows,
-        torch.reciprocal(sigma_rows),
+        inv_sigma_rows,
         weight_rows,
         sigma_arg,
         chosen,
@@ -271,11 +269,31 @@ def _prepare(
     )
 
 
+def _scale_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.device) -> tuple:
+    """(σ, α or None, 1/σ, λ) as contiguous ``[batch]`` rows in the compute dtype (λ = σ² unless given), and
+    the ``[B]`` sigma the score function receives, from validated Scales."""
+    sigma_rows = _rows_of(sig, batch, cdt, device)
+    alpha_rows = None if alp is None else _rows_of(alp, batch, cdt, device)
+    weight_rows = sigma_rows * sigma_rows if wgt is None else _rows_of(wgt, batch, cdt, device)
+    if sig.per_row:
+        sigma_arg = sig.tensor  # the caller's own [B] tensor
+    elif sig.tensor is not None:
+        sigma_arg = sig.tensor.expand(batch)
+    else:
+        sigma_arg = sigma_rows
+    return sigma_rows, alpha_rows, torch.reciprocal(sigma_rows), weight_rows, sigma_arg
+
+
 _FLOAT_DTYPE_SET = frozenset(FLOAT_DTYPES)
 
 
 def _check_score(s, x: torch.Tensor) -> torch.Tensor:
-    if type(s) is torch.Tensor and s.shape == x.shape and s.dtype in _FLOAT_DTYPE_SET and s.is_cpu and x.is_cpu:
+    if (
+        type(s) is torch.Tensor
+        and s.shape == x.shape
+        and s.dtype in _FLOAT_DTYPE_SET
+        and ((s.is_cpu and x.is_cpu) or s.device == x.device)
+    ):
         return s  # the common case in a handful of attribute reads; the checks below name what is wrong
     if not isinstance(s, torch.Tensor):
         raise TypeError(f"score_fn must return a torch.Tensor, got {type(s).__name__}")
@@ -520,6 +538,11 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
 # The Triton path without the dispatcher (plain tensors, nothing intercepting)
 # ---------------------------------------------------------------------------------------
 _TRITON_LAUNCHERS: list = []
+_TENSOR, _FP32, _FP64, _INF = torch.Tensor, torch.float32, torch.float64, math.inf
+
+#: (device, backend, rng) arguments -> whether dsm_loss resolves them to the Triton backend; filled by
+#: :func:`_prepare` once they resolved without error (so the lean path never has to raise about them).
+_TRITON_CHOICE = _backend.derived_cache()
 
 
 def _dsm_launchers():
@@ -531,83 +554,203 @@ def _dsm_launchers():
     return _TRITON_LAUNCHERS[0]
 
 
+def _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset):
+    """``fastlangevin::dsm_perturb``'s body on the Triton path: x̃ = α x + σ z, z drawn in the kernel."""
+    if _backend._RECORDERS:
+        _backend.record("dsm_perturb", "triton")
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    rs = xc.numel() // xc.shape[0]
+    _dsm_launchers()[0](
+        xc.view(-1), out.view(-1), seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
+    )
+    return out
+
+
 class _LeanPerturb(torch.autograd.Function):
     """``fastlangevin::dsm_perturb`` on the Triton path as one autograd node: the op's body and its
-    backward (∂x̃/∂x = α), without the custom-op dispatcher (~100 µs a call on the host)."""
+    backward (∂x̃/∂x = α), without the custom-op dispatcher (~100 µs a call on the host). Only
+    applied when x needs a gradient; otherwise the body runs alone (nothing to record)."""
 
     @staticmethod
     def forward(ctx, x, seed, alpha_rows, sigma_rows, sample_offset):
-        _backend.record("dsm_perturb", "triton")
-        xc = x.contiguous()
-        out = torch.empty_like(xc)
-        rs = _row_size(x)
-        _dsm_launchers()[0](
-            xc.reshape(-1), out.reshape(-1), seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
-        )
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(alpha_rows)
-        return out
+        return _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
 
     @staticmethod
     def backward(ctx, grad):
         return _perturb_backward(ctx, grad)[0], None, None, None, None
 
 
+def _loss_body(ctx, score, seed, inv_sigma_rows, weight_rows, how):
+    """``fastlangevin::dsm_loss_rows``'s body on the Triton path and the reduction; with a ``ctx``, what
+    backward needs rides on it (the score saved, this module's own seed and rows as attributes)."""
+    sample_offset, reduction = how
+    if _backend._RECORDERS:
+        _backend.record("dsm_loss", "triton")
+    rows = score.shape[0]
+    rs = score.numel() // rows
+    out = torch.empty(rows, dtype=inv_sigma_rows.dtype, device=score.device)
+    _dsm_launchers()[1](
+        score.contiguous().view(-1), out, seed, inv_sigma_rows, weight_rows, row_size=rs,
+        elem_offset=sample_offset * rs,
+    )  # fmt: skip
+    if ctx is not None:
+        ctx.save_for_backward(score)
+        # this module's own non-differentiable tensors ride on ctx (no saved-variable packing and unpacking)
+        ctx.rows = (seed, inv_sigma_rows, weight_rows, rs, sample_offset, reduction)
+    if reduction == "mean":
+        return out.mean()
+    return out.sum() if reduction == "sum" else out
+
+
+def _loss_backward_body(ctx, grad):
+    """∂L/∂s = c_i (s_ij + z_ij / σ_i) with c = λ · (each row's share of ``grad``): autograd's mean / sum
+    backward on the one value (``g.expand(B) / B``, ``g.expand(B)``: bitwise the same rows), then the
+    backward op's body (z regenerated from the seed)."""
+    (score,) = ctx.saved_tensors
+    seed, inv_sigma_rows, weight_rows, rs, sample_offset, reduction = ctx.rows
+    if grad.dtype is not weight_rows.dtype:
+        grad = grad.to(weight_rows.dtype)
+    if reduction == "mean":  # each row's g / B, computed once (B as a cached 0-d CPU tensor: bitwise / B)
+        grad = grad / _count(weight_rows)
+    coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
+    if _backend._RECORDERS:
+        _backend.record("dsm_loss_backward", "triton")
+    sc = score.contiguous()
+    g = torch.empty_like(sc)
+    _dsm_launchers()[2](
+        sc.view(-1), g.view(-1), seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs
+    )
+    return g, None, None, None, None
+
+
+# the backward kernel has no derivative: under create_graph a second backward raises, as the op's did
+_loss_backward_once = once_differentiable(_loss_backward_body)
+
+
 class _LeanLoss(torch.autograd.Function):
-    """``fastlangevin::dsm_loss_rows`` and its reduction as one autograd node on the Triton path; backward
-    is autograd's mean / sum backward on the one value (``g.expand(B) / B``, ``g.expand(B)``: bitwise
-    the same rows), then the backward op's body (z regenerated from the seed)."""
+    """``fastlangevin::dsm_loss_rows`` and its reduction as one autograd node on the Triton path (see
+    :func:`_loss_body`, :func:`_loss_backward_body`)."""
 
     @staticmethod
     def forward(ctx, score, seed, inv_sigma_rows, weight_rows, how):
-        sample_offset, reduction = how
-        _backend.record("dsm_loss", "triton")
-        rs = _row_size(score)
-        out = torch.empty(score.shape[0], dtype=inv_sigma_rows.dtype, device=score.device)
-        losses = _dsm_launchers()[1](
-            score.contiguous().reshape(-1), out, seed, inv_sigma_rows, weight_rows, row_size=rs,
-            elem_offset=sample_offset * rs,
-        )  # fmt: skip
-        ctx.save_for_backward(score)
-        # this module's own non-differentiable tensors ride on ctx (no saved-variable packing and unpacking)
-        ctx.rows = (seed, inv_sigma_rows, weight_rows, rs)
-        ctx.how = how
-        if reduction == "mean":
-            return losses.mean()
-        return losses.sum() if reduction == "sum" else losses
+        return _loss_body(ctx, score, seed, inv_sigma_rows, weight_rows, how)
 
     @staticmethod
-    @once_differentiable  # the backward kernel has no derivative: a second backward raises, as the op's did
     def backward(ctx, grad):
-        (score,) = ctx.saved_tensors
-        seed, inv_sigma_rows, weight_rows, rs = ctx.rows
-        sample_offset, reduction = ctx.how
-        if grad.dtype is not weight_rows.dtype:
-            grad = grad.to(weight_rows.dtype)
-        if reduction == "mean":  # each row's g / B, computed once: the same value in every row
-            grad = grad / score.shape[0]
-        coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
-        _backend.record("dsm_loss_backward", "triton")
-        sc = score.contiguous()
-        g = torch.empty_like(sc)
-        _dsm_launchers()[2](
-            sc.reshape(-1), g.reshape(-1), seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs
-        )
-        return g, None, None, None, None
+        if torch.is_grad_enabled():  # create_graph=True: once_differentiable's error node for a second backward
+            return _loss_backward_once(ctx, grad)
+        return _loss_backward_body(ctx, grad)  # (once_differentiable would only add a no_grad block here)
+
+
+def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, how):
+    """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
+    one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (sample_offset,
+    reduction)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        x_tilde = _apply(_LeanPerturb, x, seed, alpha_rows, sigma_rows, how[0])
+    else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
+        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, how[0])
+    s = _check_score(score_fn(x_tilde, sigma_arg), x)
+    if not (torch.is_grad_enabled() and s.requires_grad):
+        return _loss_body(None, s, seed, inv_sigma_rows, weight_rows, how)
+    if _lean_loss_apply is None or _functorch_active():
+        return _LeanLoss.apply(s, seed, inv_sigma_rows, weight_rows, how)
+    return _lean_loss_apply(_unwrap_if_dead(s), seed, inv_sigma_rows, weight_rows, how)  # the rest: our own
 
 
 def _run_lean_triton(score_fn, x, p: _Prepared) -> torch.Tensor:
-    """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
-    one autograd node (perturb only when x needs a gradient), no dispatcher."""
-    if torch.is_grad_enabled() and x.requires_grad:
-        x_tilde = _apply(_LeanPerturb, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
-    else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
-        x_tilde = _LeanPerturb.forward(_NoCtx, x, p.seed, p.alpha_rows, p.sigma_rows, p.sample_offset)
-    s = _check_score(score_fn(x_tilde, p.sigma_arg), x)
-    how = (p.sample_offset, p.reduction)
-    if torch.is_grad_enabled() and s.requires_grad:
-        return _apply(_LeanLoss, s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
-    return _LeanLoss.forward(_NoCtx, s, p.seed, p.inv_sigma_rows, p.weight_rows, how)
+    """:func:`_lean_run` with a :class:`_Prepared` call."""
+    return _lean_run(
+        score_fn, x, p.seed, p.alpha_rows, p.sigma_rows, p.inv_sigma_rows, p.weight_rows, p.sigma_arg,
+        (p.sample_offset, p.reduction),
+    )  # fmt: skip
+
+
+#: (σ, α, λ: Python floats or None; compute dtype, device, batch[, CUDA stream]) -> (σ, α, 1/σ, λ) rows built
+#: by :func:`_scale_rows`. Never written after creation: no op writes its row inputs, and the score function
+#: gets a fresh σ tensor, never these. Never evicted (a CUDA graph captured with them keeps reading their
+#: memory): at most _MAX_SCALAR_ROWS keys, of batches up to _SCALAR_ROWS_BATCH; others are built per call.
+_SCALAR_ROWS: dict = {}
+_MAX_SCALAR_ROWS = 64
+_SCALAR_ROWS_BATCH = 4096
+
+
+def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.device) -> tuple:
+    """:func:`_scale_rows`' first four for Python-float scales (Scales without tensors), cached.
+
+    On CUDA the key holds the current stream: the rows' fill kernels were queued on it, so every later
+    kernel on that stream reads them filled; another stream builds its own. Nothing is cached while a
+    CUDA graph is being captured (the graph owns the tensors it fills) or in inference mode (its tensors
+    could not be saved for backward later). α = 0 or λ = 0 is not cached (0.0 and -0.0 are equal keys)."""
+    alpha = None if alp is None else alp.value
+    weight = None if wgt is None else wgt.value
+    kind = _backend.device_type(device)
+    if kind == "cpu":
+        key = (sig.value, alpha, weight, cdt, device, batch)
+    elif kind == "cuda":
+        key = (sig.value, alpha, weight, cdt, device, batch, torch.cuda.current_stream(device))
+    else:
+        key = None
+    rows = _SCALAR_ROWS.get(key)
+    if rows is None:
+        rows = _scale_rows(sig, alp, wgt, batch, cdt, device)[:4]
+        if (
+            key is not None
+            and len(_SCALAR_ROWS) < _MAX_SCALAR_ROWS
+            and batch <= _SCALAR_ROWS_BATCH
+            and alpha != 0.0
+            and weight != 0.0
+            and not torch.is_inference_mode_enabled()
+            and not (kind == "cuda" and torch.cuda.is_current_stream_capturing())
+        ):
+            _SCALAR_ROWS[key] = rows
+    return rows
+
+
+def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset):
+    """:func:`dsm_loss` on the Triton path (noise regenerated) for plain tensors with nothing intercepting:
+    :func:`_prepare`'s checks (same order, same messages) and seed draw, then :func:`_lean_run`, without
+    ``_Prepared``; the rows of Python-float scales cached (:func:`_scalar_rows`). Returns the loss, or None
+    when the call is not that case (the general path then runs it, raising where it must). Nothing is
+    drawn before every check has passed; the same seed, rows and launches: bitwise the general path."""
+    if type(x) is not _TENSOR or _is_compiling() or _function_mode_on() or _dispatch_modes():
+        return None
+    device = x.device
+    try:
+        if not _TRITON_CHOICE[(device, backend, rng)]:  # resolved to Triton by an earlier call
+            return None
+    except (KeyError, TypeError):
+        return None
+    if (
+        x.dtype not in _FLOAT_DTYPE_SET
+        or not x.dim()
+        or not x.numel()
+        or not callable(score_fn)
+        or type(reduction) is not str
+        or reduction not in REDUCTIONS
+        or type(sample_offset) is not int
+        or sample_offset < 0
+    ):
+        return None
+    batch = x.shape[0]
+    cdt = _FP64 if x.dtype is _FP64 else _FP32
+    sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
+    alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
+    wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
+    if generator is not None:
+        check_generator(generator, device)
+    if sig.tensor is None and (alp is None or alp.tensor is None) and (wgt is None or wgt.tensor is None):
+        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device)
+        sigma_arg = torch.full((batch,), sig.value, dtype=cdt, device=device)  # the score's own: never the cache's
+    else:
+        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(sig, alp, wgt, batch, cdt, device)
+    seed = draw_seed(device, generator)  # validated: draw (a fresh tensor: backward reads it again)
+    return _lean_run(
+        score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, (sample_offset, reduction)
+    )
 
 
 _APPLY_NODES: dict = {}
@@ -625,14 +768,7 @@ def _apply(fn_cls, *args):
     return node(*[_unwrap_if_dead(a) if isinstance(a, torch.Tensor) else a for a in args])
 
 
-class _NoCtxType:
-    """A stand-in ctx for running a Function's forward as a plain call (nothing will call backward)."""
-
-    def save_for_backward(self, *tensors):
-        pass
-
-
-_NoCtx = _NoCtxType()
+_lean_loss_apply = None if _apply_node is None else torch._C._FunctionBase.__dict__["apply"].__get__(None, _LeanLoss)
 
 
 def dsm_loss(
@@ -713,6 +849,10 @@ def dsm_loss(
         raise TypeError(f"save_noise must be True, False or None, got {save_noise!r}")
     if save_noise is not False and backend != "triton":  # (it refuses "triton" anyway, after a dozen checks)
         loss = _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset)
+        if loss is not None:
+            return loss
+    if save_noise is not True:
+        loss = _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset)
         if loss is not None:
             return loss
     p = _prepare(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset=sample_offset)
