@@ -27,11 +27,14 @@ opcodes (``.128`` = 16 bytes per thread). ``--json FILE`` writes variant → rec
 keeps ``DIR/<variant>.cubin``.
 
 Where the step's instructions go (fp32, scalar scales, 32 elements = 8 Philox groups per thread, sm_90):
-per group of four elements Philox4x32-10 costs ~39 (19 wide multiplies ``IMAD.WIDE.U32`` giving both
-product halves, 20 three-input xors ``LOP3``), the two Box–Muller pairs ~28 each (6 + 1 + 3 + 4 FFMA of
-the polynomials, 6 FMUL, the fp32 bit split of U in 5 integer ops, 3 conversions, one ``MUFU.SQRT``, one
-sign ``LOP3``), the update ``x + a s + b z`` 4 per element (unfused, to round as the fallback does), and
-the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32 elements per thread.
+per group of four elements Philox4x32-10 costs ~42 (20 wide multiplies ``IMAD.WIDE.U32``/``IMAD.HI`` giving
+the product halves, ~22 three-input xors ``LOP3``), the two Box–Muller pairs 24 each (the radius: 2a + 1 and
+the fp32 bit split of U in 5 integer ops, 2 conversions, 6 + 1 FFMA of the log polynomial, 1 FMUL,
+``MUFU.SQRT``, the sign ``LOP3``; the angle: 1 conversion, 1 FMUL and ptxas's ``FMUL.RZ`` range scaling,
+``MUFU.SIN`` and ``MUFU.COS``; 2 FMUL by r), the update ``x + a s + b z`` 4 per element (unfused, to round as
+the fallback does), and the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32
+elements per thread. (The interpreter evaluates the angle's sine and cosine as polynomials instead:
+``kernels/tiles.py`` HW_SINCOS, bound in ``fastlangevin._rng``; 7 FFMA and 2 FMUL more per pair.)
 Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``); 16-bit
 operands 1 per element each to widen and 0.5 to narrow. Launch layouts (the variant name's suffix):
 none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales on a (row,

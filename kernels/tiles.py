@@ -159,9 +159,21 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
 # The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
 # error bounds; `_rng._box_muller` is the same arithmetic in PyTorch). Coefficients are fp32 minimax
 # fits: -2 ln(1 + t) = t (L0 + t (L1 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error 1.2e-6;
-# sin(pi v / 2) = v P(v^2) and cos(pi v / 2) = Q(v^2) on [-1, 1], absolute errors 6.1e-7 and 8.3e-8.
+# sin(pi v / 2) = v P(v^2) and cos(pi v / 2) = Q(v^2) on [-1, 1], absolute errors 6.1e-7 and 8.3e-8
+# (interpreter only: compiled kernels take the angle's sine and cosine from the hardware, HW_SINCOS below,
+# within _rng.GPU_ANGLE_BOUND = 9.6e-6 of the polynomials' normals). The log stays a polynomial everywhere:
+# the hardware log2's absolute error would cost up to 5.7e-4 at small radii (_rng, "Normal transform").
 MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
 INV_2_31 = tl.constexpr(4.656612873077393e-10)
+#: fp32(pi / 2**32): the angle pi v / 2 = int32(b) * pi / 2**32 in one multiply (GPU path).
+PI_2_M32 = tl.constexpr(7.31459059988282e-10)
+#: The angle's sine and cosine on the hardware (MUFU.SIN/MUFU.COS via ``sin/cos.approx.ftz.f32``, ~4
+#: instructions a pair instead of ~11 for the two polynomials) in compiled launches; Triton's interpreter
+#: cannot run inline PTX and keeps the polynomials, which `_rng._box_muller` emulates bit for bit. Decided
+#: exactly as ``triton.jit`` decides whether this module's functions are interpreted: at import, from
+#: TRITON_INTERPRET. The two paths differ by at most ``_rng.GPU_ANGLE_BOUND`` (derivation in
+#: fastlangevin._rng, "Normal transform"; tests/test_normals.py checks it on CPU).
+HW_SINCOS = tl.constexpr(not triton.knobs.runtime.interpret)
 
 
 @triton.jit
@@ -214,6 +226,19 @@ def fast_box_muller(a, b):
     # Angle pi v / 2 in [-pi/2, pi/2): cos >= 0 there, so a random sign on the first output (a's bit 31,
     # which U does not use) completes the circle; no range reduction, shorter polynomials.
     r_signed = (r.to(tl.uint32, bitcast=True) ^ (a & 0x80000000)).to(tl.float32, bitcast=True)
+    if HW_SINCOS:
+        # |angle| <= pi / 2, inside the [-pi, pi] where the hardware's absolute error bounds hold; .ftz
+        # changes nothing (a nonzero |angle| >= pi / 2**32, far above the subnormals).
+        angle = b.to(tl.int32, bitcast=True).to(tl.float32) * PI_2_M32
+        sin_v, cos_v = tl.inline_asm_elementwise(
+            "sin.approx.ftz.f32 $0, $2;\n\tcos.approx.ftz.f32 $1, $2;",
+            "=f,=f,f",
+            [angle],
+            dtype=(tl.float32, tl.float32),
+            is_pure=True,
+            pack=1,
+        )
+        return r_signed * cos_v, r * sin_v
     v = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
     v2 = v * v
     return r_signed * _cos_poly(v2), r * (v * _sin_poly(v2))
