@@ -153,7 +153,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("HAS_CLAMP", clamp),
                                     ("COMPUTE", compute),
                                     ("BLOCK", 4096),
-                                    ("VEC", vec),
+                                    ("VEC", 4 if head else vec),  # the launcher's choice
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("WORDS", "bf16" in (x, s) and not head),

@@ -27,6 +27,8 @@ from .tiles import (
     normal_tile,
     row_launch,
     row_tile,
+    tile_load,
+    tile_store,
     vec_for,
 )
 
@@ -52,7 +54,9 @@ ROW_GRID_MIN_INTERPRETER = 1 << 14
 
 
 @triton.jit
-def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr, ROW_GRID: tl.constexpr):
+def _load_scale(
+    val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr, ROW_GRID: tl.constexpr, LANES: tl.constexpr
+):
     if MODE == SCALE_ARG:
         r = val
     elif MODE == SCALE_TENSOR:
@@ -60,22 +64,24 @@ def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr,
     elif ROW_GRID:  # one row per program: `rows` is a scalar
         r = tl.load(ptr + rows).to(COMPUTE)
     else:
-        r = tl.load(ptr + rows, mask=mask, other=0.0).to(COMPUTE)
+        r = tile_load(ptr + rows, mask, LANES, 0.0).to(COMPUTE)
     return r
 
 
 @triton.jit
-def _load(ptrs, mask, EVEN: tl.constexpr):
+def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False):
     # No `other=`: masked lanes are never stored, so they need no defined value. EVEN (every tile full)
     # drops the mask, and with it the zeroing of the masked registers and the compares.
     if EVEN:
         return tl.load(ptrs)
     else:
-        return tl.load(ptrs, mask=mask)
+        return tile_load(ptrs, mask, LANES)
 
 
 @triton.jit
-def _load_f32(ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr):
+def _load_f32(
+    ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr, LANES: tl.constexpr
+):
     """The tile ``ptr[start + offs]`` widened to fp32. With WORDS, a bf16 tile is read as uint32 words of
     two elements and widened with one integer op per element (a bf16 is the high half of its fp32); the
     compiler's own conversion spends two on every odd element. WORDS needs an even ``start`` and an even
@@ -93,7 +99,7 @@ def _load_f32(ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr
         hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
         return tl.reshape(tl.join(lo, hi), (ROWS, VEC))
     else:
-        return _load(ptr + start + offs, mask, EVEN).to(tl.float32)
+        return _load(ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
 
 
 @triton.jit
@@ -124,6 +130,9 @@ def _langevin_step_kernel(
     EVEN: tl.constexpr = False,
     WORDS: tl.constexpr = False,
 ):
+    # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
+    # of four stays in the thread that drew its Philox group (tiles.load_lanes).
+    LANES: tl.constexpr = HEAD != 0 and VEC == 4
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
         # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
@@ -137,29 +146,29 @@ def _langevin_step_kernel(
         end = n_elements
 
     if COMPUTE == tl.float32:
-        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
-        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
+        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS, LANES)
+        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS, LANES)
     else:
-        x = _load(x_ptr + start + offs, mask, EVEN).to(COMPUTE)
-        s = _load(score_ptr + start + offs, mask, EVEN).to(COMPUTE)
-    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID)
+        x = _load(x_ptr + start + offs, mask, EVEN, LANES).to(COMPUTE)
+        s = _load(score_ptr + start + offs, mask, EVEN, LANES).to(COMPUTE)
+    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
         else:
-            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID)
+            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES)
         if NOISE_FROM_PTR:
-            z = _load(noise_ptr + start + offs, mask, EVEN).to(tl.float32)
+            z = _load(noise_ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
         else:
-            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC)
+            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC, LANES)
         out = out + b * z.to(COMPUTE)
     if HAS_CLAMP:
         out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
     if EVEN:
         tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty))
     else:
-        tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+        tile_store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask, LANES)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
@@ -215,7 +224,9 @@ def launch_langevin_step(
     else:
         noise_mode, noise_val, noise_t = _scale_launch_args(noise_value, noise_tensor, fp64, x.device)
     interpreted = x.device.type == "cpu"
-    vec = vec or vec_for(x, score)
+    # A mid-group start has scalar accesses: 4-wide tile rows (one Philox group each, loaded column by
+    # column, tiles.tile_load) then beat 8-wide ones for 16-bit dtypes too.
+    vec = vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4)
     per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
     if row_grid is None:
         row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
