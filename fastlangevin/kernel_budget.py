@@ -62,6 +62,8 @@ DEVICES = (
 #: The step's launch for group-aligned starts (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this
 #: module loads without Triton); mid-group starts run FLAT_WARPS_GPU = 8.
 STEP_WARPS = 4
+#: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
+ROW_WARPS = 4
 _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 _STEP_DTYPES = ("fp32", "bf16", "fp16")
 # Integer arguments a typical launch passes as multiples of 16 (torch allocations are 16-byte
@@ -189,7 +191,7 @@ def _dsm_variants() -> Iterator[Variant]:
                         ("BLOCK", 4096),
                         ("VEC", vec_of(head == 0)),
                     ),
-                    num_warps=8,
+                    num_warps=ROW_WARPS,
                     block=4096,
                     bytes_per_element=2 * _DTYPE_BYTES[dt],
                     core=dt in ("fp32", "bf16") and has_alpha and head == 0,
@@ -205,7 +207,7 @@ def _dsm_variants() -> Iterator[Variant]:
                     ("BLOCK", 4096),
                     ("VEC", vec_of(aligned)),
                 ),
-                num_warps=8,
+                num_warps=ROW_WARPS,
                 block=4096,
             )
             yield Variant(
@@ -245,7 +247,7 @@ def _corrector_variants() -> Iterator[Variant]:
                     ("BLOCK", 4096),
                     ("VEC", vec),
                 ),
-                num_warps=8,
+                num_warps=ROW_WARPS,
                 block=4096,
                 bytes_per_element=_DTYPE_BYTES[dt],
                 core=(dt == "fp32" and aligned) or (dt == "bf16" and not aligned),
@@ -253,8 +255,8 @@ def _corrector_variants() -> Iterator[Variant]:
 
 
 def variants() -> List[Variant]:
-    """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096,
-    8 warps; the row kernels' short-row shapes move too few bytes to matter)."""
+    """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096 on
+    the launchers' warps; the row kernels' short-row shapes move too few bytes to matter)."""
     return [*_step_variants(), *_dsm_variants(), *_corrector_variants()]
 
 

@@ -24,11 +24,12 @@ masks the elements outside its row.
 import triton
 import triton.language as tl
 
-from .row_tiles import row_tile, row_vec
+from .row_tiles import row_tile, row_vec, row_warps
 from .tiles import FLAT_BLOCK_GPU, FLAT_WARPS_GPU, launch_options, normal_tile, row_launch, tile_load
 
 # Launch shapes live in .tiles. GPU: 4096 elements per program (1024 Philox groups) keeps a
-# 3·32·32 row in one program and 8 warps busy; small rows (2-D toys) shrink BLOCK to the row.
+# 3·32·32 row in one program and 4 warps busy (tiles.ROW_ELEMS_PER_WARP); small rows (2-D toys) shrink
+# BLOCK to the row.
 BLOCK_GPU, NUM_WARPS_GPU = FLAT_BLOCK_GPU, FLAT_WARPS_GPU
 # One Philox call yields 4 normals; a tile is at least one group.
 MIN_BLOCK = 4
@@ -101,7 +102,7 @@ def launch_corrector_norms(score, seed, *, sample_offset, block=None):
     n_chunks = n_chunks_for(row_size, block)
     vec, aligned = row_vec(row_size, sample_offset * row_size, score)
     partial = torch.empty(rows, n_chunks, 2, dtype=acc_dtype, device=score.device)
-    kwargs = launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4)
+    kwargs = launch_options(interpreted, row_warps(block))
     _corrector_norms_kernel[(rows, n_chunks)](
         score,
         seed,
