@@ -20,6 +20,7 @@ import triton.language as tl
 from .. import modes
 from .tiles import (
     BLOCK_INTERPRETER,
+    COMPILED,
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
     flat_launch,
@@ -163,12 +164,22 @@ def _langevin_step_kernel(
         else:
             z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC, LANES)
         out = out + b * z.to(COMPUTE)
-    if HAS_CLAMP:
-        out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
-    if EVEN:
-        tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty))
+    OUT: tl.constexpr = out_ptr.dtype.element_ty
+    if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED:
+        # Clamp after the rounding to the 16-bit output, against the bounds rounded the same way: rounding
+        # is monotone, so round(clamp(v, lo, hi)) == clamp(round(v), round(lo), round(hi)) for every v (NaN
+        # stays NaN), and the 16-bit min/max work on two elements per instruction (HMNMX2: -1 per element).
+        # Compiled launches only: the interpreter's 16-bit min/max are wrong (Triton 3.9), so it clamps in
+        # fp32; tests/test_step_launch.py checks the identity in PyTorch.
+        out = tl.clamp(out.to(OUT), tl.cast(lo, OUT), tl.cast(hi, OUT), propagate_nan=tl.PropagateNan.ALL)
     else:
-        tile_store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask, LANES)
+        if HAS_CLAMP:
+            out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
+        out = out.to(OUT)
+    if EVEN:
+        tl.store(out_ptr + start + offs, out)
+    else:
+        tile_store(out_ptr + start + offs, out, mask, LANES)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):

@@ -176,7 +176,8 @@ PI_2_M32 = tl.constexpr(7.31459059988282e-10)
 #: exactly as ``triton.jit`` decides whether this module's functions are interpreted: at import, from
 #: TRITON_INTERPRET. The two paths differ by at most ``_rng.GPU_ANGLE_BOUND`` (derivation in
 #: fastlangevin._rng, "Normal transform"; tests/test_normals.py checks it on CPU).
-HW_SINCOS = tl.constexpr(not triton.knobs.runtime.interpret)
+COMPILED = tl.constexpr(not triton.knobs.runtime.interpret)
+HW_SINCOS = COMPILED
 
 
 @triton.jit

@@ -109,3 +109,23 @@ def test_mid_group_column_loads_equal_row_loads(offset, dtype, per_row):
     want = (0.7 * _rng.philox_normal(seed, offset, zeros.numel())).view(37, 7)
     ulp = torch.finfo(torch.float32).eps * want.abs().clamp_min(1.0)
     assert ((out - want).abs() <= ulp).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_clamp_after_16_bit_rounding_is_the_same(dtype):
+    """Compiled launches clamp a 16-bit output after its rounding, against rounded bounds (the packed
+    HMNMX2; kernels/langevin_step.py): round(clamp(v, lo, hi)) == clamp(round(v), round(lo), round(hi)) bit
+    for bit, for bounds that are not representable, values at and around them, signed zeros, infinities
+    and NaN (the interpreter cannot run that path: it clamps in fp32, the left side)."""
+    g = torch.Generator().manual_seed(7)
+    big = 7e4 if dtype == torch.float16 else 3e38
+    for lo, hi in ((-1.5, 1.5), (-1.0001, 0.99996), (0.0, 2.0), (-3.3e-3, 7.77e-3), (-big, big), (2.0, 1.0)):
+        near = torch.tensor([lo, hi]).repeat_interleave(401) + torch.linspace(-0.02, 0.02, 401).repeat(2)
+        specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), lo, hi, big, -big])
+        v = torch.cat([torch.randn(1 << 16, generator=g) * 3, near, specials])
+        ref = v.clamp(lo, hi).to(dtype)
+        lo16, hi16 = torch.tensor(lo).to(dtype), torch.tensor(hi).to(dtype)
+        got = torch.minimum(torch.maximum(v.to(dtype), lo16), hi16)  # tl.clamp's NaN-propagating min(max())
+        assert torch.equal(ref.isnan(), got.isnan())
+        ok = ~ref.isnan()
+        assert torch.equal(ref[ok].view(torch.int16), got[ok].view(torch.int16)), (lo, hi)
