@@ -141,8 +141,8 @@ def philox4x32(seed: torch.Tensor, c0, c1, c2, c3, rounds: int = _PHILOX_ROUNDS)
 #
 # The compiled (GPU) kernel takes the angle's sine and cosine from the hardware instead of the two
 # polynomials (kernels/tiles.py, HW_SINCOS): theta = fl(fl(int32(b)) * fl(pi / 2**32)), then
-# ``sin.approx.ftz.f32`` / ``cos.approx.ftz.f32`` (MUFU.SIN / MUFU.COS: ~4 SASS instructions per pair
-# instead of ~11). The interpreter cannot run inline PTX, so the CPU tests, this emulation and every golden
+# ``sin.approx.ftz.f32`` / ``cos.approx.ftz.f32`` (FMUL, ptxas's FMUL.RZ, MUFU.SIN, MUFU.COS: 4 SASS per pair
+# instead of 10). The interpreter cannot run inline PTX, so the CPU tests, this emulation and every golden
 # value keep the polynomials; the GPU path is emulated within a stated bound instead (issue 12 allows
 # either). The bound, |z_gpu - z_cpu| for the same words:
 #

@@ -39,7 +39,7 @@ Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 
 operands 1 per element each to widen and 0.5 to narrow. Launch layouts (the variant name's suffix):
 none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales on a (row,
 chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
-element); ``head1``/``head3`` = a start mid-way into a Philox group (unvectorised, 8 warps).
+element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column, 8 warps).
 """
 
 from __future__ import annotations

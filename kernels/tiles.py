@@ -170,8 +170,8 @@ MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
 INV_2_31 = tl.constexpr(4.656612873077393e-10)
 #: fp32(pi / 2**32): the angle pi v / 2 = int32(b) * pi / 2**32 in one multiply (GPU path).
 PI_2_M32 = tl.constexpr(7.31459059988282e-10)
-#: The angle's sine and cosine on the hardware (MUFU.SIN/MUFU.COS via ``sin/cos.approx.ftz.f32``, ~4
-#: instructions a pair instead of ~11 for the two polynomials) in compiled launches; Triton's interpreter
+#: The angle's sine and cosine on the hardware (MUFU.SIN/MUFU.COS via ``sin/cos.approx.ftz.f32``, 4
+#: instructions a pair instead of 10 for the two polynomials) in compiled launches; Triton's interpreter
 #: cannot run inline PTX and keeps the polynomials, which `_rng._box_muller` emulates bit for bit. Decided
 #: exactly as ``triton.jit`` decides whether this module's functions are interpreted: at import, from
 #: TRITON_INTERPRET. The two paths differ by at most ``_rng.GPU_ANGLE_BOUND`` (derivation in
