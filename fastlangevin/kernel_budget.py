@@ -159,6 +159,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("WORDS", "bf16" in (x, s) and not head),
+                                    ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                 ),
                                 num_warps=8 if head else STEP_WARPS,
                                 block=4096,

@@ -32,6 +32,7 @@ from .tiles import (
     normal_tile,
     row_launch,
     tile_load,
+    tile_rows,
     tile_store,
     vec_for,
 )
@@ -133,11 +134,12 @@ def _dsm_perturb_flat_kernel(
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
+    DIV32: tl.constexpr = False,
 ):
     """Short rows: a flat grid (a row grid would leave most lanes idle); σ and α gathered per element."""
     start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
     LANES: tl.constexpr = HEAD != 0 and VEC == 4
-    rows = (start + offs) // row_size
+    rows = tile_rows(start, offs, row_size, DIV32)
     sigma = tile_load(sigma_ptr + rows, mask, LANES).to(COMPUTE)
     alpha = tile_load(alpha_ptr + rows, mask, LANES).to(COMPUTE) if HAS_ALPHA else sigma
     _perturb_tile(
@@ -270,6 +272,7 @@ def launch_dsm_perturb(
             HEAD=elem_offset % 4,
             BLOCK=cfg.block,
             VEC=cfg.vec,
+            DIV32=row_size + cfg.block < (1 << 31),  # tiles.tile_rows
             **modes,
             **cfg.options,
         )

@@ -29,6 +29,7 @@ from .tiles import (
     row_launch,
     row_tile,
     tile_load,
+    tile_rows,
     tile_store,
     vec_for,
 )
@@ -130,6 +131,7 @@ def _langevin_step_kernel(
     ROW_GRID: tl.constexpr = False,
     EVEN: tl.constexpr = False,
     WORDS: tl.constexpr = False,
+    DIV32: tl.constexpr = False,
 ):
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
     # of four stays in the thread that drew its Philox group (tiles.load_lanes).
@@ -143,7 +145,7 @@ def _langevin_step_kernel(
         end = (row + 1) * row_size
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
-        rows = (start + offs) // row_size  # per-row scales only (dead code otherwise)
+        rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
         end = n_elements
 
     if COMPUTE == tl.float32:
@@ -286,6 +288,7 @@ def launch_langevin_step(
         ROW_GRID=row_grid,
         EVEN=even,
         WORDS=words,
+        DIV32=row_size + blk < (1 << 31),
         **options,
     )
     return out
