@@ -134,7 +134,7 @@ def _langevin_step_kernel(
     DIV32: tl.constexpr = False,
 ):
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
-    # of four stays in the thread that drew its Philox group (tiles.load_lanes).
+    # of four stays in the thread that drew its Philox group (tiles.tile_load).
     LANES: tl.constexpr = HEAD != 0 and VEC == 4
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
