@@ -54,10 +54,10 @@ class FlatLaunch(NamedTuple):
     options: dict
 
 
-#: Register cap of compiled mid-group (HEAD) flat launches. Without one, ptxas (Triton 3.9) squeezes the fp16
-#: step with a head into 64 registers and spills 24 bytes to local memory (`fastlangevin kernels`); with it
-#: the same kernel takes 90 registers and no local memory.
-HEAD_MAXNREG = 128
+#: Register limit of compiled mid-group (HEAD) flat launches: the hardware's. Without an explicit one, ptxas
+#: (Triton 3.9) squeezes the fp16 step with a head into 64 registers and spills 24 bytes to local memory
+#: (`fastlangevin kernels`); given 255 it takes 90 registers and no local memory.
+HEAD_MAXNREG = 255
 
 
 def head_options(options: dict, head: int) -> dict:
