@@ -27,16 +27,19 @@ opcodes (``.128`` = 16 bytes per thread). ``--json FILE`` writes variant → rec
 keeps ``DIR/<variant>.cubin``.
 
 Where the step's instructions go (fp32, scalar scales, 32 elements = 8 Philox groups per thread, sm_90):
-per group of four elements Philox4x32-10 costs ~39 (19 wide multiplies ``IMAD.WIDE.U32`` giving both
-product halves, 20 three-input xors ``LOP3``), the two Box–Muller pairs ~28 each (6 + 1 + 3 + 4 FFMA of
-the polynomials, 6 FMUL, the fp32 bit split of U in 5 integer ops, 3 conversions, one ``MUFU.SQRT``, one
-sign ``LOP3``), the update ``x + a s + b z`` 4 per element (unfused, to round as the fallback does), and
-the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32 elements per thread.
+per group of four elements Philox4x32-10 costs ~42 (20 wide multiplies ``IMAD.WIDE.U32``/``IMAD.HI`` giving
+the product halves, ~22 three-input xors ``LOP3``), the two Box–Muller pairs 24 each (the radius: 2a + 1 and
+the fp32 bit split of U in 5 integer ops, 2 conversions, 6 + 1 FFMA of the log polynomial, 1 FMUL,
+``MUFU.SQRT``, the sign ``LOP3``; the angle: 1 conversion, 1 FMUL and ptxas's ``FMUL.RZ`` range scaling,
+``MUFU.SIN`` and ``MUFU.COS``; 2 FMUL by r), the update ``x + a s + b z`` 4 per element (unfused, to round as
+the fallback does), and the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32
+elements per thread. (The interpreter evaluates the angle's sine and cosine as polynomials instead:
+``kernels/tiles.py`` HW_SINCOS, bound in ``fastlangevin._rng``; 7 FFMA and 2 FMUL more per pair.)
 Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``); 16-bit
 operands 1 per element each to widen and 0.5 to narrow. Launch layouts (the variant name's suffix):
 none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales on a (row,
 chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
-element); ``head1``/``head3`` = a start mid-way into a Philox group (unvectorised, 8 warps).
+element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column, 8 warps).
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ DEVICES = (
 #: The step's launch for group-aligned starts (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this
 #: module loads without Triton); mid-group starts run FLAT_WARPS_GPU = 8.
 STEP_WARPS = 4
+#: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
+ROW_WARPS = 4
 _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
 _STEP_DTYPES = ("fp32", "bf16", "fp16")
 # Integer arguments a typical launch passes as multiples of 16 (torch allocations are 16-byte
@@ -150,10 +155,11 @@ def _step_variants() -> Iterator[Variant]:
                                     ("HAS_CLAMP", clamp),
                                     ("COMPUTE", compute),
                                     ("BLOCK", 4096),
-                                    ("VEC", vec),
+                                    ("VEC", 4 if head else vec),  # the launcher's choice
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("WORDS", "bf16" in (x, s) and not head),
+                                    ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                 ),
                                 num_warps=8 if head else STEP_WARPS,
                                 block=4096,
@@ -186,7 +192,7 @@ def _dsm_variants() -> Iterator[Variant]:
                         ("BLOCK", 4096),
                         ("VEC", vec_of(head == 0)),
                     ),
-                    num_warps=8,
+                    num_warps=ROW_WARPS,
                     block=4096,
                     bytes_per_element=2 * _DTYPE_BYTES[dt],
                     core=dt in ("fp32", "bf16") and has_alpha and head == 0,
@@ -202,7 +208,7 @@ def _dsm_variants() -> Iterator[Variant]:
                     ("BLOCK", 4096),
                     ("VEC", vec_of(aligned)),
                 ),
-                num_warps=8,
+                num_warps=ROW_WARPS,
                 block=4096,
             )
             yield Variant(
@@ -242,7 +248,7 @@ def _corrector_variants() -> Iterator[Variant]:
                     ("BLOCK", 4096),
                     ("VEC", vec),
                 ),
-                num_warps=8,
+                num_warps=ROW_WARPS,
                 block=4096,
                 bytes_per_element=_DTYPE_BYTES[dt],
                 core=(dt == "fp32" and aligned) or (dt == "bf16" and not aligned),
@@ -250,8 +256,8 @@ def _corrector_variants() -> Iterator[Variant]:
 
 
 def variants() -> List[Variant]:
-    """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096,
-    8 warps; the row kernels' short-row shapes move too few bytes to matter)."""
+    """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096 on
+    the launchers' warps; the row kernels' short-row shapes move too few bytes to matter)."""
     return [*_step_variants(), *_dsm_variants(), *_corrector_variants()]
 
 
@@ -273,7 +279,7 @@ def compile_cubin(v: Variant, arch: int = 90) -> bytes:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from fastlangevin.kernels.tiles import launch_options
+    from fastlangevin.kernels.tiles import head_options, launch_options
 
     kernel = getattr(importlib.import_module(f"fastlangevin.kernels.{v.module}"), v.kernel)
     names = kernel.arg_names
@@ -302,7 +308,10 @@ def compile_cubin(v: Variant, arch: int = 90) -> bytes:
         fn=kernel, signature=signature, constexprs={(names.index(k),): x for k, x in consts.items()}, attrs=attrs
     )
     target = GPUTarget("cuda", arch, 32)
-    return triton.compile(src, target=target, options=launch_options(False, v.num_warps)).asm["cubin"]
+    options = launch_options(False, v.num_warps)
+    if v.kernel == "_langevin_step_kernel":  # the flat launches' register cap with a head (tiles.head_options)
+        options = head_options(options, dict(v.constexprs).get("HEAD", 0))
+    return triton.compile(src, target=target, options=options).asm["cubin"]
 
 
 _INSTR = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P[T0-9]+\s+)?([A-Z][A-Z0-9_.]*)([^;]*);")

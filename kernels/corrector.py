@@ -26,11 +26,12 @@ import functools
 import triton
 import triton.language as tl
 
-from .row_tiles import row_tile, row_vec
-from .tiles import FLAT_BLOCK_GPU, FLAT_WARPS_GPU, launch_options, normal_tile, row_launch
+from .row_tiles import row_tile, row_vec, row_warps
+from .tiles import FLAT_BLOCK_GPU, FLAT_WARPS_GPU, launch_options, normal_tile, row_launch, tile_load
 
 # Launch shapes live in .tiles. GPU: 4096 elements per program (1024 Philox groups) keeps a
-# 3·32·32 row in one program and 8 warps busy; small rows (2-D toys) shrink BLOCK to the row.
+# 3·32·32 row in one program and 4 warps busy (tiles.ROW_ELEMS_PER_WARP); small rows (2-D toys) shrink
+# BLOCK to the row.
 BLOCK_GPU, NUM_WARPS_GPU = FLAT_BLOCK_GPU, FLAT_WARPS_GPU
 # One Philox call yields 4 normals; a tile is at least one group.
 MIN_BLOCK = 4
@@ -60,8 +61,9 @@ def _corrector_norms_kernel(
         row, chunk, row_size, sample_offset * row_size, BLOCK, ROWS_ALIGNED, VEC
     )
 
-    s = tl.load(score_ptr + base + offs, mask=mask, other=0.0).to(COMPUTE)
-    z = normal_tile(seed_ptr, first_group, GROUPS, VEC).to(COMPUTE)
+    LANES: tl.constexpr = not ROWS_ALIGNED and VEC == 4  # rows start mid-group: tiles.tile_load
+    s = tile_load(score_ptr + base + offs, mask, LANES, 0.0).to(COMPUTE)
+    z = normal_tile(seed_ptr, first_group, GROUPS, VEC, LANES).to(COMPUTE)
     # s is 0 where masked, so this is where(mask, z, 0). Written with s, it computes z in s's register
     # layout: with a constant 0 the compiler gives z a layout of its own and moves it through shared
     # memory to meet the mask (`fastlangevin kernels --match corrector`: 58 -> 43 instructions/element).
@@ -94,7 +96,7 @@ def _norms_plan(row_size: int, vec: int, aligned: bool, interpreted: bool, block
         BLOCK=block,
         ROWS_ALIGNED=aligned,
         VEC=vec,
-        **launch_options(interpreted, NUM_WARPS_GPU if block >= 1024 else 4),
+        **launch_options(interpreted, row_warps(block)),
     )
     return n_chunks_for(row_size, block), consts
 

@@ -33,6 +33,9 @@ from .tiles import (
     launch_options,
     normal_tile,
     row_launch,
+    tile_load,
+    tile_rows,
+    tile_store,
     vec_for,
 )
 
@@ -60,11 +63,12 @@ def _noise(
     COMPUTE: tl.constexpr,
     GROUPS: tl.constexpr,
     VEC: tl.constexpr,
+    LANES: tl.constexpr,
 ):
     if NOISE_FROM_PTR:
-        z = tl.load(noise_ptr + local, mask=mask).to(COMPUTE)
+        z = tile_load(noise_ptr + local, mask, LANES).to(COMPUTE)
     else:
-        z = normal_tile(seed_ptr, first_group, GROUPS, VEC).to(COMPUTE)
+        z = normal_tile(seed_ptr, first_group, GROUPS, VEC, LANES).to(COMPUTE)
     return z
 
 
@@ -72,17 +76,18 @@ def _noise(
 def _perturb_tile(
     x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
     HAS_ALPHA: tl.constexpr, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr,
-    VEC: tl.constexpr,
+    VEC: tl.constexpr, LANES: tl.constexpr,
 ):  # fmt: skip
-    """x̃ = α x + σ z on the tile of local elements ``start + offs`` (α, σ: scalars or per element)."""
+    """x̃ = α x + σ z on the tile of local elements ``start + offs`` (α, σ: scalars or per element).
+    LANES: the tile starts mid-way into a Philox group (tiles.tile_load)."""
     # No `other=`: masked lanes are never stored, so they need no defined value.
-    x = tl.load(x_ptr + start + offs, mask=mask).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    x = tile_load(x_ptr + start + offs, mask, LANES).to(COMPUTE)
+    z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES)
     if HAS_ALPHA:
         out = alpha * x + sigma * z
     else:
         out = x + sigma * z
-    tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+    tile_store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask, LANES)
 
 
 @triton.jit
@@ -110,7 +115,7 @@ def _dsm_perturb_kernel(
     alpha = tl.load(alpha_ptr + row).to(COMPUTE) if HAS_ALPHA else sigma
     _perturb_tile(
         x_ptr, out_ptr, seed_ptr, noise_ptr, base, offs, mask, first_group, alpha, sigma,
-        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC, HEAD != 0 and VEC == 4,
     )  # fmt: skip
 
 
@@ -131,15 +136,17 @@ def _dsm_perturb_flat_kernel(
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
+    DIV32: tl.constexpr = False,
 ):
     """Short rows: a flat grid (a row grid would leave most lanes idle); σ and α gathered per element."""
     start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
-    rows = (start + offs) // row_size
-    sigma = tl.load(sigma_ptr + rows, mask=mask).to(COMPUTE)
-    alpha = tl.load(alpha_ptr + rows, mask=mask).to(COMPUTE) if HAS_ALPHA else sigma
+    LANES: tl.constexpr = HEAD != 0 and VEC == 4
+    rows = tile_rows(start, offs, row_size, DIV32)
+    sigma = tile_load(sigma_ptr + rows, mask, LANES).to(COMPUTE)
+    alpha = tile_load(alpha_ptr + rows, mask, LANES).to(COMPUTE) if HAS_ALPHA else sigma
     _perturb_tile(
         x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
-        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC, LANES,
     )  # fmt: skip
 
 
@@ -164,10 +171,11 @@ def _dsm_loss_partial_kernel(
     chunk = tl.program_id(1).to(tl.int64)
     base, offs, mask, first_group, hi = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
+    LANES: tl.constexpr = not ROWS_ALIGNED and VEC == 4  # rows start mid-group: tiles.tile_load
     # Masked lanes are left out of the sum (row_sum), so the loads need no `other=`.
-    s = tl.load(score_ptr + base + offs, mask=mask).to(COMPUTE)
+    s = tile_load(score_ptr + base + offs, mask, LANES).to(COMPUTE)
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES)
     r = s + z * inv_sigma
     part = row_sum(r * r, mask, hi, ROWS_ALIGNED, VEC)
     tl.store(partial_ptr + row * n_chunks + chunk, part)
@@ -205,12 +213,13 @@ def _dsm_loss_backward_kernel(
     chunk = tl.program_id(1).to(tl.int64)
     base, offs, mask, first_group, _ = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
-    s = tl.load(score_ptr + base + offs, mask=mask).to(COMPUTE)  # masked lanes are never stored
+    LANES: tl.constexpr = not ROWS_ALIGNED and VEC == 4  # rows start mid-group: tiles.tile_load
+    s = tile_load(score_ptr + base + offs, mask, LANES).to(COMPUTE)  # masked lanes are never stored
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
     coef = tl.load(coef_ptr + row).to(COMPUTE)
-    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC)
+    z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES)
     g = coef * (s + z * inv_sigma)
-    tl.store(grad_ptr + base + offs, g.to(grad_ptr.dtype.element_ty), mask=mask)
+    tile_store(grad_ptr + base + offs, g.to(grad_ptr.dtype.element_ty), mask, LANES)
 
 
 # ---------------------------------------------------------------------------------------
@@ -251,9 +260,9 @@ def launch_dsm_perturb(
         COMPUTE=_compute(sigma_rows.dtype),
     )
     vec, aligned = row_vec(row_size, elem_offset, x)
-    flat, grid, block, vec, options = _perturb_plan(
-        row_size, elem_offset, aligned, vec, vec_for(x), interpreted, n, block
-    )
+    # a mid-group start has scalar accesses: 4-wide rows, loaded column by column (tiles.tile_load)
+    fvec = vec_for(x) if elem_offset % 4 == 0 else 4
+    flat, grid, block, vec, options = _perturb_plan(row_size, elem_offset, aligned, vec, fvec, interpreted, n, block)
     if flat:
         _dsm_perturb_flat_kernel[grid](
             *ptrs,
@@ -263,6 +272,7 @@ def launch_dsm_perturb(
             HEAD=elem_offset % 4,
             BLOCK=block,
             VEC=vec,
+            DIV32=row_size + block < (1 << 31),  # tiles.tile_rows
             **modes,
             **options,
         )

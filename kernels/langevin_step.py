@@ -22,6 +22,7 @@ import triton.language as tl
 from .. import modes
 from .tiles import (
     BLOCK_INTERPRETER,
+    COMPILED,
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
     flat_launch,
@@ -29,6 +30,9 @@ from .tiles import (
     normal_tile,
     row_launch,
     row_tile,
+    tile_load,
+    tile_rows,
+    tile_store,
     vec_for,
 )
 
@@ -54,7 +58,9 @@ ROW_GRID_MIN_INTERPRETER = 1 << 14
 
 
 @triton.jit
-def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr, ROW_GRID: tl.constexpr):
+def _load_scale(
+    val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr, ROW_GRID: tl.constexpr, LANES: tl.constexpr
+):
     if MODE == SCALE_ARG:
         r = val
     elif MODE == SCALE_TENSOR:
@@ -62,22 +68,24 @@ def _load_scale(val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr,
     elif ROW_GRID:  # one row per program: `rows` is a scalar
         r = tl.load(ptr + rows).to(COMPUTE)
     else:
-        r = tl.load(ptr + rows, mask=mask, other=0.0).to(COMPUTE)
+        r = tile_load(ptr + rows, mask, LANES, 0.0).to(COMPUTE)
     return r
 
 
 @triton.jit
-def _load(ptrs, mask, EVEN: tl.constexpr):
+def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False):
     # No `other=`: masked lanes are never stored, so they need no defined value. EVEN (every tile full)
     # drops the mask, and with it the zeroing of the masked registers and the compares.
     if EVEN:
         return tl.load(ptrs)
     else:
-        return tl.load(ptrs, mask=mask)
+        return tile_load(ptrs, mask, LANES)
 
 
 @triton.jit
-def _load_f32(ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr):
+def _load_f32(
+    ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr, LANES: tl.constexpr
+):
     """The tile ``ptr[start + offs]`` widened to fp32. With WORDS, a bf16 tile is read as uint32 words of
     two elements and widened with one integer op per element (a bf16 is the high half of its fp32); the
     compiler's own conversion spends two on every odd element. WORDS needs an even ``start`` and an even
@@ -95,7 +103,7 @@ def _load_f32(ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr
         hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
         return tl.reshape(tl.join(lo, hi), (ROWS, VEC))
     else:
-        return _load(ptr + start + offs, mask, EVEN).to(tl.float32)
+        return _load(ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
 
 
 @triton.jit
@@ -125,7 +133,11 @@ def _langevin_step_kernel(
     ROW_GRID: tl.constexpr = False,
     EVEN: tl.constexpr = False,
     WORDS: tl.constexpr = False,
+    DIV32: tl.constexpr = False,
 ):
+    # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
+    # of four stays in the thread that drew its Philox group (tiles.tile_load).
+    LANES: tl.constexpr = HEAD != 0 and VEC == 4
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
         # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
@@ -135,33 +147,43 @@ def _langevin_step_kernel(
         end = (row + 1) * row_size
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
-        rows = (start + offs) // row_size  # per-row scales only (dead code otherwise)
+        rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
         end = n_elements
 
     if COMPUTE == tl.float32:
-        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
-        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS)
+        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS, LANES)
+        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS, LANES)
     else:
-        x = _load(x_ptr + start + offs, mask, EVEN).to(COMPUTE)
-        s = _load(score_ptr + start + offs, mask, EVEN).to(COMPUTE)
-    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID)
+        x = _load(x_ptr + start + offs, mask, EVEN, LANES).to(COMPUTE)
+        s = _load(score_ptr + start + offs, mask, EVEN, LANES).to(COMPUTE)
+    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
         else:
-            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID)
+            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES)
         if NOISE_FROM_PTR:
-            z = _load(noise_ptr + start + offs, mask, EVEN).to(tl.float32)
+            z = _load(noise_ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
         else:
-            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC)
+            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC, LANES)
         out = out + b * z.to(COMPUTE)
-    if HAS_CLAMP:
-        out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
-    if EVEN:
-        tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty))
+    OUT: tl.constexpr = out_ptr.dtype.element_ty
+    if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED:
+        # Clamp after the rounding to the 16-bit output, against the bounds rounded the same way: rounding
+        # is monotone, so round(clamp(v, lo, hi)) == clamp(round(v), round(lo), round(hi)) for every v (NaN
+        # stays NaN), and the 16-bit min/max work on two elements per instruction (HMNMX2: -1 per element).
+        # Compiled launches only: the interpreter's 16-bit min/max are wrong (Triton 3.9), so it clamps in
+        # fp32; tests/test_step_launch.py checks the identity in PyTorch.
+        out = tl.clamp(out.to(OUT), tl.cast(lo, OUT), tl.cast(hi, OUT), propagate_nan=tl.PropagateNan.ALL)
     else:
-        tl.store(out_ptr + start + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
+        if HAS_CLAMP:
+            out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
+        out = out.to(OUT)
+    if EVEN:
+        tl.store(out_ptr + start + offs, out)
+    else:
+        tile_store(out_ptr + start + offs, out, mask, LANES)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
@@ -229,7 +251,9 @@ def launch_langevin_step(
         noise_mode,
         fp64,
         x.is_cpu,
-        vec or vec_for(x, score),
+        # A mid-group start has scalar accesses: 4-wide tile rows (one Philox group each, loaded column by
+        # column, tiles.tile_load) then beat 8-wide ones for 16-bit dtypes too.
+        vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4),
         block,
         row_grid,
         words,
@@ -288,6 +312,7 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         ROW_GRID=row_grid,
         EVEN=even,
         WORDS=words,
+        DIV32=row_size + blk < (1 << 31),
         **options,
     )
     return grid, consts

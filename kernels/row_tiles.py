@@ -52,7 +52,7 @@ def row_vec(row_size: int, elem_offset: int, *tensors):
 
 def row_grid_block(need: int) -> int:
     """GPU BLOCK of an elementwise row kernel over rows of ``need`` elements (a row plus its head
-    room): the largest power of two from ROW_ELEMS_PER_WARP (a warp's 16 elements per thread) to
+    room): the largest power of two from 512 (one warp, 16 elements per thread) to
     FLAT_BLOCK_GPU that leaves under an eighth of the lanes idle, e.g. 1024 (3 full chunks) for a
     3·32·32 row rather than 4096 (a quarter idle); else the one that idles fewest. Only for kernels
     whose results do not depend on BLOCK (no reductions)."""

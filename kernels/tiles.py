@@ -21,8 +21,11 @@ FLAT_WARPS_GPU = 8
 #: The interpreter runs each program in Python: few, large programs.
 BLOCK_INTERPRETER = 1 << 16
 #: Row kernels (per-row reductions): a program covers at most FLAT_BLOCK_GPU columns of a row, with
-#: one warp per ROW_ELEMS_PER_WARP columns (4096 / 8 warps, as for the flat kernels).
-ROW_ELEMS_PER_WARP = 512
+#: one warp per ROW_ELEMS_PER_WARP columns: 4 warps on 4096 columns, 32 elements (8 Philox groups) per
+#: thread as in the step, which amortises the per-thread work (key schedule, seed and per-row loads, index
+#: math) over twice the elements of 8 warps (`fastlangevin kernels`: DSM perturb fp32 33.2 -> 30.6,
+#: corrector norms bf16 unaligned 41.8 -> 37.6 instructions per element; no spills).
+ROW_ELEMS_PER_WARP = 1024
 
 
 def launch_options(interpreted: bool, num_warps: int) -> dict:
@@ -51,10 +54,22 @@ class FlatLaunch(NamedTuple):
     options: dict
 
 
+#: Register limit of compiled mid-group (HEAD) flat launches: the hardware's. Without an explicit one, ptxas
+#: (Triton 3.9) squeezes the fp16 step with a head into 64 registers and spills 24 bytes to local memory
+#: (`fastlangevin kernels`); given 255 it takes 90 registers and no local memory.
+HEAD_MAXNREG = 255
+
+
+def head_options(options: dict, head: int) -> dict:
+    """Launch options of a flat launch whose start is ``head`` elements into a Philox group."""
+    return dict(options, maxnreg=HEAD_MAXNREG) if head and options else options
+
+
 @functools.lru_cache(maxsize=1024)
 def _flat_launch(interpreted: bool, n: int, head: int, block: Optional[int], vec: int, warps: int) -> FlatLaunch:
     block = block or (BLOCK_INTERPRETER if interpreted else FLAT_BLOCK_GPU)
-    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, launch_options(interpreted, warps))
+    options = head_options(launch_options(interpreted, warps), head)
+    return FlatLaunch((triton.cdiv(n + head, block),), block, vec, options)
 
 
 def flat_launch(
@@ -156,12 +171,41 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
     return row * row_size + col0, offs, mask, first_group
 
 
+@triton.jit
+def tile_rows(start, offs, row_size, DIV32: tl.constexpr):
+    """``(start + offs) // row_size`` (the row of each tile element; int64 ``start`` and ``row_size``, int32
+    ``offs``). DIV32 (the launcher's choice when ``row_size + BLOCK < 2**31``): one 64-bit division per
+    program, then 32-bit divisions of the in-tile remainder (a reciprocal multiply: ~5 instructions per
+    element instead of ~40 for a 64-bit division). The same integers: ``start = row0 * row_size + rem``
+    exactly, and for a valid element ``rem + offs >= 0`` (it is ``start + offs - row0 * row_size`` with
+    ``start + offs >= 0`` and ``row0 <= 0`` when ``start < 0``), where truncating and flooring agree."""
+    if DIV32:
+        row0 = start // row_size
+        rem = (start - row0 * row_size).to(tl.int32)
+        return row0 + (rem + offs) // row_size.to(tl.int32)
+    else:
+        return (start + offs) // row_size
+
+
 # The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
 # error bounds; `_rng._box_muller` is the same arithmetic in PyTorch). Coefficients are fp32 minimax
 # fits: -2 ln(1 + t) = t (L0 + t (L1 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error 1.2e-6;
-# sin(pi v / 2) = v P(v^2) and cos(pi v / 2) = Q(v^2) on [-1, 1], absolute errors 6.1e-7 and 8.3e-8.
+# sin(pi v / 2) = v P(v^2) and cos(pi v / 2) = Q(v^2) on [-1, 1], absolute errors 6.1e-7 and 8.3e-8
+# (interpreter only: compiled kernels take the angle's sine and cosine from the hardware, HW_SINCOS below,
+# within _rng.GPU_ANGLE_BOUND = 9.6e-6 of the polynomials' normals). The log stays a polynomial everywhere:
+# the hardware log2's absolute error would cost up to 5.7e-4 at small radii (_rng, "Normal transform").
 MINUS_2_LN2 = tl.constexpr(-1.3862943649291992)
 INV_2_31 = tl.constexpr(4.656612873077393e-10)
+#: fp32(pi / 2**32): the angle pi v / 2 = int32(b) * pi / 2**32 in one multiply (GPU path).
+PI_2_M32 = tl.constexpr(7.31459059988282e-10)
+#: The angle's sine and cosine on the hardware (MUFU.SIN/MUFU.COS via ``sin/cos.approx.ftz.f32``, 4
+#: instructions a pair instead of 10 for the two polynomials) in compiled launches; Triton's interpreter
+#: cannot run inline PTX and keeps the polynomials, which `_rng._box_muller` emulates bit for bit. Decided
+#: exactly as ``triton.jit`` decides whether this module's functions are interpreted: at import, from
+#: TRITON_INTERPRET. The two paths differ by at most ``_rng.GPU_ANGLE_BOUND`` (derivation in
+#: fastlangevin._rng, "Normal transform"; tests/test_normals.py checks it on CPU).
+COMPILED = tl.constexpr(not triton.knobs.runtime.interpret)
+HW_SINCOS = COMPILED
 
 
 @triton.jit
@@ -214,6 +258,19 @@ def fast_box_muller(a, b):
     # Angle pi v / 2 in [-pi/2, pi/2): cos >= 0 there, so a random sign on the first output (a's bit 31,
     # which U does not use) completes the circle; no range reduction, shorter polynomials.
     r_signed = (r.to(tl.uint32, bitcast=True) ^ (a & 0x80000000)).to(tl.float32, bitcast=True)
+    if HW_SINCOS:
+        # |angle| <= pi / 2, inside the [-pi, pi] where the hardware's absolute error bounds hold; .ftz
+        # changes nothing (a nonzero |angle| >= pi / 2**32, far above the subnormals).
+        angle = b.to(tl.int32, bitcast=True).to(tl.float32) * PI_2_M32
+        sin_v, cos_v = tl.inline_asm_elementwise(
+            "sin.approx.ftz.f32 $0, $2;\n\tcos.approx.ftz.f32 $1, $2;",
+            "=f,=f,f",
+            [angle],
+            dtype=(tl.float32, tl.float32),
+            is_pure=True,
+            pack=1,
+        )
+        return r_signed * cos_v, r * sin_v
     v = b.to(tl.int32, bitcast=True).to(tl.float32) * INV_2_31
     v2 = v * v
     return r_signed * _cos_poly(v2), r * (v * _sin_poly(v2))
@@ -277,6 +334,59 @@ def fast_randn4x(k0, k1, c0, c1):
 
 
 @triton.jit
+def join4(c0, c1, c2, c3):
+    """``[R, 4]`` tile whose column ``l`` is ``c_l`` (four ``[R]`` tensors): built by joins, so the four
+    columns of a row stay in one thread's registers (no shared-memory layout conversion)."""
+    return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), (c0.shape[0], 4))
+
+
+@triton.jit
+def split4(t):
+    """The four ``[R]`` columns of an ``[R, 4]`` tile (the inverse of :func:`join4`)."""
+    even, odd = tl.split(tl.reshape(t, (t.shape[0], 2, 2)))  # columns (0, 2) and (1, 3)
+    c0, c2 = tl.split(even)
+    c1, c3 = tl.split(odd)
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
+    """``tl.load(ptrs, mask=mask, other=other)`` of an ``[R, 4]`` tile; with LANES as four column loads
+    joined back (:func:`join4`). LANES is for tiles whose memory is not 16-byte aligned (a start mid-way
+    into a Philox group): their loads are scalar anyway, and the compiler then keeps each row of four in
+    the thread that drew its Philox group (with one 2-D load it gives the load a layout of its own and moves
+    the noise through shared memory to meet it: `fastlangevin kernels`, 51 -> 41 instructions per element
+    for an fp32 step with a head). The values are the same either way."""
+    if LANES:
+        p0, p1, p2, p3 = split4(ptrs)
+        m0, m1, m2, m3 = split4(mask)
+        return join4(
+            tl.load(p0, mask=m0, other=other),
+            tl.load(p1, mask=m1, other=other),
+            tl.load(p2, mask=m2, other=other),
+            tl.load(p3, mask=m3, other=other),
+        )
+    else:
+        return tl.load(ptrs, mask=mask, other=other)
+
+
+@triton.jit
+def tile_store(ptrs, values, mask, LANES: tl.constexpr):
+    """``tl.store(ptrs, values, mask=mask)`` of an ``[R, 4]`` tile; column by column with LANES
+    (see :func:`tile_load`)."""
+    if LANES:
+        p0, p1, p2, p3 = split4(ptrs)
+        v0, v1, v2, v3 = split4(values)
+        m0, m1, m2, m3 = split4(mask)
+        tl.store(p0, v0, mask=m0)
+        tl.store(p1, v1, mask=m1)
+        tl.store(p2, v2, mask=m2)
+        tl.store(p3, v3, mask=m3)
+    else:
+        tl.store(ptrs, values, mask=mask)
+
+
+@triton.jit
 def _pick4(lane, n0, n1, n2, n3):
     return tl.where(
         lane == 0, n0[:, None], tl.where(lane == 1, n1[:, None], tl.where(lane == 2, n2[:, None], n3[:, None]))
@@ -284,10 +394,11 @@ def _pick4(lane, n0, n1, n2, n3):
 
 
 @triton.jit
-def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr = 4):
+def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr = 4, JOIN: tl.constexpr = False):
     """Standard normals for the tile of :func:`flat_tile`: shape ``[GROUPS * 4 // VEC, VEC]``,
     element ``(r, l)`` is global element ``4 * first_group + VEC * r + l`` — output ``l % 4``
-    of :func:`fast_randn4x` at counter ``first_group + (VEC * r + l) // 4``."""
+    of :func:`fast_randn4x` at counter ``first_group + (VEC * r + l) // 4``. JOIN (VEC 4) builds the tile
+    by joins, for tiles loaded with :func:`tile_load`'s LANES (the same values)."""
     # The seed's two 32-bit words, loaded apart: LLVM then keeps Philox in 32-bit words (from one
     # int64 it fuses the first rounds into 64-bit ops that ptxas cannot turn into wide multiplies).
     words = seed_ptr.to(tl.pointer_type(tl.uint32))
@@ -308,7 +419,9 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     x_hi = (g_hi + 1) ^ k0
     c0 = g_lo + offs
     n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
-    if VEC == 4:
+    if VEC == 4 and JOIN:
+        z = join4(n0, n1, n2, n3)
+    elif VEC == 4:
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
         c0b = c0 + 1

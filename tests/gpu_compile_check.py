@@ -169,6 +169,9 @@ def main() -> int:
                 "vector_loads": sorted(set(re.findall(r"ld\.global[\.\w]*\.v[24]\.\w+", ptx))),
                 "vector_stores": sorted(set(re.findall(r"st\.global[\.\w]*\.v[24]\.\w+", ptx))),
                 "fma": ptx.count("fma.rn.f32"),
+                # the hardware sine/cosine of the Box–Muller angle (kernels/tiles.py, HW_SINCOS)
+                "sin_approx": ptx.count("sin.approx.ftz.f32"),
+                "cos_approx": ptx.count("cos.approx.ftz.f32"),
             }
         except Exception as exc:  # report every variant, not just the first failure
             report[name] = {

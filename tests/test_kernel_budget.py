@@ -73,28 +73,54 @@ def _run_tool(tmp_path, *args):
 
 # Ratchet on the hot path (instructions per element, sm_90): each quick-subset variant at what the tool
 # measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds), so any
-# regression fails; lower a value when a change improves it. Issue 12's targets (step and DSM perturb <= 32,
-# the other passes <= 40) are not all reached: Philox4x32-10 alone costs ~9.5 per element and the
-# Box–Muller ~14 (kernel_budget's docstring breaks the step down).
+# regression fails; lower a value when a change improves it. Issue 12's targets: the step and the DSM perturb
+# <= 32, the other passes <= 40. Reached by every variant here except the 16-bit step with a clamp or per-row
+# scales (34.8 / 35.8), the fp16 step (32.5), the bf16 DSM perturb (32.03, just over) and a start mid-way into a
+# Philox group (45.5: scalar accesses
+# and two-sided element masks; a memory-aligned tile would need twice the Philox work). Where the step's
+# instructions go: kernel_budget's docstring.
 SUBSET_GUARD = {
-    "step-fp32-fp32-a0-b0-head0": 34.7,  # masked tiles (n not a multiple of 4096)
-    "step-fp32-fp32-a0-b4-head0-even": 33.0,  # every tile full: no masks
+    "step-fp32-fp32-a0-b0-head0": 31.6,  # masked tiles (n not a multiple of 4096)
+    "step-fp32-fp32-a0-b4-head0-even": 30.0,  # every tile full: no masks
     "step-fp32-bf16-a1-b3-head0": 8.6,  # no noise
-    "step-fp16-fp16-a1-b1-head0-even": 35.5,
-    "step-bf16-bf16-a0-b4-clamp-head0": 38.9,
-    "step-bf16-bf16-a0-b4-clamp-head3": 69.0,  # mid-group start: unvectorised, 8 warps
-    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 40.2,  # per-row scales, (row, chunk) grid
-    "dsm-perturb-fp32-alpha-head0": 46.8,
-    "dsm-loss-partial-fp32-aligned": 39.8,
-    "dsm-backward-fp32-unaligned": 51.4,
-    "dsm-perturb-bf16-alpha-head0": 43.6,
-    "dsm-backward-bf16-aligned": 38.0,
-    "corrector-norms-fp32-aligned": 56.5,
-    "corrector-norms-bf16-unaligned": 64.5,
+    "step-fp16-fp16-a1-b1-head0-even": 32.7,
+    "step-bf16-bf16-a0-b4-clamp-head0": 35.0,
+    "step-bf16-bf16-a0-b4-clamp-head3": 45.7,  # mid-group start: scalar accesses, column loads, 8 warps
+    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 36.0,  # per-row scales, (row, chunk) grid
+    "dsm-perturb-fp32-alpha-head0": 30.8,
+    "dsm-loss-partial-fp32-aligned": 32.8,
+    "dsm-backward-fp32-unaligned": 36.3,
+    "dsm-perturb-bf16-alpha-head0": 32.2,
+    "dsm-backward-bf16-aligned": 32.2,
+    "corrector-norms-fp32-aligned": 33.8,
+    "corrector-norms-bf16-unaligned": 37.8,
 }
-# Every variant (slow test): the step's family maxima over its aligned layouts (masked, EVEN, row grid;
-# per-row scales on short rows divide per element and are not guarded).
-FAMILY_GUARD = {"step fp32": 37.7}
+# Issue 12's targets where this change reaches them, as hard limits (the ratchet above may only go down).
+TARGETS = {
+    "step-fp32-fp32-a0-b0-head0": 32.0,
+    "step-fp32-fp32-a0-b4-head0-even": 32.0,
+    "dsm-perturb-fp32-alpha-head0": 32.0,
+    "dsm-loss-partial-fp32-aligned": 40.0,
+    "dsm-backward-fp32-unaligned": 40.0,
+    "dsm-backward-bf16-aligned": 40.0,
+    "corrector-norms-fp32-aligned": 40.0,
+    "corrector-norms-bf16-unaligned": 40.0,
+}
+# Every variant (slow test): each family's maximum over its aligned layouts (masked, EVEN, row grid; per-row
+# scales on short rows divide per element and are not guarded), as measured (+0.2). Known failure of that slow
+# test, not new: the fp64 step with per-row scales on the flat grid (-divide) uses 255 registers and spills.
+FAMILY_GUARD = {
+    "step fp32": 34.7,
+    "step 16-bit": 38.6,
+    "dsm perturb fp32": 30.8,
+    "dsm perturb 16-bit": 32.2,
+    "dsm loss fp32": 32.8,
+    "dsm loss 16-bit": 33.4,
+    "dsm backward fp32": 30.8,
+    "dsm backward 16-bit": 32.2,
+    "corrector norms fp32": 33.8,
+    "corrector norms 16-bit": 34.7,
+}
 
 
 def _check_report(report, tmp_path, guard: bool):
@@ -107,6 +133,7 @@ def _check_report(report, tmp_path, guard: bool):
         head = rec["constexprs"].get("HEAD", 0) or not rec["constexprs"].get("ROWS_ALIGNED", True)
         if guard:
             assert rec["hot_instr_per_element"] <= SUBSET_GUARD[name], (name, rec["hot_instr_per_element"])
+            assert rec["hot_instr_per_element"] <= TARGETS.get(name, 1e9), (name, rec["hot_instr_per_element"])
         fam = FAMILY_GUARD.get(rec["family"])
         if fam is not None and not head and not name.endswith("-divide"):
             assert rec["hot_instr_per_element"] <= fam, (name, rec["hot_instr_per_element"])

@@ -126,6 +126,66 @@ def test_transform_error_within_stated_bound():
     assert (torch.sign(z0[:n]) == torch.where(a[:n] >= (1 << 31), -1, 1)).float().mean() > 0.999
 
 
+def _angle_grid() -> torch.Tensor:
+    """Angle words b: 2**20 evenly spaced over [0, 2**32) plus both ends of the half circle and v ~ 0."""
+    grid = torch.linspace(0, (1 << 32) - 1, 1 << 20, dtype=torch.float64).to(torch.int64)
+    near = torch.arange(-2048, 2048)
+    edges = torch.cat([near.remainder(1 << 32), (1 << 31) + near, (1 << 31) - 1 - near.abs()])
+    return torch.cat([grid, edges])
+
+
+def test_poly_vs_gpu_angle_within_stated_constants():
+    """d_trig of the docstring: the GPU's fp32 angle's exact sine and cosine against the polynomials."""
+    b = _angle_grid()
+    theta = _rng.gpu_angle(b).double()
+    assert float(theta.abs().max()) <= math.pi / 2 + 1e-6  # inside [-pi, pi], where e_hw holds
+    c, s = _rng._poly_cos_sin(b)
+    d_sin = float((torch.sin(theta) - s.double()).abs().max())
+    d_cos = float((torch.cos(theta) - c.double()).abs().max())
+    assert d_sin <= _rng.SIN_POLY_VS_ANGLE and d_cos <= _rng.COS_POLY_VS_ANGLE, (d_sin, d_cos)
+    # the constants are tight (within 10 %): the stated bound is what the grid shows, not a loose guess
+    assert d_sin >= 0.9 * _rng.SIN_POLY_VS_ANGLE and d_cos >= 0.9 * _rng.COS_POLY_VS_ANGLE, (d_sin, d_cos)
+    assert _rng._PI_2_M32 == float(np.float32(math.pi * 2.0**-32))
+
+
+@needs_triton
+def test_kernel_angle_constant_is_the_emulated_one():
+    from fastlangevin.kernels import tiles
+
+    assert tiles.PI_2_M32.value == _rng._PI_2_M32
+    # this process interprets the kernels (conftest): the polynomial path, which the emulation reproduces
+    assert not tiles.HW_SINCOS
+
+
+def test_gpu_path_within_stated_bound_of_emulation():
+    """Issue 12: the path that runs on the GPU is emulated within a stated error bound. The compiled kernel
+    computes z = fl(r_gpu * hw(theta)) with hw = sin/cos.approx (|hw - exact| <= e_hw on [-pi, pi]) and
+    r_gpu within 2**-22 relative of r (sqrt.approx); its worst case over both signs of both errors, at the
+    extreme radii and over the dense angle grid, is compared with this emulation (the interpreter's values)."""
+    b = _angle_grid()
+    # a = 0 and 2**31: U = 2**-32, r = r_max (either sign of z0); then radii near 3, 1 and small ones
+    words = [0, 1 << 31, 1 << 20, 123456789, (1 << 31) - (1 << 24), (1 << 32) - 1]
+    theta = _rng.gpu_angle(b).double()
+    worst = 0.0
+    for w in words:
+        a = torch.full_like(b, w)
+        z0, z1 = _rng._box_muller(a, b)
+        r = _rng._radius(a[:1]).double()
+        r_signed = -r if w >= (1 << 31) else r
+        for e_sqrt in (-(2.0**-22), 2.0**-22):
+            for e_s, e_c in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
+                g0 = r_signed * (1 + e_sqrt) * (torch.cos(theta) + e_c * _rng.HW_COS_ERROR)
+                g1 = r * (1 + e_sqrt) * (torch.sin(theta) + e_s * _rng.HW_SIN_ERROR)
+                # the GPU's own final rounding: <= half an ulp, 2**-24 relative
+                d0 = (g0 - z0.double()).abs() + g0.abs() * 2.0**-24
+                d1 = (g1 - z1.double()).abs() + g1.abs() * 2.0**-24
+                worst_w = float(torch.maximum(d0, d1).max())
+                assert worst_w <= float(r) * _rng.GPU_ANGLE_BOUND / _rng.R_MAX, (w, worst_w, float(r))
+                worst = max(worst, worst_w)
+    assert worst <= _rng.GPU_ANGLE_BOUND <= 1e-5, worst
+    assert worst >= 0.5 * _rng.GPU_ANGLE_BOUND  # the extreme radius is in the grid: the bound is attained-ish
+
+
 # ---------------------------------------------------------------------------------------
 # 3. distribution
 # ---------------------------------------------------------------------------------------

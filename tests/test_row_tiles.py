@@ -8,8 +8,10 @@ import torch
 
 from fastlangevin.fallback import dsm as fb
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
 row_tiles = pytest.importorskip("fastlangevin.kernels.row_tiles")
+tile_rows = pytest.importorskip("fastlangevin.kernels.tiles").tile_rows
 kd = pytest.importorskip("fastlangevin.kernels.dsm")
 
 
@@ -94,3 +96,24 @@ def test_row_kernels_match_fallback(D, elem_offset, dtype):
         assert torch.equal(grad, want)
     else:
         torch.testing.assert_close(grad.float(), want.float(), atol=0, rtol=2**-7)  # one bf16 ulp
+
+
+@triton.jit
+def _rows_kernel(out_ptr, start, row_size, R: tl.constexpr, DIV32: tl.constexpr):
+    offs = tl.arange(0, R)[:, None] * 4 + tl.arange(0, 4)[None, :]
+    tl.store(out_ptr + offs, tile_rows(start.to(tl.int64), offs, row_size.to(tl.int64), DIV32))
+
+
+@pytest.mark.parametrize("row_size", [1, 2, 3, 5, 7, 37, 511, 4096, 5000])
+@pytest.mark.parametrize("start", [-3, -1, 0, 1, 4093, 123456789, (1 << 40) + 17])
+def test_tile_rows_32_bit_division_equals_64_bit(row_size, start):
+    """tiles.tile_rows with DIV32 (one 64-bit division per program, then 32-bit ones) gives the row of every
+    element a tile can hold, as the per-element 64-bit division does; negative starts (program 0 with a head)
+    included: the elements with start + offs < 0 are masked in the kernels and not compared."""
+    R = 1024
+    got, want = torch.empty(4 * R, dtype=torch.int64), torch.empty(4 * R, dtype=torch.int64)
+    _rows_kernel[(1,)](got, start, row_size, R=R, DIV32=True)
+    _rows_kernel[(1,)](want, start, row_size, R=R, DIV32=False)
+    valid = torch.arange(4 * R) + start >= 0
+    assert torch.equal(got[valid], want[valid])
+    assert torch.equal(want[valid], (torch.arange(4 * R)[valid] + start) // row_size)

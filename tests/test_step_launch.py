@@ -77,3 +77,55 @@ def test_bf16_word_loads_equal_element_loads(n, offset, score_dtype):
     _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=True)
     _launch(x, s, b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=False)
     assert not a.isnan().any() and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("offset", [1, 2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("per_row", [False, True])
+def test_mid_group_column_loads_equal_row_loads(offset, dtype, per_row):
+    """A start mid-way into a Philox group loads and stores 4-wide tiles column by column (tiles.tile_load,
+    LANES: VEC 4 with a head); 8-wide tiles (VEC 8) take the one 2-D load, and the fallback's Philox stream is
+    the reference for both: the same values whatever the layout."""
+    from fastlangevin import _rng
+
+    g = torch.Generator().manual_seed(6)
+    x, s = torch.randn(37, 7, generator=g).to(dtype), torch.randn(37, 7, generator=g).to(dtype)
+    step_t = torch.rand(37, generator=g) * 0.1 if per_row else None
+    mode = modes.SCALE_ROWS if per_row else modes.SCALE_ARG
+    seed = torch.tensor([2024], dtype=torch.int64)
+    outs = []
+    for vec in (None, 4, 8):
+        out = torch.full_like(x, float("nan"))
+        _launch(x, s, out, seed, step_t=step_t, noise_mode=mode, clamp=(-2.0, 2.0), elem_offset=offset, block=64,
+                vec=vec)  # fmt: skip
+        outs.append(out)
+    assert not outs[0].isnan().any()
+    for out in outs[1:]:
+        assert torch.equal(out, outs[0])
+    # the noise is the Philox stream at the global indices: a noise-only update against rng="philox"'s normals
+    zeros = torch.zeros(37, 7)
+    out = torch.full_like(zeros, float("nan"))
+    _launch(zeros, zeros, out, seed, noise_mode=modes.SCALE_ARG, elem_offset=offset, block=64)
+    want = (0.7 * _rng.philox_normal(seed, offset, zeros.numel())).view(37, 7)
+    ulp = torch.finfo(torch.float32).eps * want.abs().clamp_min(1.0)
+    assert ((out - want).abs() <= ulp).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_clamp_after_16_bit_rounding_is_the_same(dtype):
+    """Compiled launches clamp a 16-bit output after its rounding, against rounded bounds (the packed
+    HMNMX2; kernels/langevin_step.py): round(clamp(v, lo, hi)) == clamp(round(v), round(lo), round(hi)) bit
+    for bit, for bounds that are not representable, values at and around them, signed zeros, infinities
+    and NaN (the interpreter cannot run that path: it clamps in fp32, the left side)."""
+    g = torch.Generator().manual_seed(7)
+    big = 7e4 if dtype == torch.float16 else 3e38
+    for lo, hi in ((-1.5, 1.5), (-1.0001, 0.99996), (0.0, 2.0), (-3.3e-3, 7.77e-3), (-big, big), (2.0, 1.0)):
+        near = torch.tensor([lo, hi]).repeat_interleave(401) + torch.linspace(-0.02, 0.02, 401).repeat(2)
+        specials = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), lo, hi, big, -big])
+        v = torch.cat([torch.randn(1 << 16, generator=g) * 3, near, specials])
+        ref = v.clamp(lo, hi).to(dtype)
+        lo16, hi16 = torch.tensor(lo).to(dtype), torch.tensor(hi).to(dtype)
+        got = torch.minimum(torch.maximum(v.to(dtype), lo16), hi16)  # tl.clamp's NaN-propagating min(max())
+        assert torch.equal(ref.isnan(), got.isnan())
+        ok = ~ref.isnan()
+        assert torch.equal(ref[ok].view(torch.int16), got[ok].view(torch.int16)), (lo, hi)
