@@ -39,16 +39,15 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 
 from .. import _backend, modes
-from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
 from .._rng import draw_seed, draw_seed_reused
 from .._validate import FLOAT_DTYPES, check_clamp, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.corrector import corrector_norms_torch
 from .langevin_step import (
-    _CHOICES,
     StepArgs,
     _triton_launcher,
     check_call_options,
     draw_cpu_seed,
+    lean_triton_case,
     resolve_rng,
     run_inplace_op,
 )
@@ -273,34 +272,9 @@ def _lean_triton(x, score, snr, alpha, norm, add_noise, clamp, generator, backen
     general path's checks (same order, same messages), seed draw and three launches (norms, ε, update)
     without its wrappers. Returns ε, or None when the call is not that case (the general path then
     runs it, raising where it must). Nothing is drawn or written before every check has passed."""
-    if (
-        type(x) is not _TENSOR
-        or type(score) is not _TENSOR
-        or _is_compiling()
-        or _function_mode_on()
-        or _dispatch_modes()
-        or (torch.is_grad_enabled() and (x.requires_grad or score.requires_grad))
-    ):
+    if not lean_triton_case(x, score, backend, rng, sample_offset) or not x.shape[0]:
         return None
     shape, device = x.shape, x.device
-    try:
-        chosen, stream = _CHOICES[(device, backend, rng)]  # resolved by an earlier call (else: general path)
-    except (KeyError, TypeError):
-        return None
-    if (
-        chosen != "triton"
-        or not shape
-        or not shape[0]
-        or x.dtype not in _FLOAT_SET
-        or score.dtype not in _FLOAT_SET
-        or score.shape != shape
-        or score.device != device
-        or not x.is_contiguous()
-        or not score.is_contiguous()
-        or type(sample_offset) is not int
-        or sample_offset < 0
-    ):
-        return None
     batch = shape[0]
     if type(snr) is float and 0.0 <= snr < _INF:  # the common case inline; else _scale_arg (raises)
         snr_v, snr_t = snr, None

@@ -366,13 +366,11 @@ _TENSOR, _FP32, _INF = torch.Tensor, torch.float32, math.inf
 _FLOAT_SET = frozenset(FLOAT_DTYPES)
 
 
-def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, inplace: bool):
-    """The step on the Triton path for plain contiguous tensors with nothing intercepting and no
-    autograd graph to record: :func:`_build`'s checks (same order, same messages) and its seed draw,
-    then the launch, without StepArgs, the dispatcher or the generic body. Returns ``x`` (in place) or
-    the new tensor; None when the call is not that case (the general path then runs it, raising where
-    it must). Nothing is drawn or written before every check has passed; same seed, same launch, so
-    bitwise the general path's result."""
+def lean_triton_case(x, score, backend, rng, sample_offset) -> bool:
+    """Whether an in-place update of ``x`` by ``score`` can take a lean Triton path (the step's, the
+    corrector's): plain contiguous tensors of one float dtype family, same shape and device, nothing
+    intercepting, no autograd graph to record, ``(device, backend, rng)`` already resolved to Triton by
+    an earlier call, and a non-negative int offset. Checks only: nothing is drawn or written."""
     if (
         type(x) is not _TENSOR
         or type(score) is not _TENSOR
@@ -381,13 +379,13 @@ def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backen
         or _dispatch_modes()
         or (torch.is_grad_enabled() and (x.requires_grad or score.requires_grad))
     ):
-        return None
+        return False
     shape, device = x.shape, x.device
     try:
-        chosen, stream = _CHOICES[(device, backend, rng)]  # resolved by an earlier call (else: general path)
+        chosen = _CHOICES[(device, backend, rng)][0]  # resolved by an earlier call (else: general path)
     except (KeyError, TypeError):
-        return None
-    if (
+        return False
+    return not (
         chosen != "triton"
         or not shape
         or x.dtype not in _FLOAT_SET
@@ -398,8 +396,19 @@ def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backen
         or not score.is_contiguous()
         or type(sample_offset) is not int
         or sample_offset < 0
-    ):
+    )
+
+
+def _lean_triton_step(x, score, step_size, noise_scale, clamp, generator, backend, rng, sample_offset, inplace: bool):
+    """The step on the Triton path for plain contiguous tensors with nothing intercepting and no
+    autograd graph to record: :func:`_build`'s checks (same order, same messages) and its seed draw,
+    then the launch, without StepArgs, the dispatcher or the generic body. Returns ``x`` (in place) or
+    the new tensor; None when the call is not that case (the general path then runs it, raising where
+    it must). Nothing is drawn or written before every check has passed; same seed, same launch, so
+    bitwise the general path's result."""
+    if not lean_triton_case(x, score, backend, rng, sample_offset):
         return None
+    shape, device = x.shape, x.device
     if type(step_size) is float and 0.0 < step_size < _INF:
         a, st = step_size, None
         if noise_scale is None:
