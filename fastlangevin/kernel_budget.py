@@ -60,7 +60,7 @@ DEVICES = (
 )
 
 #: The step's launch for group-aligned starts (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this
-#: module loads without Triton); mid-group starts run FLAT_WARPS_GPU = 8.
+#: module loads without Triton); mid-group starts and float64 states run FLAT_WARPS_GPU = 8.
 STEP_WARPS = 4
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
 ROW_WARPS = 4
@@ -161,7 +161,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("WORDS", "bf16" in (x, s) and not head),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                 ),
-                                num_warps=8 if head else STEP_WARPS,
+                                num_warps=8 if head or (x == "fp64" and not row_grid) else STEP_WARPS,  # the launcher
                                 block=4096,
                                 bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
                                 core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,

@@ -296,8 +296,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
             grid = (n // row_size, triton.cdiv(row_size, block))
         even = row_size % blk == 0
     else:
-        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there.
-        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 else FLAT_WARPS_GPU
+        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there; so do
+        # float64 states (32 doubles a thread with per-row scales spill past 255 registers; 16 do not).
+        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 and not fp64 else FLAT_WARPS_GPU
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
