@@ -15,20 +15,9 @@ from typing import NamedTuple, Optional, Tuple
 import numpy as np
 import torch
 
+from ._backend import _is_compiling
+
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-
-
-try:
-    _is_compiling = torch.compiler.is_compiling
-except AttributeError:  # pragma: no cover - old torch
-    _is_compiling = bool
-
-
-def _compiling() -> bool:
-    try:
-        return torch.compiler.is_compiling()
-    except AttributeError:  # pragma: no cover - old torch
-        return False
 
 
 def check_state(name: str, t, *, min_dim: int = 1) -> torch.Tensor:

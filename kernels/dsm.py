@@ -231,11 +231,6 @@ def _compute(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def row_launch_shape(row_size: int, elem_offset: int, interpreted: bool):
-    """(BLOCK, n_chunks, num_warps, rows_aligned) of the row kernels (see :func:`.tiles.row_launch`)."""
-    return row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)[:4]
-
-
 def launch_dsm_perturb(
     x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None
 ):
