@@ -16,5 +16,5 @@ from .engine import BenchOptions, CheckFailed, Provider, ProviderUnavailable, Wo
 from .workloads import dsm, ode, optim, sampler, step
 
 __all__ = ["BenchOptions", "CheckFailed", "Provider", "ProviderUnavailable", "Workload", "get_workload", "run"]
-for _workload in (step.LangevinStep(), step.Corrector(), dsm.DSM(), sampler.Sampler(), ode.ODE(), optim.Optim()):
-    engine.register_workload(_workload)
+_ALL = (step.LangevinStep(), step.Corrector(), dsm.DSM(), sampler.Sampler(), ode.ODE(), optim.Optim())
+engine.WORKLOADS.update((w.name, w) for w in _ALL)

@@ -45,15 +45,28 @@ def _sums(fn: Callable[..., list[torch.Tensor]], *tensors: torch.Tensor) -> list
     return sum(torch.stack(fn(*chunks)) for chunks in _chunks(*tensors)).tolist()
 
 
-def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
+def expect(what: str, got: float, want: float, tol: float) -> float:
+    """Raise :class:`CheckFailed` unless ``|got - want| <= tol`` (NaN fails); return ``got``."""
+    if not abs(got - want) <= tol:
+        raise CheckFailed(f"{what} is {got:.5g}, expected {want:.5g} ± {tol:.2g}")
+    return got
+
+
+def call_checked(fn: Callable, x: torch.Tensor, what: str, inplace: bool = False) -> torch.Tensor:
+    """Run ``fn`` on a copy of ``x``, check the in-place (returns that copy, updated) or out-of-place
+    (leaves it) contract and the output's shape, dtype and device; return a copy of the output."""
+    xc = x.clone()
+    out = fn(xc)
     if not isinstance(out, torch.Tensor):
         raise CheckFailed(f"{what}: returned {type(out).__name__}, expected a tensor")
-    if out.shape != x.shape:
-        raise CheckFailed(f"{what}: output shape {tuple(out.shape)} != state shape {tuple(x.shape)}")
-    if out.dtype != x.dtype:
-        raise CheckFailed(f"{what}: output dtype {out.dtype} != state dtype {x.dtype}")
-    if out.device != x.device:
-        raise CheckFailed(f"{what}: output on {out.device}, state on {x.device}")
+    if inplace and out.data_ptr() != xc.data_ptr():
+        raise CheckFailed(f"{what}: in-place provider returned a new tensor instead of updating x")
+    if not inplace and (out.data_ptr() == xc.data_ptr() or not torch.equal(xc, x)):
+        raise CheckFailed(f"{what}: out-of-place provider modified x")
+    for prop in ("shape", "dtype", "device"):
+        if getattr(out, prop) != getattr(x, prop):
+            raise CheckFailed(f"{what}: output {prop} {getattr(out, prop)} != state {prop} {getattr(x, prop)}")
+    return out.clone()
 
 
 def check_deterministic(
@@ -112,10 +125,8 @@ def check_noise(
         "tail2": (NORMAL_TAIL_2, Z_BOUND * tail_se + 0.25 * rounding),
     }
     for name, (want, tol) in bounds.items():
-        if name not in skip and abs((got := stats[name]) - want) > tol:
-            raise CheckFailed(
-                f"{what}: {name} of (out - x - a*s)/b is {got:.4g}, expected {want:.4g} ± {tol:.2g} (n={n})"
-            )
+        if name not in skip:
+            expect(f"{what} (n={n}): {name} of (out - x - a*s)/b", stats[name], want, tol)
     return {k: stats[k] for k in ("n", "mean", "std", "coef_s", "coef_x", "tail2")}
 
 
@@ -155,11 +166,7 @@ def check_snr_update(
     # relative standard errors: the fit (noise sqrt(2ε) z against Σ s²) and ε's dependence on mean‖z_i‖
     se = math.sqrt(2.0 / (eps_pred * sss)) + math.sqrt(2.0 / n)
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
-    if abs(eps_fit / eps_pred - 1) > tol:
-        raise CheckFailed(
-            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: "
-            f"off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
-        )
+    expect(f"{what}: fitted step size {eps_fit:.5g} / 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}", eps_fit / eps_pred, 1, tol)
     b = math.sqrt(2.0 * eps_fit)
     noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))
     return {"eps_fit": eps_fit, "eps_formula": eps_pred, "noise": noise}

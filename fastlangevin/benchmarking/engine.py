@@ -180,12 +180,7 @@ class Workload:
         return 1
 
 
-WORKLOADS: dict[str, Workload] = {}  # the registry, filled by the package's ``__init__``
-
-
-def register_workload(workload: Workload) -> Workload:
-    WORKLOADS[workload.name] = workload
-    return workload
+WORKLOADS: dict[str, Workload] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
 def get_workload(name: str) -> Workload:
@@ -413,8 +408,7 @@ def run(opts: BenchOptions, cases: Sequence[Case] | None = None) -> BenchResult:
     say(f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases")
     for case in plan:
         threads = torch.get_num_threads()
-        if case.threads:
-            torch.set_num_threads(case.threads)
+        torch.set_num_threads(case.threads or threads)
         try:
             results.append(run_case(get_workload(case.workload), case, opts, say))
         finally:

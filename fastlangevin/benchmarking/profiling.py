@@ -23,7 +23,7 @@ from ..sampling.loop import PHASES as PHASE_LABELS
 from ..sampling.loop import phase
 from .cli import cuda_device
 from .engine import synchronize
-from .scorenet import ScoreMLP
+from .workloads.sampler import ScoreMLP
 
 OUTER_LABEL = "fastlangevin.profile"
 

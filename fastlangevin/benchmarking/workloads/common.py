@@ -1,5 +1,5 @@
-"""Helpers shared by the workloads: seeded inputs, torch.compile with its warm-up apart, the fastlangevin
-providers (Triton and PyTorch fallback) and when the Triton and compile providers can run."""
+"""Helpers shared by the workloads: seeded inputs, the fastlangevin providers (Triton and PyTorch
+fallback), the ``torch.compile`` provider of an eager one (its warm-up apart), and when they can run."""
 
 import functools
 import shutil
@@ -25,11 +25,11 @@ def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
 _COMPILED: dict[Any, Any] = {}
 
 
-def compiled(case: Case, key: Hashable, fn: Callable, *bound) -> Callable:
-    """``torch.compile(fn, dynamic=False, fullgraph=True)``, called as ``fn(*args, *bound)``; one per
-    case and ``key``: dynamo's cache is reset at each new case (a long sweep never hits the recompile
-    limit, past which it would silently run eager code); the check and the timing share it. The first
-    call's time, the compile warm-up, lands in ``.extra["compile_ms"]``, apart from the timings."""
+def compiled(case: Case, key: Hashable, fn: Callable) -> Callable:
+    """``torch.compile(fn, dynamic=False, fullgraph=True)``, one per case and ``key``: dynamo's cache is
+    reset at each new case (a long sweep never hits the recompile limit, past which it would silently
+    run eager code); the check and the timing share it. The first call's time, the compile warm-up,
+    lands in ``.extra["compile_ms"]``, apart from the timings."""
     import torch._dynamo
 
     if _COMPILED.get("case") != case:
@@ -40,7 +40,7 @@ def compiled(case: Case, key: Hashable, fn: Callable, *bound) -> Callable:
 
     def call(*args):
         t0 = None if extra else time.perf_counter()
-        out = fn(*args, *bound)
+        out = fn(*args)
         if t0 is not None:
             synchronize(case.device)
             extra["compile_ms"] = (time.perf_counter() - t0) * 1e3
@@ -54,6 +54,17 @@ def compile_unavailable(case: Case, opts) -> str | None:
     if case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         return "torch.compile on CPU needs a C++ compiler (none on PATH)"
     return None
+
+
+def compile_provider(label: str, eager: Callable) -> Provider:
+    """``"compile"``: :func:`compiled` of what the ``eager`` factory makes, keyed by the factory's
+    arguments; in an in-place case the result is copied into x inside the graph."""
+
+    def make(case, *args):
+        f = eager(case, *args)
+        return compiled(case, args, (lambda x: x.copy_(f(x))) if case.mode == "inplace" else f)
+
+    return Provider("compile", label, make, unavailable=compile_unavailable)
 
 
 def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], str | None]:
