@@ -11,7 +11,8 @@ import torch
 
 from fastlangevin import _backend, cli
 from fastlangevin.benchmarking import BenchOptions, CheckFailed, Provider, checks, get_workload, run
-from fastlangevin.benchmarking.engine import parse_shapes, parse_sizes, summarize_samples
+from fastlangevin.benchmarking.cli import parse_shapes, parse_sizes
+from fastlangevin.benchmarking.engine import summarize_samples
 from fastlangevin.benchmarking.workloads import step as step_workload
 
 TINY = dict(rep_ms=5.0, warmup_ms=1.0, min_reps=3, quiet=True)
@@ -273,13 +274,12 @@ def test_noise_checks_pass_and_fail_directly():
     x, s = torch.randn(n, generator=g), torch.randn(n, generator=g)
     b = math.sqrt(2 * eps)
     good = x + eps * s + b * torch.randn(n, generator=g)
-    stats = checks.noise_statistics(good, x, s, eps, b)
-    checks.check_noise(stats, torch.float32, b)
+    stats = checks.check_noise(good, x, s, eps, b)
     assert abs(stats["std"] - 1) < 0.02
     # a noise term correlated with the state (x leaks into z) is caught by the regression on x
     leaky = x * 1.05 + eps * s + b * torch.randn(n, generator=g)
     with pytest.raises(CheckFailed, match="coef_x"):
-        checks.check_noise(checks.noise_statistics(leaky, x, s, eps, b), torch.float32, b)
+        checks.check_noise(leaky, x, s, eps, b)
     with pytest.raises(CheckFailed, match="ulp"):
         checks.check_deterministic(x + eps * s * (1 + 1e-5), x, s, eps)
     checks.check_deterministic(x + eps * s, x, s, eps)
@@ -619,11 +619,11 @@ def test_dsm_workload_checks_memory_and_rejects():
 # Drop-in suite (issue 11) and rough edges a new user hit
 # ---------------------------------------------------------------------------------------
 def test_dropin_suite_reports_targets_and_raw_json(tmp_path, monkeypatch, capsys):
-    from fastlangevin.benchmarking import dropin
+    from fastlangevin.benchmarking import cli as bench_cli
 
-    suite = [e for e in dropin.SUITE if e[0].startswith(("step 256x2", "langevin"))]
-    monkeypatch.setattr(dropin, "SUITE", suite)
-    monkeypatch.setattr(dropin, "SWEEP", (8,))
+    suite = [e for e in bench_cli.SUITE if e[0].startswith(("step 256x2", "langevin"))]
+    monkeypatch.setattr(bench_cli, "SUITE", suite)
+    monkeypatch.setattr(bench_cli, "SWEEP", (8,))
     path = tmp_path / "d.json"
     argv = ["bench", "--suite", "dropin", "--device", "cpu", "--rep-ms", "2", "--warmup-ms", "1", "--min-reps", "3"]
     assert cli.main(argv + ["--quiet", "--json", str(path)]) == 0

@@ -85,8 +85,12 @@ def check_deterministic(
     return {"max_err_ulp": worst}
 
 
-def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float) -> dict[str, float]:
-    """Moments of ``r = (out - x - a s) / b`` and its regression on ``s`` and ``x`` (float64 sums)."""
+def check_noise(
+    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float, what: str = "noise", skip=()
+) -> dict[str, float]:
+    """Raise :class:`CheckFailed` unless ``r = (out - x - a s) / b`` looks like N(0, 1) draws (its moments,
+    regression coefficients on ``s`` and ``x`` and tail, from float64 sums); return those figures.
+    ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
     n = out.numel()
 
     def sums(o, xc, sc):
@@ -96,26 +100,17 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
 
     sr, srr, ss, sss, srs, sx, sxx, srx, tail, soo = _sums(sums, out, x, s)
     mean = sr / n
-    var = max(srr / n - mean * mean, 0.0)
 
-    def coef(sv, svv, srv):
+    def coef(sv, svv, srv):  # least-squares slope of r on v
         mv = sv / n
         vv = svv / n - mv * mv
         return (srv / n - mean * mv) / vv if vv > 0 else math.nan
 
-    std, coef_s, coef_x = math.sqrt(var), coef(ss, sss, srs), coef(sx, sxx, srx)
-    return dict(n=n, mean=mean, std=std, coef_s=coef_s, coef_x=coef_x, tail2=tail / n, out_rms=math.sqrt(soo / n))
-
-
-def check_noise(
-    stats: dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: tuple[str, ...] = ()
-) -> dict[str, float]:
-    """Raise :class:`CheckFailed` unless ``stats`` (from :func:`noise_statistics`) look like N(0, 1).
-    ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
-    n = stats["n"]
-    if not all(math.isfinite(stats[k]) for k in ("mean", "std", "coef_s", "coef_x")):
+    std = math.sqrt(max(srr / n - mean * mean, 0.0))
+    stats = dict(n=n, mean=mean, std=std, coef_s=coef(ss, sss, srs), coef_x=coef(sx, sxx, srx), tail2=tail / n)
+    if not all(math.isfinite(v) for v in stats.values()):
         raise CheckFailed(f"{what}: non-finite statistics {stats}")
-    rounding = 2.0 * torch.finfo(dtype).eps * stats["out_rms"] / b
+    rounding = 2.0 * torch.finfo(out.dtype).eps * math.sqrt(soo / n) / b
     se, tail_se = 1.0 / math.sqrt(n), math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n)
     bounds = {  # statistic: (expected value, allowed deviation)
         "mean": (0.0, Z_BOUND * se + rounding),
@@ -127,7 +122,7 @@ def check_noise(
     for name, (want, tol) in bounds.items():
         if name not in skip:
             expect(f"{what} (n={n}): {name} of (out - x - a*s)/b", stats[name], want, tol)
-    return {k: stats[k] for k in ("n", "mean", "std", "coef_s", "coef_x", "tail2")}
+    return stats
 
 
 def check_fresh(out1: torch.Tensor, out2: torch.Tensor, what: str = "noise") -> float:
@@ -153,7 +148,7 @@ def check_snr_update(
     ε is fitted by regression of ``out - x`` on ``s`` (z is independent of s) and must match the
     formula with ``E‖z_i‖`` (a chi mean) in place of the call's own ‖z‖ — within 6 standard
     errors of the fit plus the batch mean of ‖z‖'s own spread; the residual
-    ``(out - x - ε s) / sqrt(2ε)`` must then pass :func:`check_noise` (except ``coef_s``, zero by
+    ``(out - x - ε s) / sqrt(2ε)`` must pass :func:`check_noise` (except ``coef_s``, zero by
     construction of the fit)."""
     rows = s.reshape(s.shape[0], -1)
     (B, d), n = rows.shape, rows.numel()
@@ -168,5 +163,5 @@ def check_snr_update(
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
     expect(f"{what}: fitted step size {eps_fit:.5g} / 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}", eps_fit / eps_pred, 1, tol)
     b = math.sqrt(2.0 * eps_fit)
-    noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))
+    noise = check_noise(out, x, s, eps_fit, b, what=f"{what} noise", skip=("coef_s",))
     return {"eps_fit": eps_fit, "eps_formula": eps_pred, "noise": noise}

@@ -37,31 +37,6 @@ class CheckFailed(Exception):
     """A provider's output is wrong; the message says which figure is off and by how much."""
 
 
-def parse_sizes(text: str | None) -> list[int] | None:
-    """``"16,20,24"``, ``"16:28"`` (every exponent) or ``"16:28:2"``: log2 of element counts."""
-    if not text:
-        return None
-    out: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        bits = [int(b) for b in part.split(":")]
-        if len(bits) > 3:
-            raise ValueError(f"--sizes range {part!r}: use LO:HI or LO:HI:STEP")
-        out.extend(range(bits[0], bits[1] + 1, *bits[2:]) if len(bits) > 1 else bits)
-    if bad := [e for e in out if not 0 <= e <= 34]:
-        raise ValueError(f"--sizes: exponent {bad[0]} out of range 0..34 (sizes are log2 of the element count)")
-    return out
-
-
-def parse_shapes(text: str | None) -> list[tuple[int, ...]] | None:
-    """``"256x2,4096x2,128x3x64x64"``: explicit state shapes (batch first)."""
-    if not text:
-        return None
-    try:
-        return [tuple(int(d) for d in p.strip().split("x")) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"--shapes {text!r}: use e.g. 256x2,128x3x64x64") from None
-
-
 @dataclass(frozen=True)
 class Provider:
     """One implementation of a workload. ``make`` is the workload's factory (its module docstring

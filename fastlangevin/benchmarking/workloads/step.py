@@ -148,7 +148,7 @@ class LangevinStep(StateUpdate):
 
     def check_noisy(self, out, x, s, case, opts):
         b = math.sqrt(2.0 * opts.eps)
-        return {"noise": checks.check_noise(checks.noise_statistics(out, x, s, opts.eps, b), case.dtype, b)}
+        return {"noise": checks.check_noise(out, x, s, opts.eps, b)}
 
 
 # -- corrector ----------------------------------------------------------------------------------
