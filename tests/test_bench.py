@@ -202,7 +202,7 @@ def _broken_dtype(case, s, eps, noise_scale):  # returns float32 for a bf16 stat
 
 BROKEN = [
     ("wrong_noise", _broken_wrong_noise, "std of (out - x - a*s)/b", "out"),
-    ("wrong_step", _broken_wrong_step, "differs from x + a*s", "out"),
+    ("wrong_step", _broken_wrong_step, "difference from x + a*s in ulp", "out"),
     ("stale_noise", _broken_stale_noise, "noise not fresh", "out"),
     ("uniform_noise", _broken_uniform_noise, "tail2", "out"),
     ("not_inplace", _broken_inplace, "returned a new tensor", "inplace"),
@@ -691,7 +691,7 @@ def test_ode_workload_matches_rk45_accuracy_and_rejects():
     from fastlangevin.benchmarking.workloads import ode
 
     def sloppy(inp, n_steps=None):  # rk45 at 1e4 x the requested tolerance: misses the accuracy gate
-        x, nfe = ode._solver("rk45")({**inp, "tol": 1e4 * inp["tol"]})
+        x, nfe = ode._solve({**inp, "tol": 1e4 * inp["tol"]}, method="rk45")
         return x + 10.0, nfe
 
     bad = [Provider("rk45", "rk45 (sloppy)", sloppy)]

@@ -66,16 +66,27 @@ def list_registry() -> str:
     return "\n".join(lines)
 
 
-def cuda_device(text: str) -> torch.device:
-    """``--device`` as a device; a CUDA one without CUDA is refused (ValueError) before any work."""
-    device = torch.device(text)
+def add_machine_options(add) -> None:
+    """``--device``, ``--threads`` and ``--seed``: what ``bench`` and ``profile`` both take (see :func:`machine`)."""
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="device to run on: cpu, cuda or cuda:N (default: cuda when available, else cpu)")  # fmt: skip
+    add("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
+    add("--seed", type=int, default=0, help="seed of the inputs")
+
+
+def machine(args) -> torch.device:
+    """``--device`` as a device (a CUDA one without CUDA is refused, ValueError, before any work), with
+    ``--threads`` applied."""
+    device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return device
 
 
 def options_from_args(args) -> BenchOptions:
-    device = cuda_device(args.device)
+    device = machine(args)
     workloads = _split(args.workloads) or ["langevin_step"]
     workloads = list(WORKLOADS) if workloads == ["all"] else workloads
     dtypes, modes = _split(args.dtypes) or ["fp32", "bf16"], _split(args.modes) or list(MODES)
@@ -135,20 +146,17 @@ def run_suite(opts: BenchOptions, ours: str, sweep=SWEEP, scale: float = 1.0) ->
     return BenchResult(meta, results, {}), targets
 
 
-def target_table(targets: list[dict]) -> str:
-    lines = ["| work | vs | speed-up | target | |", "|---|---|---:|---:|---|"]
+def suite_tables(result: BenchResult, targets: list[dict], ours: str) -> str:
+    """The targets met or missed, then the step's sweep: markdown, as the README quotes them."""
+    lines = ["targets (issue 11; speed-up = baseline median / fastlangevin median):"]
+    lines += ["| work | vs | speed-up | target | |", "|---|---|---:|---:|---|"]
     for t in targets:
         got = "n/a" if t["speedup"] is None else f"{t['speedup']:.2f}x"
         verdict = "not run" if t["met"] is None else ("met" if t["met"] else "MISSED")
         lines.append(f"| {t['work']} | {t['baseline']} | {got} | >= {t['target']:.2f}x | {verdict} |")
-    return "\n".join(lines)
-
-
-def sweep_table(result: BenchResult, ours: str) -> str:
-    lines = [
-        "| elements | " + " | ".join(f"{ours} vs {b}" for b in STEP_BASES) + f" | {ours} GB/s |",
-        "|---:|---:|---:|---:|",
-    ]
+    lines += ["", "step in place across sizes (1 thread):"]
+    lines += ["| elements | " + " | ".join(f"{ours} vs {b}" for b in STEP_BASES) + f" | {ours} GB/s |"]
+    lines += ["|---:|---:|---:|---:|"]
     for cr in result.cases:
         if cr.case.workload == "langevin_step" and len(cr.case.shape) == 1:
             cells = " | ".join("n/a" if v is None else f"{v:.2f}x" for v in (cr.speedup(ours, b) for b in STEP_BASES))
@@ -160,8 +168,7 @@ def sweep_table(result: BenchResult, ours: str) -> str:
 def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=False) -> int:
     ours = "triton" if opts.device.type == "cuda" else "torch"
     result, targets = run_suite(opts, ours, sweep=(8, 10) if dry_run else SWEEP, scale=1 / 64 if dry_run else 1.0)
-    print(report.table(result) + "\n\ntargets (issue 11; speed-up = baseline median / fastlangevin median):")
-    print(target_table(targets) + "\n\nstep in place across sizes (1 thread):\n" + sweep_table(result, ours))
+    print(report.table(result) + "\n\n" + suite_tables(result, targets, ours))
     if json_path is None:
         os.makedirs(out_dir, exist_ok=True)
         day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
@@ -172,8 +179,6 @@ def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_
 
 
 def _run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.interpret and args.device == "cpu" and (problem := _enable_interpreter()):
         print(f"--interpret: {problem}; the Triton provider will be skipped", file=sys.stderr)
     if args.list:
@@ -202,8 +207,7 @@ def _run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark fastlangevin against eager, torch.compile and peer libraries")
     add = p.add_argument
-    add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-        help="device to run on: cpu, cuda or cuda:N (default: cuda when available, else cpu)")  # fmt: skip
+    add_machine_options(add)
     add("--workloads", help="comma-separated (default langevin_step; 'all' for every one); see --list")
     add("--suite", choices=["dropin"], help="dropin: issue 11's drop-in comparisons with their targets (met/missed)")
     add("--dtypes", help="comma-separated: fp32,bf16 (default), fp16")
@@ -217,8 +221,6 @@ def add_parser(sub) -> None:
     add("--warmup-ms", type=float, default=25.0, help="warm-up budget per measurement")
     add("--min-reps", type=int, default=5, help="CPU: at least this many timed rounds")
     add("--interpret", action="store_true", help="CPU: run the Triton provider under Triton's interpreter (tiny sizes)")
-    add("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
-    add("--seed", type=int, default=0, help="seed of the inputs")
     add("--json", metavar="PATH", help="write every raw number, versions, device and date as JSON")
     add("--out-dir", default="bench/results", help="--suite: where its JSON goes when --json is not given")
     add("--quick", "--dry-run", dest="dry_run", action="store_true", help="--suite: tiny shapes (tests the suite)")

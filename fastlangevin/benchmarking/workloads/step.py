@@ -46,9 +46,6 @@ class StateUpdate(Workload):
     ``check_noisy(out, x, s, case, opts)``. Cases under :data:`MIN_CHECK_NUMEL` elements are checked on
     fresh inputs of that size."""
 
-    def arguments(self, opts, noisy: bool = True) -> tuple | None:
-        raise NotImplementedError
-
     def setup(self, case, opts):
         x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
         return {"x": x, "s": s}
