@@ -574,16 +574,13 @@ def _dsm_wrong_weight(case, score_fn, noise):  # λ = σ instead of σ²
     return loss_fn
 
 
-def _dsm_frozen_noise(case, score_fn, noise):  # one z for every call, no injected form
-    from fastlangevin.benchmarking import ProviderUnavailable
+def _dsm_frozen_noise(case, score_fn, noise):  # right with injected noise, but one drawn z for every call
     from fastlangevin.reference import dsm_loss
 
-    if noise is not None:
-        raise ProviderUnavailable("no injected-noise form")
-    frozen = {}
+    frozen = {"z": noise}
 
     def loss_fn(x, sigma):
-        z = frozen.setdefault("z", torch.randn_like(x))
+        z = frozen["z"] if frozen["z"] is not None else frozen.setdefault("drawn", torch.randn_like(x))
         return dsm_loss(score_fn, x, sigma, z)
 
     return loss_fn
@@ -612,7 +609,7 @@ def test_dsm_workload_checks_memory_and_rejects():
             )
         assert cr.bytes_moved == 8 * 1024 * (4 if cr.case.dtype == torch.float32 else 2)
         assert provs["wrong_weight"].status == "rejected" and "injected noise" in provs["wrong_weight"].reason
-        assert provs["frozen_noise"].status == "rejected", provs["frozen_noise"]
+        assert provs["frozen_noise"].status == "rejected" and "not fresh" in provs["frozen_noise"].reason
 
 
 # ---------------------------------------------------------------------------------------

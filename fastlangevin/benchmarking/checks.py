@@ -2,20 +2,19 @@
 
 For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector):
 
-* **Deterministic part** (noise off, where the provider can turn it off): ``out`` equals
-  ``x + a * s`` computed in fp32 (fp64 for float64) and stored in the state's dtype, to within
-  2 units in the last place of the storage dtype measured against ``|x| + |a s|`` (room for
-  an FMA, and for the double rounding of an eager bf16 expression — nothing more).
-* **Noise part** (noise on): ``r = (out - x - a s) / b`` must look like fresh N(0, 1) draws,
-  independent of the inputs: its mean is 0, its std 1, its regression coefficients on ``s``
-  and on ``x`` are 0 (they catch a wrong ``a`` or a mangled ``x`` that the mean and std would
-  miss), and ``P(|r| > 2)`` is the normal tail ``0.0455`` (it catches non-normal noise with the
-  right variance). Each bound is 6 standard errors at the sample size plus an allowance for
-  the storage dtype's rounding of ``out`` (2 ulp of ``rms(out)``, relative to ``b``).
+* **Deterministic part** (noise off): ``out`` equals ``x + a * s`` computed in fp32 (fp64 for float64) and stored
+  in the state's dtype, to within 2 units in the last place of the storage dtype measured against ``|x| + |a s|``
+  (room for an FMA, and for the double rounding of an eager bf16 expression — nothing more).
+* **Noise part** (noise on): ``r = (out - x - a s) / b`` must look like fresh N(0, 1) draws, independent of the
+  inputs: its mean is 0, its std 1, its regression coefficients on ``s`` and on ``x`` are 0 (they catch a wrong
+  ``a`` or a mangled ``x`` that the mean and std would miss), and ``P(|r| > 2)`` is the normal tail ``0.0455``
+  (it catches non-normal noise with the right variance). Each bound is 6 standard errors at the sample size plus
+  an allowance for the storage dtype's rounding of ``out`` (2 ulp of ``rms(out)``, relative to ``b``).
 * **Fresh noise**: a second call on the same inputs gives different noise.
 
-Sums are accumulated in float64 over chunks, so checking a 2^28-element GPU tensor needs no
-full-size temporaries.
+Every workload's check uses :func:`call_checked` (the in-place / out-of-place contract, the output's shape, dtype
+and device) and :func:`expect` (a figure within its bound). Sums are accumulated in float64 over chunks, so
+checking a 2^28-element GPU tensor needs no full-size temporaries.
 """
 
 import math

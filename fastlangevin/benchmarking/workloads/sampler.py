@@ -57,18 +57,12 @@ def predicted_moments(m: float, v: float, levels: list[tuple[Any, float, int]]) 
 
 
 def _naive(case, score_fn, sch):
+    """The loop as usually written: :func:`fastlangevin.reference.annealed_langevin` (ULA: one level of step ε)."""
     if sch["sampler"] == "langevin":
-        (_, eps, n), = sch["levels"]  # fmt: skip
-
-        def run(x):
-            for _ in range(n):
-                x = reference.langevin_step(x, score_fn(x), eps, None, torch.randn_like(x))
-            return x
-
-        return run
-    return lambda x0: reference.annealed_langevin(
-        score_fn, x0, sch["sigmas"], sch["levels"][0][2], STEP_LR, torch.randn_like, denoise=False
-    )
+        sigmas, n, lr, score = [1.0], sch["steps"], STEP_SIZE, lambda x, sigma: score_fn(x)
+    else:
+        sigmas, n, lr, score = sch["sigmas"], sch["levels"][0][2], STEP_LR, score_fn
+    return lambda x0: reference.annealed_langevin(score, x0, sigmas, n, lr, torch.randn_like, denoise=False)
 
 
 def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):

@@ -4,17 +4,16 @@ by a score-like ``s`` (both N(0, 1) draws); ``z`` is fresh N(0, I) at every call
     langevin_step   x ← x + eps s + sqrt(2 eps) z                                   (out of place, in place)
     corrector       ε = 2 α (r · mean_i‖z_i‖ / mean_i‖s_i‖)²,   x ← x + ε s + sqrt(2ε) z       (in place)
 
-Bytes the op must move (every provider is charged that: "effective" bandwidth): the step reads x and s
-and writes the new state, ``3 * numel * itemsize``; the corrector reads s once more for the norms, 4.
-z never has to touch memory.
+Bytes the op must move (every provider is charged that: "effective" bandwidth): the step reads x and s and writes
+the new state, ``3 * numel * itemsize``; the corrector reads s once more for the norms, 4. z never touches memory.
 
 Provider factory: ``make(case, s, *arguments) -> step(x)``; the step's arguments are ``(eps, noise_scale)``
 (None: the Langevin ``sqrt(2 eps)``; 0.0: noise off), the corrector's ``(snr, alpha)``. In mode ``inplace``
 ``step(x)`` updates and returns ``x`` (a ``rebinds`` provider returns a new tensor, as ``x = x + ...`` in a
 user's loop); in mode ``out`` it leaves ``x``.
 
-Check (:mod:`..checks`): the step with the noise off equals the reference to 2 ulp; the noisy output
-passes ``check_noise`` (step) or ``check_snr_update`` (corrector); two calls draw different noise.
+Check (:mod:`..checks`): the step with the noise off equals the reference to 2 ulp; the noisy output passes
+``check_noise`` (step) or ``check_snr_update`` (corrector); two calls draw different noise.
 
 Peer ``torchebm_fused`` (skipped, with a message, when absent): torchebm's
 ``torchebm.cuda.fused_langevin.fused_langevin_step(x, grad, step_size, noise_scale=1.0, clamp=None,
