@@ -306,20 +306,20 @@ def first_line(exc: BaseException) -> str:
 
 
 def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> tuple[ProviderResult, Any]:
-    """Availability, the correctness check, then the callable to time after one untimed first
-    call (its time, compilation included, is kept as ``first_call_ms``)."""
+    """Availability, the correctness check, then the callable to time after one untimed first call (its
+    time, compilation included, is kept as ``first_call_ms``; the workload's figures are read after it)."""
     res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
     try:
         if reason := p.unavailable(case, opts):
             raise ProviderUnavailable(reason)
         res.check = w.check(p, case, inputs, opts)
         synchronize(case.device)
-        fn, res.extra = w.timed(p, case, inputs, opts)
-        res.extra.update({"rebinds": True} if p.rebinds and case.mode == "inplace" else {})
+        fn, extra = w.timed(p, case, inputs, opts)
         t0 = time.perf_counter()
         fn()
         synchronize(case.device)
-        res.extra["first_call_ms"] = (time.perf_counter() - t0) * 1e3
+        rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
+        res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}  # extra after the call
     except ProviderUnavailable as exc:
         res.status, res.reason = "skipped", str(exc)
     except CheckFailed as exc:

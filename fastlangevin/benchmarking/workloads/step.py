@@ -65,7 +65,7 @@ class StateUpdate(Workload):
     def timed(self, provider, case, inputs, opts):
         step = provider.make(case, inputs["s"], *self.arguments(opts))
         x = inputs["x"].clone() if case.mode == "inplace" else inputs["x"]
-        return (lambda: step(x)), dict(getattr(step, "extra", {}))
+        return (lambda: step(x)), getattr(step, "extra", {})  # the compile provider's, filled by its first call
 
 
 # -- langevin_step ------------------------------------------------------------------------------
