@@ -69,10 +69,8 @@ def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):
     kw = dict(backend=backend, cuda_graph=cuda_graph)
     if sch["sampler"] == "langevin":
         return lambda x0: fl.langevin(score_fn, x0, step_size=STEP_SIZE, n_steps=sch["steps"], **kw)
-    n = sch["levels"][0][2]
-    return lambda x0: fl.annealed_langevin(
-        score_fn, x0, sch["sigmas"], n_steps_each=n, step_lr=STEP_LR, denoise=False, **kw
-    )
+    kw |= dict(n_steps_each=sch["levels"][0][2], step_lr=STEP_LR, denoise=False)
+    return lambda x0: fl.annealed_langevin(score_fn, x0, sch["sigmas"], **kw)
 
 
 _graphed = functools.partial(_fastlangevin, backend="triton", cuda_graph=True)
