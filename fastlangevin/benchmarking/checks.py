@@ -2,20 +2,19 @@
 
 For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector):
 
-* **Deterministic part** (noise off, where the provider can turn it off): ``out`` equals
-  ``x + a * s`` computed in fp32 (fp64 for float64) and stored in the state's dtype, to within
-  2 units in the last place of the storage dtype measured against ``|x| + |a s|`` (room for
-  an FMA, and for the double rounding of an eager bf16 expression — nothing more).
-* **Noise part** (noise on): ``r = (out - x - a s) / b`` must look like fresh N(0, 1) draws,
-  independent of the inputs: its mean is 0, its std 1, its regression coefficients on ``s``
-  and on ``x`` are 0 (they catch a wrong ``a`` or a mangled ``x`` that the mean and std would
-  miss), and ``P(|r| > 2)`` is the normal tail ``0.0455`` (it catches non-normal noise with the
-  right variance). Each bound is 6 standard errors at the sample size plus an allowance for
-  the storage dtype's rounding of ``out`` (2 ulp of ``rms(out)``, relative to ``b``).
+* **Deterministic part** (noise off): ``out`` equals ``x + a * s`` computed in fp32 (fp64 for float64) and stored
+  in the state's dtype, to within 2 units in the last place of the storage dtype measured against ``|x| + |a s|``
+  (room for an FMA, and for the double rounding of an eager bf16 expression — nothing more).
+* **Noise part** (noise on): ``r = (out - x - a s) / b`` must look like fresh N(0, 1) draws, independent of the
+  inputs: its mean is 0, its std 1, its regression coefficients on ``s`` and on ``x`` are 0 (they catch a wrong
+  ``a`` or a mangled ``x`` that the mean and std would miss), and ``P(|r| > 2)`` is the normal tail ``0.0455``
+  (it catches non-normal noise with the right variance). Each bound is 6 standard errors at the sample size plus
+  an allowance for the storage dtype's rounding of ``out`` (2 ulp of ``rms(out)``, relative to ``b``).
 * **Fresh noise**: a second call on the same inputs gives different noise.
 
-Sums are accumulated in float64 over chunks, so checking a 2^28-element GPU tensor needs no
-full-size temporaries.
+Every workload's check uses :func:`call_checked` (the in-place / out-of-place contract, the output's shape, dtype
+and device) and :func:`expect` (a figure within its bound). Sums are accumulated in float64 over chunks, so
+checking a 2^28-element GPU tensor needs no full-size temporaries.
 """
 
 import math
@@ -45,15 +44,28 @@ def _sums(fn: Callable[..., list[torch.Tensor]], *tensors: torch.Tensor) -> list
     return sum(torch.stack(fn(*chunks)) for chunks in _chunks(*tensors)).tolist()
 
 
-def check_output_like(out: torch.Tensor, x: torch.Tensor, what: str) -> None:
+def expect(what: str, got: float, want: float, tol: float) -> float:
+    """Raise :class:`CheckFailed` unless ``|got - want| <= tol`` (NaN fails); return ``got``."""
+    if not abs(got - want) <= tol:
+        raise CheckFailed(f"{what} is {got:.5g}, expected {want:.5g} ± {tol:.2g}")
+    return got
+
+
+def call_checked(fn: Callable, x: torch.Tensor, what: str, inplace: bool = False) -> torch.Tensor:
+    """Run ``fn`` on a copy of ``x``, check the in-place (returns that copy, updated) or out-of-place
+    (leaves it) contract and the output's shape, dtype and device; return a copy of the output."""
+    xc = x.clone()
+    out = fn(xc)
     if not isinstance(out, torch.Tensor):
         raise CheckFailed(f"{what}: returned {type(out).__name__}, expected a tensor")
-    if out.shape != x.shape:
-        raise CheckFailed(f"{what}: output shape {tuple(out.shape)} != state shape {tuple(x.shape)}")
-    if out.dtype != x.dtype:
-        raise CheckFailed(f"{what}: output dtype {out.dtype} != state dtype {x.dtype}")
-    if out.device != x.device:
-        raise CheckFailed(f"{what}: output on {out.device}, state on {x.device}")
+    if inplace and out.data_ptr() != xc.data_ptr():
+        raise CheckFailed(f"{what}: in-place provider returned a new tensor instead of updating x")
+    if not inplace and (out.data_ptr() == xc.data_ptr() or not torch.equal(xc, x)):
+        raise CheckFailed(f"{what}: out-of-place provider modified x")
+    for prop in ("shape", "dtype", "device"):
+        if getattr(out, prop) != getattr(x, prop):
+            raise CheckFailed(f"{what}: output {prop} {getattr(out, prop)} != state {prop} {getattr(x, prop)}")
+    return out.clone()
 
 
 def check_deterministic(
@@ -67,13 +79,15 @@ def check_deterministic(
             raise CheckFailed(f"{what}: non-finite values")
         scale = (xc.abs() + (sc * a).abs()).clamp_min(torch.finfo(cdt).tiny)
         worst = max(worst, float((err / scale).max()) / torch.finfo(x.dtype).eps)
-    if worst > 2.0:
-        raise CheckFailed(f"{what}: differs from x + a*s by {worst:.3g} ulp of {x.dtype} (allowed 2)")
-    return {"max_err_ulp": worst}
+    return {"max_err_ulp": expect(f"{what}: its difference from x + a*s in ulp of {x.dtype}", worst, 0.0, 2.0)}
 
 
-def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float) -> dict[str, float]:
-    """Moments of ``r = (out - x - a s) / b`` and its regression on ``s`` and ``x`` (float64 sums)."""
+def check_noise(
+    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float, what: str = "noise", skip=()
+) -> dict[str, float]:
+    """Raise :class:`CheckFailed` unless ``r = (out - x - a s) / b`` looks like N(0, 1) draws (its moments,
+    regression coefficients on ``s`` and ``x`` and tail, from float64 sums); return those figures.
+    ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
     n = out.numel()
 
     def sums(o, xc, sc):
@@ -83,26 +97,17 @@ def noise_statistics(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: flo
 
     sr, srr, ss, sss, srs, sx, sxx, srx, tail, soo = _sums(sums, out, x, s)
     mean = sr / n
-    var = max(srr / n - mean * mean, 0.0)
 
-    def coef(sv, svv, srv):
+    def coef(sv, svv, srv):  # least-squares slope of r on v
         mv = sv / n
         vv = svv / n - mv * mv
         return (srv / n - mean * mv) / vv if vv > 0 else math.nan
 
-    std, coef_s, coef_x = math.sqrt(var), coef(ss, sss, srs), coef(sx, sxx, srx)
-    return dict(n=n, mean=mean, std=std, coef_s=coef_s, coef_x=coef_x, tail2=tail / n, out_rms=math.sqrt(soo / n))
-
-
-def check_noise(
-    stats: dict[str, float], dtype: torch.dtype, b: float, what: str = "noise", skip: tuple[str, ...] = ()
-) -> dict[str, float]:
-    """Raise :class:`CheckFailed` unless ``stats`` (from :func:`noise_statistics`) look like N(0, 1).
-    ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
-    n = stats["n"]
-    if not all(math.isfinite(stats[k]) for k in ("mean", "std", "coef_s", "coef_x")):
+    std = math.sqrt(max(srr / n - mean * mean, 0.0))
+    stats = dict(n=n, mean=mean, std=std, coef_s=coef(ss, sss, srs), coef_x=coef(sx, sxx, srx), tail2=tail / n)
+    if not all(math.isfinite(v) for v in stats.values()):
         raise CheckFailed(f"{what}: non-finite statistics {stats}")
-    rounding = 2.0 * torch.finfo(dtype).eps * stats["out_rms"] / b
+    rounding = 2.0 * torch.finfo(out.dtype).eps * math.sqrt(soo / n) / b
     se, tail_se = 1.0 / math.sqrt(n), math.sqrt(NORMAL_TAIL_2 * (1 - NORMAL_TAIL_2) / n)
     bounds = {  # statistic: (expected value, allowed deviation)
         "mean": (0.0, Z_BOUND * se + rounding),
@@ -112,11 +117,9 @@ def check_noise(
         "tail2": (NORMAL_TAIL_2, Z_BOUND * tail_se + 0.25 * rounding),
     }
     for name, (want, tol) in bounds.items():
-        if name not in skip and abs((got := stats[name]) - want) > tol:
-            raise CheckFailed(
-                f"{what}: {name} of (out - x - a*s)/b is {got:.4g}, expected {want:.4g} ± {tol:.2g} (n={n})"
-            )
-    return {k: stats[k] for k in ("n", "mean", "std", "coef_s", "coef_x", "tail2")}
+        if name not in skip:
+            expect(f"{what} (n={n}): {name} of (out - x - a*s)/b", stats[name], want, tol)
+    return stats
 
 
 def check_fresh(out1: torch.Tensor, out2: torch.Tensor, what: str = "noise") -> float:
@@ -142,7 +145,7 @@ def check_snr_update(
     ε is fitted by regression of ``out - x`` on ``s`` (z is independent of s) and must match the
     formula with ``E‖z_i‖`` (a chi mean) in place of the call's own ‖z‖ — within 6 standard
     errors of the fit plus the batch mean of ‖z‖'s own spread; the residual
-    ``(out - x - ε s) / sqrt(2ε)`` must then pass :func:`check_noise` (except ``coef_s``, zero by
+    ``(out - x - ε s) / sqrt(2ε)`` must pass :func:`check_noise` (except ``coef_s``, zero by
     construction of the fit)."""
     rows = s.reshape(s.shape[0], -1)
     (B, d), n = rows.shape, rows.numel()
@@ -155,11 +158,7 @@ def check_snr_update(
     # relative standard errors: the fit (noise sqrt(2ε) z against Σ s²) and ε's dependence on mean‖z_i‖
     se = math.sqrt(2.0 / (eps_pred * sss)) + math.sqrt(2.0 / n)
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
-    if abs(eps_fit / eps_pred - 1) > tol:
-        raise CheckFailed(
-            f"{what}: step size {eps_fit:.5g} (fitted) vs 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}: "
-            f"off by {eps_fit / eps_pred - 1:+.2%} (allowed ±{tol:.2%})"
-        )
+    expect(f"{what}: fitted step size {eps_fit:.5g} / 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}", eps_fit / eps_pred, 1, tol)
     b = math.sqrt(2.0 * eps_fit)
-    noise = check_noise(noise_statistics(out, x, s, eps_fit, b), x.dtype, b, what=f"{what} noise", skip=("coef_s",))
+    noise = check_noise(out, x, s, eps_fit, b, what=f"{what} noise", skip=("coef_s",))
     return {"eps_fit": eps_fit, "eps_formula": eps_pred, "noise": noise}

@@ -1,16 +1,48 @@
 """``fastlangevin bench``: providers side by side, checked, timed, tabulated (and JSON / plot); the
-README's "Benchmarks and profiling" section lists example command lines."""
+README's "Benchmarks and profiling" section lists example command lines.
 
+``--suite dropin``: fastlangevin dropped into a user's loop vs the plain PyTorch it replaces. Each
+entry of :data:`SUITE` is one engine case (checked, then timed interleaved with its baselines, one run)
+at a given thread count, with the speed-up target of issue 11 beside it (met / missed); then the step
+in place across sizes 2^8 … 2^24. Raw results (device, versions, date, every timing) go to JSON.
+"""
+
+import datetime
 import os
 import sys
 
 import torch
 
 from .. import _backend
-from . import dropin, report
-from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, parse_shapes, parse_sizes, run
+from . import report
+from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, BenchResult, Case, environment, run
 
 OURS = ("triton", "torch")
+
+
+def parse_sizes(text: str | None) -> list[int] | None:
+    """``"16,20,24"``, ``"16:28"`` (every exponent) or ``"16:28:2"``: log2 of element counts."""
+    if not text:
+        return None
+    out: list[int] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        bits = [int(b) for b in part.split(":")]
+        if len(bits) > 3:
+            raise ValueError(f"--sizes range {part!r}: use LO:HI or LO:HI:STEP")
+        out.extend(range(bits[0], bits[1] + 1, *bits[2:]) if len(bits) > 1 else bits)
+    if bad := [e for e in out if not 0 <= e <= 34]:
+        raise ValueError(f"--sizes: exponent {bad[0]} out of range 0..34 (sizes are log2 of the element count)")
+    return out
+
+
+def parse_shapes(text: str | None) -> list[tuple[int, ...]] | None:
+    """``"256x2,4096x2,128x3x64x64"``: explicit state shapes (batch first)."""
+    if not text:
+        return None
+    try:
+        return [tuple(int(d) for d in p.strip().split("x")) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--shapes {text!r}: use e.g. 256x2,128x3x64x64") from None
 
 
 def _split(text):
@@ -34,16 +66,27 @@ def list_registry() -> str:
     return "\n".join(lines)
 
 
-def cuda_device(text: str) -> torch.device:
-    """``--device`` as a device; a CUDA one without CUDA is refused (ValueError) before any work."""
-    device = torch.device(text)
+def add_machine_options(add) -> None:
+    """``--device``, ``--threads`` and ``--seed``: what ``bench`` and ``profile`` both take (see :func:`machine`)."""
+    add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+        help="device to run on: cpu, cuda or cuda:N (default: cuda when available, else cpu)")  # fmt: skip
+    add("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
+    add("--seed", type=int, default=0, help="seed of the inputs")
+
+
+def machine(args) -> torch.device:
+    """``--device`` as a device (a CUDA one without CUDA is refused, ValueError, before any work), with
+    ``--threads`` applied."""
+    device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     return device
 
 
 def options_from_args(args) -> BenchOptions:
-    device = cuda_device(args.device)
+    device = machine(args)
     workloads = _split(args.workloads) or ["langevin_step"]
     workloads = list(WORKLOADS) if workloads == ["all"] else workloads
     dtypes, modes = _split(args.dtypes) or ["fp32", "bf16"], _split(args.modes) or list(MODES)
@@ -68,9 +111,74 @@ def options_from_args(args) -> BenchOptions:
     )  # fmt: skip
 
 
+STEP_BASES = ("eager", "eager_inplace")
+STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
+LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
+ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
+#: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
+SUITE: list[tuple] = [
+    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
+    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), (("eager", 2.0),)),
+    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), (("naive", 1.0),)),
+    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), (("naive", 1.0),)),
+    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, LANGEVIN, (("naive", 1.0),)),
+    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, ANNEALED, (("naive", 1.0),)),
+]
+SWEEP = range(8, 25, 2)
+
+
+def run_suite(opts: BenchOptions, ours: str, sweep=SWEEP, scale: float = 1.0) -> tuple[BenchResult, list[dict]]:
+    """Every entry, then the sweep; ``scale`` shrinks the shapes' first dim (dry runs)."""
+    meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
+    for title, wl, shape, mode, threads, params, goals in SUITE:
+        shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
+        case = Case(wl, shape, torch.float32, mode, opts.device, tuple(sorted(params)), threads)
+        (cr,) = run(opts.replace(providers=(ours, *(b for b, _ in goals))), cases=[case]).cases
+        results.append(cr)
+        for base, want in goals:
+            got = cr.speedup(ours, base)
+            met = None if got is None else got >= want
+            targets.append(dict(work=title, key=case.key, ours=ours, baseline=base, speedup=got, target=want, met=met))
+    step = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in sweep]
+    results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=step).cases
+    return BenchResult(meta, results, {}), targets
+
+
+def suite_tables(result: BenchResult, targets: list[dict], ours: str) -> str:
+    """The targets met or missed, then the step's sweep: markdown, as the README quotes them."""
+    lines = ["targets (issue 11; speed-up = baseline median / fastlangevin median):"]
+    lines += ["| work | vs | speed-up | target | |", "|---|---|---:|---:|---|"]
+    for t in targets:
+        got = "n/a" if t["speedup"] is None else f"{t['speedup']:.2f}x"
+        verdict = "not run" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        lines.append(f"| {t['work']} | {t['baseline']} | {got} | >= {t['target']:.2f}x | {verdict} |")
+    lines += ["", "step in place across sizes (1 thread):"]
+    lines += ["| elements | " + " | ".join(f"{ours} vs {b}" for b in STEP_BASES) + f" | {ours} GB/s |"]
+    lines += ["|---:|---:|---:|---:|"]
+    for cr in result.cases:
+        if cr.case.workload == "langevin_step" and len(cr.case.shape) == 1:
+            cells = " | ".join("n/a" if v is None else f"{v:.2f}x" for v in (cr.speedup(ours, b) for b in STEP_BASES))
+            gb = next((f"{cr.throughput(p):.2f}" for p in cr.timed() if p.name == ours), "n/a")
+            lines.append(f"| {cr.case.size_label} | {cells} | {gb} |")
+    return "\n".join(lines)
+
+
+def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=False) -> int:
+    ours = "triton" if opts.device.type == "cuda" else "torch"
+    result, targets = run_suite(opts, ours, sweep=(8, 10) if dry_run else SWEEP, scale=1 / 64 if dry_run else 1.0)
+    print(report.table(result) + "\n\n" + suite_tables(result, targets, ours))
+    if json_path is None:
+        os.makedirs(out_dir, exist_ok=True)
+        day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
+        json_path = os.path.join(out_dir, f"dropin-{opts.device.type}-{day}.json")
+    report.write_json(result, json_path, targets=targets, dry_run=dry_run)
+    print(f"\nwrote {json_path}")
+    return report.failed_ours(result, bad=("rejected", "error", "skipped"))  # every target needs ours timed
+
+
 def _run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.interpret and args.device == "cpu" and (problem := _enable_interpreter()):
         print(f"--interpret: {problem}; the Triton provider will be skipped", file=sys.stderr)
     if args.list:
@@ -82,7 +190,7 @@ def _run(args) -> int:
         print(f"fastlangevin bench: error: {exc}", file=sys.stderr)
         return 2
     if args.suite == "dropin":
-        return dropin.main(opts, args.json, args.out_dir, dry_run=args.dry_run)
+        return run_dropin(opts, args.json, args.out_dir, dry_run=args.dry_run)
     result = run(opts)
     print(report.table(result))
     others = {p.name for w in opts.workloads for p in WORKLOADS[w].provider_list} - set(OURS)
@@ -99,8 +207,7 @@ def _run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmark fastlangevin against eager, torch.compile and peer libraries")
     add = p.add_argument
-    add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-        help="device to run on: cpu, cuda or cuda:N (default: cuda when available, else cpu)")  # fmt: skip
+    add_machine_options(add)
     add("--workloads", help="comma-separated (default langevin_step; 'all' for every one); see --list")
     add("--suite", choices=["dropin"], help="dropin: issue 11's drop-in comparisons with their targets (met/missed)")
     add("--dtypes", help="comma-separated: fp32,bf16 (default), fp16")
@@ -114,8 +221,6 @@ def add_parser(sub) -> None:
     add("--warmup-ms", type=float, default=25.0, help="warm-up budget per measurement")
     add("--min-reps", type=int, default=5, help="CPU: at least this many timed rounds")
     add("--interpret", action="store_true", help="CPU: run the Triton provider under Triton's interpreter (tiny sizes)")
-    add("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
-    add("--seed", type=int, default=0, help="seed of the inputs")
     add("--json", metavar="PATH", help="write every raw number, versions, device and date as JSON")
     add("--out-dir", default="bench/results", help="--suite: where its JSON goes when --json is not given")
     add("--quick", "--dry-run", dest="dry_run", action="store_true", help="--suite: tiny shapes (tests the suite)")

@@ -37,31 +37,6 @@ class CheckFailed(Exception):
     """A provider's output is wrong; the message says which figure is off and by how much."""
 
 
-def parse_sizes(text: str | None) -> list[int] | None:
-    """``"16,20,24"``, ``"16:28"`` (every exponent) or ``"16:28:2"``: log2 of element counts."""
-    if not text:
-        return None
-    out: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        bits = [int(b) for b in part.split(":")]
-        if len(bits) > 3:
-            raise ValueError(f"--sizes range {part!r}: use LO:HI or LO:HI:STEP")
-        out.extend(range(bits[0], bits[1] + 1, *bits[2:]) if len(bits) > 1 else bits)
-    if bad := [e for e in out if not 0 <= e <= 34]:
-        raise ValueError(f"--sizes: exponent {bad[0]} out of range 0..34 (sizes are log2 of the element count)")
-    return out
-
-
-def parse_shapes(text: str | None) -> list[tuple[int, ...]] | None:
-    """``"256x2,4096x2,128x3x64x64"``: explicit state shapes (batch first)."""
-    if not text:
-        return None
-    try:
-        return [tuple(int(d) for d in p.strip().split("x")) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"--shapes {text!r}: use e.g. 256x2,128x3x64x64") from None
-
-
 @dataclass(frozen=True)
 class Provider:
     """One implementation of a workload. ``make`` is the workload's factory (its module docstring
@@ -180,12 +155,7 @@ class Workload:
         return 1
 
 
-WORKLOADS: dict[str, Workload] = {}  # the registry, filled by the package's ``__init__``
-
-
-def register_workload(workload: Workload) -> Workload:
-    WORKLOADS[workload.name] = workload
-    return workload
+WORKLOADS: dict[str, Workload] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
 def get_workload(name: str) -> Workload:
@@ -336,20 +306,20 @@ def first_line(exc: BaseException) -> str:
 
 
 def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> tuple[ProviderResult, Any]:
-    """Availability, the correctness check, then the callable to time after one untimed first
-    call (its time, compilation included, is kept as ``first_call_ms``)."""
+    """Availability, the correctness check, then the callable to time after one untimed first call (its
+    time, compilation included, is kept as ``first_call_ms``; the workload's figures are read after it)."""
     res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
     try:
         if reason := p.unavailable(case, opts):
             raise ProviderUnavailable(reason)
         res.check = w.check(p, case, inputs, opts)
         synchronize(case.device)
-        fn, res.extra = w.timed(p, case, inputs, opts)
-        res.extra.update({"rebinds": True} if p.rebinds and case.mode == "inplace" else {})
+        fn, extra = w.timed(p, case, inputs, opts)
         t0 = time.perf_counter()
         fn()
         synchronize(case.device)
-        res.extra["first_call_ms"] = (time.perf_counter() - t0) * 1e3
+        rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
+        res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}  # extra after the call
     except ProviderUnavailable as exc:
         res.status, res.reason = "skipped", str(exc)
     except CheckFailed as exc:
@@ -413,8 +383,7 @@ def run(opts: BenchOptions, cases: Sequence[Case] | None = None) -> BenchResult:
     say(f"fastlangevin bench on {meta['device']} ({meta['device_name']}): {len(plan)} cases")
     for case in plan:
         threads = torch.get_num_threads()
-        if case.threads:
-            torch.set_num_threads(case.threads)
+        torch.set_num_threads(case.threads or threads)
         try:
             results.append(run_case(get_workload(case.workload), case, opts, say))
         finally:

@@ -9,6 +9,7 @@ loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` 
 """
 
 import json
+import operator
 import os
 import sys
 from typing import Any
@@ -21,9 +22,9 @@ import fastlangevin as fl
 
 from ..sampling.loop import PHASES as PHASE_LABELS
 from ..sampling.loop import phase
-from .cli import cuda_device
+from .cli import add_machine_options, machine
 from .engine import synchronize
-from .scorenet import ScoreMLP
+from .workloads.sampler import ScoreMLP
 
 OUTER_LABEL = "fastlangevin.profile"
 
@@ -72,20 +73,18 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> di
     on_gpu, labels = device.type == "cuda", set(PHASE_LABELS)
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
     avgs = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL}]
+    kind = "device" if on_gpu else "cpu"
+    self_us, amount = operator.attrgetter(f"self_{kind}_time_total"), operator.attrgetter(f"{kind}_time_total")
+    rows = [a for a in avgs if self_us(a) > 0]
     if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
-        self_us = lambda a: a.self_device_time_total  # noqa: E731
-        rows = [a for a in avgs if self_us(a) > 0 and a.device_type != DeviceType.CPU]
-        rows = rows or [a for a in avgs if self_us(a) > 0]  # some torch versions: only through the launch ops
-        total_us, basis = sum(self_us(a) for a in rows), "sum of GPU kernel time"
+        rows = [a for a in rows if a.device_type != DeviceType.CPU] or rows  # some torch versions: launch ops only
+        total_us, basis = sum(map(self_us, rows)), "sum of GPU kernel time"
     else:
-        self_us = lambda a: a.self_cpu_time_total  # noqa: E731
-        rows = [a for a in avgs if self_us(a) > 0]
         total_us = sum(e.cpu_time_total for e in events if e.name == OUTER_LABEL)
         basis = f"wall time of the profiled run ({OUTER_LABEL})"
     share = lambda us: us / total_us if total_us else 0.0  # noqa: E731
     ranked = sorted(rows, key=self_us, reverse=True)[:top]
     top_rows = [dict(name=a.key, calls=a.count, self_ms=self_us(a) / 1e3, share=share(self_us(a))) for a in ranked]
-    amount = (lambda e: e.device_time_total) if on_gpu else (lambda e: e.cpu_time_total)  # noqa: E731
 
     def enclosing_phase(e):
         """The nearest phase-labelled event around ``e``, or None."""
@@ -120,10 +119,9 @@ def format_summary(s: dict[str, Any]) -> str:
         dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
         share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
         lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    lines += ([] if s["phases"] else ["  (no fastlangevin.* labels recorded)"]) + [
-        "",
-        "top kernels / ops by self time:",
-    ]
+    if not s["phases"]:
+        lines.append("  (no fastlangevin.* labels recorded)")
+    lines += ["", "top kernels / ops by self time:"]
     w = max([len(r["name"][:70]) for r in s["top"]] + [4])
     for r in s["top"]:
         lines.append(f"  {r['name'][:70]:{w}s} {r['calls']:6d} calls {r['self_ms']:10.3f} ms  {100 * r['share']:5.1f}%")
@@ -132,22 +130,20 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def _run(args) -> int:
     try:
-        device = cuda_device(args.device)
+        device = machine(args)
         if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
             raise ValueError("--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)")
     except ValueError as exc:
         print(f"fastlangevin profile: error: {exc}", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
     desc, run, warmup = build_target(args, device)
     print(f"profiling {desc} ...", file=sys.stderr, flush=True)
     warmup()
     synchronize(device)
-    with profile(activities=[ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")) as prof:
-        with record_function(OUTER_LABEL):
-            run()
-            synchronize(device)
+    activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
+    with profile(activities=activities) as prof, record_function(OUTER_LABEL):
+        run()
+        synchronize(device)
     os.makedirs(os.path.dirname(os.path.abspath(args.trace)), exist_ok=True)
     prof.export_chrome_trace(args.trace)
     summary = summarize(prof, device, desc, top=args.top)
@@ -166,7 +162,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
     add = p.add_argument
     add("--sampler", default="loop", choices=["annealed", "langevin", "loop", "pc"])
-    add("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_machine_options(add)
     add("--n", type=int, default=4096, help="chains")
     add("--dim", type=int, default=64, help="state dimension")
     add("--hidden", type=int, default=256, help="score MLP width")
@@ -178,8 +174,6 @@ def add_parser(sub) -> None:
     add("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     add("--backend", default="auto", type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None: auto
         choices=["auto", "triton", "torch"], help="backend=, as in the Python API (default: auto)")  # fmt: skip
-    add("--seed", type=int, default=0)
-    add("--threads", type=int, default=0, help="CPU threads for torch (default: torch's)")
     add("--top", type=int, default=15, help="rows in the top-kernel table")
     add("--trace", default="fastlangevin_trace.json",
         help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)")  # fmt: skip

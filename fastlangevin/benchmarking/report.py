@@ -38,8 +38,7 @@ def case_table(cr: CaseResult) -> str:
         lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {f'[{t.p20_ms:.4g}, {t.p80_ms:.4g}]':>22s} {vals}{row}")
     lines += [f"  {p.name:{w}s} {WHY[p.status]}: {p.reason}" for p in cr.providers if p.status in WHY]
     for p in timed:
-        mem = [f"{k[:-6].replace('_', ' ')} {fmt_bytes(p.extra[k])}"
-               for k in ("saved_bytes", "peak_bytes", "noise_tensor_bytes") if k in p.extra]  # fmt: skip
+        mem = [f"{k[:-6].replace('_', ' ')} {fmt_bytes(v)}" for k, v in p.extra.items() if k.endswith("_bytes")]
         lines += [f"  memory {p.name}: " + ", ".join(mem)] if mem else []
         if p.extra.get("figures"):
             figures = ", ".join(f"{k} {v:.4g}" for k, v in p.extra["figures"].items() if v is not None)
@@ -107,11 +106,9 @@ def write_plot(result: BenchResult, path: str):
             ax.plot(*zip(*pts), marker="o", label=name)
         if cx := [(cr.case.numel, cr.copy_gbps) for cr in crs if cr.copy_gbps]:
             ax.plot(*zip(*cx), "k--", marker="x", label="copy y.copy_(x)")
+        ylabel = "effective GB/s" if crs[0].bytes_moved is not None else crs[0].unit
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("elements")
-        ax.set_ylabel("effective GB/s" if crs[0].bytes_moved is not None else crs[0].unit)
-        ax.set_title(f"{wl} {dt} {MODE_NAMES.get(mode, mode)}")
+        ax.set(yscale="log", xlabel="elements", ylabel=ylabel, title=f"{wl} {dt} {MODE_NAMES.get(mode, mode)}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     for ax in list(axes.flat)[len(series) :]:

@@ -1,10 +1,10 @@
-"""Helpers shared by the workloads: seeded inputs, torch.compile with its warm-up apart, the fastlangevin
-providers (Triton and PyTorch fallback) and when the Triton and compile providers can run."""
+"""Helpers shared by the workloads: seeded inputs, the fastlangevin providers (Triton and PyTorch
+fallback), the ``torch.compile`` provider of an eager one (its warm-up apart), and when they can run."""
 
 import functools
 import shutil
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,38 +22,47 @@ def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
     return [torch.randn(shape, generator=g, device=device, dtype=torch.float32).to(dtype) for _ in range(n)]
 
 
-_COMPILED: dict[Any, Any] = {}
-
-
-def compiled(case: Case, key: Hashable, fn: Callable, *bound) -> Callable:
-    """``torch.compile(fn, dynamic=False, fullgraph=True)``, called as ``fn(*args, *bound)``; one per
-    case and ``key``: dynamo's cache is reset at each new case (a long sweep never hits the recompile
-    limit, past which it would silently run eager code); the check and the timing share it. The first
-    call's time, the compile warm-up, lands in ``.extra["compile_ms"]``, apart from the timings."""
-    import torch._dynamo
-
-    if _COMPILED.get("case") != case:
-        torch._dynamo.reset()
-        _COMPILED.clear()
-        _COMPILED["case"] = case
-    fn, extra = _COMPILED.setdefault(key, (torch.compile(fn, dynamic=False, fullgraph=True), {}))
-
-    def call(*args):
-        t0 = None if extra else time.perf_counter()
-        out = fn(*args, *bound)
-        if t0 is not None:
-            synchronize(case.device)
-            extra["compile_ms"] = (time.perf_counter() - t0) * 1e3
-        return out
-
-    call.extra = extra
-    return call
-
-
 def compile_unavailable(case: Case, opts) -> str | None:
     if case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         return "torch.compile on CPU needs a C++ compiler (none on PATH)"
     return None
+
+
+_COMPILED: dict[Any, Any] = {}
+
+
+def compile_provider(label: str, eager: Callable) -> Provider:
+    """``compile``: ``torch.compile(dynamic=False, fullgraph=True)`` of what the ``eager`` factory makes (in
+    an in-place case copied into x inside the graph), one per case and factory arguments: dynamo's cache
+    is reset at each new case (a long sweep never hits the recompile limit, past which it would silently
+    run eager code); the check and the timing share it. The first call's time, the compile warm-up,
+    lands in ``.extra["compile_ms"]``, apart from the timings."""
+
+    def make(case, *args):
+        import torch._dynamo
+
+        if _COMPILED.get("case") != case:
+            torch._dynamo.reset()
+            _COMPILED.clear()
+            _COMPILED["case"] = case
+        if args not in _COMPILED:
+            f = eager(case, *args)
+            g = (lambda x: x.copy_(f(x))) if case.mode == "inplace" else f
+            _COMPILED[args] = torch.compile(g, dynamic=False, fullgraph=True), {}
+        fn, extra = _COMPILED[args]
+
+        def call(*inputs):
+            t0 = None if extra else time.perf_counter()
+            out = fn(*inputs)
+            if t0 is not None:
+                synchronize(case.device)
+                extra["compile_ms"] = (time.perf_counter() - t0) * 1e3
+            return out
+
+        call.extra = extra
+        return call
+
+    return Provider("compile", label, make, unavailable=compile_unavailable)
 
 
 def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], str | None]:

@@ -9,7 +9,7 @@ shaped like a sample — one op that saves nothing, so the loss itself is measur
 Bytes (trivial model): ``8 * numel * itemsize`` — perturb 2, score 2, loss forward 1, loss backward 2,
 parameter gradient 1; z never has to touch memory. Memory: bytes autograd saves for backward and, on
 CUDA, the peak allocated during one forward + backward. Provider factory: ``make(case, score_fn,
-noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it (or ``ProviderUnavailable``).
+noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it.
 
 Check: with injected z, the loss and every parameter's gradient match the reference
 (:func:`fastlangevin.reference.dsm_loss`, float64) to 1e-4 relative (16-bit: 2e-2); with drawn z, the
@@ -27,9 +27,9 @@ import fastlangevin as fl
 from fastlangevin.ops.dsm import dsm_loss_with_noise
 
 from ... import reference
-from ..checks import Z_BOUND
-from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload, synchronize
-from .common import compile_unavailable, compiled, ours
+from ..checks import Z_BOUND, expect
+from ..engine import CheckFailed, Provider, Workload, synchronize
+from .common import compile_provider, ours
 
 SIGMA_LEVELS = (0.1, 0.2, 0.35, 0.5, 0.7, 0.9)  # σ ≠ 1 keeps the noise term of s + z/σ alive
 STAT_CALLS = 8
@@ -52,12 +52,6 @@ def _fastlangevin(case, score_fn, noise, backend):
 def _naive(case, score_fn, noise):
     """The loss as usually written (the reference formula with ``z = randn_like(x)``)."""
     return lambda x, sigma: reference.dsm_loss(score_fn, x, sigma, torch.randn_like(x) if noise is None else noise)
-
-
-def _compile(case, score_fn, noise):
-    if noise is not None:
-        raise ProviderUnavailable("the compiled graph draws its own z (no injected-noise form)")
-    return compiled(case, ("dsm", id(score_fn)), _naive(case, score_fn, None))
 
 
 def _loss_and_grads(loss_fn, x, sigma, params):
@@ -83,7 +77,7 @@ class DSM(Workload):
     provider_list = (
         *ours(_fastlangevin, "dsm_loss", 1 << 16),
         Provider("naive", "naive loss: z = randn_like(x), x~, (s + z/sigma)^2, per-sample sum, mean", _naive),
-        Provider("compile", "torch.compile of the naive loss (fwd and bwd)", _compile, unavailable=compile_unavailable),
+        compile_provider("torch.compile of the naive loss (fwd and bwd)", _naive),
     )
 
     def setup(self, case, opts) -> dict[str, Any]:
@@ -109,19 +103,12 @@ class DSM(Workload):
         result: dict[str, Any] = {"numel": x.numel()}
         g = torch.Generator(device=x.device).manual_seed(opts.seed + 7)
         z = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32).to(x.dtype)
-        try:
-            loss_fn = provider.make(case, inp["score_fn"], z)
-        except ProviderUnavailable as exc:
-            result["injected_noise"] = f"not checked: {exc}"
-        else:
-            loss, grads = _loss_and_grads(loss_fn, x, sigma, params)
-            want, want_g = _loss_and_grads(lambda *_: ref_loss(z.double()), x, sigma, ref_params)
-            if abs(loss - want) > rtol * abs(want):
-                raise CheckFailed(f"loss with injected noise {loss:.7g} != reference {want:.7g} (rtol {rtol:g})")
-            gerr = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(grads, want_g))
-            if gerr > rtol:
-                raise CheckFailed(f"gradient with injected noise off by {gerr:.3g} of its max (rtol {rtol:g})")
-            result["injected_noise"] = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
+        loss, grads = _loss_and_grads(provider.make(case, inp["score_fn"], z), x, sigma, params)
+        want, want_g = _loss_and_grads(lambda *_: ref_loss(z.double()), x, sigma, ref_params)
+        expect(f"loss with injected noise (reference, rtol {rtol:g})", loss, want, rtol * abs(want))
+        gerr = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(grads, want_g))
+        expect("gradient with injected noise: max error / max of the reference's", gerr, 0.0, rtol)
+        result["injected_noise"] = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
         loss_fn = provider.make(case, inp["score_fn"], None)
         calls = [_loss_and_grads(loss_fn, x, sigma, params) for _ in range(STAT_CALLS)]
         losses = [c[0] for c in calls]
@@ -129,8 +116,7 @@ class DSM(Workload):
                 for _ in range(STAT_CALLS)]  # fmt: skip
         (m, se), (mr, ser) = _mean_se(losses), _mean_se(refs)
         tol = Z_BOUND * math.hypot(se, ser) + rtol * abs(mr)
-        if abs(m - mr) > tol:
-            raise CheckFailed(f"mean loss {m:.7g} over {STAT_CALLS} calls vs reference {mr:.7g} ± {tol:.3g} (6 SE)")
+        expect(f"mean loss over {STAT_CALLS} calls (reference's mean, 6 SE)", m, mr, tol)
         if all(torch.equal(a, b) for a, b in zip(calls[0][1], calls[1][1])):
             raise CheckFailed("two calls gave the same gradient (noise not fresh)")
         result["drawn_noise"] = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}

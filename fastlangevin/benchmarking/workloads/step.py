@@ -4,17 +4,16 @@ by a score-like ``s`` (both N(0, 1) draws); ``z`` is fresh N(0, I) at every call
     langevin_step   x ← x + eps s + sqrt(2 eps) z                                   (out of place, in place)
     corrector       ε = 2 α (r · mean_i‖z_i‖ / mean_i‖s_i‖)²,   x ← x + ε s + sqrt(2ε) z       (in place)
 
-Bytes the op must move (every provider is charged that: "effective" bandwidth): the step reads x and s
-and writes the new state, ``3 * numel * itemsize``; the corrector reads s once more for the norms, 4.
-z never has to touch memory.
+Bytes the op must move (every provider is charged that: "effective" bandwidth): the step reads x and s and writes
+the new state, ``3 * numel * itemsize``; the corrector reads s once more for the norms, 4. z never touches memory.
 
-Provider factory: ``make(case, s, *arguments) -> step(x)``; the step's arguments are ``(eps,
-noise_scale)`` (None: the Langevin ``sqrt(2 eps)``; 0.0: noise off, or ``ProviderUnavailable``), the
-corrector's ``(snr, alpha)``. In mode ``inplace`` ``step(x)`` updates and returns ``x`` (a ``rebinds``
-provider returns a new tensor, as ``x = x + ...`` in a user's loop); in mode ``out`` it leaves ``x``.
+Provider factory: ``make(case, s, *arguments) -> step(x)``; the step's arguments are ``(eps, noise_scale)``
+(None: the Langevin ``sqrt(2 eps)``; 0.0: noise off), the corrector's ``(snr, alpha)``. In mode ``inplace``
+``step(x)`` updates and returns ``x`` (a ``rebinds`` provider returns a new tensor, as ``x = x + ...`` in a
+user's loop); in mode ``out`` it leaves ``x``.
 
-Check (:mod:`..checks`): the step with the noise off equals the reference to 2 ulp; the noisy output
-passes ``check_noise`` (step) or ``check_snr_update`` (corrector); two calls draw different noise.
+Check (:mod:`..checks`): the step with the noise off equals the reference to 2 ulp; the noisy output passes
+``check_noise`` (step) or ``check_snr_update`` (corrector); two calls draw different noise.
 
 Peer ``torchebm_fused`` (skipped, with a message, when absent): torchebm's
 ``torchebm.cuda.fused_langevin.fused_langevin_step(x, grad, step_size, noise_scale=1.0, clamp=None,
@@ -33,25 +32,11 @@ import fastlangevin as fl
 
 from ... import reference
 from .. import checks
-from ..engine import CheckFailed, Provider, ProviderUnavailable, Workload, first_line
-from .common import MIN_CHECK_NUMEL, compile_unavailable, compiled, make_state, ours
+from ..engine import Provider, Workload, first_line
+from .common import MIN_CHECK_NUMEL, compile_provider, make_state, ours
 
 #: corrector: r = 1 keeps ε·‖s‖² of order one, so the check's fit of ε is tight (timing does not depend on it).
 SNR, ALPHA = 1.0, 1.0
-
-
-def call_checked(step, x, case, provider, what):
-    """Run ``step`` on a copy of ``x``, check the in-place / out-of-place contract and the output's
-    shape, dtype and device; return a copy."""
-    xc = x.clone()
-    out = step(xc)
-    same = isinstance(out, torch.Tensor) and out.data_ptr() == xc.data_ptr()
-    if case.mode == "inplace" and not provider.rebinds and not same:
-        raise CheckFailed(f"{what}: in-place provider returned a new tensor instead of updating x")
-    if (case.mode == "out" or provider.rebinds) and (same or not torch.equal(xc, x)):
-        raise CheckFailed(f"{what}: out-of-place provider modified x")
-    checks.check_output_like(out, x, what)
-    return out.clone()
 
 
 class StateUpdate(Workload):
@@ -59,9 +44,6 @@ class StateUpdate(Workload):
     arguments; with ``noisy=False`` those of the noise-off update ``x + a s``, ``a`` first, or None) and
     ``check_noisy(out, x, s, case, opts)``. Cases under :data:`MIN_CHECK_NUMEL` elements are checked on
     fresh inputs of that size."""
-
-    def arguments(self, opts, noisy: bool = True) -> tuple | None:
-        raise NotImplementedError
 
     def setup(self, case, opts):
         x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
@@ -71,24 +53,19 @@ class StateUpdate(Workload):
         x, s = inputs["x"], inputs["s"]
         if case.numel < MIN_CHECK_NUMEL:
             x, s = make_state(self.shape_for(MIN_CHECK_NUMEL), case.dtype, case.device, opts.seed + 1)
-        result = {"numel": x.numel()}
+        result, inplace = {"numel": x.numel()}, case.mode == "inplace" and not provider.rebinds
         if (noise_off := self.arguments(opts, noisy=False)) is not None:  # the update alone, to 2 ulp
-            try:
-                step = provider.make(case, s, *noise_off)
-            except ProviderUnavailable as exc:
-                result["noise_off"] = f"not checked: {exc}"
-            else:
-                out = call_checked(step, x, case, provider, "noise-off output")
-                result["noise_off"] = checks.check_deterministic(out, x, s, noise_off[0])
+            out = checks.call_checked(provider.make(case, s, *noise_off), x, "noise-off output", inplace)
+            result["noise_off"] = checks.check_deterministic(out, x, s, noise_off[0])
         step = provider.make(case, s, *self.arguments(opts))
-        out1 = call_checked(step, x, case, provider, f"{self.name} output")
-        out2 = call_checked(step, x, case, provider, f"second {self.name} output")
+        out1 = checks.call_checked(step, x, f"{self.name} output", inplace)
+        out2 = checks.call_checked(step, x, f"second {self.name} output", inplace)
         return result | self.check_noisy(out1, x, s, case, opts) | {"fresh_fraction": checks.check_fresh(out1, out2)}
 
     def timed(self, provider, case, inputs, opts):
         step = provider.make(case, inputs["s"], *self.arguments(opts))
         x = inputs["x"].clone() if case.mode == "inplace" else inputs["x"]
-        return (lambda: step(x)), dict(getattr(step, "extra", {}))
+        return (lambda: step(x)), getattr(step, "extra", {})  # the compile provider's, filled by its first call
 
 
 # -- langevin_step ------------------------------------------------------------------------------
@@ -125,17 +102,6 @@ def _buffered(case, s, eps, noise_scale):
     return step
 
 
-def _compile(case, s, eps, noise_scale):
-    """``torch.compile`` of the textbook expression; in place, copied into x inside the graph."""
-    b, inplace = _noise(eps, noise_scale), case.mode == "inplace"
-
-    def f(x, s):
-        new = x + eps * s + b * torch.randn_like(x)
-        return x.copy_(new) if inplace else new
-
-    return compiled(case, ("step", eps, b), f, s)
-
-
 def _fused():
     try:
         from torchebm.cuda.fused_langevin import fused_langevin_step
@@ -169,7 +135,7 @@ class LangevinStep(StateUpdate):
         Provider("eager", "textbook eager x + eps*s + (2*eps)**0.5*randn_like(x)", _textbook, rebinds=True),
         Provider("eager_inplace", "hand-written eager x.add_(s, alpha=eps).add_(randn_like(x), alpha=b)", _handwritten),
         Provider("eager_buffer", "eager, best form (normal_ into a reused buffer, 2 add_)", _buffered),
-        Provider("compile", "torch.compile of the textbook expression", _compile, unavailable=compile_unavailable),
+        compile_provider("torch.compile of the textbook expression", _textbook),
         Provider("torchebm_fused", "torchebm fused_langevin_step (Triton)", _torchebm, "peer", _torchebm_unavailable),
     )
 
@@ -178,7 +144,7 @@ class LangevinStep(StateUpdate):
 
     def check_noisy(self, out, x, s, case, opts):
         b = math.sqrt(2.0 * opts.eps)
-        return {"noise": checks.check_noise(checks.noise_statistics(out, x, s, opts.eps, b), case.dtype, b)}
+        return {"noise": checks.check_noise(out, x, s, opts.eps, b)}
 
 
 # -- corrector ----------------------------------------------------------------------------------
@@ -202,11 +168,6 @@ def _corrector_buffered(case, s, snr, alpha):
     return step
 
 
-def _corrector_compile(case, s, snr, alpha):
-    f = lambda x, s: x.copy_(reference.langevin_corrector(x, s, torch.randn_like(x), snr, alpha))  # noqa: E731
-    return compiled(case, ("corrector", snr, alpha), f, s)
-
-
 class Corrector(StateUpdate):
     name = "corrector"
     description = "SNR Langevin corrector x + eps*s + sqrt(2 eps)*z, eps = 2 alpha (r mean||z|| / mean||s||)^2"
@@ -217,9 +178,7 @@ class Corrector(StateUpdate):
         *ours(_corrector, "corrector"),
         Provider("eager", "textbook eager corrector (randn_like, norms, update)", _corrector_textbook, rebinds=True),
         Provider("eager_inplace", "eager, best in-place form (normal_ into a buffer, 2 addcmul_)", _corrector_buffered),
-        Provider(
-            "compile", "torch.compile of the textbook corrector", _corrector_compile, unavailable=compile_unavailable
-        ),
+        compile_provider("torch.compile of the textbook corrector", _corrector_textbook),
     )
 
     def arguments(self, opts, noisy=True):
