@@ -289,14 +289,27 @@ def _run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tup
             if st:
                 for k, a in zip(ks, sv):
                     st[k][...] = a
-        for k, lo, hi, whole, zp, t1, t2, t3, (a, e), (zs, sfills, head) in parts:
-            if seeds is not None:
-                for f, s in zip(sfills, seeds[a:e]):
-                    gen.manual_seed(s)
-                    f.normal_(0.0, std, generator=gen)
-                if head is not None:
-                    head[0][...] = head[1]
-                zp = zs
+        for k, lo, hi, whole, zp, t1, t2, t3, (a, e), pieces in parts:
+            if seeds is not None:  # serial torch stream: chunk by chunk, each drawn just before its update
+                if whole and len(pieces) == 1:
+                    _, _, fill, zp, head, *_ = pieces[0]
+                    if fill is not None:
+                        gen.manual_seed(seeds[a])
+                        fill.normal_(0.0, std, generator=gen)
+                    if head is not None:
+                        head[0][...] = head[1]
+                    _update_np(method, th[k], g[k], st[k] if st else None, zp, sc, t1, t2, t3)
+                    continue
+                tf, gf = th[k].reshape(-1), g[k].reshape(-1)  # (contiguous: views)
+                sf = st[k].reshape(-1) if st else None
+                for s, (p0, p1, fill, zp, head, u1, u2, u3) in enumerate(pieces, a):
+                    if fill is not None:
+                        gen.manual_seed(seeds[s])
+                        fill.normal_(0.0, std, generator=gen)
+                    if head is not None:
+                        head[0][...] = head[1]
+                    _update_np(method, tf[p0:p1], gf[p0:p1], sf[p0:p1] if st else None, zp, sc, u1, u2, u3)
+                continue
             if whole:
                 _update_np(method, th[k], g[k], st[k] if st else None, zp if on else None, sc, t1, t2, t3)
             else:  # a slice of a tensor above BATCH (th and st contiguous: reshape is a view)
@@ -499,20 +512,31 @@ class _Plan:
         return got
 
     def _serial(self, b: int, j: int, off: int, a: int, e: int):
-        """Part j of batch b drawn serially, into the scratch "zs" from element 0 (hot in cache from
-        one tensor to the next, where the batch buffer's place would be cold): (its noise array,
-        the fills of its chunks ``segs[b][a:e]``, its head destination and source, or None)."""
+        """Part j of batch b drawn serially, one noise chunk at a time into the scratch "zs" from element
+        0, and updated chunk by chunk: the scratch, the noise and the tensor's slice stay in L2 (a
+        whole batch's would not: 2**18 elements are 1 MiB an array). Its pieces ``(start, end, fill,
+        noise, head, t1, t2, t3)``: flat elements [start, end) of the tensor (one chunk ``segs[b][a + i]``
+        each; None-fill: no chunk, head elements only), the chunk's fill (a torch view) and the piece's
+        noise (numpy; shaped like the tensor for a whole one-piece part), its head destination and
+        source (the first piece of a part starting at element 0) or None, flat scratch from element 0."""
         k, lo, hi = self.parts[b][j]
         zs = self.buffer("zs", self.totals[b] + 16)
-        fills = [zs[o - off : o - off + fill] for _, o, _, fill in self.segs[b][a:e]]
-        z = zs[: hi - lo].numpy()
-        if self.whole[b][j]:
-            z = z.reshape(self.shapes[k])
+        segs = self.segs[b][a:e]
+        starts = [lo + o - off for _, o, _, _ in segs] or [lo]
+        ends = starts[1:] + [hi]
         c = self.head_copy[b][2][j]
-        head = None
-        if c is not None:
-            head = (zs[: c[2]].numpy(), self._head_buffer()[c[1] : c[1] + c[2]].numpy())
-        return z, fills, head
+        pieces = []
+        for i, (p0, p1) in enumerate(zip(starts, ends)):
+            fill = zs[: segs[i][3]] if segs else None
+            z = zs[: p1 - p0].numpy()
+            if self.whole[b][j] and len(starts) == 1:
+                z = z.reshape(self.shapes[k])
+            head = None
+            if i == 0 and c is not None:
+                head = (zs[: c[2]].numpy(), self._head_buffer()[c[1] : c[1] + c[2]].numpy())
+            temps = [self.buffer(name, p1 - p0).numpy() for name in ("t1", "t2", "t3")]
+            pieces.append((p0, p1, fill, z, head, *temps))
+        return pieces
 
     def fills(self, b: int) -> List[torch.Tensor]:
         """Batch ``b``'s noise-buffer slices that its chunks' fills write (cached)."""
