@@ -450,6 +450,23 @@ def test_benchmark_workload_method_checks(method):
         w.cases(opts.replace(params=(("method", "adam"),)))
 
 
+def test_benchmark_workload_model_param():
+    """``--param model=mlp|large``: the workload's other sizes (10 MLP tensors; one tensor of 2**16·width
+    elements), checked like the ResNet; the default case key does not name a model; unknown: a clear error."""
+    from fastlangevin.benchmarking import BenchOptions, get_workload
+
+    w = get_workload("optim")
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("optim",), dtypes=("fp32",), params=(("width", 1),))
+    assert "model" not in w.cases(opts)[0].key
+    provs = {p.name: p for p in w.providers(opts)}
+    for model, n_tensors, numel in (("mlp", 10, 16 + 16 + 3 * 272 + 17), ("large", 1, 1 << 16)):
+        (case,) = w.cases(opts.replace(params=(("width", 1), ("model", model))))
+        assert f"model={model}" in case.key and case.numel == numel
+        assert w.check(provs["torch"], case, w.setup(case, opts), opts)["n_tensors"] == n_tensors
+    with pytest.raises(ValueError, match="--param model='vgg'"):
+        w.cases(opts.replace(params=(("model", "vgg"),)))
+
+
 def test_compiled_step_runs_eagerly_and_continues_the_stream():
     """torch.compile around ``step`` must not freeze the stream's Python step counter (the same
     noise every step): the step is compiler-disabled, so a compiled caller gets the eager steps
