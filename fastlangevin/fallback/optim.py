@@ -29,7 +29,8 @@ update as *one* tensor, then are scattered back; larger tensors are updated in p
 ``BATCH`` above it). The torch stream's normals are drawn straight into the batch's noise buffer
 (the noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
 spread over torch's threads when there are several (each chunk has its own generator), else
-each tensor's chunks just before its update, into a reused scratch (still in cache); the head
+each chunk just before the update of its slice, into a reused scratch (chunk by chunk: scratch,
+noise and slice stay in L2, where a 2**18-element batch's 1 MiB arrays did not); the head
 region is drawn once per call and its elements copied in after the chunk fills. Optimizer
 indices must be below ``MAX_PARAMS`` (2**20), where the head region begins.
 
@@ -248,8 +249,8 @@ def run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tupl
     (``th``, ``st`` written in place, ``g`` read; fp32); ``noise``: None (no noise) or a
     :class:`NoiseSource`. Batch by batch: its small tensors are gathered into flat buffers (a numpy
     slice assignment, ~0.1 µs a tensor), updated as one array and scattered back; the others are
-    updated in place, one after the other. A serial torch-stream batch draws each tensor's chunks
-    just before its update (its noise still in cache); otherwise the batch's noise is filled at once
+    updated in place, one after the other. A serial torch-stream batch draws each noise chunk just
+    before the update of its slice (its noise still in cache); otherwise the batch's noise is filled at once
     (threaded draws, Philox, injected). ``g_small``: per batch, its small tensors' gradients already
     gathered (flat, in order), or None. Callers validate shapes (an assignment would broadcast).
 
