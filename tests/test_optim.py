@@ -450,6 +450,23 @@ def test_benchmark_workload_method_checks(method):
         w.cases(opts.replace(params=(("method", "adam"),)))
 
 
+def test_benchmark_workload_model_param():
+    """``--param model=mlp|large``: the workload's other sizes (10 MLP tensors; one tensor of 2**16·width
+    elements), checked like the ResNet; the default case key does not name a model; unknown: a clear error."""
+    from fastlangevin.benchmarking import BenchOptions, get_workload
+
+    w = get_workload("optim")
+    opts = BenchOptions(device=torch.device("cpu"), workloads=("optim",), dtypes=("fp32",), params=(("width", 1),))
+    assert "model" not in w.cases(opts)[0].key
+    provs = {p.name: p for p in w.providers(opts)}
+    for model, n_tensors, numel in (("mlp", 10, 16 + 16 + 3 * 272 + 17), ("large", 1, 1 << 16)):
+        (case,) = w.cases(opts.replace(params=(("width", 1), ("model", model))))
+        assert f"model={model}" in case.key and case.numel == numel
+        assert w.check(provs["torch"], case, w.setup(case, opts), opts)["n_tensors"] == n_tensors
+    with pytest.raises(ValueError, match="--param model='vgg'"):
+        w.cases(opts.replace(params=(("model", "vgg"),)))
+
+
 def test_compiled_step_runs_eagerly_and_continues_the_stream():
     """torch.compile around ``step`` must not freeze the stream's Python step counter (the same
     noise every step): the step is compiler-disabled, so a compiled caller gets the eager steps
@@ -799,6 +816,49 @@ def test_cached_step_threaded_draws_equal_serial(monkeypatch):
         for i, (x, y) in enumerate(zip(a, b)):
             assert torch.equal(x, y), (k, i)
             assert torch.equal(x.reshape(-1), _torch_stream(seed, i, x.numel())), (k, i)
+
+
+@pytest.mark.parametrize("name", list(OPTS))
+def test_serial_chunk_pieces_equal_the_foreach_ops_and_the_stream(monkeypatch, name):
+    """Tensors above one noise chunk (2**16) but within a batch (default BATCH) are drawn and updated
+    chunk by chunk on the serial CPU path (one thread): the ordinary and the cached steps give bit for
+    bit the foreach ops' results (every method), and with b = 1 each parameter is its place in the stream."""
+    import fastlangevin.fallback.optim as fo
+
+    shapes = [(3,), (70_001,), (2, 65_600), (5000,), (64,), (3 * 65_536,)]
+    hyper = dict(lr=0.01, num_data=3, prior_precision=0.5, temperature=0.7, seed=99, **HYPER[name])
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = {}
+        for numpy_on in (True, False):
+            monkeypatch.setattr(fo, "NUMPY_ON_CPU", numpy_on)
+            params = make_params("cpu", shapes=shapes, seed=3)
+            opt = OPTS[name](params, backend="torch", **hyper)
+            out[numpy_on] = []
+            for k in range(3):
+                if not numpy_on:
+                    opt._program = None  # the cached step is numpy: every step the foreach ops
+                elif k:
+                    assert opt._program is not None  # steps 2 and 3: the cached step
+                set_grads(params, k)
+                opt.step()
+                out[numpy_on] += [p.clone() for p in params] + [
+                    v.clone() for p in params for v in opt.state[p].values()
+                ]
+        assert all(torch.equal(a, b) for a, b in zip(out[True], out[False]))
+        monkeypatch.setattr(fo, "NUMPY_ON_CPU", True)
+        params = [torch.zeros(s) for s in shapes]
+        opt = SGLD(params, lr=0.5, seed=8, backend="torch")  # b = 1: the parameters are z
+        for k in range(2):  # the ordinary step, then the cached one
+            for p in params:
+                p.zero_()
+                p.grad = torch.zeros_like(p)
+            opt.step()
+            for i, p in enumerate(params):
+                assert torch.equal(p.reshape(-1), _torch_stream(int(step_seed(8, k)), i, p.numel())), (k, i)
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_parameter_count_limit_is_a_clear_error(monkeypatch):

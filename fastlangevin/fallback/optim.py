@@ -29,7 +29,8 @@ update as *one* tensor, then are scattered back; larger tensors are updated in p
 ``BATCH`` above it). The torch stream's normals are drawn straight into the batch's noise buffer
 (the noise scale folded into ``normal_``; the chunk seeds by one vectorised splitmix per call),
 spread over torch's threads when there are several (each chunk has its own generator), else
-each tensor's chunks just before its update, into a reused scratch (still in cache); the head
+each chunk just before the update of its slice, into a reused scratch (chunk by chunk: scratch,
+noise and slice stay in L2, where a 2**18-element batch's 1 MiB arrays did not); the head
 region is drawn once per call and its elements copied in after the chunk fills. Optimizer
 indices must be below ``MAX_PARAMS`` (2**20), where the head region begins.
 
@@ -39,6 +40,13 @@ the same operations in the same order, so bitwise the same fp32 results (tests c
 foreach path); its writes bump autograd's version counters as torch's in-place ops do. Other
 devices run :func:`_update` on ``torch._foreach_*`` ops. The optimizers' cached CPU step
 (``fastlangevin.optim.base._CpuProgram``) calls :func:`run_numpy` directly with the arrays it keeps.
+
+Where a CPU step's time goes (1 thread, thread-CPU-time minima, measured): the torch stream's normals
+~3.6 ns each, as an eager loop's ``randn_like`` (~75 % of a ResNet-32 SGLD step); a ufunc pass
+~0.1-0.3 ns an element. One rounding per operation makes SGLD 3 passes where an eager loop's
+``add_(alpha=)`` FMAs make 2 (SGHMC 5 against 4): the fallback gains on per-tensor dispatch (~100
+tensors: pSGLD well ahead, SGHMC ahead, SGLD near par), not on a few large tensors. Fewer passes need a
+fused CPU kernel, or FMA roundings, which would break the bitwise match with the kernels.
 """
 
 from __future__ import annotations
@@ -248,8 +256,8 @@ def run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tupl
     (``th``, ``st`` written in place, ``g`` read; fp32); ``noise``: None (no noise) or a
     :class:`NoiseSource`. Batch by batch: its small tensors are gathered into flat buffers (a numpy
     slice assignment, ~0.1 µs a tensor), updated as one array and scattered back; the others are
-    updated in place, one after the other. A serial torch-stream batch draws each tensor's chunks
-    just before its update (its noise still in cache); otherwise the batch's noise is filled at once
+    updated in place, one after the other. A serial torch-stream batch draws each noise chunk just
+    before the update of its slice (its noise still in cache); otherwise the batch's noise is filled at once
     (threaded draws, Philox, injected). ``g_small``: per batch, its small tensors' gradients already
     gathered (flat, in order), or None. Callers validate shapes (an assignment would broadcast).
 
@@ -289,14 +297,27 @@ def _run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tup
             if st:
                 for k, a in zip(ks, sv):
                     st[k][...] = a
-        for k, lo, hi, whole, zp, t1, t2, t3, (a, e), (zs, sfills, head) in parts:
-            if seeds is not None:
-                for f, s in zip(sfills, seeds[a:e]):
-                    gen.manual_seed(s)
-                    f.normal_(0.0, std, generator=gen)
-                if head is not None:
-                    head[0][...] = head[1]
-                zp = zs
+        for k, lo, hi, whole, zp, t1, t2, t3, (a, e), pieces in parts:
+            if seeds is not None:  # serial torch stream: chunk by chunk, each drawn just before its update
+                if whole and len(pieces) == 1:
+                    _, _, fill, zp, head, *_ = pieces[0]
+                    if fill is not None:
+                        gen.manual_seed(seeds[a])
+                        fill.normal_(0.0, std, generator=gen)
+                    if head is not None:
+                        head[0][...] = head[1]
+                    _update_np(method, th[k], g[k], st[k] if st else None, zp, sc, t1, t2, t3)
+                    continue
+                tf, gf = th[k].reshape(-1), g[k].reshape(-1)  # (contiguous: views)
+                sf = st[k].reshape(-1) if st else None
+                for s, (p0, p1, fill, zp, head, u1, u2, u3) in enumerate(pieces, a):
+                    if fill is not None:
+                        gen.manual_seed(seeds[s])
+                        fill.normal_(0.0, std, generator=gen)
+                    if head is not None:
+                        head[0][...] = head[1]
+                    _update_np(method, tf[p0:p1], gf[p0:p1], sf[p0:p1] if st else None, zp, sc, u1, u2, u3)
+                continue
             if whole:
                 _update_np(method, th[k], g[k], st[k] if st else None, zp if on else None, sc, t1, t2, t3)
             else:  # a slice of a tensor above BATCH (th and st contiguous: reshape is a view)
@@ -499,20 +520,31 @@ class _Plan:
         return got
 
     def _serial(self, b: int, j: int, off: int, a: int, e: int):
-        """Part j of batch b drawn serially, into the scratch "zs" from element 0 (hot in cache from
-        one tensor to the next, where the batch buffer's place would be cold): (its noise array,
-        the fills of its chunks ``segs[b][a:e]``, its head destination and source, or None)."""
+        """Part j of batch b drawn serially, one noise chunk at a time into the scratch "zs" from element
+        0, and updated chunk by chunk: the scratch, the noise and the tensor's slice stay in L2 (a
+        whole batch's would not: 2**18 elements are 1 MiB an array). Its pieces ``(start, end, fill,
+        noise, head, t1, t2, t3)``: flat elements [start, end) of the tensor (one chunk ``segs[b][a + i]``
+        each; None-fill: no chunk, head elements only), the chunk's fill (a torch view) and the piece's
+        noise (numpy; shaped like the tensor for a whole one-piece part), its head destination and
+        source (the first piece of a part starting at element 0) or None, flat scratch from element 0."""
         k, lo, hi = self.parts[b][j]
         zs = self.buffer("zs", self.totals[b] + 16)
-        fills = [zs[o - off : o - off + fill] for _, o, _, fill in self.segs[b][a:e]]
-        z = zs[: hi - lo].numpy()
-        if self.whole[b][j]:
-            z = z.reshape(self.shapes[k])
+        segs = self.segs[b][a:e]
+        starts = [lo + o - off for _, o, _, _ in segs] or [lo]
+        ends = starts[1:] + [hi]
         c = self.head_copy[b][2][j]
-        head = None
-        if c is not None:
-            head = (zs[: c[2]].numpy(), self._head_buffer()[c[1] : c[1] + c[2]].numpy())
-        return z, fills, head
+        pieces = []
+        for i, (p0, p1) in enumerate(zip(starts, ends)):
+            fill = zs[: segs[i][3]] if segs else None
+            z = zs[: p1 - p0].numpy()
+            if self.whole[b][j] and len(starts) == 1:
+                z = z.reshape(self.shapes[k])
+            head = None
+            if i == 0 and c is not None:
+                head = (zs[: c[2]].numpy(), self._head_buffer()[c[1] : c[1] + c[2]].numpy())
+            temps = [self.buffer(name, p1 - p0).numpy() for name in ("t1", "t2", "t3")]
+            pieces.append((p0, p1, fill, z, head, *temps))
+        return pieces
 
     def fills(self, b: int) -> List[torch.Tensor]:
         """Batch ``b``'s noise-buffer slices that its chunks' fills write (cached)."""

@@ -6,9 +6,11 @@
     SGHMC  m_i ← (1 − f) m_i − lr g_i + sqrt(2 f lr T) z_i,  θ_i ← θ_i + m_i
 
 ``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1: the optimizers'
-defaults), ``width=W``. Shapes: CIFAR ResNet-32 (He et al. 2016: 3 stages × 5 basic blocks, widths w,
-2w, 4w; BatchNorm weight and bias, 1×1 projection shortcuts, a 10-way head): 101 tensors, 0.46 M
-parameters at w = 16 (CPU default), 7.4 M at w = 64 (GPU). Gradients are fixed random tensors (the step
+defaults), ``width=W``, ``model=resnet32|mlp|large`` (default resnet32). Shapes: CIFAR ResNet-32 (He
+et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; BatchNorm weight and bias, 1×1 projection
+shortcuts, a 10-way head): 101 tensors, 0.46 M parameters at w = 16 (CPU default), 7.4 M at w = 64
+(GPU); ``mlp``: a 1 → 16w → 16w → 16w → 16w → 1 regression MLP (10 tensors, 0.2 M parameters at
+w = 16); ``large``: one tensor of 2**16·w elements (1 M at w = 16). Gradients are fixed random tensors (the step
 is timed, not the backward pass); z fresh N(0, I). Throughput: steps/s.
 
 Provider factory: ``make(params, grads, lr, temperature, method) -> step()``. ``posteriors`` (SGLD
@@ -45,6 +47,19 @@ def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10)
             shapes += [(c, c_in, 1, 1), (c,), (c,)] if c_in != c else []
             c_in = c
     return shapes + [(classes, c_in), (classes,)]
+
+
+def mlp_shapes(width: int = 16, hidden_layers: int = 4) -> list[tuple[int, ...]]:
+    """Weight and bias shapes of a 1-D regression MLP with ``hidden_layers`` layers of 16·width units."""
+    h = 16 * width
+    shapes: list[tuple[int, ...]] = [(h, 1), (h,)]
+    for _ in range(hidden_layers - 1):
+        shapes += [(h, h), (h,)]
+    return shapes + [(1, h), (1,)]
+
+
+#: --param model= -> shapes for a width
+MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
 
 
 def _tensors(shapes, device, dtype, seed):
@@ -134,7 +149,7 @@ def _posteriors_unavailable(case, opts):
 
 class Optim(Workload):
     name = "optim"
-    description = "SGLD/pSGLD/SGHMC step over the 101 tensors of a CIFAR ResNet-32 (fixed gradients); steps/s"
+    description = "SGLD/pSGLD/SGHMC step over the 101 tensors of a CIFAR ResNet-32 (or --param model=); steps/s"
     bytes_note = "optim: not a bandwidth figure, throughput is optimizer steps/s"
     dtypes = ("fp32",)
     modes = ("inplace",)
@@ -150,11 +165,17 @@ class Optim(Workload):
         params.setdefault("width", 64 if opts.device.type == "cuda" else 16)
         if params.setdefault("method", "sgld") not in METHODS:
             raise ValueError(f"--param method={params['method']!r}: choose {', '.join(METHODS)}")
-        numel = sum(math.prod(s) for s in resnet_shapes(int(params["width"])))
+        if params.get("model", "resnet32") not in MODELS:  # (not defaulted: the default case key stays as it was)
+            raise ValueError(f"--param model={params['model']!r}: choose {', '.join(MODELS)}")
+        numel = sum(math.prod(s) for s in self._shapes(params))
         return super().cases(opts.replace(shapes=[(numel,)], params=tuple(params.items())))
 
+    @staticmethod
+    def _shapes(params) -> list[tuple[int, ...]]:
+        return MODELS[params.get("model", "resnet32")](int(params["width"]))
+
     def setup(self, case, opts):
-        return {"shapes": resnet_shapes(int(case.param("width")))}
+        return {"shapes": self._shapes(dict(case.params))}
 
     def check(self, provider, case, inp, opts):
         method = case.param("method")
