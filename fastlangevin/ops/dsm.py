@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -546,23 +547,27 @@ _TRITON_CHOICE = _backend.derived_cache()
 
 
 def _dsm_launchers():
-    """(perturb, loss rows, loss backward) launchers, imported on first use (importing them imports Triton)."""
+    """(perturb, loss rows, loss backward, loss partial shape) of ``kernels.dsm``, imported on first use
+    (importing them imports Triton)."""
     if not _TRITON_LAUNCHERS:
-        from ..kernels.dsm import launch_dsm_loss_backward, launch_dsm_loss_rows, launch_dsm_perturb
+        from ..kernels import dsm as kd
 
-        _TRITON_LAUNCHERS.append((launch_dsm_perturb, launch_dsm_loss_rows, launch_dsm_loss_backward))
+        _TRITON_LAUNCHERS.append(
+            (kd.launch_dsm_perturb, kd.launch_dsm_loss_rows, kd.launch_dsm_loss_backward, kd.loss_partial_shape)
+        )
     return _TRITON_LAUNCHERS[0]
 
 
 def _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset):
-    """``fastlangevin::dsm_perturb``'s body on the Triton path: x̃ = α x + σ z, z drawn in the kernel."""
+    """``fastlangevin::dsm_perturb``'s body on the Triton path: x̃ = α x + σ z, z drawn in the kernel (the
+    launchers take contiguous tensors of any shape: no flat views)."""
     if _backend._RECORDERS:
         _backend.record("dsm_perturb", "triton")
     xc = x.contiguous()
     out = torch.empty_like(xc)
     rs = xc.numel() // xc.shape[0]
-    _dsm_launchers()[0](
-        xc.view(-1), out.view(-1), seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
+    (_TRITON_LAUNCHERS[0] if _TRITON_LAUNCHERS else _dsm_launchers())[0](
+        xc, out, seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
     )
     return out
 
@@ -570,36 +575,78 @@ def _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset):
 class _LeanPerturb(torch.autograd.Function):
     """``fastlangevin::dsm_perturb`` on the Triton path as one autograd node: the op's body and its
     backward (∂x̃/∂x = α), without the custom-op dispatcher (~100 µs a call on the host). Only
-    applied when x needs a gradient; otherwise the body runs alone (nothing to record)."""
+    applied when x needs a gradient; otherwise the body runs alone (nothing to record). ``pack``:
+    (seed, α rows or None, σ rows, sample_offset), one argument (autograd sorts only x)."""
 
     @staticmethod
-    def forward(ctx, x, seed, alpha_rows, sigma_rows, sample_offset):
+    def forward(ctx, x, pack):
+        seed, alpha_rows, sigma_rows, sample_offset = pack
         ctx.x_dtype = x.dtype
-        ctx.save_for_backward(alpha_rows)
+        ctx.save_for_backward(alpha_rows)  # (it may view the caller's α: saved, so an in-place change is caught)
         return _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
 
     @staticmethod
     def backward(ctx, grad):
-        return _perturb_backward(ctx, grad)[0], None, None, None, None
+        return _perturb_backward(ctx, grad)[0], None
 
 
-def _loss_body(ctx, score, seed, inv_sigma_rows, weight_rows, how):
+#: this thread's reused loss buffers: .d = {(rows, row_size, elem_offset, dtype, device[, CUDA stream]):
+#: (partial, out)}
+_LOSS_SCRATCH = threading.local()
+
+
+def _loss_buffers(rows: int, rs: int, elem_offset: int, like: torch.Tensor, reduced: bool) -> tuple:
+    """(partial, out) of one loss launch, ``like``'s dtype and device: the ``[B · n_chunks]`` partial sums
+    and the ``[B]`` losses.
+
+    Both are read before the call returns when the loss is reduced (mean, sum), partial always: they then
+    come from this thread's buffers, reused per (shape, dtype, device, CUDA stream) (the next launch into
+    them is queued on the same stream, after this call's reads; CPU calls are synchronous). An unreduced
+    loss returns ``out``: a new one. Fresh ones during CUDA-graph capture (the graph owns its memory) and
+    in inference mode (its tensors could not be used outside it as others are)."""
+    device = like.device
+    kind = _backend.device_type(device)
+    if kind == "cpu":
+        key = (rows, rs, elem_offset, like.dtype, device)
+    elif kind == "cuda" and not torch.cuda.is_current_stream_capturing():
+        key = (rows, rs, elem_offset, like.dtype, device, torch.cuda.current_stream(device))
+    else:
+        key = None
+    if key is None or torch.is_inference_mode_enabled():
+        return None, like.new_empty(rows)
+    bufs = getattr(_LOSS_SCRATCH, "d", None)
+    if bufs is None:
+        bufs = _LOSS_SCRATCH.d = {}
+    pair = bufs.get(key)
+    if pair is None:
+        if len(bufs) >= 64:  # shapes and streams come and go
+            bufs.clear()
+        n_chunks = _dsm_launchers()[3](rs, elem_offset, kind == "cpu")
+        pair = bufs[key] = (like.new_empty(rows * n_chunks), like.new_empty(rows))
+    return (pair[0], pair[1]) if reduced else (pair[0], like.new_empty(rows))
+
+
+def _loss_body(ctx, score, pack):
     """``fastlangevin::dsm_loss_rows``'s body on the Triton path and the reduction; with a ``ctx``, what
-    backward needs rides on it (the score saved, this module's own seed and rows as attributes)."""
-    sample_offset, reduction = how
+    backward needs rides on it (the score saved, and the caller's own λ tensor when λ views one; this
+    module's own seed and rows as attributes). ``pack``: (seed, 1/σ rows, λ rows, sample_offset,
+    reduction, whether λ views the caller's tensor)."""
+    seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = pack
     if _backend._RECORDERS:
         _backend.record("dsm_loss", "triton")
     rows = score.shape[0]
     rs = score.numel() // rows
-    out = torch.empty(rows, dtype=inv_sigma_rows.dtype, device=score.device)
-    _dsm_launchers()[1](
-        score.contiguous().view(-1), out, seed, inv_sigma_rows, weight_rows, row_size=rs,
-        elem_offset=sample_offset * rs,
-    )  # fmt: skip
+    offset = sample_offset * rs
+    partial, out = _loss_buffers(rows, rs, offset, inv_sigma_rows, reduction != "none")
+    _TRITON_LAUNCHERS[0][1](
+        score.contiguous(), out, seed, inv_sigma_rows, weight_rows, row_size=rs, elem_offset=offset, partial=partial
+    )
     if ctx is not None:
-        ctx.save_for_backward(score)
-        # this module's own non-differentiable tensors ride on ctx (no saved-variable packing and unpacking)
-        ctx.rows = (seed, inv_sigma_rows, weight_rows, rs, sample_offset, reduction)
+        if user_weight:  # saved like the op saves it: backward refuses a λ changed in place since
+            ctx.save_for_backward(score, weight_rows)
+        else:
+            ctx.save_for_backward(score)
+        ctx.rows, ctx.rs = pack, rs  # (no saved-variable packing and unpacking for this module's own tensors)
     if reduction == "mean":
         return out.mean()
     return out.sum() if reduction == "sum" else out
@@ -609,8 +656,11 @@ def _loss_backward_body(ctx, grad):
     """∂L/∂s = c_i (s_ij + z_ij / σ_i) with c = λ · (each row's share of ``grad``): autograd's mean / sum
     backward on the one value (``g.expand(B) / B``, ``g.expand(B)``: bitwise the same rows), then the
     backward op's body (z regenerated from the seed)."""
-    (score,) = ctx.saved_tensors
-    seed, inv_sigma_rows, weight_rows, rs, sample_offset, reduction = ctx.rows
+    seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = ctx.rows
+    if user_weight:
+        score, weight_rows = ctx.saved_tensors
+    else:
+        (score,) = ctx.saved_tensors
     if grad.dtype is not weight_rows.dtype:
         grad = grad.to(weight_rows.dtype)
     if reduction == "mean":  # each row's g / B, computed once (B as a cached 0-d CPU tensor: bitwise / B)
@@ -620,10 +670,9 @@ def _loss_backward_body(ctx, grad):
         _backend.record("dsm_loss_backward", "triton")
     sc = score.contiguous()
     g = torch.empty_like(sc)
-    _dsm_launchers()[2](
-        sc.view(-1), g.view(-1), seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs
-    )
-    return g, None, None, None, None
+    rs = ctx.rs
+    _TRITON_LAUNCHERS[0][2](sc, g, seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs)
+    return g, None
 
 
 # the backward kernel has no derivative: under create_graph a second backward raises, as the op's did
@@ -632,11 +681,12 @@ _loss_backward_once = once_differentiable(_loss_backward_body)
 
 class _LeanLoss(torch.autograd.Function):
     """``fastlangevin::dsm_loss_rows`` and its reduction as one autograd node on the Triton path (see
-    :func:`_loss_body`, :func:`_loss_backward_body`)."""
+    :func:`_loss_body`, :func:`_loss_backward_body`): ``apply(score, pack)``, one argument besides the
+    score (autograd sorts one tensor in, one gradient out)."""
 
     @staticmethod
-    def forward(ctx, score, seed, inv_sigma_rows, weight_rows, how):
-        return _loss_body(ctx, score, seed, inv_sigma_rows, weight_rows, how)
+    def forward(ctx, score, pack):
+        return _loss_body(ctx, score, pack)
 
     @staticmethod
     def backward(ctx, grad):
@@ -648,24 +698,28 @@ class _LeanLoss(torch.autograd.Function):
 def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, how):
     """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
     one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (sample_offset,
-    reduction)."""
+    reduction, whether λ views the caller's tensor)."""
+    sample_offset = how[0]
+    if not _TRITON_LAUNCHERS:
+        _dsm_launchers()
     if torch.is_grad_enabled() and x.requires_grad:
-        x_tilde = _apply(_LeanPerturb, x, seed, alpha_rows, sigma_rows, how[0])
+        x_tilde = _apply(_LeanPerturb, x, (seed, alpha_rows, sigma_rows, sample_offset))
     else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
-        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, how[0])
+        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
     s = _check_score(score_fn(x_tilde, sigma_arg), x)
+    pack = (seed, inv_sigma_rows, weight_rows, sample_offset, how[1], how[2])
     if not (torch.is_grad_enabled() and s.requires_grad):
-        return _loss_body(None, s, seed, inv_sigma_rows, weight_rows, how)
+        return _loss_body(None, s, pack)
     if _lean_loss_apply is None or _functorch_active():
-        return _LeanLoss.apply(s, seed, inv_sigma_rows, weight_rows, how)
-    return _lean_loss_apply(_unwrap_if_dead(s), seed, inv_sigma_rows, weight_rows, how)  # the rest: our own
+        return _LeanLoss.apply(s, pack)
+    return _lean_loss_apply(_unwrap_if_dead(s), pack)  # the rest: our own
 
 
 def _run_lean_triton(score_fn, x, p: _Prepared) -> torch.Tensor:
     """:func:`_lean_run` with a :class:`_Prepared` call."""
     return _lean_run(
         score_fn, x, p.seed, p.alpha_rows, p.sigma_rows, p.inv_sigma_rows, p.weight_rows, p.sigma_arg,
-        (p.sample_offset, p.reduction),
+        (p.sample_offset, p.reduction, True),
     )  # fmt: skip
 
 
@@ -742,15 +796,18 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
     wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
     if generator is not None:
         check_generator(generator, device)
-    if sig.tensor is None and (alp is None or alp.tensor is None) and (wgt is None or wgt.tensor is None):
+    user_weight = wgt is not None and wgt.tensor is not None
+    if sig.tensor is None and (alp is None or alp.tensor is None) and not user_weight:
         sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device)
-        sigma_arg = torch.full((batch,), sig.value, dtype=cdt, device=device)  # the score's own: never the cache's
+        # the score's own σ, never the cache's: a copy of the cached rows (bitwise torch.full of the value)
+        sigma_arg = sigma_rows.clone()
     else:
         sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(sig, alp, wgt, batch, cdt, device)
     seed = draw_seed(device, generator)  # validated: draw (a fresh tensor: backward reads it again)
     return _lean_run(
-        score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, (sample_offset, reduction)
-    )
+        score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg,
+        (sample_offset, reduction, user_weight),
+    )  # fmt: skip
 
 
 _APPLY_NODES: dict = {}
