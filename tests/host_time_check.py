@@ -9,7 +9,9 @@ ops take the Triton path on CPU tensors, and each ``kernel[grid](...)`` launch i
 no-op that only counts its calls. It does not include Triton's own launcher (the driver call
 and argument packing, measured on hardware) nor a CUDA ``randint`` for the seed (a CPU one is
 timed instead: into a reused buffer, as CPU calls draw it; CUDA calls draw into a reused per-stream
-buffer too, and a fresh ``torch.randint`` during CUDA-graph capture).
+buffer too, and a fresh ``torch.randint`` during CUDA-graph capture; DSM draws into a per-stream pool of
+buffers no live graph holds). Where the lean DSM path keys a cache by the CUDA stream, the
+``torch.cuda.current_stream`` call it makes on CUDA (about a µs) is not in these CPU figures.
 The DSM row is one ``dsm_loss`` forward and backward on the Triton path (perturb, loss and loss
 backward: three fused ops, noise regenerated as on CUDA) around a one-op score; its floor row is that
 score with a one-op loss and the autograd engine's backward, which no loss can avoid.

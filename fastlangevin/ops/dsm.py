@@ -19,13 +19,17 @@ take a straight path (:func:`_small_cpu_saved`) with the same operations.
 
 On the Triton path, plain tensors with nothing intercepting skip the dispatcher
 (:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
-Functions, the ``[B]`` rows of Python-float scales cached (never written, never evicted).
+Functions taking one tensor and one tuple, the ``[B]`` rows of Python-float scales cached (never
+written, never evicted), the seed drawn into a pooled buffer no live graph holds (:func:`_lean_seed`),
+a reduced loss's partial sums and rows in reused per-thread buffers (:func:`_loss_buffers`), no flat
+views (the launchers take contiguous tensors of any shape; their launch plans are cached).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -36,8 +40,8 @@ from torch.autograd.function import once_differentiable
 
 from .. import _backend
 from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
-from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
-from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
+from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
+from .._validate import FLOAT_DTYPES, Scale, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.chunks import CPU_PIECE, cpu_scratch, draw_noise
 from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch, residual_loss_rows_
 from ..fallback.langevin_step import compute_dtype, scalar_tensor
@@ -732,24 +736,38 @@ _MAX_SCALAR_ROWS = 64
 _SCALAR_ROWS_BATCH = 4096
 
 
-def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.device) -> tuple:
-    """:func:`_scale_rows`' first four for Python-float scales (Scales without tensors), cached.
+def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.device, where: tuple) -> tuple:
+    """:func:`_scale_rows`' first four for Python-float scales (Scales without tensors), cached
+    (:func:`_float_rows`)."""
+    return _float_rows(sig.value, None if alp is None else alp.value, None if wgt is None else wgt.value,
+                       batch, cdt, device, where)  # fmt: skip
+
+
+def _where(device: torch.device) -> tuple:
+    """(device type, current CUDA stream or None, capturing a CUDA graph?): asked once per call."""
+    kind = _backend.device_type(device)
+    if kind == "cuda":
+        return kind, torch.cuda.current_stream(device), torch.cuda.is_current_stream_capturing()
+    return kind, None, False
+
+
+def _float_rows(sigma: float, alpha, weight, batch: int, cdt: torch.dtype, device: torch.device, where) -> tuple:
+    """(σ, α or None, 1/σ, λ) rows of validated Python-float scales (α, λ: None or a float), cached.
 
     On CUDA the key holds the current stream: the rows' fill kernels were queued on it, so every later
     kernel on that stream reads them filled; another stream builds its own. Nothing is cached while a
     CUDA graph is being captured (the graph owns the tensors it fills) or in inference mode (its tensors
     could not be saved for backward later). α = 0 or λ = 0 is not cached (0.0 and -0.0 are equal keys)."""
-    alpha = None if alp is None else alp.value
-    weight = None if wgt is None else wgt.value
-    kind = _backend.device_type(device)
+    kind, stream, capturing = where  # (see _where)
     if kind == "cpu":
-        key = (sig.value, alpha, weight, cdt, device, batch)
+        key = (sigma, alpha, weight, cdt, device, batch)
     elif kind == "cuda":
-        key = (sig.value, alpha, weight, cdt, device, batch, torch.cuda.current_stream(device))
+        key = (sigma, alpha, weight, cdt, device, batch, stream)
     else:
         key = None
     rows = _SCALAR_ROWS.get(key)
     if rows is None:
+        sig, alp, wgt = Scale(sigma), None if alpha is None else Scale(alpha), None if weight is None else Scale(weight)
         rows = _scale_rows(sig, alp, wgt, batch, cdt, device)[:4]
         if (
             key is not None
@@ -758,18 +776,67 @@ def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.devi
             and alpha != 0.0
             and weight != 0.0
             and not torch.is_inference_mode_enabled()
-            and not (kind == "cuda" and torch.cuda.is_current_stream_capturing())
+            and not capturing
         ):
             _SCALAR_ROWS[key] = rows
     return rows
 
 
+#: this thread's seed buffers: .d = {device or CUDA stream: [int64 [1] tensors]}
+_LEAN_SEEDS = threading.local()
+#: seed buffers kept per device (or stream): a loop keeps one loss (and its graph) alive at the next call
+_SEED_POOL = 4
+
+
+def _lean_seed(device: torch.device, generator, where: tuple) -> torch.Tensor:
+    """:func:`draw_seed`'s draw (the same value and generator advance: ``torch.randint`` is ``empty`` then
+    ``random_``, see :func:`fastlangevin._rng.draw_seed_reused`) into one of this thread's int64 ``[1]``
+    buffers for (device, CUDA stream) that no earlier call's graph still holds, saving the factory.
+
+    A lean call's seed leaves it only in its loss node's ``ctx.rows`` (Python references, the pool's own
+    aside; never a saved variable, never handed to the score): a buffer whose reference count is the
+    pool's alone is read by no live graph. Earlier reads of it were queued on the same stream (the key)
+    before this draw; CPU calls are synchronous. A fresh tensor during CUDA-graph capture, or when every
+    pooled buffer is held."""
+    kind, stream, capturing = where  # (see _where)
+    if kind == "cpu":
+        key = device
+    elif kind == "cuda" and not capturing:
+        key = stream
+    else:
+        return draw_seed(device, generator)
+    pools = getattr(_LEAN_SEEDS, "d", None)
+    if pools is None:
+        pools = _LEAN_SEEDS.d = {}
+    pool = pools.get(key)
+    if pool is None:
+        if len(pools) >= 64:  # streams come and go
+            pools.clear()
+        pool = pools[key] = []
+    for buf in pool:
+        if _refcount(buf) == _FREE_REFS:  # the list's and this loop's, and getrefcount's argument
+            break
+    else:
+        if len(pool) >= _SEED_POOL:
+            return draw_seed(device, generator)
+        buf = torch.empty(1, dtype=torch.int64, device=device)
+        pool.append(buf)
+    if generator is None:
+        return buf.random_(0, SEED_HIGH)
+    return buf.random_(0, SEED_HIGH, generator=generator)
+
+
+_refcount = sys.getrefcount
+_FREE_REFS = 3
+
+
 def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset):
     """:func:`dsm_loss` on the Triton path (noise regenerated) for plain tensors with nothing intercepting:
     :func:`_prepare`'s checks (same order, same messages) and seed draw, then :func:`_lean_run`, without
-    ``_Prepared``; the rows of Python-float scales cached (:func:`_scalar_rows`). Returns the loss, or None
-    when the call is not that case (the general path then runs it, raising where it must). Nothing is
-    drawn before every check has passed; the same seed, rows and launches: bitwise the general path."""
+    ``_Prepared``; the rows of Python-float scales cached (:func:`_float_rows`), the seed drawn into a
+    pooled buffer (:func:`_lean_seed`). Returns the loss, or None when the call is not that case (the
+    general path then runs it, raising where it must). Nothing is drawn before every check has passed; the
+    same seed, rows and launches: bitwise the general path."""
     if type(x) is not _TENSOR or _is_compiling() or _function_mode_on() or _dispatch_modes():
         return None
     device = x.device
@@ -791,19 +858,34 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
         return None
     batch = x.shape[0]
     cdt = _FP64 if x.dtype is _FP64 else _FP32
-    sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
-    alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
-    wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
-    if generator is not None:
-        check_generator(generator, device)
-    user_weight = wgt is not None and wgt.tensor is not None
-    if sig.tensor is None and (alp is None or alp.tensor is None) and not user_weight:
-        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device)
-        # the score's own σ, never the cache's: a copy of the cached rows (bitwise torch.full of the value)
-        sigma_arg = sigma_rows.clone()
+    where = _where(device)  # (the rows and the seed are used first on this call's stream)
+    if (
+        type(sigma) is float
+        and 0.0 < sigma < _INF
+        and (alpha is None or (type(alpha) is float and 0.0 <= alpha < _INF))
+        and (weight is None or (type(weight) is float and 0.0 <= weight < _INF))
+    ):  # valid Python floats (what check_scale accepts of them): no Scales needed
+        if generator is not None:
+            check_generator(generator, device)
+        rows = _float_rows(sigma, alpha, weight, batch, cdt, device, where)
+        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = rows
+        # the score's own σ, never the cache's: a copy of the rows (bitwise torch.full of the value)
+        sigma_arg, user_weight = sigma_rows.clone(), False
     else:
-        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(sig, alp, wgt, batch, cdt, device)
-    seed = draw_seed(device, generator)  # validated: draw (a fresh tensor: backward reads it again)
+        sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
+        alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
+        wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
+        if generator is not None:
+            check_generator(generator, device)
+        user_weight = wgt is not None and wgt.tensor is not None
+        if sig.tensor is None and (alp is None or alp.tensor is None) and not user_weight:
+            sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device, where)
+            sigma_arg = sigma_rows.clone()
+        else:
+            sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(
+                sig, alp, wgt, batch, cdt, device
+            )
+    seed = _lean_seed(device, generator, where)  # validated: draw
     return _lean_run(
         score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg,
         (sample_offset, reduction, user_weight),
