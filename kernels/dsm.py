@@ -302,26 +302,34 @@ def _perturb_plan(n, row_size, elem_offset, half, has_alpha, noise_from_ptr, fp6
     return False, grid, (row_size, elem_offset), consts
 
 
-def loss_partial_shape(row_size: int, elem_offset: int, interpreted: bool) -> int:
-    """Column chunks per row of the loss's ``[B, n_chunks]`` partial sums (the length of a row of the
-    ``partial`` buffer :func:`launch_dsm_loss_rows` takes)."""
-    return row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK).n_chunks
+def loss_plans(rows: int, row_size: int, elem_offset: int, half: bool, fp64: bool, interpreted: bool) -> tuple:
+    """(loss plan, backward plan) of a loss over ``rows`` rows with the noise generated (``half``: a 16-bit
+    score; ``fp64``: float64 compute), for callers that keep them: pass them as ``plan=`` to
+    :func:`launch_dsm_loss_rows` and :func:`launch_dsm_loss_backward`. A loss plan's first entry is the
+    number of column chunks per row (the ``partial`` buffer holds ``rows · n_chunks`` elements)."""
+    return (
+        _loss_plan(rows, row_size, elem_offset, half, False, fp64, interpreted),
+        _backward_plan(rows, row_size, elem_offset, half, False, fp64, interpreted),
+    )
 
 
 def launch_dsm_loss_rows(
-    score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None, partial=None
-):
+    score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None, partial=None,
+    plan=None,
+):  # fmt: skip
     """Per-row loss ``out[i] = ½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` (``out``: [B], compute dtype; ``score``
-    contiguous). ``partial``: a contiguous buffer of ``B · n_chunks`` (:func:`loss_partial_shape`) elements
-    in ``out``'s dtype for the partial sums, written then read by this launch (None: a new one)."""
+    contiguous). ``partial``: a contiguous buffer of ``B · n_chunks`` elements in ``out``'s dtype for the
+    partial sums, written then read by this launch (None: a new one); ``plan``: this launch's from
+    :func:`loss_plans` (None: looked up)."""
     rows = out.shape[0]
     if rows == 0:
         return out
-    interpreted = score.is_cpu
-    n_chunks, partial_grid, partial_consts, reduce_grid, reduce_consts = _loss_plan(
-        rows, row_size, elem_offset, score.element_size() == 2, injected_noise is not None,
-        out.element_size() == 8, interpreted,
-    )  # fmt: skip
+    if plan is None:
+        plan = _loss_plan(
+            rows, row_size, elem_offset, score.element_size() == 2, injected_noise is not None,
+            out.element_size() == 8, score.is_cpu,
+        )  # fmt: skip
+    n_chunks, partial_grid, partial_consts, reduce_grid, reduce_consts = plan
     if partial is None:
         partial = out.new_empty(rows * n_chunks)
     _dsm_loss_partial_kernel[partial_grid](
@@ -365,16 +373,19 @@ def _row_vec(row_size: int, elem_offset: int, half: bool):
 
 
 def launch_dsm_loss_backward(
-    score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None
+    score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None, plan=None
 ):
-    """``grad[i, j] = c_i (s_ij + z_ij / σ_i)`` (contiguous ``score``/``grad``, same numel)."""
+    """``grad[i, j] = c_i (s_ij + z_ij / σ_i)`` (contiguous ``score``/``grad``, same numel, ``grad`` in the
+    score's dtype); ``plan``: this launch's from :func:`loss_plans` (None: looked up)."""
     rows = inv_sigma_rows.shape[0]
     if rows == 0 or row_size == 0:
         return grad
-    grid, consts = _backward_plan(
-        rows, row_size, elem_offset, score.element_size() == 2 or grad.element_size() == 2,
-        injected_noise is not None, inv_sigma_rows.element_size() == 8, score.is_cpu,
-    )  # fmt: skip
+    if plan is None:
+        plan = _backward_plan(
+            rows, row_size, elem_offset, score.element_size() == 2 or grad.element_size() == 2,
+            injected_noise is not None, inv_sigma_rows.element_size() == 8, score.is_cpu,
+        )  # fmt: skip
+    grid, consts = plan
     _dsm_loss_backward_kernel[grid](
         score,
         grad,

@@ -21,8 +21,8 @@ On the Triton path, plain tensors with nothing intercepting skip the dispatcher
 (:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
 Functions taking one tensor and one tuple, the ``[B]`` rows of Python-float scales cached (never
 written, never evicted), the seed drawn into a pooled buffer no live graph holds (:func:`_lean_seed`),
-a reduced loss's partial sums and rows in reused per-thread buffers (:func:`_loss_buffers`), no flat
-views (the launchers take contiguous tensors of any shape; their launch plans are cached).
+a reduced loss's partial sums and rows in reused per-thread buffers kept with its launch plans
+(:func:`_loss_state`), no flat views (the launchers take contiguous tensors of any shape).
 """
 
 from __future__ import annotations
@@ -551,13 +551,13 @@ _TRITON_CHOICE = _backend.derived_cache()
 
 
 def _dsm_launchers():
-    """(perturb, loss rows, loss backward, loss partial shape) of ``kernels.dsm``, imported on first use
+    """(perturb, loss rows, loss backward, loss plans) of ``kernels.dsm``, imported on first use
     (importing them imports Triton)."""
     if not _TRITON_LAUNCHERS:
         from ..kernels import dsm as kd
 
         _TRITON_LAUNCHERS.append(
-            (kd.launch_dsm_perturb, kd.launch_dsm_loss_rows, kd.launch_dsm_loss_backward, kd.loss_partial_shape)
+            (kd.launch_dsm_perturb, kd.launch_dsm_loss_rows, kd.launch_dsm_loss_backward, kd.loss_plans)
         )
     return _TRITON_LAUNCHERS[0]
 
@@ -594,63 +594,70 @@ class _LeanPerturb(torch.autograd.Function):
         return _perturb_backward(ctx, grad)[0], None
 
 
-#: this thread's reused loss buffers: .d = {(rows, row_size, elem_offset, dtype, device[, CUDA stream]):
-#: (partial, out)}
+#: this thread's reused loss state: .d = {(rows, row_size, elem_offset, score dtype, compute dtype, device[,
+#: CUDA stream]): (partial, out, loss plan, backward plan, B as a 0-d tensor)}
 _LOSS_SCRATCH = threading.local()
 
 
-def _loss_buffers(rows: int, rs: int, elem_offset: int, like: torch.Tensor, reduced: bool) -> tuple:
-    """(partial, out) of one loss launch, ``like``'s dtype and device: the ``[B · n_chunks]`` partial sums
-    and the ``[B]`` losses.
+def _loss_state(rows: int, rs: int, elem_offset: int, score: torch.Tensor, like: torch.Tensor, reduced: bool):
+    """(partial, out, loss plan, backward plan, B as a cached 0-d CPU tensor) of one loss launch: the
+    ``[B · n_chunks]`` partial sums and the ``[B]`` losses in ``like``'s dtype and device, the launch plans
+    (``kernels.dsm.loss_plans``), the count the mean's backward divides by (:func:`_count`).
 
-    Both are read before the call returns when the loss is reduced (mean, sum), partial always: they then
-    come from this thread's buffers, reused per (shape, dtype, device, CUDA stream) (the next launch into
+    The buffers are read before the call returns when the loss is reduced (mean, sum), partial always: they
+    then come from this thread's, reused per (shapes, dtypes, device, CUDA stream) (the next launch into
     them is queued on the same stream, after this call's reads; CPU calls are synchronous). An unreduced
-    loss returns ``out``: a new one. Fresh ones during CUDA-graph capture (the graph owns its memory) and
-    in inference mode (its tensors could not be used outside it as others are)."""
+    loss returns ``out``: a new one. Fresh ones during CUDA-graph capture (the graph owns its memory) and in
+    inference mode (its tensors could not be used outside it as others are)."""
     device = like.device
     kind = _backend.device_type(device)
     if kind == "cpu":
-        key = (rows, rs, elem_offset, like.dtype, device)
+        key = (rows, rs, elem_offset, score.dtype, like.dtype, device)
     elif kind == "cuda" and not torch.cuda.is_current_stream_capturing():
-        key = (rows, rs, elem_offset, like.dtype, device, torch.cuda.current_stream(device))
+        key = (rows, rs, elem_offset, score.dtype, like.dtype, device, torch.cuda.current_stream(device))
     else:
         key = None
     if key is None or torch.is_inference_mode_enabled():
-        return None, like.new_empty(rows)
+        lp, bp = _TRITON_LAUNCHERS[0][3](rows, rs, elem_offset, score.element_size() == 2,
+                                         like.dtype is _FP64, kind == "cpu")  # fmt: skip
+        return None, like.new_empty(rows), lp, bp, _count(like)
     bufs = getattr(_LOSS_SCRATCH, "d", None)
     if bufs is None:
         bufs = _LOSS_SCRATCH.d = {}
-    pair = bufs.get(key)
-    if pair is None:
+    state = bufs.get(key)
+    if state is None:
         if len(bufs) >= 64:  # shapes and streams come and go
             bufs.clear()
-        n_chunks = _dsm_launchers()[3](rs, elem_offset, kind == "cpu")
-        pair = bufs[key] = (like.new_empty(rows * n_chunks), like.new_empty(rows))
-    return (pair[0], pair[1]) if reduced else (pair[0], like.new_empty(rows))
+        lp, bp = _TRITON_LAUNCHERS[0][3](rows, rs, elem_offset, score.element_size() == 2,
+                                         like.dtype is _FP64, kind == "cpu")  # fmt: skip
+        state = bufs[key] = (like.new_empty(rows * lp[0]), like.new_empty(rows), lp, bp, _count(like))
+    return state if reduced else (state[0], like.new_empty(rows)) + state[2:]
 
 
 def _loss_body(ctx, score, pack):
     """``fastlangevin::dsm_loss_rows``'s body on the Triton path and the reduction; with a ``ctx``, what
     backward needs rides on it (the score saved, and the caller's own λ tensor when λ views one; this
-    module's own seed and rows as attributes). ``pack``: (seed, 1/σ rows, λ rows, sample_offset,
-    reduction, whether λ views the caller's tensor)."""
+    module's own seed and rows, the backward plan and the count as attributes). ``pack``: (seed, 1/σ rows,
+    λ rows, sample_offset, reduction, whether λ views the caller's tensor)."""
     seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = pack
     if _backend._RECORDERS:
         _backend.record("dsm_loss", "triton")
     rows = score.shape[0]
     rs = score.numel() // rows
     offset = sample_offset * rs
-    partial, out = _loss_buffers(rows, rs, offset, inv_sigma_rows, reduction != "none")
+    partial, out, plan, backward_plan, count = _loss_state(rows, rs, offset, score, inv_sigma_rows,
+                                                           reduction != "none")  # fmt: skip
     _TRITON_LAUNCHERS[0][1](
-        score.contiguous(), out, seed, inv_sigma_rows, weight_rows, row_size=rs, elem_offset=offset, partial=partial
-    )
+        score.contiguous(), out, seed, inv_sigma_rows, weight_rows, row_size=rs, elem_offset=offset,
+        partial=partial, plan=plan,
+    )  # fmt: skip
     if ctx is not None:
         if user_weight:  # saved like the op saves it: backward refuses a λ changed in place since
             ctx.save_for_backward(score, weight_rows)
         else:
             ctx.save_for_backward(score)
-        ctx.rows, ctx.rs = pack, rs  # (no saved-variable packing and unpacking for this module's own tensors)
+        # (no saved-variable packing and unpacking for this module's own tensors)
+        ctx.rows, ctx.rs, ctx.plan, ctx.count = pack, rs, backward_plan, count
     if reduction == "mean":
         return out.mean()
     return out.sum() if reduction == "sum" else out
@@ -668,14 +675,16 @@ def _loss_backward_body(ctx, grad):
     if grad.dtype is not weight_rows.dtype:
         grad = grad.to(weight_rows.dtype)
     if reduction == "mean":  # each row's g / B, computed once (B as a cached 0-d CPU tensor: bitwise / B)
-        grad = grad / _count(weight_rows)
+        grad = grad / ctx.count
     coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
     if _backend._RECORDERS:
         _backend.record("dsm_loss_backward", "triton")
     sc = score.contiguous()
     g = torch.empty_like(sc)
     rs = ctx.rs
-    _TRITON_LAUNCHERS[0][2](sc, g, seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs)
+    _TRITON_LAUNCHERS[0][2](
+        sc, g, seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs, plan=ctx.plan
+    )
     return g, None
 
 
