@@ -455,6 +455,32 @@ def _fp32_scalar(v: float) -> float:
     return float(np.float32(v))
 
 
+#: (σ, α, λ) Python floats -> (σ as fp32 float, then 0-d fp32 tensors σ, 1/σ, λ, α or None) of the straight
+#: path (scalar_tensor's, kept: never written); α = 0 or λ = 0 not cached (0.0 and -0.0 are equal keys)
+_FLOAT_SCALARS: dict = {}
+
+
+def _float_scalars(sigma: float, alpha, weight) -> tuple:
+    """The straight path's fp32 scalars of float σ (α, λ: None or floats), cached: σ and 1/σ, σ² unless
+    λ is given, rounded to fp32 as the general path's ``[B]`` rows are."""
+    key = (sigma, alpha, weight)
+    got = _FLOAT_SCALARS.get(key)
+    if got is None:
+        s32 = _fp32_scalar(sigma)
+        inv = scalar_tensor(_fp32_scalar(np.float32(1.0) / np.float32(s32)), torch.float32)
+        if weight is not None:
+            w = scalar_tensor(_fp32_scalar(weight), torch.float32)
+        else:
+            w = scalar_tensor(_fp32_scalar(np.float32(s32) * np.float32(s32)), torch.float32)
+        a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
+        got = (s32, scalar_tensor(s32, torch.float32), inv, w, a)
+        if alpha != 0.0 and weight != 0.0:
+            if len(_FLOAT_SCALARS) >= 256:
+                _FLOAT_SCALARS.clear()
+            _FLOAT_SCALARS[key] = got
+    return got
+
+
 def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset):
     """The default CPU loss for the common small case, straight through: the loss, or None when
     the call is not that case (the general path then validates and runs it, raising where it must).
@@ -491,10 +517,8 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     if type(sigma) is float:
         if not (1.0 / _SCALAR_MAX <= sigma <= _SCALAR_MAX):
             return None
-        s32 = _fp32_scalar(sigma)
-        inv = scalar_tensor(_fp32_scalar(np.float32(1.0) / np.float32(s32)), torch.float32)
-        w = sigma_arg = None
-        sig = scalar_tensor(s32, torch.float32)
+        s32, sig, inv, w, a = _float_scalars(sigma, alpha, weight)
+        sigma_arg = None
     elif (
         type(sigma) is torch.Tensor
         and sigma.dtype is torch.float32
@@ -529,13 +553,12 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     views[0].normal_(generator=gen)
     if sigma_arg is None:
         sigma_arg = torch.full((batch,), s32, dtype=torch.float32)
-    if weight is not None:
+    elif weight is not None:
         w = scalar_tensor(_fp32_scalar(weight), torch.float32)
-    elif type(sigma) is float:
-        w = scalar_tensor(_fp32_scalar(np.float32(s32) * np.float32(s32)), torch.float32)
     else:
         w = sigma * sigma
-    a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
+    if type(sigma) is not float:
+        a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
     return _saved_loss(score_fn, x, views[1], False, sig, inv, a, w, sigma_arg, reduction, sample_offset, "torch", True)
 
 
