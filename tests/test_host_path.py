@@ -468,3 +468,22 @@ def test_lean_dsm_unreduced_losses_are_fresh_tensors():
     with _NoOpMode():
         want = [fl.dsm_loss(score, x, 0.5, generator=g, backend="triton") for _ in range(2)]
     assert all(torch.equal(a, b) for a, b in zip(means, want))
+
+
+def test_lean_dsm_seed_pool_made_in_inference_mode_serves_normal_calls():
+    """Pooled seed buffers are normal tensors even when the first lean call runs in inference mode: later
+    calls outside it draw into them (an inference tensor refuses in-place draws outside inference mode)."""
+    from fastlangevin.ops import dsm as od
+
+    x = torch.randn(4, 3, device=DEVICE)
+    score = lambda xt, sig: -xt  # noqa: E731
+    fl.dsm_loss(score, x, 0.5, backend="triton")  # resolved
+    getattr(od._LEAN_SEEDS, "d", {}).clear()  # (buffers a live graph holds stay alive with it)
+    g = torch.Generator(device=DEVICE).manual_seed(9)
+    with torch.inference_mode():
+        a = fl.dsm_loss(score, x, 0.5, generator=g, backend="triton")
+    b = fl.dsm_loss(score, x, 0.5, generator=g, backend="triton")
+    g.manual_seed(9)
+    with _NoOpMode():
+        want = [fl.dsm_loss(score, x, 0.5, generator=g, backend="triton") for _ in range(2)]
+    assert torch.equal(a, want[0]) and torch.equal(b, want[1])

@@ -456,7 +456,8 @@ def _fp32_scalar(v: float) -> float:
 
 
 #: (σ, α, λ) Python floats -> (σ as fp32 float, then 0-d fp32 tensors σ, 1/σ, λ, α or None) of the straight
-#: path (scalar_tensor's, kept: never written); α = 0 or λ = 0 not cached (0.0 and -0.0 are equal keys)
+#: path (scalar_tensor's, kept: never written); α = 0 or λ = 0 not cached (0.0 and -0.0 are equal keys), nor
+#: what inference mode built
 _FLOAT_SCALARS: dict = {}
 
 
@@ -474,7 +475,7 @@ def _float_scalars(sigma: float, alpha, weight) -> tuple:
             w = scalar_tensor(_fp32_scalar(np.float32(s32) * np.float32(s32)), torch.float32)
         a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
         got = (s32, scalar_tensor(s32, torch.float32), inv, w, a)
-        if alpha != 0.0 and weight != 0.0:
+        if alpha != 0.0 and weight != 0.0 and not torch.is_inference_mode_enabled():
             if len(_FLOAT_SCALARS) >= 256:
                 _FLOAT_SCALARS.clear()
             _FLOAT_SCALARS[key] = got
@@ -851,7 +852,8 @@ def _lean_seed(device: torch.device, generator, where: tuple) -> torch.Tensor:
     else:
         if len(pool) >= _SEED_POOL:
             return draw_seed(device, generator)
-        buf = torch.empty(1, dtype=torch.int64, device=device)
+        with torch.inference_mode(False):  # a normal tensor: drawn into in and outside inference mode alike
+            buf = torch.empty(1, dtype=torch.int64, device=device)
         pool.append(buf)
     if generator is None:
         return buf.random_(0, SEED_HIGH)
