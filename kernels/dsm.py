@@ -23,7 +23,7 @@ import functools
 import triton
 import triton.language as tl
 
-from .row_tiles import lanes_busy, row_grid_block, row_options, row_sum, row_tile, row_vec
+from .row_tiles import lanes_busy, row_grid_block, row_options, row_sum, row_tile, rows_aligned
 from .tiles import (
     BLOCK_INTERPRETER,
     FLAT_BLOCK_GPU,
@@ -36,7 +36,6 @@ from .tiles import (
     tile_load,
     tile_rows,
     tile_store,
-    vec_for,
 )
 
 # Launch shapes live in .tiles: perturb is elementwise (the flat launch); the row kernels cover
@@ -231,90 +230,109 @@ def _compute(dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+# The launchers take contiguous tensors of any shape (the kernels see pointers and dtypes only, so a
+# flat view and the tensor itself launch the same kernel on the same memory; a view costs ~2 µs of host
+# time). Each launch's shape (grid, scalar arguments, constexprs and options) is one cached plan, a
+# function of row length, offset, batch, dtypes and modes only: a training loop launches the same plans
+# every step. Plans are shared: read-only.
+
+
 def launch_dsm_perturb(
     x, out, seed, alpha_rows, sigma_rows, *, row_size, elem_offset=0, injected_noise=None, block=None
 ):
-    """x̃ = α x + σ z. ``x``, ``out`` (and ``injected_noise``) flat contiguous; rows ``[B]`` tensors.
+    """x̃ = α x + σ z. ``x``, ``out`` (and ``injected_noise``) contiguous, same numel; rows ``[B]`` tensors.
     ``block`` (tests): the BLOCK of whichever kernel runs (row grid or flat: ROW_GRID_MIN_BUSY)."""
     n = x.numel()
     if n == 0:
         return out
-    interpreted = x.device.type == "cpu"
+    flat, grid, scalars, consts = _perturb_plan(
+        n,
+        row_size,
+        elem_offset,
+        x.element_size() == 2,
+        alpha_rows is not None,
+        injected_noise is not None,
+        sigma_rows.element_size() == 8,
+        x.is_cpu,
+        block,
+    )
     # Unused pointer slots get sigma_rows (never dereferenced: a constexpr disables the load).
-    ptrs = (
+    (_dsm_perturb_flat_kernel if flat else _dsm_perturb_kernel)[grid](
         x,
         out,
         seed,
         injected_noise if injected_noise is not None else sigma_rows,
         alpha_rows if alpha_rows is not None else sigma_rows,
         sigma_rows,
-    )
-    modes = dict(
-        HAS_ALPHA=alpha_rows is not None,
-        NOISE_FROM_PTR=injected_noise is not None,
-        COMPUTE=_compute(sigma_rows.dtype),
-    )
-    vec, aligned = row_vec(row_size, elem_offset, x)
-    # a mid-group start has scalar accesses: 4-wide rows, loaded column by column (tiles.tile_load)
-    fvec = vec_for(x) if elem_offset % 4 == 0 else 4
-    flat, grid, block, vec, options = _perturb_plan(row_size, elem_offset, aligned, vec, fvec, interpreted, n, block)
-    if flat:
-        _dsm_perturb_flat_kernel[grid](
-            *ptrs,
-            n,
-            row_size,
-            elem_offset // 4,
-            HEAD=elem_offset % 4,
-            BLOCK=block,
-            VEC=vec,
-            DIV32=row_size + block < (1 << 31),  # tiles.tile_rows
-            **modes,
-            **options,
-        )
-        return out
-    _dsm_perturb_kernel[grid](
-        *ptrs,
-        row_size,
-        elem_offset,
-        HEAD=0 if aligned else 1,
-        BLOCK=block,
-        VEC=vec,
-        **modes,
-        **options,
+        *scalars,
+        **consts,
     )
     return out
 
 
 @functools.lru_cache(maxsize=1024)
-def _perturb_plan(row_size, elem_offset, aligned, vec, flat_vec, interpreted, n, block):
-    """(flat grid?, grid, BLOCK, VEC, options) of the perturb launch: a function of these only, cached
-    (the choice calls Triton's cdiv/next_power_of_2, JIT functions: ~10 µs of host time a launch)."""
+def _perturb_plan(n, row_size, elem_offset, half, has_alpha, noise_from_ptr, fp64, interpreted, block):
+    """(flat grid?, grid, scalar arguments, constexprs and options) of the perturb launch over ``n``
+    elements of ``row_size``-element rows (``half``: 16-bit x; ``fp64``: float64 compute)."""
+    modes = dict(HAS_ALPHA=has_alpha, NOISE_FROM_PTR=noise_from_ptr, COMPUTE=tl.float64 if fp64 else tl.float32)
+    vec = 8 if half else 4  # tiles.vec_for
+    if vec == 8 and not rows_aligned(row_size, elem_offset, 8):  # row_tiles.row_vec
+        vec = 4
+    aligned = rows_aligned(row_size, elem_offset, vec)
+    # a mid-group start has scalar accesses: 4-wide rows, loaded column by column (tiles.tile_load)
+    flat_vec = (8 if half else 4) if elem_offset % 4 == 0 else 4
     head_room = 0 if aligned else 3
     gpu_block = row_grid_block(row_size + head_room)
     chunks = triton.cdiv(row_size + head_room, gpu_block)
     if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY or chunks > MAX_GRID_Y:
         cfg = flat_launch(interpreted, n, elem_offset, block, flat_vec)
-        return True, cfg.grid, cfg.block, cfg.vec, cfg.options
+        consts = dict(
+            HEAD=elem_offset % 4,
+            BLOCK=cfg.block,
+            VEC=cfg.vec,
+            DIV32=row_size + cfg.block < (1 << 31),  # tiles.tile_rows
+            **modes,
+            **cfg.options,
+        )
+        return True, cfg.grid, (n, row_size, elem_offset // 4), consts
     if block is None:  # the interpreter: one program per row (few, large programs)
         block = min(BLOCK_INTERPRETER, triton.next_power_of_2(row_size + head_room)) if interpreted else gpu_block
     grid = (n // row_size, triton.cdiv(row_size + head_room, block))
-    return False, grid, block, vec, row_options(interpreted, block)
+    consts = dict(HEAD=0 if aligned else 1, BLOCK=block, VEC=vec, **modes, **row_options(interpreted, block))
+    return False, grid, (row_size, elem_offset), consts
+
+
+def loss_plans(rows: int, row_size: int, elem_offset: int, half: bool, fp64: bool, interpreted: bool) -> tuple:
+    """(loss plan, backward plan) of a loss over ``rows`` rows with the noise generated (``half``: a 16-bit
+    score; ``fp64``: float64 compute), for callers that keep them: pass them as ``plan=`` to
+    :func:`launch_dsm_loss_rows` and :func:`launch_dsm_loss_backward`. A loss plan's first entry is the
+    number of column chunks per row (the ``partial`` buffer holds ``rows · n_chunks`` elements)."""
+    return (
+        _loss_plan(rows, row_size, elem_offset, half, False, fp64, interpreted),
+        _backward_plan(rows, row_size, elem_offset, half, False, fp64, interpreted),
+    )
 
 
 def launch_dsm_loss_rows(
-    score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None
-):
-    """Per-row loss ``out[i] = ½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` (``out``: [B], compute dtype)."""
-    import torch
-
+    score, out, seed, inv_sigma_rows, weight_rows, *, row_size, elem_offset=0, injected_noise=None, partial=None,
+    plan=None,
+):  # fmt: skip
+    """Per-row loss ``out[i] = ½ λ_i Σ_j (s_ij + z_ij / σ_i)²`` (``out``: [B], compute dtype; ``score``
+    contiguous). ``partial``: a contiguous buffer of ``B · n_chunks`` elements in ``out``'s dtype for the
+    partial sums, written then read by this launch (None: a new one); ``plan``: this launch's from
+    :func:`loss_plans` (None: looked up)."""
     rows = out.shape[0]
     if rows == 0:
         return out
-    interpreted = score.device.type == "cpu"
-    block, n_chunks, _, _, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
-    vec, aligned = row_vec(row_size, elem_offset, score)
-    partial = torch.empty((rows, n_chunks), dtype=out.dtype, device=score.device)
-    _dsm_loss_partial_kernel[(rows, n_chunks)](
+    if plan is None:
+        plan = _loss_plan(
+            rows, row_size, elem_offset, score.element_size() == 2, injected_noise is not None,
+            out.element_size() == 8, score.is_cpu,
+        )  # fmt: skip
+    n_chunks, partial_grid, partial_consts, reduce_grid, reduce_consts = plan
+    if partial is None:
+        partial = out.new_empty(rows * n_chunks)
+    _dsm_loss_partial_kernel[partial_grid](
         score,
         partial,
         seed,
@@ -323,35 +341,52 @@ def launch_dsm_loss_rows(
         row_size,
         n_chunks,
         elem_offset,
-        NOISE_FROM_PTR=injected_noise is not None,
-        ROWS_ALIGNED=aligned,
-        COMPUTE=_compute(out.dtype),
-        BLOCK=block,
-        VEC=vec,
-        **kwargs,
+        **partial_consts,
     )
-    _dsm_loss_reduce_kernel[(rows,)](
-        partial,
-        weight_rows,
-        out,
-        n_chunks,
-        CHUNKS=max(2, 1 << (n_chunks - 1).bit_length()),  # next_power_of_2 without a ConstexprFunction call
-        **launch_options(interpreted, 1),
-    )
+    _dsm_loss_reduce_kernel[reduce_grid](partial, weight_rows, out, n_chunks, **reduce_consts)
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _loss_plan(rows, row_size, elem_offset, half, noise_from_ptr, fp64, interpreted):
+    """(n_chunks, partial grid, its constexprs and options, reduce grid, its constexprs and options)."""
+    block, n_chunks, _, _, options = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    vec, aligned = _row_vec(row_size, elem_offset, half)
+    partial_consts = dict(
+        NOISE_FROM_PTR=noise_from_ptr,
+        ROWS_ALIGNED=aligned,
+        COMPUTE=tl.float64 if fp64 else tl.float32,
+        BLOCK=block,
+        VEC=vec,
+        **options,
+    )
+    chunks = max(2, 1 << (n_chunks - 1).bit_length())  # next_power_of_2
+    return n_chunks, (rows, n_chunks), partial_consts, (rows,), dict(CHUNKS=chunks, **launch_options(interpreted, 1))
+
+
+def _row_vec(row_size: int, elem_offset: int, half: bool):
+    """:func:`row_tiles.row_vec` from whether an operand is 16-bit."""
+    vec = 8 if half else 4
+    if vec == 8 and not rows_aligned(row_size, elem_offset, 8):
+        vec = 4
+    return vec, rows_aligned(row_size, elem_offset, vec)
+
+
 def launch_dsm_loss_backward(
-    score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None
+    score, grad, seed, inv_sigma_rows, coef_rows, *, row_size, elem_offset=0, injected_noise=None, plan=None
 ):
-    """``grad[i, j] = c_i (s_ij + z_ij / σ_i)`` (flat contiguous ``score``/``grad``)."""
+    """``grad[i, j] = c_i (s_ij + z_ij / σ_i)`` (contiguous ``score``/``grad``, same numel, ``grad`` in the
+    score's dtype); ``plan``: this launch's from :func:`loss_plans` (None: looked up)."""
     rows = inv_sigma_rows.shape[0]
     if rows == 0 or row_size == 0:
         return grad
-    interpreted = score.device.type == "cpu"
-    block, n_chunks, _, _, kwargs = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
-    vec, aligned = row_vec(row_size, elem_offset, score, grad)
-    _dsm_loss_backward_kernel[(rows, n_chunks)](
+    if plan is None:
+        plan = _backward_plan(
+            rows, row_size, elem_offset, score.element_size() == 2 or grad.element_size() == 2,
+            injected_noise is not None, inv_sigma_rows.element_size() == 8, score.is_cpu,
+        )  # fmt: skip
+    grid, consts = plan
+    _dsm_loss_backward_kernel[grid](
         score,
         grad,
         seed,
@@ -360,11 +395,22 @@ def launch_dsm_loss_backward(
         coef_rows,
         row_size,
         elem_offset,
-        NOISE_FROM_PTR=injected_noise is not None,
-        ROWS_ALIGNED=aligned,
-        COMPUTE=_compute(inv_sigma_rows.dtype),
-        BLOCK=block,
-        VEC=vec,
-        **kwargs,
+        **consts,
     )
     return grad
+
+
+@functools.lru_cache(maxsize=1024)
+def _backward_plan(rows, row_size, elem_offset, half, noise_from_ptr, fp64, interpreted):
+    """(grid, constexprs and options) of the loss backward launch."""
+    block, n_chunks, _, _, options = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    vec, aligned = _row_vec(row_size, elem_offset, half)
+    consts = dict(
+        NOISE_FROM_PTR=noise_from_ptr,
+        ROWS_ALIGNED=aligned,
+        COMPUTE=tl.float64 if fp64 else tl.float32,
+        BLOCK=block,
+        VEC=vec,
+        **options,
+    )
+    return (rows, n_chunks), consts

@@ -9,10 +9,14 @@ ops take the Triton path on CPU tensors, and each ``kernel[grid](...)`` launch i
 no-op that only counts its calls. It does not include Triton's own launcher (the driver call
 and argument packing, measured on hardware) nor a CUDA ``randint`` for the seed (a CPU one is
 timed instead: into a reused buffer, as CPU calls draw it; CUDA calls draw into a reused per-stream
-buffer too, and a fresh ``torch.randint`` during CUDA-graph capture).
+buffer too, and a fresh ``torch.randint`` during CUDA-graph capture; DSM draws into a per-stream pool of
+buffers no live graph holds). Where the lean DSM path keys a cache by the CUDA stream, the
+``torch.cuda.current_stream`` call it makes on CUDA (about a µs) is not in these CPU figures.
 The DSM row is one ``dsm_loss`` forward and backward on the Triton path (perturb, loss and loss
 backward: three fused ops, noise regenerated as on CUDA) around a one-op score; its floor row is that
 score with a one-op loss and the autograd engine's backward, which no loss can avoid.
+The ``dsm per op`` rows split that call at its launches; the ``over floor`` rows read issue 11's target
+per fused op from them (:func:`_over_floor`).
 Prints one JSON object: op → median µs per call over interleaved rounds, in the thread's CPU time
 (``time.thread_time``: the path is CPU-bound, and on a loaded machine wall time also counts the
 time the thread waited for a core; ``--wall`` times wall-clock instead).
@@ -181,7 +185,32 @@ def dsm_per_op(x, w, iters=2000, rounds=9, timer=time.thread_time) -> dict:
                             per_round[k].append(statistics.fmean(at[(a, b)]) * 1e6)
     finally:
         STAMPS["list"] = None
-    return {k: round(statistics.median(v), 2) for k, v in per_round.items()}
+    out = {k: round(statistics.median(v), 2) for k, v in per_round.items()}
+    out.update(_over_floor(per_round))
+    return out
+
+
+def _over_floor(per_round: dict) -> dict:
+    """Issue 11's reading per fused op: each op's host time over the autograd floor's corresponding piece,
+    the median over rounds of the per-round differences. Perturb has no floor piece (the floor perturbs
+    nothing): its whole call-to-launch time; loss forward: score out -> mean returned, less the floor's
+    sum; backward: backward() -> returned, less the floor's backward (both run the score's backward)."""
+    p = "dsm per op: "
+    rounds = range(len(per_round[p + "perturb (call -> its launch)"]))
+    loss = [sum(per_round[p + "loss fwd (" + k + ")"][r] for k in _LOSS_PIECES) for r in rounds]
+    back = [sum(per_round[p + "backward (" + k + ")"][r] for k in _BACKWARD_PIECES) for r in rounds]
+    floor_loss = per_round["floor per op: loss fwd (score out -> sum returned)"]
+    floor_back = per_round["floor per op: backward (backward() -> returned)"]
+    perturb = per_round[p + "perturb (call -> its launch)"]
+    return {
+        "over floor: perturb (no floor piece)": round(statistics.median(perturb), 2),
+        "over floor: loss fwd": round(statistics.median(a - b for a, b in zip(loss, floor_loss)), 2),
+        "over floor: backward": round(statistics.median(a - b for a, b in zip(back, floor_back)), 2),
+    }
+
+
+_LOSS_PIECES = ("score out -> partial launch", "partial -> reduce launch", "reduce launch -> mean returned")
+_BACKWARD_PIECES = ("backward() -> its launch", "launch -> returned: score's backward")
 
 
 def _segments(stamps) -> dict:

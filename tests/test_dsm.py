@@ -970,3 +970,29 @@ def test_extreme_scalar_scales_no_warning_same_loss(sigma, weight):
                 )  # fmt: skip
             )
     assert torch.equal(got[0], got[1])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_launchers_take_contiguous_tensors_of_any_shape(dtype):
+    """The kernels see pointers and dtypes only: a contiguous ``[B, C, W]`` tensor and its flat view launch
+    bitwise the same results; a kept plan (``loss_plans``) and a given partial buffer too."""
+    from fastlangevin.kernels import dsm as kd
+
+    dev = _kernel_pairs()
+    B, C, W = 3, 2, 5  # rows start mid Philox group
+    x = torch.randn(B, C, W, generator=torch.Generator().manual_seed(6)).to(dev, dtype)
+    seed = torch.tensor([31337], device=dev)
+    sig, al, inv, w = [t.to(dev) for t in rows_for(x.view(B, -1), torch.rand(B) + 0.1, torch.rand(B) + 0.5, None)]
+    kw = dict(row_size=C * W, elem_offset=3)
+    flat, full = x.view(-1), x
+    perturb = [kd.launch_dsm_perturb(t, torch.empty_like(t), seed, al, sig, **kw).view(-1) for t in (flat, full)]
+    back = [kd.launch_dsm_loss_backward(t, torch.empty_like(t), seed, inv, w, **kw).view(-1) for t in (flat, full)]
+    loss_plan, backward_plan = kd.loss_plans(B, C * W, 3, dtype == torch.bfloat16, False, x.is_cpu)
+    partial = torch.full((B * loss_plan[0],), float("nan"), device=dev)
+    rows = [
+        kd.launch_dsm_loss_rows(flat, torch.empty(B, device=dev), seed, inv, w, **kw),
+        kd.launch_dsm_loss_rows(full, torch.empty(B, device=dev), seed, inv, w, partial=partial, plan=loss_plan, **kw),
+    ]
+    planned = kd.launch_dsm_loss_backward(full, torch.empty_like(full), seed, inv, w, plan=backward_plan, **kw)
+    assert torch.equal(*perturb) and torch.equal(*back) and torch.equal(*rows)
+    assert torch.equal(planned.view(-1), back[0]) and not partial.isnan().any()

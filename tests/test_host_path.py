@@ -8,6 +8,8 @@
 * refused calls on the lean paths leave the input and the generator untouched.
 """
 
+import contextlib
+
 import pytest
 import torch
 
@@ -399,3 +401,89 @@ def test_lean_dsm_backward_twice_raises_under_create_graph():
     assert gw.requires_grad and torch.equal(gw, grad_w())
     with pytest.raises(RuntimeError, match="trying to differentiate twice"):
         gw.backward()
+
+
+def test_lean_dsm_seeds_of_live_graphs_are_never_redrawn():
+    """The lean path draws its seed into a pooled buffer only when no live graph holds it: with more
+    losses alive than the pool keeps, each backward still regenerates its own forward's noise (bitwise
+    the general path's gradients, call by call), and the generator advances as the general path's."""
+    from fastlangevin.ops import dsm as od
+
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(5), device=DEVICE)
+    fl.dsm_loss(lambda xt, sig: -xt, x, 0.5, backend="triton")  # resolved
+    n = od._SEED_POOL + 2
+
+    def grads(mode):
+        g = torch.Generator(device=DEVICE).manual_seed(21)
+        nets = [_Affine(3, torch.float32).to(DEVICE) for _ in range(n)]
+        with mode or contextlib.nullcontext():
+            losses = [fl.dsm_loss(net, x, 0.3 + 0.1 * i, generator=g, backend="triton") for i, net in enumerate(nets)]
+            for loss in reversed(losses):  # the last drawn first: every earlier seed must still be its own
+                loss.backward()
+        return [(loss.detach(), net.m.grad, net.c.grad) for loss, net in zip(losses, nets)], g.get_state()
+
+    lean, lean_state = grads(None)
+    general, general_state = grads(_NoOpMode())
+    assert torch.equal(lean_state, general_state)
+    for u, v in zip(lean, general):
+        assert all(torch.equal(a, b) for a, b in zip(u, v))
+    # the loop case: one loss kept alive while the next is drawn reuses the pool, never its buffer
+    pool = od._LEAN_SEEDS.d[x.device if x.is_cpu else torch.cuda.current_stream(x.device)]
+    kept = fl.dsm_loss(lambda xt, sig: -xt * x.new_ones(()).requires_grad_(), x, 0.5, backend="triton")
+    held = [b for b in pool if od._refcount(b) > od._FREE_REFS]
+    assert len(pool) <= od._SEED_POOL and held
+    assert all(b.data_ptr() != h.data_ptr() for b in pool for h in held if b is not h)
+    del kept
+
+
+def test_lean_dsm_weight_changed_in_place_before_backward_raises():
+    """A ``[B]`` weight tensor in the compute dtype is viewed, not copied, by both paths: changed in place
+    between forward and backward, backward refuses it on the lean path as on the general one."""
+    x = torch.randn(4, 3, device=DEVICE)
+    w = torch.tensor(-1.0, device=DEVICE, requires_grad=True)
+    fl.dsm_loss(lambda xt, sig: xt * w, x, 0.5, backend="triton")  # resolved
+    for mode in (None, _NoOpMode()):
+        weight = torch.full((4,), 2.0, device=DEVICE)
+        with mode or contextlib.nullcontext():
+            loss = fl.dsm_loss(lambda xt, sig: xt * w, x, 0.5, weight=weight, backend="triton")
+            weight.mul_(3.0)
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                loss.backward()
+
+
+def test_lean_dsm_unreduced_losses_are_fresh_tensors():
+    """Reduced losses read their ``[B]`` rows from a reused buffer before returning; ``reduction='none'``
+    returns the rows: a new tensor every call, never overwritten by a later call."""
+    x = torch.randn(6, 2, device=DEVICE)
+    score = lambda xt, sig: -xt  # noqa: E731
+    fl.dsm_loss(score, x, 0.5, backend="triton")  # resolved
+    g = torch.Generator(device=DEVICE).manual_seed(8)
+    first = fl.dsm_loss(score, x, 0.5, reduction="none", generator=g, backend="triton")
+    keep = first.clone()
+    means = [fl.dsm_loss(score, x, 0.5, generator=g, backend="triton") for _ in range(2)]
+    second = fl.dsm_loss(score, x, 0.5, reduction="none", generator=g, backend="triton")
+    assert torch.equal(first, keep) and first.data_ptr() != second.data_ptr()
+    g.manual_seed(8)
+    fl.dsm_loss(score, x, 0.5, reduction="none", generator=g, backend="triton")
+    with _NoOpMode():
+        want = [fl.dsm_loss(score, x, 0.5, generator=g, backend="triton") for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(means, want))
+
+
+def test_lean_dsm_seed_pool_made_in_inference_mode_serves_normal_calls():
+    """Pooled seed buffers are normal tensors even when the first lean call runs in inference mode: later
+    calls outside it draw into them (an inference tensor refuses in-place draws outside inference mode)."""
+    from fastlangevin.ops import dsm as od
+
+    x = torch.randn(4, 3, device=DEVICE)
+    score = lambda xt, sig: -xt  # noqa: E731
+    fl.dsm_loss(score, x, 0.5, backend="triton")  # resolved
+    getattr(od._LEAN_SEEDS, "d", {}).clear()  # (buffers a live graph holds stay alive with it)
+    g = torch.Generator(device=DEVICE).manual_seed(9)
+    with torch.inference_mode():
+        a = fl.dsm_loss(score, x, 0.5, generator=g, backend="triton")
+    b = fl.dsm_loss(score, x, 0.5, generator=g, backend="triton")
+    g.manual_seed(9)
+    with _NoOpMode():
+        want = [fl.dsm_loss(score, x, 0.5, generator=g, backend="triton") for _ in range(2)]
+    assert torch.equal(a, want[0]) and torch.equal(b, want[1])

@@ -19,13 +19,18 @@ take a straight path (:func:`_small_cpu_saved`) with the same operations.
 
 On the Triton path, plain tensors with nothing intercepting skip the dispatcher
 (:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
-Functions, the ``[B]`` rows of Python-float scales cached (never written, never evicted).
+Functions taking one tensor and one tuple, the ``[B]`` rows of Python-float scales cached (never
+written, never evicted), the seed drawn into a pooled buffer no live graph holds (:func:`_lean_seed`),
+a reduced loss's partial sums and rows in reused per-thread buffers kept with its launch plans
+(:func:`_loss_state`), no flat views (the launchers take contiguous tensors of any shape).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -35,8 +40,8 @@ from torch.autograd.function import once_differentiable
 
 from .. import _backend
 from .._backend import _dispatch_modes, _function_mode_on, _is_compiling
-from .._rng import TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
-from .._validate import FLOAT_DTYPES, check_generator, check_like, check_offset, check_scale, check_state
+from .._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed, draw_seed, draw_seed_value
+from .._validate import FLOAT_DTYPES, Scale, check_generator, check_like, check_offset, check_scale, check_state
 from ..fallback.chunks import CPU_PIECE, cpu_scratch, draw_noise
 from ..fallback.dsm import dsm_loss_backward_torch, dsm_loss_rows_torch, dsm_perturb_torch, residual_loss_rows_
 from ..fallback.langevin_step import compute_dtype, scalar_tensor
@@ -450,6 +455,33 @@ def _fp32_scalar(v: float) -> float:
     return float(np.float32(v))
 
 
+#: (σ, α, λ) Python floats -> (σ as fp32 float, then 0-d fp32 tensors σ, 1/σ, λ, α or None) of the straight
+#: path (scalar_tensor's, kept: never written); α = 0 or λ = 0 not cached (0.0 and -0.0 are equal keys), nor
+#: what inference mode built
+_FLOAT_SCALARS: dict = {}
+
+
+def _float_scalars(sigma: float, alpha, weight) -> tuple:
+    """The straight path's fp32 scalars of float σ (α, λ: None or floats), cached: σ and 1/σ, σ² unless
+    λ is given, rounded to fp32 as the general path's ``[B]`` rows are."""
+    key = (sigma, alpha, weight)
+    got = _FLOAT_SCALARS.get(key)
+    if got is None:
+        s32 = _fp32_scalar(sigma)
+        inv = scalar_tensor(_fp32_scalar(np.float32(1.0) / np.float32(s32)), torch.float32)
+        if weight is not None:
+            w = scalar_tensor(_fp32_scalar(weight), torch.float32)
+        else:
+            w = scalar_tensor(_fp32_scalar(np.float32(s32) * np.float32(s32)), torch.float32)
+        a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
+        got = (s32, scalar_tensor(s32, torch.float32), inv, w, a)
+        if alpha != 0.0 and weight != 0.0 and not torch.is_inference_mode_enabled():
+            if len(_FLOAT_SCALARS) >= 256:
+                _FLOAT_SCALARS.clear()
+            _FLOAT_SCALARS[key] = got
+    return got
+
+
 def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset):
     """The default CPU loss for the common small case, straight through: the loss, or None when
     the call is not that case (the general path then validates and runs it, raising where it must).
@@ -486,10 +518,8 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     if type(sigma) is float:
         if not (1.0 / _SCALAR_MAX <= sigma <= _SCALAR_MAX):
             return None
-        s32 = _fp32_scalar(sigma)
-        inv = scalar_tensor(_fp32_scalar(np.float32(1.0) / np.float32(s32)), torch.float32)
-        w = sigma_arg = None
-        sig = scalar_tensor(s32, torch.float32)
+        s32, sig, inv, w, a = _float_scalars(sigma, alpha, weight)
+        sigma_arg = None
     elif (
         type(sigma) is torch.Tensor
         and sigma.dtype is torch.float32
@@ -524,13 +554,12 @@ def _small_cpu_saved(score_fn, x, sigma, alpha, weight, reduction, generator, ba
     views[0].normal_(generator=gen)
     if sigma_arg is None:
         sigma_arg = torch.full((batch,), s32, dtype=torch.float32)
-    if weight is not None:
+    elif weight is not None:
         w = scalar_tensor(_fp32_scalar(weight), torch.float32)
-    elif type(sigma) is float:
-        w = scalar_tensor(_fp32_scalar(np.float32(s32) * np.float32(s32)), torch.float32)
     else:
         w = sigma * sigma
-    a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
+    if type(sigma) is not float:
+        a = None if alpha is None else scalar_tensor(_fp32_scalar(alpha), torch.float32)
     return _saved_loss(score_fn, x, views[1], False, sig, inv, a, w, sigma_arg, reduction, sample_offset, "torch", True)
 
 
@@ -546,23 +575,27 @@ _TRITON_CHOICE = _backend.derived_cache()
 
 
 def _dsm_launchers():
-    """(perturb, loss rows, loss backward) launchers, imported on first use (importing them imports Triton)."""
+    """(perturb, loss rows, loss backward, loss plans) of ``kernels.dsm``, imported on first use
+    (importing them imports Triton)."""
     if not _TRITON_LAUNCHERS:
-        from ..kernels.dsm import launch_dsm_loss_backward, launch_dsm_loss_rows, launch_dsm_perturb
+        from ..kernels import dsm as kd
 
-        _TRITON_LAUNCHERS.append((launch_dsm_perturb, launch_dsm_loss_rows, launch_dsm_loss_backward))
+        _TRITON_LAUNCHERS.append(
+            (kd.launch_dsm_perturb, kd.launch_dsm_loss_rows, kd.launch_dsm_loss_backward, kd.loss_plans)
+        )
     return _TRITON_LAUNCHERS[0]
 
 
 def _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset):
-    """``fastlangevin::dsm_perturb``'s body on the Triton path: x̃ = α x + σ z, z drawn in the kernel."""
+    """``fastlangevin::dsm_perturb``'s body on the Triton path: x̃ = α x + σ z, z drawn in the kernel (the
+    launchers take contiguous tensors of any shape: no flat views)."""
     if _backend._RECORDERS:
         _backend.record("dsm_perturb", "triton")
     xc = x.contiguous()
     out = torch.empty_like(xc)
     rs = xc.numel() // xc.shape[0]
-    _dsm_launchers()[0](
-        xc.view(-1), out.view(-1), seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
+    (_TRITON_LAUNCHERS[0] if _TRITON_LAUNCHERS else _dsm_launchers())[0](
+        xc, out, seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
     )
     return out
 
@@ -570,36 +603,85 @@ def _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset):
 class _LeanPerturb(torch.autograd.Function):
     """``fastlangevin::dsm_perturb`` on the Triton path as one autograd node: the op's body and its
     backward (∂x̃/∂x = α), without the custom-op dispatcher (~100 µs a call on the host). Only
-    applied when x needs a gradient; otherwise the body runs alone (nothing to record)."""
+    applied when x needs a gradient; otherwise the body runs alone (nothing to record). ``pack``:
+    (seed, α rows or None, σ rows, sample_offset), one argument (autograd sorts only x)."""
 
     @staticmethod
-    def forward(ctx, x, seed, alpha_rows, sigma_rows, sample_offset):
+    def forward(ctx, x, pack):
+        seed, alpha_rows, sigma_rows, sample_offset = pack
         ctx.x_dtype = x.dtype
-        ctx.save_for_backward(alpha_rows)
+        ctx.save_for_backward(alpha_rows)  # (it may view the caller's α: saved, so an in-place change is caught)
         return _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
 
     @staticmethod
     def backward(ctx, grad):
-        return _perturb_backward(ctx, grad)[0], None, None, None, None
+        return _perturb_backward(ctx, grad)[0], None
 
 
-def _loss_body(ctx, score, seed, inv_sigma_rows, weight_rows, how):
+#: this thread's reused loss state: .d = {(rows, row_size, elem_offset, score dtype, compute dtype, device[,
+#: CUDA stream]): (partial, out, loss plan, backward plan, B as a 0-d tensor)}
+_LOSS_SCRATCH = threading.local()
+
+
+def _loss_state(rows: int, rs: int, elem_offset: int, score: torch.Tensor, like: torch.Tensor, reduced: bool):
+    """(partial, out, loss plan, backward plan, B as a cached 0-d CPU tensor) of one loss launch: the
+    ``[B · n_chunks]`` partial sums and the ``[B]`` losses in ``like``'s dtype and device, the launch plans
+    (``kernels.dsm.loss_plans``), the count the mean's backward divides by (:func:`_count`).
+
+    The buffers are read before the call returns when the loss is reduced (mean, sum), partial always: they
+    then come from this thread's, reused per (shapes, dtypes, device, CUDA stream) (the next launch into
+    them is queued on the same stream, after this call's reads; CPU calls are synchronous). An unreduced
+    loss returns ``out``: a new one. Fresh ones during CUDA-graph capture (the graph owns its memory) and in
+    inference mode (its tensors could not be used outside it as others are)."""
+    device = like.device
+    kind = _backend.device_type(device)
+    if kind == "cpu":
+        key = (rows, rs, elem_offset, score.dtype, like.dtype, device)
+    elif kind == "cuda" and not torch.cuda.is_current_stream_capturing():
+        key = (rows, rs, elem_offset, score.dtype, like.dtype, device, torch.cuda.current_stream(device))
+    else:
+        key = None
+    if key is None or torch.is_inference_mode_enabled():
+        lp, bp = _TRITON_LAUNCHERS[0][3](rows, rs, elem_offset, score.element_size() == 2,
+                                         like.dtype is _FP64, kind == "cpu")  # fmt: skip
+        return None, like.new_empty(rows), lp, bp, _count(like)
+    bufs = getattr(_LOSS_SCRATCH, "d", None)
+    if bufs is None:
+        bufs = _LOSS_SCRATCH.d = {}
+    state = bufs.get(key)
+    if state is None:
+        if len(bufs) >= 64:  # shapes and streams come and go
+            bufs.clear()
+        lp, bp = _TRITON_LAUNCHERS[0][3](rows, rs, elem_offset, score.element_size() == 2,
+                                         like.dtype is _FP64, kind == "cpu")  # fmt: skip
+        state = bufs[key] = (like.new_empty(rows * lp[0]), like.new_empty(rows), lp, bp, _count(like))
+    return state if reduced else (state[0], like.new_empty(rows)) + state[2:]
+
+
+def _loss_body(ctx, score, pack):
     """``fastlangevin::dsm_loss_rows``'s body on the Triton path and the reduction; with a ``ctx``, what
-    backward needs rides on it (the score saved, this module's own seed and rows as attributes)."""
-    sample_offset, reduction = how
+    backward needs rides on it (the score saved, and the caller's own λ tensor when λ views one; this
+    module's own seed and rows, the backward plan and the count as attributes). ``pack``: (seed, 1/σ rows,
+    λ rows, sample_offset, reduction, whether λ views the caller's tensor)."""
+    seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = pack
     if _backend._RECORDERS:
         _backend.record("dsm_loss", "triton")
     rows = score.shape[0]
     rs = score.numel() // rows
-    out = torch.empty(rows, dtype=inv_sigma_rows.dtype, device=score.device)
-    _dsm_launchers()[1](
-        score.contiguous().view(-1), out, seed, inv_sigma_rows, weight_rows, row_size=rs,
-        elem_offset=sample_offset * rs,
+    offset = sample_offset * rs
+    partial, out, plan, backward_plan, count = _loss_state(rows, rs, offset, score, inv_sigma_rows,
+                                                           reduction != "none")  # fmt: skip
+    _TRITON_LAUNCHERS[0][1](
+        score.contiguous(), out, seed, inv_sigma_rows, weight_rows, row_size=rs, elem_offset=offset,
+        partial=partial, plan=plan,
     )  # fmt: skip
     if ctx is not None:
-        ctx.save_for_backward(score)
-        # this module's own non-differentiable tensors ride on ctx (no saved-variable packing and unpacking)
-        ctx.rows = (seed, inv_sigma_rows, weight_rows, rs, sample_offset, reduction)
+        if user_weight:  # saved like the op saves it: backward refuses a λ changed in place since
+            ctx.save_for_backward(score, weight_rows)
+        else:
+            ctx.save_for_backward(score)
+        # (no saved-variable packing and unpacking for this module's own tensors)
+        ctx.rows, ctx.rs, ctx.plan, ctx.count = pack, rs, backward_plan, count
     if reduction == "mean":
         return out.mean()
     return out.sum() if reduction == "sum" else out
@@ -609,21 +691,25 @@ def _loss_backward_body(ctx, grad):
     """∂L/∂s = c_i (s_ij + z_ij / σ_i) with c = λ · (each row's share of ``grad``): autograd's mean / sum
     backward on the one value (``g.expand(B) / B``, ``g.expand(B)``: bitwise the same rows), then the
     backward op's body (z regenerated from the seed)."""
-    (score,) = ctx.saved_tensors
-    seed, inv_sigma_rows, weight_rows, rs, sample_offset, reduction = ctx.rows
+    seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = ctx.rows
+    if user_weight:
+        score, weight_rows = ctx.saved_tensors
+    else:
+        (score,) = ctx.saved_tensors
     if grad.dtype is not weight_rows.dtype:
         grad = grad.to(weight_rows.dtype)
     if reduction == "mean":  # each row's g / B, computed once (B as a cached 0-d CPU tensor: bitwise / B)
-        grad = grad / _count(weight_rows)
+        grad = grad / ctx.count
     coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
     if _backend._RECORDERS:
         _backend.record("dsm_loss_backward", "triton")
     sc = score.contiguous()
     g = torch.empty_like(sc)
-    _dsm_launchers()[2](
-        sc.view(-1), g.view(-1), seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs
+    rs = ctx.rs
+    _TRITON_LAUNCHERS[0][2](
+        sc, g, seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs, plan=ctx.plan
     )
-    return g, None, None, None, None
+    return g, None
 
 
 # the backward kernel has no derivative: under create_graph a second backward raises, as the op's did
@@ -632,11 +718,12 @@ _loss_backward_once = once_differentiable(_loss_backward_body)
 
 class _LeanLoss(torch.autograd.Function):
     """``fastlangevin::dsm_loss_rows`` and its reduction as one autograd node on the Triton path (see
-    :func:`_loss_body`, :func:`_loss_backward_body`)."""
+    :func:`_loss_body`, :func:`_loss_backward_body`): ``apply(score, pack)``, one argument besides the
+    score (autograd sorts one tensor in, one gradient out)."""
 
     @staticmethod
-    def forward(ctx, score, seed, inv_sigma_rows, weight_rows, how):
-        return _loss_body(ctx, score, seed, inv_sigma_rows, weight_rows, how)
+    def forward(ctx, score, pack):
+        return _loss_body(ctx, score, pack)
 
     @staticmethod
     def backward(ctx, grad):
@@ -648,24 +735,28 @@ class _LeanLoss(torch.autograd.Function):
 def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, how):
     """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
     one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (sample_offset,
-    reduction)."""
+    reduction, whether λ views the caller's tensor)."""
+    sample_offset = how[0]
+    if not _TRITON_LAUNCHERS:
+        _dsm_launchers()
     if torch.is_grad_enabled() and x.requires_grad:
-        x_tilde = _apply(_LeanPerturb, x, seed, alpha_rows, sigma_rows, how[0])
+        x_tilde = _apply(_LeanPerturb, x, (seed, alpha_rows, sigma_rows, sample_offset))
     else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
-        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, how[0])
+        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
     s = _check_score(score_fn(x_tilde, sigma_arg), x)
+    pack = (seed, inv_sigma_rows, weight_rows, sample_offset, how[1], how[2])
     if not (torch.is_grad_enabled() and s.requires_grad):
-        return _loss_body(None, s, seed, inv_sigma_rows, weight_rows, how)
+        return _loss_body(None, s, pack)
     if _lean_loss_apply is None or _functorch_active():
-        return _LeanLoss.apply(s, seed, inv_sigma_rows, weight_rows, how)
-    return _lean_loss_apply(_unwrap_if_dead(s), seed, inv_sigma_rows, weight_rows, how)  # the rest: our own
+        return _LeanLoss.apply(s, pack)
+    return _lean_loss_apply(_unwrap_if_dead(s), pack)  # the rest: our own
 
 
 def _run_lean_triton(score_fn, x, p: _Prepared) -> torch.Tensor:
     """:func:`_lean_run` with a :class:`_Prepared` call."""
     return _lean_run(
         score_fn, x, p.seed, p.alpha_rows, p.sigma_rows, p.inv_sigma_rows, p.weight_rows, p.sigma_arg,
-        (p.sample_offset, p.reduction),
+        (p.sample_offset, p.reduction, True),
     )  # fmt: skip
 
 
@@ -678,24 +769,38 @@ _MAX_SCALAR_ROWS = 64
 _SCALAR_ROWS_BATCH = 4096
 
 
-def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.device) -> tuple:
-    """:func:`_scale_rows`' first four for Python-float scales (Scales without tensors), cached.
+def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.device, where: tuple) -> tuple:
+    """:func:`_scale_rows`' first four for Python-float scales (Scales without tensors), cached
+    (:func:`_float_rows`)."""
+    return _float_rows(sig.value, None if alp is None else alp.value, None if wgt is None else wgt.value,
+                       batch, cdt, device, where)  # fmt: skip
+
+
+def _where(device: torch.device) -> tuple:
+    """(device type, current CUDA stream or None, capturing a CUDA graph?): asked once per call."""
+    kind = _backend.device_type(device)
+    if kind == "cuda":
+        return kind, torch.cuda.current_stream(device), torch.cuda.is_current_stream_capturing()
+    return kind, None, False
+
+
+def _float_rows(sigma: float, alpha, weight, batch: int, cdt: torch.dtype, device: torch.device, where) -> tuple:
+    """(σ, α or None, 1/σ, λ) rows of validated Python-float scales (α, λ: None or a float), cached.
 
     On CUDA the key holds the current stream: the rows' fill kernels were queued on it, so every later
     kernel on that stream reads them filled; another stream builds its own. Nothing is cached while a
     CUDA graph is being captured (the graph owns the tensors it fills) or in inference mode (its tensors
     could not be saved for backward later). α = 0 or λ = 0 is not cached (0.0 and -0.0 are equal keys)."""
-    alpha = None if alp is None else alp.value
-    weight = None if wgt is None else wgt.value
-    kind = _backend.device_type(device)
+    kind, stream, capturing = where  # (see _where)
     if kind == "cpu":
-        key = (sig.value, alpha, weight, cdt, device, batch)
+        key = (sigma, alpha, weight, cdt, device, batch)
     elif kind == "cuda":
-        key = (sig.value, alpha, weight, cdt, device, batch, torch.cuda.current_stream(device))
+        key = (sigma, alpha, weight, cdt, device, batch, stream)
     else:
         key = None
     rows = _SCALAR_ROWS.get(key)
     if rows is None:
+        sig, alp, wgt = Scale(sigma), None if alpha is None else Scale(alpha), None if weight is None else Scale(weight)
         rows = _scale_rows(sig, alp, wgt, batch, cdt, device)[:4]
         if (
             key is not None
@@ -704,18 +809,68 @@ def _scalar_rows(sig, alp, wgt, batch: int, cdt: torch.dtype, device: torch.devi
             and alpha != 0.0
             and weight != 0.0
             and not torch.is_inference_mode_enabled()
-            and not (kind == "cuda" and torch.cuda.is_current_stream_capturing())
+            and not capturing
         ):
             _SCALAR_ROWS[key] = rows
     return rows
 
 
+#: this thread's seed buffers: .d = {device or CUDA stream: [int64 [1] tensors]}
+_LEAN_SEEDS = threading.local()
+#: seed buffers kept per device (or stream): a loop keeps one loss (and its graph) alive at the next call
+_SEED_POOL = 4
+
+
+def _lean_seed(device: torch.device, generator, where: tuple) -> torch.Tensor:
+    """:func:`draw_seed`'s draw (the same value and generator advance: ``torch.randint`` is ``empty`` then
+    ``random_``, see :func:`fastlangevin._rng.draw_seed_reused`) into one of this thread's int64 ``[1]``
+    buffers for (device, CUDA stream) that no earlier call's graph still holds, saving the factory.
+
+    A lean call's seed leaves it only in its loss node's ``ctx.rows`` (Python references, the pool's own
+    aside; never a saved variable, never handed to the score): a buffer whose reference count is the
+    pool's alone is read by no live graph. Earlier reads of it were queued on the same stream (the key)
+    before this draw; CPU calls are synchronous. A fresh tensor during CUDA-graph capture, or when every
+    pooled buffer is held."""
+    kind, stream, capturing = where  # (see _where)
+    if kind == "cpu":
+        key = device
+    elif kind == "cuda" and not capturing:
+        key = stream
+    else:
+        return draw_seed(device, generator)
+    pools = getattr(_LEAN_SEEDS, "d", None)
+    if pools is None:
+        pools = _LEAN_SEEDS.d = {}
+    pool = pools.get(key)
+    if pool is None:
+        if len(pools) >= 64:  # streams come and go
+            pools.clear()
+        pool = pools[key] = []
+    for buf in pool:
+        if _refcount(buf) == _FREE_REFS:  # the list's and this loop's, and getrefcount's argument
+            break
+    else:
+        if len(pool) >= _SEED_POOL:
+            return draw_seed(device, generator)
+        with torch.inference_mode(False):  # a normal tensor: drawn into in and outside inference mode alike
+            buf = torch.empty(1, dtype=torch.int64, device=device)
+        pool.append(buf)
+    if generator is None:
+        return buf.random_(0, SEED_HIGH)
+    return buf.random_(0, SEED_HIGH, generator=generator)
+
+
+_refcount = sys.getrefcount
+_FREE_REFS = 3
+
+
 def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, backend, rng, sample_offset):
     """:func:`dsm_loss` on the Triton path (noise regenerated) for plain tensors with nothing intercepting:
     :func:`_prepare`'s checks (same order, same messages) and seed draw, then :func:`_lean_run`, without
-    ``_Prepared``; the rows of Python-float scales cached (:func:`_scalar_rows`). Returns the loss, or None
-    when the call is not that case (the general path then runs it, raising where it must). Nothing is
-    drawn before every check has passed; the same seed, rows and launches: bitwise the general path."""
+    ``_Prepared``; the rows of Python-float scales cached (:func:`_float_rows`), the seed drawn into a
+    pooled buffer (:func:`_lean_seed`). Returns the loss, or None when the call is not that case (the
+    general path then runs it, raising where it must). Nothing is drawn before every check has passed; the
+    same seed, rows and launches: bitwise the general path."""
     if type(x) is not _TENSOR or _is_compiling() or _function_mode_on() or _dispatch_modes():
         return None
     device = x.device
@@ -737,20 +892,38 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
         return None
     batch = x.shape[0]
     cdt = _FP64 if x.dtype is _FP64 else _FP32
-    sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
-    alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
-    wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
-    if generator is not None:
-        check_generator(generator, device)
-    if sig.tensor is None and (alp is None or alp.tensor is None) and (wgt is None or wgt.tensor is None):
-        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device)
-        sigma_arg = torch.full((batch,), sig.value, dtype=cdt, device=device)  # the score's own: never the cache's
+    where = _where(device)  # (the rows and the seed are used first on this call's stream)
+    if (
+        type(sigma) is float
+        and 0.0 < sigma < _INF
+        and (alpha is None or (type(alpha) is float and 0.0 <= alpha < _INF))
+        and (weight is None or (type(weight) is float and 0.0 <= weight < _INF))
+    ):  # valid Python floats (what check_scale accepts of them): no Scales needed
+        if generator is not None:
+            check_generator(generator, device)
+        rows = _float_rows(sigma, alpha, weight, batch, cdt, device, where)
+        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = rows
+        # the score's own σ, never the cache's: a copy of the rows (bitwise torch.full of the value)
+        sigma_arg, user_weight = sigma_rows.clone(), False
     else:
-        sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(sig, alp, wgt, batch, cdt, device)
-    seed = draw_seed(device, generator)  # validated: draw (a fresh tensor: backward reads it again)
+        sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
+        alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
+        wgt = None if weight is None else check_scale("weight", weight, batch=batch, device=device)
+        if generator is not None:
+            check_generator(generator, device)
+        user_weight = wgt is not None and wgt.tensor is not None
+        if sig.tensor is None and (alp is None or alp.tensor is None) and not user_weight:
+            sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device, where)
+            sigma_arg = sigma_rows.clone()
+        else:
+            sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(
+                sig, alp, wgt, batch, cdt, device
+            )
+    seed = _lean_seed(device, generator, where)  # validated: draw
     return _lean_run(
-        score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, (sample_offset, reduction)
-    )
+        score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg,
+        (sample_offset, reduction, user_weight),
+    )  # fmt: skip
 
 
 _APPLY_NODES: dict = {}
