@@ -17,6 +17,7 @@ Every op implementation calls :func:`record` with the backend that actually ran,
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from typing import Iterator, List, Optional, Tuple
 
@@ -32,6 +33,26 @@ class BackendUnavailableError(RuntimeError):
 
 _UNSET = object()
 _TRITON_IMPORT_ERROR = _UNSET
+
+
+#: Tensors kept across calls (per-thread buffers, cached scalars and index tables, seed buffers) are
+#: made with inference mode off, at each place that makes one (``with torch.inference_mode(False)``, or
+#: :func:`kept` on a cached factory). Made inside ``torch.inference_mode()`` they would be inference
+#: tensors, which a later normal call can neither write in place nor save for backward: a first call
+#: inside inference mode would break every later one (``tests/test_inference_mode.py``).
+KEPT = "tensors kept across calls are made outside inference mode"
+
+
+def kept(factory):
+    """``factory`` (whose tensors are cached, e.g. under ``functools.lru_cache``) run with inference mode
+    off: see :data:`KEPT`. Put it under the cache decorator, so that a cache hit pays nothing."""
+
+    @functools.wraps(factory)
+    def made(*args, **kwargs):
+        with torch.inference_mode(False):
+            return factory(*args, **kwargs)
+
+    return made
 
 
 def triton_import_error() -> Optional[str]:

@@ -70,7 +70,8 @@ def draw_seed_value(generator: Optional[torch.Generator] = None) -> int:
     """
     buf = getattr(_SEED_SCRATCH, "buf", None)
     if buf is None:
-        buf = _SEED_SCRATCH.buf = torch.empty(1, dtype=torch.int64)
+        with torch.inference_mode(False):  # kept across calls: never an inference tensor (see _backend.KEPT)
+            buf = _SEED_SCRATCH.buf = torch.empty(1, dtype=torch.int64)
     return buf.random_(0, SEED_HIGH, generator=generator).item()
 
 
@@ -105,7 +106,8 @@ def draw_seed_reused(device: torch.device, generator: Optional[torch.Generator] 
     if buf is None:
         if len(bufs) >= 64:  # streams come and go: a dropped buffer is freed stream-ordered by the allocator
             bufs.clear()
-        buf = bufs[key] = torch.empty(1, dtype=torch.int64, device=device)
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            buf = bufs[key] = torch.empty(1, dtype=torch.int64, device=device)
     if generator is None:
         return buf.random_(0, SEED_HIGH)
     return buf.random_(0, SEED_HIGH, generator=generator)

@@ -134,7 +134,8 @@ def thread_scratch() -> CpuScratch:
     """This thread's :class:`CpuScratch`, made on first use."""
     st = getattr(_SCRATCH, "st", None)
     if st is None:
-        st = _SCRATCH.st = CpuScratch()
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            st = _SCRATCH.st = CpuScratch()
     return st
 
 

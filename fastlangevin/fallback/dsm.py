@@ -26,6 +26,7 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from .. import _backend
 from .chunks import for_pieces, mul_rows
 from .langevin_step import scalar_tensor
 
@@ -82,6 +83,7 @@ def piece_row_sums(vals: torch.Tensor, i0: int, row_size: int) -> List[Tuple[int
 
 
 @functools.lru_cache(maxsize=32)
+@_backend.kept
 def _split_rows_plan(n: int, row_size: int, elem_offset: int, rng: str, device_type: str):
     """Where the piece grid of :func:`for_pieces` cuts rows of a flat ``[n]`` tensor: ``(rows,
     depth, groups)`` — the cut rows (an index tensor), the most pieces one of them spans, and per

@@ -45,7 +45,8 @@ def scalar_tensor(value: float, dtype: torch.dtype) -> torch.Tensor:
     if t is None:
         if len(cache) >= _MAX_SCALARS:
             cache.clear()
-        t = cache[value] = torch.tensor(value, dtype=dtype)
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            t = cache[value] = torch.tensor(value, dtype=dtype)
     return t
 
 
@@ -61,7 +62,8 @@ def _work_buffer(cdt: torch.dtype, n: int) -> torch.Tensor:
         cache = _WORK.cache = {}
     buf = cache.get(cdt)
     if buf is None or buf.numel() < n:
-        buf = cache[cdt] = torch.empty(max(n, CPU_PIECE), dtype=cdt)
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            buf = cache[cdt] = torch.empty(max(n, CPU_PIECE), dtype=cdt)
     return buf[:n]
 
 

@@ -435,7 +435,8 @@ class _Plan:
     def _head_buffer(self) -> torch.Tensor:
         buf = self._buffers.get("head")
         if buf is None:
-            buf = self._buffers["head"] = torch.empty(self.head_size, dtype=torch.float32)
+            with torch.inference_mode(False):  # kept across steps (see _backend.KEPT)
+                buf = self._buffers["head"] = torch.empty(self.head_size, dtype=torch.float32)
         return buf
 
     def head_np(self, b: int):
@@ -468,7 +469,9 @@ class _Plan:
         if view is None:
             buf = self._buffers.get(name)
             if buf is None:
-                buf = self._buffers[name] = torch.empty(max(self.totals) + 16, dtype=torch.float32, device=self.device)
+                with torch.inference_mode(False):  # kept across steps (see _backend.KEPT)
+                    buf = torch.empty(max(self.totals) + 16, dtype=torch.float32, device=self.device)
+                self._buffers[name] = buf
             view = self._flat[key] = buf[:n]
         return view
 
@@ -577,7 +580,8 @@ class _Plan:
                 counters.append(torch.arange(start // 4, start // 4 + groups, dtype=torch.int64))
                 pos.append(torch.arange(4 * g0, 4 * g0 + need, dtype=torch.int64))
                 g0 += groups
-            got = self._philox[b] = (torch.cat(counters).to(self.device), torch.cat(pos).to(self.device))
+            with torch.inference_mode(False):  # kept across steps (see _backend.KEPT)
+                got = self._philox[b] = (torch.cat(counters).to(self.device), torch.cat(pos).to(self.device))
         return got
 
 

@@ -263,7 +263,8 @@ def _buffer(bufs: dict, key: tuple, device) -> torch.Tensor:
     if buf is None:
         if len(bufs) >= 32:
             bufs.clear()
-        buf = bufs[key] = torch.empty(key[1], dtype=key[2], device=device)
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            buf = bufs[key] = torch.empty(key[1], dtype=key[2], device=device)
     return buf
 
 

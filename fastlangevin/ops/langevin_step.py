@@ -293,7 +293,8 @@ def check_call_options(device: torch.device, clamp, generator, sample_offset, ba
 def _zero_seed(device: torch.device) -> torch.Tensor:
     seed = _ZERO_SEEDS.get(device)
     if seed is None:
-        seed = _ZERO_SEEDS[device] = torch.zeros(1, dtype=torch.int64, device=device)
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            seed = _ZERO_SEEDS[device] = torch.zeros(1, dtype=torch.int64, device=device)
     return seed
 
 
