@@ -34,6 +34,7 @@ from .tiles import (
     tile_rows,
     tile_store,
     vec_for,
+    widen,
 )
 
 # The modes of fastlangevin.modes as constexpr globals: Triton lets a @jit body read a module
@@ -103,7 +104,7 @@ def _load_f32(
         hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
         return tl.reshape(tl.join(lo, hi), (ROWS, VEC))
     else:
-        return _load(ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
+        return widen(_load(ptr + start + offs, mask, EVEN, LANES), tl.float32)
 
 
 @triton.jit

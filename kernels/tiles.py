@@ -350,6 +350,18 @@ def split4(t):
 
 
 @triton.jit
+def widen(x, COMPUTE: tl.constexpr):
+    """``x.to(COMPUTE)``; a bf16 ``x`` to fp32 as its bits shifted into the high half of a 32-bit word (a
+    bf16 is the high half of its fp32: exact). The compiler's own conversion spends two integer
+    instructions on every odd element of a packed pair; this spends one on each (``w << 16`` and
+    ``w & 0xFFFF0000`` of the loaded word)."""
+    if x.dtype == tl.bfloat16 and COMPUTE == tl.float32:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(COMPUTE)
+
+
+@triton.jit
 def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
     """``tl.load(ptrs, mask=mask, other=other)`` of an ``[R, 4]`` tile; with LANES as four column loads
     joined back (:func:`join4`). LANES is for tiles whose memory is not 16-byte aligned (a start mid-way
