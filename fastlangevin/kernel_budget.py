@@ -158,7 +158,6 @@ def _step_variants() -> Iterator[Variant]:
                                     ("VEC", 4 if head else vec),  # the launcher's choice
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
-                                    ("WORDS", "bf16" in (x, s) and not head),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                 ),
                                 num_warps=8 if head or (x == "fp64" and not row_grid) else STEP_WARPS,  # the launcher

@@ -12,6 +12,16 @@ from fastlangevin import _backend, modes
 
 pytestmark = pytest.mark.skipif(not _backend.triton_available(), reason="needs Triton (interpreter)")
 
+if _backend.triton_available():
+    import triton
+    import triton.language as tl
+    from fastlangevin.kernels.tiles import widen
+
+    @triton.jit
+    def _widen_kernel(x_ptr, out_ptr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK // 8)[:, None] * 8 + tl.arange(0, 8)[None, :]
+        tl.store(out_ptr + offs, widen(tl.load(x_ptr + offs), tl.float32))
+
 
 def _launch(x, s, out, seed, *, step_t=None, noise_mode=modes.NOISE_SQRT2A, clamp=(None, None), **kw):
     from fastlangevin.kernels.langevin_step import launch_langevin_step
@@ -67,15 +77,26 @@ def test_even_tiles_equal_masked_tiles(n, block, offset):
     assert not a.isnan().any() and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0)])  # 251: odd count, no word loads
-@pytest.mark.parametrize("score_dtype", [torch.bfloat16, torch.float32])
-def test_bf16_word_loads_equal_element_loads(n, offset, score_dtype):
+def test_widen_is_the_exact_bf16_conversion():
+    """tiles.widen (bf16 -> fp32 as the bits shifted into the high half; the step's and DSM's loads) gives
+    every one of the 2**16 bf16 bit patterns (zeros, subnormals, infinities, NaN payloads) exactly the bits
+    of PyTorch's conversion, through an 8-wide tile as the kernels load it."""
+    bits = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    x = bits.view(torch.bfloat16)
+    out = torch.empty(x.numel(), dtype=torch.float32)
+    _widen_kernel[(x.numel() // 8192,)](x, out, BLOCK=8192)
+    assert torch.equal(out.view(torch.int32), x.float().view(torch.int32))
+
+
+@pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0), (251, 1)])
+def test_bf16_score_equals_its_fp32_copy(n, offset):
+    """A bf16 score (widened in-kernel by tiles.widen) steps bit for bit as its exact fp32 copy does."""
     g = torch.Generator().manual_seed(5)
-    x, s = torch.randn(n, 1, generator=g).to(torch.bfloat16), torch.randn(n, 1, generator=g).to(score_dtype)
+    x, s = torch.randn(n, 1, generator=g).to(torch.bfloat16), torch.randn(n, 1, generator=g).to(torch.bfloat16)
     seed = torch.tensor([77], dtype=torch.int64)
     a, b = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
-    _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=True)
-    _launch(x, s, b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=False)
+    _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64)
+    _launch(x, s.float(), b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64)
     assert not a.isnan().any() and torch.equal(a, b)
 
 
