@@ -84,6 +84,61 @@ def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False):
 
 
 @triton.jit
+def _halves(t):
+    """The ``[R, 4]`` column halves (0-3, 4-7) of an ``[R, 8]`` tile (in-thread: a split, no data movement)."""
+    return tl.split(tl.permute(tl.reshape(t, (t.shape[0], 2, 4)), (0, 2, 1)))
+
+
+@triton.jit
+def _join_halves(a, b):
+    """The ``[R, 8]`` tile whose column halves are ``a`` and ``b`` (the inverse of :func:`_halves`)."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (a.shape[0], 8))
+
+
+@triton.jit
+def _load_tile(
+    ptr, start, offs, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, COMPUTE: tl.constexpr, HALVES: tl.constexpr
+):
+    """The tile ``ptr[start + offs]`` widened to COMPUTE. A 32-bit operand of an 8-wide tile (beside a 16-bit
+    one) is read as two 4-wide (16-byte) halves and joined: each thread then holds whole tile rows of it, as
+    of the 16-bit operand and the noise; one 8-wide load gets a layout of 4-wide thread pieces, and the
+    compiler moves the tile through shared memory to meet the others (`fastlangevin kernels`). HALVES: the
+    tile's valid elements are ``offs < left`` (no head)."""
+    if HALVES and offs.shape[1] == 8 and ptr.dtype.element_ty.primitive_bitwidth == 32:
+        oa = tl.arange(0, offs.shape[0])[:, None] * 8 + tl.arange(0, 4)[None, :]
+        ob = oa + 4
+        if EVEN:
+            xa = tl.load(ptr + start + oa)
+            xb = tl.load(ptr + start + ob)
+        else:
+            xa = tl.load(ptr + start + oa, mask=oa < left)
+            xb = tl.load(ptr + start + ob, mask=ob < left)
+        return _join_halves(xa.to(COMPUTE), xb.to(COMPUTE))
+    # bf16 widened by a shift or a mask of the loaded word (tiles.widen: one integer op per element)
+    return widen(_load(ptr + start + offs, mask, EVEN, LANES), COMPUTE)
+
+
+@triton.jit
+def _store_tile(ptr, start, offs, values, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, HALVES: tl.constexpr):
+    """``ptr[start + offs] = values`` (masked unless EVEN); in two 4-wide halves for a 32-bit ``ptr`` of an
+    8-wide tile (see :func:`_load_tile`)."""
+    if HALVES and offs.shape[1] == 8 and ptr.dtype.element_ty.primitive_bitwidth == 32:
+        oa = tl.arange(0, offs.shape[0])[:, None] * 8 + tl.arange(0, 4)[None, :]
+        ob = oa + 4
+        va, vb = _halves(values)
+        if EVEN:
+            tl.store(ptr + start + oa, va)
+            tl.store(ptr + start + ob, vb)
+        else:
+            tl.store(ptr + start + oa, va, mask=oa < left)
+            tl.store(ptr + start + ob, vb, mask=ob < left)
+    elif EVEN:
+        tl.store(ptr + start + offs, values)
+    else:
+        tile_store(ptr + start + offs, values, mask, LANES)
+
+
+@triton.jit
 def _langevin_step_kernel(
     x_ptr,
     score_ptr,
@@ -120,13 +175,16 @@ def _langevin_step_kernel(
         row = tl.program_id(0).to(tl.int64)
         start, offs, mask, first_group = row_tile(row, tl.program_id(1), row_size, 4 * group_offset, BLOCK, True, VEC)
         rows = row
+        end = (row + 1) * row_size
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
         rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
+        end = n_elements
+    left = tl.minimum(end - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor (or row)
 
-    # bf16 widened by a shift or a mask of the loaded word (tiles.widen: one integer op per element)
-    x = widen(_load(x_ptr + start + offs, mask, EVEN, LANES), COMPUTE)
-    s = widen(_load(score_ptr + start + offs, mask, EVEN, LANES), COMPUTE)
+    HALVES: tl.constexpr = HEAD == 0  # 4-wide halves of 32-bit operands in 8-wide tiles (_load_tile)
+    x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
+    s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
@@ -151,10 +209,7 @@ def _langevin_step_kernel(
         if HAS_CLAMP:
             out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
         out = out.to(OUT)
-    if EVEN:
-        tl.store(out_ptr + start + offs, out)
-    else:
-        tile_store(out_ptr + start + offs, out, mask, LANES)
+    _store_tile(out_ptr, start, offs, out, mask, left, EVEN, LANES, HALVES)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):

@@ -167,7 +167,7 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
     mask = offs < left
     if not ROWS_ALIGNED:
         mask = mask & (offs >= tl.where(chunk == 0, head, 0).to(tl.int32))
-    first_group = start // 4 + chunk * GROUPS
+    first_group = (start >> 2) + chunk * GROUPS  # start >= 0: a shift, not a signed division
     return row * row_size + col0, offs, mask, first_group
 
 

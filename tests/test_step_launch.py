@@ -44,13 +44,17 @@ def _launch(x, s, out, seed, *, step_t=None, noise_mode=modes.NOISE_SQRT2A, clam
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "dtype,score_dtype",
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)],
+)
 @pytest.mark.parametrize("noise_mode", [modes.NOISE_SQRT2A, modes.SCALE_ROWS])
-@pytest.mark.parametrize("row_size", [64, 72])  # 72: the last chunk of each row is partial (masked)
-def test_row_grid_equals_flat_grid(dtype, noise_mode, row_size):
+# 72: the last chunk of each row is partial (masked); 68: its last 8-wide tile row too (half of it valid)
+@pytest.mark.parametrize("row_size", [64, 72, 68])
+def test_row_grid_equals_flat_grid(dtype, score_dtype, noise_mode, row_size):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, row_size, generator=g).to(dtype)
-    s = torch.randn(5, row_size, generator=g).to(dtype)
+    s = torch.randn(5, row_size, generator=g).to(score_dtype)
     step_t = torch.rand(5, generator=g) * 0.1
     seed = torch.tensor([123456789], dtype=torch.int64)
     outs = []
@@ -89,10 +93,13 @@ def test_widen_is_the_exact_bf16_conversion():
 
 
 @pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0), (251, 1)])
-def test_bf16_score_equals_its_fp32_copy(n, offset):
-    """A bf16 score (widened in-kernel by tiles.widen) steps bit for bit as its exact fp32 copy does."""
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float32])
+def test_bf16_score_equals_its_fp32_copy(n, offset, x_dtype):
+    """A bf16 score (widened in-kernel by tiles.widen) steps bit for bit as its exact fp32 copy does; with an
+    fp32 state the bf16 score makes 8-wide tiles, whose fp32 x and out go in 4-wide halves (the 4-wide tiles
+    of the all-fp32 launch are the reference)."""
     g = torch.Generator().manual_seed(5)
-    x, s = torch.randn(n, 1, generator=g).to(torch.bfloat16), torch.randn(n, 1, generator=g).to(torch.bfloat16)
+    x, s = torch.randn(n, 1, generator=g).to(x_dtype), torch.randn(n, 1, generator=g).to(torch.bfloat16)
     seed = torch.tensor([77], dtype=torch.int64)
     a, b = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
     _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64)
