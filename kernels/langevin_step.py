@@ -182,9 +182,11 @@ def _langevin_step_kernel(
         end = n_elements
     left = tl.minimum(end - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor (or row)
 
-    HALVES: tl.constexpr = HEAD == 0  # 4-wide halves of 32-bit operands in 8-wide tiles (_load_tile)
+    # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
+    # an fp32 score beside a 16-bit state is not: its one load costs fewer instructions (`fastlangevin kernels`).
+    HALVES: tl.constexpr = HEAD == 0
     x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
-    s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
+    s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
