@@ -425,19 +425,33 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     first_group = first_group.to(tl.int64)  # a launch may pass it as a 32-bit scalar
     g_lo = first_group.to(tl.uint32)
     g_hi = (first_group >> 32).to(tl.uint32)
-    # c1 is g_hi, or g_hi + 1 past a carry out of the low word: Philox's round 1 needs only c1 ^ k0, so
-    # both candidates are program scalars and each counter selects one (a compare and a select).
+    # c1 is g_hi, or g_hi + 1 past a carry out of the low word: Philox's round 1 needs only c1 ^ k0. No counter
+    # of a tile carries unless its low words wrap (one tile in 2**32 / GROUPS): there every counter selects
+    # one of the two program scalars; elsewhere x0 is the one scalar, and so is round 2's product of it (a
+    # compare, a select, a register copy and a wide multiply less per Philox group). Two copies of the
+    # rounds; the wrapping tile's is the cold one. The same values either way. Mid-group (JOIN) tiles keep the
+    # one copy with the selects: their scalar accesses leave the split no gain (`fastlangevin kernels`).
     x_lo = g_hi ^ k0
-    x_hi = (g_hi + 1) ^ k0
     c0 = g_lo + offs
-    n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
+    if JOIN or g_lo > 0xFFFFFFFF - (GROUPS - 1):  # the wrapping tile (first: ptxas lays it out as the cold one)
+        x_hi = (g_hi + 1) ^ k0
+        z = _tile_normals(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo), tl.where(c0 + 1 < g_lo, x_hi, x_lo), VEC, JOIN)
+    else:
+        z = _tile_normals(k0, k1, c0, x_lo, x_lo, VEC, JOIN)
+    return z
+
+
+@triton.jit
+def _tile_normals(k0, k1, c0, x0, x0b, VEC: tl.constexpr, JOIN: tl.constexpr):
+    """:func:`normal_tile`'s tile from its counters' low words ``c0`` (``c0 + 1`` too for VEC 8: the second
+    group of each 8-wide row) and their round-1 words ``x0``, ``x0b`` (scalars or per counter)."""
+    n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, x0)
     if VEC == 4 and JOIN:
         z = join4(n0, n1, n2, n3)
     elif VEC == 4:
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
-        c0b = c0 + 1
-        m0, m1, m2, m3 = _randn4x_rounds(k0, k1, c0b, tl.where(c0b < g_lo, x_hi, x_lo))
+        m0, m1, m2, m3 = _randn4x_rounds(k0, k1, c0 + 1, x0b)
         lane = tl.arange(0, 8)[None, :]
         z = tl.where(lane < 4, _pick4(lane, n0, n1, n2, n3), _pick4(lane - 4, m0, m1, m2, m3))
     return z

@@ -75,23 +75,23 @@ def _run_tool(tmp_path, *args):
 # measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds, rounded up), so any
 # regression fails; lower a value when a change improves it. Issue 12's targets: the step and the DSM perturb
 # <= 32, the other passes <= 40. Reached by every variant here except the 16-bit step with a clamp or per-row
-# scales (34.25 / 35.12), the fp16 step (32.5) and a start mid-way into a Philox group (44.9: scalar accesses
-# and two-sided element masks; a memory-aligned tile would need more Philox work). Where the step's
+# scales (33.09 / 33.91) and a start mid-way into a Philox group (44.9: scalar accesses and two-sided element
+# masks; a memory-aligned tile would need more Philox work). Where the step's
 # instructions go: kernel_budget's docstring.
 SUBSET_GUARD = {
-    "step-fp32-fp32-a0-b0-head0": 31.6,  # masked tiles (n not a multiple of 4096)
-    "step-fp32-fp32-a0-b4-head0-even": 30.0,  # every tile full: no masks
+    "step-fp32-fp32-a0-b0-head0": 31.2,  # masked tiles (n not a multiple of 4096)
+    "step-fp32-fp32-a0-b4-head0-even": 29.3,  # every tile full: no masks
     "step-fp32-bf16-a1-b3-head0": 6.2,  # no noise
-    "step-fp16-fp16-a1-b1-head0-even": 32.7,
-    "step-bf16-bf16-a0-b4-clamp-head0": 34.5,
-    "step-bf16-bf16-a0-b4-clamp-head3": 45.7,  # mid-group start: scalar accesses, column loads, 8 warps
-    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 35.4,  # per-row scales, (row, chunk) grid
-    "dsm-perturb-fp32-alpha-head0": 30.8,
-    "dsm-loss-partial-fp32-aligned": 32.8,
+    "step-fp16-fp16-a1-b1-head0-even": 31.3,
+    "step-bf16-bf16-a0-b4-clamp-head0": 33.3,
+    "step-bf16-bf16-a0-b4-clamp-head3": 45.2,  # mid-group start: scalar accesses, column loads, 8 warps
+    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 34.2,  # per-row scales, (row, chunk) grid
+    "dsm-perturb-fp32-alpha-head0": 30.5,
+    "dsm-loss-partial-fp32-aligned": 32.1,
     "dsm-backward-fp32-unaligned": 36.3,
-    "dsm-perturb-bf16-alpha-head0": 31.7,
-    "dsm-backward-bf16-aligned": 31.7,
-    "corrector-norms-fp32-aligned": 33.8,
+    "dsm-perturb-bf16-alpha-head0": 30.8,
+    "dsm-backward-bf16-aligned": 30.8,
+    "corrector-norms-fp32-aligned": 33.3,
     "corrector-norms-bf16-unaligned": 37.8,
 }
 # Issue 12's targets where this change reaches them, as hard limits (the ratchet above may only go down).
@@ -100,6 +100,7 @@ TARGETS = {
     "step-fp32-fp32-a0-b4-head0-even": 32.0,
     "dsm-perturb-fp32-alpha-head0": 32.0,
     "dsm-perturb-bf16-alpha-head0": 32.0,
+    "step-fp16-fp16-a1-b1-head0-even": 32.0,
     "dsm-loss-partial-fp32-aligned": 40.0,
     "dsm-backward-fp32-unaligned": 40.0,
     "dsm-backward-bf16-aligned": 40.0,
@@ -111,8 +112,9 @@ TARGETS = {
 # test, not new: the fp64 step with per-row scales on the flat grid (-divide) uses 255 registers and spills.
 FAMILY_GUARD = {
     "step fp32": 34.7,
-    # 38.4 -> 35.84 (fp32 state, 16-bit score, per-row scales, clamp: its 4-wide halves); the maximum over the
-    # clamped variants of the three heaviest dtype pairs (fp32-bf16, fp32-fp16, bf16-bf16), every scale mode
+    # 38.4 -> 35.84 (fp32 state, 16-bit score, per-row scales, clamp: its 4-wide halves), the maximum over the
+    # clamped variants of the three heaviest dtype pairs (fp32-bf16, fp32-fp16, bf16-bf16), every scale mode,
+    # before the split Philox counters took 1-2 more off each (not re-measured over the whole family)
     "step 16-bit": 36.1,
     "dsm perturb fp32": 30.8,
     "dsm perturb 16-bit": 31.8,
