@@ -35,10 +35,12 @@ the fp32 bit split of U in 5 integer ops, 2 conversions, 6 + 1 FFMA of the log p
 the fallback does), and the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32
 elements per thread. (The interpreter evaluates the angle's sine and cosine as polynomials instead:
 ``kernels/tiles.py`` HW_SINCOS, bound in ``fastlangevin._rng``; 7 FFMA and 2 FMUL more per pair.)
-Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``); 16-bit
-operands 1 per element each to widen and 0.5 to narrow. Launch layouts (the variant name's suffix):
-none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales on a (row,
-chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
+Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``; 1 on a 16-bit
+output: ``HMNMX2``); 16-bit operands 1 per element each to widen (``kernels/tiles.py`` widen) and 0.5 to narrow.
+The Philox counters' carry into the high word is selected per counter only in the tile whose low words wrap
+(``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
+name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
+on a (row, chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
 element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column, 8 warps).
 """
 
@@ -158,7 +160,6 @@ def _step_variants() -> Iterator[Variant]:
                                     ("VEC", 4 if head else vec),  # the launcher's choice
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
-                                    ("WORDS", "bf16" in (x, s) and not head),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                 ),
                                 num_warps=8 if head or (x == "fp64" and not row_grid) else STEP_WARPS,  # the launcher

@@ -36,6 +36,7 @@ from .tiles import (
     tile_load,
     tile_rows,
     tile_store,
+    widen,
 )
 
 # Launch shapes live in .tiles: perturb is elementwise (the flat launch); the row kernels cover
@@ -80,7 +81,7 @@ def _perturb_tile(
     """x̃ = α x + σ z on the tile of local elements ``start + offs`` (α, σ: scalars or per element).
     LANES: the tile starts mid-way into a Philox group (tiles.tile_load)."""
     # No `other=`: masked lanes are never stored, so they need no defined value.
-    x = tile_load(x_ptr + start + offs, mask, LANES).to(COMPUTE)
+    x = widen(tile_load(x_ptr + start + offs, mask, LANES), COMPUTE)
     z = _noise(seed_ptr, noise_ptr + start, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES)
     if HAS_ALPHA:
         out = alpha * x + sigma * z
@@ -172,7 +173,7 @@ def _dsm_loss_partial_kernel(
 
     LANES: tl.constexpr = not ROWS_ALIGNED and VEC == 4  # rows start mid-group: tiles.tile_load
     # Masked lanes are left out of the sum (row_sum), so the loads need no `other=`.
-    s = tile_load(score_ptr + base + offs, mask, LANES).to(COMPUTE)
+    s = widen(tile_load(score_ptr + base + offs, mask, LANES), COMPUTE)
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
     z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES)
     r = s + z * inv_sigma
@@ -213,7 +214,7 @@ def _dsm_loss_backward_kernel(
     base, offs, mask, first_group, _ = row_tile(row, chunk, row_size, elem_offset, BLOCK, ROWS_ALIGNED, VEC)
 
     LANES: tl.constexpr = not ROWS_ALIGNED and VEC == 4  # rows start mid-group: tiles.tile_load
-    s = tile_load(score_ptr + base + offs, mask, LANES).to(COMPUTE)  # masked lanes are never stored
+    s = widen(tile_load(score_ptr + base + offs, mask, LANES), COMPUTE)  # masked lanes are never stored
     inv_sigma = tl.load(inv_sigma_ptr + row).to(COMPUTE)
     coef = tl.load(coef_ptr + row).to(COMPUTE)
     z = _noise(seed_ptr, noise_ptr + base, offs, mask, first_group, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES)

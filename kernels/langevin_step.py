@@ -34,6 +34,7 @@ from .tiles import (
     tile_rows,
     tile_store,
     vec_for,
+    widen,
 )
 
 # The modes of fastlangevin.modes as constexpr globals: Triton lets a @jit body read a module
@@ -83,27 +84,58 @@ def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False):
 
 
 @triton.jit
-def _load_f32(
-    ptr, start, offs, mask, end, EVEN: tl.constexpr, VEC: tl.constexpr, WORDS: tl.constexpr, LANES: tl.constexpr
+def _halves(t):
+    """The ``[R, 4]`` column halves (0-3, 4-7) of an ``[R, 8]`` tile (in-thread: a split, no data movement)."""
+    return tl.split(tl.permute(tl.reshape(t, (t.shape[0], 2, 4)), (0, 2, 1)))
+
+
+@triton.jit
+def _join_halves(a, b):
+    """The ``[R, 8]`` tile whose column halves are ``a`` and ``b`` (the inverse of :func:`_halves`)."""
+    return tl.reshape(tl.permute(tl.join(a, b), (0, 2, 1)), (a.shape[0], 8))
+
+
+@triton.jit
+def _load_tile(
+    ptr, start, offs, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, COMPUTE: tl.constexpr, HALVES: tl.constexpr
 ):
-    """The tile ``ptr[start + offs]`` widened to fp32. With WORDS, a bf16 tile is read as uint32 words of
-    two elements and widened with one integer op per element (a bf16 is the high half of its fp32); the
-    compiler's own conversion spends two on every odd element. WORDS needs an even ``start`` and an even
-    element count (the launcher checks), so each word lies wholly inside or wholly outside the tensor;
-    ``end`` is the local index the tile's elements stop at (the tensor's or the row's end)."""
-    if WORDS and ptr.dtype.element_ty == tl.bfloat16:
-        ROWS: tl.constexpr = offs.shape[0]
-        words = ptr.to(tl.pointer_type(tl.uint32)) + start // 2
-        woffs = tl.arange(0, ROWS)[:, None] * (VEC // 2) + tl.arange(0, VEC // 2)[None, :]
+    """The tile ``ptr[start + offs]`` widened to COMPUTE. A 32-bit operand of an 8-wide tile (beside a 16-bit
+    one) is read as two 4-wide (16-byte) halves and joined: each thread then holds whole tile rows of it, as
+    of the 16-bit operand and the noise; one 8-wide load gets a layout of 4-wide thread pieces, and the
+    compiler moves the tile through shared memory to meet the others (`fastlangevin kernels`). HALVES: the
+    tile's valid elements are ``offs < left`` (no head)."""
+    if HALVES and offs.shape[1] == 8 and ptr.dtype.element_ty.primitive_bitwidth == 32:
+        oa = tl.arange(0, offs.shape[0])[:, None] * 8 + tl.arange(0, 4)[None, :]
+        ob = oa + 4
         if EVEN:
-            w = tl.load(words + woffs)
+            xa = tl.load(ptr + start + oa)
+            xb = tl.load(ptr + start + ob)
         else:
-            w = tl.load(words + woffs, mask=woffs < tl.minimum(end - start, ROWS * VEC).to(tl.int32) // 2)
-        lo = (w << 16).to(tl.float32, bitcast=True)
-        hi = (w & 0xFFFF0000).to(tl.float32, bitcast=True)
-        return tl.reshape(tl.join(lo, hi), (ROWS, VEC))
+            xa = tl.load(ptr + start + oa, mask=oa < left)
+            xb = tl.load(ptr + start + ob, mask=ob < left)
+        return _join_halves(xa.to(COMPUTE), xb.to(COMPUTE))
+    # bf16 widened by a shift or a mask of the loaded word (tiles.widen: one integer op per element)
+    return widen(_load(ptr + start + offs, mask, EVEN, LANES), COMPUTE)
+
+
+@triton.jit
+def _store_tile(ptr, start, offs, values, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, HALVES: tl.constexpr):
+    """``ptr[start + offs] = values`` (masked unless EVEN); in two 4-wide halves for a 32-bit ``ptr`` of an
+    8-wide tile (see :func:`_load_tile`)."""
+    if HALVES and offs.shape[1] == 8 and ptr.dtype.element_ty.primitive_bitwidth == 32:
+        oa = tl.arange(0, offs.shape[0])[:, None] * 8 + tl.arange(0, 4)[None, :]
+        ob = oa + 4
+        va, vb = _halves(values)
+        if EVEN:
+            tl.store(ptr + start + oa, va)
+            tl.store(ptr + start + ob, vb)
+        else:
+            tl.store(ptr + start + oa, va, mask=oa < left)
+            tl.store(ptr + start + ob, vb, mask=ob < left)
+    elif EVEN:
+        tl.store(ptr + start + offs, values)
     else:
-        return _load(ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
+        tile_store(ptr + start + offs, values, mask, LANES)
 
 
 @triton.jit
@@ -132,7 +164,6 @@ def _langevin_step_kernel(
     VEC: tl.constexpr,
     ROW_GRID: tl.constexpr = False,
     EVEN: tl.constexpr = False,
-    WORDS: tl.constexpr = False,
     DIV32: tl.constexpr = False,
 ):
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
@@ -149,13 +180,13 @@ def _langevin_step_kernel(
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
         rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
         end = n_elements
+    left = tl.minimum(end - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor (or row)
 
-    if COMPUTE == tl.float32:
-        x = _load_f32(x_ptr, start, offs, mask, end, EVEN, VEC, WORDS, LANES)
-        s = _load_f32(score_ptr, start, offs, mask, end, EVEN, VEC, WORDS, LANES)
-    else:
-        x = _load(x_ptr + start + offs, mask, EVEN, LANES).to(COMPUTE)
-        s = _load(score_ptr + start + offs, mask, EVEN, LANES).to(COMPUTE)
+    # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
+    # an fp32 score beside a 16-bit state is not: its one load costs fewer instructions (`fastlangevin kernels`).
+    HALVES: tl.constexpr = HEAD == 0
+    x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
+    s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
@@ -180,10 +211,7 @@ def _langevin_step_kernel(
         if HAS_CLAMP:
             out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
         out = out.to(OUT)
-    if EVEN:
-        tl.store(out_ptr + start + offs, out)
-    else:
-        tile_store(out_ptr + start + offs, out, mask, LANES)
+    _store_tile(out_ptr, start, offs, out, mask, left, EVEN, LANES, HALVES)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
@@ -217,17 +245,15 @@ def launch_langevin_step(
     block=None,
     vec=None,
     row_grid=None,
-    words=None,
 ):
     """Run the kernel. ``x``, ``score``, ``out`` (and ``injected_noise``) contiguous, same numel.
 
     Scales: ``*_value`` (float) when ``*_tensor`` is None, else a 0-d or ``[B]`` tensor;
     ``noise_mode``: :data:`modes.NOISE_NONE`, :data:`modes.NOISE_SQRT2A` or a ``SCALE_*``
     mode; ``lo``/``hi``: the clamp (None: none). ``out`` may alias ``x`` (each element is read
-    before it is written, by the same program). ``block``, ``vec``, ``row_grid``, ``words`` override the
+    before it is written, by the same program). ``block``, ``vec``, ``row_grid`` override the
     launch shape (tests: the values never depend on it); ``row_grid`` (None: by row length) puts per-row
-    scales on a (row, chunk) grid when rows are group-aligned; ``words`` (None: for bf16 operands) reads
-    bf16 tiles as uint32 words where starts, counts and data allow.
+    scales on a (row, chunk) grid when rows are group-aligned.
     """
     n = x.numel()
     if n == 0:
@@ -238,11 +264,6 @@ def launch_langevin_step(
         noise_val, noise_t = 0.0, None
     else:
         noise_mode, noise_val, noise_t = _scale_launch_args(noise_value, noise_tensor, fp64, x.device)
-    # bf16 operands read as uint32 words (see _load_f32): even starts and counts, 4-byte aligned data.
-    bf16 = [t for t in (x, score) if t.dtype == torch.bfloat16] if torch.bfloat16 in (x.dtype, score.dtype) else ()
-    if words is None:
-        words = bool(bf16) and not fp64
-    words = words and (not bf16 or all(t.data_ptr() % 4 == 0 for t in bf16))
     grid, consts = _launch_plan(
         n,
         row_size,
@@ -256,7 +277,6 @@ def launch_langevin_step(
         vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4),
         block,
         row_grid,
-        words,
     )
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     _langevin_step_kernel[grid](
@@ -282,7 +302,7 @@ def launch_langevin_step(
 
 
 @functools.lru_cache(maxsize=1024)
-def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid, words):
+def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid):
     """(grid, constexpr and launch keywords) of one launch: a function of these arguments only, cached
     (a sampling loop launches the same shape every step; the keywords are shared: read-only)."""
     per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
@@ -302,7 +322,6 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
-    words = words and elem_offset % 4 == 0 and (row_grid or n % 2 == 0)
     consts = dict(
         HEAD=elem_offset % 4,
         STEP_MODE=step_mode,
@@ -312,7 +331,6 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         VEC=vec,
         ROW_GRID=row_grid,
         EVEN=even,
-        WORDS=words,
         DIV32=row_size + blk < (1 << 31),
         **options,
     )

@@ -167,7 +167,7 @@ def row_tile(row, chunk, row_size, elem_offset, BLOCK: tl.constexpr, ROWS_ALIGNE
     mask = offs < left
     if not ROWS_ALIGNED:
         mask = mask & (offs >= tl.where(chunk == 0, head, 0).to(tl.int32))
-    first_group = start // 4 + chunk * GROUPS
+    first_group = (start >> 2) + chunk * GROUPS  # start >= 0: a shift, not a signed division
     return row * row_size + col0, offs, mask, first_group
 
 
@@ -350,6 +350,18 @@ def split4(t):
 
 
 @triton.jit
+def widen(x, COMPUTE: tl.constexpr):
+    """``x.to(COMPUTE)``; a bf16 ``x`` to fp32 as its bits shifted into the high half of a 32-bit word (a
+    bf16 is the high half of its fp32: exact). The compiler's own conversion spends two integer
+    instructions on every odd element of a packed pair; this spends one on each (``w << 16`` and
+    ``w & 0xFFFF0000`` of the loaded word)."""
+    if x.dtype == tl.bfloat16 and COMPUTE == tl.float32:
+        return (x.to(tl.uint16, bitcast=True).to(tl.uint32) << 16).to(tl.float32, bitcast=True)
+    else:
+        return x.to(COMPUTE)
+
+
+@triton.jit
 def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
     """``tl.load(ptrs, mask=mask, other=other)`` of an ``[R, 4]`` tile; with LANES as four column loads
     joined back (:func:`join4`). LANES is for tiles whose memory is not 16-byte aligned (a start mid-way
@@ -413,19 +425,33 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     first_group = first_group.to(tl.int64)  # a launch may pass it as a 32-bit scalar
     g_lo = first_group.to(tl.uint32)
     g_hi = (first_group >> 32).to(tl.uint32)
-    # c1 is g_hi, or g_hi + 1 past a carry out of the low word: Philox's round 1 needs only c1 ^ k0, so
-    # both candidates are program scalars and each counter selects one (a compare and a select).
+    # c1 is g_hi, or g_hi + 1 past a carry out of the low word: Philox's round 1 needs only c1 ^ k0. No counter
+    # of a tile carries unless its low words wrap (one tile in 2**32 / GROUPS): there every counter selects
+    # one of the two program scalars; elsewhere x0 is the one scalar, and so is round 2's product of it (a
+    # compare, a select, a register copy and a wide multiply less per Philox group). Two copies of the
+    # rounds; the wrapping tile's is the cold one. The same values either way. Mid-group (JOIN) tiles keep the
+    # one copy with the selects: their scalar accesses leave the split no gain (`fastlangevin kernels`).
     x_lo = g_hi ^ k0
-    x_hi = (g_hi + 1) ^ k0
     c0 = g_lo + offs
-    n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
+    if JOIN or g_lo > 0xFFFFFFFF - (GROUPS - 1):  # the wrapping tile (first: ptxas lays it out as the cold one)
+        x_hi = (g_hi + 1) ^ k0
+        z = _tile_normals(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo), tl.where(c0 + 1 < g_lo, x_hi, x_lo), VEC, JOIN)
+    else:
+        z = _tile_normals(k0, k1, c0, x_lo, x_lo, VEC, JOIN)
+    return z
+
+
+@triton.jit
+def _tile_normals(k0, k1, c0, x0, x0b, VEC: tl.constexpr, JOIN: tl.constexpr):
+    """:func:`normal_tile`'s tile from its counters' low words ``c0`` (``c0 + 1`` too for VEC 8: the second
+    group of each 8-wide row) and their round-1 words ``x0``, ``x0b`` (scalars or per counter)."""
+    n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, x0)
     if VEC == 4 and JOIN:
         z = join4(n0, n1, n2, n3)
     elif VEC == 4:
         z = _pick4(tl.arange(0, 4)[None, :], n0, n1, n2, n3)
     else:
-        c0b = c0 + 1
-        m0, m1, m2, m3 = _randn4x_rounds(k0, k1, c0b, tl.where(c0b < g_lo, x_hi, x_lo))
+        m0, m1, m2, m3 = _randn4x_rounds(k0, k1, c0 + 1, x0b)
         lane = tl.arange(0, 8)[None, :]
         z = tl.where(lane < 4, _pick4(lane, n0, n1, n2, n3), _pick4(lane - 4, m0, m1, m2, m3))
     return z

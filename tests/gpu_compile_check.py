@@ -75,7 +75,6 @@ def variants():
         "VEC": 4,
         "ROW_GRID": False,
         "EVEN": False,
-        "WORDS": False,
     }
     W = langevin_step.NUM_WARPS_GPU
     yield "step-fp32-scalars", ls, step_ptrs(f32, f32), step_floats, base, W
@@ -96,11 +95,11 @@ def variants():
         W,
     )
     yield (
-        "step-bf16-rows-rowgrid-even-words",
+        "step-bf16-rows-rowgrid-even",
         ls,
         step_ptrs(bf16, bf16),
         step_floats,
-        {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "VEC": 8, "ROW_GRID": True, "EVEN": True, "WORDS": True},
+        {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "VEC": 8, "ROW_GRID": True, "EVEN": True},
         langevin_step.STEP_WARPS_GPU,
     )
     yield "step-fp16-deterministic", ls, step_ptrs("fp16", "fp16"), step_floats, {**base, "NOISE_MODE": 3, "VEC": 8}, W

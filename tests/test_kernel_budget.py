@@ -72,27 +72,26 @@ def _run_tool(tmp_path, *args):
 
 
 # Ratchet on the hot path (instructions per element, sm_90): each quick-subset variant at what the tool
-# measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds), so any
+# measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds, rounded up), so any
 # regression fails; lower a value when a change improves it. Issue 12's targets: the step and the DSM perturb
 # <= 32, the other passes <= 40. Reached by every variant here except the 16-bit step with a clamp or per-row
-# scales (34.8 / 35.8), the fp16 step (32.5), the bf16 DSM perturb (32.03, just over) and a start mid-way into a
-# Philox group (45.5: scalar accesses
-# and two-sided element masks; a memory-aligned tile would need twice the Philox work). Where the step's
+# scales (33.09 / 33.91) and a start mid-way into a Philox group (44.9: scalar accesses and two-sided element
+# masks; a memory-aligned tile would need more Philox work). Where the step's
 # instructions go: kernel_budget's docstring.
 SUBSET_GUARD = {
-    "step-fp32-fp32-a0-b0-head0": 31.6,  # masked tiles (n not a multiple of 4096)
-    "step-fp32-fp32-a0-b4-head0-even": 30.0,  # every tile full: no masks
-    "step-fp32-bf16-a1-b3-head0": 8.6,  # no noise
-    "step-fp16-fp16-a1-b1-head0-even": 32.7,
-    "step-bf16-bf16-a0-b4-clamp-head0": 35.0,
-    "step-bf16-bf16-a0-b4-clamp-head3": 45.7,  # mid-group start: scalar accesses, column loads, 8 warps
-    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 36.0,  # per-row scales, (row, chunk) grid
-    "dsm-perturb-fp32-alpha-head0": 30.8,
-    "dsm-loss-partial-fp32-aligned": 32.8,
+    "step-fp32-fp32-a0-b0-head0": 31.2,  # masked tiles (n not a multiple of 4096)
+    "step-fp32-fp32-a0-b4-head0-even": 29.3,  # every tile full: no masks
+    "step-fp32-bf16-a1-b3-head0": 6.2,  # no noise
+    "step-fp16-fp16-a1-b1-head0-even": 31.3,
+    "step-bf16-bf16-a0-b4-clamp-head0": 33.3,
+    "step-bf16-bf16-a0-b4-clamp-head3": 45.2,  # mid-group start: scalar accesses, column loads, 8 warps
+    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 34.2,  # per-row scales, (row, chunk) grid
+    "dsm-perturb-fp32-alpha-head0": 30.5,
+    "dsm-loss-partial-fp32-aligned": 32.1,
     "dsm-backward-fp32-unaligned": 36.3,
-    "dsm-perturb-bf16-alpha-head0": 32.2,
-    "dsm-backward-bf16-aligned": 32.2,
-    "corrector-norms-fp32-aligned": 33.8,
+    "dsm-perturb-bf16-alpha-head0": 30.8,
+    "dsm-backward-bf16-aligned": 30.8,
+    "corrector-norms-fp32-aligned": 33.3,
     "corrector-norms-bf16-unaligned": 37.8,
 }
 # Issue 12's targets where this change reaches them, as hard limits (the ratchet above may only go down).
@@ -100,6 +99,8 @@ TARGETS = {
     "step-fp32-fp32-a0-b0-head0": 32.0,
     "step-fp32-fp32-a0-b4-head0-even": 32.0,
     "dsm-perturb-fp32-alpha-head0": 32.0,
+    "dsm-perturb-bf16-alpha-head0": 32.0,
+    "step-fp16-fp16-a1-b1-head0-even": 32.0,
     "dsm-loss-partial-fp32-aligned": 40.0,
     "dsm-backward-fp32-unaligned": 40.0,
     "dsm-backward-bf16-aligned": 40.0,
@@ -111,13 +112,16 @@ TARGETS = {
 # test, not new: the fp64 step with per-row scales on the flat grid (-divide) uses 255 registers and spills.
 FAMILY_GUARD = {
     "step fp32": 34.7,
-    "step 16-bit": 38.6,
+    # 38.4 -> 34.72 (fp32 state, 16-bit score, per-row scales, clamp, row grid): the maximum over the clamped
+    # variants of the three heaviest dtype pairs (fp32-bf16, fp32-fp16, bf16-bf16) in every scale mode and the
+    # heavy layouts of the other pairs (118 of the family's aligned variants)
+    "step 16-bit": 35.0,
     "dsm perturb fp32": 30.8,
-    "dsm perturb 16-bit": 32.2,
+    "dsm perturb 16-bit": 31.8,
     "dsm loss fp32": 32.8,
-    "dsm loss 16-bit": 33.4,
+    "dsm loss 16-bit": 33.0,
     "dsm backward fp32": 30.8,
-    "dsm backward 16-bit": 32.2,
+    "dsm backward 16-bit": 31.8,
     "corrector norms fp32": 33.8,
     "corrector norms 16-bit": 34.7,
 }

@@ -12,6 +12,16 @@ from fastlangevin import _backend, modes
 
 pytestmark = pytest.mark.skipif(not _backend.triton_available(), reason="needs Triton (interpreter)")
 
+if _backend.triton_available():
+    import triton
+    import triton.language as tl
+    from fastlangevin.kernels.tiles import widen
+
+    @triton.jit
+    def _widen_kernel(x_ptr, out_ptr, BLOCK: tl.constexpr):
+        offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK // 8)[:, None] * 8 + tl.arange(0, 8)[None, :]
+        tl.store(out_ptr + offs, widen(tl.load(x_ptr + offs), tl.float32))
+
 
 def _launch(x, s, out, seed, *, step_t=None, noise_mode=modes.NOISE_SQRT2A, clamp=(None, None), **kw):
     from fastlangevin.kernels.langevin_step import launch_langevin_step
@@ -34,13 +44,17 @@ def _launch(x, s, out, seed, *, step_t=None, noise_mode=modes.NOISE_SQRT2A, clam
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "dtype,score_dtype",
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)],
+)
 @pytest.mark.parametrize("noise_mode", [modes.NOISE_SQRT2A, modes.SCALE_ROWS])
-@pytest.mark.parametrize("row_size", [64, 72])  # 72: the last chunk of each row is partial (masked)
-def test_row_grid_equals_flat_grid(dtype, noise_mode, row_size):
+# 72: the last chunk of each row is partial (masked); 68: its last 8-wide tile row too (half of it valid)
+@pytest.mark.parametrize("row_size", [64, 72, 68])
+def test_row_grid_equals_flat_grid(dtype, score_dtype, noise_mode, row_size):
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, row_size, generator=g).to(dtype)
-    s = torch.randn(5, row_size, generator=g).to(dtype)
+    s = torch.randn(5, row_size, generator=g).to(score_dtype)
     step_t = torch.rand(5, generator=g) * 0.1
     seed = torch.tensor([123456789], dtype=torch.int64)
     outs = []
@@ -67,15 +81,29 @@ def test_even_tiles_equal_masked_tiles(n, block, offset):
     assert not a.isnan().any() and torch.equal(a, b)
 
 
-@pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0)])  # 251: odd count, no word loads
-@pytest.mark.parametrize("score_dtype", [torch.bfloat16, torch.float32])
-def test_bf16_word_loads_equal_element_loads(n, offset, score_dtype):
+def test_widen_is_the_exact_bf16_conversion():
+    """tiles.widen (bf16 -> fp32 as the bits shifted into the high half; the step's and DSM's loads) gives
+    every one of the 2**16 bf16 bit patterns (zeros, subnormals, infinities, NaN payloads) exactly the bits
+    of PyTorch's conversion, through an 8-wide tile as the kernels load it."""
+    bits = torch.arange(-(1 << 15), 1 << 15, dtype=torch.int32).to(torch.int16)
+    x = bits.view(torch.bfloat16)
+    out = torch.empty(x.numel(), dtype=torch.float32)
+    _widen_kernel[(x.numel() // 8192,)](x, out, BLOCK=8192)
+    assert torch.equal(out.view(torch.int32), x.float().view(torch.int32))
+
+
+@pytest.mark.parametrize("n,offset", [(256, 0), (250, 8), (251, 0), (251, 1)])
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float32])
+def test_bf16_score_equals_its_fp32_copy(n, offset, x_dtype):
+    """A bf16 score (widened in-kernel by tiles.widen) steps bit for bit as its exact fp32 copy does; with an
+    fp32 state the bf16 score makes 8-wide tiles, whose fp32 x and out go in 4-wide halves (the 4-wide tiles
+    of the all-fp32 launch are the reference)."""
     g = torch.Generator().manual_seed(5)
-    x, s = torch.randn(n, 1, generator=g).to(torch.bfloat16), torch.randn(n, 1, generator=g).to(score_dtype)
+    x, s = torch.randn(n, 1, generator=g).to(x_dtype), torch.randn(n, 1, generator=g).to(torch.bfloat16)
     seed = torch.tensor([77], dtype=torch.int64)
     a, b = torch.full_like(x, float("nan")), torch.full_like(x, float("nan"))
-    _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=True)
-    _launch(x, s, b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64, words=False)
+    _launch(x, s, a, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64)
+    _launch(x, s.float(), b, seed, clamp=(-1.5, 1.5), elem_offset=offset, block=64)
     assert not a.isnan().any() and torch.equal(a, b)
 
 
