@@ -351,18 +351,18 @@ def launch_dsm_loss_rows(
 @functools.lru_cache(maxsize=1024)
 def _loss_plan(rows, row_size, elem_offset, half, noise_from_ptr, fp64, interpreted):
     """(n_chunks, partial grid, its constexprs and options, reduce grid, its constexprs and options)."""
-    block, n_chunks, _, _, options = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
-    vec, aligned = _row_vec(row_size, elem_offset, half)
-    partial_consts = dict(
-        NOISE_FROM_PTR=noise_from_ptr,
-        ROWS_ALIGNED=aligned,
-        COMPUTE=tl.float64 if fp64 else tl.float32,
-        BLOCK=block,
-        VEC=vec,
-        **options,
-    )
+    n_chunks, partial_consts = _row_pass_consts(row_size, elem_offset, half, noise_from_ptr, fp64, interpreted)
     chunks = max(2, 1 << (n_chunks - 1).bit_length())  # next_power_of_2
     return n_chunks, (rows, n_chunks), partial_consts, (rows,), dict(CHUNKS=chunks, **launch_options(interpreted, 1))
+
+
+def _row_pass_consts(row_size, elem_offset, half, noise_from_ptr, fp64, interpreted) -> tuple:
+    """(n_chunks, constexprs and options) shared by the loss-partial and backward row passes."""
+    block, n_chunks, _, _, options = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
+    vec, aligned = _row_vec(row_size, elem_offset, half)
+    compute = tl.float64 if fp64 else tl.float32
+    return n_chunks, dict(NOISE_FROM_PTR=noise_from_ptr, ROWS_ALIGNED=aligned, COMPUTE=compute, BLOCK=block, VEC=vec,
+                          **options)  # fmt: skip
 
 
 def _row_vec(row_size: int, elem_offset: int, half: bool):
@@ -404,14 +404,5 @@ def launch_dsm_loss_backward(
 @functools.lru_cache(maxsize=1024)
 def _backward_plan(rows, row_size, elem_offset, half, noise_from_ptr, fp64, interpreted):
     """(grid, constexprs and options) of the loss backward launch."""
-    block, n_chunks, _, _, options = row_launch(row_size, elem_offset, interpreted, MIN_ROW_BLOCK)
-    vec, aligned = _row_vec(row_size, elem_offset, half)
-    consts = dict(
-        NOISE_FROM_PTR=noise_from_ptr,
-        ROWS_ALIGNED=aligned,
-        COMPUTE=tl.float64 if fp64 else tl.float32,
-        BLOCK=block,
-        VEC=vec,
-        **options,
-    )
+    n_chunks, consts = _row_pass_consts(row_size, elem_offset, half, noise_from_ptr, fp64, interpreted)
     return (rows, n_chunks), consts
