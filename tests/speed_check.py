@@ -80,23 +80,23 @@ def _straight_plan(x, s, eps):
 
     fl.langevin_step_(x, s, eps)  # builds the thread's plan for this shape
     plan = thread_scratch().views.get((x.shape, 0))
-    return plan if plan and plan[0] is not None and len(plan) == 4 else None
+    return plan if plan and plan[0] is not None and len(plan) == 3 else None
 
 
 def _floor_ops(x, s, eps):
     """The straight path's torch ops alone, on its buffers (no checks, no bookkeeping)."""
     from fastlangevin._rng import SEED_HIGH, chunk_seed
     from fastlangevin.fallback.chunks import thread_scratch
-    from fastlangevin.fallback.langevin_step import fp32_scalar
+    from fastlangevin.fallback.langevin_step import FP32_ONE
 
     st = thread_scratch()
-    _, fill, noise, work = _straight_plan(x, s, eps)
-    a, b = fp32_scalar(eps), math.sqrt(2 * eps)
+    _, fill, noise = _straight_plan(x, s, eps)
+    b = math.sqrt(2 * eps)
 
     def ops():
         st.gen.manual_seed(chunk_seed(st.seed.random_(0, SEED_HIGH).item(), 0))
         fill.normal_(0.0, b, generator=st.gen)
-        x.add_(torch.mul(s, a, out=work))
+        x.addcdiv_(s, FP32_ONE, value=eps)
         x.add_(noise)
 
     return ops
@@ -107,13 +107,12 @@ def _walk_ops(x, s, eps):
     on views made once: for a state of several 2**16 chunks at sample offset 0."""
     from fastlangevin._rng import SEED_HIGH, TORCH_RNG_CHUNK, chunk_seed
     from fastlangevin.fallback.chunks import thread_scratch
-    from fastlangevin.fallback.langevin_step import fp32_scalar
+    from fastlangevin.fallback.langevin_step import FP32_ONE
 
     C, st = TORCH_RNG_CHUNK, thread_scratch()
-    a, b = fp32_scalar(eps), math.sqrt(2 * eps)
+    b = math.sqrt(2 * eps)
     xf, sf = x.view(-1), s.view(-1)
     pieces = [(k, xf[i : i + C], sf[i : i + C]) for k, i in enumerate(range(0, xf.numel(), C))]
-    work = torch.empty(C)
 
     def ops():
         seed = st.seed.random_(0, SEED_HIGH).item()
@@ -121,7 +120,7 @@ def _walk_ops(x, s, eps):
             st.gen.manual_seed(chunk_seed(seed, k))
             z = st.noise[: xp.numel()]
             z.normal_(0.0, b, generator=st.gen)
-            xp.add_(torch.mul(sp, a, out=work[: xp.numel()]))
+            xp.addcdiv_(sp, FP32_ONE, value=eps)
             xp.add_(z)
 
     def noise():

@@ -374,3 +374,45 @@ def test_declined_while_compiling_and_after_an_environment_change(monkeypatch):
         assert torch.equal(g.get_state(), state)
     _backend.reload_environment()
     assert ops._small_cpu_step_(x.clone(), s, 0.1, None, None, g, None, None, 0) is True
+
+
+_ADDCDIV_SIZES = (1, 7, 16, 33, 512, 4099, 65539, 1 << 20)
+_ADDCDIV_SCALES = (0.01, 3.0, 1e-30, 1e38, 1e-45)
+
+
+def _addcdiv_mismatches() -> list:
+    """(n, a, in place?) where ``addcdiv`` with ``FP32_ONE`` differs bitwise from mul-then-add."""
+    bad = []
+    for n in _ADDCDIV_SIZES:
+        x, s = special_values(n, 5), special_values(n, 6)
+        for a in _ADDCDIV_SCALES:
+            want = x + torch.mul(s, fb.fp32_scalar(a))
+            got_in_place = x.clone().addcdiv_(s, fb.FP32_ONE, value=a)
+            got_out = torch.addcdiv(x, s, fb.FP32_ONE, value=a, out=torch.empty(n))
+            for label, got in (("in place", got_in_place), ("out", got_out)):
+                if not torch.equal(bits(got), bits(want)):
+                    bad.append((n, a, label))
+    return bad
+
+
+def test_addcdiv_is_unfused_mul_add():
+    """The one-pass ``x + fl(a*s)`` the straight path and the serial walk use is bitwise the
+    two-pass form, NaN payloads, infinities, subnormals and overflow included, at sizes that hit
+    the vector body and every tail, on this process's CPU capability."""
+    assert _addcdiv_mismatches() == []
+
+
+@pytest.mark.parametrize("capability", ["default", "avx2"])
+def test_addcdiv_is_unfused_mul_add_on_other_cpu_capabilities(capability):
+    """The same on ATen's other CPU kernels (``ATEN_CPU_CAPABILITY`` picks them at start-up), so the
+    identity does not rest on this machine's vector width."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import tests.test_small_path as t; print(t._addcdiv_mismatches())"
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout

@@ -111,7 +111,7 @@ _SCRATCH = threading.local()
 
 class CpuScratch:
     """One thread's reusable CPU state: the chunk generator, a one-chunk fp32 noise buffer
-    (``noise``), a one-chunk fp32 work buffer (``work``, for ``a*s``), an int64 ``[1]`` seed
+    (``noise``), an int64 ``[1]`` seed
     buffer and ``views``, a cache of views of these buffers keyed by the caller (views cost ~1 µs
     each to make). Per thread: torch ops release the GIL, so threads must not share buffers.
 
@@ -119,12 +119,11 @@ class CpuScratch:
     is safe): reading a drawn seed as ``seed_np.item()`` costs 0.08 µs against 0.23 µs for
     ``Tensor.item()``."""
 
-    __slots__ = ("gen", "noise", "work", "seed", "views", "seed_np")
+    __slots__ = ("gen", "noise", "seed", "views", "seed_np")
 
     def __init__(self):
         self.gen = torch.Generator()
         self.noise = torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32)
-        self.work = torch.empty(TORCH_RNG_CHUNK, dtype=torch.float32)
         self.seed = torch.empty(1, dtype=torch.int64)
         self.views: dict = {}
         self.seed_np = self.seed.numpy()

@@ -21,7 +21,13 @@ from .. import modes
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, torch_chunk_normal
 from .chunks import CPU_PIECE, _workers, compute_dtype, cpu_scratch, for_pieces, scale_slice
 
-__all__ = ["compute_dtype", "fp32_scalar", "langevin_step_torch", "scalar_tensor"]
+__all__ = ["FP32_ONE", "compute_dtype", "fp32_scalar", "langevin_step_torch", "scalar_tensor"]
+
+# ``x.addcdiv_(s, FP32_ONE, value=a)`` is bitwise ``x.add_(torch.mul(s, a))`` for fp32 tensors
+# (``s / 1`` is exact, NaN payloads included, and ATen's CPU addcdiv rounds ``a * s`` before the
+# add on every CPU capability), in one pass instead of two; ``addcmul_`` and ``add_(alpha=)``
+# would contract to an FMA (one rounding) and are not. Checked in tests/test_small_path.py.
+FP32_ONE = torch.ones((), dtype=torch.float32)
 
 # Pieces up to this many elements allocate their temporary (cheap below glibc's mmap
 # threshold); larger ones reuse a per-thread work buffer.
@@ -185,7 +191,7 @@ def _serial_chunks(x, score, out, seed, a: torch.Tensor, std: float, elem_offset
     takes numpy's payload, not torch's, and numpy warns on overflow)."""
     C, n = TORCH_RNG_CHUNK, x.numel()
     gen, buf = cpu_scratch()
-    work = _work_buffer(torch.float32, C)
+    a_value = a.item()  # the fp32 value, exactly
     seed_int = seed if isinstance(seed, int) else int(seed.reshape(()).item())
     first, last = elem_offset // C, (elem_offset + n - 1) // C + 1
     # chunk k's local elements: [max(k*C, o), min((k+1)*C, o+n)) - o, so the sizes of a split
@@ -199,11 +205,13 @@ def _serial_chunks(x, score, out, seed, a: torch.Tensor, std: float, elem_offset
             if m == C:  # a whole chunk: torch_chunk_normal's fill of all C values, on the buffers themselves
                 gen.manual_seed(chunk_seed(seed_int, k))
                 buf.normal_(0.0, std, generator=gen)
-                z, w = buf, work
+                z = buf
             else:
                 torch_chunk_normal(seed_int, k, buf, gen, needed=head + m, std=std)
-                z, w = buf[head : head + m], work[:m]
-            t = torch.mul(ss[j], a, out=w)
-            o = xs[j].add_(t) if in_place else torch.add(xs[j], t, out=os_[j])
+                z = buf[head : head + m]
+            if in_place:  # x + fl(a*s) in one pass (see FP32_ONE)
+                o = xs[j].addcdiv_(ss[j], FP32_ONE, value=a_value)
+            else:
+                o = torch.addcdiv(xs[j], ss[j], FP32_ONE, value=a_value, out=os_[j])
             o.add_(z)
     return out

@@ -36,7 +36,7 @@ from .._validate import (
 from ..fallback.chunks import _SCRATCH as _THREAD
 from ..fallback.chunks import RNG_STREAMS, thread_scratch
 from ..fallback.langevin_step import _FP32 as _FP32_SCALARS
-from ..fallback.langevin_step import _serial_chunks, _serial_cpu, fp32_scalar, langevin_step_torch
+from ..fallback.langevin_step import FP32_ONE, _serial_chunks, _serial_cpu, fp32_scalar, langevin_step_torch
 
 RNG_ENV_VAR = "FASTLANGEVIN_RNG"
 
@@ -589,22 +589,21 @@ def _small_cpu_step_(
     gen = st.gen
     gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
     plan[1].normal_(0.0, b, generator=gen)  # z prescaled: bitwise fl(b * z)
-    a_t = _FP32_SCALARS.get(step_size)
-    t = torch.mul(score, a_t if a_t is not None else fp32_scalar(step_size), out=plan[3])
+    # x + fl(a*s) in one pass, bitwise the general path's mul then add (see FP32_ONE)
     if out_of_place:  # a new tensor: (x + a*s) + b*z, the general path's out-of-place arithmetic
-        return torch.add(x, t).add_(plan[2])
-    x.add_(t)
+        return torch.addcdiv(x, score, FP32_ONE, value=step_size).add_(plan[2])
+    x.addcdiv_(score, FP32_ONE, value=step_size)
     x.add_(plan[2])
     return True
 
 
 def _small_plan(st, shape, sample_offset: int):
     """What the straight path needs for a state of ``shape`` at ``sample_offset``, cached in
-    ``st.views``: ``(chunk, noise fill view, noise view shaped like x, a*s work view shaped like
-    x)`` of ``st``'s buffers for a state inside one noise chunk (up to 2**16 elements: above
-    ``CPU_PIECE`` the general path walks it as one piece too, with the same operations);
-    ``(None, element offset, n)`` for a state over several chunks: the serial chunk walk's case;
-    False when the state is not the straight path's at all (0-d, empty, a negative offset)."""
+    ``st.views``: ``(chunk, noise fill view, noise view shaped like x)`` of ``st``'s buffers for
+    a state inside one noise chunk (up to 2**16 elements: above ``CPU_PIECE`` the general path
+    walks it as one piece too, with the same operations); ``(None, element offset, n)`` for a
+    state over several chunks: the serial chunk walk's case; False when the state is not the
+    straight path's at all (0-d, empty, a negative offset)."""
     if len(st.views) > 256:
         st.views.clear()
     n = math.prod(shape)
@@ -614,7 +613,7 @@ def _small_plan(st, shape, sample_offset: int):
         chunk, head = divmod(start, TORCH_RNG_CHUNK)
         if head + n <= TORCH_RNG_CHUNK:  # one chunk: the walk's operations for it, on the thread's buffers
             fill = min(TORCH_RNG_CHUNK, max(16, -(-(head + n) // 16) * 16))  # normal_ fills groups of 16
-            plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape), st.work[:n].view(shape))
+            plan = (chunk, st.noise[:fill], st.noise[head : head + n].view(shape))
         else:
             plan = (None, start, n)
     st.views[(shape, sample_offset)] = plan
@@ -713,9 +712,8 @@ class InplaceStepper:
             gen = st.gen
             gen.manual_seed(chunk_seed(st.seed_np.item(), plan[0]))
             plan[1].normal_(0.0, math.sqrt(2.0 * a) if self.noise_scale is None else self.noise_scale, generator=gen)
-            a_t = _FP32_SCALARS.get(a)
             x = self.x
-            x.add_(torch.mul(s, a_t if a_t is not None else fp32_scalar(a), out=plan[3]))
+            x.addcdiv_(s, FP32_ONE, value=a)
             x.add_(plan[2])
         else:
             langevin_step_(self.x, s, a, self.noise_scale, **self.kw)
