@@ -42,6 +42,27 @@ def test_hot_path_skips_forward_predicated_branches():
     assert kb._widths(hot, "STG") == [16]
 
 
+# A cold if/else (the masked loads of a launch's partial tile): its last arm's predicated branch skips past
+# the cold block's end to the join, over hot code (.L_x_1's unmasked load) that the model must still count.
+SASS_NESTED = """
+        /*0000*/               @P5 BRA `(.L_x_1) ;
+        /*0010*/                   CS2R R4, SRZ ;
+        /*0020*/               @P2 BRA `(.L_x_2) ;
+        /*0030*/                   LDG.E.EF.128 R4, desc[UR4][R2.64] ;
+        /*0040*/                   BRA `(.L_x_2) ;
+.L_x_1:
+        /*0050*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+.L_x_2:
+        /*0060*/                   FADD R4, R4, R5 ;
+        /*0070*/                   EXIT ;
+"""
+
+
+def test_hot_path_ignores_branches_inside_cold_blocks():
+    hot = kb.hot_path(kb.parse_sass(SASS_NESTED))
+    assert [i["op"] for i in hot] == ["BRA", "LDG.E.128", "FADD", "EXIT"]
+
+
 def test_variants_cover_the_launchers_choices():
     names = [v.name for v in kb.variants()]
     assert len(names) == len(set(names))
