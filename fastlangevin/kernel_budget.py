@@ -36,8 +36,10 @@ the fp32 bit split of U in 5 integer ops, 2 conversions, 6 + 1 FFMA of the log p
 the fallback does), and the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32
 elements per thread. (The interpreter evaluates the angle's sine and cosine as polynomials instead:
 ``kernels/tiles.py`` HW_SINCOS, bound in ``fastlangevin._rng``; 7 FFMA and 2 FMUL more per pair.)
-Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``; 1 on a 16-bit
-output: ``HMNMX2``); 16-bit operands 1 per element each to widen (``kernels/tiles.py`` widen) and 0.5 to narrow.
+Masked tiles add ~1 (the count left, the stores' predicates; the step's masked loads, whose registers
+Triton zero-fills first, run in the launch's one partial tile only, jumped over elsewhere); a clamp 2
+(``FMNMX.NAN``; 1 on a 16-bit output: ``HMNMX2``); 16-bit operands 1 per element each to widen
+(``kernels/tiles.py`` widen) and 0.5 to narrow.
 The Philox counters' carry into the high word is selected per counter only in the tile whose low words wrap
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
