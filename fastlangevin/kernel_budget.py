@@ -20,7 +20,8 @@ and bundled ``ptxas`` for the target (sm_90 by default; ``--arch`` adds others t
 supports), exactly as a launch would specialise it (constexprs, 16-byte divisibility of the pointers
 and sizes in the aligned case); the cubin is disassembled with the bundled ``nvdisasm``. The **hot
 path** is every SASS instruction up to the kernel's last ``EXIT`` except those jumped over by a
-forward predicated branch (cold slow paths, e.g. libdevice's Payne–Hanek range reduction); dividing
+forward predicated branch on the hot path (cold slow paths, e.g. libdevice's Payne–Hanek range reduction, or
+a launch's one partial tile; a branch inside a cold block marks nothing); dividing
 it by the elements each thread handles (BLOCK / (32 · num_warps)) gives ``N``. Registers, stack and
 local memory come from ``cuobjdump -res-usage``; the global access widths from the ``LDG``/``STG``
 opcodes (``.128`` = 16 bytes per thread). ``--json FILE`` writes variant → record, ``--cubin-dir DIR``
@@ -35,8 +36,10 @@ the fp32 bit split of U in 5 integer ops, 2 conversions, 6 + 1 FFMA of the log p
 the fallback does), and the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32
 elements per thread. (The interpreter evaluates the angle's sine and cosine as polynomials instead:
 ``kernels/tiles.py`` HW_SINCOS, bound in ``fastlangevin._rng``; 7 FFMA and 2 FMUL more per pair.)
-Masked tiles add ~1.5 (zeroed registers of predicated loads, compares); a clamp 2 (``FMNMX.NAN``; 1 on a 16-bit
-output: ``HMNMX2``); 16-bit operands 1 per element each to widen (``kernels/tiles.py`` widen) and 0.5 to narrow.
+Masked tiles add ~1 (the count left, the stores' predicates; the step's masked loads, whose registers
+Triton zero-fills first, run in the launch's one partial tile only, jumped over elsewhere); a clamp 2
+(``FMNMX.NAN``; 1 on a 16-bit output: ``HMNMX2``); 16-bit operands 1 per element each to widen
+(``kernels/tiles.py`` widen) and 0.5 to narrow.
 The Philox counters' carry into the high word is selected per counter only in the tile whose low words wrap
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
@@ -340,10 +343,16 @@ def parse_sass(text: str) -> List[dict]:
 
 
 def hot_path(instrs: List[dict]) -> List[dict]:
-    """Instructions up to the last EXIT, minus those a forward predicated branch jumps over."""
+    """Instructions up to the last EXIT, minus those a forward predicated branch on the hot path jumps over.
+
+    A branch inside a cold block is that block's own control flow: where it jumps past the block's end (a
+    cold if/else whose last arm skips to the join), what it skips beyond the block is reached by the hot
+    path, so only branches not already cold mark code cold (in address order)."""
     last_exit = max((i for i, ins in enumerate(instrs) if ins["op"] == "EXIT"), default=len(instrs) - 1)
     cold = set()
     for ins in instrs[: last_exit + 1]:
+        if ins["addr"] in cold:
+            continue
         if ins["op"].startswith("BRA") and ins["pred"] and ins["target"] is not None and ins["target"] > ins["addr"]:
             cold.update(j["addr"] for j in instrs if ins["addr"] < j["addr"] < ins["target"])
     return [ins for ins in instrs[: last_exit + 1] if ins["addr"] not in cold]

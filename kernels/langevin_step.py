@@ -56,6 +56,11 @@ STEP_ELEMS_PER_WARP = FLAT_BLOCK_GPU // STEP_WARPS_GPU
 #: few, large programs, so only long rows.
 ROW_GRID_MIN_GPU = 512
 ROW_GRID_MIN_INTERPRETER = 1 << 14
+#: The eviction policy of the masked loads and stores of a launch's partial tile (SPLIT in the kernel): a
+#: streamed tile is read and written once, so evict-first is the right hint, and a hint the full tiles'
+#: accesses lack keeps LLVM from merging the two branches back into one masked access (it sinks identical
+#: accesses out of an if/else and selects their predicate, which restores the zero-fill on every tile).
+MASKED_POLICY: tl.constexpr = tl.constexpr("evict_first")
 
 
 @triton.jit
@@ -74,13 +79,16 @@ def _load_scale(
 
 
 @triton.jit
-def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False):
+def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False, POLICY: tl.constexpr = ""):
     # No `other=`: masked lanes are never stored, so they need no defined value. EVEN (every tile full)
-    # drops the mask, and with it the zeroing of the masked registers and the compares.
+    # drops the mask, and with it the zeroing of the masked registers and the compares. POLICY: the masked
+    # load's eviction policy (see _langevin_step_kernel's SPLIT).
     if EVEN:
         return tl.load(ptrs)
-    else:
+    elif LANES:
         return tile_load(ptrs, mask, LANES)
+    else:
+        return tl.load(ptrs, mask=mask, eviction_policy=POLICY)
 
 
 @triton.jit
@@ -97,7 +105,16 @@ def _join_halves(a, b):
 
 @triton.jit
 def _load_tile(
-    ptr, start, offs, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, COMPUTE: tl.constexpr, HALVES: tl.constexpr
+    ptr,
+    start,
+    offs,
+    mask,
+    left,
+    EVEN: tl.constexpr,
+    LANES: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    HALVES: tl.constexpr,
+    POLICY: tl.constexpr = "",
 ):
     """The tile ``ptr[start + offs]`` widened to COMPUTE. A 32-bit operand of an 8-wide tile (beside a 16-bit
     one) is read as two 4-wide (16-byte) halves and joined: each thread then holds whole tile rows of it, as
@@ -111,15 +128,26 @@ def _load_tile(
             xa = tl.load(ptr + start + oa)
             xb = tl.load(ptr + start + ob)
         else:
-            xa = tl.load(ptr + start + oa, mask=oa < left)
-            xb = tl.load(ptr + start + ob, mask=ob < left)
+            xa = tl.load(ptr + start + oa, mask=oa < left, eviction_policy=POLICY)
+            xb = tl.load(ptr + start + ob, mask=ob < left, eviction_policy=POLICY)
         return _join_halves(xa.to(COMPUTE), xb.to(COMPUTE))
     # bf16 widened by a shift or a mask of the loaded word (tiles.widen: one integer op per element)
-    return widen(_load(ptr + start + offs, mask, EVEN, LANES), COMPUTE)
+    return widen(_load(ptr + start + offs, mask, EVEN, LANES, POLICY), COMPUTE)
 
 
 @triton.jit
-def _store_tile(ptr, start, offs, values, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, HALVES: tl.constexpr):
+def _store_tile(
+    ptr,
+    start,
+    offs,
+    values,
+    mask,
+    left,
+    EVEN: tl.constexpr,
+    LANES: tl.constexpr,
+    HALVES: tl.constexpr,
+    POLICY: tl.constexpr = "",
+):
     """``ptr[start + offs] = values`` (masked unless EVEN); in two 4-wide halves for a 32-bit ``ptr`` of an
     8-wide tile (see :func:`_load_tile`)."""
     if HALVES and offs.shape[1] == 8 and ptr.dtype.element_ty.primitive_bitwidth == 32:
@@ -130,12 +158,14 @@ def _store_tile(ptr, start, offs, values, mask, left, EVEN: tl.constexpr, LANES:
             tl.store(ptr + start + oa, va)
             tl.store(ptr + start + ob, vb)
         else:
-            tl.store(ptr + start + oa, va, mask=oa < left)
-            tl.store(ptr + start + ob, vb, mask=ob < left)
+            tl.store(ptr + start + oa, va, mask=oa < left, eviction_policy=POLICY)
+            tl.store(ptr + start + ob, vb, mask=ob < left, eviction_policy=POLICY)
     elif EVEN:
         tl.store(ptr + start + offs, values)
-    else:
+    elif LANES:
         tile_store(ptr + start + offs, values, mask, LANES)
+    else:
+        tl.store(ptr + start + offs, values, mask=mask, eviction_policy=POLICY)
 
 
 @triton.jit
@@ -173,20 +203,38 @@ def _langevin_step_kernel(
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
         # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
         row = tl.program_id(0).to(tl.int64)
-        start, offs, mask, first_group = row_tile(row, tl.program_id(1), row_size, 4 * group_offset, BLOCK, True, VEC)
+        start, offs, mask, _ = row_tile(row, tl.program_id(1), row_size, 4 * group_offset, BLOCK, True, VEC)
+        # the tile's first group from its local base (a multiple of 4 here): row_tile's (4 * group_offset +
+        # row * row_size) >> 2 + chunk * GROUPS is the same integer, from a second 64-bit multiply-add
+        first_group = group_offset + (start >> 2)
         rows = row
-        end = (row + 1) * row_size
+        # the row's columns from this chunk on (not (row + 1) * row_size - start: one 64-bit product less)
+        left = tl.minimum(row_size - tl.program_id(1).to(tl.int64) * BLOCK, BLOCK).to(tl.int32)
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
         rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
-        end = n_elements
-    left = tl.minimum(end - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor (or row)
+        left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
 
     # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
     # an fp32 score beside a 16-bit state is not: its one load costs fewer instructions (`fastlangevin kernels`).
     HALVES: tl.constexpr = HEAD == 0
-    x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
-    s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
+    # A group-aligned launch that is not EVEN branches on the tile for its loads: only the tensor's (or row's)
+    # last tile is partial, and it alone takes the masked loads (Triton zero-fills a masked load's registers
+    # first: 16 to 32 instructions a thread) while every full tile takes the unmasked ones. The masked branch
+    # comes first, so ptxas lays it out as the jumped-over one (`fastlangevin kernels`: fp32 step 31.0 -> 30.2
+    # instructions per element). The stores stay masked: a second branch made ptxas copy the results into
+    # other registers for the unmasked stores (+16 MOV), more than the predicates it saves.
+    SPLIT: tl.constexpr = not EVEN and HEAD == 0
+    if SPLIT:
+        if left < BLOCK:
+            x = _load_tile(x_ptr, start, offs, mask, left, False, LANES, COMPUTE, HALVES, MASKED_POLICY)
+            s = _load_tile(score_ptr, start, offs, mask, left, False, LANES, COMPUTE, False, MASKED_POLICY)
+        else:
+            x = _load_tile(x_ptr, start, offs, mask, left, True, LANES, COMPUTE, HALVES)
+            s = _load_tile(score_ptr, start, offs, mask, left, True, LANES, COMPUTE, False)
+    else:
+        x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
+        s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
     a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:

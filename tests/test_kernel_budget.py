@@ -42,6 +42,27 @@ def test_hot_path_skips_forward_predicated_branches():
     assert kb._widths(hot, "STG") == [16]
 
 
+# A cold if/else (the masked loads of a launch's partial tile): its last arm's predicated branch skips past
+# the cold block's end to the join, over hot code (.L_x_1's unmasked load) that the model must still count.
+SASS_NESTED = """
+        /*0000*/               @P5 BRA `(.L_x_1) ;
+        /*0010*/                   CS2R R4, SRZ ;
+        /*0020*/               @P2 BRA `(.L_x_2) ;
+        /*0030*/                   LDG.E.EF.128 R4, desc[UR4][R2.64] ;
+        /*0040*/                   BRA `(.L_x_2) ;
+.L_x_1:
+        /*0050*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+.L_x_2:
+        /*0060*/                   FADD R4, R4, R5 ;
+        /*0070*/                   EXIT ;
+"""
+
+
+def test_hot_path_ignores_branches_inside_cold_blocks():
+    hot = kb.hot_path(kb.parse_sass(SASS_NESTED))
+    assert [i["op"] for i in hot] == ["BRA", "LDG.E.128", "FADD", "EXIT"]
+
+
 def test_variants_cover_the_launchers_choices():
     names = [v.name for v in kb.variants()]
     assert len(names) == len(set(names))
@@ -75,17 +96,17 @@ def _run_tool(tmp_path, *args):
 # measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds, rounded up), so any
 # regression fails; lower a value when a change improves it. Issue 12's targets: the step and the DSM perturb
 # <= 32, the other passes <= 40. Reached by every variant here except the 16-bit step with a clamp or per-row
-# scales (33.09 / 33.91) and a start mid-way into a Philox group (44.9: scalar accesses and two-sided element
+# scales (33.09 / 33.44) and a start mid-way into a Philox group (44.9: scalar accesses and two-sided element
 # masks; a memory-aligned tile would need more Philox work). Where the step's
 # instructions go: kernel_budget's docstring.
 SUBSET_GUARD = {
-    "step-fp32-fp32-a0-b0-head0": 31.2,  # masked tiles (n not a multiple of 4096)
+    "step-fp32-fp32-a0-b0-head0": 30.4,  # masked tiles (n not a multiple of 4096): only the last one masks its loads
     "step-fp32-fp32-a0-b4-head0-even": 29.3,  # every tile full: no masks
-    "step-fp32-bf16-a1-b3-head0": 6.2,  # no noise
+    "step-fp32-bf16-a1-b3-head0": 6.1,  # no noise
     "step-fp16-fp16-a1-b1-head0-even": 31.3,
     "step-bf16-bf16-a0-b4-clamp-head0": 33.3,
     "step-bf16-bf16-a0-b4-clamp-head3": 45.2,  # mid-group start: scalar accesses, column loads, 8 warps
-    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 34.2,  # per-row scales, (row, chunk) grid
+    "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 33.7,  # per-row scales, (row, chunk) grid
     "dsm-perturb-fp32-alpha-head0": 30.5,
     "dsm-loss-partial-fp32-aligned": 32.1,
     "dsm-backward-fp32-unaligned": 36.3,
