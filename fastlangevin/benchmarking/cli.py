@@ -49,23 +49,6 @@ def _split(text):
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _enable_interpreter():
-    """Switch the Triton interpreter on, which must happen before our kernels are imported."""
-    if "fastlangevin.kernels.langevin_step" in sys.modules and not _backend.kernels_interpreted():
-        return "kernels were already built for the GPU in this process"
-    os.environ["TRITON_INTERPRET"] = "1"
-    return None
-
-
-def list_registry() -> str:
-    lines = []
-    for name, w in WORKLOADS.items():
-        lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}"]
-        lines += [f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]
-        lines += [f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list]
-    return "\n".join(lines)
-
-
 def add_machine_options(add) -> None:
     """``--device``, ``--threads`` and ``--seed``: what ``bench`` and ``profile`` both take (see :func:`machine`)."""
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -129,23 +112,6 @@ SUITE: list[tuple] = [
 SWEEP = range(8, 25, 2)
 
 
-def run_suite(opts: BenchOptions, ours: str, sweep=SWEEP, scale: float = 1.0) -> tuple[BenchResult, list[dict]]:
-    """Every entry, then the sweep; ``scale`` shrinks the shapes' first dim (dry runs)."""
-    meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
-    for title, wl, shape, mode, threads, params, goals in SUITE:
-        shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
-        case = Case(wl, shape, torch.float32, mode, opts.device, tuple(sorted(params)), threads)
-        (cr,) = run(opts.replace(providers=(ours, *(b for b, _ in goals))), cases=[case]).cases
-        results.append(cr)
-        for base, want in goals:
-            got = cr.speedup(ours, base)
-            met = None if got is None else got >= want
-            targets.append(dict(work=title, key=case.key, ours=ours, baseline=base, speedup=got, target=want, met=met))
-    step = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in sweep]
-    results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=step).cases
-    return BenchResult(meta, results, {}), targets
-
-
 def suite_tables(result: BenchResult, targets: list[dict], ours: str) -> str:
     """The targets met or missed, then the step's sweep: markdown, as the README quotes them."""
     lines = ["targets (issue 11; speed-up = baseline median / fastlangevin median):"]
@@ -166,8 +132,22 @@ def suite_tables(result: BenchResult, targets: list[dict], ours: str) -> str:
 
 
 def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=False) -> int:
-    ours = "triton" if opts.device.type == "cuda" else "torch"
-    result, targets = run_suite(opts, ours, sweep=(8, 10) if dry_run else SWEEP, scale=1 / 64 if dry_run else 1.0)
+    """Every :data:`SUITE` entry, then the step's :data:`SWEEP` (``dry_run``: first dims / 64, sizes 2^8
+    and 2^10); tables on stdout, the raw results to ``json_path`` (default: ``out_dir``/dropin-DEVICE-DATE)."""
+    ours, scale = "triton" if opts.device.type == "cuda" else "torch", 1 / 64 if dry_run else 1.0
+    meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
+    for title, wl, shape, mode, threads, params, goals in SUITE:
+        shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
+        case = Case(wl, shape, torch.float32, mode, opts.device, tuple(sorted(params)), threads)
+        (cr,) = run(opts.replace(providers=(ours, *(b for b, _ in goals))), cases=[case]).cases
+        results.append(cr)
+        for base, want in goals:
+            got = cr.speedup(ours, base)
+            met = None if got is None else got >= want
+            targets.append(dict(work=title, key=case.key, ours=ours, baseline=base, speedup=got, target=want, met=met))
+    sweep = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in SWEEP]
+    results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=sweep[:2] if dry_run else sweep).cases
+    result = BenchResult(meta, results, {})
     print(report.table(result) + "\n\n" + suite_tables(result, targets, ours))
     if json_path is None:
         os.makedirs(out_dir, exist_ok=True)
@@ -179,10 +159,17 @@ def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_
 
 
 def _run(args) -> int:
-    if args.interpret and args.device == "cpu" and (problem := _enable_interpreter()):
-        print(f"--interpret: {problem}; the Triton provider will be skipped", file=sys.stderr)
+    if args.interpret and args.device == "cpu":  # the interpreter must be on before our kernels are imported
+        if "fastlangevin.kernels.langevin_step" not in sys.modules or _backend.kernels_interpreted():
+            os.environ["TRITON_INTERPRET"] = "1"
+        else:
+            why = "kernels were already built for the GPU in this process"
+            print(f"--interpret: {why}; the Triton provider will be skipped", file=sys.stderr)
     if args.list:
-        print(list_registry())
+        for name, w in WORKLOADS.items():
+            print(f"{name}: {w.description}\n  bytes: {w.bytes_note}")
+            print(f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}")
+            print("\n".join(f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list))
         return 0
     try:
         opts = options_from_args(args)
@@ -194,7 +181,9 @@ def _run(args) -> int:
     result = run(opts)
     print(report.table(result))
     others = {p.name for w in opts.workloads for p in WORKLOADS[w].provider_list} - set(OURS)
-    lines = report.summary_lines(result, [(o, x) for o in OURS for x in sorted(others)] + [("triton", "torch")])
+    pairs = [(o, x) for o in OURS for x in sorted(others)] + [("triton", "torch")]  # ours vs each other, both ran
+    lines = [f"{cr.case.key}: {a} is {r:.2f}x {b}" for cr in result.cases for a, b in pairs
+             if (r := cr.speedup(a, b)) is not None]  # fmt: skip
     if lines:
         print("\nspeed-ups of fastlangevin (median times, same run):\n  " + "\n  ".join(lines))
     for path, write in ((args.json, report.write_json), (args.plot, report.write_plot)):

@@ -62,12 +62,6 @@ def table(result: BenchResult) -> str:
     return "\n".join(parts + [s for cr in result.cases for s in ("", case_table(cr))])
 
 
-def summary_lines(result: BenchResult, pairs: list[tuple[str, str]]) -> list[str]:
-    """One line per case and pair ``(ours, other)`` that both ran: ``ours`` speed-up over ``other``."""
-    return [f"{cr.case.key}: {a} is {r:.2f}x {b}" for cr in result.cases for a, b in pairs
-            if (r := cr.speedup(a, b)) is not None]  # fmt: skip
-
-
 def failed_ours(result: BenchResult, bad: tuple[str, ...] = ("rejected", "error")) -> int:
     """Exit status: 1, with a line on stderr, when a fastlangevin provider ended in a ``bad`` status."""
     failed = [(cr.case.key, p.name, p.status) for cr in result.cases for p in cr.providers

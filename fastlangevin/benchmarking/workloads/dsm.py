@@ -2,19 +2,16 @@
 
     x̃ = x + σ z,   s = score(x̃, σ),   loss = mean_i ½ σ_i² ‖s_i + z_i / σ_i‖²,   loss.backward()
 
-Score models (``--param score=...``): ``trivial`` (default) ``s = b - x̃`` with one parameter ``b``
-shaped like a sample — one op that saves nothing, so the loss itself is measured; ``linear``
-``s = x̃ W^T + c`` on the flattened sample (a small model, as a drop-in user's). Per-sample σ.
+Score models (``--param score=``): ``trivial`` (default) ``s = b - x̃``, one parameter ``b`` shaped like a
+sample and nothing saved, so the loss itself is measured; ``linear`` ``s = x̃ W^T + c`` on the flattened
+sample (a drop-in user's small model). Per-sample σ. Bytes (trivial model): ``8 * numel * itemsize``
+(perturb 2, score 2, loss forward 1, backward 2, parameter gradient 1; z never touches memory); also the
+bytes autograd saves for backward and, on CUDA, the peak allocated in one forward + backward. Provider
+factory: ``make(case, score_fn, noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it.
 
-Bytes (trivial model): ``8 * numel * itemsize`` — perturb 2, score 2, loss forward 1, loss backward 2,
-parameter gradient 1; z never has to touch memory. Memory: bytes autograd saves for backward and, on
-CUDA, the peak allocated during one forward + backward. Provider factory: ``make(case, score_fn,
-noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it.
-
-Check: with injected z, the loss and every parameter's gradient match the reference
-(:func:`fastlangevin.reference.dsm_loss`, float64) to 1e-4 relative (16-bit: 2e-2); with drawn z, the
-mean loss over 8 calls matches the reference's mean over 8 fresh draws within 6 standard errors (both
-spreads estimated from the calls) plus that rounding; two calls draw different noise.
+Check: with injected z, the loss and every parameter's gradient match :func:`fastlangevin.reference.dsm_loss`
+(float64) to 1e-4 relative (16-bit: 2e-2); with drawn z, two calls draw different noise and the mean loss
+of 8 calls matches the reference's mean of 8 fresh draws within 6 standard errors plus that rounding.
 """
 
 import math
@@ -64,10 +61,6 @@ def _loss_and_grads(loss_fn, x, sigma, params):
     return float(loss.detach().double()), [g.double() for g in grads]
 
 
-def _mean_se(v):
-    return statistics.fmean(v), statistics.stdev(v) / math.sqrt(len(v))
-
-
 class DSM(Workload):
     name = "dsm"
     description = "DSM loss forward+backward (x~ = x + sigma z, NCSN weighting), trivial or linear score model"
@@ -114,8 +107,8 @@ class DSM(Workload):
         losses = [c[0] for c in calls]
         refs = [float(ref_loss(torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float64)).detach())
                 for _ in range(STAT_CALLS)]  # fmt: skip
-        (m, se), (mr, ser) = _mean_se(losses), _mean_se(refs)
-        tol = Z_BOUND * math.hypot(se, ser) + rtol * abs(mr)
+        m, mr, ses = statistics.fmean(losses), statistics.fmean(refs), [statistics.stdev(v) for v in (losses, refs)]
+        tol = Z_BOUND * math.hypot(*ses) / math.sqrt(STAT_CALLS) + rtol * abs(mr)
         # freshness first: frozen noise has no spread across calls, so its mean would fail or pass by luck
         if all(torch.equal(a, b) for a, b in zip(calls[0][1], calls[1][1])):
             raise CheckFailed("two calls gave the same gradient (noise not fresh)")
