@@ -1,10 +1,9 @@
 """``fastlangevin bench``: providers side by side, checked, timed, tabulated (and JSON / plot); the
 README's "Benchmarks and profiling" section lists example command lines.
 
-``--suite dropin``: fastlangevin dropped into a user's loop vs the plain PyTorch it replaces. Each
-entry of :data:`SUITE` is one engine case (checked, then timed interleaved with its baselines, one run)
-at a given thread count, with the speed-up target of issue 11 beside it (met / missed); then the step
-in place across sizes 2^8 … 2^24. Raw results (device, versions, date, every timing) go to JSON.
+``--suite dropin``: fastlangevin dropped into a user's loop vs the plain PyTorch it replaces: each
+:data:`SUITE` entry is one engine case at a given thread count with issue 11's speed-up target beside
+it (met / missed), then the step in place at 2^8 … 2^24; raw results (versions, date, timings) to JSON.
 """
 
 import datetime

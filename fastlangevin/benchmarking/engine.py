@@ -150,8 +150,7 @@ class Workload:
     def bytes_moved(self, case: Case) -> int | None:
         return None if self.unit else self.bytes_per_element * case.numel * case.dtype.itemsize
 
-    def items(self, case: Case) -> float:
-        """Items per call (``unit`` workloads): e.g. the sampler steps of one run."""
+    def items(self, case: Case) -> float:  # per call, for ``unit`` workloads: e.g. the sampler steps of one run
         return 1
 
 
@@ -301,37 +300,17 @@ def environment(opts: BenchOptions) -> dict[str, Any]:
 
 
 # -- the loop -----------------------------------------------------------------------------------
+#: a provider's exception -> its status (any other: "error")
+OUTCOMES = ((ProviderUnavailable, "skipped"), (CheckFailed, "rejected"))
+
+
 def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> tuple[ProviderResult, Any]:
-    """Availability, the correctness check, then the callable to time after one untimed first call (its
-    time, compilation included, is kept as ``first_call_ms``; the workload's figures are read after it)."""
-    res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
-    try:
-        if reason := p.unavailable(case, opts):
-            raise ProviderUnavailable(reason)
-        res.check = w.check(p, case, inputs, opts)
-        synchronize(case.device)
-        fn, extra = w.timed(p, case, inputs, opts)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(case.device)
-        rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
-        res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}  # extra after the call
-    except ProviderUnavailable as exc:
-        res.status, res.reason = "skipped", str(exc)
-    except CheckFailed as exc:
-        res.status, res.reason = "rejected", str(exc)
-    except Exception as exc:  # a provider crashing must not end the run
-        res.status, res.reason = "error", first_line(exc)
-    verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
-    say(f"{case.key:34s} {p.name:16s} {verdict}")
-    return res, (fn if res.status == "ok" else None)
-
-
 def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
+    """Availability and the correctness check of every provider, then the timing of those that passed, each
+    after one untimed first call (its time, compilation included, is ``first_call_ms``; ``extra`` read after it)."""
     cr = CaseResult(case, w.bytes_moved(case), *((w.items(case), w.unit) if w.unit else (None, "GB/s")))
     if case.device.type == "cuda":
         free = torch.cuda.mem_get_info(case.device)[0]
@@ -344,10 +323,25 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
         src, dst = inputs["x"], torch.empty_like(inputs["x"])
         cr.copy_bytes, fns["__copy__"] = src.nbytes + dst.nbytes, lambda: dst.copy_(src)
     for p in w.providers(opts):
-        res, fn = _prepare(w, p, case, inputs, opts, say)
+        res = ProviderResult(p.name, p.label, p.kind, "ok")
         cr.providers.append(res)
-        if fn is not None:
+        try:
+            if reason := p.unavailable(case, opts):
+                raise ProviderUnavailable(reason)
+            res.check = w.check(p, case, inputs, opts)
+            synchronize(case.device)
+            fn, extra = w.timed(p, case, inputs, opts)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(case.device)
+            rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
+            res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}
             fns[p.name] = fn
+        except Exception as exc:  # a provider crashing must not end the run
+            res.status = next((st for cls, st in OUTCOMES if isinstance(exc, cls)), "error")
+            res.reason = first_line(exc) if res.status == "error" else str(exc)
+        verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
+        say(f"{case.key:34s} {p.name:16s} {verdict}")
     try:
         if case.device.type == "cuda":
             from triton.testing import do_bench

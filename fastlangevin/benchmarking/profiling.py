@@ -72,10 +72,9 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> di
     """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
     on_gpu, labels = device.type == "cuda", set(PHASE_LABELS)
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
-    avgs = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL}]
     kind = "device" if on_gpu else "cpu"
     self_us, amount = operator.attrgetter(f"self_{kind}_time_total"), operator.attrgetter(f"{kind}_time_total")
-    rows = [a for a in avgs if self_us(a) > 0]
+    rows = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL} and self_us(a) > 0]
     if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
         rows = [a for a in rows if a.device_type != DeviceType.CPU] or rows  # some torch versions: launch ops only
         total_us, basis = sum(map(self_us, rows)), "sum of GPU kernel time"
@@ -86,18 +85,14 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> di
     ranked = sorted(rows, key=self_us, reverse=True)[:top]
     top_rows = [dict(name=a.key, calls=a.count, self_ms=self_us(a) / 1e3, share=share(self_us(a))) for a in ranked]
 
-    def enclosing_phase(e):
-        """The nearest phase-labelled event around ``e``, or None."""
-        e = e.cpu_parent
-        while e is not None and e.name not in labels:
-            e = e.cpu_parent
-        return e
-
     # a phase's own share: its time minus that of the phases nested in it (the denoising step evaluates
     # the score inside its label), so shares never overlap; the inclusive share is listed too
-    nested: dict[int, float] = {}
-    for e in events:
-        if e.name in labels and (outer := enclosing_phase(e)) is not None:
+    nested: dict[int, float] = {}  # id of a phase event -> time of the phase events nearest inside it
+    for e in (e for e in events if e.name in labels):
+        outer = e.cpu_parent
+        while outer is not None and outer.name not in labels:
+            outer = outer.cpu_parent
+        if outer is not None:
             nested[id(outer)] = nested.get(id(outer), 0.0) + amount(e)
     phases = []
     for label in PHASE_LABELS:

@@ -32,11 +32,10 @@ _COMPILED: dict[Any, Any] = {}
 
 
 def compile_provider(label: str, eager: Callable) -> Provider:
-    """``compile``: ``torch.compile(dynamic=False, fullgraph=True)`` of what the ``eager`` factory makes (in
-    an in-place case copied into x inside the graph), one per case and factory arguments: dynamo's cache
-    is reset at each new case (a long sweep never hits the recompile limit, past which it would silently
-    run eager code); the check and the timing share it. The first call's time, the compile warm-up,
-    lands in ``.extra["compile_ms"]``, apart from the timings."""
+    """``compile``: ``torch.compile(dynamic=False, fullgraph=True)`` of what ``eager`` makes (in place: copied
+    into x in the graph), one per case and arguments, shared by check and timing; dynamo is reset at each new
+    case (past its recompile limit it would silently run eager code). The first call's time, the compile
+    warm-up, lands in ``.extra["compile_ms"]``, apart from the timings."""
 
     def make(case, *args):
         import torch._dynamo

@@ -2,15 +2,12 @@
 
     error = max |x_eps − x*_eps| / max |x*_eps|,   x* the exact flow of Gaussian data N(μ, s² I)
 
-The score is the closed-form Gaussian score (cheap: the timings are the solver's own cost, the fused
-updates, the per-step host work and, for rk45, its one sync per attempted step; with a network score the
-NFE column is what scales). Options (``--param``): ``sde=vp|ve``, ``tol`` (rk45's ``rtol = atol``,
-default 1e-5), ``backend``. Provider factory: ``make(inputs, n_steps) -> (x, nfe)``.
-
-Check: rk45's error must be below ``ERR_PER_TOL × tol``; each fixed-step method is then given the fewest
-uniform steps (doubling, then bisection to ~1.5%) whose error is at most rk45's, and timed there
-(skipped, with the reason, if ``MAX_FIXED_STEPS`` do not reach it, e.g. fp32 rounding floors Euler's).
-Throughput: solves/s; the NFE, step count and error of each provider are in its ``extra``.
+The score is Gaussian's closed form, so the timings are the solver's own cost (fused updates, host work,
+rk45's sync per attempted step); with a network score the NFE is what scales. ``--param``: ``sde=vp|ve``,
+``tol`` (rk45's ``rtol = atol``, default 1e-5), ``backend``. Provider factory: ``make(inputs, n_steps) ->
+(x, nfe)``. Check: rk45's error below ``ERR_PER_TOL × tol``; each fixed-step method is timed at the fewest
+uniform steps (doubling, then bisection to ~1.5%) reaching rk45's error (skipped if ``MAX_FIXED_STEPS`` do
+not, e.g. where fp32 rounding floors Euler's). Throughput: solves/s; NFE, steps and error in ``extra``.
 """
 
 import functools

@@ -3,14 +3,14 @@
     annealed (NCSN): for σ in σ₁ > … > σ_L:  α = ε σ² / σ_L²;  T times:  x ← x + α s(x, σ) + sqrt(2α) z
     langevin (ULA):  N times:  x ← x + ε s(x) + sqrt(2ε) z
 
-State ``[B, D]``; z fresh N(0, I) each step. Options (``--param``): ``sampler=annealed|langevin`` (default
-annealed), ``score=mlp|neg_x`` (:class:`ScoreMLP` below, or ``-x``), ``steps``
-(default 50 = 10 levels x 5; no final denoising). Provider factory: ``make(case, score_fn, schedule) -> run(x0)``.
+State ``[B, D]``; z fresh N(0, I) each step. ``--param``: ``sampler=annealed|langevin`` (default annealed),
+``score=mlp|neg_x`` (:class:`ScoreMLP` or ``-x``), ``steps`` (default 50 = 10 levels x 5; no final
+denoising). Provider factory: ``make(case, score_fn, schedule) -> run(x0)``.
 
-Check: the same provider driven by the exact score of a Gaussian target N(μ, v I) (smoothed by σ for
-the annealed sampler). The update is then linear, so the mean and variance after the schedule follow
-exactly from ``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v), and the sample's
-must match them within 6 standard errors; two runs must differ and the start state stay untouched.
+Check: the same provider driven by the exact score of a Gaussian target N(μ, v I) (smoothed by σ when
+annealed): the update is linear, so the mean and variance after the schedule follow exactly from
+``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v); the sample's must match them
+within 6 standard errors; two runs must differ and the start state stay untouched.
 """
 
 import functools
@@ -138,16 +138,12 @@ class ScoreMLP(nn.Module):
         super().__init__()
         g, self.conditional = torch.Generator().manual_seed(seed), conditional
         sizes = [dim + (1 if conditional else 0)] + [hidden] * depth + [dim]
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            lin = nn.Linear(a, b)
-            with torch.no_grad():
-                lin.weight.copy_(torch.randn(b, a, generator=g) / a**0.5)
+        lins = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        with torch.no_grad():
+            for lin in lins:
+                lin.weight.copy_(torch.randn(lin.out_features, lin.in_features, generator=g) / lin.in_features**0.5)
                 lin.bias.zero_()
-            layers.append(lin)
-            if i < len(sizes) - 2:
-                layers.append(nn.SiLU())
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*[m for lin in lins for m in (lin, nn.SiLU())][:-1])  # no SiLU after the last
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         if not self.conditional:
