@@ -23,9 +23,8 @@ def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
 
 
 def compile_unavailable(case: Case, opts) -> str | None:
-    if case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-        return "torch.compile on CPU needs a C++ compiler (none on PATH)"
-    return None
+    no_cxx = case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    return "torch.compile on CPU needs a C++ compiler (none on PATH)" if no_cxx else None
 
 
 _COMPILED: dict[Any, Any] = {}

@@ -129,7 +129,16 @@ class DSM(Workload):
 
         extra = dict(getattr(loss_fn, "extra", {}))
         fwd_bwd()  # warm-up before measuring memory (compilation, lazy inits)
-        extra["saved_bytes"] = saved_for_backward(lambda: loss_fn(x, sigma))
+        seen: dict[Any, int] = {}  # the distinct storages autograd saves for backward: their bytes
+
+        def pack(t):
+            st = t.untyped_storage()
+            seen.setdefault((st.data_ptr(), st.nbytes()), st.nbytes())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss_fn(x, sigma)
+        extra["saved_bytes"] = sum(seen.values())
         if case.device.type == "cuda":
             synchronize(case.device)
             torch.cuda.reset_peak_memory_stats(case.device)
@@ -138,17 +147,3 @@ class DSM(Workload):
             synchronize(case.device)
             extra["peak_bytes"] = torch.cuda.max_memory_allocated(case.device) - base
         return fwd_bwd, extra | {"noise_tensor_bytes": x.nbytes}
-
-
-def saved_for_backward(forward) -> int:
-    """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs."""
-    seen: dict[Any, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen.setdefault((st.data_ptr(), st.nbytes()), st.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward()
-    return sum(seen.values())

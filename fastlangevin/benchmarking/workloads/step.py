@@ -5,18 +5,15 @@ by a score-like ``s`` (both N(0, 1) draws); ``z`` is fresh N(0, I) at every call
     corrector       ε = 2 α (r · mean_i‖z_i‖ / mean_i‖s_i‖)²,   x ← x + ε s + sqrt(2ε) z       (in place)
 
 Bytes charged to every provider ("effective" bandwidth): read x and s, write the state, ``3 * numel *
-itemsize``; the corrector reads s once more for the norms, 4. z never touches memory.
+itemsize``; the corrector reads s once more for the norms, 4. z never touches memory. Provider factory:
+``make(case, s, *arguments) -> step(x)``, arguments ``(eps, noise_scale)`` (None: ``sqrt(2 eps)``; 0.0: noise
+off) or the corrector's ``(snr, alpha)``; in mode ``inplace`` ``step(x)`` updates and returns ``x`` (a
+``rebinds`` provider returns a new tensor, as ``x = x + ...``), in ``out`` it leaves ``x``. Check
+(:mod:`..checks`): noise off, the reference to 2 ulp; noise on, ``check_noise`` or ``check_snr_update``.
 
-Provider factory: ``make(case, s, *arguments) -> step(x)``, the step's arguments ``(eps, noise_scale)``
-(None: ``sqrt(2 eps)``; 0.0: noise off), the corrector's ``(snr, alpha)``. In mode ``inplace`` ``step(x)``
-updates and returns ``x`` (a ``rebinds`` provider returns a new tensor, as ``x = x + ...``); in ``out`` it
-leaves ``x``. Check (:mod:`..checks`): noise off, the reference to 2 ulp; noise on, ``check_noise`` (step)
-or ``check_snr_update`` (corrector); two calls draw different noise.
-
-Peer ``torchebm_fused`` (skipped when absent): torchebm 0.8's ``fused_langevin_step(x, grad, step_size,
-noise_scale=1.0, ..., seed=None, out=None)`` = ``x - step_size grad + noise_scale sqrt(2 step_size) N(0, I)``,
-``grad = -score``, CUDA float32 only, in place with ``out=x``; we pass an incrementing ``seed`` (as its own
-benchmark does: ``seed=None`` would sync the host for an ``.item()``).
+Peer ``torchebm_fused``: torchebm 0.8's ``fused_langevin_step(x, grad, step_size, noise_scale, seed=, out=)``
+``= x - step_size grad + noise_scale sqrt(2 step_size) N(0, I)`` (``grad = -score``; CUDA float32 only), with
+an incrementing ``seed`` as its own benchmark passes (``seed=None`` would sync the host for an ``.item()``).
 """
 
 import itertools
