@@ -1,13 +1,10 @@
 """Correctness checks run on every provider before it is timed.
 
-For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector): with the noise off ``out``
-equals ``x + a * s`` (fp32 math, fp64 for float64, stored in the state's dtype) to 2 ulp of ``|x| + |a s|``
-(room for an FMA or an eager bf16 expression's double rounding); with it on ``r = (out - x - a s) / b``
-must look like fresh N(0, 1) draws independent of the inputs (mean, std, regression slopes on ``s`` and
-``x``, normal tail ``P(|r| > 2)``; each within 6 standard errors plus the storage rounding); a second
-call gives different noise. :func:`call_checked` checks the in-place / out-of-place contract and the
-output's shape, dtype and device; :func:`expect` a figure within its bound. Sums run in float64 over
-chunks (no full-size temporaries for a 2^28-element GPU tensor).
+For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector): noise off, ``out`` equals
+``x + a * s`` (fp32 math, fp64 for float64, in the state's dtype) to 2 ulp of ``|x| + |a s|`` (room for an
+FMA or an eager bf16 double rounding); noise on, ``r = (out - x - a s) / b`` must look like fresh N(0, 1)
+draws independent of the inputs (mean, std, slopes on ``s`` and ``x``, tail ``P(|r| > 2)``; each within
+6 standard errors plus the storage rounding); a second call differs. Sums run in float64 over chunks.
 """
 
 import math

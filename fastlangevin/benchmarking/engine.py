@@ -1,10 +1,9 @@
 """The benchmark engine: cases, providers, the check-before-timing loop, timing and raw results.
 
-For every case: build the inputs once, then for each provider (1) ask whether it can run, (2) run
-the workload's correctness check on it — a provider whose output is wrong is REJECTED and never
-timed, (3) time all that passed, together with the case's bandwidth reference ``dst.copy_(src)``:
-on a CPU round-robin (interleaved, so a change of load on a shared machine hits all alike), on a
-GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
+Per case: build the inputs once; for each provider ask whether it can run, then run the workload's
+correctness check (a wrong output is REJECTED, never timed); time all that passed with the bandwidth
+reference ``dst.copy_(src)``: on a CPU round-robin (a load change on a shared machine hits all alike),
+on a GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
 """
 
 import dataclasses
@@ -111,12 +110,11 @@ class BenchOptions:
 
 
 class Workload:
-    """Base class of a workload; a subclass sets ``name``, ``description``, ``bytes_note``, ``provider_list``
-    (a :class:`Provider` per implementation) and defines, per case: ``setup(case, opts)`` → inputs (shared
-    by the providers), ``check(provider, case, inputs, opts)`` → figures (or raises :class:`CheckFailed`),
-    ``timed(provider, case, inputs, opts)`` → ``(fn, extra)``: a no-argument callable to time, extra
-    figures. Bandwidth workloads charge ``bytes_moved`` and time the copy ``x → empty_like(x)`` beside;
-    a workload with a ``unit`` (e.g. ``"steps/s"``) reports ``items`` per call per second instead."""
+    """A subclass sets ``name``, ``description``, ``bytes_note``, ``provider_list`` and defines ``setup(case,
+    opts)`` → inputs (shared by the providers), ``check(provider, case, inputs, opts)`` → figures (or raises
+    :class:`CheckFailed`), ``timed(...)`` → ``(fn, extra)``: a no-argument callable to time, extra figures.
+    Bandwidth workloads charge ``bytes_moved`` and time the copy of ``inputs["x"]`` beside; one with a
+    ``unit`` (e.g. ``"steps/s"``) reports ``items`` per call per second instead."""
 
     name = ""
     description = ""

@@ -1,11 +1,10 @@
 """``fastlangevin profile``: run a sampler under ``torch.profiler``; write a Chrome trace and a table.
 
-The table: the **top kernels / ops** by self time (GPU: device time of CUDA kernels; CPU: self CPU
-time of aten ops), and the **phases** — the ``record_function`` labels the samplers put around each
-phase of a step (``fastlangevin.score``, ``.update``, ``.correct``, ``.denoise``) — each with its share
-of the run (on a GPU of all kernels' device time, on the CPU of the wall time of the outer range
-``fastlangevin.profile``). Samplers (``--sampler``), each with a small MLP score: ``loop`` (a plain
-loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
+The table: the **top kernels / ops** by self time (GPU: CUDA kernels' device time; CPU: aten ops' self
+time) and the **phases** (the samplers' ``record_function`` labels ``fastlangevin.score``, ``.update``,
+``.correct``, ``.denoise``), each with its share of the run (GPU: of all kernel time; CPU: of the wall
+time of ``fastlangevin.profile``). ``--sampler``, with a small MLP score: ``loop`` (``langevin_step_`` in a
+plain loop, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
 """
 
 import json

@@ -82,17 +82,15 @@ def write_json(result: BenchResult, path: str, **extra) -> None:
 def write_plot(result: BenchResult, path: str):
     """Throughput against size on log-log axes, one panel per (workload, dtype, mode), a line per
     provider, the copy bandwidth dashed; the legend outside the data, so no line hides under it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing global to close
 
     series: dict[tuple[str, str, str], list[CaseResult]] = {}
     for cr in result.cases:
         series.setdefault((cr.case.workload, cr.case.dtype_name, cr.case.mode), []).append(cr)
     ncols = min(2, max(len(series), 1))
     nrows = math.ceil(max(len(series), 1) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 4.5 * nrows), squeeze=False)
+    fig = Figure(figsize=(7.5 * ncols, 4.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, ((wl, dt, mode), crs) in zip(axes.flat, series.items()):
         crs = sorted(crs, key=lambda c: c.case.numel)
         for name in dict.fromkeys(p.name for cr in crs for p in cr.timed()):
@@ -110,5 +108,4 @@ def write_plot(result: BenchResult, path: str):
     fig.suptitle(f"fastlangevin bench — {result.meta['device_name']} ({result.meta['date']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return fig

@@ -63,28 +63,25 @@ def compile_provider(label: str, eager: Callable) -> Provider:
     return Provider("compile", label, make, unavailable=compile_unavailable)
 
 
-def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], str | None]:
-    """Why the Triton provider cannot run a case: no GPU (unless ``--interpret``, up to ``limit``)."""
-
-    def why(case: Case, opts) -> str | None:
-        if case.device.type == "cpu":
-            if not opts.interpret:
-                return "needs a CUDA device (--device cuda; or --interpret for Triton's interpreter at tiny sizes)"
-            if case.numel > limit:
-                return f"interpreter limited to <= 2^{limit.bit_length() - 1} elements"
-        try:
-            _backend.resolve_backend(case.device, "triton")
-        except Exception as exc:
-            return str(exc)
-        return None
-
-    return why
+def triton_unavailable(case: Case, opts, limit: int = 1 << 18) -> str | None:
+    """Why the Triton provider cannot run a case: no GPU (unless ``--interpret``, up to ``limit`` elements)."""
+    if case.device.type == "cpu":
+        if not opts.interpret:
+            return "needs a CUDA device (--device cuda; or --interpret for Triton's interpreter at tiny sizes)"
+        if case.numel > limit:
+            return f"interpreter limited to <= 2^{limit.bit_length() - 1} elements"
+    try:
+        _backend.resolve_backend(case.device, "triton")
+    except Exception as exc:
+        return str(exc)
+    return None
 
 
 def ours(make: Callable, what: str, limit: int = 1 << 18) -> tuple[Provider, Provider]:
     """The Triton and PyTorch-fallback providers of a fastlangevin op: ``make(..., backend=)`` on each."""
     triton, torch_ = functools.partial(make, backend="triton"), functools.partial(make, backend="torch")
+    why = functools.partial(triton_unavailable, limit=limit)
     return (
-        Provider("triton", f"fastlangevin {what} (Triton)", triton, "ours", triton_unavailable(limit)),
+        Provider("triton", f"fastlangevin {what} (Triton)", triton, "ours", why),
         Provider("torch", f"fastlangevin {what} (PyTorch fallback)", torch_, "ours"),
     )

@@ -2,16 +2,13 @@
 
     x̃ = x + σ z,   s = score(x̃, σ),   loss = mean_i ½ σ_i² ‖s_i + z_i / σ_i‖²,   loss.backward()
 
-Score models (``--param score=``): ``trivial`` (default) ``s = b - x̃``, one parameter ``b`` shaped like a
-sample and nothing saved, so the loss itself is measured; ``linear`` ``s = x̃ W^T + c`` on the flattened
-sample (a drop-in user's small model). Per-sample σ. Bytes (trivial model): ``8 * numel * itemsize``
-(perturb 2, score 2, loss forward 1, backward 2, parameter gradient 1; z never touches memory); also the
-bytes autograd saves for backward and, on CUDA, the peak allocated in one forward + backward. Provider
-factory: ``make(case, score_fn, noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it.
-
-Check: with injected z, the loss and every parameter's gradient match :func:`fastlangevin.reference.dsm_loss`
-(float64) to 1e-4 relative (16-bit: 2e-2); with drawn z, two calls draw different noise and the mean loss
-of 8 calls matches the reference's mean of 8 fresh draws within 6 standard errors plus that rounding.
+``--param score=trivial`` (default: ``s = b - x̃``, saving nothing, so the loss itself is measured; bytes
+``8 * numel * itemsize``: perturb 2, score 2, loss 1 + 2, parameter gradient 1) or ``linear`` (``x̃ W^T + c``
+on the flattened sample); per-sample σ; also the bytes saved for backward and, on CUDA, the peak memory.
+Provider factory: ``make(case, score_fn, noise) -> loss_fn(x, sigma)`` (``noise`` None draws z, a tensor
+injects it). Check: with injected z, loss and gradients match :func:`fastlangevin.reference.dsm_loss` in
+float64 to 1e-4 relative (16-bit: 2e-2); with drawn z, two calls differ and the mean loss of 8 calls
+matches the reference's over 8 fresh draws within 6 standard errors plus that rounding.
 """
 
 import math

@@ -5,18 +5,13 @@
            θ_i ← θ_i − lr G_i g_i + sqrt(2 lr T G_i) z_i
     SGHMC  m_i ← (1 − f) m_i − lr g_i + sqrt(2 f lr T) z_i,  θ_i ← θ_i + m_i
 
-``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1), ``width=W``,
-``model=``: ``resnet32`` (default; CIFAR ResNet-32, 3 stages × 5 basic blocks of widths w, 2w, 4w,
-BatchNorm, 1×1 projection shortcuts, a 10-way head: 101 tensors, 0.46 M parameters at w = 16 (CPU
-default), 7.4 M at w = 64 (GPU)), ``mlp`` (1 → 16w ×4 → 1: 10 tensors, 0.2 M at w = 16) or ``large``
-(one tensor of 2**16·w elements). Gradients are fixed random tensors (the step is timed, not a backward
-pass); z fresh N(0, I). Throughput: steps/s. Provider factory: ``make(params, grads, lr, temperature,
-method) -> step()``. Peer ``posteriors`` (SGLD only): ``posteriors.sgmcmc.sgld.update(..., inplace=True)``
-with the log posterior Σ_i ⟨θ_i, −g_i⟩, whose gradient is the same g (its torch.func gradient is in its
-call: noted in its ``extra``).
-
-Check: at temperature 0, two steps from fresh state (V = 0, m = 0) equal the float64
-:mod:`fastlangevin.reference.optim` formulas (to fp32 rounding) on every tensor.
+``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1), ``width=W`` (default
+16 CPU: 0.46 M parameters, 64 GPU: 7.4 M), ``model=resnet32|mlp|large`` (:data:`MODELS`). Gradients are
+fixed random tensors (the step is timed, not a backward pass); z fresh N(0, I); steps/s. Provider factory:
+``make(params, grads, lr, temperature, method) -> step()``. Peer ``posteriors`` (SGLD only): its
+``sgld.update(..., inplace=True)`` on the log posterior Σ_i ⟨θ_i, −g_i⟩ (gradient −g; its torch.func
+gradient is in the timing, noted in ``extra``). Check: at temperature 0, two steps from fresh state equal
+the float64 :mod:`fastlangevin.reference.optim` formulas (to fp32 rounding) on every tensor.
 """
 
 import functools
@@ -53,7 +48,7 @@ def mlp_shapes(width: int = 16, hidden_layers: int = 4) -> list[tuple[int, ...]]
     return [(h, 1), (h,)] + [(h, h), (h,)] * (hidden_layers - 1) + [(1, h), (1,)]
 
 
-#: --param model= -> shapes for a width
+#: --param model= -> shapes for a width: CIFAR ResNet-32 (101 tensors), a 1-D MLP (10), one 2**16·w tensor
 MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
 
 

@@ -3,14 +3,12 @@
     annealed (NCSN): for σ in σ₁ > … > σ_L:  α = ε σ² / σ_L²;  T times:  x ← x + α s(x, σ) + sqrt(2α) z
     langevin (ULA):  N times:  x ← x + ε s(x) + sqrt(2ε) z
 
-State ``[B, D]``; z fresh N(0, I) each step. ``--param``: ``sampler=annealed|langevin`` (default annealed),
-``score=mlp|neg_x`` (:class:`ScoreMLP` or ``-x``), ``steps`` (default 50 = 10 levels x 5; no final
-denoising). Provider factory: ``make(case, score_fn, schedule) -> run(x0)``.
-
-Check: the same provider driven by the exact score of a Gaussian target N(μ, v I) (smoothed by σ when
-annealed): the update is linear, so the mean and variance after the schedule follow exactly from
-``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v); the sample's must match them
-within 6 standard errors; two runs must differ and the start state stay untouched.
+State ``[B, D]``, z fresh N(0, I) each step; ``--param sampler=annealed|langevin``, ``score=mlp|neg_x``
+(:class:`ScoreMLP` or ``-x``), ``steps`` (default 50 = 10 levels x 5, no denoising). Provider factory:
+``make(case, score_fn, schedule) -> run(x0)``. Check: driven by the exact score of N(μ, v I) (smoothed by
+σ) the update is linear, so the mean and variance after the schedule follow exactly from ``m ← (1 - α/c) m
++ α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v); the sample's must match within 6 standard errors,
+two runs differ and the start state stays untouched.
 """
 
 import functools
@@ -77,7 +75,7 @@ _graphed = functools.partial(_fastlangevin, backend="triton", cuda_graph=True)
 
 
 def _graph_unavailable(case, opts):
-    return "CUDA graphs need a CUDA device" if case.device.type != "cuda" else triton_unavailable(1 << 16)(case, opts)
+    return "CUDA graphs need a CUDA device" if case.device.type != "cuda" else triton_unavailable(case, opts, 1 << 16)
 
 
 class Sampler(Workload):
@@ -130,9 +128,8 @@ class Sampler(Workload):
 
 
 class ScoreMLP(nn.Module):
-    """A small MLP score ``s_θ(x, σ) = MLP([x, log σ]) / σ`` (NCSN's output scaling; not conditional:
-    ``MLP(x)``) for ``x [B, dim]`` and ``sigma`` a float, 0-d or ``[B]``; also the profiler's. Random
-    weights (seeded): the benchmarks time the sampling loop, not a trained model."""
+    """``s_θ(x, σ) = MLP([x, log σ]) / σ`` (not conditional: ``MLP(x)``) for ``x [B, dim]``, ``sigma`` a float,
+    0-d or ``[B]``; also the profiler's. Seeded random weights: the loop is timed, not a trained model."""
 
     def __init__(self, dim: int, hidden: int = 256, depth: int = 3, conditional: bool = True, seed: int = 0):
         super().__init__()
