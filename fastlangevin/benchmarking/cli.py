@@ -57,8 +57,7 @@ def add_machine_options(add) -> None:
 
 
 def machine(args) -> torch.device:
-    """``--device`` as a device (a CUDA one without CUDA is refused, ValueError, before any work), with
-    ``--threads`` applied."""
+    """``--device`` as a device (no CUDA: ValueError, before any work), with ``--threads`` applied."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
@@ -111,9 +110,9 @@ SUITE: list[tuple] = [
 SWEEP = range(8, 25, 2)
 
 
-def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=False) -> int:
+def run_dropin(opts: BenchOptions, json_path=None, dry_run=False) -> int:
     """Every :data:`SUITE` entry, then the step's :data:`SWEEP` (``dry_run``: first dims / 64, sizes 2^8
-    and 2^10); tables on stdout, the raw results to ``json_path`` (default: ``out_dir``/dropin-DEVICE-DATE)."""
+    and 2^10); tables on stdout, the raw results to ``json_path`` (default: bench/results/dropin-DEVICE-DATE)."""
     ours, scale = "triton" if opts.device.type == "cuda" else "torch", 1 / 64 if dry_run else 1.0
     meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
     for title, wl, shape, mode, threads, params, goals in SUITE:
@@ -143,9 +142,9 @@ def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_
         lines.append(f"| {cr.case.size_label} | {cells} | {gb} |")
     print(report.table(result) + "\n\n" + "\n".join(lines))
     if json_path is None:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs("bench/results", exist_ok=True)
         day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
-        json_path = os.path.join(out_dir, f"dropin-{opts.device.type}-{day}.json")
+        json_path = f"bench/results/dropin-{opts.device.type}-{day}.json"
     report.write_json(result, json_path, targets=targets, dry_run=dry_run)
     print(f"\nwrote {json_path}")
     return report.failed_ours(result, bad=("rejected", "error", "skipped"))  # every target needs ours timed
@@ -170,7 +169,7 @@ def _run(args) -> int:
         print(f"fastlangevin bench: error: {exc}", file=sys.stderr)
         return 2
     if args.suite == "dropin":
-        return run_dropin(opts, args.json, args.out_dir, dry_run=args.dry_run)
+        return run_dropin(opts, args.json, dry_run=args.dry_run)
     result = run(opts)
     print(report.table(result))
     others = {p.name for w in opts.workloads for p in WORKLOADS[w].provider_list} - set(OURS)
@@ -204,7 +203,6 @@ def add_parser(sub) -> None:
     add("--min-reps", type=int, default=5, help="CPU: at least this many timed rounds")
     add("--interpret", action="store_true", help="CPU: run the Triton provider under Triton's interpreter (tiny sizes)")
     add("--json", metavar="PATH", help="write every raw number, versions, device and date as JSON")
-    add("--out-dir", default="bench/results", help="--suite: where its JSON goes when --json is not given")
     add("--quick", "--dry-run", dest="dry_run", action="store_true", help="--suite: tiny shapes (tests the suite)")
     add("--plot", metavar="PATH", help="write throughput against size per provider, log-log axes (matplotlib)")
     add("--quiet", action="store_true", help="no progress lines")

@@ -38,9 +38,8 @@ class CheckFailed(Exception):
 
 @dataclass(frozen=True)
 class Provider:
-    """One implementation of a workload. ``make`` is the workload's factory (its module docstring
-    gives the signature); ``unavailable(case, opts)`` returns a reason to skip, or None; a
-    ``rebinds`` provider returns the new state even in an in-place case (``x = f(x)``)."""
+    """One implementation: ``make`` the workload's factory (signature in its module docstring); ``unavailable(case,
+    opts)`` a reason to skip, or None; ``rebinds``: returns the new state even in place (``x = f(x)``)."""
 
     name: str
     label: str

@@ -10,6 +10,7 @@ plain loop, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
 import json
 import operator
 import os
+import pathlib
 import sys
 from typing import Any
 
@@ -140,14 +141,13 @@ def _run(args) -> int:
         synchronize(device)
     os.makedirs(os.path.dirname(os.path.abspath(args.trace)), exist_ok=True)
     prof.export_chrome_trace(args.trace)
-    summary = summarize(prof, device, desc, top=args.top)
+    summary = summarize(prof, device, desc)
     text = format_summary(summary)
     print(text)
-    table_path = args.table or os.path.splitext(args.trace)[0] + ".txt"
+    table_path = os.path.splitext(args.trace)[0] + ".txt"  # beside the trace
     for path, content in ((table_path, text), (args.json, json.dumps(summary, indent=1))):
         if path:
-            with open(path, "w") as f:
-                f.write(content + "\n")
+            pathlib.Path(path).write_text(content + "\n")
     print(f"\nwrote {args.trace} (open in chrome://tracing or https://ui.perfetto.dev) and {table_path}")
     return 0
 
@@ -168,9 +168,7 @@ def add_parser(sub) -> None:
     add("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     add("--backend", default="auto", type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None: auto
         choices=["auto", "triton", "torch"], help="backend=, as in the Python API (default: auto)")  # fmt: skip
-    add("--top", type=int, default=15, help="rows in the top-kernel table")
     add("--trace", default="fastlangevin_trace.json",
         help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)")  # fmt: skip
-    add("--table", default=None, help="table path (default: the trace path with .txt)")
     add("--json", default=None, help="also write the summary as JSON")
     p.set_defaults(func=_run)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import pathlib
 import sys
 
 from .engine import BenchResult, CaseResult
@@ -74,9 +75,7 @@ def failed_ours(result: BenchResult, bad: tuple[str, ...] = ("rejected", "error"
 def write_json(result: BenchResult, path: str, **extra) -> None:
     """Every raw number; non-finite floats become null (a JSON round trip maps NaN and inf to None)."""
     data = json.loads(json.dumps({**result.to_dict(), **extra}, default=str), parse_constant=lambda _: None)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
+    pathlib.Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
 
 def write_plot(result: BenchResult, path: str):
