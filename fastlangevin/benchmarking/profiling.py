@@ -20,8 +20,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import fastlangevin as fl
 
-from ..sampling.loop import PHASES as PHASE_LABELS
-from ..sampling.loop import phase
+from ..sampling.loop import PHASES, phase
 from .cli import add_machine_options, machine
 from .engine import synchronize
 from .workloads.sampler import ScoreMLP
@@ -70,7 +69,7 @@ def build_target(args, device: torch.device):
 
 def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
     """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
-    on_gpu, labels = device.type == "cuda", set(PHASE_LABELS)
+    on_gpu, labels = device.type == "cuda", set(PHASES)
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
     kind = "device" if on_gpu else "cpu"
     self_us, amount = operator.attrgetter(f"self_{kind}_time_total"), operator.attrgetter(f"{kind}_time_total")
@@ -95,7 +94,7 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> di
         if outer is not None:
             nested[id(outer)] = nested.get(id(outer), 0.0) + amount(e)
     phases = []
-    for label in PHASE_LABELS:
+    for label in PHASES:
         if evs := [e for e in events if e.name == label]:
             incl = sum(map(amount, evs))
             excl = incl - sum(nested.get(id(e), 0.0) for e in evs)

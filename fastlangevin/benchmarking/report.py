@@ -27,15 +27,14 @@ def case_table(cr: CaseResult) -> str:
         lines.append(f"  copy y.copy_(x): {cr.copy.median_ms:.4f} ms, {cg:.1f} GB/s  (the 100% reference)")
     timed = cr.timed()
     names, w = [p.name for p in timed], max([len(p.name) for p in cr.providers] + [8])
-    cols = "".join(f" {'x' + n:>{max(9, len(n) + 1)}s}" for n in names)
+    wd = {n: max(9, len(n) + 1) for n in names}  # a speed-up column per timed provider
+    cols = "".join(f" {'x' + n:>{wd[n]}s}" for n in names)
     unit = f"{'GB/s':>8s} {'%copy':>6s}" if bw else f"{cr.unit:>10s}"
     lines.append(f"  {'provider':{w}s} {'median ms':>10s} {'[p20, p80]':>22s} {unit}{cols}")
     for p in timed:
         t, tp = p.timing, cr.throughput(p)
         vals = f"{tp:8.2f} {f'{100 * tp / cg:5.1f}%' if cg else 'n/a':>6s}" if bw else f"{tp:10.1f}"
-        row = "".join(
-            f" {'-' if n == p.name else f'{cr.speedup(p.name, n):.2f}x':>{max(9, len(n) + 1)}s}" for n in names
-        )
+        row = "".join(f" {'-' if n == p.name else f'{cr.speedup(p.name, n):.2f}x':>{wd[n]}s}" for n in names)
         lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {f'[{t.p20_ms:.4g}, {t.p80_ms:.4g}]':>22s} {vals}{row}")
     lines += [f"  {p.name:{w}s} {WHY[p.status]}: {p.reason}" for p in cr.providers if p.status in WHY]
     for p in timed:

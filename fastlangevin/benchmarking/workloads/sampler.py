@@ -6,9 +6,9 @@
 State ``[B, D]``, z fresh N(0, I) each step; ``--param sampler=annealed|langevin``, ``score=mlp|neg_x``
 (:class:`ScoreMLP` or ``-x``), ``steps`` (default 50 = 10 levels x 5, no denoising). Provider factory:
 ``make(case, score_fn, schedule) -> run(x0)``. Check: driven by the exact score of N(μ, v I) (smoothed by
-σ) the update is linear, so the mean and variance after the schedule follow exactly from ``m ← (1 - α/c) m
-+ α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v); the sample's must match within 6 standard errors,
-two runs differ and the start state stays untouched.
+σ), the update is linear, so the mean and variance after the schedule follow exactly from
+``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v); the sample's must match within 6
+standard errors, two runs differ and the start state stays untouched.
 """
 
 import functools
@@ -74,7 +74,7 @@ def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):
 _graphed = functools.partial(_fastlangevin, backend="triton", cuda_graph=True)
 
 
-def _graph_unavailable(case, opts):
+def _no_graphs(case, opts):
     return "CUDA graphs need a CUDA device" if case.device.type != "cuda" else triton_unavailable(case, opts, 1 << 16)
 
 
@@ -90,9 +90,7 @@ class Sampler(Workload):
     provider_list = (
         Provider("naive", "naive loop: x = x + a*score(x, sigma) + sqrt(2a)*randn_like(x)", _naive),
         *ours(_fastlangevin, "sampler", 1 << 16),
-        Provider(
-            "triton_graph", "fastlangevin sampler (Triton, cuda_graph=True)", _graphed, "ours", _graph_unavailable
-        ),
+        Provider("triton_graph", "fastlangevin sampler (Triton, cuda_graph=True)", _graphed, "ours", _no_graphs),
     )
 
     def items(self, case):
@@ -149,5 +147,4 @@ class ScoreMLP(nn.Module):
             raise ValueError("sigma: this ScoreMLP is noise-conditional; pass sigma (float, 0-d or [B] tensor)")
         sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         sig = sig.expand(x.shape[0]) if sig.dim() == 0 else sig.reshape(-1)
-        h = torch.cat([x, sig.log()[:, None]], dim=1)
-        return self.net(h) / sig[:, None]
+        return self.net(torch.cat([x, sig.log()[:, None]], dim=1)) / sig[:, None]
