@@ -23,25 +23,6 @@ MU, S2 = 0.5, 0.09
 MAX_FIXED_STEPS, ERR_PER_TOL = 1 << 14, 100.0
 
 
-def gaussian(sde):
-    """Score and exact PF-ODE flow ``x(1) -> x(eps)`` of data N(MU, S2 I) under ``sde``."""
-
-    def var(t):
-        m = sde.marginal_mean_scale(t)
-        return S2 + sde.sigma(t) ** 2 if isinstance(sde, VESDE) else 1.0 + m * m * (S2 - 1.0)
-
-    def score(x, t):
-        td = t.double().reshape((-1,) + (1,) * (x.dim() - 1))
-        return (-(x.double() - sde.marginal_mean_scale(td) * MU) / var(td)).to(x.dtype)
-
-    def flow(x1, eps):
-        te, t1 = torch.tensor(eps, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
-        m_e, m_1 = sde.marginal_mean_scale(te), sde.marginal_mean_scale(t1)
-        return m_e * MU + (x1.double() - m_1 * MU) * torch.sqrt(var(te) / var(t1))
-
-    return score, flow
-
-
 def _solve(inp, n_steps=None, *, method):
     """One solve of the case's ODE by ``method``, ``(x(eps), NFE)``: rk45 at ``rtol = atol = tol``."""
     kw = dict(rtol=inp["tol"], atol=inp["tol"]) if method == "rk45" else dict(n_steps=n_steps)
@@ -68,11 +49,21 @@ class ODE(Workload):
         kind = case.param("sde", "vp")
         if kind not in ("vp", "ve"):
             raise ValueError(f"--param sde={kind!r}: choose vp or ve")
-        sde = VPSDE() if kind == "vp" else VESDE()
-        score, flow = gaussian(sde)
+        sde, f64 = VPSDE() if kind == "vp" else VESDE(), torch.float64
+
+        def var(t):  # the marginal variance at t of data N(MU, S2 I)
+            m = sde.marginal_mean_scale(t)
+            return S2 + sde.sigma(t) ** 2 if kind == "ve" else 1.0 + m * m * (S2 - 1.0)
+
+        def score(x, t):  # its exact score
+            td = t.double().reshape((-1,) + (1,) * (x.dim() - 1))
+            return (-(x.double() - sde.marginal_mean_scale(td) * MU) / var(td)).to(x.dtype)
+
         g = torch.Generator().manual_seed(opts.seed)
-        x1 = (torch.randn(case.shape, generator=g, dtype=torch.float64) * sde.prior_std).to(case.device, case.dtype)
-        exact = flow(x1.cpu(), sde.sampling_eps)
+        x1 = (torch.randn(case.shape, generator=g, dtype=f64) * sde.prior_std).to(case.device, case.dtype)
+        te, t1 = torch.tensor(sde.sampling_eps, dtype=f64), torch.tensor(1.0, dtype=f64)  # exact flow x(1) -> x(eps)
+        m_e, m_1 = sde.marginal_mean_scale(te), sde.marginal_mean_scale(t1)
+        exact = m_e * MU + (x1.cpu().double() - m_1 * MU) * torch.sqrt(var(te) / var(t1))
         inp = dict(sde=sde, score=score, x1=x1, tol=float(case.param("tol", 1e-5)), backend=case.param("backend"))
         inp["err"] = lambda x: ((x.double().cpu() - exact).abs().max() / exact.abs().max()).item()
         inp["target"] = inp["err"](_solve(inp, method="rk45")[0])

@@ -60,7 +60,7 @@ def _tensors(shapes, device, dtype, seed):
 def _eager(params, grads, lr, temperature, method):
     """The per-parameter loop as usually written, in place (pSGLD α = 0.99, eps = 1e-5; SGHMC f = 0.1)."""
     state = [torch.zeros_like(p) for p in params]  # pSGLD's V, SGHMC's m
-    b = math.sqrt(2 * lr * temperature * (FRICTION if method == "sghmc" else 1.0))
+    b = math.sqrt(2 * (FRICTION if method == "sghmc" else 1.0) * lr * temperature)  # sqrt(2 f lr T), SGLD f = 1
 
     def step():
         for p, g, v in zip(params, grads, state):
