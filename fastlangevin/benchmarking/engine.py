@@ -160,7 +160,6 @@ def get_workload(name: str) -> Workload:
     return WORKLOADS[name]
 
 
-# -- timing -------------------------------------------------------------------------------------
 @dataclass
 class Timing:
     median_ms: float
@@ -202,7 +201,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# -- results ------------------------------------------------------------------------------------
 @dataclass
 class ProviderResult:
     name: str
@@ -296,7 +294,6 @@ def environment(opts: BenchOptions) -> dict[str, Any]:
     return meta
 
 
-# -- the loop -----------------------------------------------------------------------------------
 #: a provider's exception -> its status (any other: "error")
 OUTCOMES = ((ProviderUnavailable, "skipped"), (CheckFailed, "rejected"))
 

@@ -90,7 +90,6 @@ class DSM(Workload):
         ref_params = [p.detach().double().requires_grad_(True) for p in params]
         ref_fn = score_model(inp["kind"], ref_params)
         ref_loss = lambda z: reference.dsm_loss(ref_fn, x.double(), sigma.double(), z)  # noqa: E731
-        result: dict[str, Any] = {"numel": x.numel()}
         g = torch.Generator(device=x.device).manual_seed(opts.seed + 7)
         z = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32).to(x.dtype)
         loss, grads = _loss_and_grads(provider.make(case, inp["score_fn"], z), x, sigma, params)
@@ -98,7 +97,7 @@ class DSM(Workload):
         expect(f"loss with injected noise (reference, rtol {rtol:g})", loss, want, rtol * abs(want))
         gerr = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(grads, want_g))
         expect("gradient with injected noise: max error / max of the reference's", gerr, 0.0, rtol)
-        result["injected_noise"] = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
+        injected = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
         loss_fn = provider.make(case, inp["score_fn"], None)
         calls = [_loss_and_grads(loss_fn, x, sigma, params) for _ in range(STAT_CALLS)]
         losses = [c[0] for c in calls]
@@ -110,8 +109,8 @@ class DSM(Workload):
         if all(torch.equal(a, b) for a, b in zip(calls[0][1], calls[1][1])):
             raise CheckFailed("two calls gave the same gradient (noise not fresh)")
         expect(f"mean loss over {STAT_CALLS} calls (reference's mean, 6 SE)", m, mr, tol)
-        result["drawn_noise"] = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}
-        return result
+        drawn = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}
+        return {"numel": x.numel(), "injected_noise": injected, "drawn_noise": drawn}
 
     def timed(self, provider, case, inp, opts):
         x, sigma, params = inp["x"], inp["sigma"], inp["params"]

@@ -4,16 +4,13 @@ by a score-like ``s`` (both N(0, 1) draws); ``z`` is fresh N(0, I) at every call
     langevin_step   x ← x + eps s + sqrt(2 eps) z                                   (out of place, in place)
     corrector       ε = 2 α (r · mean_i‖z_i‖ / mean_i‖s_i‖)²,   x ← x + ε s + sqrt(2ε) z       (in place)
 
-Bytes charged to every provider ("effective" bandwidth): read x and s, write the state, ``3 * numel *
-itemsize``; the corrector reads s once more for the norms, 4. z never touches memory. Provider factory:
+Bytes (each class's ``bytes_note``) are what the op must move, z never touching memory. Provider factory:
 ``make(case, s, *arguments) -> step(x)``, arguments ``(eps, noise_scale)`` (None: ``sqrt(2 eps)``; 0.0: noise
 off) or the corrector's ``(snr, alpha)``; in mode ``inplace`` ``step(x)`` updates and returns ``x`` (a
 ``rebinds`` provider returns a new tensor, as ``x = x + ...``), in ``out`` it leaves ``x``. Check
 (:mod:`..checks`): noise off, the reference to 2 ulp; noise on, ``check_noise`` or ``check_snr_update``.
-
-Peer ``torchebm_fused``: torchebm 0.8's ``fused_langevin_step(x, grad, step_size, noise_scale, seed=, out=)``
-``= x - step_size grad + noise_scale sqrt(2 step_size) N(0, I)`` (``grad = -score``; CUDA float32 only), with
-an incrementing ``seed`` as its own benchmark passes (``seed=None`` would sync the host for an ``.item()``).
+Peer ``torchebm_fused``: torchebm 0.8's ``fused_langevin_step(x, -s, eps, noise_scale, seed=, out=)`` (CUDA
+float32), given an incrementing ``seed`` as its own benchmark does (``seed=None`` would sync the host).
 """
 
 import functools
@@ -60,7 +57,6 @@ class StateUpdate(Workload):
         return (lambda: step(x)), getattr(step, "extra", {})  # the compile provider's, filled by its first call
 
 
-# -- langevin_step ------------------------------------------------------------------------------
 def _noise(eps, noise_scale):
     return math.sqrt(2.0 * eps) if noise_scale is None else float(noise_scale)
 
@@ -132,7 +128,6 @@ class LangevinStep(StateUpdate):
         return {"noise": checks.check_noise(out, x, s, opts.eps, math.sqrt(2.0 * opts.eps))}
 
 
-# -- corrector ----------------------------------------------------------------------------------
 def _corrector(case, s, snr, alpha, backend):
     return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
 
