@@ -67,9 +67,8 @@ def check_deterministic(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: 
             raise CheckFailed("noise-off output: non-finite values")
         scale = (xc.abs() + (sc * a).abs()).clamp_min(torch.finfo(cdt).tiny)
         worst = max(worst, float((err / scale).max()) / torch.finfo(x.dtype).eps)
-    return {
-        "max_err_ulp": expect(f"noise-off output: its difference from x + a*s in ulp of {x.dtype}", worst, 0.0, 2.0)
-    }
+    what = f"noise-off output: its difference from x + a*s in ulp of {x.dtype}"
+    return {"max_err_ulp": expect(what, worst, 0.0, 2.0)}
 
 
 def check_noise(out, x, s, a: float, b: float, what: str = "noise", skip=()) -> dict[str, float]:

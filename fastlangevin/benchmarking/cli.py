@@ -17,6 +17,22 @@ from . import report
 from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, BenchResult, Case, environment, run
 
 OURS = ("triton", "torch")
+STEP_BASES = ("eager", "eager_inplace")
+STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
+LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
+ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
+#: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
+SUITE: list[tuple] = [
+    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
+    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), (("eager", 2.0),)),
+    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), (("naive", 1.0),)),
+    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), (("naive", 1.0),)),
+    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, LANGEVIN, (("naive", 1.0),)),
+    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, ANNEALED, (("naive", 1.0),)),
+]
+SWEEP = range(8, 25, 2)
 
 
 def parse_sizes(text: str | None) -> list[int] | None:
@@ -90,24 +106,6 @@ def options_from_args(args) -> BenchOptions:
         rep_ms=args.rep_ms or (100.0 if device.type == "cuda" else 500.0), warmup_ms=args.warmup_ms,
         min_reps=args.min_reps, interpret=args.interpret, seed=args.seed, quiet=args.quiet,
     )  # fmt: skip
-
-
-STEP_BASES = ("eager", "eager_inplace")
-STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
-LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
-ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
-#: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
-SUITE: list[tuple] = [
-    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
-    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
-    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
-    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), (("eager", 2.0),)),
-    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), (("naive", 1.0),)),
-    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), (("naive", 1.0),)),
-    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, LANGEVIN, (("naive", 1.0),)),
-    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, ANNEALED, (("naive", 1.0),)),
-]
-SWEEP = range(8, 25, 2)
 
 
 def run_dropin(opts: BenchOptions, json_path=None, dry_run=False) -> int:

@@ -26,6 +26,7 @@ import fastlangevin
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 MODES = ("out", "inplace")
+WORKLOADS: dict[str, "Workload"] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
 class ProviderUnavailable(Exception):
@@ -149,9 +150,6 @@ class Workload:
 
     def items(self, case: Case) -> float:  # per call, for ``unit`` workloads: e.g. the sampler steps of one run
         return 1
-
-
-WORKLOADS: dict[str, Workload] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
 def get_workload(name: str) -> Workload:
@@ -294,10 +292,6 @@ def environment(opts: BenchOptions) -> dict[str, Any]:
     return meta
 
 
-#: a provider's exception -> its status (any other: "error")
-OUTCOMES = ((ProviderUnavailable, "skipped"), (CheckFailed, "rejected"))
-
-
 def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
@@ -331,9 +325,12 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
             rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
             res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}
             fns[p.name] = fn
+        except ProviderUnavailable as exc:
+            res.status, res.reason = "skipped", str(exc)
+        except CheckFailed as exc:
+            res.status, res.reason = "rejected", str(exc)
         except Exception as exc:  # a provider crashing must not end the run
-            res.status = next((st for cls, st in OUTCOMES if isinstance(exc, cls)), "error")
-            res.reason = first_line(exc) if res.status == "error" else str(exc)
+            res.status, res.reason = "error", first_line(exc)
         verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
         say(f"{case.key:34s} {p.name:16s} {verdict}")
     try:

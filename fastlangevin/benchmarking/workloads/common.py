@@ -14,6 +14,7 @@ from ..engine import Case, Provider, synchronize
 
 #: Noise statistics need enough draws: smaller cases are checked at this size.
 MIN_CHECK_NUMEL = 1 << 16
+_COMPILED: dict[Any, Any] = {}  # compile_provider's: "case" -> the current case, factory arguments -> (fn, extra)
 
 
 def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int, n: int = 2):
@@ -25,9 +26,6 @@ def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
 def compile_unavailable(case: Case, opts) -> str | None:
     no_cxx = case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++"))
     return "torch.compile on CPU needs a C++ compiler (none on PATH)" if no_cxx else None
-
-
-_COMPILED: dict[Any, Any] = {}
 
 
 def compile_provider(label: str, eager: Callable) -> Provider:

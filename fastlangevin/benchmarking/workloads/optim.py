@@ -48,10 +48,6 @@ def mlp_shapes(width: int = 16, hidden_layers: int = 4) -> list[tuple[int, ...]]
     return [(h, 1), (h,)] + [(h, h), (h,)] * (hidden_layers - 1) + [(1, h), (1,)]
 
 
-#: --param model= -> shapes for a width: CIFAR ResNet-32 (101 tensors), a 1-D MLP (10), one 2**16·w tensor
-MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
-
-
 def _tensors(shapes, device, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     return [(torch.randn(s, generator=g) * 0.1).to(device=device, dtype=dtype) for s in shapes]
@@ -80,6 +76,8 @@ def _eager(params, grads, lr, temperature, method):
     return torch.no_grad()(step)
 
 
+#: --param model= -> shapes for a width: CIFAR ResNet-32 (101 tensors), a 1-D MLP (10), one 2**16·w tensor
+MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
 #: method -> (eager loop ``(params, grads, lr, temperature)``, fastlangevin.optim class, reference step(θ, g, state))
 METHODS = {
     "sgld": ("SGLD", lambda theta, g, state: (ref.sgld_step(theta, g, LR), state)),
