@@ -113,8 +113,7 @@ def format_summary(s: dict[str, Any]) -> str:
         dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
         share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
         lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    if not s["phases"]:
-        lines.append("  (no fastlangevin.* labels recorded)")
+    lines += [] if s["phases"] else ["  (no fastlangevin.* labels recorded)"]
     lines += ["", "top kernels / ops by self time:"]
     w = max([len(r["name"][:70]) for r in s["top"]] + [4])
     for r in s["top"]:
