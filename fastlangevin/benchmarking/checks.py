@@ -1,20 +1,10 @@
 """Correctness checks run on every provider before it is timed.
 
-For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector):
-
-* **Deterministic part** (noise off): ``out`` equals ``x + a * s`` computed in fp32 (fp64 for float64) and stored
-  in the state's dtype, to within 2 units in the last place of the storage dtype measured against ``|x| + |a s|``
-  (room for an FMA, and for the double rounding of an eager bf16 expression — nothing more).
-* **Noise part** (noise on): ``r = (out - x - a s) / b`` must look like fresh N(0, 1) draws, independent of the
-  inputs: its mean is 0, its std 1, its regression coefficients on ``s`` and on ``x`` are 0 (they catch a wrong
-  ``a`` or a mangled ``x`` that the mean and std would miss), and ``P(|r| > 2)`` is the normal tail ``0.0455``
-  (it catches non-normal noise with the right variance). Each bound is 6 standard errors at the sample size plus
-  an allowance for the storage dtype's rounding of ``out`` (2 ulp of ``rms(out)``, relative to ``b``).
-* **Fresh noise**: a second call on the same inputs gives different noise.
-
-Every workload's check uses :func:`call_checked` (the in-place / out-of-place contract, the output's shape, dtype
-and device) and :func:`expect` (a figure within its bound). Sums are accumulated in float64 over chunks, so
-checking a 2^28-element GPU tensor needs no full-size temporaries.
+For an update ``out = x + a * s + b * z`` (the Langevin step, the corrector): noise off, ``out`` equals
+``x + a * s`` (fp32 math, fp64 for float64, in the state's dtype) to 2 ulp of ``|x| + |a s|`` (room for an
+FMA or an eager bf16 double rounding); noise on, ``r = (out - x - a s) / b`` must look like fresh N(0, 1)
+draws independent of the inputs (mean, std, slopes on ``s`` and ``x``, tail ``P(|r| > 2)``; each within
+6 standard errors plus the storage rounding); a second call differs. Sums run in float64 over chunks.
 """
 
 import math
@@ -68,26 +58,22 @@ def call_checked(fn: Callable, x: torch.Tensor, what: str, inplace: bool = False
     return out.clone()
 
 
-def check_deterministic(
-    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, what: str = "noise-off output"
-) -> dict[str, float]:
+def check_deterministic(out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float) -> dict[str, float]:
     """``out == x + a * s`` (fp32 math, stored in x's dtype) to 2 ulp of the storage dtype."""
     cdt, worst = torch.float64 if x.dtype == torch.float64 else torch.float32, 0.0
     for oc, xc, sc in _chunks(out, x, s, dtype=cdt):
         err = (oc - reference.langevin_step(xc, sc, a).to(x.dtype).to(cdt)).abs()
         if not torch.isfinite(err).all():
-            raise CheckFailed(f"{what}: non-finite values")
+            raise CheckFailed("noise-off output: non-finite values")
         scale = (xc.abs() + (sc * a).abs()).clamp_min(torch.finfo(cdt).tiny)
         worst = max(worst, float((err / scale).max()) / torch.finfo(x.dtype).eps)
-    return {"max_err_ulp": expect(f"{what}: its difference from x + a*s in ulp of {x.dtype}", worst, 0.0, 2.0)}
+    what = f"noise-off output: its difference from x + a*s in ulp of {x.dtype}"
+    return {"max_err_ulp": expect(what, worst, 0.0, 2.0)}
 
 
-def check_noise(
-    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, a: float, b: float, what: str = "noise", skip=()
-) -> dict[str, float]:
-    """Raise :class:`CheckFailed` unless ``r = (out - x - a s) / b`` looks like N(0, 1) draws (its moments,
-    regression coefficients on ``s`` and ``x`` and tail, from float64 sums); return those figures.
-    ``skip``: statistics not to test (e.g. ``coef_s`` when ``a`` was fitted by regression on s)."""
+def check_noise(out, x, s, a: float, b: float, what: str = "noise", skip=()) -> dict[str, float]:
+    """Raise :class:`CheckFailed` unless ``r = (out - x - a s) / b`` looks like N(0, 1) draws; return the
+    figures. ``skip``: statistics not to test (``coef_s`` when ``a`` was fitted by regression on s)."""
     n = out.numel()
 
     def sums(o, xc, sc):
@@ -122,12 +108,12 @@ def check_noise(
     return stats
 
 
-def check_fresh(out1: torch.Tensor, out2: torch.Tensor, what: str = "noise") -> float:
+def check_fresh(out1: torch.Tensor, out2: torch.Tensor) -> float:
     """Two calls on the same inputs must draw different noise; returns the fraction that differ."""
     (diff,) = _sums(lambda a, b: [(a != b).sum().double()], out1, out2)
     frac = diff / max(out1.numel(), 1)
     if frac < 0.9:
-        raise CheckFailed(f"{what}: two calls on the same input agree on {1 - frac:.1%} of elements (noise not fresh)")
+        raise CheckFailed(f"noise: two calls on the same input agree on {1 - frac:.1%} of elements (noise not fresh)")
     return frac
 
 
@@ -136,17 +122,11 @@ def chi_mean(d: int) -> float:
     return math.sqrt(2.0) * math.exp(math.lgamma((d + 1) / 2) - math.lgamma(d / 2))
 
 
-def check_snr_update(
-    out: torch.Tensor, x: torch.Tensor, s: torch.Tensor, snr: float, alpha: float, what: str = "corrector output"
-) -> dict[str, float]:
-    """The SNR Langevin corrector with batch-averaged norms: ``out = x + ε s + sqrt(2ε) z`` with one
-    ``ε = 2 α (snr · mean‖z_i‖ / mean‖s_i‖)²`` for the batch.
-
-    ε is fitted by regression of ``out - x`` on ``s`` (z is independent of s) and must match the
-    formula with ``E‖z_i‖`` (a chi mean) in place of the call's own ‖z‖ — within 6 standard
-    errors of the fit plus the batch mean of ‖z‖'s own spread; the residual
-    ``(out - x - ε s) / sqrt(2ε)`` must pass :func:`check_noise` (except ``coef_s``, zero by
-    construction of the fit)."""
+def check_snr_update(out, x, s, snr: float, alpha: float) -> dict[str, float]:
+    """The SNR corrector ``out = x + ε s + sqrt(2ε) z``, one ``ε = 2 α (snr · mean‖z_i‖ / mean‖s_i‖)²`` for
+    the batch: ε fitted by regression of ``out - x`` on ``s`` must match the formula with the chi mean
+    ``E‖z_i‖`` for the call's ‖z‖ (6 standard errors of the fit plus mean‖z_i‖'s spread), and the
+    residual ``(out - x - ε s) / sqrt(2ε)`` pass :func:`check_noise` (but ``coef_s``, zero by the fit)."""
     rows = s.reshape(s.shape[0], -1)
     (B, d), n = rows.shape, rows.numel()
     s_norm_mean = float(sum(r.double().norm(dim=1).sum() for r in rows.split(max(1, CHUNK // d)))) / B
@@ -154,11 +134,12 @@ def check_snr_update(
     sds, sss = _sums(lambda o, xc, sc: [((o - xc) * sc).sum(), (sc * sc).sum()], out, x, s)
     eps_fit = sds / sss
     if not (math.isfinite(eps_fit) and eps_fit > 0):
-        raise CheckFailed(f"{what}: fitted step size {eps_fit!r} is not a positive number")
+        raise CheckFailed(f"corrector output: fitted step size {eps_fit!r} is not a positive number")
     # relative standard errors: the fit (noise sqrt(2ε) z against Σ s²) and ε's dependence on mean‖z_i‖
     se = math.sqrt(2.0 / (eps_pred * sss)) + math.sqrt(2.0 / n)
     tol = Z_BOUND * se + 4 * torch.finfo(x.dtype).eps
-    expect(f"{what}: fitted step size {eps_fit:.5g} / 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}", eps_fit / eps_pred, 1, tol)
+    what = f"corrector output: fitted step size {eps_fit:.5g} / 2α(r E‖z‖/mean‖s‖)² = {eps_pred:.5g}"
+    expect(what, eps_fit / eps_pred, 1, tol)
     b = math.sqrt(2.0 * eps_fit)
-    noise = check_noise(out, x, s, eps_fit, b, what=f"{what} noise", skip=("coef_s",))
+    noise = check_noise(out, x, s, eps_fit, b, what="corrector output noise", skip=("coef_s",))
     return {"eps_fit": eps_fit, "eps_formula": eps_pred, "noise": noise}

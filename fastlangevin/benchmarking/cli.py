@@ -1,10 +1,9 @@
 """``fastlangevin bench``: providers side by side, checked, timed, tabulated (and JSON / plot); the
 README's "Benchmarks and profiling" section lists example command lines.
 
-``--suite dropin``: fastlangevin dropped into a user's loop vs the plain PyTorch it replaces. Each
-entry of :data:`SUITE` is one engine case (checked, then timed interleaved with its baselines, one run)
-at a given thread count, with the speed-up target of issue 11 beside it (met / missed); then the step
-in place across sizes 2^8 … 2^24. Raw results (device, versions, date, every timing) go to JSON.
+``--suite dropin``: fastlangevin dropped into a user's loop vs the plain PyTorch it replaces: each
+:data:`SUITE` entry is one engine case at a given thread count with issue 11's speed-up target beside
+it (met / missed), then the step in place at 2^8 … 2^24; raw results (versions, date, timings) to JSON.
 """
 
 import datetime
@@ -18,6 +17,22 @@ from . import report
 from .engine import DTYPES, MODES, WORKLOADS, BenchOptions, BenchResult, Case, environment, run
 
 OURS = ("triton", "torch")
+STEP_BASES = ("eager", "eager_inplace")
+STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
+LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
+ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
+#: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
+SUITE: list[tuple] = [
+    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
+    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
+    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), (("eager", 2.0),)),
+    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), (("naive", 1.0),)),
+    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), (("naive", 1.0),)),
+    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, LANGEVIN, (("naive", 1.0),)),
+    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, ANNEALED, (("naive", 1.0),)),
+]
+SWEEP = range(8, 25, 2)
 
 
 def parse_sizes(text: str | None) -> list[int] | None:
@@ -49,23 +64,6 @@ def _split(text):
     return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _enable_interpreter():
-    """Switch the Triton interpreter on, which must happen before our kernels are imported."""
-    if "fastlangevin.kernels.langevin_step" in sys.modules and not _backend.kernels_interpreted():
-        return "kernels were already built for the GPU in this process"
-    os.environ["TRITON_INTERPRET"] = "1"
-    return None
-
-
-def list_registry() -> str:
-    lines = []
-    for name, w in WORKLOADS.items():
-        lines += [f"{name}: {w.description}", f"  bytes: {w.bytes_note}"]
-        lines += [f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}"]
-        lines += [f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list]
-    return "\n".join(lines)
-
-
 def add_machine_options(add) -> None:
     """``--device``, ``--threads`` and ``--seed``: what ``bench`` and ``profile`` both take (see :func:`machine`)."""
     add("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -75,8 +73,7 @@ def add_machine_options(add) -> None:
 
 
 def machine(args) -> torch.device:
-    """``--device`` as a device (a CUDA one without CUDA is refused, ValueError, before any work), with
-    ``--threads`` applied."""
+    """``--device`` as a device (no CUDA: ValueError, before any work), with ``--threads`` applied."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available")
@@ -111,26 +108,10 @@ def options_from_args(args) -> BenchOptions:
     )  # fmt: skip
 
 
-STEP_BASES = ("eager", "eager_inplace")
-STEP_GOALS = (("eager", 1.0), ("eager_inplace", 0.75))
-LANGEVIN = (("sampler", "langevin"), ("score", "neg_x"), ("steps", 300))
-ANNEALED = (("sampler", "annealed"), ("score", "neg_x"), ("steps", 300))
-#: (title, workload, shape, mode, threads, params, ((baseline, target speed-up), ...))
-SUITE: list[tuple] = [
-    ("step 256x2 in place", "langevin_step", (256, 2), "inplace", 1, (), STEP_GOALS),
-    ("step 4096x2 in place", "langevin_step", (4096, 2), "inplace", 1, (), STEP_GOALS),
-    ("step 2^20 in place", "langevin_step", (1024, 1024), "inplace", 1, (), (("eager_inplace", 1.0),)),
-    ("step 2^24 in place, 2 threads", "langevin_step", (16384, 1024), "inplace", 2, (), (("eager", 2.0),)),
-    ("DSM fwd+bwd (256, 2), linear score", "dsm", (256, 2), "out", 1, (("score", "linear"),), (("naive", 1.0),)),
-    ("DSM fwd+bwd (128, 3x64x64)", "dsm", (128, 3, 64, 64), "out", 1, (), (("naive", 1.0),)),
-    ("langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, LANGEVIN, (("naive", 1.0),)),
-    ("annealed_langevin 256x2, 300 steps, score -x", "sampler", (256, 2), "out", 1, ANNEALED, (("naive", 1.0),)),
-]
-SWEEP = range(8, 25, 2)
-
-
-def run_suite(opts: BenchOptions, ours: str, sweep=SWEEP, scale: float = 1.0) -> tuple[BenchResult, list[dict]]:
-    """Every entry, then the sweep; ``scale`` shrinks the shapes' first dim (dry runs)."""
+def run_dropin(opts: BenchOptions, json_path=None, dry_run=False) -> int:
+    """Every :data:`SUITE` entry, then the step's :data:`SWEEP` (``dry_run``: first dims / 64, sizes 2^8
+    and 2^10); tables on stdout, the raw results to ``json_path`` (default: bench/results/dropin-DEVICE-DATE)."""
+    ours, scale = "triton" if opts.device.type == "cuda" else "torch", 1 / 64 if dry_run else 1.0
     meta, results, targets = environment(opts), [], []  # meta (date, versions) as the suite starts
     for title, wl, shape, mode, threads, params, goals in SUITE:
         shape = (max(1, int(shape[0] * scale)),) + tuple(shape[1:])
@@ -141,14 +122,10 @@ def run_suite(opts: BenchOptions, ours: str, sweep=SWEEP, scale: float = 1.0) ->
             got = cr.speedup(ours, base)
             met = None if got is None else got >= want
             targets.append(dict(work=title, key=case.key, ours=ours, baseline=base, speedup=got, target=want, met=met))
-    step = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in sweep]
-    results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=step).cases
-    return BenchResult(meta, results, {}), targets
-
-
-def suite_tables(result: BenchResult, targets: list[dict], ours: str) -> str:
-    """The targets met or missed, then the step's sweep: markdown, as the README quotes them."""
-    lines = ["targets (issue 11; speed-up = baseline median / fastlangevin median):"]
+    sweep = [Case("langevin_step", (1 << e,), torch.float32, "inplace", opts.device, (), 1) for e in SWEEP]
+    results += run(opts.replace(providers=(ours, *STEP_BASES)), cases=sweep[:2] if dry_run else sweep).cases
+    result = BenchResult(meta, results, {})
+    lines = ["targets (issue 11; speed-up = baseline median / fastlangevin median):"]  # markdown, as the README quotes
     lines += ["| work | vs | speed-up | target | |", "|---|---|---:|---:|---|"]
     for t in targets:
         got = "n/a" if t["speedup"] is None else f"{t['speedup']:.2f}x"
@@ -157,32 +134,32 @@ def suite_tables(result: BenchResult, targets: list[dict], ours: str) -> str:
     lines += ["", "step in place across sizes (1 thread):"]
     lines += ["| elements | " + " | ".join(f"{ours} vs {b}" for b in STEP_BASES) + f" | {ours} GB/s |"]
     lines += ["|---:|---:|---:|---:|"]
-    for cr in result.cases:
-        if cr.case.workload == "langevin_step" and len(cr.case.shape) == 1:
-            cells = " | ".join("n/a" if v is None else f"{v:.2f}x" for v in (cr.speedup(ours, b) for b in STEP_BASES))
-            gb = next((f"{cr.throughput(p):.2f}" for p in cr.timed() if p.name == ours), "n/a")
-            lines.append(f"| {cr.case.size_label} | {cells} | {gb} |")
-    return "\n".join(lines)
-
-
-def run_dropin(opts: BenchOptions, json_path=None, out_dir="bench/results", dry_run=False) -> int:
-    ours = "triton" if opts.device.type == "cuda" else "torch"
-    result, targets = run_suite(opts, ours, sweep=(8, 10) if dry_run else SWEEP, scale=1 / 64 if dry_run else 1.0)
-    print(report.table(result) + "\n\n" + suite_tables(result, targets, ours))
+    for cr in result.cases[len(SUITE) :]:  # the sweep
+        cells = " | ".join("n/a" if v is None else f"{v:.2f}x" for v in (cr.speedup(ours, b) for b in STEP_BASES))
+        gb = next((f"{cr.throughput(p):.2f}" for p in cr.timed() if p.name == ours), "n/a")
+        lines.append(f"| {cr.case.size_label} | {cells} | {gb} |")
+    print(report.table(result) + "\n\n" + "\n".join(lines))
     if json_path is None:
-        os.makedirs(out_dir, exist_ok=True)
+        os.makedirs("bench/results", exist_ok=True)
         day = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M")
-        json_path = os.path.join(out_dir, f"dropin-{opts.device.type}-{day}.json")
+        json_path = f"bench/results/dropin-{opts.device.type}-{day}.json"
     report.write_json(result, json_path, targets=targets, dry_run=dry_run)
     print(f"\nwrote {json_path}")
     return report.failed_ours(result, bad=("rejected", "error", "skipped"))  # every target needs ours timed
 
 
 def _run(args) -> int:
-    if args.interpret and args.device == "cpu" and (problem := _enable_interpreter()):
-        print(f"--interpret: {problem}; the Triton provider will be skipped", file=sys.stderr)
+    if args.interpret and args.device == "cpu":  # the interpreter must be on before our kernels are imported
+        if "fastlangevin.kernels.langevin_step" not in sys.modules or _backend.kernels_interpreted():
+            os.environ["TRITON_INTERPRET"] = "1"
+        else:
+            why = "kernels were already built for the GPU in this process"
+            print(f"--interpret: {why}; the Triton provider will be skipped", file=sys.stderr)
     if args.list:
-        print(list_registry())
+        for name, w in WORKLOADS.items():
+            print(f"{name}: {w.description}\n  bytes: {w.bytes_note}")
+            print(f"  dtypes {','.join(w.dtypes)}; modes {','.join(w.modes)}")
+            print("\n".join(f"  - {p.name:18s} [{p.kind}] {p.label}" for p in w.provider_list))
         return 0
     try:
         opts = options_from_args(args)
@@ -190,11 +167,13 @@ def _run(args) -> int:
         print(f"fastlangevin bench: error: {exc}", file=sys.stderr)
         return 2
     if args.suite == "dropin":
-        return run_dropin(opts, args.json, args.out_dir, dry_run=args.dry_run)
+        return run_dropin(opts, args.json, dry_run=args.dry_run)
     result = run(opts)
     print(report.table(result))
     others = {p.name for w in opts.workloads for p in WORKLOADS[w].provider_list} - set(OURS)
-    lines = report.summary_lines(result, [(o, x) for o in OURS for x in sorted(others)] + [("triton", "torch")])
+    pairs = [(o, x) for o in OURS for x in sorted(others)] + [("triton", "torch")]  # ours vs each other, both ran
+    lines = [f"{cr.case.key}: {a} is {r:.2f}x {b}" for cr in result.cases for a, b in pairs
+             if (r := cr.speedup(a, b)) is not None]  # fmt: skip
     if lines:
         print("\nspeed-ups of fastlangevin (median times, same run):\n  " + "\n  ".join(lines))
     for path, write in ((args.json, report.write_json), (args.plot, report.write_plot)):
@@ -222,7 +201,6 @@ def add_parser(sub) -> None:
     add("--min-reps", type=int, default=5, help="CPU: at least this many timed rounds")
     add("--interpret", action="store_true", help="CPU: run the Triton provider under Triton's interpreter (tiny sizes)")
     add("--json", metavar="PATH", help="write every raw number, versions, device and date as JSON")
-    add("--out-dir", default="bench/results", help="--suite: where its JSON goes when --json is not given")
     add("--quick", "--dry-run", dest="dry_run", action="store_true", help="--suite: tiny shapes (tests the suite)")
     add("--plot", metavar="PATH", help="write throughput against size per provider, log-log axes (matplotlib)")
     add("--quiet", action="store_true", help="no progress lines")

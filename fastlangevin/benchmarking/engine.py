@@ -1,10 +1,9 @@
 """The benchmark engine: cases, providers, the check-before-timing loop, timing and raw results.
 
-For every case: build the inputs once, then for each provider (1) ask whether it can run, (2) run
-the workload's correctness check on it — a provider whose output is wrong is REJECTED and never
-timed, (3) time all that passed, together with the case's bandwidth reference ``dst.copy_(src)``:
-on a CPU round-robin (interleaved, so a change of load on a shared machine hits all alike), on a
-GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
+Per case: build the inputs once; for each provider ask whether it can run, then run the workload's
+correctness check (a wrong output is REJECTED, never timed); time all that passed with the bandwidth
+reference ``dst.copy_(src)``: on a CPU round-robin (a load change on a shared machine hits all alike),
+on a GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
 """
 
 import dataclasses
@@ -27,6 +26,7 @@ import fastlangevin
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 MODES = ("out", "inplace")
+WORKLOADS: dict[str, "Workload"] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
 class ProviderUnavailable(Exception):
@@ -39,9 +39,8 @@ class CheckFailed(Exception):
 
 @dataclass(frozen=True)
 class Provider:
-    """One implementation of a workload. ``make`` is the workload's factory (its module docstring
-    gives the signature); ``unavailable(case, opts)`` returns a reason to skip, or None; a
-    ``rebinds`` provider returns the new state even in an in-place case (``x = f(x)``)."""
+    """One implementation: ``make`` the workload's factory (signature in its module docstring); ``unavailable(case,
+    opts)`` a reason to skip, or None; ``rebinds``: returns the new state even in place (``x = f(x)``)."""
 
     name: str
     label: str
@@ -111,12 +110,11 @@ class BenchOptions:
 
 
 class Workload:
-    """Base class of a workload; a subclass sets ``name``, ``description``, ``bytes_note``, ``provider_list``
-    (a :class:`Provider` per implementation) and defines, per case: ``setup(case, opts)`` → inputs (shared
-    by the providers), ``check(provider, case, inputs, opts)`` → figures (or raises :class:`CheckFailed`),
-    ``timed(provider, case, inputs, opts)`` → ``(fn, extra)``: a no-argument callable to time, extra
-    figures. Bandwidth workloads charge ``bytes_moved`` and time the copy ``x → empty_like(x)`` beside;
-    a workload with a ``unit`` (e.g. ``"steps/s"``) reports ``items`` per call per second instead."""
+    """A subclass sets ``name``, ``description``, ``bytes_note``, ``provider_list`` and defines ``setup(case,
+    opts)`` → inputs (shared by the providers), ``check(provider, case, inputs, opts)`` → figures (or raises
+    :class:`CheckFailed`), ``timed(...)`` → ``(fn, extra)``: a no-argument callable to time, extra figures.
+    Bandwidth workloads charge ``bytes_moved`` and time the copy of ``inputs["x"]`` beside; one with a
+    ``unit`` (e.g. ``"steps/s"``) reports ``items`` per call per second instead."""
 
     name = ""
     description = ""
@@ -150,12 +148,8 @@ class Workload:
     def bytes_moved(self, case: Case) -> int | None:
         return None if self.unit else self.bytes_per_element * case.numel * case.dtype.itemsize
 
-    def items(self, case: Case) -> float:
-        """Items per call (``unit`` workloads): e.g. the sampler steps of one run."""
+    def items(self, case: Case) -> float:  # per call, for ``unit`` workloads: e.g. the sampler steps of one run
         return 1
-
-
-WORKLOADS: dict[str, Workload] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
 def get_workload(name: str) -> Workload:
@@ -164,7 +158,6 @@ def get_workload(name: str) -> Workload:
     return WORKLOADS[name]
 
 
-# -- timing -------------------------------------------------------------------------------------
 @dataclass
 class Timing:
     median_ms: float
@@ -206,7 +199,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# -- results ------------------------------------------------------------------------------------
 @dataclass
 class ProviderResult:
     name: str
@@ -300,38 +292,13 @@ def environment(opts: BenchOptions) -> dict[str, Any]:
     return meta
 
 
-# -- the loop -----------------------------------------------------------------------------------
 def first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
 
 
-def _prepare(w: Workload, p: Provider, case: Case, inputs, opts: BenchOptions, say) -> tuple[ProviderResult, Any]:
-    """Availability, the correctness check, then the callable to time after one untimed first call (its
-    time, compilation included, is kept as ``first_call_ms``; the workload's figures are read after it)."""
-    res, fn = ProviderResult(p.name, p.label, p.kind, "ok"), None
-    try:
-        if reason := p.unavailable(case, opts):
-            raise ProviderUnavailable(reason)
-        res.check = w.check(p, case, inputs, opts)
-        synchronize(case.device)
-        fn, extra = w.timed(p, case, inputs, opts)
-        t0 = time.perf_counter()
-        fn()
-        synchronize(case.device)
-        rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
-        res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}  # extra after the call
-    except ProviderUnavailable as exc:
-        res.status, res.reason = "skipped", str(exc)
-    except CheckFailed as exc:
-        res.status, res.reason = "rejected", str(exc)
-    except Exception as exc:  # a provider crashing must not end the run
-        res.status, res.reason = "error", first_line(exc)
-    verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
-    say(f"{case.key:34s} {p.name:16s} {verdict}")
-    return res, (fn if res.status == "ok" else None)
-
-
 def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
+    """Availability and the correctness check of every provider, then the timing of those that passed, each
+    after one untimed first call (its time, compilation included, is ``first_call_ms``; ``extra`` read after it)."""
     cr = CaseResult(case, w.bytes_moved(case), *((w.items(case), w.unit) if w.unit else (None, "GB/s")))
     if case.device.type == "cuda":
         free = torch.cuda.mem_get_info(case.device)[0]
@@ -344,10 +311,28 @@ def run_case(w: Workload, case: Case, opts: BenchOptions, say) -> CaseResult:
         src, dst = inputs["x"], torch.empty_like(inputs["x"])
         cr.copy_bytes, fns["__copy__"] = src.nbytes + dst.nbytes, lambda: dst.copy_(src)
     for p in w.providers(opts):
-        res, fn = _prepare(w, p, case, inputs, opts, say)
+        res = ProviderResult(p.name, p.label, p.kind, "ok")
         cr.providers.append(res)
-        if fn is not None:
+        try:
+            if reason := p.unavailable(case, opts):
+                raise ProviderUnavailable(reason)
+            res.check = w.check(p, case, inputs, opts)
+            synchronize(case.device)
+            fn, extra = w.timed(p, case, inputs, opts)
+            t0 = time.perf_counter()
+            fn()
+            synchronize(case.device)
+            rebinds = {"rebinds": True} if p.rebinds and case.mode == "inplace" else {}
+            res.extra = {**extra, **rebinds, "first_call_ms": (time.perf_counter() - t0) * 1e3}
             fns[p.name] = fn
+        except ProviderUnavailable as exc:
+            res.status, res.reason = "skipped", str(exc)
+        except CheckFailed as exc:
+            res.status, res.reason = "rejected", str(exc)
+        except Exception as exc:  # a provider crashing must not end the run
+            res.status, res.reason = "error", first_line(exc)
+        verdict = "passed the check" if res.status == "ok" else f"{res.status.upper()}: {res.reason}"
+        say(f"{case.key:34s} {p.name:16s} {verdict}")
     try:
         if case.device.type == "cuda":
             from triton.testing import do_bench

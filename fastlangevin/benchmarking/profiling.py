@@ -1,16 +1,16 @@
 """``fastlangevin profile``: run a sampler under ``torch.profiler``; write a Chrome trace and a table.
 
-The table: the **top kernels / ops** by self time (GPU: device time of CUDA kernels; CPU: self CPU
-time of aten ops), and the **phases** — the ``record_function`` labels the samplers put around each
-phase of a step (``fastlangevin.score``, ``.update``, ``.correct``, ``.denoise``) — each with its share
-of the run (on a GPU of all kernels' device time, on the CPU of the wall time of the outer range
-``fastlangevin.profile``). Samplers (``--sampler``), each with a small MLP score: ``loop`` (a plain
-loop of ``langevin_step_``, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
+The table: the **top kernels / ops** by self time (GPU: CUDA kernels' device time; CPU: aten ops' self
+time) and the **phases** (the samplers' ``record_function`` labels ``fastlangevin.score``, ``.update``,
+``.correct``, ``.denoise``), each with its share of the run (GPU: of all kernel time; CPU: of the wall
+time of ``fastlangevin.profile``). ``--sampler``, with a small MLP score: ``loop`` (``langevin_step_`` in a
+plain loop, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
 """
 
 import json
 import operator
 import os
+import pathlib
 import sys
 from typing import Any
 
@@ -20,8 +20,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import fastlangevin as fl
 
-from ..sampling.loop import PHASES as PHASE_LABELS
-from ..sampling.loop import phase
+from ..sampling.loop import PHASES, phase
 from .cli import add_machine_options, machine
 from .engine import synchronize
 from .workloads.sampler import ScoreMLP
@@ -70,12 +69,11 @@ def build_target(args, device: torch.device):
 
 def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
     """The run's total, the ``top`` kernels / ops by self time and the phases' shares, as a dict (JSON)."""
-    on_gpu, labels = device.type == "cuda", set(PHASE_LABELS)
+    on_gpu, labels = device.type == "cuda", set(PHASES)
     events = [e for e in prof.events() if e.device_type == DeviceType.CPU]
-    avgs = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL}]
     kind = "device" if on_gpu else "cpu"
     self_us, amount = operator.attrgetter(f"self_{kind}_time_total"), operator.attrgetter(f"{kind}_time_total")
-    rows = [a for a in avgs if self_us(a) > 0]
+    rows = [a for a in prof.key_averages() if a.key not in labels | {OUTER_LABEL} and self_us(a) > 0]
     if on_gpu:  # kernels (device-side events): their self device time is the GPU's busy time
         rows = [a for a in rows if a.device_type != DeviceType.CPU] or rows  # some torch versions: launch ops only
         total_us, basis = sum(map(self_us, rows)), "sum of GPU kernel time"
@@ -86,21 +84,17 @@ def summarize(prof, device: torch.device, description: str, top: int = 15) -> di
     ranked = sorted(rows, key=self_us, reverse=True)[:top]
     top_rows = [dict(name=a.key, calls=a.count, self_ms=self_us(a) / 1e3, share=share(self_us(a))) for a in ranked]
 
-    def enclosing_phase(e):
-        """The nearest phase-labelled event around ``e``, or None."""
-        e = e.cpu_parent
-        while e is not None and e.name not in labels:
-            e = e.cpu_parent
-        return e
-
     # a phase's own share: its time minus that of the phases nested in it (the denoising step evaluates
     # the score inside its label), so shares never overlap; the inclusive share is listed too
-    nested: dict[int, float] = {}
-    for e in events:
-        if e.name in labels and (outer := enclosing_phase(e)) is not None:
+    nested: dict[int, float] = {}  # id of a phase event -> time of the phase events nearest inside it
+    for e in (e for e in events if e.name in labels):
+        outer = e.cpu_parent
+        while outer is not None and outer.name not in labels:
+            outer = outer.cpu_parent
+        if outer is not None:
             nested[id(outer)] = nested.get(id(outer), 0.0) + amount(e)
     phases = []
-    for label in PHASE_LABELS:
+    for label in PHASES:
         if evs := [e for e in events if e.name == label]:
             incl = sum(map(amount, evs))
             excl = incl - sum(nested.get(id(e), 0.0) for e in evs)
@@ -119,8 +113,7 @@ def format_summary(s: dict[str, Any]) -> str:
         dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
         share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
         lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    if not s["phases"]:
-        lines.append("  (no fastlangevin.* labels recorded)")
+    lines += [] if s["phases"] else ["  (no fastlangevin.* labels recorded)"]
     lines += ["", "top kernels / ops by self time:"]
     w = max([len(r["name"][:70]) for r in s["top"]] + [4])
     for r in s["top"]:
@@ -146,14 +139,13 @@ def _run(args) -> int:
         synchronize(device)
     os.makedirs(os.path.dirname(os.path.abspath(args.trace)), exist_ok=True)
     prof.export_chrome_trace(args.trace)
-    summary = summarize(prof, device, desc, top=args.top)
+    summary = summarize(prof, device, desc)
     text = format_summary(summary)
     print(text)
-    table_path = args.table or os.path.splitext(args.trace)[0] + ".txt"
+    table_path = os.path.splitext(args.trace)[0] + ".txt"  # beside the trace
     for path, content in ((table_path, text), (args.json, json.dumps(summary, indent=1))):
         if path:
-            with open(path, "w") as f:
-                f.write(content + "\n")
+            pathlib.Path(path).write_text(content + "\n")
     print(f"\nwrote {args.trace} (open in chrome://tracing or https://ui.perfetto.dev) and {table_path}")
     return 0
 
@@ -174,9 +166,7 @@ def add_parser(sub) -> None:
     add("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     add("--backend", default="auto", type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None: auto
         choices=["auto", "triton", "torch"], help="backend=, as in the Python API (default: auto)")  # fmt: skip
-    add("--top", type=int, default=15, help="rows in the top-kernel table")
     add("--trace", default="fastlangevin_trace.json",
         help="where the Chrome trace goes (default: fastlangevin_trace.json in the working directory)")  # fmt: skip
-    add("--table", default=None, help="table path (default: the trace path with .txt)")
     add("--json", default=None, help="also write the summary as JSON")
     p.set_defaults(func=_run)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import pathlib
 import sys
 
 from .engine import BenchResult, CaseResult
@@ -26,15 +27,14 @@ def case_table(cr: CaseResult) -> str:
         lines.append(f"  copy y.copy_(x): {cr.copy.median_ms:.4f} ms, {cg:.1f} GB/s  (the 100% reference)")
     timed = cr.timed()
     names, w = [p.name for p in timed], max([len(p.name) for p in cr.providers] + [8])
-    cols = "".join(f" {'x' + n:>{max(9, len(n) + 1)}s}" for n in names)
+    wd = {n: max(9, len(n) + 1) for n in names}  # a speed-up column per timed provider
+    cols = "".join(f" {'x' + n:>{wd[n]}s}" for n in names)
     unit = f"{'GB/s':>8s} {'%copy':>6s}" if bw else f"{cr.unit:>10s}"
     lines.append(f"  {'provider':{w}s} {'median ms':>10s} {'[p20, p80]':>22s} {unit}{cols}")
     for p in timed:
         t, tp = p.timing, cr.throughput(p)
         vals = f"{tp:8.2f} {f'{100 * tp / cg:5.1f}%' if cg else 'n/a':>6s}" if bw else f"{tp:10.1f}"
-        row = "".join(
-            f" {'-' if n == p.name else f'{cr.speedup(p.name, n):.2f}x':>{max(9, len(n) + 1)}s}" for n in names
-        )
+        row = "".join(f" {'-' if n == p.name else f'{cr.speedup(p.name, n):.2f}x':>{wd[n]}s}" for n in names)
         lines.append(f"  {p.name:{w}s} {t.median_ms:10.4f} {f'[{t.p20_ms:.4g}, {t.p80_ms:.4g}]':>22s} {vals}{row}")
     lines += [f"  {p.name:{w}s} {WHY[p.status]}: {p.reason}" for p in cr.providers if p.status in WHY]
     for p in timed:
@@ -62,12 +62,6 @@ def table(result: BenchResult) -> str:
     return "\n".join(parts + [s for cr in result.cases for s in ("", case_table(cr))])
 
 
-def summary_lines(result: BenchResult, pairs: list[tuple[str, str]]) -> list[str]:
-    """One line per case and pair ``(ours, other)`` that both ran: ``ours`` speed-up over ``other``."""
-    return [f"{cr.case.key}: {a} is {r:.2f}x {b}" for cr in result.cases for a, b in pairs
-            if (r := cr.speedup(a, b)) is not None]  # fmt: skip
-
-
 def failed_ours(result: BenchResult, bad: tuple[str, ...] = ("rejected", "error")) -> int:
     """Exit status: 1, with a line on stderr, when a fastlangevin provider ended in a ``bad`` status."""
     failed = [(cr.case.key, p.name, p.status) for cr in result.cases for p in cr.providers
@@ -80,25 +74,21 @@ def failed_ours(result: BenchResult, bad: tuple[str, ...] = ("rejected", "error"
 def write_json(result: BenchResult, path: str, **extra) -> None:
     """Every raw number; non-finite floats become null (a JSON round trip maps NaN and inf to None)."""
     data = json.loads(json.dumps({**result.to_dict(), **extra}, default=str), parse_constant=lambda _: None)
-    with open(path, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
+    pathlib.Path(path).write_text(json.dumps(data, indent=1) + "\n")
 
 
 def write_plot(result: BenchResult, path: str):
     """Throughput against size on log-log axes, one panel per (workload, dtype, mode), a line per
     provider, the copy bandwidth dashed; the legend outside the data, so no line hides under it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, nothing global to close
 
     series: dict[tuple[str, str, str], list[CaseResult]] = {}
     for cr in result.cases:
         series.setdefault((cr.case.workload, cr.case.dtype_name, cr.case.mode), []).append(cr)
     ncols = min(2, max(len(series), 1))
     nrows = math.ceil(max(len(series), 1) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(7.5 * ncols, 4.5 * nrows), squeeze=False)
+    fig = Figure(figsize=(7.5 * ncols, 4.5 * nrows))
+    axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, ((wl, dt, mode), crs) in zip(axes.flat, series.items()):
         crs = sorted(crs, key=lambda c: c.case.numel)
         for name in dict.fromkeys(p.name for cr in crs for p in cr.timed()):
@@ -116,5 +106,4 @@ def write_plot(result: BenchResult, path: str):
     fig.suptitle(f"fastlangevin bench — {result.meta['device_name']} ({result.meta['date']})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
     return fig

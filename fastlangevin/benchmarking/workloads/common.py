@@ -14,6 +14,7 @@ from ..engine import Case, Provider, synchronize
 
 #: Noise statistics need enough draws: smaller cases are checked at this size.
 MIN_CHECK_NUMEL = 1 << 16
+_COMPILED: dict[Any, Any] = {}  # compile_provider's: "case" -> the current case, factory arguments -> (fn, extra)
 
 
 def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, seed: int, n: int = 2):
@@ -23,20 +24,15 @@ def make_state(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
 
 
 def compile_unavailable(case: Case, opts) -> str | None:
-    if case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-        return "torch.compile on CPU needs a C++ compiler (none on PATH)"
-    return None
-
-
-_COMPILED: dict[Any, Any] = {}
+    no_cxx = case.device.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    return "torch.compile on CPU needs a C++ compiler (none on PATH)" if no_cxx else None
 
 
 def compile_provider(label: str, eager: Callable) -> Provider:
-    """``compile``: ``torch.compile(dynamic=False, fullgraph=True)`` of what the ``eager`` factory makes (in
-    an in-place case copied into x inside the graph), one per case and factory arguments: dynamo's cache
-    is reset at each new case (a long sweep never hits the recompile limit, past which it would silently
-    run eager code); the check and the timing share it. The first call's time, the compile warm-up,
-    lands in ``.extra["compile_ms"]``, apart from the timings."""
+    """``compile``: ``torch.compile(dynamic=False, fullgraph=True)`` of what ``eager`` makes (in place: copied
+    into x in the graph), one per case and arguments, shared by check and timing; dynamo is reset at each new
+    case (past its recompile limit it would silently run eager code). The first call's time, the compile
+    warm-up, lands in ``.extra["compile_ms"]``, apart from the timings."""
 
     def make(case, *args):
         import torch._dynamo
@@ -65,28 +61,25 @@ def compile_provider(label: str, eager: Callable) -> Provider:
     return Provider("compile", label, make, unavailable=compile_unavailable)
 
 
-def triton_unavailable(limit: int = 1 << 18) -> Callable[[Case, Any], str | None]:
-    """Why the Triton provider cannot run a case: no GPU (unless ``--interpret``, up to ``limit``)."""
-
-    def why(case: Case, opts) -> str | None:
-        if case.device.type == "cpu":
-            if not opts.interpret:
-                return "needs a CUDA device (--device cuda; or --interpret for Triton's interpreter at tiny sizes)"
-            if case.numel > limit:
-                return f"interpreter limited to <= 2^{limit.bit_length() - 1} elements"
-        try:
-            _backend.resolve_backend(case.device, "triton")
-        except Exception as exc:
-            return str(exc)
-        return None
-
-    return why
+def triton_unavailable(case: Case, opts, limit: int = 1 << 18) -> str | None:
+    """Why the Triton provider cannot run a case: no GPU (unless ``--interpret``, up to ``limit`` elements)."""
+    if case.device.type == "cpu":
+        if not opts.interpret:
+            return "needs a CUDA device (--device cuda; or --interpret for Triton's interpreter at tiny sizes)"
+        if case.numel > limit:
+            return f"interpreter limited to <= 2^{limit.bit_length() - 1} elements"
+    try:
+        _backend.resolve_backend(case.device, "triton")
+    except Exception as exc:
+        return str(exc)
+    return None
 
 
 def ours(make: Callable, what: str, limit: int = 1 << 18) -> tuple[Provider, Provider]:
     """The Triton and PyTorch-fallback providers of a fastlangevin op: ``make(..., backend=)`` on each."""
     triton, torch_ = functools.partial(make, backend="triton"), functools.partial(make, backend="torch")
+    why = functools.partial(triton_unavailable, limit=limit)
     return (
-        Provider("triton", f"fastlangevin {what} (Triton)", triton, "ours", triton_unavailable(limit)),
+        Provider("triton", f"fastlangevin {what} (Triton)", triton, "ours", why),
         Provider("torch", f"fastlangevin {what} (PyTorch fallback)", torch_, "ours"),
     )

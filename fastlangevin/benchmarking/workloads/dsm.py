@@ -2,19 +2,13 @@
 
     x̃ = x + σ z,   s = score(x̃, σ),   loss = mean_i ½ σ_i² ‖s_i + z_i / σ_i‖²,   loss.backward()
 
-Score models (``--param score=...``): ``trivial`` (default) ``s = b - x̃`` with one parameter ``b``
-shaped like a sample — one op that saves nothing, so the loss itself is measured; ``linear``
-``s = x̃ W^T + c`` on the flattened sample (a small model, as a drop-in user's). Per-sample σ.
-
-Bytes (trivial model): ``8 * numel * itemsize`` — perturb 2, score 2, loss forward 1, loss backward 2,
-parameter gradient 1; z never has to touch memory. Memory: bytes autograd saves for backward and, on
-CUDA, the peak allocated during one forward + backward. Provider factory: ``make(case, score_fn,
-noise) -> loss_fn(x, sigma)``; ``noise`` None draws z, a tensor injects it.
-
-Check: with injected z, the loss and every parameter's gradient match the reference
-(:func:`fastlangevin.reference.dsm_loss`, float64) to 1e-4 relative (16-bit: 2e-2); with drawn z, the
-mean loss over 8 calls matches the reference's mean over 8 fresh draws within 6 standard errors (both
-spreads estimated from the calls) plus that rounding; two calls draw different noise.
+``--param score=trivial`` (default: ``s = b - x̃``, saving nothing, so the loss itself is measured; bytes
+``8 * numel * itemsize``: perturb 2, score 2, loss 1 + 2, parameter gradient 1) or ``linear`` (``x̃ W^T + c``
+on the flattened sample); per-sample σ; also the bytes saved for backward and, on CUDA, the peak memory.
+Provider factory: ``make(case, score_fn, noise) -> loss_fn(x, sigma)`` (``noise`` None draws z, a tensor
+injects it). Check: with injected z, loss and gradients match :func:`fastlangevin.reference.dsm_loss` in
+float64 to 1e-4 relative (16-bit: 2e-2); with drawn z, two calls differ and the mean loss of 8 calls
+matches the reference's over 8 fresh draws within 6 standard errors plus that rounding.
 """
 
 import math
@@ -64,10 +58,6 @@ def _loss_and_grads(loss_fn, x, sigma, params):
     return float(loss.detach().double()), [g.double() for g in grads]
 
 
-def _mean_se(v):
-    return statistics.fmean(v), statistics.stdev(v) / math.sqrt(len(v))
-
-
 class DSM(Workload):
     name = "dsm"
     description = "DSM loss forward+backward (x~ = x + sigma z, NCSN weighting), trivial or linear score model"
@@ -100,7 +90,6 @@ class DSM(Workload):
         ref_params = [p.detach().double().requires_grad_(True) for p in params]
         ref_fn = score_model(inp["kind"], ref_params)
         ref_loss = lambda z: reference.dsm_loss(ref_fn, x.double(), sigma.double(), z)  # noqa: E731
-        result: dict[str, Any] = {"numel": x.numel()}
         g = torch.Generator(device=x.device).manual_seed(opts.seed + 7)
         z = torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float32).to(x.dtype)
         loss, grads = _loss_and_grads(provider.make(case, inp["score_fn"], z), x, sigma, params)
@@ -108,20 +97,20 @@ class DSM(Workload):
         expect(f"loss with injected noise (reference, rtol {rtol:g})", loss, want, rtol * abs(want))
         gerr = max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-30)) for a, b in zip(grads, want_g))
         expect("gradient with injected noise: max error / max of the reference's", gerr, 0.0, rtol)
-        result["injected_noise"] = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
+        injected = {"loss": loss, "loss_reference": want, "grad_max_rel_err": gerr}
         loss_fn = provider.make(case, inp["score_fn"], None)
         calls = [_loss_and_grads(loss_fn, x, sigma, params) for _ in range(STAT_CALLS)]
         losses = [c[0] for c in calls]
         refs = [float(ref_loss(torch.randn(x.shape, generator=g, device=x.device, dtype=torch.float64)).detach())
                 for _ in range(STAT_CALLS)]  # fmt: skip
-        (m, se), (mr, ser) = _mean_se(losses), _mean_se(refs)
-        tol = Z_BOUND * math.hypot(se, ser) + rtol * abs(mr)
+        m, mr, ses = statistics.fmean(losses), statistics.fmean(refs), [statistics.stdev(v) for v in (losses, refs)]
+        tol = Z_BOUND * math.hypot(*ses) / math.sqrt(STAT_CALLS) + rtol * abs(mr)
         # freshness first: frozen noise has no spread across calls, so its mean would fail or pass by luck
         if all(torch.equal(a, b) for a, b in zip(calls[0][1], calls[1][1])):
             raise CheckFailed("two calls gave the same gradient (noise not fresh)")
         expect(f"mean loss over {STAT_CALLS} calls (reference's mean, 6 SE)", m, mr, tol)
-        result["drawn_noise"] = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}
-        return result
+        drawn = {"losses": losses, "loss_mean": m, "reference_mean": mr, "tolerance": tol}
+        return {"numel": x.numel(), "injected_noise": injected, "drawn_noise": drawn}
 
     def timed(self, provider, case, inp, opts):
         x, sigma, params = inp["x"], inp["sigma"], inp["params"]
@@ -136,7 +125,16 @@ class DSM(Workload):
 
         extra = dict(getattr(loss_fn, "extra", {}))
         fwd_bwd()  # warm-up before measuring memory (compilation, lazy inits)
-        extra["saved_bytes"] = saved_for_backward(lambda: loss_fn(x, sigma))
+        seen: dict[Any, int] = {}  # the distinct storages autograd saves for backward: their bytes
+
+        def pack(t):
+            st = t.untyped_storage()
+            seen.setdefault((st.data_ptr(), st.nbytes()), st.nbytes())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss_fn(x, sigma)
+        extra["saved_bytes"] = sum(seen.values())
         if case.device.type == "cuda":
             synchronize(case.device)
             torch.cuda.reset_peak_memory_stats(case.device)
@@ -145,17 +143,3 @@ class DSM(Workload):
             synchronize(case.device)
             extra["peak_bytes"] = torch.cuda.max_memory_allocated(case.device) - base
         return fwd_bwd, extra | {"noise_tensor_bytes": x.nbytes}
-
-
-def saved_for_backward(forward) -> int:
-    """Bytes of the distinct storages autograd saves for backward while ``forward()`` runs."""
-    seen: dict[Any, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        seen.setdefault((st.data_ptr(), st.nbytes()), st.nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        forward()
-    return sum(seen.values())

@@ -2,15 +2,12 @@
 
     error = max |x_eps − x*_eps| / max |x*_eps|,   x* the exact flow of Gaussian data N(μ, s² I)
 
-The score is the closed-form Gaussian score (cheap: the timings are the solver's own cost, the fused
-updates, the per-step host work and, for rk45, its one sync per attempted step; with a network score the
-NFE column is what scales). Options (``--param``): ``sde=vp|ve``, ``tol`` (rk45's ``rtol = atol``,
-default 1e-5), ``backend``. Provider factory: ``make(inputs, n_steps) -> (x, nfe)``.
-
-Check: rk45's error must be below ``ERR_PER_TOL × tol``; each fixed-step method is then given the fewest
-uniform steps (doubling, then bisection to ~1.5%) whose error is at most rk45's, and timed there
-(skipped, with the reason, if ``MAX_FIXED_STEPS`` do not reach it, e.g. fp32 rounding floors Euler's).
-Throughput: solves/s; the NFE, step count and error of each provider are in its ``extra``.
+The score is Gaussian's closed form, so the timings are the solver's own cost (fused updates, host work,
+rk45's sync per attempted step); with a network score the NFE is what scales. ``--param``: ``sde=vp|ve``,
+``tol`` (rk45's ``rtol = atol``, default 1e-5), ``backend``. Provider factory: ``make(inputs, n_steps) ->
+(x, nfe)``. Check: rk45's error below ``ERR_PER_TOL × tol``; each fixed-step method is timed at the fewest
+uniform steps (doubling, then bisection to ~1.5%) reaching rk45's error (skipped if ``MAX_FIXED_STEPS`` do
+not, e.g. where fp32 rounding floors Euler's). Throughput: solves/s; NFE, steps and error in ``extra``.
 """
 
 import functools
@@ -24,25 +21,6 @@ from ..engine import Provider, ProviderUnavailable, Workload
 
 MU, S2 = 0.5, 0.09
 MAX_FIXED_STEPS, ERR_PER_TOL = 1 << 14, 100.0
-
-
-def gaussian(sde):
-    """Score and exact PF-ODE flow ``x(1) -> x(eps)`` of data N(MU, S2 I) under ``sde``."""
-
-    def var(t):
-        m = sde.marginal_mean_scale(t)
-        return S2 + sde.sigma(t) ** 2 if isinstance(sde, VESDE) else 1.0 + m * m * (S2 - 1.0)
-
-    def score(x, t):
-        td = t.double().reshape((-1,) + (1,) * (x.dim() - 1))
-        return (-(x.double() - sde.marginal_mean_scale(td) * MU) / var(td)).to(x.dtype)
-
-    def flow(x1, eps):
-        te, t1 = torch.tensor(eps, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
-        m_e, m_1 = sde.marginal_mean_scale(te), sde.marginal_mean_scale(t1)
-        return m_e * MU + (x1.double() - m_1 * MU) * torch.sqrt(var(te) / var(t1))
-
-    return score, flow
 
 
 def _solve(inp, n_steps=None, *, method):
@@ -60,10 +38,8 @@ class ODE(Workload):
     dtypes = ("fp32", "fp64")
     unit = "solves/s"
     provider_list = tuple(
-        Provider(
-            m, f"ode_sample(method={m!r})", functools.partial(_solve, method=m), "ours" if m == "rk45" else "baseline"
-        )
-        for m in ("rk45", "euler", "heun", "rk4")
+        Provider(m, f"ode_sample(method={m!r})", functools.partial(_solve, method=m), kind)
+        for m, kind in (("rk45", "ours"), ("euler", "baseline"), ("heun", "baseline"), ("rk4", "baseline"))
     )
 
     def shape_for(self, numel):
@@ -73,11 +49,21 @@ class ODE(Workload):
         kind = case.param("sde", "vp")
         if kind not in ("vp", "ve"):
             raise ValueError(f"--param sde={kind!r}: choose vp or ve")
-        sde = VPSDE() if kind == "vp" else VESDE()
-        score, flow = gaussian(sde)
+        sde, f64 = VPSDE() if kind == "vp" else VESDE(), torch.float64
+
+        def var(t):  # the marginal variance at t of data N(MU, S2 I)
+            m = sde.marginal_mean_scale(t)
+            return S2 + sde.sigma(t) ** 2 if kind == "ve" else 1.0 + m * m * (S2 - 1.0)
+
+        def score(x, t):  # its exact score
+            td = t.double().reshape((-1,) + (1,) * (x.dim() - 1))
+            return (-(x.double() - sde.marginal_mean_scale(td) * MU) / var(td)).to(x.dtype)
+
         g = torch.Generator().manual_seed(opts.seed)
-        x1 = (torch.randn(case.shape, generator=g, dtype=torch.float64) * sde.prior_std).to(case.device, case.dtype)
-        exact = flow(x1.cpu(), sde.sampling_eps)
+        x1 = (torch.randn(case.shape, generator=g, dtype=f64) * sde.prior_std).to(case.device, case.dtype)
+        te, t1 = torch.tensor(sde.sampling_eps, dtype=f64), torch.tensor(1.0, dtype=f64)  # exact flow x(1) -> x(eps)
+        m_e, m_1 = sde.marginal_mean_scale(te), sde.marginal_mean_scale(t1)
+        exact = m_e * MU + (x1.cpu().double() - m_1 * MU) * torch.sqrt(var(te) / var(t1))
         inp = dict(sde=sde, score=score, x1=x1, tol=float(case.param("tol", 1e-5)), backend=case.param("backend"))
         inp["err"] = lambda x: ((x.double().cpu() - exact).abs().max() / exact.abs().max()).item()
         inp["target"] = inp["err"](_solve(inp, method="rk45")[0])

@@ -5,24 +5,16 @@
            θ_i ← θ_i − lr G_i g_i + sqrt(2 lr T G_i) z_i
     SGHMC  m_i ← (1 − f) m_i − lr g_i + sqrt(2 f lr T) z_i,  θ_i ← θ_i + m_i
 
-``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1: the optimizers'
-defaults), ``width=W``, ``model=resnet32|mlp|large`` (default resnet32). Shapes: CIFAR ResNet-32 (He
-et al. 2016: 3 stages × 5 basic blocks, widths w, 2w, 4w; BatchNorm weight and bias, 1×1 projection
-shortcuts, a 10-way head): 101 tensors, 0.46 M parameters at w = 16 (CPU default), 7.4 M at w = 64
-(GPU); ``mlp``: a 1 → 16w → 16w → 16w → 16w → 1 regression MLP (10 tensors, 0.2 M parameters at
-w = 16); ``large``: one tensor of 2**16·w elements (1 M at w = 16). Gradients are fixed random tensors (the step
-is timed, not the backward pass); z fresh N(0, I). Throughput: steps/s.
-
-Provider factory: ``make(params, grads, lr, temperature, method) -> step()``. ``posteriors`` (SGLD
-only): ``posteriors.sgmcmc.sgld.update(..., inplace=True)`` with a log posterior linear in θ,
-Σ_i ⟨θ_i, −g_i⟩, so its gradient is the same fixed g (its call includes that torch.func gradient,
-which the others do not pay: noted in its ``extra``).
-
-Check: with temperature 0, two steps from fresh state (V = 0, m = 0) equal the float64
-:mod:`fastlangevin.reference.optim` formulas (to fp32 rounding: FMA or not) on every tensor, so a
-provider that skips or mis-scales a tensor, or mishandles its state, is rejected.
+``--param method=sgld|psgld|sghmc`` (default sgld; α = 0.99, eps = 1e-5, f = 0.1), ``width=W`` (default
+16 CPU: 0.46 M parameters, 64 GPU: 7.4 M), ``model=resnet32|mlp|large`` (:data:`MODELS`). Gradients are
+fixed random tensors (the step is timed, not a backward pass); z fresh N(0, I); steps/s. Provider factory:
+``make(params, grads, lr, temperature, method) -> step()``. Peer ``posteriors`` (SGLD only): its
+``sgld.update(..., inplace=True)`` on the log posterior Σ_i ⟨θ_i, −g_i⟩ (gradient −g; its torch.func
+gradient is in the timing, noted in ``extra``). Check: at temperature 0, two steps from fresh state equal
+the float64 :mod:`fastlangevin.reference.optim` formulas (to fp32 rounding) on every tensor.
 """
 
+import functools
 import math
 
 import torch
@@ -34,6 +26,7 @@ from .common import ours
 
 LR = 1e-4
 CHECK_STEPS = 2  # the second step reads the state the first one wrote
+ALPHA, FRICTION = 0.99, 0.1  # the eager loops' pSGLD α and SGHMC f: fastlangevin.optim's defaults
 
 
 def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10) -> list[tuple[int, ...]]:
@@ -52,14 +45,7 @@ def resnet_shapes(width: int = 16, blocks_per_stage: int = 5, classes: int = 10)
 def mlp_shapes(width: int = 16, hidden_layers: int = 4) -> list[tuple[int, ...]]:
     """Weight and bias shapes of a 1-D regression MLP with ``hidden_layers`` layers of 16·width units."""
     h = 16 * width
-    shapes: list[tuple[int, ...]] = [(h, 1), (h,)]
-    for _ in range(hidden_layers - 1):
-        shapes += [(h, h), (h,)]
-    return shapes + [(1, h), (1,)]
-
-
-#: --param model= -> shapes for a width
-MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
+    return [(h, 1), (h,)] + [(h, h), (h,)] * (hidden_layers - 1) + [(1, h), (1,)]
 
 
 def _tensors(shapes, device, dtype, seed):
@@ -67,53 +53,38 @@ def _tensors(shapes, device, dtype, seed):
     return [(torch.randn(s, generator=g) * 0.1).to(device=device, dtype=dtype) for s in shapes]
 
 
-def _eager_sgld(params, grads, lr, temperature):
-    b = math.sqrt(2 * lr * temperature)
+def _eager(params, grads, lr, temperature, method):
+    """The per-parameter loop as usually written, in place (pSGLD α = 0.99, eps = 1e-5; SGHMC f = 0.1)."""
+    state = [torch.zeros_like(p) for p in params]  # pSGLD's V, SGHMC's m
+    b = math.sqrt(2 * (FRICTION if method == "sghmc" else 1.0) * lr * temperature)  # sqrt(2 f lr T), SGLD f = 1
 
     def step():
-        for p, g in zip(params, grads):
-            p.add_(g, alpha=-lr)
-            if b:
-                p.add_(torch.randn_like(p), alpha=b)
+        for p, g, v in zip(params, grads, state):
+            if method == "sgld":
+                p.add_(g, alpha=-lr)
+                if b:
+                    p.add_(torch.randn_like(p), alpha=b)
+            elif method == "psgld":
+                v.mul_(ALPHA).addcmul_(g, g, value=1 - ALPHA)
+                precond = v.sqrt().add_(1e-5).reciprocal_()
+                p.addcmul_(precond, g, value=-lr)
+                p.add_(torch.randn_like(p) * precond.mul_(2 * lr * temperature).sqrt_())
+            else:
+                v.mul_(1 - FRICTION).add_(g, alpha=-lr).add_(torch.randn_like(p), alpha=b)
+                p.add_(v)
 
-    return step
-
-
-def _eager_psgld(params, grads, lr, temperature, alpha=0.99, eps=1e-5):
-    vs = [torch.zeros_like(p) for p in params]
-
-    def step():
-        for p, g, v in zip(params, grads, vs):
-            v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-            precond = v.sqrt().add_(eps).reciprocal_()
-            p.addcmul_(precond, g, value=-lr)
-            p.add_(torch.randn_like(p) * precond.mul_(2 * lr * temperature).sqrt_())
-
-    return step
+    return torch.no_grad()(step)
 
 
-def _eager_sghmc(params, grads, lr, temperature, friction=0.1):
-    ms = [torch.zeros_like(p) for p in params]
-    b = math.sqrt(2 * friction * lr * temperature)
-
-    def step():
-        for p, g, m in zip(params, grads, ms):
-            m.mul_(1 - friction).add_(g, alpha=-lr).add_(torch.randn_like(p), alpha=b)
-            p.add_(m)
-
-    return step
-
-
-#: method -> (eager per-parameter loop, fastlangevin.optim class name, reference step(θ, g, state) -> (θ, state))
+#: --param model= -> shapes for a width: CIFAR ResNet-32 (101 tensors), a 1-D MLP (10), one 2**16·w tensor
+MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
+#: method -> (eager loop ``(params, grads, lr, temperature)``, fastlangevin.optim class, reference step(θ, g, state))
 METHODS = {
-    "sgld": (_eager_sgld, "SGLD", lambda theta, g, state: (ref.sgld_step(theta, g, LR), state)),
-    "psgld": (_eager_psgld, "pSGLD", lambda theta, g, state: ref.psgld_step(theta, g, state, LR)),
-    "sghmc": (_eager_sghmc, "SGHMC", lambda theta, g, state: ref.sghmc_step(theta, g, state, LR)),
+    "sgld": ("SGLD", lambda theta, g, state: (ref.sgld_step(theta, g, LR), state)),
+    "psgld": ("pSGLD", lambda theta, g, state: ref.psgld_step(theta, g, state, LR)),
+    "sghmc": ("SGHMC", lambda theta, g, state: ref.sghmc_step(theta, g, state, LR)),
 }
-
-
-def _eager_loop(params, grads, lr, temperature, method):
-    return torch.no_grad()(METHODS[method][0](params, grads, lr, temperature))
+METHODS = {m: (functools.partial(_eager, method=m), *v) for m, v in METHODS.items()}
 
 
 def _fastlangevin(params, grads, lr, temperature, method, backend):
@@ -155,7 +126,7 @@ class Optim(Workload):
     modes = ("inplace",)
     unit = "steps/s"
     provider_list = (
-        Provider("eager_loop", "eager per-parameter loop: add_ / addcmul_ / randn_like per tensor", _eager_loop),
+        Provider("eager_loop", "eager per-parameter loop: add_ / addcmul_ / randn_like per tensor", _eager),
         *reversed(ours(_fastlangevin, "optim (--param method)", 1 << 16)),  # torch (foreach), then triton
         Provider("posteriors", "posteriors.sgmcmc.sgld (per leaf)", _posteriors, "peer", _posteriors_unavailable),
     )

@@ -3,14 +3,12 @@
     annealed (NCSN): for σ in σ₁ > … > σ_L:  α = ε σ² / σ_L²;  T times:  x ← x + α s(x, σ) + sqrt(2α) z
     langevin (ULA):  N times:  x ← x + ε s(x) + sqrt(2ε) z
 
-State ``[B, D]``; z fresh N(0, I) each step. Options (``--param``): ``sampler=annealed|langevin`` (default
-annealed), ``score=mlp|neg_x`` (:class:`ScoreMLP` below, or ``-x``), ``steps``
-(default 50 = 10 levels x 5; no final denoising). Provider factory: ``make(case, score_fn, schedule) -> run(x0)``.
-
-Check: the same provider driven by the exact score of a Gaussian target N(μ, v I) (smoothed by σ for
-the annealed sampler). The update is then linear, so the mean and variance after the schedule follow
-exactly from ``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v), and the sample's
-must match them within 6 standard errors; two runs must differ and the start state stay untouched.
+State ``[B, D]``, z fresh N(0, I) each step; ``--param sampler=annealed|langevin``, ``score=mlp|neg_x``
+(:class:`ScoreMLP` or ``-x``), ``steps`` (default 50 = 10 levels x 5, no denoising). Provider factory:
+``make(case, score_fn, schedule) -> run(x0)``. Check: driven by the exact score of N(μ, v I) (smoothed by
+σ), the update is linear, so the mean and variance after the schedule follow exactly from
+``m ← (1 - α/c) m + α μ/c,  V ← (1 - α/c)² V + 2α`` (c = v + σ², or v); the sample's must match within 6
+standard errors, two runs differ and the start state stays untouched.
 """
 
 import functools
@@ -76,8 +74,8 @@ def _fastlangevin(case, score_fn, sch, backend, cuda_graph=False):
 _graphed = functools.partial(_fastlangevin, backend="triton", cuda_graph=True)
 
 
-def _graph_unavailable(case, opts):
-    return "CUDA graphs need a CUDA device" if case.device.type != "cuda" else triton_unavailable(1 << 16)(case, opts)
+def _no_graphs(case, opts):
+    return "CUDA graphs need a CUDA device" if case.device.type != "cuda" else triton_unavailable(case, opts, 1 << 16)
 
 
 class Sampler(Workload):
@@ -92,9 +90,7 @@ class Sampler(Workload):
     provider_list = (
         Provider("naive", "naive loop: x = x + a*score(x, sigma) + sqrt(2a)*randn_like(x)", _naive),
         *ours(_fastlangevin, "sampler", 1 << 16),
-        Provider(
-            "triton_graph", "fastlangevin sampler (Triton, cuda_graph=True)", _graphed, "ours", _graph_unavailable
-        ),
+        Provider("triton_graph", "fastlangevin sampler (Triton, cuda_graph=True)", _graphed, "ours", _no_graphs),
     )
 
     def items(self, case):
@@ -130,24 +126,19 @@ class Sampler(Workload):
 
 
 class ScoreMLP(nn.Module):
-    """A small MLP score ``s_θ(x, σ) = MLP([x, log σ]) / σ`` (NCSN's output scaling; not conditional:
-    ``MLP(x)``) for ``x [B, dim]`` and ``sigma`` a float, 0-d or ``[B]``; also the profiler's. Random
-    weights (seeded): the benchmarks time the sampling loop, not a trained model."""
+    """``s_θ(x, σ) = MLP([x, log σ]) / σ`` (not conditional: ``MLP(x)``) for ``x [B, dim]``, ``sigma`` a float,
+    0-d or ``[B]``; also the profiler's. Seeded random weights: the loop is timed, not a trained model."""
 
     def __init__(self, dim: int, hidden: int = 256, depth: int = 3, conditional: bool = True, seed: int = 0):
         super().__init__()
         g, self.conditional = torch.Generator().manual_seed(seed), conditional
         sizes = [dim + (1 if conditional else 0)] + [hidden] * depth + [dim]
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            lin = nn.Linear(a, b)
-            with torch.no_grad():
-                lin.weight.copy_(torch.randn(b, a, generator=g) / a**0.5)
+        lins = [nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+        with torch.no_grad():
+            for lin in lins:
+                lin.weight.copy_(torch.randn(lin.out_features, lin.in_features, generator=g) / lin.in_features**0.5)
                 lin.bias.zero_()
-            layers.append(lin)
-            if i < len(sizes) - 2:
-                layers.append(nn.SiLU())
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(*[m for lin in lins for m in (lin, nn.SiLU())][:-1])  # no SiLU after the last
 
     def forward(self, x: torch.Tensor, sigma: float | torch.Tensor | None = None) -> torch.Tensor:
         if not self.conditional:
@@ -156,5 +147,4 @@ class ScoreMLP(nn.Module):
             raise ValueError("sigma: this ScoreMLP is noise-conditional; pass sigma (float, 0-d or [B] tensor)")
         sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
         sig = sig.expand(x.shape[0]) if sig.dim() == 0 else sig.reshape(-1)
-        h = torch.cat([x, sig.log()[:, None]], dim=1)
-        return self.net(h) / sig[:, None]
+        return self.net(torch.cat([x, sig.log()[:, None]], dim=1)) / sig[:, None]

@@ -4,25 +4,16 @@ by a score-like ``s`` (both N(0, 1) draws); ``z`` is fresh N(0, I) at every call
     langevin_step   x ← x + eps s + sqrt(2 eps) z                                   (out of place, in place)
     corrector       ε = 2 α (r · mean_i‖z_i‖ / mean_i‖s_i‖)²,   x ← x + ε s + sqrt(2ε) z       (in place)
 
-Bytes the op must move (every provider is charged that: "effective" bandwidth): the step reads x and s and writes
-the new state, ``3 * numel * itemsize``; the corrector reads s once more for the norms, 4. z never touches memory.
-
-Provider factory: ``make(case, s, *arguments) -> step(x)``; the step's arguments are ``(eps, noise_scale)``
-(None: the Langevin ``sqrt(2 eps)``; 0.0: noise off), the corrector's ``(snr, alpha)``. In mode ``inplace``
-``step(x)`` updates and returns ``x`` (a ``rebinds`` provider returns a new tensor, as ``x = x + ...`` in a
-user's loop); in mode ``out`` it leaves ``x``.
-
-Check (:mod:`..checks`): the step with the noise off equals the reference to 2 ulp; the noisy output passes
-``check_noise`` (step) or ``check_snr_update`` (corrector); two calls draw different noise.
-
-Peer ``torchebm_fused`` (skipped, with a message, when absent): torchebm's
-``torchebm.cuda.fused_langevin.fused_langevin_step(x, grad, step_size, noise_scale=1.0, clamp=None,
-noise=None, seed=None, out=None)`` (0.8.x; imported from the submodule, falling back to ``torchebm.cuda``):
-``x - step_size * grad + noise_scale * sqrt(2 step_size) * N(0, I)`` with ``grad = -score``; CUDA float32
-contiguous only; in place with ``out=x``. We pass an incrementing integer ``seed`` (as its own benchmark
-does): ``seed=None`` would sync the host for an ``.item()``.
+Bytes (each class's ``bytes_note``) are what the op must move, z never touching memory. Provider factory:
+``make(case, s, *arguments) -> step(x)``, arguments ``(eps, noise_scale)`` (None: ``sqrt(2 eps)``; 0.0: noise
+off) or the corrector's ``(snr, alpha)``; in mode ``inplace`` ``step(x)`` updates and returns ``x`` (a
+``rebinds`` provider returns a new tensor, as ``x = x + ...``), in ``out`` it leaves ``x``. Check
+(:mod:`..checks`): noise off, the reference to 2 ulp; noise on, ``check_noise`` or ``check_snr_update``.
+Peer ``torchebm_fused``: torchebm 0.8's ``fused_langevin_step(x, -s, eps, noise_scale, seed=, out=)`` (CUDA
+float32), given an incrementing ``seed`` as its own benchmark does (``seed=None`` would sync the host).
 """
 
+import functools
 import itertools
 import math
 
@@ -40,10 +31,8 @@ SNR, ALPHA = 1.0, 1.0
 
 
 class StateUpdate(Workload):
-    """The shared set-up, check and timed call; a subclass gives ``arguments(opts, noisy)`` (the factory's
-    arguments; with ``noisy=False`` those of the noise-off update ``x + a s``, ``a`` first, or None) and
-    ``check_noisy(out, x, s, case, opts)``. Cases under :data:`MIN_CHECK_NUMEL` elements are checked on
-    fresh inputs of that size."""
+    """Set-up, check (on fresh inputs of :data:`MIN_CHECK_NUMEL` elements for smaller cases) and timed call;
+    a subclass gives ``arguments(opts, noisy)`` (the factory's; noise off: ``a`` first, or None) and ``check_noisy``."""
 
     def setup(self, case, opts):
         x, s = make_state(case.shape, case.dtype, case.device, opts.seed)
@@ -68,7 +57,6 @@ class StateUpdate(Workload):
         return (lambda: step(x)), getattr(step, "extra", {})  # the compile provider's, filled by its first call
 
 
-# -- langevin_step ------------------------------------------------------------------------------
 def _noise(eps, noise_scale):
     return math.sqrt(2.0 * eps) if noise_scale is None else float(noise_scale)
 
@@ -85,21 +73,15 @@ def _textbook(case, s, eps, noise_scale):
 
 
 def _handwritten(case, s, eps, noise_scale):
-    b = _noise(eps, noise_scale)
-    if case.mode == "inplace":
-        return lambda x: x.add_(s, alpha=eps).add_(torch.randn_like(x), alpha=b)
-    return lambda x: torch.add(x, s, alpha=eps).add_(torch.randn_like(x), alpha=b)
+    b, add = _noise(eps, noise_scale), torch.Tensor.add_ if case.mode == "inplace" else torch.add
+    return lambda x: add(x, s, alpha=eps).add_(torch.randn_like(x), alpha=b)
 
 
 def _buffered(case, s, eps, noise_scale):
     """Best eager form: noise drawn at its scale into a reused buffer, then in-place adds."""
     b, z, out = _noise(eps, noise_scale), torch.empty_like(s), torch.empty_like(s)
-
-    def step(x):
-        z.normal_(0.0, b)
-        return (x.add_(s, alpha=eps) if case.mode == "inplace" else torch.add(x, s, alpha=eps, out=out)).add_(z)
-
-    return step
+    add = torch.Tensor.add_ if case.mode == "inplace" else functools.partial(torch.add, out=out)
+    return lambda x: add(x, s, alpha=eps).add_(z.normal_(0.0, b))
 
 
 def _fused():
@@ -143,11 +125,9 @@ class LangevinStep(StateUpdate):
         return opts.eps, None if noisy else 0.0
 
     def check_noisy(self, out, x, s, case, opts):
-        b = math.sqrt(2.0 * opts.eps)
-        return {"noise": checks.check_noise(out, x, s, opts.eps, b)}
+        return {"noise": checks.check_noise(out, x, s, opts.eps, math.sqrt(2.0 * opts.eps))}
 
 
-# -- corrector ----------------------------------------------------------------------------------
 def _corrector(case, s, snr, alpha, backend):
     return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
 
