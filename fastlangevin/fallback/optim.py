@@ -61,6 +61,7 @@ from torch.autograd.graph import increment_version
 
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, philox_normal, philox_randn4x, torch_normal
 from .chunks import _pool, cpu_scratch
+from .langevin_step import FP32_ONE
 
 #: Elements of the global stream reserved for each parameter (the kernel uses 2**40 Philox groups).
 PARAM_SLOT = 1 << 42
@@ -76,6 +77,11 @@ BATCH = 1 << 18
 #: Tensors of at most this many elements are packed into batches (their update costs more in
 #: per-op dispatch than in arithmetic); larger ones are updated in place.
 SMALL = 1 << 12
+#: From this many elements on, the CPU update's ``x ± fl(a·y)`` steps run as one torch ``addcdiv`` pass
+#: each (two torch.from_numpy wrappers, ~1.2 µs, and a torch op's dispatch, ~2 µs) instead of two numpy
+#: ufunc passes (measured in a step: the pass saved is worth it from ~16k elements, where the data
+#: comes from L3).
+FUSE_MIN = 1 << 14
 #: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
 MIN_DRAW_PER_WORKER = 1 << 14
 
@@ -125,13 +131,25 @@ def splitmix64_tensor(seed: int, chunk: torch.Tensor) -> torch.Tensor:
     return z ^ ((z >> 31) & ((1 << 33) - 1))
 
 
-def splitmix64_np(seed: int, chunk: np.ndarray) -> np.ndarray:
-    """:func:`splitmix64_tensor` of a uint64 numpy array (uint64 arithmetic wraps modulo 2**64, ``>>``
-    is logical): the same bits as int64 (~5 µs for a hundred keys instead of ~25 µs of torch ops)."""
-    z = chunk * np.uint64(_GOLDEN) + np.uint64((seed + _GOLDEN) % (1 << 64))
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (z ^ (z >> np.uint64(31))).view(np.int64)
+_U_GOLDEN, _U_M1, _U_M2 = np.uint64(_GOLDEN), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_U27, _U30, _U31 = np.uint64(27), np.uint64(30), np.uint64(31)
+
+
+def splitmix64_np(seed: int, chunk: np.ndarray, chunk_golden: Optional[np.ndarray] = None) -> np.ndarray:
+    """``fastlangevin._rng.chunk_seed(seed, k)`` for every k of a uint64 numpy array, as uint64 (uint64
+    arithmetic wraps modulo 2**64, ``>>`` is logical); ``chunk_golden``: ``chunk · GOLDEN`` (mod 2**64)
+    precomputed. ~4 µs for a hundred keys (in-place ufuncs) instead of ~25 µs of torch ops.
+
+    Kept unsigned on purpose: ``Generator.manual_seed`` of a negative int goes through a caught C++
+    overflow exception (~1.6 µs more a call, measured), and it reads an int64 as its uint64 bits anyway."""
+    z = chunk * _U_GOLDEN if chunk_golden is None else chunk_golden.copy()
+    z += np.uint64((seed + _GOLDEN) % (1 << 64))
+    z ^= z >> _U30
+    z *= _U_M1
+    z ^= z >> _U27
+    z *= _U_M2
+    z ^= z >> _U31
+    return z
 
 
 def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
@@ -206,35 +224,52 @@ def np_scalars(scalars: tuple) -> tuple:
     )
 
 
+def _mul_add(x, y, a, t, out, fuse: bool):
+    """``out ← x + fl(a·y)`` (fp32 numpy arrays; ``out`` may be ``x``; ``t`` scratch like ``x``): one pass
+    (``torch.addcdiv`` with an fp32 ONE: ``y / 1`` exact, ``a·y`` rounded before the add, never an FMA,
+    on every CPU capability: checked in tests/test_small_path.py) where ``fuse``, else numpy's
+    multiply then add. Bitwise the same either way."""
+    if fuse:
+        xt = torch.from_numpy(x)
+        if out is x:
+            xt.addcdiv_(torch.from_numpy(y), FP32_ONE, value=float(a))
+        else:
+            torch.addcdiv(xt, torch.from_numpy(y), FP32_ONE, value=float(a), out=torch.from_numpy(out))
+    else:
+        _mul(y, a, t)
+        _add(x, t, out)
+
+
 def _update_np(method, th, g, st, z, sc, t1, t2, t3):
     """:func:`_update` on numpy arrays (CPU): the same operations in the same order, each one IEEE fp32
     rounding (numpy's ufuncs: no FMA, correctly rounded √ and 1/x), so bitwise the same results;
     ~0.3 µs a call instead of ~1-2 µs a torch op. ``th`` / ``st`` in place, ``t1..t3`` scratch shaped
-    like ``th``, ``sc`` from :func:`np_scalars`."""
+    like ``th``, ``sc`` from :func:`np_scalars`.
+
+    From FUSE_MIN elements on, each ``x ± fl(a·y)`` is one torch ``addcdiv`` pass (:func:`_mul_add`)
+    instead of two ufunc passes: SGLD 3 passes -> 2, SGHMC 5 -> 4, pSGLD 14 -> 12, the prior's
+    ``g + λθ`` 2 -> 1; ``x − fl(a·y)`` is ``x + fl(−a·y)`` (negation is exact, rounding symmetric)."""
     lr, gscale, prior, nscale, a1, a2, eps = sc
+    fuse = th.size >= FUSE_MIN
     if gscale is not None:
         _mul(g, gscale, t3)
         g = t3
     if prior is not None:
-        _mul(th, prior, t1)
-        _add(g, t1, t3)
+        _mul_add(g, th, prior, t1, t3, fuse)
         g = t3
     if method == SGLD:
-        _mul(g, lr, t1)
-        _sub(th, t1, th)
+        _mul_add(th, g, -lr, t1, th, fuse)
         if z is not None:
             _add(th, z, th)
     elif method == PSGLD:
         _mul(st, a1, st)
         _mul(g, g, t1)
-        _mul(t1, a2, t1)
-        _add(st, t1, st)
+        _mul_add(st, t1, a2, t1, st, fuse)
         _sqrt(st, t1)
         _add(t1, eps, t1)
         _recip(t1, t1)
         _mul(t1, g, t2)
-        _mul(t2, lr, t2)
-        _sub(th, t2, th)
+        _mul_add(th, t2, -lr, t2, th, fuse)
         if z is not None:
             _mul(t1, nscale, t1)
             _sqrt(t1, t1)
@@ -242,8 +277,7 @@ def _update_np(method, th, g, st, z, sc, t1, t2, t3):
             _add(th, t1, th)
     elif method == SGHMC:
         _mul(st, a1, st)
-        _mul(g, lr, t1)
-        _sub(st, t1, st)
+        _mul_add(st, g, -lr, t1, st, fuse)
         if z is not None:
             _add(st, z, st)
         _add(th, st, th)
@@ -429,7 +463,7 @@ class _Plan:
         gen, _ = cpu_scratch()
         head = self._head_buffer()
         for key, off, fill in self.head_segs:
-            gen.manual_seed(_int64(chunk_seed(seed_int, key)))  # (a chunk per 1024 parameters: Python ints)
+            gen.manual_seed(chunk_seed(seed_int, key))  # (a chunk per 1024 parameters: Python ints, unsigned)
             head[off : off + fill].normal_(0.0, std, generator=gen)
 
     def _head_buffer(self) -> torch.Tensor:
@@ -558,12 +592,13 @@ class _Plan:
         return got
 
     def chunk_seeds(self, seed_int: int, b: int) -> List[int]:
-        """The generator seeds of batch ``b``'s noise chunks under ``seed_int``: one vectorised
-        splitmix for all batches per seed (manual_seed reads an int64 as its uint64 bits)."""
+        """The generator seeds of batch ``b``'s noise chunks under ``seed_int`` (non-negative Python ints):
+        one vectorised splitmix for all batches per seed."""
         if self._seeds[0] != seed_int:
             if self._keys is None:
-                self._keys = np.array([seg[0] for segs in self.segs for seg in segs], dtype=np.uint64)
-            flat, self._seeds = splitmix64_np(seed_int, self._keys).tolist(), (seed_int, [])
+                keys = np.array([seg[0] for segs in self.segs for seg in segs], dtype=np.uint64)
+                self._keys = (keys, keys * _U_GOLDEN)
+            flat, self._seeds = splitmix64_np(seed_int, *self._keys).tolist(), (seed_int, [])
             for segs in self.segs:
                 self._seeds[1].append(flat[: len(segs)])
                 flat = flat[len(segs) :]
