@@ -41,12 +41,18 @@ foreach path); its writes bump autograd's version counters as torch's in-place o
 devices run :func:`_update` on ``torch._foreach_*`` ops. The optimizers' cached CPU step
 (``fastlangevin.optim.base._CpuProgram``) calls :func:`run_numpy` directly with the arrays it keeps.
 
-Where a CPU step's time goes (1 thread, thread-CPU-time minima, measured): the torch stream's normals
-~3.6 ns each, as an eager loop's ``randn_like`` (~75 % of a ResNet-32 SGLD step); a ufunc pass
-~0.1-0.3 ns an element. One rounding per operation makes SGLD 3 passes where an eager loop's
-``add_(alpha=)`` FMAs make 2 (SGHMC 5 against 4): the fallback gains on per-tensor dispatch (~100
-tensors: pSGLD well ahead, SGHMC ahead, SGLD near par), not on a few large tensors. Fewer passes need a
-fused CPU kernel, or FMA roundings, which would break the bitwise match with the kernels.
+Where a CPU step's time goes (1 thread, measured in the step, interleaved with an eager loop): the torch
+stream's normals cost what the eager loop's ``randn_like`` costs, element for element (~3.4 ns, 3/4 of it
+torch's scalar mt19937 uniform loop; MLP 0.69 ms both, ResNet-32 1.67 against 1.73 ms): the same
+``normal_`` kernel, and a chunk's fill is as fast as one big fill (fills of 2**10..2**16 on one
+generator: within 1-2 %), a reseed ~1.25 µs (seeds passed unsigned: a negative int takes a caught
+C++ overflow exception in ``manual_seed``, 2.85 µs). A ufunc pass ~0.1-0.3 ns an element; each
+``x ± fl(a·y)`` from FUSE_MIN elements is one ``addcdiv`` pass, so SGLD makes 2 passes as the eager
+loop's ``add_(alpha=)`` FMAs do (SGHMC 4 against 4). What is left against an eager loop is the
+Python-level work (MLP ~60 µs a step, ResNet-32 ~240 µs, hot) and its first-touch cache misses after
+other work: ahead where there are many tensors or many per-tensor ops (pSGLD), near par for SGLD and
+SGHMC on a few large tensors. Fewer passes need a fused CPU kernel, or FMA roundings, which would break
+the bitwise match with the kernels.
 """
 
 from __future__ import annotations
@@ -228,7 +234,7 @@ def _mul_add(x, y, a, t, out, fuse: bool):
     """``out ← x + fl(a·y)`` (fp32 numpy arrays; ``out`` may be ``x``; ``t`` scratch like ``x``): one pass
     (``torch.addcdiv`` with an fp32 ONE: ``y / 1`` exact, ``a·y`` rounded before the add, never an FMA,
     on every CPU capability: checked in tests/test_small_path.py) where ``fuse``, else numpy's
-    multiply then add. Bitwise the same either way."""
+    multiply then add. Bitwise the same either way, and as torch's ``x + a * y`` (NaN payloads too)."""
     if fuse:
         xt = torch.from_numpy(x)
         if out is x:
@@ -237,7 +243,7 @@ def _mul_add(x, y, a, t, out, fuse: bool):
             torch.addcdiv(xt, torch.from_numpy(y), FP32_ONE, value=float(a), out=torch.from_numpy(out))
     else:
         _mul(y, a, t)
-        _add(x, t, out)
+        _add(t, x, out)  # (product first: with two NaNs x86 keeps the first one's payload, as torch's ops do)
 
 
 def _update_np(method, th, g, st, z, sc, t1, t2, t3):
