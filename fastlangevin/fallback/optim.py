@@ -46,13 +46,13 @@ stream's normals cost what the eager loop's ``randn_like`` costs, element for el
 torch's scalar mt19937 uniform loop; MLP 0.69 ms both, ResNet-32 1.67 against 1.73 ms): the same
 ``normal_`` kernel, and a chunk's fill is as fast as one big fill (fills of 2**10..2**16 on one
 generator: within 1-2 %), a reseed ~1.25 µs (seeds passed unsigned: a negative int takes a caught
-C++ overflow exception in ``manual_seed``, 2.85 µs). A ufunc pass ~0.1-0.3 ns an element; each
-``x ± fl(a·y)`` from FUSE_MIN elements is one ``addcdiv`` pass, so SGLD makes 2 passes as the eager
-loop's ``add_(alpha=)`` FMAs do (SGHMC 4 against 4). What is left against an eager loop is the
-Python-level work (MLP ~60 µs a step, ResNet-32 ~240 µs, hot) and its first-touch cache misses after
-other work: ahead where there are many tensors or many per-tensor ops (pSGLD), near par for SGLD and
-SGHMC on a few large tensors. Fewer passes need a fused CPU kernel, or FMA roundings, which would break
-the bitwise match with the kernels.
+C++ overflow exception in ``manual_seed``, 2.85 µs). A ufunc pass ~0.1-0.3 ns an element; SGLD's
+``θ − fl(lr·g)`` from FUSE_MIN elements is one ``addcdiv`` pass, so SGLD makes 2 passes as the eager
+loop's ``add_(alpha=)`` FMAs do (SGHMC 5 against 4: fused, it measured slower). What is left against
+an eager loop is the Python-level work (MLP ~60 µs a step, ResNet-32 ~240 µs, hot) and its first-touch
+cache misses after other work: ahead where there are many tensors or many per-tensor ops (pSGLD), near
+par or behind for SGLD and SGHMC on a few large tensors. Fewer passes need a fused CPU kernel, or FMA
+roundings, which would break the bitwise match with the kernels.
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ BATCH = 1 << 18
 #: Tensors of at most this many elements are packed into batches (their update costs more in
 #: per-op dispatch than in arithmetic); larger ones are updated in place.
 SMALL = 1 << 12
-#: From this many elements on, the CPU update's ``x ± fl(a·y)`` steps run as one torch ``addcdiv`` pass
-#: each (two torch.from_numpy wrappers, ~1.2 µs, and a torch op's dispatch, ~2 µs) instead of two numpy
-#: ufunc passes (measured in a step: the pass saved is worth it from ~16k elements, where the data
-#: comes from L3).
+#: From this many elements on, SGLD's ``θ − fl(lr·g)`` (and the prior's ``g + fl(λ·θ)``) run as one
+#: torch ``addcdiv`` pass (two torch.from_numpy wrappers, ~1.2 µs, and a torch op's dispatch, ~2 µs)
+#: instead of two numpy ufunc passes: measured in the step (1 thread, interleaved with an eager loop),
+#: SGLD's update 89 -> 78 µs (MLP), 697 -> 629 µs (one 2**20 tensor); no gain below ~16k elements.
 FUSE_MIN = 1 << 14
 #: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
 MIN_DRAW_PER_WORKER = 1 << 14
@@ -252,9 +252,11 @@ def _update_np(method, th, g, st, z, sc, t1, t2, t3):
     ~0.3 µs a call instead of ~1-2 µs a torch op. ``th`` / ``st`` in place, ``t1..t3`` scratch shaped
     like ``th``, ``sc`` from :func:`np_scalars`.
 
-    From FUSE_MIN elements on, each ``x ± fl(a·y)`` is one torch ``addcdiv`` pass (:func:`_mul_add`)
-    instead of two ufunc passes: SGLD 3 passes -> 2, SGHMC 5 -> 4, pSGLD 14 -> 12, the prior's
-    ``g + λθ`` 2 -> 1; ``x − fl(a·y)`` is ``x + fl(−a·y)`` (negation is exact, rounding symmetric)."""
+    From FUSE_MIN elements on, SGLD's ``θ − fl(lr·g)`` and the prior's ``g + fl(λ·θ)`` are one torch
+    ``addcdiv`` pass each (:func:`_mul_add`) instead of two ufunc passes (SGLD 3 passes -> 2; both
+    operands come from memory there). SGHMC's and pSGLD's ``x ± fl(a·y)`` stay two ufunc passes: one
+    operand is still in cache from the pass before, and the fused pass (it divides by ONE) measured
+    5-8 % slower there. ``x − fl(a·y)`` is ``x + fl(−a·y)`` (negation is exact, rounding symmetric)."""
     lr, gscale, prior, nscale, a1, a2, eps = sc
     fuse = th.size >= FUSE_MIN
     if gscale is not None:
@@ -270,12 +272,12 @@ def _update_np(method, th, g, st, z, sc, t1, t2, t3):
     elif method == PSGLD:
         _mul(st, a1, st)
         _mul(g, g, t1)
-        _mul_add(st, t1, a2, t1, st, fuse)
+        _mul_add(st, t1, a2, t1, st, False)
         _sqrt(st, t1)
         _add(t1, eps, t1)
         _recip(t1, t1)
         _mul(t1, g, t2)
-        _mul_add(th, t2, -lr, t2, th, fuse)
+        _mul_add(th, t2, -lr, t2, th, False)
         if z is not None:
             _mul(t1, nscale, t1)
             _sqrt(t1, t1)
@@ -283,7 +285,7 @@ def _update_np(method, th, g, st, z, sc, t1, t2, t3):
             _add(th, t1, th)
     elif method == SGHMC:
         _mul(st, a1, st)
-        _mul_add(st, g, -lr, t1, st, fuse)
+        _mul_add(st, g, -lr, t1, st, False)
         if z is not None:
             _add(st, z, st)
         _add(th, st, th)
