@@ -58,6 +58,7 @@ roundings, which would break the bitwise match with the kernels.
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from typing import List, Optional
 
@@ -88,6 +89,10 @@ SMALL = 1 << 12
 #: instead of two numpy ufunc passes: measured in the step (1 thread, interleaved with an eager loop),
 #: SGLD's update 89 -> 78 µs (MLP), 697 -> 629 µs (one 2**20 tensor); no gain below ~16k elements.
 FUSE_MIN = 1 << 14
+#: Up to this many chunk seeds a step, splitmix runs on Python ints (~0.6 µs a key, on code every
+#: step keeps hot) instead of numpy's uint64 ufuncs (~5 µs hot, but ~50 µs in a step that follows other
+#: work, measured: their loops and type tables are out of cache by then).
+SPLITMIX_PY_MAX = 48
 #: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
 MIN_DRAW_PER_WORKER = 1 << 14
 
@@ -158,6 +163,18 @@ def splitmix64_np(seed: int, chunk: np.ndarray, chunk_golden: Optional[np.ndarra
     return z
 
 
+def _splitmix_py(seed: int, keys_golden: List[int]) -> List[int]:
+    """``chunk_seed(seed, k)`` for the ``(k + 1) · GOLDEN`` of each key, in Python ints (see SPLITMIX_PY_MAX)."""
+    m = 0xFFFFFFFFFFFFFFFF
+    out = []
+    for kg in keys_golden:
+        z = (seed + kg) & m
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        out.append(z ^ (z >> 31))
+    return out
+
+
 def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
     """Correctly rounded fp32 square roots (the kernel's ``sqrt_rn``), into ``out`` (default: new).
 
@@ -215,9 +232,24 @@ _F32 = np.float32
 _mul, _sub, _add, _sqrt, _recip = np.multiply, np.subtract, np.add, np.sqrt, np.reciprocal
 
 
+_NP_SCALARS: dict = {}  # scalars tuple -> np_scalars of it (a step's scalars rarely change)
+
+
 def np_scalars(scalars: tuple) -> tuple:
     """``(lr, gscale, prior, nscale, a1, a2, eps)`` as the fp32 values torch's ops use (a Python
-    float scalar meets an fp32 tensor rounded to fp32); gscale / prior None where ``_update`` skips them."""
+    float scalar meets an fp32 tensor rounded to fp32); gscale / prior None where ``_update`` skips them.
+    Cached (seven numpy scalars cost ~5 µs, ~15 µs in a step that follows other work)."""
+    if 0.0 in scalars and any(math.copysign(1.0, v) < 0.0 for v in scalars if v == 0.0):
+        return _np_scalars(scalars)  # (a key would not tell -0.0 from 0.0)
+    got = _NP_SCALARS.get(scalars)
+    if got is None:
+        if len(_NP_SCALARS) >= 64:  # (a schedule: a new lr every step)
+            _NP_SCALARS.clear()
+        got = _NP_SCALARS[scalars] = _np_scalars(scalars)
+    return got
+
+
+def _np_scalars(scalars: tuple) -> tuple:
     lr, gscale, prior, nscale, a1, a2, eps = scalars
     return (
         _F32(lr),
@@ -412,7 +444,7 @@ class _Plan:
         self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in ps] for ps in self.parts]
         self._buffers, self._flat, self._views = {}, {}, {}
         self._philox, self._fills, self._keys, self._seeds, self._np = {}, {}, None, (None, []), {}
-        self._head_np = {}
+        self._head_np, self._head_fills = {}, None
 
     @staticmethod
     def _segments(parts, indices, skip):
@@ -469,10 +501,13 @@ class _Plan:
         if not self.head_segs:
             return
         gen, _ = cpu_scratch()
-        head = self._head_buffer()
-        for key, off, fill in self.head_segs:
+        fills = self._head_fills
+        if fills is None:  # (cached: a slice costs ~1 µs, more when its code is out of cache)
+            head = self._head_buffer()
+            fills = self._head_fills = [(key, head[off : off + fill]) for key, off, fill in self.head_segs]
+        for key, view in fills:
             gen.manual_seed(chunk_seed(seed_int, key))  # (a chunk per 1024 parameters: Python ints, unsigned)
-            head[off : off + fill].normal_(0.0, std, generator=gen)
+            view.normal_(0.0, std, generator=gen)
 
     def _head_buffer(self) -> torch.Tensor:
         buf = self._buffers.get("head")
@@ -605,8 +640,12 @@ class _Plan:
         if self._seeds[0] != seed_int:
             if self._keys is None:
                 keys = np.array([seg[0] for segs in self.segs for seg in segs], dtype=np.uint64)
-                self._keys = (keys, keys * _U_GOLDEN)
-            flat, self._seeds = splitmix64_np(seed_int, *self._keys).tolist(), (seed_int, [])
+                self._keys = (keys, keys * _U_GOLDEN, [(int(k) + 1) * _GOLDEN for k in keys.tolist()])
+            if len(self._keys[2]) <= SPLITMIX_PY_MAX:
+                flat = _splitmix_py(seed_int, self._keys[2])
+            else:
+                flat = splitmix64_np(seed_int, self._keys[0], self._keys[1]).tolist()
+            self._seeds = (seed_int, [])
             for segs in self.segs:
                 self._seeds[1].append(flat[: len(segs)])
                 flat = flat[len(segs) :]
