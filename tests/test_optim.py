@@ -774,6 +774,34 @@ def test_cached_cpu_step_equals_the_ordinary_step_through_changes(monkeypatch):
         assert len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y))
 
 
+@pytest.mark.parametrize("name", list(OPTS))
+def test_cached_step_gathers_small_gradients_either_way(monkeypatch, name):
+    """The cached CPU step's two ways of gathering small gradients (one torch.cat, or numpy views of
+    each: GATHER_NUMPY_MAX) give bit for bit the ordinary step's results over 3 steps, with small
+    tensors of several shapes, large ones and a parameter without a gradient."""
+    import fastlangevin.fallback.optim as fo
+
+    shapes = [(5, 3), (7,), (2, 3, 4, 4), (1,), (40_000,), (64,), (300, 200), (3, 1, 5)] * 3
+    hyper = dict(lr=0.01, num_data=3, prior_precision=0.5, temperature=0.7, seed=99, **HYPER[name])
+    out = {}
+    for most in (0, 1000, None):  # torch.cat, numpy views, the ordinary step every time
+        monkeypatch.setattr(fo, "GATHER_NUMPY_MAX", most or 0)
+        params = make_params("cpu", shapes=shapes, seed=4)
+        opt = OPTS[name](params, backend="torch", **hyper)
+        out[most] = []
+        for k in range(3):
+            if most is None:
+                opt._program = None
+            elif k:
+                assert opt._program is not None
+            set_grads(params, k)
+            params[3].grad = None
+            opt.step()
+            out[most] += [p.clone() for p in params] + [v.clone() for p in params for v in opt.state[p].values()]
+    for a, b, c in zip(out[0], out[1000], out[None]):
+        assert torch.equal(a, c) and torch.equal(b, c)
+
+
 def test_cpu_update_keeps_autograd_version_checks():
     """The numpy writes bump the version counters as the torch ops did: a step between forward and
     backward is still caught by autograd (cached step or not)."""
