@@ -677,6 +677,39 @@ def test_numpy_ufuncs_equal_torch_ops_on_hard_values():
     assert np.array_equal(np.sqrt(pn), pos.double().sqrt().float().numpy())
 
 
+def test_fused_mul_add_equals_the_ufunc_passes_on_hard_values():
+    """The CPU update's one-pass ``x + fl(a·y)`` (torch ``addcdiv`` with an fp32 ONE, from FUSE_MIN
+    elements) gives bit for bit the numpy multiply-then-add below it and torch's ``x + a * y``, in place
+    and into another array, on 2**18 random fp32 bit patterns (every exponent, subnormals, ±0, ±inf,
+    NaN payloads, two NaNs) with a negated scale (``x − fl(a·y)`` as ``x + fl(−a·y)``) too."""
+    import numpy as np
+
+    import fastlangevin.fallback.optim as fo
+
+    g = torch.Generator().manual_seed(3)
+    n = 1 << 18
+    assert n >= fo.FUSE_MIN
+    bits = torch.randint(-(2**31), 2**31 - 1, (n,), generator=g, dtype=torch.int64).to(torch.int32)
+    x = bits.view(torch.float32).numpy()
+    y = x[::-1].copy()
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -3e38], dtype=np.float32)
+    x[: len(specials) ** 2] = np.repeat(specials, len(specials))
+    y[: len(specials) ** 2] = np.tile(specials, len(specials))
+    with np.errstate(all="ignore"):
+        for a in (1e-4, 0.9, 3.0, 1e-30, 1e38, 2.0 / 3.0):
+            for scale in (np.float32(a), -np.float32(a)):
+                want, t = np.empty_like(x), np.empty_like(x)
+                fo._mul_add(x, y, scale, t, want, False)
+                got_out = np.empty_like(x)
+                fo._mul_add(x, y, scale, t, got_out, True)
+                got_in_place = x.copy()
+                fo._mul_add(got_in_place, y, scale, t, got_in_place, True)
+                torch_op = (torch.from_numpy(x) + torch.mul(torch.from_numpy(y), float(scale))).numpy()
+                assert np.array_equal(want.view(np.int32), torch_op.view(np.int32)), a
+                assert np.array_equal(got_out.view(np.int32), want.view(np.int32)), a
+                assert np.array_equal(got_in_place.view(np.int32), want.view(np.int32)), a
+
+
 def test_cached_cpu_step_equals_the_ordinary_step_through_changes(monkeypatch):
     """The optimizer's cached CPU step (built after the first step) gives bit for bit the ordinary
     step's results, and notices what it must: fresh gradient tensors, a gradient turning None and
@@ -739,6 +772,34 @@ def test_cached_cpu_step_equals_the_ordinary_step_through_changes(monkeypatch):
 
     for x, y in zip(run(True), run(False)):
         assert len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y))
+
+
+@pytest.mark.parametrize("name", list(OPTS))
+def test_cached_step_gathers_small_gradients_either_way(monkeypatch, name):
+    """The cached CPU step's two ways of gathering small gradients (one torch.cat, or numpy views of
+    each: GATHER_NUMPY_MAX) give bit for bit the ordinary step's results over 3 steps, with small
+    tensors of several shapes, large ones and a parameter without a gradient."""
+    import fastlangevin.fallback.optim as fo
+
+    shapes = [(5, 3), (7,), (2, 3, 4, 4), (1,), (40_000,), (64,), (300, 200), (3, 1, 5)] * 3
+    hyper = dict(lr=0.01, num_data=3, prior_precision=0.5, temperature=0.7, seed=99, **HYPER[name])
+    out = {}
+    for most in (0, 1000, None):  # torch.cat, numpy views, the ordinary step every time
+        monkeypatch.setattr(fo, "GATHER_NUMPY_MAX", most or 0)
+        params = make_params("cpu", shapes=shapes, seed=4)
+        opt = OPTS[name](params, backend="torch", **hyper)
+        out[most] = []
+        for k in range(3):
+            if most is None:
+                opt._program = None
+            elif k:
+                assert opt._program is not None
+            set_grads(params, k)
+            params[3].grad = None
+            opt.step()
+            out[most] += [p.clone() for p in params] + [v.clone() for p in params for v in opt.state[p].values()]
+    for a, b, c in zip(out[0], out[1000], out[None]):
+        assert torch.equal(a, c) and torch.equal(b, c)
 
 
 def test_cpu_update_keeps_autograd_version_checks():

@@ -41,17 +41,24 @@ foreach path); its writes bump autograd's version counters as torch's in-place o
 devices run :func:`_update` on ``torch._foreach_*`` ops. The optimizers' cached CPU step
 (``fastlangevin.optim.base._CpuProgram``) calls :func:`run_numpy` directly with the arrays it keeps.
 
-Where a CPU step's time goes (1 thread, thread-CPU-time minima, measured): the torch stream's normals
-~3.6 ns each, as an eager loop's ``randn_like`` (~75 % of a ResNet-32 SGLD step); a ufunc pass
-~0.1-0.3 ns an element. One rounding per operation makes SGLD 3 passes where an eager loop's
-``add_(alpha=)`` FMAs make 2 (SGHMC 5 against 4): the fallback gains on per-tensor dispatch (~100
-tensors: pSGLD well ahead, SGHMC ahead, SGLD near par), not on a few large tensors. Fewer passes need a
-fused CPU kernel, or FMA roundings, which would break the bitwise match with the kernels.
+Where a CPU step's time goes (1 thread, measured in the step, interleaved with an eager loop): the torch
+stream's normals cost what the eager loop's ``randn_like`` costs, element for element (~3.4 ns, 3/4 of it
+torch's scalar mt19937 uniform loop; MLP 0.69 ms both, ResNet-32 1.67 against 1.73 ms): the same
+``normal_`` kernel, and a chunk's fill is as fast as one big fill (fills of 2**10..2**16 on one
+generator: within 1-2 %), a reseed ~1.25 µs (seeds passed unsigned: a negative int takes a caught
+C++ overflow exception in ``manual_seed``, 2.85 µs). A ufunc pass ~0.1-0.3 ns an element; SGLD's
+``θ − fl(lr·g)`` from FUSE_MIN elements is one ``addcdiv`` pass, so SGLD makes 2 passes as the eager
+loop's ``add_(alpha=)`` FMAs do (SGHMC 5 against 4: fused, it measured slower). What is left against
+an eager loop is the Python-level work (MLP ~60 µs a step, ResNet-32 ~240 µs, hot) and its first-touch
+cache misses after other work: ahead where there are many tensors or many per-tensor ops (pSGLD), near
+par or behind for SGLD and SGHMC on a few large tensors. Fewer passes need a fused CPU kernel, or FMA
+roundings, which would break the bitwise match with the kernels.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import threading
 from typing import List, Optional
 
@@ -61,6 +68,7 @@ from torch.autograd.graph import increment_version
 
 from .._rng import TORCH_RNG_CHUNK, chunk_seed, philox_normal, philox_randn4x, torch_normal
 from .chunks import _pool, cpu_scratch
+from .langevin_step import FP32_ONE
 
 #: Elements of the global stream reserved for each parameter (the kernel uses 2**40 Philox groups).
 PARAM_SLOT = 1 << 42
@@ -76,6 +84,19 @@ BATCH = 1 << 18
 #: Tensors of at most this many elements are packed into batches (their update costs more in
 #: per-op dispatch than in arithmetic); larger ones are updated in place.
 SMALL = 1 << 12
+#: From this many elements on, SGLD's ``θ − fl(lr·g)`` (and the prior's ``g + fl(λ·θ)``) run as one
+#: torch ``addcdiv`` pass (two torch.from_numpy wrappers, ~1.2 µs, and a torch op's dispatch, ~2 µs)
+#: instead of two numpy ufunc passes: measured in the step (1 thread, interleaved with an eager loop),
+#: SGLD's update 89 -> 78 µs (MLP), 697 -> 629 µs (one 2**20 tensor); no gain below ~16k elements.
+FUSE_MIN = 1 << 14
+#: The cached CPU step gathers a group's small gradients by one torch.cat from this many small tensors
+#: on; below, from numpy views of each (~0.6 µs a tensor): torch.cat's first call in a step that follows
+#: other work costs ~30 µs (its code out of cache), more than a few views.
+GATHER_NUMPY_MAX = 16
+#: Up to this many chunk seeds a step, splitmix runs on Python ints (~0.6 µs a key, on code every
+#: step keeps hot) instead of numpy's uint64 ufuncs (~5 µs hot, but ~50 µs in a step that follows other
+#: work, measured: their loops and type tables are out of cache by then).
+SPLITMIX_PY_MAX = 48
 #: Below this many elements per worker, handing noise draws to another thread costs more than it saves.
 MIN_DRAW_PER_WORKER = 1 << 14
 
@@ -125,13 +146,37 @@ def splitmix64_tensor(seed: int, chunk: torch.Tensor) -> torch.Tensor:
     return z ^ ((z >> 31) & ((1 << 33) - 1))
 
 
-def splitmix64_np(seed: int, chunk: np.ndarray) -> np.ndarray:
-    """:func:`splitmix64_tensor` of a uint64 numpy array (uint64 arithmetic wraps modulo 2**64, ``>>``
-    is logical): the same bits as int64 (~5 µs for a hundred keys instead of ~25 µs of torch ops)."""
-    z = chunk * np.uint64(_GOLDEN) + np.uint64((seed + _GOLDEN) % (1 << 64))
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return (z ^ (z >> np.uint64(31))).view(np.int64)
+_U_GOLDEN, _U_M1, _U_M2 = np.uint64(_GOLDEN), np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
+_U27, _U30, _U31 = np.uint64(27), np.uint64(30), np.uint64(31)
+
+
+def splitmix64_np(seed: int, chunk: np.ndarray, chunk_golden: Optional[np.ndarray] = None) -> np.ndarray:
+    """``fastlangevin._rng.chunk_seed(seed, k)`` for every k of a uint64 numpy array, as uint64 (uint64
+    arithmetic wraps modulo 2**64, ``>>`` is logical); ``chunk_golden``: ``chunk · GOLDEN`` (mod 2**64)
+    precomputed. ~4 µs for a hundred keys (in-place ufuncs) instead of ~25 µs of torch ops.
+
+    Kept unsigned on purpose: ``Generator.manual_seed`` of a negative int goes through a caught C++
+    overflow exception (~1.6 µs more a call, measured), and it reads an int64 as its uint64 bits anyway."""
+    z = chunk * _U_GOLDEN if chunk_golden is None else chunk_golden.copy()
+    z += np.uint64((seed + _GOLDEN) % (1 << 64))
+    z ^= z >> _U30
+    z *= _U_M1
+    z ^= z >> _U27
+    z *= _U_M2
+    z ^= z >> _U31
+    return z
+
+
+def _splitmix_py(seed: int, keys_golden: List[int]) -> List[int]:
+    """``chunk_seed(seed, k)`` for the ``(k + 1) · GOLDEN`` of each key, in Python ints (see SPLITMIX_PY_MAX)."""
+    m = 0xFFFFFFFFFFFFFFFF
+    out = []
+    for kg in keys_golden:
+        z = (seed + kg) & m
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+        out.append(z ^ (z >> 31))
+    return out
 
 
 def _sqrt_rn(ts: List[torch.Tensor], out: Optional[List[torch.Tensor]] = None) -> List[torch.Tensor]:
@@ -191,9 +236,24 @@ _F32 = np.float32
 _mul, _sub, _add, _sqrt, _recip = np.multiply, np.subtract, np.add, np.sqrt, np.reciprocal
 
 
+_NP_SCALARS: dict = {}  # scalars tuple -> np_scalars of it (a step's scalars rarely change)
+
+
 def np_scalars(scalars: tuple) -> tuple:
     """``(lr, gscale, prior, nscale, a1, a2, eps)`` as the fp32 values torch's ops use (a Python
-    float scalar meets an fp32 tensor rounded to fp32); gscale / prior None where ``_update`` skips them."""
+    float scalar meets an fp32 tensor rounded to fp32); gscale / prior None where ``_update`` skips them.
+    Cached (seven numpy scalars cost ~5 µs, ~15 µs in a step that follows other work)."""
+    if 0.0 in scalars and any(math.copysign(1.0, v) < 0.0 for v in scalars if v == 0.0):
+        return _np_scalars(scalars)  # (a key would not tell -0.0 from 0.0)
+    got = _NP_SCALARS.get(scalars)
+    if got is None:
+        if len(_NP_SCALARS) >= 64:  # (a schedule: a new lr every step)
+            _NP_SCALARS.clear()
+        got = _NP_SCALARS[scalars] = _np_scalars(scalars)
+    return got
+
+
+def _np_scalars(scalars: tuple) -> tuple:
     lr, gscale, prior, nscale, a1, a2, eps = scalars
     return (
         _F32(lr),
@@ -206,35 +266,54 @@ def np_scalars(scalars: tuple) -> tuple:
     )
 
 
+def _mul_add(x, y, a, t, out, fuse: bool):
+    """``out ← x + fl(a·y)`` (fp32 numpy arrays; ``out`` may be ``x``; ``t`` scratch like ``x``): one pass
+    (``torch.addcdiv`` with an fp32 ONE: ``y / 1`` exact, ``a·y`` rounded before the add, never an FMA,
+    on every CPU capability: checked in tests/test_small_path.py) where ``fuse``, else numpy's
+    multiply then add. Bitwise the same either way, and as torch's ``x + a * y`` (NaN payloads too)."""
+    if fuse:
+        xt = torch.from_numpy(x)
+        if out is x:
+            xt.addcdiv_(torch.from_numpy(y), FP32_ONE, value=float(a))
+        else:
+            torch.addcdiv(xt, torch.from_numpy(y), FP32_ONE, value=float(a), out=torch.from_numpy(out))
+    else:
+        _mul(y, a, t)
+        _add(t, x, out)  # (product first: with two NaNs x86 keeps the first one's payload, as torch's ops do)
+
+
 def _update_np(method, th, g, st, z, sc, t1, t2, t3):
     """:func:`_update` on numpy arrays (CPU): the same operations in the same order, each one IEEE fp32
     rounding (numpy's ufuncs: no FMA, correctly rounded √ and 1/x), so bitwise the same results;
     ~0.3 µs a call instead of ~1-2 µs a torch op. ``th`` / ``st`` in place, ``t1..t3`` scratch shaped
-    like ``th``, ``sc`` from :func:`np_scalars`."""
+    like ``th``, ``sc`` from :func:`np_scalars`.
+
+    From FUSE_MIN elements on, SGLD's ``θ − fl(lr·g)`` and the prior's ``g + fl(λ·θ)`` are one torch
+    ``addcdiv`` pass each (:func:`_mul_add`) instead of two ufunc passes (SGLD 3 passes -> 2; both
+    operands come from memory there). SGHMC's and pSGLD's ``x ± fl(a·y)`` stay two ufunc passes: one
+    operand is still in cache from the pass before, and the fused pass (it divides by ONE) measured
+    5-8 % slower there. ``x − fl(a·y)`` is ``x + fl(−a·y)`` (negation is exact, rounding symmetric)."""
     lr, gscale, prior, nscale, a1, a2, eps = sc
+    fuse = th.size >= FUSE_MIN
     if gscale is not None:
         _mul(g, gscale, t3)
         g = t3
     if prior is not None:
-        _mul(th, prior, t1)
-        _add(g, t1, t3)
+        _mul_add(g, th, prior, t1, t3, fuse)
         g = t3
     if method == SGLD:
-        _mul(g, lr, t1)
-        _sub(th, t1, th)
+        _mul_add(th, g, -lr, t1, th, fuse)
         if z is not None:
             _add(th, z, th)
     elif method == PSGLD:
         _mul(st, a1, st)
         _mul(g, g, t1)
-        _mul(t1, a2, t1)
-        _add(st, t1, st)
+        _mul_add(st, t1, a2, t1, st, False)
         _sqrt(st, t1)
         _add(t1, eps, t1)
         _recip(t1, t1)
         _mul(t1, g, t2)
-        _mul(t2, lr, t2)
-        _sub(th, t2, th)
+        _mul_add(th, t2, -lr, t2, th, False)
         if z is not None:
             _mul(t1, nscale, t1)
             _sqrt(t1, t1)
@@ -242,8 +321,7 @@ def _update_np(method, th, g, st, z, sc, t1, t2, t3):
             _add(th, t1, th)
     elif method == SGHMC:
         _mul(st, a1, st)
-        _mul(g, lr, t1)
-        _sub(st, t1, st)
+        _mul_add(st, g, -lr, t1, st, False)
         if z is not None:
             _add(st, z, st)
         _add(th, st, th)
@@ -370,7 +448,7 @@ class _Plan:
         self.whole = [[lo == 0 and hi == numels[k] for k, lo, hi in ps] for ps in self.parts]
         self._buffers, self._flat, self._views = {}, {}, {}
         self._philox, self._fills, self._keys, self._seeds, self._np = {}, {}, None, (None, []), {}
-        self._head_np = {}
+        self._head_np, self._head_fills = {}, None
 
     @staticmethod
     def _segments(parts, indices, skip):
@@ -427,10 +505,13 @@ class _Plan:
         if not self.head_segs:
             return
         gen, _ = cpu_scratch()
-        head = self._head_buffer()
-        for key, off, fill in self.head_segs:
-            gen.manual_seed(_int64(chunk_seed(seed_int, key)))  # (a chunk per 1024 parameters: Python ints)
-            head[off : off + fill].normal_(0.0, std, generator=gen)
+        fills = self._head_fills
+        if fills is None:  # (cached: a slice costs ~1 µs, more when its code is out of cache)
+            head = self._head_buffer()
+            fills = self._head_fills = [(key, head[off : off + fill]) for key, off, fill in self.head_segs]
+        for key, view in fills:
+            gen.manual_seed(chunk_seed(seed_int, key))  # (a chunk per 1024 parameters: Python ints, unsigned)
+            view.normal_(0.0, std, generator=gen)
 
     def _head_buffer(self) -> torch.Tensor:
         buf = self._buffers.get("head")
@@ -558,12 +639,17 @@ class _Plan:
         return got
 
     def chunk_seeds(self, seed_int: int, b: int) -> List[int]:
-        """The generator seeds of batch ``b``'s noise chunks under ``seed_int``: one vectorised
-        splitmix for all batches per seed (manual_seed reads an int64 as its uint64 bits)."""
+        """The generator seeds of batch ``b``'s noise chunks under ``seed_int`` (non-negative Python ints):
+        one vectorised splitmix for all batches per seed."""
         if self._seeds[0] != seed_int:
             if self._keys is None:
-                self._keys = np.array([seg[0] for segs in self.segs for seg in segs], dtype=np.uint64)
-            flat, self._seeds = splitmix64_np(seed_int, self._keys).tolist(), (seed_int, [])
+                keys = np.array([seg[0] for segs in self.segs for seg in segs], dtype=np.uint64)
+                self._keys = (keys, keys * _U_GOLDEN, [(int(k) + 1) * _GOLDEN for k in keys.tolist()])
+            if len(self._keys[2]) <= SPLITMIX_PY_MAX:
+                flat = _splitmix_py(seed_int, self._keys[2])
+            else:
+                flat = splitmix64_np(seed_int, self._keys[0], self._keys[1]).tolist()
+            self._seeds = (seed_int, [])
             for segs in self.segs:
                 self._seeds[1].append(flat[: len(segs)])
                 flat = flat[len(segs) :]

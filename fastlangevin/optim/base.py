@@ -124,7 +124,7 @@ class _CpuProgram:
             states = [d[key] for d in dicts] if key is not None else []
             plan = _fb._plan(tuple(p.shape for p in act), indices, _CPU) if act else None
             # A small tensor's gradient is gathered by one torch.cat per group (in the plan's order,
-            # flattened); the others are read through numpy views.
+            # flattened) where there are many (see grads); the others are read through numpy views.
             small = [False] * len(act)
             for ks in plan.packed if act else ():
                 for k in ks:
@@ -144,6 +144,7 @@ class _CpuProgram:
                 [act[k].dim() != 1 for k in small_idx] if any(act[k].dim() != 1 for k in small_idx) else None,
                 large_idx,
                 [arrays[k].shape for k in large_idx],
+                [a.shape for a in arrays],
             )
             self.groups.append(
                 (group, params, active, act, [p.data_ptr() for p in act], layout, arrays, dicts, states,
@@ -182,16 +183,18 @@ class _CpuProgram:
         return _CpuProgram(opt, rng) if rng is not None else None
 
     def grads(self, opt: "LangevinOptimizer") -> Optional[list]:
-        """Per group, the numpy gradients of its active parameters (None for the small ones, whose
-        gradients this gathers into the group's flat buffer); None where the program does not apply."""
+        """Per group, ``(numpy gradients of its active parameters, flat small gradients per batch)``: with
+        more than ``GATHER_NUMPY_MAX`` small tensors, this gathers their gradients into the group's flat
+        buffer by one torch.cat (their entries None), else every gradient is a numpy view and the second
+        item None (:func:`run_numpy` gathers them); None where the program does not apply."""
         if opt.state is not self.state or len(opt.param_groups) != len(self.groups):
             return None
         out = []
         key = self.key
-        for group, (cached, params, active, act, ptrs, layout, _, dicts, states, _, _, gbuf, _) in zip(
+        for group, (cached, params, active, act, ptrs, layout, _, dicts, states, _, _, gbuf, cuts) in zip(
             opt.param_groups, self.groups
         ):
-            small_idx, small_shapes, flatten, large_idx, large_shapes = layout
+            small_idx, small_shapes, flatten, large_idx, large_shapes, all_shapes = layout
             ps = group is cached and group["params"]
             if not ps or len(ps) != len(params) or not all(map(operator.is_, ps, params)):
                 return None
@@ -204,16 +207,29 @@ class _CpuProgram:
             # plain tensors, unmoved parameter storage, the small ones fp32 of their parameter's shape.
             if set(map(type, gs)) != _ONLY_TENSOR or list(map(_DATA_PTR, act)) != ptrs:
                 return None
+            if key is not None:
+                get = opt.state.get
+                for p, d, t in zip(act, dicts, states):
+                    if get(p) is not d or d.get(key) is not t:
+                        return None
             small = [gs[k] for k in small_idx]
-            if small:
-                if set(map(_DTYPE, small)) != _ONLY_F32 or list(map(_SHAPE, small)) != small_shapes:
-                    return None
-                try:  # into our scratch: a failure (a sparse gradient, say) touches nothing of the user's
-                    if flatten:  # (a reshape costs ~0.7 µs even when it changes nothing: only where needed)
-                        small = [g.reshape(-1) if f else g for g, f in zip(small, flatten)]
-                    torch.cat(small, out=gbuf)
+            if len(small) <= _fb.GATHER_NUMPY_MAX:  # few: numpy views of every gradient, no torch.cat
+                try:  # raises for sparse, bf16 or grad-requiring tensors
+                    arrays = [g.numpy() for g in gs]
                 except (RuntimeError, TypeError):
                     return None
+                if list(map(_SHAPE, arrays)) != all_shapes or set(map(_DTYPE, arrays)) != _ONLY_NP_F32:
+                    return None
+                out.append((arrays, None))  # (run_numpy gathers the small ones from these views)
+                continue
+            if set(map(_DTYPE, small)) != _ONLY_F32 or list(map(_SHAPE, small)) != small_shapes:
+                return None
+            try:  # into our scratch: a failure (a sparse gradient, say) touches nothing of the user's
+                if flatten:  # (a reshape costs ~0.7 µs even when it changes nothing: only where needed)
+                    small = [g.reshape(-1) if f else g for g, f in zip(small, flatten)]
+                torch.cat(small, out=gbuf)
+            except (RuntimeError, TypeError):
+                return None
             arrays = [None] * len(act)
             try:  # numpy views of the others: raises for sparse, bf16 or grad-requiring tensors
                 large = [gs[k].numpy() for k in large_idx]
@@ -224,12 +240,7 @@ class _CpuProgram:
                     return None
                 for k, a in zip(large_idx, large):
                     arrays[k] = a
-            if key is not None:
-                get = opt.state.get
-                for p, d, t in zip(act, dicts, states):
-                    if get(p) is not d or d.get(key) is not t:
-                        return None
-            out.append(arrays)
+            out.append((arrays, cuts))
         return out
 
     def run(self, opt: "LangevinOptimizer", grads: list) -> None:
@@ -237,7 +248,7 @@ class _CpuProgram:
         if self.rng == "philox":
             seed = torch.tensor([seed], dtype=torch.int64)
         method = opt.METHOD
-        for (group, _, _, act, _, _, arrays, _, _, st, plan, _, cuts), g in zip(self.groups, grads):
+        for (group, _, _, act, _, _, arrays, _, _, st, plan, _, _), (g, cuts) in zip(self.groups, grads):
             if not act:
                 continue
             _backend.record(OP_NAMES[method], "torch")
