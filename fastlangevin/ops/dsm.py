@@ -759,11 +759,13 @@ class _LeanLoss(torch.autograd.Function):
 
 
 def _lean_loss_node_apply(ctx, grad):
-    """What the autograd engine calls on a :class:`_LeanLoss` node (its ``ctx``): the backward itself.
+    """What the autograd engine calls on a :class:`_LeanLoss` node (its ``ctx``): :meth:`_LeanLoss.backward`.
     ``BackwardCFunction.apply`` looks the user's backward up on every call (``_get_user_fn``: the class's
     backward and vjp compared, ``boxed_grads_call`` asked; ~1 µs of a ~20 µs backward); this class defines
-    ``backward`` only, so that lookup always picks ``_LeanLoss.backward``."""
-    return _LeanLoss.backward(ctx, grad)
+    ``backward`` only, so that lookup always picks it."""
+    if torch.is_grad_enabled():  # (as _LeanLoss.backward)
+        return _loss_backward_once(ctx, grad)
+    return _loss_backward_body(ctx, grad)
 
 
 if isinstance(getattr(_LeanLoss, "_backward_cls", None), type) and hasattr(_LeanLoss._backward_cls, "apply"):
@@ -773,12 +775,16 @@ if isinstance(getattr(_LeanLoss, "_backward_cls", None), type) and hasattr(_Lean
 def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, how):
     """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
     one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (geometry,
-    reduction, whether λ views the caller's tensor)."""
+    reduction, whether λ views the caller's tensor); ``sigma_arg`` None: a copy of the σ rows (cached rows)."""
     geo = how[0]
     if torch.is_grad_enabled() and x.requires_grad:
         x_tilde = _apply(_LeanPerturb, x, (seed, alpha_rows, sigma_rows, geo))
     else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
         x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, geo)
+    if sigma_arg is None:
+        # the score's own σ, never the cache's: a copy of the rows (bitwise torch.full of the value), made once
+        # the perturb kernel is queued (it needs nothing of it: the launch goes out a copy's host time sooner)
+        sigma_arg = sigma_rows.clone()
     s = _check_score(score_fn(x_tilde, sigma_arg), x)
     pack = (seed, inv_sigma_rows, weight_rows, geo, how[1], how[2])
     if not (torch.is_grad_enabled() and s.requires_grad):
@@ -939,8 +945,7 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
             check_generator(generator, device)
         rows = _float_rows(sigma, alpha, weight, batch, cdt, device, where)
         sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = rows
-        # the score's own σ, never the cache's: a copy of the rows (bitwise torch.full of the value)
-        sigma_arg, user_weight = sigma_rows.clone(), False
+        sigma_arg, user_weight = None, False  # (None: the score's own copy of the cached rows, see _lean_run)
     else:
         sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
         alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
@@ -950,7 +955,7 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
         user_weight = wgt is not None and wgt.tensor is not None
         if sig.tensor is None and (alp is None or alp.tensor is None) and not user_weight:
             sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device, where)
-            sigma_arg = sigma_rows.clone()
+            sigma_arg = None
         else:
             sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(
                 sig, alp, wgt, batch, cdt, device
