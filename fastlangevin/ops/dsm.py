@@ -21,8 +21,9 @@ On the Triton path, plain tensors with nothing intercepting skip the dispatcher
 (:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
 Functions taking one tensor and one tuple, the ``[B]`` rows of Python-float scales cached (never
 written, never evicted), the seed drawn into a pooled buffer no live graph holds (:func:`_lean_seed`),
-a reduced loss's partial sums and rows in reused per-thread buffers kept with its launch plans
-(:func:`_loss_state`), no flat views (the launchers take contiguous tensors of any shape).
+a reduced loss's partial sums and rows in reused per-thread buffers (:func:`_loss_buffers`), every
+launch plan read from one geometry per (shape, dtype, device, sample_offset) (:class:`_Geometry`), no
+flat views (the launchers take contiguous tensors of any shape).
 """
 
 from __future__ import annotations
