@@ -303,6 +303,40 @@ def _perturb_plan(n, row_size, elem_offset, half, has_alpha, noise_from_ptr, fp6
     return False, grid, (row_size, elem_offset), consts
 
 
+def perturb_plan(n: int, row_size: int, elem_offset: int, half: bool, has_alpha: bool, fp64: bool,
+                 interpreted: bool) -> tuple:  # fmt: skip
+    """The perturb launch's plan with the noise generated (``half``: a 16-bit x; ``fp64``: float64 compute),
+    for callers that keep it: pass it to :func:`launch_perturb_planned`."""
+    return _perturb_plan(n, row_size, elem_offset, half, has_alpha, False, fp64, interpreted, None)
+
+
+def launch_perturb_planned(plan, x, out, seed, alpha_rows, sigma_rows) -> None:
+    """:func:`launch_dsm_perturb` (noise generated) with its kept plan (:func:`perturb_plan`): the launch
+    alone, arguments positional (no keyword binding, no plan lookup: about 1.5 µs of host time less)."""
+    flat, grid, scalars, consts = plan
+    (_dsm_perturb_flat_kernel if flat else _dsm_perturb_kernel)[grid](
+        x, out, seed, sigma_rows, sigma_rows if alpha_rows is None else alpha_rows, sigma_rows, *scalars, **consts
+    )
+
+
+def launch_loss_planned(plan, score, out, partial, seed, inv_sigma_rows, weight_rows, row_size, elem_offset) -> None:
+    """:func:`launch_dsm_loss_rows` (noise generated) with its kept plan and ``partial`` buffer: the two
+    launches alone, arguments positional."""
+    n_chunks, partial_grid, partial_consts, reduce_grid, reduce_consts = plan
+    _dsm_loss_partial_kernel[partial_grid](
+        score, partial, seed, inv_sigma_rows, inv_sigma_rows, row_size, n_chunks, elem_offset, **partial_consts
+    )
+    _dsm_loss_reduce_kernel[reduce_grid](partial, weight_rows, out, n_chunks, **reduce_consts)
+
+
+def launch_backward_planned(plan, score, grad, seed, inv_sigma_rows, coef_rows, row_size, elem_offset) -> None:
+    """:func:`launch_dsm_loss_backward` (noise generated) with its kept plan: the launch alone."""
+    grid, consts = plan
+    _dsm_loss_backward_kernel[grid](
+        score, grad, seed, inv_sigma_rows, inv_sigma_rows, coef_rows, row_size, elem_offset, **consts
+    )
+
+
 def loss_plans(rows: int, row_size: int, elem_offset: int, half: bool, fp64: bool, interpreted: bool) -> tuple:
     """(loss plan, backward plan) of a loss over ``rows`` rows with the noise generated (``half``: a 16-bit
     score; ``fp64``: float64 compute), for callers that keep them: pass them as ``plan=`` to

@@ -403,6 +403,30 @@ def test_lean_dsm_backward_twice_raises_under_create_graph():
         gw.backward()
 
 
+def test_lean_dsm_geometry_plans_follow_shape_offset_and_score_dtype():
+    """The lean path keeps one geometry per (shape, dtype, device, sample_offset) with plans per score dtype,
+    and reuses this thread's loss buffers per (geometry, score dtype): calls alternating shapes, offsets and
+    a bf16 / fp32 score beside an fp32 x are each bitwise the general path (the custom ops)."""
+    from fastlangevin.ops import dsm as od
+
+    fl.dsm_loss(lambda xt, sig: -xt, torch.ones(1, 1, device=DEVICE), 1.0, backend="triton")  # choice resolved
+    w = torch.tensor(-0.8, device=DEVICE, requires_grad=True)
+    calls = [((5, 7), 0, torch.bfloat16), ((5, 7), 0, torch.float32), ((3, 6), 2, torch.bfloat16)]
+    for shape, offset, score_dtype in calls + calls[:1]:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(offset + shape[1])).to(DEVICE)
+        got = []
+        for mode in (contextlib.nullcontext(), _NoOpMode()):
+            gen = torch.Generator(device=DEVICE).manual_seed(5)
+            with mode:
+                loss = fl.dsm_loss(
+                    lambda xt, sig: (xt * w).to(score_dtype), x, 0.45, generator=gen, backend="triton",
+                    sample_offset=offset,
+                )  # fmt: skip
+                got.append((loss.detach(), torch.autograd.grad(loss, w)[0], gen.get_state()))
+        assert all(torch.equal(a, b) for a, b in zip(*got)), (shape, offset, score_dtype)
+        assert (x.shape, x.dtype, x.device, offset) in od._GEOMETRIES  # the lean call kept its geometry
+
+
 def test_lean_dsm_seeds_of_live_graphs_are_never_redrawn():
     """The lean path draws its seed into a pooled buffer only when no live graph holds it: with more
     losses alive than the pool keeps, each backward still regenerates its own forward's noise (bitwise

@@ -21,8 +21,9 @@ On the Triton path, plain tensors with nothing intercepting skip the dispatcher
 (:func:`_lean_triton_loss`): the same checks, seed and launches, perturb and loss as lean autograd
 Functions taking one tensor and one tuple, the ``[B]`` rows of Python-float scales cached (never
 written, never evicted), the seed drawn into a pooled buffer no live graph holds (:func:`_lean_seed`),
-a reduced loss's partial sums and rows in reused per-thread buffers kept with its launch plans
-(:func:`_loss_state`), no flat views (the launchers take contiguous tensors of any shape).
+a reduced loss's partial sums and rows in reused per-thread buffers (:func:`_loss_buffers`), every
+launch plan read from one geometry per (shape, dtype, device, sample_offset) (:class:`_Geometry`), no
+flat views (the launchers take contiguous tensors of any shape).
 """
 
 from __future__ import annotations
@@ -575,27 +576,65 @@ _TRITON_CHOICE = _backend.derived_cache()
 
 
 def _dsm_launchers():
-    """(perturb, loss rows, loss backward, loss plans) of ``kernels.dsm``, imported on first use
-    (importing them imports Triton)."""
+    """``kernels.dsm`` (importing it imports Triton), imported on first use."""
     if not _TRITON_LAUNCHERS:
         from ..kernels import dsm as kd
 
-        _TRITON_LAUNCHERS.append(
-            (kd.launch_dsm_perturb, kd.launch_dsm_loss_rows, kd.launch_dsm_loss_backward, kd.loss_plans)
-        )
+        _TRITON_LAUNCHERS.append(kd)
     return _TRITON_LAUNCHERS[0]
 
 
-def _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset):
+class _Geometry:
+    """One lean-path x's launch geometry, a function of (shape, dtype, device, sample_offset) alone: the row
+    length and element offset, the compute dtype, the device type, the perturb plans (without and with α),
+    each score dtype's (loss plan, backward plan) (``kernels.dsm.loss_plans``) and the batch as a cached 0-d
+    CPU tensor (:func:`_count`). Built once per key (:func:`_geometry`), read-only after: a training loop
+    looks its plans up with one dict probe a call instead of per-launch keyed lookups. Hashed by identity
+    (the per-thread loss buffers are keyed by it)."""
+
+    __slots__ = ("rs", "offset", "cdt", "kind", "perturb", "loss", "count")
+
+    def __init__(self, x: torch.Tensor, sample_offset: int):
+        kd = _dsm_launchers()
+        batch, n = x.shape[0], x.numel()
+        rs = n // batch
+        offset = sample_offset * rs
+        fp64, cpu, half = x.dtype is _FP64, x.is_cpu, x.element_size() == 2
+        self.rs, self.offset, self.cdt = rs, offset, _FP64 if fp64 else _FP32
+        self.kind = _backend.device_type(x.device)
+        self.perturb = tuple(kd.perturb_plan(n, rs, offset, half, a, fp64, cpu) for a in (False, True))
+        self.loss = {dt: kd.loss_plans(batch, rs, offset, dt.itemsize == 2, fp64, cpu) for dt in FLOAT_DTYPES}
+        with torch.inference_mode(False):  # kept across calls (see _backend.KEPT)
+            self.count = scalar_tensor(float(batch), self.cdt)
+
+
+#: (x.shape, x.dtype, x.device, sample_offset) -> _Geometry of the lean path
+_GEOMETRIES: dict = {}
+
+
+def _geometry(x: torch.Tensor, sample_offset: int) -> Optional[_Geometry]:
+    """The lean path's :class:`_Geometry` of ``x`` (a plain tensor) at ``sample_offset`` (an int), or None
+    when x is not a non-empty float batch or the offset is negative (the general path then refuses it)."""
+    key = (x.shape, x.dtype, x.device, sample_offset)
+    geo = _GEOMETRIES.get(key)
+    if geo is None:
+        if x.dtype not in _FLOAT_DTYPE_SET or not x.dim() or not x.numel() or sample_offset < 0:
+            return None
+        if len(_GEOMETRIES) >= 256:  # shapes come and go (the per-thread buffers keep what they use)
+            _GEOMETRIES.clear()
+        geo = _GEOMETRIES[key] = _Geometry(x, sample_offset)
+    return geo
+
+
+def _perturb_body(x, seed, alpha_rows, sigma_rows, geo: _Geometry):
     """``fastlangevin::dsm_perturb``'s body on the Triton path: x̃ = α x + σ z, z drawn in the kernel (the
-    launchers take contiguous tensors of any shape: no flat views)."""
+    launchers take contiguous tensors of any shape: no flat views), the launch from ``geo``'s plan."""
     if _backend._RECORDERS:
         _backend.record("dsm_perturb", "triton")
     xc = x.contiguous()
     out = torch.empty_like(xc)
-    rs = xc.numel() // xc.shape[0]
-    (_TRITON_LAUNCHERS[0] if _TRITON_LAUNCHERS else _dsm_launchers())[0](
-        xc, out, seed, alpha_rows, sigma_rows, row_size=rs, elem_offset=sample_offset * rs
+    _TRITON_LAUNCHERS[0].launch_perturb_planned(
+        geo.perturb[alpha_rows is not None], xc, out, seed, alpha_rows, sigma_rows
     )
     return out
 
@@ -604,47 +643,43 @@ class _LeanPerturb(torch.autograd.Function):
     """``fastlangevin::dsm_perturb`` on the Triton path as one autograd node: the op's body and its
     backward (∂x̃/∂x = α), without the custom-op dispatcher (~100 µs a call on the host). Only
     applied when x needs a gradient; otherwise the body runs alone (nothing to record). ``pack``:
-    (seed, α rows or None, σ rows, sample_offset), one argument (autograd sorts only x)."""
+    (seed, α rows or None, σ rows, geometry), one argument (autograd sorts only x)."""
 
     @staticmethod
     def forward(ctx, x, pack):
-        seed, alpha_rows, sigma_rows, sample_offset = pack
+        seed, alpha_rows, sigma_rows, geo = pack
         ctx.x_dtype = x.dtype
         ctx.save_for_backward(alpha_rows)  # (it may view the caller's α: saved, so an in-place change is caught)
-        return _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
+        return _perturb_body(x, seed, alpha_rows, sigma_rows, geo)
 
     @staticmethod
     def backward(ctx, grad):
         return _perturb_backward(ctx, grad)[0], None
 
 
-#: this thread's reused loss state: .d = {(rows, row_size, elem_offset, score dtype, compute dtype, device[,
-#: CUDA stream]): (partial, out, loss plan, backward plan, B as a 0-d tensor)}
+#: this thread's reused loss buffers: .d = {(geometry, score dtype[, CUDA stream]): (partial, out)}
 _LOSS_SCRATCH = threading.local()
 
 
-def _loss_state(rows: int, rs: int, elem_offset: int, score: torch.Tensor, like: torch.Tensor, reduced: bool):
-    """(partial, out, loss plan, backward plan, B as a cached 0-d CPU tensor) of one loss launch: the
-    ``[B · n_chunks]`` partial sums and the ``[B]`` losses in ``like``'s dtype and device, the launch plans
-    (``kernels.dsm.loss_plans``), the count the mean's backward divides by (:func:`_count`).
+def _loss_buffers(geo: _Geometry, score_dtype, like: torch.Tensor, n_chunks: int, reduced: bool) -> tuple:
+    """(partial, out) of one loss launch: the ``[B · n_chunks]`` partial sums and the ``[B]`` losses in
+    ``like``'s dtype and device.
 
     The buffers are read before the call returns when the loss is reduced (mean, sum), partial always: they
-    then come from this thread's, reused per (shapes, dtypes, device, CUDA stream) (the next launch into
-    them is queued on the same stream, after this call's reads; CPU calls are synchronous). An unreduced
-    loss returns ``out``: a new one. Fresh ones during CUDA-graph capture (the graph owns its memory) and in
+    then come from this thread's, reused per (geometry, score dtype, CUDA stream) (the next launch into them
+    is queued on the same stream, after this call's reads; CPU calls are synchronous). An unreduced loss
+    returns ``out``: a new one. Fresh ones during CUDA-graph capture (the graph owns its memory) and in
     inference mode (its tensors could not be used outside it as others are)."""
-    device = like.device
-    kind = _backend.device_type(device)
+    kind = geo.kind
     if kind == "cpu":
-        key = (rows, rs, elem_offset, score.dtype, like.dtype, device)
+        key = (geo, score_dtype)
     elif kind == "cuda" and not torch.cuda.is_current_stream_capturing():
-        key = (rows, rs, elem_offset, score.dtype, like.dtype, device, torch.cuda.current_stream(device))
+        key = (geo, score_dtype, torch.cuda.current_stream(like.device))
     else:
         key = None
+    rows = like.shape[0]
     if key is None or torch.is_inference_mode_enabled():
-        lp, bp = _TRITON_LAUNCHERS[0][3](rows, rs, elem_offset, score.element_size() == 2,
-                                         like.dtype is _FP64, kind == "cpu")  # fmt: skip
-        return None, like.new_empty(rows), lp, bp, _count(like)
+        return like.new_empty(rows * n_chunks), like.new_empty(rows)
     bufs = getattr(_LOSS_SCRATCH, "d", None)
     if bufs is None:
         bufs = _LOSS_SCRATCH.d = {}
@@ -652,36 +687,29 @@ def _loss_state(rows: int, rs: int, elem_offset: int, score: torch.Tensor, like:
     if state is None:
         if len(bufs) >= 64:  # shapes and streams come and go
             bufs.clear()
-        lp, bp = _TRITON_LAUNCHERS[0][3](rows, rs, elem_offset, score.element_size() == 2,
-                                         like.dtype is _FP64, kind == "cpu")  # fmt: skip
-        state = bufs[key] = (like.new_empty(rows * lp[0]), like.new_empty(rows), lp, bp, _count(like))
-    return state if reduced else (state[0], like.new_empty(rows)) + state[2:]
+        state = bufs[key] = (like.new_empty(rows * n_chunks), like.new_empty(rows))
+    return state if reduced else (state[0], like.new_empty(rows))
 
 
 def _loss_body(ctx, score, pack):
     """``fastlangevin::dsm_loss_rows``'s body on the Triton path and the reduction; with a ``ctx``, what
     backward needs rides on it (the score saved, and the caller's own λ tensor when λ views one; this
-    module's own seed and rows, the backward plan and the count as attributes). ``pack``: (seed, 1/σ rows,
-    λ rows, sample_offset, reduction, whether λ views the caller's tensor)."""
-    seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = pack
+    module's own seed and rows and the geometry as one attribute). ``pack``: (seed, 1/σ rows, λ rows,
+    geometry, reduction, whether λ views the caller's tensor)."""
+    seed, inv_sigma_rows, weight_rows, geo, reduction, user_weight = pack
     if _backend._RECORDERS:
         _backend.record("dsm_loss", "triton")
-    rows = score.shape[0]
-    rs = score.numel() // rows
-    offset = sample_offset * rs
-    partial, out, plan, backward_plan, count = _loss_state(rows, rs, offset, score, inv_sigma_rows,
-                                                           reduction != "none")  # fmt: skip
-    _TRITON_LAUNCHERS[0][1](
-        score.contiguous(), out, seed, inv_sigma_rows, weight_rows, row_size=rs, elem_offset=offset,
-        partial=partial, plan=plan,
-    )  # fmt: skip
+    plan = geo.loss[score.dtype][0]
+    partial, out = _loss_buffers(geo, score.dtype, inv_sigma_rows, plan[0], reduction != "none")
+    _TRITON_LAUNCHERS[0].launch_loss_planned(
+        plan, score.contiguous(), out, partial, seed, inv_sigma_rows, weight_rows, geo.rs, geo.offset
+    )
     if ctx is not None:
         if user_weight:  # saved like the op saves it: backward refuses a λ changed in place since
             ctx.save_for_backward(score, weight_rows)
         else:
             ctx.save_for_backward(score)
-        # (no saved-variable packing and unpacking for this module's own tensors)
-        ctx.rows, ctx.rs, ctx.plan, ctx.count = pack, rs, backward_plan, count
+        ctx.rows = pack  # (no saved-variable packing and unpacking for this module's own tensors)
     if reduction == "mean":
         return out.mean()
     return out.sum() if reduction == "sum" else out
@@ -690,8 +718,8 @@ def _loss_body(ctx, score, pack):
 def _loss_backward_body(ctx, grad):
     """∂L/∂s = c_i (s_ij + z_ij / σ_i) with c = λ · (each row's share of ``grad``): autograd's mean / sum
     backward on the one value (``g.expand(B) / B``, ``g.expand(B)``: bitwise the same rows), then the
-    backward op's body (z regenerated from the seed)."""
-    seed, inv_sigma_rows, weight_rows, sample_offset, reduction, user_weight = ctx.rows
+    backward op's body (z regenerated from the seed), launched from the geometry's plan."""
+    seed, inv_sigma_rows, weight_rows, geo, reduction, user_weight = ctx.rows
     if user_weight:
         score, weight_rows = ctx.saved_tensors
     else:
@@ -699,15 +727,14 @@ def _loss_backward_body(ctx, grad):
     if grad.dtype is not weight_rows.dtype:
         grad = grad.to(weight_rows.dtype)
     if reduction == "mean":  # each row's g / B, computed once (B as a cached 0-d CPU tensor: bitwise / B)
-        grad = grad / ctx.count
+        grad = grad / geo.count
     coef = weight_rows * grad  # a 0-d grad broadcasts: bitwise the rows of g.expand(B) (/ B)
     if _backend._RECORDERS:
         _backend.record("dsm_loss_backward", "triton")
     sc = score.contiguous()
     g = torch.empty_like(sc)
-    rs = ctx.rs
-    _TRITON_LAUNCHERS[0][2](
-        sc, g, seed, inv_sigma_rows, coef, row_size=rs, elem_offset=sample_offset * rs, plan=ctx.plan
+    _TRITON_LAUNCHERS[0].launch_backward_planned(
+        geo.loss[sc.dtype][1], sc, g, seed, inv_sigma_rows, coef, geo.rs, geo.offset
     )
     return g, None
 
@@ -732,19 +759,35 @@ class _LeanLoss(torch.autograd.Function):
         return _loss_backward_body(ctx, grad)  # (once_differentiable would only add a no_grad block here)
 
 
+def _lean_loss_node_apply(ctx, grad):
+    """What the autograd engine calls on a :class:`_LeanLoss` node (its ``ctx``): :meth:`_LeanLoss.backward`.
+    ``BackwardCFunction.apply`` looks the user's backward up on every call (``_get_user_fn``: the class's
+    backward and vjp compared, ``boxed_grads_call`` asked; ~1 µs of a ~20 µs backward); this class defines
+    ``backward`` only, so that lookup always picks it."""
+    if torch.is_grad_enabled():  # (as _LeanLoss.backward)
+        return _loss_backward_once(ctx, grad)
+    return _loss_backward_body(ctx, grad)
+
+
+if isinstance(getattr(_LeanLoss, "_backward_cls", None), type) and hasattr(_LeanLoss._backward_cls, "apply"):
+    _LeanLoss._backward_cls.apply = _lean_loss_node_apply
+
+
 def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, how):
     """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
-    one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (sample_offset,
-    reduction, whether λ views the caller's tensor)."""
-    sample_offset = how[0]
-    if not _TRITON_LAUNCHERS:
-        _dsm_launchers()
+    one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (geometry,
+    reduction, whether λ views the caller's tensor); ``sigma_arg`` None: a copy of the σ rows (cached rows)."""
+    geo = how[0]
     if torch.is_grad_enabled() and x.requires_grad:
-        x_tilde = _apply(_LeanPerturb, x, (seed, alpha_rows, sigma_rows, sample_offset))
+        x_tilde = _apply(_LeanPerturb, x, (seed, alpha_rows, sigma_rows, geo))
     else:  # nothing to differentiate: the body alone (its inputs need no gradient, so nothing is recorded)
-        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, sample_offset)
+        x_tilde = _perturb_body(x, seed, alpha_rows, sigma_rows, geo)
+    if sigma_arg is None:
+        # the score's own σ, never the cache's: a copy of the rows (bitwise torch.full of the value), made once
+        # the perturb kernel is queued (it needs nothing of it: the launch goes out a copy's host time sooner)
+        sigma_arg = sigma_rows.clone()
     s = _check_score(score_fn(x_tilde, sigma_arg), x)
-    pack = (seed, inv_sigma_rows, weight_rows, sample_offset, how[1], how[2])
+    pack = (seed, inv_sigma_rows, weight_rows, geo, how[1], how[2])
     if not (torch.is_grad_enabled() and s.requires_grad):
         return _loss_body(None, s, pack)
     if _lean_loss_apply is None or _functorch_active():
@@ -753,10 +796,10 @@ def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_
 
 
 def _run_lean_triton(score_fn, x, p: _Prepared) -> torch.Tensor:
-    """:func:`_lean_run` with a :class:`_Prepared` call."""
+    """:func:`_lean_run` with a :class:`_Prepared` call (its x validated: it has a geometry)."""
     return _lean_run(
         score_fn, x, p.seed, p.alpha_rows, p.sigma_rows, p.inv_sigma_rows, p.weight_rows, p.sigma_arg,
-        (p.sample_offset, p.reduction, True),
+        (_geometry(x, p.sample_offset), p.reduction, True),
     )  # fmt: skip
 
 
@@ -871,7 +914,14 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
     pooled buffer (:func:`_lean_seed`). Returns the loss, or None when the call is not that case (the
     general path then runs it, raising where it must). Nothing is drawn before every check has passed; the
     same seed, rows and launches: bitwise the general path."""
-    if type(x) is not _TENSOR or _is_compiling() or _function_mode_on() or _dispatch_modes():
+    if (
+        type(x) is not _TENSOR
+        or _is_compiling()
+        or _function_mode_on()
+        or _dispatch_modes()
+        or type(sample_offset) is not int  # (before the key: True and 1.0 are equal keys to 1)
+        or type(reduction) is not str
+    ):
         return None
     device = x.device
     try:
@@ -879,19 +929,12 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
             return None
     except (KeyError, TypeError):
         return None
-    if (
-        x.dtype not in _FLOAT_DTYPE_SET
-        or not x.dim()
-        or not x.numel()
-        or not callable(score_fn)
-        or type(reduction) is not str
-        or reduction not in REDUCTIONS
-        or type(sample_offset) is not int
-        or sample_offset < 0
-    ):
+    if reduction not in REDUCTIONS or not callable(score_fn):
         return None
-    batch = x.shape[0]
-    cdt = _FP64 if x.dtype is _FP64 else _FP32
+    geo = _geometry(x, sample_offset)  # (None: not a non-empty float batch, or a negative offset)
+    if geo is None:
+        return None
+    batch, cdt = x.shape[0], geo.cdt
     where = _where(device)  # (the rows and the seed are used first on this call's stream)
     if (
         type(sigma) is float
@@ -903,8 +946,7 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
             check_generator(generator, device)
         rows = _float_rows(sigma, alpha, weight, batch, cdt, device, where)
         sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = rows
-        # the score's own σ, never the cache's: a copy of the rows (bitwise torch.full of the value)
-        sigma_arg, user_weight = sigma_rows.clone(), False
+        sigma_arg, user_weight = None, False  # (None: the score's own copy of the cached rows, see _lean_run)
     else:
         sig = check_scale("sigma", sigma, batch=batch, device=device, allow_zero=False)
         alp = None if alpha is None else check_scale("alpha", alpha, batch=batch, device=device)
@@ -914,7 +956,7 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
         user_weight = wgt is not None and wgt.tensor is not None
         if sig.tensor is None and (alp is None or alp.tensor is None) and not user_weight:
             sigma_rows, alpha_rows, inv_sigma_rows, weight_rows = _scalar_rows(sig, alp, wgt, batch, cdt, device, where)
-            sigma_arg = sigma_rows.clone()
+            sigma_arg = None
         else:
             sigma_rows, alpha_rows, inv_sigma_rows, weight_rows, sigma_arg = _scale_rows(
                 sig, alp, wgt, batch, cdt, device
@@ -922,7 +964,7 @@ def _lean_triton_loss(score_fn, x, sigma, alpha, weight, reduction, generator, b
     seed = _lean_seed(device, generator, where)  # validated: draw
     return _lean_run(
         score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg,
-        (sample_offset, reduction, user_weight),
+        (geo, reduction, user_weight),
     )  # fmt: skip
 
 
