@@ -30,6 +30,8 @@ from .tiles import (
     normal_tile,
     row_launch,
     row_tile,
+    stream_elems_per_warp,
+    stream_warps,
     tile_load,
     tile_rows,
     tile_store,
@@ -47,10 +49,11 @@ NOISE_SQRT2A: tl.constexpr = tl.constexpr(modes.NOISE_SQRT2A)
 
 # Launch shapes (BLOCK, warps, VEC, grids) live in .tiles; re-exported for older imports.
 BLOCK_GPU, NUM_WARPS_GPU, BLOCK_INTERPRETER = FLAT_BLOCK_GPU, FLAT_WARPS_GPU, BLOCK_INTERPRETER
-#: The step runs 4 warps on a 4096-element tile: 32 elements (8 Philox groups) per thread amortise the
-#: per-thread work (Philox key schedule, seed load, index math) over twice the elements of 8 warps.
-STEP_WARPS_GPU = 4
-STEP_ELEMS_PER_WARP = FLAT_BLOCK_GPU // STEP_WARPS_GPU
+#: The step's warps on a 4096-element tile of 4-wide rows: 32 elements (8 Philox groups) per thread amortise the
+#: per-thread work (Philox key schedule, seed load, index math) over twice the elements of 8 warps; 8-wide
+#: (16-bit) rows take 64 elements a thread, 2 warps (tiles.ELEMS_PER_THREAD_GPU: the one place that decides).
+STEP_WARPS_GPU = stream_warps(FLAT_BLOCK_GPU, 4)
+STEP_ELEMS_PER_WARP = stream_elems_per_warp(4)
 #: Per-row scales use the (row, chunk) grid from this row length on (shorter rows would leave most of a
 #: tile idle; the flat grid then divides per element). The interpreter runs each program in Python:
 #: few, large programs, so only long rows.
@@ -358,15 +361,20 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
     row_grid = row_grid and per_row and row_size % 4 == 0 and elem_offset % 4 == 0
     if row_grid:
-        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, STEP_ELEMS_PER_WARP)
+        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, stream_elems_per_warp(vec))
         grid, blk, options = (n // row_size, rl.n_chunks), block or rl.block, rl.options
         if block:
             grid = (n // row_size, triton.cdiv(row_size, block))
         even = row_size % blk == 0
     else:
         # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there; so do
-        # float64 states (32 doubles a thread with per-row scales spill past 255 registers; 16 do not).
-        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 and not fp64 else FLAT_WARPS_GPU
+        # float64 states (32 doubles a thread with per-row scales spill past 255 registers; 16 do not). Per-row
+        # scales here divide per element: 32 elements a thread even in 8-wide rows (64 spill: `fastlangevin
+        # kernels`, bf16 with a clamp 255 registers, 40 bytes of stack).
+        if elem_offset % 4 == 0 and not fp64:
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_row else vec)
+        else:
+            warps = FLAT_WARPS_GPU
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0

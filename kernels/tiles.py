@@ -26,6 +26,39 @@ BLOCK_INTERPRETER = 1 << 16
 #: math) over twice the elements of 8 warps (`fastlangevin kernels`: DSM perturb fp32 33.2 -> 30.6,
 #: corrector norms bf16 unaligned 41.8 -> 37.6 instructions per element; no spills).
 ROW_ELEMS_PER_WARP = 1024
+#: Elements per thread of a compiled group-aligned elementwise program (the step, the DSM perturb), by tile-row
+#: width VEC: 32 (8 Philox groups) for 4-wide (fp32) rows, 64 (16 groups, 2 warps on 4096 elements) for 8-wide
+#: (16-bit) ones. The per-thread work (Philox key schedule, seed and scale loads, index math, the partial-tile
+#: branch: ~100 instructions) is then spread over twice the elements, 1-1.5 per element less (`fastlangevin
+#: kernels`: bf16 step with a clamp, masked 33.09 -> 31.91 at 96 -> 168 registers, row grid 33.44 -> 31.98 at
+#: 96 -> 186; no local memory). A 16-bit operand of 64 elements fills 32 registers, an fp32 one 64 (fp32 data
+#: beside 16-bit data in 8-wide rows: 253-255 registers, no spills). Reductions keep ROW_ELEMS_PER_WARP (their
+#: summation tree follows the layout) and so do per-row scales on the flat grid (the per-element row division
+#: spills at 64 elements a thread).
+#:
+#: Why the occupancy cost is acceptable (a prediction for bench/gpu_check.sh's step section to verify: the bf16
+#: step's % of copy should not drop; not measured): the kernels are memory-bound, so what matters is bytes in flight,
+#: not warps. Little's law: H200 streams ~4.3 TB/s (read plus written) at a loaded HBM latency of ~1 us (an
+#: assumption: 0.6-1 us is the usual figure), so 4.3e12 x 1e-6 / 132 SMs = ~33 KB must be in flight per SM (less
+#: in fact: only the reads wait). A thread issues all its loads before the Philox work (the SASS: every LDG at
+#: the kernel's top), so at 64 elements a thread a warp has 8 KB in flight for a bf16 step (x and the score, 2 B
+#: each), 12 KB with an fp32 operand. 168-212 registers leave 8-12 resident warps per SM (65536 registers /
+#: (32 x regs rounded up to 8), in whole programs of 2): 64-96 KB; 255 registers 8 warps: 96 KB. The 4-warp
+#: launches held 20 warps (96 registers) x 4 KB = 80 KB. Either covers the ~33 KB 2-3 times over, so the halved
+#: occupancy should cost no bandwidth, and the fewer instructions raise the issue ceiling
+#: (fastlangevin/kernel_budget.py).
+ELEMS_PER_THREAD_GPU = {4: 32, 8: 64}
+
+
+def stream_elems_per_warp(vec: int) -> int:
+    """Elements per warp of a compiled group-aligned elementwise program with ``vec``-wide tile rows."""
+    return 32 * ELEMS_PER_THREAD_GPU[vec]
+
+
+def stream_warps(block: int, vec: int) -> int:
+    """Warps of a compiled group-aligned elementwise program over ``block`` elements in ``vec``-wide tile rows
+    (ELEMS_PER_THREAD_GPU; 1 to FLAT_WARPS_GPU)."""
+    return max(1, min(FLAT_WARPS_GPU, block // stream_elems_per_warp(vec)))
 
 
 def launch_options(interpreted: bool, num_warps: int) -> dict:
