@@ -50,7 +50,8 @@ The Philox counters' carry into the high word is selected per counter only in th
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
 on a (row, chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
-element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column, 8 warps).
+element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
+only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ DEVICES = (
 
 #: Warps of the group-aligned elementwise launches (the step, the DSM perturb) at BLOCK 4096, by tile-row
 #: width: kernels/tiles.py ELEMS_PER_THREAD_GPU (32 elements a thread in 4-wide rows, 64 in 8-wide 16-bit
-#: ones; not imported: this module loads without Triton). The step's exceptions: mid-group starts and float64
-#: states run FLAT_WARPS_GPU = 8, per-row scales on the flat grid (-divide) 4 warps in any rows.
+#: ones; not imported: this module loads without Triton). The step's exceptions: float64 states and mid-group
+#: starts with per-row scales run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and per-row scales on
+#: the flat grid (-divide) 4 warps.
 STREAM_WARPS = {4: 4, 8: 2}
 STEP_WARPS = STREAM_WARPS[4]
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
@@ -121,9 +123,9 @@ def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool]]:
 
 def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int) -> int:
     """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``)."""
-    if head or (fp64 and not row_grid):
+    if (head and suffix == "-divide") or (fp64 and not row_grid):
         return 8
-    return STEP_WARPS if suffix == "-divide" else STREAM_WARPS[vec]
+    return STEP_WARPS if head or suffix == "-divide" else STREAM_WARPS[vec]
 
 
 def _step_variants() -> Iterator[Variant]:

@@ -401,8 +401,13 @@ def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
     into a Philox group): their loads are scalar anyway, and the compiler then keeps each row of four in
     the thread that drew its Philox group (with one 2-D load it gives the load a layout of its own and moves
     the noise through shared memory to meet it: `fastlangevin kernels`, 51 -> 41 instructions per element
-    for an fp32 step with a head). The values are the same either way."""
-    if LANES:
+    for an fp32 step with a head). The values are the same either way. ``mask`` None: every element valid."""
+    if LANES and mask is None:
+        p0, p1, p2, p3 = split4(ptrs)
+        return join4(tl.load(p0), tl.load(p1), tl.load(p2), tl.load(p3))
+    elif mask is None:
+        return tl.load(ptrs)
+    elif LANES:
         p0, p1, p2, p3 = split4(ptrs)
         m0, m1, m2, m3 = split4(mask)
         return join4(
@@ -418,8 +423,17 @@ def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
 @triton.jit
 def tile_store(ptrs, values, mask, LANES: tl.constexpr):
     """``tl.store(ptrs, values, mask=mask)`` of an ``[R, 4]`` tile; column by column with LANES
-    (see :func:`tile_load`)."""
-    if LANES:
+    (see :func:`tile_load`); ``mask`` None: every element valid."""
+    if LANES and mask is None:
+        p0, p1, p2, p3 = split4(ptrs)
+        v0, v1, v2, v3 = split4(values)
+        tl.store(p0, v0)
+        tl.store(p1, v1)
+        tl.store(p2, v2)
+        tl.store(p3, v3)
+    elif mask is None:
+        tl.store(ptrs, values)
+    elif LANES:
         p0, p1, p2, p3 = split4(ptrs)
         v0, v1, v2, v3 = split4(values)
         m0, m1, m2, m3 = split4(mask)
@@ -439,11 +453,19 @@ def _pick4(lane, n0, n1, n2, n3):
 
 
 @triton.jit
-def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr = 4, JOIN: tl.constexpr = False):
+def normal_tile(
+    seed_ptr,
+    first_group,
+    GROUPS: tl.constexpr,
+    VEC: tl.constexpr = 4,
+    JOIN: tl.constexpr = False,
+    SPLIT_JOIN: tl.constexpr = False,
+):
     """Standard normals for the tile of :func:`flat_tile`: shape ``[GROUPS * 4 // VEC, VEC]``,
     element ``(r, l)`` is global element ``4 * first_group + VEC * r + l`` — output ``l % 4``
     of :func:`fast_randn4x` at counter ``first_group + (VEC * r + l) // 4``. JOIN (VEC 4) builds the tile
-    by joins, for tiles loaded with :func:`tile_load`'s LANES (the same values)."""
+    by joins, for tiles loaded with :func:`tile_load`'s LANES (the same values); SPLIT_JOIN: a JOIN tile takes the
+    two copies of the rounds too (below)."""
     # The seed's two 32-bit words, loaded apart: LLVM then keeps Philox in 32-bit words (from one
     # int64 it fuses the first rounds into 64-bit ops that ptxas cannot turn into wide multiplies).
     words = seed_ptr.to(tl.pointer_type(tl.uint32))
@@ -463,10 +485,13 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     # one of the two program scalars; elsewhere x0 is the one scalar, and so is round 2's product of it (a
     # compare, a select, a register copy and a wide multiply less per Philox group). Two copies of the
     # rounds; the wrapping tile's is the cold one. The same values either way. Mid-group (JOIN) tiles keep the
-    # one copy with the selects: their scalar accesses leave the split no gain (`fastlangevin kernels`).
+    # one copy with the selects unless SPLIT_JOIN: the step's, whose interior tiles run unmasked, gain by the
+    # split (`fastlangevin kernels`: bf16 with a clamp and a head 38.38 -> 38.25 at 8 warps); the corrector's
+    # unaligned norms lose (37.6 -> 39.5).
     x_lo = g_hi ^ k0
     c0 = g_lo + offs
-    if JOIN or g_lo > 0xFFFFFFFF - (GROUPS - 1):  # the wrapping tile (first: ptxas lays it out as the cold one)
+    # the wrapping tile first: ptxas lays it out as the cold one
+    if (JOIN and not SPLIT_JOIN) or g_lo > 0xFFFFFFFF - (GROUPS - 1):
         x_hi = (g_hi + 1) ^ k0
         z = _tile_normals(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo), tl.where(c0 + 1 < g_lo, x_hi, x_lo), VEC, JOIN)
     else:

@@ -139,15 +139,16 @@ def _run_tool(tmp_path, *args):
 # regression fails; lower a value when a change improves it. Issue 12's targets: the step and the DSM perturb
 # <= 32, the other passes <= 40. Reached by every variant here (the 16-bit step with a clamp or per-row scales
 # 33.09 / 33.44 -> 31.91 / 31.98 at 64 elements a thread: kernels/tiles.py ELEMS_PER_THREAD_GPU) except a start
-# mid-way into a Philox group (44.9: scalar accesses and two-sided element masks; a memory-aligned tile would
-# need more Philox work). Where the step's instructions go: kernel_budget's docstring.
+# mid-way into a Philox group (44.9 -> 35.88 with unmasked interior tiles at 4 warps; the rest is its scalar
+# accesses: a memory-aligned tile would need more Philox work). Where the step's instructions go: kernel_budget's
+# docstring.
 SUBSET_GUARD = {
     "step-fp32-fp32-a0-b0-head0": 30.4,  # masked tiles (n not a multiple of 4096): only the last one masks its loads
     "step-fp32-fp32-a0-b4-head0-even": 29.3,  # every tile full: no masks
     "step-fp32-bf16-a1-b3-head0": 5.7,  # no noise
     "step-fp16-fp16-a1-b1-head0-even": 30.5,
     "step-bf16-bf16-a0-b4-clamp-head0": 32.2,
-    "step-bf16-bf16-a0-b4-clamp-head3": 45.2,  # mid-group start: scalar accesses, column loads, 8 warps
+    "step-bf16-bf16-a0-b4-clamp-head3": 36.1,  # mid-group start: scalar accesses, column loads (unmasked inside)
     "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 32.2,  # per-row scales, (row, chunk) grid
     "dsm-perturb-fp32-alpha-head0": 30.5,
     "dsm-loss-partial-fp32-aligned": 32.1,
