@@ -26,15 +26,14 @@ BLOCK_INTERPRETER = 1 << 16
 #: math) over twice the elements of 8 warps (`fastlangevin kernels`: DSM perturb fp32 33.2 -> 30.6,
 #: corrector norms bf16 unaligned 41.8 -> 37.6 instructions per element; no spills).
 ROW_ELEMS_PER_WARP = 1024
-#: Elements per thread of a compiled group-aligned elementwise program (the step, the DSM perturb), by tile-row
-#: width VEC: 32 (8 Philox groups) for 4-wide (fp32) rows, 64 (16 groups, 2 warps on 4096 elements) for 8-wide
-#: (16-bit) ones. The per-thread work (Philox key schedule, seed and scale loads, index math, the partial-tile
-#: branch: ~100 instructions) is then spread over twice the elements, 1-1.5 per element less (`fastlangevin
-#: kernels`: bf16 step with a clamp, masked 33.09 -> 31.91 at 96 -> 168 registers, row grid 33.44 -> 31.98 at
-#: 96 -> 186; no local memory). A 16-bit operand of 64 elements fills 32 registers, an fp32 one 64 (fp32 data
-#: beside 16-bit data in 8-wide rows: 253-255 registers, no spills). Reductions keep ROW_ELEMS_PER_WARP (their
-#: summation tree follows the layout) and so do per-row scales on the flat grid (the per-element row division
-#: spills at 64 elements a thread).
+#: Elements per thread of a compiled group-aligned elementwise program (the step, the DSM perturb), by tile-row width
+#: VEC: 32 (8 Philox groups) for 4-wide rows (fp32; the step's mid-group starts), 64 (16 groups, 2 warps on 4096
+#: elements) for 8-wide (16-bit) ones. The per-thread work (Philox key schedule, seed and scale loads, index math, the
+#: partial-tile branch: ~100 instructions) is then spread over twice the elements, 1-1.5 per element less (`fastlangevin
+#: kernels`: bf16 step with a clamp, masked 33.09 -> 31.91 at 96 -> 168 registers, row grid 33.44 -> 31.98 at 96 -> 186;
+#: no local memory). A 16-bit operand of 64 elements fills 32 registers, an fp32 one 64 (fp32 data beside 16-bit data in
+#: 8-wide rows: 253-255 registers, no spills). Reductions keep ROW_ELEMS_PER_WARP (their summation tree follows the
+#: layout) and so do per-row scales on the flat grid (the per-element row division spills at 64 elements a thread).
 #:
 #: Why the occupancy cost is acceptable (a prediction for bench/gpu_check.sh's step section to verify: the bf16
 #: step's % of copy should not drop; not measured): the kernels are memory-bound, so what matters is bytes in flight,
