@@ -34,7 +34,13 @@ the fp32 bit split of U in 5 integer ops, 2 conversions, 6 + 1 FFMA of the log p
 ``MUFU.SQRT``, the sign ``LOP3``; the angle: 1 conversion, 1 FMUL and ptxas's ``FMUL.RZ`` range scaling,
 ``MUFU.SIN`` and ``MUFU.COS``; 2 FMUL by r), the update ``x + a s + b z`` 4 per element (unfused, to round as
 the fallback does), and the per-thread work (key schedule, seed load, index math) ~1.5 per element at 32
-elements per thread. (The interpreter evaluates the angle's sine and cosine as polynomials instead:
+elements per thread. 8-wide (16-bit) tiles run 64 elements a thread (2 warps on 4096: ``kernels/tiles.py``
+ELEMS_PER_THREAD_GPU), which halves that share (bf16 step with a clamp 33.09 -> 31.91) at 168-255 registers
+instead of 80-127, so about half the resident warps. The model counts issue slots only; what the occupancy costs
+a memory-bound kernel is bytes in flight, and by Little's law (the derivation in that comment: ~33 KB per SM
+needed at 4.3 TB/s and ~1 us loaded latency, 64-96 KB resident at 64 elements a thread) it should cost nothing:
+a prediction for the GPU benchmark to check (2 against 4 warps), not a measurement.
+(The interpreter evaluates the angle's sine and cosine as polynomials instead:
 ``kernels/tiles.py`` HW_SINCOS, bound in ``fastlangevin._rng``; 7 FFMA and 2 FMUL more per pair.)
 Masked tiles add ~1 (the count left, the stores' predicates; the step's masked loads, whose registers
 Triton zero-fills first, run in the launch's one partial tile only, jumped over elsewhere); a clamp 2
@@ -44,7 +50,8 @@ The Philox counters' carry into the high word is selected per counter only in th
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
 on a (row, chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
-element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column, 8 warps).
+element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
+only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).
 """
 
 from __future__ import annotations
@@ -64,9 +71,13 @@ DEVICES = (
     ("H200", 132 * 4 * 32 * 1.98e9, 4.3e12),
 )
 
-#: The step's launch for group-aligned starts (kernels/langevin_step.py STEP_WARPS_GPU; not imported: this
-#: module loads without Triton); mid-group starts and float64 states run FLAT_WARPS_GPU = 8.
-STEP_WARPS = 4
+#: Warps of the group-aligned elementwise launches (the step, the DSM perturb) at BLOCK 4096, by tile-row
+#: width: kernels/tiles.py ELEMS_PER_THREAD_GPU (32 elements a thread in 4-wide rows, 64 in 8-wide 16-bit
+#: ones; not imported: this module loads without Triton). The step's exceptions: float64 states and mid-group
+#: starts with per-row scales run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and per-row scales on
+#: the flat grid (-divide) 4 warps.
+STREAM_WARPS = {4: 4, 8: 2}
+STEP_WARPS = STREAM_WARPS[4]
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
 ROW_WARPS = 4
 _DTYPE_BYTES = {"fp64": 8, "fp32": 4, "bf16": 2, "fp16": 2}
@@ -108,6 +119,13 @@ def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool]]:
     else:
         yield "", False, False
         yield "-even", False, True
+
+
+def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int) -> int:
+    """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``)."""
+    if (head and suffix == "-divide") or (fp64 and not row_grid):
+        return 8
+    return STEP_WARPS if head or suffix == "-divide" else STREAM_WARPS[vec]
 
 
 def _step_variants() -> Iterator[Variant]:
@@ -165,7 +183,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("EVEN", even),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                 ),
-                                num_warps=8 if head or (x == "fp64" and not row_grid) else STEP_WARPS,  # the launcher
+                                num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec),
                                 block=4096,
                                 bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
                                 core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,
@@ -196,7 +214,7 @@ def _dsm_variants() -> Iterator[Variant]:
                         ("BLOCK", 4096),
                         ("VEC", vec_of(head == 0)),
                     ),
-                    num_warps=ROW_WARPS,
+                    num_warps=STREAM_WARPS[vec_of(head == 0)],  # elementwise (kernels/dsm.py _perturb_plan)
                     block=4096,
                     bytes_per_element=2 * _DTYPE_BYTES[dt],
                     core=dt in ("fp32", "bf16") and has_alpha and head == 0,

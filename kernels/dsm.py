@@ -33,6 +33,7 @@ from .tiles import (
     launch_options,
     normal_tile,
     row_launch,
+    stream_elems_per_warp,
     tile_load,
     tile_rows,
     tile_store,
@@ -299,7 +300,9 @@ def _perturb_plan(n, row_size, elem_offset, half, has_alpha, noise_from_ptr, fp6
     if block is None:  # the interpreter: one program per row (few, large programs)
         block = min(BLOCK_INTERPRETER, triton.next_power_of_2(row_size + head_room)) if interpreted else gpu_block
     grid = (n // row_size, triton.cdiv(row_size + head_room, block))
-    consts = dict(HEAD=0 if aligned else 1, BLOCK=block, VEC=vec, **modes, **row_options(interpreted, block))
+    # elementwise: 64 elements a thread in 8-wide rows (tiles.ELEMS_PER_THREAD_GPU)
+    options = row_options(interpreted, block, stream_elems_per_warp(vec))
+    consts = dict(HEAD=0 if aligned else 1, BLOCK=block, VEC=vec, **modes, **options)
     return False, grid, (row_size, elem_offset), consts
 
 

@@ -30,6 +30,8 @@ from .tiles import (
     normal_tile,
     row_launch,
     row_tile,
+    stream_elems_per_warp,
+    stream_warps,
     tile_load,
     tile_rows,
     tile_store,
@@ -47,10 +49,11 @@ NOISE_SQRT2A: tl.constexpr = tl.constexpr(modes.NOISE_SQRT2A)
 
 # Launch shapes (BLOCK, warps, VEC, grids) live in .tiles; re-exported for older imports.
 BLOCK_GPU, NUM_WARPS_GPU, BLOCK_INTERPRETER = FLAT_BLOCK_GPU, FLAT_WARPS_GPU, BLOCK_INTERPRETER
-#: The step runs 4 warps on a 4096-element tile: 32 elements (8 Philox groups) per thread amortise the
-#: per-thread work (Philox key schedule, seed load, index math) over twice the elements of 8 warps.
-STEP_WARPS_GPU = 4
-STEP_ELEMS_PER_WARP = FLAT_BLOCK_GPU // STEP_WARPS_GPU
+#: The step's warps on a 4096-element tile of 4-wide rows: 32 elements (8 Philox groups) per thread amortise the
+#: per-thread work (Philox key schedule, seed load, index math) over twice the elements of 8 warps; 8-wide
+#: (16-bit) rows take 64 elements a thread, 2 warps (tiles.ELEMS_PER_THREAD_GPU: the one place that decides).
+STEP_WARPS_GPU = stream_warps(FLAT_BLOCK_GPU, 4)
+STEP_ELEMS_PER_WARP = stream_elems_per_warp(4)
 #: Per-row scales use the (row, chunk) grid from this row length on (shorter rows would leave most of a
 #: tile idle; the flat grid then divides per element). The interpreter runs each program in Python:
 #: few, large programs, so only long rows.
@@ -65,7 +68,15 @@ MASKED_POLICY: tl.constexpr = tl.constexpr("evict_first")
 
 @triton.jit
 def _load_scale(
-    val, ptr, rows, MODE: tl.constexpr, mask, COMPUTE: tl.constexpr, ROW_GRID: tl.constexpr, LANES: tl.constexpr
+    val,
+    ptr,
+    rows,
+    MODE: tl.constexpr,
+    mask,
+    COMPUTE: tl.constexpr,
+    ROW_GRID: tl.constexpr,
+    LANES: tl.constexpr,
+    EVEN: tl.constexpr = False,
 ):
     if MODE == SCALE_ARG:
         r = val
@@ -73,6 +84,8 @@ def _load_scale(
         r = tl.load(ptr).to(COMPUTE)
     elif ROW_GRID:  # one row per program: `rows` is a scalar
         r = tl.load(ptr + rows).to(COMPUTE)
+    elif EVEN:  # every row index valid
+        r = tile_load(ptr + rows, None, LANES).to(COMPUTE)
     else:
         r = tile_load(ptr + rows, mask, LANES, 0.0).to(COMPUTE)
     return r
@@ -84,7 +97,7 @@ def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False, POLICY: t
     # drops the mask, and with it the zeroing of the masked registers and the compares. POLICY: the masked
     # load's eviction policy (see _langevin_step_kernel's SPLIT).
     if EVEN:
-        return tl.load(ptrs)
+        return tile_load(ptrs, None, LANES)
     elif LANES:
         return tile_load(ptrs, mask, LANES)
     else:
@@ -161,7 +174,7 @@ def _store_tile(
             tl.store(ptr + start + oa, va, mask=oa < left, eviction_policy=POLICY)
             tl.store(ptr + start + ob, vb, mask=ob < left, eviction_policy=POLICY)
     elif EVEN:
-        tl.store(ptr + start + offs, values)
+        tile_store(ptr + start + offs, values, None, LANES)
     elif LANES:
         tile_store(ptr + start + offs, values, mask, LANES)
     else:
@@ -215,6 +228,63 @@ def _langevin_step_kernel(
         rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
 
+    if HEAD != 0:
+        # A mid-group start: only program 0 (the head) and the last tile need element masks; every other tile
+        # runs the body unmasked (column loads and stores without predicates). The masked copy comes first,
+        # so ptxas lays it out as the jumped-over one (as the group-aligned SPLIT below; `fastlangevin kernels`:
+        # bf16 step with a clamp and a head 44.94 -> 38.38 instructions per element at 8 warps).
+        if (tl.program_id(0) == 0) | (left < BLOCK):
+            _step_body(
+                x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+                lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
+                HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, False, LANES,
+            )  # fmt: skip
+        else:
+            _step_body(
+                x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+                lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
+                HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, True, LANES,
+            )  # fmt: skip
+    else:
+        _step_body(
+            x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+            lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
+            HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, EVEN, LANES,
+        )  # fmt: skip
+
+
+@triton.jit
+def _step_body(
+    x_ptr,
+    score_ptr,
+    out_ptr,
+    seed_ptr,
+    noise_ptr,
+    step_ptr,
+    noise_scale_ptr,
+    step_val,
+    noise_val,
+    lo,
+    hi,
+    start,
+    offs,
+    mask,
+    left,
+    rows,
+    first_group,
+    HEAD: tl.constexpr,
+    STEP_MODE: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr,
+    HAS_CLAMP: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+    ROW_GRID: tl.constexpr,
+    EVEN: tl.constexpr,
+    LANES: tl.constexpr,
+):
+    """The update of one tile (see :func:`_langevin_step_kernel`); EVEN: every element of it is valid."""
     # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
     # an fp32 score beside a 16-bit state is not: its one load costs fewer instructions (`fastlangevin kernels`).
     HALVES: tl.constexpr = HEAD == 0
@@ -235,17 +305,17 @@ def _langevin_step_kernel(
     else:
         x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
         s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
-    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES)
+    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN)
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
         else:
-            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES)
+            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN)
         if NOISE_FROM_PTR:
             z = _load(noise_ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
         else:
-            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC, LANES)
+            z = normal_tile(seed_ptr, first_group, BLOCK // 4, VEC, LANES, True)
         out = out + b * z.to(COMPUTE)
     OUT: tl.constexpr = out_ptr.dtype.element_ty
     if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED:
@@ -358,15 +428,23 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
     row_grid = row_grid and per_row and row_size % 4 == 0 and elem_offset % 4 == 0
     if row_grid:
-        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, STEP_ELEMS_PER_WARP)
+        rl = row_launch(row_size, elem_offset, interpreted, 16, 0, stream_elems_per_warp(vec))
         grid, blk, options = (n // row_size, rl.n_chunks), block or rl.block, rl.options
         if block:
             grid = (n // row_size, triton.cdiv(row_size, block))
         even = row_size % blk == 0
     else:
-        # A mid-group start (HEAD) has unvectorised accesses and twice the registers: 8 warps there; so do
-        # float64 states (32 doubles a thread with per-row scales spill past 255 registers; 16 do not).
-        warps = STEP_WARPS_GPU if elem_offset % 4 == 0 and not fp64 else FLAT_WARPS_GPU
+        # Float64 states run 8 warps (32 doubles a thread with per-row scales spill past 255 registers; 16 do
+        # not). Per-row scales here divide per element: 32 elements a thread even in 8-wide rows (64 spill:
+        # `fastlangevin kernels`, bf16 with a clamp 255 registers, 40 bytes of stack), and 16 with a mid-group
+        # start (HEAD: scalar accesses in 4-wide rows; 32 take 206 registers). Other mid-group starts take 32 a
+        # thread as fp32 does (4-wide rows; 150 registers, no local memory: bf16 with a clamp 38.25 -> 35.88
+        # instructions per element against 16).
+        head = elem_offset % 4 != 0
+        if fp64 or (head and per_row):
+            warps = FLAT_WARPS_GPU
+        else:
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_row or head else vec)
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0

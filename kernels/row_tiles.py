@@ -68,12 +68,15 @@ def lanes_busy(need: int, block: int) -> float:
     return need / (triton.cdiv(need, block) * block)
 
 
-def row_warps(block: int) -> int:
-    return max(1, min(8, block // ROW_ELEMS_PER_WARP))
+def row_warps(block: int, elems_per_warp: int = ROW_ELEMS_PER_WARP) -> int:
+    return max(1, min(8, block // elems_per_warp))
 
 
-def row_options(interpreted: bool, block: int) -> dict:
-    return launch_options(interpreted, row_warps(block))
+def row_options(interpreted: bool, block: int, elems_per_warp: int = ROW_ELEMS_PER_WARP) -> dict:
+    """Launch options of a row kernel over ``block``-column chunks: one warp per ``elems_per_warp`` columns
+    (elementwise kernels: :func:`kernels.tiles.stream_elems_per_warp`; reductions keep the default, their
+    summation order follows the layout)."""
+    return launch_options(interpreted, row_warps(block, elems_per_warp))
 
 
 @triton.jit

@@ -26,6 +26,38 @@ BLOCK_INTERPRETER = 1 << 16
 #: math) over twice the elements of 8 warps (`fastlangevin kernels`: DSM perturb fp32 33.2 -> 30.6,
 #: corrector norms bf16 unaligned 41.8 -> 37.6 instructions per element; no spills).
 ROW_ELEMS_PER_WARP = 1024
+#: Elements per thread of a compiled group-aligned elementwise program (the step, the DSM perturb), by tile-row width
+#: VEC: 32 (8 Philox groups) for 4-wide rows (fp32; the step's mid-group starts), 64 (16 groups, 2 warps on 4096
+#: elements) for 8-wide (16-bit) ones. The per-thread work (Philox key schedule, seed and scale loads, index math, the
+#: partial-tile branch: ~100 instructions) is then spread over twice the elements, 1-1.5 per element less (`fastlangevin
+#: kernels`: bf16 step with a clamp, masked 33.09 -> 31.91 at 96 -> 168 registers, row grid 33.44 -> 31.98 at 96 -> 186;
+#: no local memory). A 16-bit operand of 64 elements fills 32 registers, an fp32 one 64 (fp32 data beside 16-bit data in
+#: 8-wide rows: 253-255 registers, no spills). Reductions keep ROW_ELEMS_PER_WARP (their summation tree follows the
+#: layout) and so do per-row scales on the flat grid (the per-element row division spills at 64 elements a thread).
+#:
+#: Why the occupancy cost is acceptable (a prediction for bench/gpu_check.sh's step section to verify: the bf16
+#: step's % of copy should not drop; not measured): the kernels are memory-bound, so what matters is bytes in flight,
+#: not warps. Little's law: H200 streams ~4.3 TB/s (read plus written) at a loaded HBM latency of ~1 us (an
+#: assumption: 0.6-1 us is the usual figure), so 4.3e12 x 1e-6 / 132 SMs = ~33 KB must be in flight per SM (less
+#: in fact: only the reads wait). A thread issues all its loads before the Philox work (the SASS: every LDG at
+#: the kernel's top), so at 64 elements a thread a warp has 8 KB in flight for a bf16 step (x and the score, 2 B
+#: each), 12 KB with an fp32 operand. 168-212 registers leave 8-12 resident warps per SM (65536 registers /
+#: (32 x regs rounded up to 8), in whole programs of 2): 64-96 KB; 255 registers 8 warps: 96 KB. The 4-warp
+#: launches held 20 warps (96 registers) x 4 KB = 80 KB. Either covers the ~33 KB 2-3 times over, so the halved
+#: occupancy should cost no bandwidth, and the fewer instructions raise the issue ceiling
+#: (fastlangevin/kernel_budget.py).
+ELEMS_PER_THREAD_GPU = {4: 32, 8: 64}
+
+
+def stream_elems_per_warp(vec: int) -> int:
+    """Elements per warp of a compiled group-aligned elementwise program with ``vec``-wide tile rows."""
+    return 32 * ELEMS_PER_THREAD_GPU[vec]
+
+
+def stream_warps(block: int, vec: int) -> int:
+    """Warps of a compiled group-aligned elementwise program over ``block`` elements in ``vec``-wide tile rows
+    (ELEMS_PER_THREAD_GPU; 1 to FLAT_WARPS_GPU)."""
+    return max(1, min(FLAT_WARPS_GPU, block // stream_elems_per_warp(vec)))
 
 
 def launch_options(interpreted: bool, num_warps: int) -> dict:
@@ -55,8 +87,9 @@ class FlatLaunch(NamedTuple):
 
 
 #: Register limit of compiled mid-group (HEAD) flat launches: the hardware's. Without an explicit one, ptxas
-#: (Triton 3.9) squeezes the fp16 step with a head into 64 registers and spills 24 bytes to local memory
-#: (`fastlangevin kernels`); given 255 it takes 90 registers and no local memory.
+#: (Triton 3.9) squeezed the fp16 step with a head (8 warps, before its interior tiles ran unmasked) into 64
+#: registers and spilled 24 bytes to local memory (`fastlangevin kernels`); given 255 it took 90 registers and no
+#: local memory (the step's heads now run 4 warps at ~150).
 HEAD_MAXNREG = 255
 
 
@@ -368,8 +401,13 @@ def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
     into a Philox group): their loads are scalar anyway, and the compiler then keeps each row of four in
     the thread that drew its Philox group (with one 2-D load it gives the load a layout of its own and moves
     the noise through shared memory to meet it: `fastlangevin kernels`, 51 -> 41 instructions per element
-    for an fp32 step with a head). The values are the same either way."""
-    if LANES:
+    for an fp32 step with a head). The values are the same either way. ``mask`` None: every element valid."""
+    if LANES and mask is None:
+        p0, p1, p2, p3 = split4(ptrs)
+        return join4(tl.load(p0), tl.load(p1), tl.load(p2), tl.load(p3))
+    elif mask is None:
+        return tl.load(ptrs)
+    elif LANES:
         p0, p1, p2, p3 = split4(ptrs)
         m0, m1, m2, m3 = split4(mask)
         return join4(
@@ -385,8 +423,17 @@ def tile_load(ptrs, mask, LANES: tl.constexpr, other=None):
 @triton.jit
 def tile_store(ptrs, values, mask, LANES: tl.constexpr):
     """``tl.store(ptrs, values, mask=mask)`` of an ``[R, 4]`` tile; column by column with LANES
-    (see :func:`tile_load`)."""
-    if LANES:
+    (see :func:`tile_load`); ``mask`` None: every element valid."""
+    if LANES and mask is None:
+        p0, p1, p2, p3 = split4(ptrs)
+        v0, v1, v2, v3 = split4(values)
+        tl.store(p0, v0)
+        tl.store(p1, v1)
+        tl.store(p2, v2)
+        tl.store(p3, v3)
+    elif mask is None:
+        tl.store(ptrs, values)
+    elif LANES:
         p0, p1, p2, p3 = split4(ptrs)
         v0, v1, v2, v3 = split4(values)
         m0, m1, m2, m3 = split4(mask)
@@ -406,11 +453,19 @@ def _pick4(lane, n0, n1, n2, n3):
 
 
 @triton.jit
-def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr = 4, JOIN: tl.constexpr = False):
+def normal_tile(
+    seed_ptr,
+    first_group,
+    GROUPS: tl.constexpr,
+    VEC: tl.constexpr = 4,
+    JOIN: tl.constexpr = False,
+    SPLIT_JOIN: tl.constexpr = False,
+):
     """Standard normals for the tile of :func:`flat_tile`: shape ``[GROUPS * 4 // VEC, VEC]``,
     element ``(r, l)`` is global element ``4 * first_group + VEC * r + l`` — output ``l % 4``
     of :func:`fast_randn4x` at counter ``first_group + (VEC * r + l) // 4``. JOIN (VEC 4) builds the tile
-    by joins, for tiles loaded with :func:`tile_load`'s LANES (the same values)."""
+    by joins, for tiles loaded with :func:`tile_load`'s LANES (the same values); SPLIT_JOIN: a JOIN tile takes the
+    two copies of the rounds too (below)."""
     # The seed's two 32-bit words, loaded apart: LLVM then keeps Philox in 32-bit words (from one
     # int64 it fuses the first rounds into 64-bit ops that ptxas cannot turn into wide multiplies).
     words = seed_ptr.to(tl.pointer_type(tl.uint32))
@@ -430,10 +485,13 @@ def normal_tile(seed_ptr, first_group, GROUPS: tl.constexpr, VEC: tl.constexpr =
     # one of the two program scalars; elsewhere x0 is the one scalar, and so is round 2's product of it (a
     # compare, a select, a register copy and a wide multiply less per Philox group). Two copies of the
     # rounds; the wrapping tile's is the cold one. The same values either way. Mid-group (JOIN) tiles keep the
-    # one copy with the selects: their scalar accesses leave the split no gain (`fastlangevin kernels`).
+    # one copy with the selects unless SPLIT_JOIN: the step's, whose interior tiles run unmasked, gain by the
+    # split (`fastlangevin kernels`: bf16 with a clamp and a head 38.38 -> 38.25 at 8 warps); the corrector's
+    # unaligned norms lose (37.6 -> 39.5).
     x_lo = g_hi ^ k0
     c0 = g_lo + offs
-    if JOIN or g_lo > 0xFFFFFFFF - (GROUPS - 1):  # the wrapping tile (first: ptxas lays it out as the cold one)
+    # the wrapping tile first: ptxas lays it out as the cold one
+    if (JOIN and not SPLIT_JOIN) or g_lo > 0xFFFFFFFF - (GROUPS - 1):
         x_hi = (g_hi + 1) ^ k0
         z = _tile_normals(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo), tl.where(c0 + 1 < g_lo, x_hi, x_lo), VEC, JOIN)
     else:

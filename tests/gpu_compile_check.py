@@ -20,7 +20,7 @@ assert os.environ.get("TRITON_INTERPRET", "0") != "1", "run without TRITON_INTER
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 from fastlangevin.kernels import corrector, dsm, langevin_step  # noqa: E402
-from fastlangevin.kernels.tiles import launch_options  # noqa: E402
+from fastlangevin.kernels.tiles import launch_options, stream_warps  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
@@ -100,7 +100,7 @@ def variants():
         step_ptrs(bf16, bf16),
         step_floats,
         {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "VEC": 8, "ROW_GRID": True, "EVEN": True},
-        langevin_step.STEP_WARPS_GPU,
+        stream_warps(langevin_step.BLOCK_GPU, 8),  # the launcher's: 64 elements a thread in 8-wide rows
     )
     yield "step-fp16-deterministic", ls, step_ptrs("fp16", "fp16"), step_floats, {**base, "NOISE_MODE": 3, "VEC": 8}, W
     yield (
