@@ -759,20 +759,6 @@ class _LeanLoss(torch.autograd.Function):
         return _loss_backward_body(ctx, grad)  # (once_differentiable would only add a no_grad block here)
 
 
-def _lean_loss_node_apply(ctx, grad):
-    """What the autograd engine calls on a :class:`_LeanLoss` node (its ``ctx``): :meth:`_LeanLoss.backward`.
-    ``BackwardCFunction.apply`` looks the user's backward up on every call (``_get_user_fn``: the class's
-    backward and vjp compared, ``boxed_grads_call`` asked; ~1 µs of a ~20 µs backward); this class defines
-    ``backward`` only, so that lookup always picks it."""
-    if torch.is_grad_enabled():  # (as _LeanLoss.backward)
-        return _loss_backward_once(ctx, grad)
-    return _loss_backward_body(ctx, grad)
-
-
-if isinstance(getattr(_LeanLoss, "_backward_cls", None), type) and hasattr(_LeanLoss._backward_cls, "apply"):
-    _LeanLoss._backward_cls.apply = _lean_loss_node_apply
-
-
 def _lean_run(score_fn, x, seed, alpha_rows, sigma_rows, inv_sigma_rows, weight_rows, sigma_arg, how):
     """:func:`_run` on the Triton path for plain tensors: the same kernels, seed and arithmetic, each op
     one autograd node (perturb only when x needs a gradient), no dispatcher. ``how``: (geometry,
