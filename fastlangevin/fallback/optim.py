@@ -89,8 +89,8 @@ SMALL = 1 << 12
 #: instead of two numpy ufunc passes: measured in the step (1 thread, interleaved with an eager loop),
 #: SGLD's update 89 -> 78 µs (MLP), 697 -> 629 µs (one 2**20 tensor); no gain below ~16k elements.
 FUSE_MIN = 1 << 14
-#: The cached CPU step gathers a group's small gradients by one torch.cat from this many small tensors
-#: on; below, from numpy views of each (~0.6 µs a tensor): torch.cat's first call in a step that follows
+#: The cached CPU step gathers a group's small gradients by one torch._foreach_copy_ from this many small tensors
+#: on; below, from numpy views of each (~0.6 µs a tensor): that op's first call in a step that follows
 #: other work costs ~30 µs (its code out of cache), more than a few views.
 GATHER_NUMPY_MAX = 16
 #: Up to this many chunk seeds a step, splitmix runs on Python ints (~0.6 µs a key, on code every

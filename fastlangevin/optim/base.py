@@ -123,7 +123,7 @@ class _CpuProgram:
             dicts = [opt.state[p] for p in act]
             states = [d[key] for d in dicts] if key is not None else []
             plan = _fb._plan(tuple(p.shape for p in act), indices, _CPU) if act else None
-            # A small tensor's gradient is gathered by one torch.cat per group (in the plan's order,
+            # A small tensor's gradient is gathered by one torch._foreach_copy_ per group (in the plan's order,
             # flattened) where there are many (see grads); the others are read through numpy views.
             small = [False] * len(act)
             for ks in plan.packed if act else ():
@@ -138,10 +138,14 @@ class _CpuProgram:
             arrays = [p.detach().numpy() for p in act]
             small_idx = [k for k, sm in enumerate(small) if sm]
             large_idx = [k for k, sm in enumerate(small) if not sm]
+            # views of gbuf shaped like the small parameters, in gather order: one _foreach_copy_ fills them
+            # (no per-tensor reshape for torch.cat: measured 65 against 83 µs for ResNet-32's 81, caches cold)
+            offsets = np.cumsum([0] + [act[k].numel() for k in small_idx]).tolist()
+            gviews = [gbuf[o : o + act[k].numel()].view(act[k].shape) for o, k in zip(offsets, small_idx)]
             layout = (
                 small_idx,
                 [act[k].shape for k in small_idx],
-                [act[k].dim() != 1 for k in small_idx] if any(act[k].dim() != 1 for k in small_idx) else None,
+                gviews,
                 large_idx,
                 [arrays[k].shape for k in large_idx],
                 [a.shape for a in arrays],
@@ -185,7 +189,7 @@ class _CpuProgram:
     def grads(self, opt: "LangevinOptimizer") -> Optional[list]:
         """Per group, ``(numpy gradients of its active parameters, flat small gradients per batch)``: with
         more than ``GATHER_NUMPY_MAX`` small tensors, this gathers their gradients into the group's flat
-        buffer by one torch.cat (their entries None), else every gradient is a numpy view and the second
+        buffer by one torch._foreach_copy_ (their entries None), else every gradient is a numpy view and the second
         item None (:func:`run_numpy` gathers them); None where the program does not apply."""
         if opt.state is not self.state or len(opt.param_groups) != len(self.groups):
             return None
@@ -194,7 +198,7 @@ class _CpuProgram:
         for group, (cached, params, active, act, ptrs, layout, _, dicts, states, _, _, gbuf, cuts) in zip(
             opt.param_groups, self.groups
         ):
-            small_idx, small_shapes, flatten, large_idx, large_shapes, all_shapes = layout
+            small_idx, small_shapes, gviews, large_idx, large_shapes, all_shapes = layout
             ps = group is cached and group["params"]
             if not ps or len(ps) != len(params) or not all(map(operator.is_, ps, params)):
                 return None
@@ -213,7 +217,7 @@ class _CpuProgram:
                     if get(p) is not d or d.get(key) is not t:
                         return None
             small = [gs[k] for k in small_idx]
-            if len(small) <= _fb.GATHER_NUMPY_MAX:  # few: numpy views of every gradient, no torch.cat
+            if len(small) <= _fb.GATHER_NUMPY_MAX:  # few: numpy views of every gradient, no gather op
                 try:  # raises for sparse, bf16 or grad-requiring tensors
                     arrays = [g.numpy() for g in gs]
                 except (RuntimeError, TypeError):
@@ -225,9 +229,7 @@ class _CpuProgram:
             if set(map(_DTYPE, small)) != _ONLY_F32 or list(map(_SHAPE, small)) != small_shapes:
                 return None
             try:  # into our scratch: a failure (a sparse gradient, say) touches nothing of the user's
-                if flatten:  # (a reshape costs ~0.7 µs even when it changes nothing: only where needed)
-                    small = [g.reshape(-1) if f else g for g, f in zip(small, flatten)]
-                torch.cat(small, out=gbuf)
+                torch._foreach_copy_(gviews, small)  # (dtypes and shapes checked above: copy_ would convert)
             except (RuntimeError, TypeError):
                 return None
             arrays = [None] * len(act)

@@ -54,12 +54,16 @@ def _tensors(shapes, device, dtype, seed):
 
 
 def _eager(params, grads, lr, temperature, method):
-    """The per-parameter loop as usually written, in place (pSGLD α = 0.99, eps = 1e-5; SGHMC f = 0.1)."""
+    """The per-parameter loop as usually written, in place (pSGLD α = 0.99, eps = 1e-5; SGHMC f = 0.1); it reads
+    each gradient as ``p.grad``, as a loop over ``model.parameters()`` does (and the optimizers do)."""
     state = [torch.zeros_like(p) for p in params]  # pSGLD's V, SGHMC's m
     b = math.sqrt(2 * (FRICTION if method == "sghmc" else 1.0) * lr * temperature)  # sqrt(2 f lr T), SGLD f = 1
+    for p, g in zip(params, grads):
+        p.grad = g
 
     def step():
-        for p, g, v in zip(params, grads, state):
+        for p, v in zip(params, state):
+            g = p.grad
             if method == "sgld":
                 p.add_(g, alpha=-lr)
                 if b:
