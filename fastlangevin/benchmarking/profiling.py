@@ -128,7 +128,7 @@ def add_parser(sub) -> None:
     add_machine_options(add)
     add("--n", type=int, default=4096, help="chains")
     add("--dim", type=int, default=64, help="state dimension")
-    add("--steps", type=int, default=20, help="profiled steps")
+    add("--steps", type=int, default=20, help="sampler steps (annealed: split across the workload's 10 noise levels)")
     add("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     add("--backend", default="auto", type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None: auto
         choices=["auto", "triton", "torch"], help="backend=, as in the Python API (default: auto)")  # fmt: skip
