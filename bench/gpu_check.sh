@@ -125,7 +125,7 @@ for name, f in calls.items():
     print(f"{name:16s} host {res[name]['host_us_per_call']:8.2f} us/call (target <= 15)  wall {res[name]['wall_us_per_call']:8.2f}")
 json.dump(res, open(path, "w"), indent=1)
 EOF
-section profile 35 $FL profile --sampler annealed --levels 2 "${PROFILE[@]}" --trace "$OUT/trace.json" \
+section profile 35 $FL profile --sampler annealed "${PROFILE[@]}" --trace "$OUT/trace.json" \
     --json "$OUT/profile.json"
 
 {

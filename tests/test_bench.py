@@ -319,12 +319,8 @@ def test_profile_writes_trace_and_table(tmp_path, capsys):
         "64",
         "--dim",
         "8",
-        "--hidden",
-        "16",
         "--steps",
         "3",
-        "--warmup",
-        "1",
         "--trace",
         str(trace),
         "--json",
@@ -533,12 +529,8 @@ def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
         "32",
         "--dim",
         "8",
-        "--hidden",
-        "16",
         "--steps",
-        "4",
-        "--levels",
-        "2",
+        "20",
         "--trace",
         str(tmp_path / "t.json"),
         "--json",
@@ -547,8 +539,9 @@ def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
     assert cli.main(argv) == 0
     s = json.loads(summary.read_text())
     ph = {p["label"]: p for p in s["phases"]}
-    assert ph["fastlangevin.score"]["calls"] == 2 * 2 + 1  # every step, plus the denoising step's score
-    assert ph["fastlangevin.update"]["calls"] == 4 and ph["fastlangevin.denoise"]["calls"] == 1
+    # the sampler workload's schedule: 10 levels x 20 // 10 steps, then the denoising step
+    assert ph["fastlangevin.score"]["calls"] == 10 * 2 + 1  # every step, plus the denoising step's score
+    assert ph["fastlangevin.update"]["calls"] == 20 and ph["fastlangevin.denoise"]["calls"] == 1
     # the denoising step's score is nested in its label: counted once, under score
     assert ph["fastlangevin.denoise"]["share"] < ph["fastlangevin.denoise"]["inclusive_share"]
     assert sum(p["share"] for p in s["phases"]) <= 1.0 + 1e-6

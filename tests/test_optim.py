@@ -439,10 +439,9 @@ def test_benchmark_workload_method_checks(method):
         assert w.cases(opts.replace(params=()))[0].param("method") == "sgld"  # the default
     else:
         assert "SGLD only" in provs["posteriors"].unavailable(case, opts)
-        eager = wl.METHODS[method][0]
 
         def stateless(params, grads, lr, temperature, method):  # fresh zero state every step
-            return lambda: torch.no_grad()(eager(params, grads, lr, temperature))()
+            return lambda: torch.no_grad()(wl._eager(params, grads, lr, temperature, method))()
 
         with pytest.raises(CheckFailed, match="tensor 0"):
             w.check(Provider("stateless", "s", stateless), case, inp, opts)

@@ -35,33 +35,30 @@ SUITE: list[tuple] = [
 SWEEP = range(8, 25, 2)
 
 
+def _split(text: str | None) -> list[str] | None:
+    """A comma-separated option's items; None when not given or nothing is listed."""
+    return ([t.strip() for t in text.split(",") if t.strip()] if text else None) or None
+
+
 def parse_sizes(text: str | None) -> list[int] | None:
     """``"16,20,24"``, ``"16:28"`` (every exponent) or ``"16:28:2"``: log2 of element counts."""
-    if not text:
-        return None
     out: list[int] = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
+    for part in _split(text) or []:
         bits = [int(b) for b in part.split(":")]
         if len(bits) > 3:
             raise ValueError(f"--sizes range {part!r}: use LO:HI or LO:HI:STEP")
         out.extend(range(bits[0], bits[1] + 1, *bits[2:]) if len(bits) > 1 else bits)
     if bad := [e for e in out if not 0 <= e <= 34]:
         raise ValueError(f"--sizes: exponent {bad[0]} out of range 0..34 (sizes are log2 of the element count)")
-    return out
+    return out or None
 
 
 def parse_shapes(text: str | None) -> list[tuple[int, ...]] | None:
     """``"256x2,4096x2,128x3x64x64"``: explicit state shapes (batch first)."""
-    if not text:
-        return None
     try:
-        return [tuple(int(d) for d in p.strip().split("x")) for p in text.split(",") if p.strip()]
+        return [tuple(int(d) for d in p.split("x")) for p in _split(text) or []] or None
     except ValueError:
         raise ValueError(f"--shapes {text!r}: use e.g. 256x2,128x3x64x64") from None
-
-
-def _split(text):
-    return None if text is None else [t.strip() for t in text.split(",") if t.strip()]
 
 
 def add_machine_options(add) -> None:
@@ -94,12 +91,10 @@ def options_from_args(args) -> BenchOptions:
     names = {p.name for w in workloads for p in WORKLOADS[w].provider_list}
     if (providers := _split(args.providers)) and (bad := [p for p in providers if p not in names]):
         raise ValueError(f"--providers: unknown {bad}; choose from {sorted(names)}")
-    params = []
-    for item in args.param or []:
-        k, sep, v = item.partition("=")
-        if not sep:
-            raise ValueError(f"--param {item!r}: use NAME=VALUE")
-        params.append((k.strip(), int(v) if v.strip().isdigit() else v.strip()))
+    items = [item.partition("=") for item in args.param or []]
+    if bad := [k for k, sep, _ in items if not sep]:  # no "=": partition left the whole item in k
+        raise ValueError(f"--param {bad[0]!r}: use NAME=VALUE")
+    params = [(k.strip(), int(v) if v.strip().isdigit() else v.strip()) for k, _, v in items]
     return BenchOptions(
         device=device, workloads=workloads, dtypes=dtypes, modes=modes, sizes=parse_sizes(args.sizes),
         shapes=parse_shapes(args.shapes), params=tuple(params), providers=providers, eps=args.eps,

@@ -6,9 +6,8 @@ reference ``dst.copy_(src)``: on a CPU round-robin (a load change on a shared ma
 on a GPU with ``triton.testing.do_bench`` (CUDA events, L2 flushed before each repetition).
 """
 
-import dataclasses
 import datetime
-import importlib
+import importlib.metadata
 import itertools
 import math
 import os
@@ -17,15 +16,16 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
 
-import fastlangevin
+from ..cli_info import collect_info
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 MODES = ("out", "inplace")
+PEERS = ("torchebm", "posteriors")  # the peer libraries some workloads compare against
 WORKLOADS: dict[str, "Workload"] = {}  # the registry: name -> workload, filled in order by the package's ``__init__``
 
 
@@ -106,7 +106,7 @@ class BenchOptions:
     extra_providers: dict[str, list[Provider]] = field(default_factory=dict)  # workload -> more (tests)
 
     def replace(self, **kw) -> "BenchOptions":
-        return dataclasses.replace(self, **kw)
+        return replace(self, **kw)
 
 
 class Workload:
@@ -243,7 +243,7 @@ class CaseResult:
         c, cg, bw = self.case, self.copy_gbps, self.bytes_moved is not None
         provs = []
         for p in self.providers:
-            tp, row = self.throughput(p), dataclasses.asdict(p)
+            tp, row = self.throughput(p), asdict(p)
             row["timing_ms"] = row.pop("timing")
             pct = 100 * tp / cg if tp is not None and cg and bw else None
             provs.append(row | {"throughput": tp, "pct_of_copy": pct, "gbps": tp if bw else None})
@@ -251,7 +251,7 @@ class CaseResult:
         d = {"key": c.key, "workload": c.workload, "dtype": c.dtype_name, "mode": c.mode, "shape": list(c.shape)}
         d |= {"numel": c.numel, "params": dict(c.params), "threads": c.threads or torch.get_num_threads()}
         d |= {"bytes_moved": self.bytes_moved, "items_per_call": self.items, "throughput_unit": self.unit}
-        copy = self.copy and {"bytes": self.copy_bytes, "timing_ms": dataclasses.asdict(self.copy), "gbps": cg}
+        copy = self.copy and {"bytes": self.copy_bytes, "timing_ms": asdict(self.copy), "gbps": cg}
         speedups = {a: {b: self.speedup(a, b) for b in names if b != a} for a in names}
         return d | {"skipped": self.skipped, "copy": copy, "providers": provs, "speedups": speedups}
 
@@ -267,25 +267,17 @@ class BenchResult:
 
 
 def environment(opts: BenchOptions) -> dict[str, Any]:
-    """Device, versions, date, platform and options: the header of every raw result."""
-
-    def _version(module: str) -> str | None:
-        try:
-            return getattr(importlib.import_module(module), "__version__", "unknown")
-        except Exception:
-            return None
-
+    """``fastlangevin info`` (versions, platform, environment, each device's backend) plus the device, date, CPU,
+    argv, options and the peers' installed versions (None: not installed): the header of every raw result."""
     dev, cpu = opts.device, platform.processor() or platform.machine()
     if os.path.exists("/proc/cpuinfo"):
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), cpu)
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "device": str(dev)}
-    meta |= {"device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu}
-    meta |= {"fastlangevin": fastlangevin.__version__, "cuda": torch.version.cuda}
-    meta |= {m: _version(m) for m in ("torch", "triton", "numpy")} | {"peers": {"torchebm": _version("torchebm")}}
-    meta |= {"python": platform.python_version(), "platform": platform.platform(), "argv": list(sys.argv)}
+    meta |= {"device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu} | collect_info()
+    peers = {m: next((d.version for d in importlib.metadata.distributions(name=m)), None) for m in PEERS}
+    meta |= {"cuda": torch.version.cuda, "peers": peers, "argv": list(sys.argv)}
     meta |= {"cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    meta["triton_interpret"] = os.environ.get("TRITON_INTERPRET", "0")
-    meta["options"] = {k: v for k, v in dataclasses.asdict(opts).items() if k not in ("device", "extra_providers")}
+    meta["options"] = {k: v for k, v in asdict(opts).items() if k not in ("device", "extra_providers")}
     if dev.type == "cuda":
         props = torch.cuda.get_device_properties(dev)
         meta["gpu"] = {"total_memory": props.total_memory, "capability": f"{props.major}.{props.minor}"}

@@ -3,10 +3,11 @@
 The table: the **top kernels / ops** by self time (GPU: CUDA kernels' device time; CPU: aten ops' self
 time) and the **phases** (the samplers' ``record_function`` labels ``fastlangevin.score``, ``.update``,
 ``.correct``, ``.denoise``), each with its share of the run (GPU: of all kernel time; CPU: of the wall
-time of ``fastlangevin.profile``). ``--sampler``, with a small MLP score: ``loop`` (``langevin_step_`` in a
-plain loop, labelled alike), ``langevin``, ``annealed``, ``pc`` (VE SDE).
+time of ``fastlangevin.profile``). ``--sampler langevin|annealed`` is a case of the ``sampler`` workload,
+run as the bench times it (``annealed`` adds the denoising step).
 """
 
+import functools
 import json
 import operator
 import os
@@ -18,53 +19,24 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
-import fastlangevin as fl
-
-from ..sampling.loop import PHASES, phase
+from ..sampling.loop import PHASES
 from .cli import add_machine_options, machine
-from .engine import synchronize
-from .workloads.sampler import ScoreMLP
+from .engine import BenchOptions, Case, Provider, get_workload, synchronize
+from .workloads import sampler
 
 OUTER_LABEL = "fastlangevin.profile"
 
 
 def build_target(args, device: torch.device):
-    """``(description, run, warmup)`` of ``args.sampler`` with a small MLP score (noise-conditional where
-    the sampler is); ``run`` is one profiled run of several steps."""
-    g = torch.Generator(device=device).manual_seed(args.seed)
-    x0 = torch.randn(args.n, args.dim, device=device, generator=g)
-    net = ScoreMLP(args.dim, args.hidden, conditional=args.sampler in ("annealed", "pc"), seed=args.seed).to(device)
-    kw = dict(generator=g, backend=args.backend)
-    graph = dict(kw, cuda_graph=args.cuda_graph)
-    mlp = f"MLP score {args.dim}-{args.hidden}x3-{args.dim}, {args.n} chains, cuda_graph={args.cuda_graph}"
-    steps, warm = args.steps, max(args.warmup, 1)
-    if args.sampler == "loop":
-        desc = f"loop: {steps} x (MLP + langevin_step_), backend={fl.backend_for(x0, args.backend)}, {mlp}"
-
-        def go(k):
-            for _ in range(k):
-                with phase("fastlangevin.score"):
-                    s = net(x0)
-                with phase("fastlangevin.update"):
-                    fl.langevin_step_(x0, s, args.step_size, **kw)
-
-        warm = args.warmup
-    elif args.sampler == "langevin":
-        desc = f"langevin (ULA): {steps} steps, {mlp}"
-        go = lambda k: fl.langevin(net, x0, step_size=args.step_size, n_steps=k, **graph)  # noqa: E731
-    elif args.sampler == "annealed":
-        L = args.levels
-        sigmas = [0.01 ** (i / max(L - 1, 1)) for i in range(L)]
-        steps, warm = max(1, args.steps // L), 1
-        desc = f"annealed_langevin: {L} levels x {steps} steps + denoise, {mlp}"
-        go = lambda t: fl.annealed_langevin(net, x0, sigmas, n_steps_each=t, step_lr=args.step_lr, **graph)  # noqa: E731
-    else:
-        sde = fl.VESDE(sigma_min=0.01, sigma_max=10.0)
-        desc = f"pc_sample (VE, reverse diffusion + Langevin corrector): {steps} steps, {mlp}"
-        score = lambda x, t: net(x, sde.marginal_std(t))  # noqa: E731
-        go = lambda k: fl.pc_sample(score, sde, x0 * sde.prior_std, n_steps=k, snr=0.16, **graph)  # noqa: E731
-    go = torch.no_grad()(go)
-    return desc, lambda: go(steps), lambda: go(warm)
+    """``(description, run)``: one run of ``args.sampler`` (with the denoising step where annealed) as the
+    ``sampler`` workload times it: its case (seeded MLP score, start state, schedule) and its provider factory."""
+    params = (("sampler", args.sampler), ("score", "mlp"), ("steps", args.steps))
+    case = Case("sampler", (args.n, args.dim), torch.float32, "out", device, params)
+    w, opts = get_workload("sampler"), BenchOptions(device=device, seed=args.seed)
+    what = "annealed_langevin + denoising step" if args.sampler == "annealed" else "langevin (ULA)"
+    make = functools.partial(sampler._fastlangevin, backend=args.backend, cuda_graph=args.cuda_graph, denoise=True)
+    fn, _ = w.timed(Provider(args.sampler, what, make), case, w.setup(case, opts), opts)
+    return f"{what} on {case.key}, backend={args.backend}, cuda_graph={args.cuda_graph}", fn
 
 
 def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
@@ -113,7 +85,6 @@ def format_summary(s: dict[str, Any]) -> str:
         dev = f"  device {p['device_ms']:9.3f} ms" if p["device_ms"] is not None else ""
         share = f"{100 * p['share']:5.1f}%  (inclusive {100 * p['inclusive_share']:5.1f}%)"
         lines.append(f"  {p['label']:22s} {p['calls']:6d} calls  cpu {p['cpu_ms']:9.3f} ms{dev}  {share}")
-    lines += [] if s["phases"] else ["  (no fastlangevin.* labels recorded)"]
     lines += ["", "top kernels / ops by self time:"]
     w = max([len(r["name"][:70]) for r in s["top"]] + [4])
     for r in s["top"]:
@@ -124,14 +95,14 @@ def format_summary(s: dict[str, Any]) -> str:
 def _run(args) -> int:
     try:
         device = machine(args)
-        if args.cuda_graph and (device.type != "cuda" or args.sampler == "loop"):
-            raise ValueError("--cuda-graph needs --device cuda and a library sampler (langevin, annealed, pc)")
+        if args.cuda_graph and device.type != "cuda":
+            raise ValueError("--cuda-graph needs --device cuda")
     except ValueError as exc:
         print(f"fastlangevin profile: error: {exc}", file=sys.stderr)
         return 2
-    desc, run, warmup = build_target(args, device)
+    desc, run = build_target(args, device)
     print(f"profiling {desc} ...", file=sys.stderr, flush=True)
-    warmup()
+    run()  # warm-up, unprofiled: the first call's lazy set-up (kernel builds, a CUDA graph's capture)
     synchronize(device)
     activities = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
     with profile(activities=activities) as prof, record_function(OUTER_LABEL):
@@ -153,16 +124,11 @@ def _run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
     add = p.add_argument
-    add("--sampler", default="loop", choices=["annealed", "langevin", "loop", "pc"])
+    add("--sampler", default="langevin", choices=["annealed", "langevin"])
     add_machine_options(add)
     add("--n", type=int, default=4096, help="chains")
     add("--dim", type=int, default=64, help="state dimension")
-    add("--hidden", type=int, default=256, help="score MLP width")
-    add("--steps", type=int, default=20, help="profiled steps")
-    add("--warmup", type=int, default=3, help="unprofiled warm-up steps")
-    add("--step-size", type=float, default=1e-3, help="loop / langevin step size")
-    add("--levels", type=int, default=10, help="annealed: noise levels (steps are split across them)")
-    add("--step-lr", type=float, default=2e-5, help="annealed: NCSN's epsilon")
+    add("--steps", type=int, default=20, help="sampler steps (annealed: split across the workload's 10 noise levels)")
     add("--cuda-graph", action="store_true", help="samplers: capture a step in a CUDA graph (CUDA only)")
     add("--backend", default="auto", type=lambda v: "auto" if v.lower() == "none" else v.lower(),  # None: auto
         choices=["auto", "triton", "torch"], help="backend=, as in the Python API (default: auto)")  # fmt: skip

@@ -17,10 +17,8 @@ from typing import Any
 
 import torch
 
-import fastlangevin as fl
-from fastlangevin.ops.dsm import dsm_loss_with_noise
-
-from ... import reference
+from ... import dsm_loss, reference
+from ...ops.dsm import dsm_loss_with_noise
 from ..checks import Z_BOUND, expect
 from ..engine import CheckFailed, Provider, Workload, synchronize
 from .common import compile_provider, ours
@@ -39,7 +37,7 @@ def score_model(kind: str, params):
 
 def _fastlangevin(case, score_fn, noise, backend):
     if noise is None:
-        return lambda x, sigma: fl.dsm_loss(score_fn, x, sigma, backend=backend)
+        return lambda x, sigma: dsm_loss(score_fn, x, sigma, backend=backend)
     return lambda x, sigma: dsm_loss_with_noise(score_fn, x, sigma, noise, backend=backend)
 
 

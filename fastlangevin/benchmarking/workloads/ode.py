@@ -51,9 +51,8 @@ class ODE(Workload):
             raise ValueError(f"--param sde={kind!r}: choose vp or ve")
         sde, f64 = VPSDE() if kind == "vp" else VESDE(), torch.float64
 
-        def var(t):  # the marginal variance at t of data N(MU, S2 I)
-            m = sde.marginal_mean_scale(t)
-            return S2 + sde.sigma(t) ** 2 if kind == "ve" else 1.0 + m * m * (S2 - 1.0)
+        def var(t):  # the marginal variance at t of data N(MU, S2 I): x_t = m(t) x_0 + std(t) z
+            return sde.marginal_mean_scale(t) ** 2 * S2 + sde.marginal_std(t) ** 2
 
         def score(x, t):  # its exact score
             td = t.double().reshape((-1,) + (1,) * (x.dim() - 1))

@@ -14,7 +14,6 @@ gradient is in the timing, noted in ``extra``). Check: at temperature 0, two ste
 the float64 :mod:`fastlangevin.reference.optim` formulas (to fp32 rounding) on every tensor.
 """
 
-import functools
 import math
 
 import torch
@@ -82,19 +81,18 @@ def _eager(params, grads, lr, temperature, method):
 
 #: --param model= -> shapes for a width: CIFAR ResNet-32 (101 tensors), a 1-D MLP (10), one 2**16·w tensor
 MODELS = {"resnet32": resnet_shapes, "mlp": mlp_shapes, "large": lambda width: [(width << 16,)]}
-#: method -> (eager loop ``(params, grads, lr, temperature)``, fastlangevin.optim class, reference step(θ, g, state))
+#: method -> (fastlangevin.optim class, reference step(θ, g, state) -> (θ, state))
 METHODS = {
     "sgld": ("SGLD", lambda theta, g, state: (ref.sgld_step(theta, g, LR), state)),
     "psgld": ("pSGLD", lambda theta, g, state: ref.psgld_step(theta, g, state, LR)),
     "sghmc": ("SGHMC", lambda theta, g, state: ref.sghmc_step(theta, g, state, LR)),
 }
-METHODS = {m: (functools.partial(_eager, method=m), *v) for m, v in METHODS.items()}
 
 
 def _fastlangevin(params, grads, lr, temperature, method, backend):
     for p, g in zip(params, grads):
         p.grad = g
-    return getattr(optim, METHODS[method][1])(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
+    return getattr(optim, METHODS[method][0])(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
 
 
 def _posteriors(params, grads, lr, temperature, method):
@@ -159,7 +157,7 @@ class Optim(Workload):
         for p, g in zip(params, grads):
             theta, state = p.double(), torch.zeros_like(p, dtype=torch.float64)
             for _ in range(CHECK_STEPS):
-                theta, state = METHODS[method][2](theta, g.double(), state)
+                theta, state = METHODS[method][1](theta, g.double(), state)
             want.append(theta.to(case.dtype))
         step = provider.make(params, grads, LR, 0.0, method)
         for _ in range(CHECK_STEPS):

@@ -19,9 +19,7 @@ import math
 
 import torch
 
-import fastlangevin as fl
-
-from ... import reference
+from ... import langevin_corrector_, langevin_step, langevin_step_, reference
 from .. import checks
 from ..engine import Provider, Workload, first_line
 from .common import MIN_CHECK_NUMEL, compile_provider, make_state, ours
@@ -62,7 +60,7 @@ def _noise(eps, noise_scale):
 
 
 def _fastlangevin(case, s, eps, noise_scale, backend):
-    op = fl.langevin_step_ if case.mode == "inplace" else fl.langevin_step
+    op = langevin_step_ if case.mode == "inplace" else langevin_step
     return lambda x: op(x, s, eps, noise_scale, backend=backend)
 
 
@@ -129,7 +127,7 @@ class LangevinStep(StateUpdate):
 
 
 def _corrector(case, s, snr, alpha, backend):
-    return lambda x: fl.langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
+    return lambda x: langevin_corrector_(x, s, snr, alpha=alpha, backend=backend)
 
 
 def _corrector_textbook(case, s, snr, alpha):
