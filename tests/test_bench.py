@@ -547,6 +547,19 @@ def test_profile_library_sampler_phases_do_not_overlap(tmp_path):
     assert sum(p["share"] for p in s["phases"]) <= 1.0 + 1e-6
 
 
+def test_profile_pc_sampler_records_the_corrector(tmp_path):
+    summary = tmp_path / "s.json"
+    argv = ["profile", "--sampler", "pc", "--device", "cpu", "--n", "32", "--dim", "8", "--steps", "4"]
+    assert cli.main(argv + ["--trace", str(tmp_path / "t.json"), "--json", str(summary)]) == 0
+    s = json.loads(summary.read_text())
+    ph = {p["label"]: p for p in s["phases"]}
+    assert "pc_sample" in s["description"] and "sampler=pc" in s["description"]
+    # each step: one predictor update and one corrector step, each with its own score evaluation
+    assert ph["fastlangevin.update"]["calls"] == 4 and ph["fastlangevin.correct"]["calls"] == 4
+    assert ph["fastlangevin.score"]["calls"] == 8
+    assert sum(p["share"] for p in s["phases"]) <= 1.0 + 1e-6
+
+
 def test_profile_cuda_graph_flag_needs_cuda(capsys):
     assert cli.main(["profile", "--sampler", "annealed", "--device", "cpu", "--cuda-graph"]) == 2
     assert "--cuda-graph needs --device cuda" in capsys.readouterr().err

@@ -4,7 +4,7 @@ The table: the **top kernels / ops** by self time (GPU: CUDA kernels' device tim
 time) and the **phases** (the samplers' ``record_function`` labels ``fastlangevin.score``, ``.update``,
 ``.correct``, ``.denoise``), each with its share of the run (GPU: of all kernel time; CPU: of the wall
 time of ``fastlangevin.profile``). ``--sampler langevin|annealed`` is a case of the ``sampler`` workload,
-run as the bench times it (``annealed`` adds the denoising step).
+run as the bench times it (``annealed`` adds the denoising step); ``pc`` (VE SDE) takes that case's inputs.
 """
 
 import functools
@@ -20,6 +20,8 @@ from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from ..sampling.loop import PHASES
+from ..sampling.pc import pc_sample
+from ..sde import VESDE
 from .cli import add_machine_options, machine
 from .engine import BenchOptions, Case, Provider, get_workload, synchronize
 from .workloads import sampler
@@ -33,10 +35,16 @@ def build_target(args, device: torch.device):
     params = (("sampler", args.sampler), ("score", "mlp"), ("steps", args.steps))
     case = Case("sampler", (args.n, args.dim), torch.float32, "out", device, params)
     w, opts = get_workload("sampler"), BenchOptions(device=device, seed=args.seed)
-    what = "annealed_langevin + denoising step" if args.sampler == "annealed" else "langevin (ULA)"
+    what = {"annealed": "annealed_langevin + denoising step", "langevin": "langevin (ULA)"}.get(args.sampler)
+    desc, inputs = f"on {case.key}, backend={args.backend}, cuda_graph={args.cuda_graph}", w.setup(case, opts)
+    if what is None:  # pc: profiled, not benchmarked (its corrector's step depends on the batch: no exact check)
+        sde, net = VESDE(sigma_min=0.01, sigma_max=10.0), inputs["score"]  # (set up as annealed: noise-conditional)
+        kw = dict(snr=0.16, n_steps=args.steps, backend=args.backend, cuda_graph=args.cuda_graph)
+        x0, score = inputs["x0"] * sde.prior_std, lambda x, t: net(x, sde.marginal_std(t))
+        run = lambda: pc_sample(score, sde, x0, **kw)  # noqa: E731
+        return f"pc_sample (VE SDE, reverse diffusion + Langevin corrector) {desc}", torch.no_grad()(run)
     make = functools.partial(sampler._fastlangevin, backend=args.backend, cuda_graph=args.cuda_graph, denoise=True)
-    fn, _ = w.timed(Provider(args.sampler, what, make), case, w.setup(case, opts), opts)
-    return f"{what} on {case.key}, backend={args.backend}, cuda_graph={args.cuda_graph}", fn
+    return f"{what} {desc}", w.timed(Provider(args.sampler, what, make), case, inputs, opts)[0]
 
 
 def summarize(prof, device: torch.device, description: str, top: int = 15) -> dict[str, Any]:
@@ -124,7 +132,7 @@ def _run(args) -> int:
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="run a sampler under torch.profiler: Chrome trace + top-kernel table")
     add = p.add_argument
-    add("--sampler", default="langevin", choices=["annealed", "langevin"])
+    add("--sampler", default="langevin", choices=["annealed", "langevin", "pc"])
     add_machine_options(add)
     add("--n", type=int, default=4096, help="chains")
     add("--dim", type=int, default=64, help="state dimension")

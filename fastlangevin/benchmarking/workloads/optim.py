@@ -53,12 +53,11 @@ def _tensors(shapes, device, dtype, seed):
 
 
 def _eager(params, grads, lr, temperature, method):
-    """The per-parameter loop as usually written, in place (pSGLD α = 0.99, eps = 1e-5; SGHMC f = 0.1); it reads
-    each gradient as ``p.grad``, as a loop over ``model.parameters()`` does (and the optimizers do)."""
+    """The per-parameter loop as usually written, in place (pSGLD α = 0.99, eps = 1e-5; SGHMC f = 0.1)."""
     state = [torch.zeros_like(p) for p in params]  # pSGLD's V, SGHMC's m
     b = math.sqrt(2 * (FRICTION if method == "sghmc" else 1.0) * lr * temperature)  # sqrt(2 f lr T), SGLD f = 1
     for p, g in zip(params, grads):
-        p.grad = g
+        p.grad = g  # read back each step, as a loop over model.parameters() (or an optimizer) must
 
     def step():
         for p, v in zip(params, state):
@@ -91,7 +90,7 @@ METHODS = {
 
 def _fastlangevin(params, grads, lr, temperature, method, backend):
     for p, g in zip(params, grads):
-        p.grad = g
+        p.grad = g  # read back each step, as a loop over model.parameters() (or an optimizer) must
     return getattr(optim, METHODS[method][0])(params, lr=lr, temperature=temperature, seed=0, backend=backend).step
 
 
