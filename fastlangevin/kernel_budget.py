@@ -75,7 +75,7 @@ DEVICES = (
 #: width: kernels/tiles.py ELEMS_PER_THREAD_GPU (32 elements a thread in 4-wide rows, 64 in 8-wide 16-bit
 #: ones; not imported: this module loads without Triton). The step's exceptions: float64 states and mid-group
 #: starts with per-row scales run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and per-row scales on
-#: the flat grid (-divide) 4 warps.
+#: the flat grid with a row per element (-divide) 4 warps (per tile row, -divide-tilerow, the stream's).
 STREAM_WARPS = {4: 4, 8: 2}
 STEP_WARPS = STREAM_WARPS[4]
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
@@ -104,28 +104,30 @@ class Variant:
     core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
 
 
-def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool]]:
-    """(name suffix, ROW_GRID, EVEN) of the step launches for one head and scale kind (see
+def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool, int]]:
+    """(name suffix, ROW_GRID, EVEN, ROW_DIV) of the step launches for one head and scale kind (see
     ``launch_langevin_step``): group-aligned starts run masked or, when every tile is full, unmasked
     (EVEN); per-row scales run on the (row, chunk) grid for aligned rows of >= ROW_GRID_MIN_GPU
-    elements and otherwise on the flat grid, dividing per element ("-divide")."""
+    elements and otherwise on the flat grid, finding each element's row by a multiply-high ("-divide",
+    ROW_DIV 1), or each tile row's where rows are whole tile rows ("-divide-tilerow", ROW_DIV 2)."""
     if head:
-        yield ("-divide" if per_row else ""), False, False
+        yield ("-divide", False, False, 1) if per_row else ("", False, False, 0)
         return
     if per_row:
-        yield "-rowgrid", True, False
-        yield "-rowgrid-even", True, True
-        yield "-divide", False, False
+        yield "-rowgrid", True, False, 0
+        yield "-rowgrid-even", True, True, 0
+        yield "-divide", False, False, 1
+        yield "-divide-tilerow", False, False, 2
     else:
-        yield "", False, False
-        yield "-even", False, True
+        yield "", False, False, 0
+        yield "-even", False, True, 0
 
 
 def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int) -> int:
     """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``)."""
     if (head and suffix == "-divide") or (fp64 and not row_grid):
         return 8
-    return STEP_WARPS if head or suffix == "-divide" else STREAM_WARPS[vec]
+    return STEP_WARPS if head or suffix == "-divide" else STREAM_WARPS[vec]  # "-divide-tilerow": the stream's
 
 
 def _step_variants() -> Iterator[Variant]:
@@ -151,7 +153,7 @@ def _step_variants() -> Iterator[Variant]:
                     for head in (0, 1, 3):
                         if head == 3 and not (x == "bf16" and s == "bf16"):
                             continue  # heads 1..3 compile alike; one extra head checks that
-                        for suffix, row_grid, even in _step_layouts(head, 2 in (step_mode, noise_mode)):
+                        for suffix, row_grid, even, row_div in _step_layouts(head, 2 in (step_mode, noise_mode)):
                             name = (
                                 f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}{suffix}"
                             )
@@ -182,6 +184,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
+                                    ("ROW_DIV", row_div),  # the launcher's choice below 2**31 elements
                                 ),
                                 num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec),
                                 block=4096,
