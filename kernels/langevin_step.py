@@ -243,6 +243,7 @@ def _langevin_step_kernel(
     EVEN: tl.constexpr = False,
     DIV32: tl.constexpr = False,
     ROW_DIV: tl.constexpr = 0,
+    ROW_SHIFT: tl.constexpr = 0,
 ):
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
     # of four stays in the thread that drew its Philox group (tiles.tile_load).
@@ -261,9 +262,13 @@ def _langevin_step_kernel(
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
         # per-row scales only (dead code otherwise): ROW_DIV 0 divides (tiles.tile_rows), 1 multiplies per element,
-        # 2 per tile row (tiles.magic_rows)
+        # 2 per tile row (tiles.magic_rows), 3 shifts (rows of 2**ROW_SHIFT <= BLOCK elements, a group-aligned start:
+        # `start` is a multiple of the row, so each element's row is a scalar plus a constant, and its scale a load
+        # at a constant offset from one address)
         if ROW_DIV == 0:
             rows = tile_rows(start, offs, row_size, DIV32)
+        elif ROW_DIV == 3:
+            rows = (start >> ROW_SHIFT).to(tl.int32) + (offs >> ROW_SHIFT)
         else:
             rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
@@ -334,26 +339,32 @@ def _step_body(
     # comes first, so ptxas lays it out as the jumped-over one (`fastlangevin kernels`: fp32 step 31.0 -> 30.2
     # instructions per element). The stores stay masked: a second branch made ptxas copy the results into
     # other registers for the unmasked stores (+16 MOV), more than the predicates it saves.
-    # Per-row scales on the flat grid are gathered in the same branches: the full tiles' gathers unmasked too.
+    # Per-row scales on the flat grid are gathered in the same branches: the full tiles' gathers unmasked too
+    # (`fastlangevin kernels`: bf16 with a clamp and sqrt(2 a), a row per element, 41.47 -> 41.03). Other scales
+    # load after the branch, as before (one scalar load, not two copies).
+    GATHER: tl.constexpr = not ROW_GRID and (STEP_MODE == SCALE_ROWS or NOISE_MODE == SCALE_ROWS)
     SPLIT: tl.constexpr = not EVEN and HEAD == 0
     if SPLIT:
         if left < BLOCK:
             x = _load_tile(x_ptr, start, offs, mask, left, False, LANES, COMPUTE, HALVES, MASKED_POLICY)
             s = _load_tile(score_ptr, start, offs, mask, left, False, LANES, COMPUTE, False, MASKED_POLICY)
-            a, b = _load_scales(
-                step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
-                LANES, False, left, VEC,
-            )  # fmt: skip
+            if GATHER:
+                a, b = _load_scales(
+                    step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
+                    ROW_GRID, LANES, False, left, VEC,
+                )  # fmt: skip
         else:
             x = _load_tile(x_ptr, start, offs, mask, left, True, LANES, COMPUTE, HALVES)
             s = _load_tile(score_ptr, start, offs, mask, left, True, LANES, COMPUTE, False)
-            a, b = _load_scales(
-                step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
-                LANES, True, left, VEC,
-            )  # fmt: skip
+            if GATHER:
+                a, b = _load_scales(
+                    step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
+                    ROW_GRID, LANES, True, left, VEC,
+                )  # fmt: skip
     else:
         x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
         s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
+    if not (SPLIT and GATHER):
         a, b = _load_scales(
             step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
             LANES, EVEN, left, VEC,
@@ -487,7 +498,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
     else:
         # Per-row scales here find each element's row by a multiply-high (tiles.magic_rows, below 2**31 elements;
         # a division past that), or each tile row's when every tile row lies in one row (ROW_DIV 2: rows a
-        # multiple of VEC, a group-aligned start): one row and one scale load per tile row.
+        # multiple of VEC, a group-aligned start): one row and one scale load per tile row; rows of 1, 2 (or 4
+        # in 8-wide rows) by a shift (ROW_DIV 3: the loads at constant offsets from one address; `fastlangevin
+        # kernels`, rows of 2, bf16 with a clamp and sqrt(2 a): 41.03 -> 36.22).
         # Float64 states run 8 warps (32 doubles a thread with per-row scales spill past 255 registers; 16 do
         # not). Per-row scales per element take 32 elements a thread even in 8-wide rows (64 spill: `fastlangevin
         # kernels`, bf16 with a clamp 255 registers, 8 bytes of stack), and 16 with a mid-group start (HEAD:
@@ -497,7 +510,14 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # registers, no local memory: bf16 with a clamp 38.25 -> 35.88 instructions per element against 16).
         head = elem_offset % 4 != 0
         if per_row and n <= MAGIC_DIVIDEND_LIMIT:
-            row_div = 2 if not head and row_size % vec == 0 else 1
+            if head:
+                row_div = 1
+            elif row_size % vec == 0:
+                row_div = 2
+            elif row_size & (row_size - 1) == 0:  # 1, 2 (or 4 in 8-wide rows): a power of two below VEC
+                row_div = 3
+            else:
+                row_div = 1
         if fp64 or (head and per_row):
             warps = FLAT_WARPS_GPU
         else:
@@ -516,7 +536,8 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         EVEN=even,
         DIV32=row_size + blk < (1 << 31),
         ROW_DIV=row_div,
-        div_magic=row_magic(row_size) if row_div else 0,
+        ROW_SHIFT=row_size.bit_length() - 1 if row_div == 3 else 0,
+        div_magic=row_magic(row_size) if row_div in (1, 2) else 0,
         **options,
     )
     return grid, consts

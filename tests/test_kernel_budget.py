@@ -85,8 +85,9 @@ def _step_shape(v):
     if c["ROW_GRID"]:  # rows of >= 4096 columns (BLOCK 4096): whole chunks (EVEN) or a partial last one
         row_size = 8192 if c["EVEN"] else 8200
         return 3 * row_size, row_size, 0
-    # short rows: the flat grid finds each element's row (rows not whole tile rows: 102), or each tile row's (96)
-    row_size = 96 if v.name.endswith("-divide-tilerow") else 102 if v.name.endswith("-divide") else 1
+    # short rows: the flat grid finds each element's row (rows not whole tile rows: 102), each tile row's (96), or
+    # shifts (rows of 2)
+    row_size = {"-divide-tilerow": 96, "-divide-pow2": 2, "-divide": 102}.get(v.name[v.name.find("-divide") :], 1)
     n = 3 * 4096 if c["EVEN"] else 3 * 4096 + 100
     return n, row_size, c["HEAD"]
 
@@ -105,12 +106,13 @@ def test_variants_take_the_launchers_shapes():
             _, got = langevin_step._launch_plan(
                 n, row_size, offset, c["STEP_MODE"], c["NOISE_MODE"], fp64, False, c["VEC"], None, None
             )
-            assert (got["BLOCK"], got["ROW_GRID"], got["EVEN"], got["HEAD"], got["ROW_DIV"]) == (
+            assert (got["BLOCK"], got["ROW_GRID"], got["EVEN"], got["HEAD"], got["ROW_DIV"], got["ROW_SHIFT"]) == (
                 v.block,
                 c["ROW_GRID"],
                 c["EVEN"],
                 c["HEAD"],
                 c["ROW_DIV"],
+                c["ROW_SHIFT"],
             ), v.name
             assert got["num_warps"] == v.num_warps, (v.name, got["num_warps"], v.num_warps)
         elif v.kernel == "_dsm_perturb_kernel":

@@ -169,12 +169,13 @@ def _short_rows_step(x, s, seed, step_t, noise_t, offset, z=None):
     return out
 
 
-@pytest.mark.parametrize("row_size", [1, 2, 3, 7, 8, 96, 100, 511])
+@pytest.mark.parametrize("row_size", [1, 2, 3, 4, 7, 8, 96, 100, 511])
 @pytest.mark.parametrize("offset", [0, 3])
 @pytest.mark.parametrize("dtype,score_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)])
 def test_short_rows_multiply_high_equals_division(row_size, offset, dtype, score_dtype, monkeypatch):
     """Per-row scales on rows too short for the row grid: the flat grid's rows by a multiply-high (tiles.magic_rows:
-    per element, or per tile row where rows are whole tile rows of a group-aligned launch) give bit for bit the
+    per element, or per tile row where rows are whole tile rows of a group-aligned launch) or, for rows of 1, 2 (4 in
+    8-wide tiles) of a group-aligned launch, by a shift give bit for bit the
     outputs of the division they replace (the launcher's path past 2**31 elements, forced here) and, with injected
     noise, of the plain formula (fp32 bitwise; 16-bit within the interpreter's one-ulp truncation)."""
     from fastlangevin.kernels import langevin_step as ls
@@ -189,7 +190,8 @@ def test_short_rows_multiply_high_equals_division(row_size, offset, dtype, score
     seed = torch.tensor([31337], dtype=torch.int64)
     n, vec = x.numel(), 8 if dtype == torch.bfloat16 else 4
     _, consts = ls._launch_plan(n, row_size, offset, modes.SCALE_ROWS, modes.SCALE_ROWS, False, True, vec, 256, None)
-    assert consts["ROW_DIV"] == (2 if offset % 4 == 0 and row_size % vec == 0 else 1)
+    pow2 = row_size & (row_size - 1) == 0
+    assert consts["ROW_DIV"] == (1 if offset % 4 else 2 if row_size % vec == 0 else 3 if pow2 else 1)
     got = _short_rows_step(x, s, seed, step_t, noise_t, offset)
     sqrt2a = torch.full_like(x, float("nan"))
     _launch(x, s, sqrt2a, seed, step_t=step_t, clamp=(-2.0, 2.0), elem_offset=offset, block=256)
