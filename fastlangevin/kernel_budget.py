@@ -77,7 +77,8 @@ DEVICES = (
 #: width: kernels/tiles.py ELEMS_PER_THREAD_GPU (32 elements a thread in 4-wide rows, 64 in 8-wide 16-bit
 #: ones; not imported: this module loads without Triton). The step's exceptions: float64 states and mid-group
 #: starts with per-row scales run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and per-row scales on
-#: the flat grid with a row per element (-divide, -divide-pow2) 4 warps (per tile row, -divide-tilerow, the stream's).
+#: the flat grid with a row per element (-divide, -divide-pow2) 4 warps, and so do those per tile row
+#: (-divide-tilerow) with an fp32 operand beside a 16-bit one (the others the stream's).
 STREAM_WARPS = {4: 4, 8: 2}
 STEP_WARPS = STREAM_WARPS[4]
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
@@ -126,11 +127,14 @@ def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool, i
         yield "-even", False, True, 0
 
 
-def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int) -> int:
-    """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``)."""
+def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mixed: bool = False) -> int:
+    """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``; ``mixed``: an fp32 operand beside a
+    16-bit one)."""
     if (head and suffix == "-divide") or (fp64 and not row_grid):
         return 8
-    return STEP_WARPS if head or suffix in ("-divide", "-divide-pow2") else STREAM_WARPS[vec]  # tilerow: the stream's
+    if head or suffix in ("-divide", "-divide-pow2") or (suffix == "-divide-tilerow" and mixed):
+        return STEP_WARPS
+    return STREAM_WARPS[vec]
 
 
 def _step_variants() -> Iterator[Variant]:
@@ -154,6 +158,7 @@ def _step_variants() -> Iterator[Variant]:
         compute = "tl.float64" if x == "fp64" else "tl.float32"
         scale = "fp64" if x == "fp64" else "fp32"
         vec = 8 if min(_DTYPE_BYTES[x], _DTYPE_BYTES[s]) == 2 else 4
+        mixed = _DTYPE_BYTES[x] != _DTYPE_BYTES[s]  # an fp32 operand beside a 16-bit one
         for step_mode in (1, 2) if x == "fp64" else (0, 1, 2):
             for noise_mode in (1, 2, 3, 4) if x == "fp64" else (0, 1, 2, 3, 4):
                 for clamp in (False, True):
@@ -194,7 +199,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("ROW_DIV", row_div),  # the launcher's choice below 2**31 elements
                                     ("ROW_SHIFT", 1 if row_div == 3 else 0),  # rows of 2 (-divide-pow2)
                                 ),
-                                num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec),
+                                num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec, mixed),
                                 block=4096,
                                 bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
                                 core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,

@@ -456,6 +456,8 @@ def launch_langevin_step(
         vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4),
         block,
         row_grid,
+        # an fp32 operand beside a 16-bit one (8-wide rows: fp32 tiles of 64 registers a thread at 64 elements)
+        x.element_size() != score.element_size() and not fp64,
     )
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     _langevin_step_kernel[grid](
@@ -481,9 +483,10 @@ def launch_langevin_step(
 
 
 @functools.lru_cache(maxsize=1024)
-def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid):
+def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid, mixed=False):
     """(grid, constexpr and launch keywords) of one launch: a function of these arguments only, cached
-    (a sampling loop launches the same shape every step; the keywords are shared: read-only)."""
+    (a sampling loop launches the same shape every step; the keywords are shared: read-only). ``mixed``: the
+    state and the score differ in width (an fp32 operand beside a 16-bit one)."""
     per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
     row_div = 0
     if row_grid is None:
@@ -506,8 +509,10 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # kernels`, bf16 with a clamp 255 registers, 8 bytes of stack), and 16 with a mid-group start (HEAD:
         # scalar accesses in 4-wide rows; 32 took 206 registers with the division). Per tile row they take the
         # group-aligned launch's 64 in 8-wide rows (bf16 with a clamp and sqrt(2 a) 34.12 -> 32.89 at 96 -> 243
-        # registers, no local memory). Other mid-group starts take 32 a thread as fp32 does (4-wide rows; 150
-        # registers, no local memory: bf16 with a clamp 38.25 -> 35.88 instructions per element against 16).
+        # registers, no local memory) unless an operand is fp32 (32: at 64 the fp32 state with a bf16 score and
+        # two per-row scales took 255 registers and 48 bytes of stack, 12 local accesses). Other mid-group starts
+        # take 32 a thread as fp32 does (4-wide rows; 150 registers, no local memory: bf16 with a clamp 38.25 ->
+        # 35.88 instructions per element against 16).
         head = elem_offset % 4 != 0
         if per_row and n <= MAGIC_DIVIDEND_LIMIT:
             if head:
@@ -521,7 +526,7 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         if fp64 or (head and per_row):
             warps = FLAT_WARPS_GPU
         else:
-            warps = stream_warps(FLAT_BLOCK_GPU, 4 if (per_row and row_div != 2) or head else vec)
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if (per_row and (row_div != 2 or mixed)) or head else vec)
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
