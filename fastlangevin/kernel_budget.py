@@ -49,8 +49,10 @@ Triton zero-fills first, run in the launch's one partial tile only, jumped over 
 The Philox counters' carry into the high word is selected per counter only in the tile whose low words wrap
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
-on a (row, chunk) grid, ``-divide`` = per-row scales on the flat grid (rows < 512 elements: an int64 division per
-element); ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
+on a (row, chunk) grid; per-row scales on the flat grid (rows < 512 elements), each element's row by a
+multiply-high (``kernels/tiles.py`` magic_rows: ``-divide``), each tile row's where rows are whole tile rows
+(``-divide-tilerow``, one scale load per tile row) or by a shift for rows of 2 (``-divide-pow2``; 1 and 4 alike);
+``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
 only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).
 """
 
@@ -75,7 +77,8 @@ DEVICES = (
 #: width: kernels/tiles.py ELEMS_PER_THREAD_GPU (32 elements a thread in 4-wide rows, 64 in 8-wide 16-bit
 #: ones; not imported: this module loads without Triton). The step's exceptions: float64 states and mid-group
 #: starts with per-row scales run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and per-row scales on
-#: the flat grid (-divide) 4 warps.
+#: the flat grid with a row per element (-divide, -divide-pow2) 4 warps, and so do those per tile row
+#: (-divide-tilerow) with an fp32 operand beside a 16-bit one (the others the stream's).
 STREAM_WARPS = {4: 4, 8: 2}
 STEP_WARPS = STREAM_WARPS[4]
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
@@ -104,28 +107,34 @@ class Variant:
     core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
 
 
-def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool]]:
-    """(name suffix, ROW_GRID, EVEN) of the step launches for one head and scale kind (see
+def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool, int]]:
+    """(name suffix, ROW_GRID, EVEN, ROW_DIV) of the step launches for one head and scale kind (see
     ``launch_langevin_step``): group-aligned starts run masked or, when every tile is full, unmasked
     (EVEN); per-row scales run on the (row, chunk) grid for aligned rows of >= ROW_GRID_MIN_GPU
-    elements and otherwise on the flat grid, dividing per element ("-divide")."""
+    elements and otherwise on the flat grid, finding each element's row by a multiply-high ("-divide",
+    ROW_DIV 1), or each tile row's where rows are whole tile rows ("-divide-tilerow", ROW_DIV 2)."""
     if head:
-        yield ("-divide" if per_row else ""), False, False
+        yield ("-divide", False, False, 1) if per_row else ("", False, False, 0)
         return
     if per_row:
-        yield "-rowgrid", True, False
-        yield "-rowgrid-even", True, True
-        yield "-divide", False, False
+        yield "-rowgrid", True, False, 0
+        yield "-rowgrid-even", True, True, 0
+        yield "-divide", False, False, 1
+        yield "-divide-tilerow", False, False, 2
+        yield "-divide-pow2", False, False, 3
     else:
-        yield "", False, False
-        yield "-even", False, True
+        yield "", False, False, 0
+        yield "-even", False, True, 0
 
 
-def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int) -> int:
-    """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``)."""
+def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mixed: bool = False) -> int:
+    """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``; ``mixed``: an fp32 operand beside a
+    16-bit one)."""
     if (head and suffix == "-divide") or (fp64 and not row_grid):
         return 8
-    return STEP_WARPS if head or suffix == "-divide" else STREAM_WARPS[vec]
+    if head or suffix in ("-divide", "-divide-pow2") or (suffix == "-divide-tilerow" and mixed):
+        return STEP_WARPS
+    return STREAM_WARPS[vec]
 
 
 def _step_variants() -> Iterator[Variant]:
@@ -140,18 +149,23 @@ def _step_variants() -> Iterator[Variant]:
         ("fp32", "bf16", 1, 3, False, 0, ""),
         ("fp16", "fp16", 1, 1, False, 0, "-even"),
         ("bf16", "bf16", 0, 4, True, 3, ""),
+        ("bf16", "bf16", 2, 4, True, 0, "-divide"),
+        ("bf16", "bf16", 2, 4, True, 0, "-divide-tilerow"),
+        ("fp32", "fp32", 2, 2, True, 0, "-divide-pow2"),
+        ("fp16", "fp16", 2, 2, True, 1, "-divide"),
     }
     for x, s in pairs:
         compute = "tl.float64" if x == "fp64" else "tl.float32"
         scale = "fp64" if x == "fp64" else "fp32"
         vec = 8 if min(_DTYPE_BYTES[x], _DTYPE_BYTES[s]) == 2 else 4
+        mixed = _DTYPE_BYTES[x] != _DTYPE_BYTES[s]  # an fp32 operand beside a 16-bit one
         for step_mode in (1, 2) if x == "fp64" else (0, 1, 2):
             for noise_mode in (1, 2, 3, 4) if x == "fp64" else (0, 1, 2, 3, 4):
                 for clamp in (False, True):
                     for head in (0, 1, 3):
                         if head == 3 and not (x == "bf16" and s == "bf16"):
                             continue  # heads 1..3 compile alike; one extra head checks that
-                        for suffix, row_grid, even in _step_layouts(head, 2 in (step_mode, noise_mode)):
+                        for suffix, row_grid, even, row_div in _step_layouts(head, 2 in (step_mode, noise_mode)):
                             name = (
                                 f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}{suffix}"
                             )
@@ -182,8 +196,10 @@ def _step_variants() -> Iterator[Variant]:
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
+                                    ("ROW_DIV", row_div),  # the launcher's choice below 2**31 elements
+                                    ("ROW_SHIFT", 1 if row_div == 3 else 0),  # rows of 2 (-divide-pow2)
                                 ),
-                                num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec),
+                                num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec, mixed),
                                 block=4096,
                                 bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
                                 core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,

@@ -25,10 +25,13 @@ from .tiles import (
     COMPILED,
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
+    MAGIC_DIVIDEND_LIMIT,
     flat_launch,
     flat_tile,
+    magic_rows,
     normal_tile,
     row_launch,
+    row_magic,
     row_tile,
     stream_elems_per_warp,
     stream_warps,
@@ -77,6 +80,8 @@ def _load_scale(
     ROW_GRID: tl.constexpr,
     LANES: tl.constexpr,
     EVEN: tl.constexpr = False,
+    left=None,
+    VEC: tl.constexpr = 4,
 ):
     if MODE == SCALE_ARG:
         r = val
@@ -86,9 +91,37 @@ def _load_scale(
         r = tl.load(ptr + rows).to(COMPUTE)
     elif EVEN:  # every row index valid
         r = tile_load(ptr + rows, None, LANES).to(COMPUTE)
+    elif rows.shape[1] == 1:  # one row per tile row (tiles.magic_rows): valid where the tile row's first element is
+        r = tl.load(ptr + rows, mask=tl.arange(0, rows.shape[0])[:, None] * VEC < left, other=0.0).to(COMPUTE)
     else:
         r = tile_load(ptr + rows, mask, LANES, 0.0).to(COMPUTE)
     return r
+
+
+@triton.jit
+def _load_scales(
+    step_val,
+    step_ptr,
+    noise_val,
+    noise_scale_ptr,
+    rows,
+    STEP_MODE: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
+    mask,
+    COMPUTE: tl.constexpr,
+    ROW_GRID: tl.constexpr,
+    LANES: tl.constexpr,
+    EVEN: tl.constexpr,
+    left,
+    VEC: tl.constexpr,
+):
+    """(a, b): the step and noise scales (:func:`_load_scale`); ``b`` is ``a`` when NOISE_MODE loads none."""
+    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC)
+    if NOISE_MODE == NOISE_NONE or NOISE_MODE == NOISE_SQRT2A:
+        b = a
+    else:
+        b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC)
+    return a, b
 
 
 @triton.jit
@@ -197,6 +230,7 @@ def _langevin_step_kernel(
     n_elements,
     row_size,
     group_offset,
+    div_magic,  # tiles.row_magic(row_size) when ROW_DIV, else unused
     HEAD: tl.constexpr,
     STEP_MODE: tl.constexpr,
     NOISE_MODE: tl.constexpr,
@@ -208,6 +242,8 @@ def _langevin_step_kernel(
     ROW_GRID: tl.constexpr = False,
     EVEN: tl.constexpr = False,
     DIV32: tl.constexpr = False,
+    ROW_DIV: tl.constexpr = 0,
+    ROW_SHIFT: tl.constexpr = 0,
 ):
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
     # of four stays in the thread that drew its Philox group (tiles.tile_load).
@@ -225,7 +261,16 @@ def _langevin_step_kernel(
         left = tl.minimum(row_size - tl.program_id(1).to(tl.int64) * BLOCK, BLOCK).to(tl.int32)
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
-        rows = tile_rows(start, offs, row_size, DIV32)  # per-row scales only (dead code otherwise)
+        # per-row scales only (dead code otherwise): ROW_DIV 0 divides (tiles.tile_rows), 1 multiplies per element,
+        # 2 per tile row (tiles.magic_rows), 3 shifts (rows of 2**ROW_SHIFT <= BLOCK elements, a group-aligned start:
+        # `start` is a multiple of the row, so each element's row is a scalar plus a constant, and its scale a load
+        # at a constant offset from one address)
+        if ROW_DIV == 0:
+            rows = tile_rows(start, offs, row_size, DIV32)
+        elif ROW_DIV == 3:
+            rows = (start >> ROW_SHIFT).to(tl.int32) + (offs >> ROW_SHIFT)
+        else:
+            rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
 
     if HEAD != 0:
@@ -294,24 +339,40 @@ def _step_body(
     # comes first, so ptxas lays it out as the jumped-over one (`fastlangevin kernels`: fp32 step 31.0 -> 30.2
     # instructions per element). The stores stay masked: a second branch made ptxas copy the results into
     # other registers for the unmasked stores (+16 MOV), more than the predicates it saves.
+    # Per-row scales on the flat grid are gathered in the same branches: the full tiles' gathers unmasked too
+    # (`fastlangevin kernels`: bf16 with a clamp and sqrt(2 a), a row per element, 41.47 -> 41.03). Other scales
+    # load after the branch, as before (one scalar load, not two copies).
+    GATHER: tl.constexpr = not ROW_GRID and (STEP_MODE == SCALE_ROWS or NOISE_MODE == SCALE_ROWS)
     SPLIT: tl.constexpr = not EVEN and HEAD == 0
     if SPLIT:
         if left < BLOCK:
             x = _load_tile(x_ptr, start, offs, mask, left, False, LANES, COMPUTE, HALVES, MASKED_POLICY)
             s = _load_tile(score_ptr, start, offs, mask, left, False, LANES, COMPUTE, False, MASKED_POLICY)
+            if GATHER:
+                a, b = _load_scales(
+                    step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
+                    ROW_GRID, LANES, False, left, VEC,
+                )  # fmt: skip
         else:
             x = _load_tile(x_ptr, start, offs, mask, left, True, LANES, COMPUTE, HALVES)
             s = _load_tile(score_ptr, start, offs, mask, left, True, LANES, COMPUTE, False)
+            if GATHER:
+                a, b = _load_scales(
+                    step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
+                    ROW_GRID, LANES, True, left, VEC,
+                )  # fmt: skip
     else:
         x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
         s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
-    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN)
+    if not (SPLIT and GATHER):
+        a, b = _load_scales(
+            step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
+            LANES, EVEN, left, VEC,
+        )  # fmt: skip
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
-        else:
-            b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN)
         if NOISE_FROM_PTR:
             z = _load(noise_ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
         else:
@@ -395,6 +456,8 @@ def launch_langevin_step(
         vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4),
         block,
         row_grid,
+        # an fp32 operand beside a 16-bit one (8-wide rows: fp32 tiles of 64 registers a thread at 64 elements)
+        x.element_size() != score.element_size() and not fp64,
     )
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     _langevin_step_kernel[grid](
@@ -420,10 +483,12 @@ def launch_langevin_step(
 
 
 @functools.lru_cache(maxsize=1024)
-def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid):
+def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid, mixed=False):
     """(grid, constexpr and launch keywords) of one launch: a function of these arguments only, cached
-    (a sampling loop launches the same shape every step; the keywords are shared: read-only)."""
+    (a sampling loop launches the same shape every step; the keywords are shared: read-only). ``mixed``: the
+    state and the score differ in width (an fp32 operand beside a 16-bit one)."""
     per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
+    row_div = 0
     if row_grid is None:
         row_grid = per_row and row_size >= (ROW_GRID_MIN_INTERPRETER if interpreted else ROW_GRID_MIN_GPU)
     row_grid = row_grid and per_row and row_size % 4 == 0 and elem_offset % 4 == 0
@@ -434,17 +499,34 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
             grid = (n // row_size, triton.cdiv(row_size, block))
         even = row_size % blk == 0
     else:
+        # Per-row scales here find each element's row by a multiply-high (tiles.magic_rows, below 2**31 elements;
+        # a division past that), or each tile row's when every tile row lies in one row (ROW_DIV 2: rows a
+        # multiple of VEC, a group-aligned start): one row and one scale load per tile row; rows of 1, 2 (or 4
+        # in 8-wide rows) by a shift (ROW_DIV 3: the loads at constant offsets from one address; `fastlangevin
+        # kernels`, rows of 2, bf16 with a clamp and sqrt(2 a): 41.03 -> 36.22).
         # Float64 states run 8 warps (32 doubles a thread with per-row scales spill past 255 registers; 16 do
-        # not). Per-row scales here divide per element: 32 elements a thread even in 8-wide rows (64 spill:
-        # `fastlangevin kernels`, bf16 with a clamp 255 registers, 40 bytes of stack), and 16 with a mid-group
-        # start (HEAD: scalar accesses in 4-wide rows; 32 take 206 registers). Other mid-group starts take 32 a
-        # thread as fp32 does (4-wide rows; 150 registers, no local memory: bf16 with a clamp 38.25 -> 35.88
-        # instructions per element against 16).
+        # not). Per-row scales per element take 32 elements a thread even in 8-wide rows (64 spill: `fastlangevin
+        # kernels`, bf16 with a clamp 255 registers, 8 bytes of stack), and 16 with a mid-group start (HEAD:
+        # scalar accesses in 4-wide rows; 32 took 206 registers with the division). Per tile row they take the
+        # group-aligned launch's 64 in 8-wide rows (bf16 with a clamp and sqrt(2 a) 34.12 -> 32.89 at 96 -> 243
+        # registers, no local memory) unless an operand is fp32 (32: at 64 the fp32 state with a bf16 score and
+        # two per-row scales took 255 registers and 48 bytes of stack, 12 local accesses). Other mid-group starts
+        # take 32 a thread as fp32 does (4-wide rows; 150 registers, no local memory: bf16 with a clamp 38.25 ->
+        # 35.88 instructions per element against 16).
         head = elem_offset % 4 != 0
+        if per_row and n <= MAGIC_DIVIDEND_LIMIT:
+            if head:
+                row_div = 1
+            elif row_size % vec == 0:
+                row_div = 2
+            elif row_size & (row_size - 1) == 0:  # 1, 2 (or 4 in 8-wide rows): a power of two below VEC
+                row_div = 3
+            else:
+                row_div = 1
         if fp64 or (head and per_row):
             warps = FLAT_WARPS_GPU
         else:
-            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_row or head else vec)
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if (per_row and (row_div != 2 or mixed)) or head else vec)
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
@@ -458,6 +540,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         ROW_GRID=row_grid,
         EVEN=even,
         DIV32=row_size + blk < (1 << 31),
+        ROW_DIV=row_div,
+        ROW_SHIFT=row_size.bit_length() - 1 if row_div == 3 else 0,
+        div_magic=row_magic(row_size) if row_div in (1, 2) else 0,
         **options,
     )
     return grid, consts

@@ -12,6 +12,7 @@ triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")
 row_tiles = pytest.importorskip("fastlangevin.kernels.row_tiles")
 tile_rows = pytest.importorskip("fastlangevin.kernels.tiles").tile_rows
+magic_rows = pytest.importorskip("fastlangevin.kernels.tiles").magic_rows
 kd = pytest.importorskip("fastlangevin.kernels.dsm")
 
 
@@ -117,3 +118,82 @@ def test_tile_rows_32_bit_division_equals_64_bit(row_size, start):
     valid = torch.arange(4 * R) + start >= 0
     assert torch.equal(got[valid], want[valid])
     assert torch.equal(want[valid], (torch.arange(4 * R)[valid] + start) // row_size)
+
+
+def _magic_quotients(n, magic):
+    """The kernel's tiles.magic_rows arithmetic in numpy uint64: the doubled dividend modulo 2**32, the high word
+    of its 32x32-bit product with the multiplier, shifted right."""
+    import numpy as np
+
+    m, s = np.uint64(magic & 0xFFFFFFFF), np.uint64((magic >> 32) - 1)
+    n2 = (np.asarray(n, dtype=np.uint64) * np.uint64(2)) & np.uint64(0xFFFFFFFF)
+    return ((n2 * m) >> np.uint64(32)) >> s
+
+
+def _magic_divisors():
+    primes = [2, 3, 5, 7, 11, 13, 509, 521, 65521, 2147483647]
+    pow2 = [(1 << k) + e for k in range(1, 31) for e in (-1, 0, 1)]
+    return sorted(set(range(1, 4097)) | set(primes) | set(pow2) | {511, 1000003, (1 << 31) - 2, (1 << 31) - 1})
+
+
+def test_row_magic_divides_exactly():
+    """tiles.row_magic's multiplier and shift give floor(n / d) for every dividend below 2**31, in the kernel's
+    uint32 arithmetic, for divisors 1..4096, primes, 2**k +- 1 and the largest: the range ends, the quotient
+    boundaries q d - 1, q d around both ends and random dividends (the bound is a theorem; this checks the
+    host's arithmetic)."""
+    import numpy as np
+
+    from fastlangevin.kernels.tiles import MAGIC_DIVIDEND_LIMIT, row_magic
+
+    rng = np.random.default_rng(12)
+    top = MAGIC_DIVIDEND_LIMIT - 1
+    for d in _magic_divisors():
+        magic = row_magic(d)
+        assert magic & 0xFFFFFFFF >= 1 << 31 and 1 <= magic >> 32 <= 32, d
+        qs = np.array([0, 1, 2, 3, top // d - 1, top // d], dtype=np.int64)
+        n = np.concatenate(
+            [
+                np.arange(0, min(3 * d + 5, 20000)),
+                (qs[:, None] * d + np.arange(-1, 2)[None, :]).ravel(),
+                np.arange(top - 4100, top + 1),
+                rng.integers(0, MAGIC_DIVIDEND_LIMIT, 2000),
+            ]
+        )
+        n = n[(n >= 0) & (n <= top)].astype(np.uint64)
+        got = _magic_quotients(n, magic)
+        want = n // np.uint64(d)
+        assert np.array_equal(got, want), (d, n[got != want][:5])
+
+
+def test_row_magic_rejects_bad_divisors():
+    from fastlangevin.kernels.tiles import row_magic
+
+    for d in (0, -1, 1 << 31):
+        with pytest.raises(ValueError, match="row_size"):
+            row_magic(d)
+
+
+@triton.jit
+def _magic_rows_kernel(out_ptr, start, magic, R: tl.constexpr, VEC: tl.constexpr, PER_TILE_ROW: tl.constexpr):
+    offs = tl.arange(0, R)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    rows = magic_rows(start.to(tl.int64), offs, magic, PER_TILE_ROW)
+    tl.store(out_ptr + offs, rows + tl.zeros_like(offs))  # an [R, 1] result broadcast over its tile rows
+
+
+@pytest.mark.parametrize("row_size", [1, 2, 3, 7, 8, 100, 511, 4096, 5000])
+@pytest.mark.parametrize("start", [-3, -1, 0, 4093, 123456789, (1 << 31) - 4096])
+def test_magic_rows_in_a_kernel(row_size, start):
+    """tiles.magic_rows (Triton's umulhi, interpreted) gives (start + offs) // row_size for every element below
+    2**31 of a tile: per element, and per tile row where the rows are whole tile rows; negative starts (program 0
+    with a head) masked in the kernels and not compared."""
+    from fastlangevin.kernels.tiles import row_magic
+
+    R, VEC = 512, 8
+    got = torch.empty(R * VEC, dtype=torch.int32)
+    _magic_rows_kernel[(1,)](got, start, row_magic(row_size), R=R, VEC=VEC, PER_TILE_ROW=False)
+    idx = torch.arange(R * VEC, dtype=torch.int64) + start
+    valid = idx >= 0
+    assert torch.equal(got[valid].long(), idx[valid] // row_size)
+    if row_size % VEC == 0 and start % VEC == 0 and start >= 0:
+        _magic_rows_kernel[(1,)](got, start, row_magic(row_size), R=R, VEC=VEC, PER_TILE_ROW=True)
+        assert torch.equal(got.long(), idx // row_size)

@@ -157,3 +157,59 @@ def test_clamp_after_16_bit_rounding_is_the_same(dtype):
         assert torch.equal(ref.isnan(), got.isnan())
         ok = ~ref.isnan()
         assert torch.equal(ref[ok].view(torch.int16), got[ok].view(torch.int16)), (lo, hi)
+
+
+def _short_rows_step(x, s, seed, step_t, noise_t, offset, z=None):
+    from fastlangevin.kernels.langevin_step import launch_langevin_step
+
+    out = torch.full_like(x, float("nan"))
+    launch_langevin_step(x.view(-1), s.view(-1), out.view(-1), seed, step_value=0.0, step_tensor=step_t,
+                         noise_mode=modes.SCALE_ROWS, noise_value=0.0, noise_tensor=noise_t, lo=-2.0, hi=2.0,
+                         row_size=x.shape[1], elem_offset=offset, injected_noise=z, block=256)  # fmt: skip
+    return out
+
+
+@pytest.mark.parametrize("row_size", [1, 2, 3, 4, 7, 8, 96, 100, 511])
+@pytest.mark.parametrize("offset", [0, 3])
+@pytest.mark.parametrize("dtype,score_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)])
+def test_short_rows_multiply_high_equals_division(row_size, offset, dtype, score_dtype, monkeypatch):
+    """Per-row scales on rows too short for the row grid: the flat grid's rows by a multiply-high (tiles.magic_rows:
+    per element, or per tile row where rows are whole tile rows of a group-aligned launch) or, for rows of 1, 2 (4 in
+    8-wide tiles) of a group-aligned launch, by a shift give bit for bit the
+    outputs of the division they replace (the launcher's path past 2**31 elements, forced here) and, with injected
+    noise, of the plain formula (fp32 bitwise; 16-bit within the interpreter's one-ulp truncation)."""
+    from fastlangevin.kernels import langevin_step as ls
+
+    from .helpers import plain_step
+
+    g = torch.Generator().manual_seed(row_size)
+    rows = 37
+    x = torch.randn(rows, row_size, generator=g).to(dtype)
+    s = torch.randn(rows, row_size, generator=g).to(score_dtype)
+    step_t, noise_t = torch.rand(rows, generator=g) * 0.1, torch.rand(rows, generator=g) + 0.5
+    seed = torch.tensor([31337], dtype=torch.int64)
+    n, vec = x.numel(), 8 if dtype == torch.bfloat16 else 4
+    _, consts = ls._launch_plan(n, row_size, offset, modes.SCALE_ROWS, modes.SCALE_ROWS, False, True, vec, 256, None)
+    pow2 = row_size & (row_size - 1) == 0
+    assert consts["ROW_DIV"] == (1 if offset % 4 else 2 if row_size % vec == 0 else 3 if pow2 else 1)
+    got = _short_rows_step(x, s, seed, step_t, noise_t, offset)
+    sqrt2a = torch.full_like(x, float("nan"))
+    _launch(x, s, sqrt2a, seed, step_t=step_t, clamp=(-2.0, 2.0), elem_offset=offset, block=256)
+    z = torch.randn(rows, row_size, generator=g)
+    injected = _short_rows_step(x, s, seed, step_t, noise_t, offset, z)
+    ls._launch_plan.cache_clear()
+    try:
+        monkeypatch.setattr(ls, "MAGIC_DIVIDEND_LIMIT", 0)  # the division of tiles.tile_rows
+        assert ls._launch_plan(n, row_size, offset, 2, 2, False, True, vec, 256, None)[1]["ROW_DIV"] == 0
+        want = _short_rows_step(x, s, seed, step_t, noise_t, offset)
+        want_sqrt2a = torch.full_like(x, float("nan"))
+        _launch(x, s, want_sqrt2a, seed, step_t=step_t, clamp=(-2.0, 2.0), elem_offset=offset, block=256)
+    finally:
+        ls._launch_plan.cache_clear()
+    assert not got.isnan().any() and torch.equal(got, want)
+    assert not sqrt2a.isnan().any() and torch.equal(sqrt2a, want_sqrt2a)
+    ref = plain_step(x, s, step_t[:, None], noise_t[:, None], z, (-2.0, 2.0))
+    if dtype == torch.float32:
+        assert torch.equal(injected, ref)
+    else:
+        torch.testing.assert_close(injected, ref, atol=0, rtol=2**-7)
