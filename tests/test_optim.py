@@ -843,6 +843,33 @@ def test_step_hooks_and_profiler_label():
     assert opt.noise_stream["step"] == 3
 
 
+def test_threaded_draws_update_bitwise_as_serial(monkeypatch):
+    """After draws on the pool's threads the passes run in numpy (no OpenMP team woken beside the pool):
+    bitwise the serial step's fused torch passes (θ − fl(lr·g), the prior's g + fl(λ·θ)), real values."""
+    import fastlangevin.fallback.optim as fo
+
+    monkeypatch.setattr(fo, "MIN_DRAW_PER_WORKER", 4)
+    shapes = [(70_001,), (3, 6000), (40, 50), (9,)]  # two above FUSE_MIN (the fused pass), two below
+
+    def run(threads):
+        g = torch.Generator().manual_seed(3)
+        params = [torch.randn(s, generator=g) for s in shapes]
+        opt = SGLD(params, lr=1e-3, num_data=10, prior_precision=0.5, seed=8, backend="torch")
+        n = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            for _ in range(3):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=g)
+                opt.step()
+        finally:
+            torch.set_num_threads(n)
+        return params
+
+    for a, b in zip(run(1), run(3)):
+        assert torch.equal(a, b)
+
+
 def test_cached_step_threaded_draws_equal_serial(monkeypatch):
     """Steps 2 and 3 (the cached CPU step) with draws spread over 3 threads equal the serial ones bit
     for bit, and each parameter is its place in the torch stream (head region, then its slot)."""
