@@ -49,8 +49,9 @@ Triton zero-fills first, run in the launch's one partial tile only, jumped over 
 The Philox counters' carry into the high word is selected per counter only in the tile whose low words wrap
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
-on a (row, chunk) grid; per-row scales on the flat grid (rows < 512 elements), each element's row by a
-multiply-high (``kernels/tiles.py`` magic_rows: ``-divide``), each tile row's where rows are whole tile rows
+on a (row, chunk) grid (a row's partial last chunk runs a masked copy of the body, which full chunks jump
+over); per-row scales on the flat grid (rows < 512 elements), each element's row by a multiply-high
+(``kernels/tiles.py`` magic_rows: ``-divide``), each tile row's where rows are whole tile rows
 (``-divide-tilerow``, one scale load per tile row) or by a shift for rows of 2 (``-divide-pow2``; 1 and 4 alike);
 ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
 only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).

@@ -273,12 +273,20 @@ def _langevin_step_kernel(
             rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
 
-    if HEAD != 0:
+    if HEAD != 0 or (ROW_GRID and not EVEN):
         # A mid-group start: only program 0 (the head) and the last tile need element masks; every other tile
         # runs the body unmasked (column loads and stores without predicates). The masked copy comes first,
         # so ptxas lays it out as the jumped-over one (as the group-aligned SPLIT below; `fastlangevin kernels`:
         # bf16 step with a clamp and a head 44.94 -> 38.38 instructions per element at 8 warps).
-        if (tl.program_id(0) == 0) | (left < BLOCK):
+        # The row grid alike: only a row's last chunk is partial, so its full chunks run the EVEN body (stores
+        # without predicates; SPLIT's loads-only branch kept 16 store masks live across the body and, for an fp32
+        # state beside a 16-bit score, repacked the score's halves after the join: `fastlangevin kernels`, fp32
+        # state, fp16 score, per-row scales, clamp 32.64 -> 31.30 instructions per element, 253 -> 214 registers).
+        if HEAD != 0:
+            masked = (tl.program_id(0) == 0) | (left < BLOCK)
+        else:
+            masked = left < BLOCK
+        if masked:
             _step_body(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
@@ -333,8 +341,8 @@ def _step_body(
     # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
     # an fp32 score beside a 16-bit state is not: its one load costs fewer instructions (`fastlangevin kernels`).
     HALVES: tl.constexpr = HEAD == 0
-    # A group-aligned launch that is not EVEN branches on the tile for its loads: only the tensor's (or row's)
-    # last tile is partial, and it alone takes the masked loads (Triton zero-fills a masked load's registers
+    # A group-aligned flat launch that is not EVEN branches on the tile for its loads: only the tensor's last
+    # tile is partial, and it alone takes the masked loads (Triton zero-fills a masked load's registers
     # first: 16 to 32 instructions a thread) while every full tile takes the unmasked ones. The masked branch
     # comes first, so ptxas lays it out as the jumped-over one (`fastlangevin kernels`: fp32 step 31.0 -> 30.2
     # instructions per element). The stores stay masked: a second branch made ptxas copy the results into
@@ -343,7 +351,7 @@ def _step_body(
     # (`fastlangevin kernels`: bf16 with a clamp and sqrt(2 a), a row per element, 41.47 -> 41.03). Other scales
     # load after the branch, as before (one scalar load, not two copies).
     GATHER: tl.constexpr = not ROW_GRID and (STEP_MODE == SCALE_ROWS or NOISE_MODE == SCALE_ROWS)
-    SPLIT: tl.constexpr = not EVEN and HEAD == 0
+    SPLIT: tl.constexpr = not EVEN and HEAD == 0 and not ROW_GRID  # the row grid splits whole bodies (above)
     if SPLIT:
         if left < BLOCK:
             x = _load_tile(x_ptr, start, offs, mask, left, False, LANES, COMPUTE, HALVES, MASKED_POLICY)
