@@ -142,7 +142,6 @@ def test_row_magic_divides_exactly():
     boundaries q d - 1, q d around both ends and random dividends (the bound is a theorem; this checks the
     host's arithmetic)."""
     import numpy as np
-
     from fastlangevin.kernels.tiles import MAGIC_DIVIDEND_LIMIT, row_magic
 
     rng = np.random.default_rng(12)
