@@ -844,8 +844,8 @@ def test_step_hooks_and_profiler_label():
 
 
 def test_threaded_draws_update_bitwise_as_serial(monkeypatch):
-    """After draws on the pool's threads the passes run in numpy (no OpenMP team woken beside the pool):
-    bitwise the serial step's fused torch passes (θ − fl(lr·g), the prior's g + fl(λ·θ)), real values."""
+    """Draws on the pool's threads (3 threads) give bitwise the serial step, with real values through the
+    fused passes (θ − fl(lr·g), the prior's g + fl(λ·θ)) on tensors above and below FUSE_MIN."""
     import fastlangevin.fallback.optim as fo
 
     monkeypatch.setattr(fo, "MIN_DRAW_PER_WORKER", 4)

@@ -282,7 +282,7 @@ def _mul_add(x, y, a, t, out, fuse: bool):
         _add(t, x, out)  # (product first: with two NaNs x86 keeps the first one's payload, as torch's ops do)
 
 
-def _update_np(method, th, g, st, z, sc, t1, t2, t3, fuse_ok=True):
+def _update_np(method, th, g, st, z, sc, t1, t2, t3):
     """:func:`_update` on numpy arrays (CPU): the same operations in the same order, each one IEEE fp32
     rounding (numpy's ufuncs: no FMA, correctly rounded √ and 1/x), so bitwise the same results;
     ~0.3 µs a call instead of ~1-2 µs a torch op. ``th`` / ``st`` in place, ``t1..t3`` scratch shaped
@@ -292,10 +292,9 @@ def _update_np(method, th, g, st, z, sc, t1, t2, t3, fuse_ok=True):
     ``addcdiv`` pass each (:func:`_mul_add`) instead of two ufunc passes (SGLD 3 passes -> 2; both
     operands come from memory there). SGHMC's and pSGLD's ``x ± fl(a·y)`` stay two ufunc passes: one
     operand is still in cache from the pass before, and the fused pass (it divides by ONE) measured
-    5-8 % slower there. ``x − fl(a·y)`` is ``x + fl(−a·y)`` (negation is exact, rounding symmetric).
-    ``fuse_ok`` False keeps every pass in numpy (see :func:`_run_numpy`: after pooled draws)."""
+    5-8 % slower there. ``x − fl(a·y)`` is ``x + fl(−a·y)`` (negation is exact, rounding symmetric)."""
     lr, gscale, prior, nscale, a1, a2, eps = sc
-    fuse = fuse_ok and th.size >= FUSE_MIN
+    fuse = th.size >= FUSE_MIN
     if gscale is not None:
         _mul(g, gscale, t3)
         g = t3
@@ -351,10 +350,6 @@ def _run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tup
     for b in range(len(plan.packed)):
         ks, flat, views, parts, first = plan.np_batch(b)
         seeds = noise.fill(b) if on else None  # the chunk seeds of a serial batch, drawn below
-        # After draws on the pool's threads no pass is a torch op: one big enough for ATen's OpenMP team
-        # (>= 32k elements) wakes it, and its threads then spin beside the pool's (more threads than cores);
-        # numpy's ufuncs never start threads, and round the same.
-        fuse_ok = not (on and noise.pooled)
         if seeds is not None:
             gen, std, fills = noise.gen, noise.std, plan.fills(b)
         if ks:
@@ -374,7 +369,7 @@ def _run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tup
             if st:
                 for k, a in zip(ks, sv):
                     a[...] = st[k]
-            _update_np(method, flat[0], gf, flat[2] if st else None, flat[3] if on else None, sc, *flat[4:], fuse_ok)
+            _update_np(method, flat[0], gf, flat[2] if st else None, flat[3] if on else None, sc, *flat[4:])
             for k, a in zip(ks, tv):
                 th[k][...] = a
             if st:
@@ -402,11 +397,11 @@ def _run_numpy(plan, method: int, th: list, g: list, st: Optional[list], sc: tup
                     _update_np(method, tf[p0:p1], gf[p0:p1], sf[p0:p1] if st else None, zp, sc, u1, u2, u3)
                 continue
             if whole:
-                _update_np(method, th[k], g[k], st[k] if st else None, zp if on else None, sc, t1, t2, t3, fuse_ok)
+                _update_np(method, th[k], g[k], st[k] if st else None, zp if on else None, sc, t1, t2, t3)
             else:  # a slice of a tensor above BATCH (th and st contiguous: reshape is a view)
                 sp = st[k].reshape(-1)[lo:hi] if st else None
                 _update_np(method, th[k].reshape(-1)[lo:hi], g[k].reshape(-1)[lo:hi], sp, zp if on else None, sc,
-                           t1, t2, t3, fuse_ok)  # fmt: skip
+                           t1, t2, t3)  # fmt: skip
 
 
 class _Plan:
@@ -775,7 +770,6 @@ class NoiseSource:
         self.plan, self.seed, self.rng, self.std, self.injected = plan, seed, rng, std, injected
         self.torch = injected is None and rng == "torch"
         self.gen = cpu_scratch()[0] if self.torch else None
-        self.pooled = False  # whether a fill of this step ran on the pool's threads (see _run_numpy)
         if self.torch:
             plan.draw_head(seed, std)
 
@@ -784,7 +778,6 @@ class NoiseSource:
         if not self.torch:
             _noise(plan, b, self.seed, self.rng, self.std, self.injected)
         elif _draw_workers(plan, b) > 1:
-            self.pooled = True
             _draw_torch(plan, b, self.seed, self.std)
             plan.apply_head(b)
         else:
