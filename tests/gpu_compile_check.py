@@ -75,6 +75,9 @@ def variants():
         "VEC": 4,
         "ROW_GRID": False,
         "EVEN": False,
+        "DIV32": False,  # the row-index constexprs (defaults given: an unnamed one would compile as an i64 argument)
+        "ROW_DIV": 0,
+        "ROW_SHIFT": 0,
     }
     W = langevin_step.NUM_WARPS_GPU
     yield "step-fp32-scalars", ls, step_ptrs(f32, f32), step_floats, base, W
