@@ -108,19 +108,28 @@ class Variant:
     core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
 
 
-def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool, int]]:
-    """(name suffix, ROW_GRID, EVEN, ROW_DIV) of the step launches for one head and scale kind (see
-    ``launch_langevin_step``): group-aligned starts run masked or, when every tile is full, unmasked
+def _step_layouts(head: int, per_row: bool, vec: int = 4) -> Iterator[Tuple[str, bool, bool, int]]:
+    """(name suffix, ROW_GRID, EVEN, ROW_DIV) of the step launches for one head, scale kind and tile-row width
+    (see ``launch_langevin_step``): group-aligned starts run masked or, when every tile is full, unmasked
     (EVEN); per-row scales run on the (row, chunk) grid for aligned rows of >= ROW_GRID_MIN_GPU
-    elements and otherwise on the flat grid, finding each element's row by a multiply-high ("-divide",
-    ROW_DIV 1), or each tile row's where rows are whole tile rows ("-divide-tilerow", ROW_DIV 2)."""
+    elements and otherwise on the flat grid: each tile row's first row by a multiply-high and the next row's
+    from a column on ("-divide", ROW_DIV 4: rows of >= VEC - 1 elements), each element's row by a multiply-high
+    ("-divide-short", ROW_DIV 1: rows of 3, 5, 6 in 8-wide tiles, of 1, 2 with a head), each tile row's where rows
+    are whole tile rows ("-divide-tilerow", ROW_DIV 2) or by a shift ("-divide-pow2", ROW_DIV 3: rows of 1, 2 and 4
+    below VEC). Mid-group starts run 4-wide rows."""
     if head:
-        yield ("-divide", False, False, 1) if per_row else ("", False, False, 0)
+        if per_row:
+            yield "-divide", False, False, 4
+            yield "-divide-short", False, False, 1
+        else:
+            yield "", False, False, 0
         return
     if per_row:
         yield "-rowgrid", True, False, 0
         yield "-rowgrid-even", True, True, 0
-        yield "-divide", False, False, 1
+        yield "-divide", False, False, 4
+        if vec == 8:  # 4-wide rows of 3 take two candidates; 1 and 2 the shift
+            yield "-divide-short", False, False, 1
         yield "-divide-tilerow", False, False, 2
         yield "-divide-pow2", False, False, 3
     else:
@@ -131,9 +140,9 @@ def _step_layouts(head: int, per_row: bool) -> Iterator[Tuple[str, bool, bool, i
 def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mixed: bool = False) -> int:
     """The step launcher's warps (kernels/langevin_step.py ``_launch_plan``; ``mixed``: an fp32 operand beside a
     16-bit one)."""
-    if (head and suffix == "-divide") or (fp64 and not row_grid):
+    if (head and suffix == "-divide-short") or (fp64 and not row_grid):
         return 8
-    if head or suffix in ("-divide", "-divide-pow2") or (suffix == "-divide-tilerow" and mixed):
+    if head or suffix == "-divide-short" or (suffix.startswith("-divide") and mixed):
         return STEP_WARPS
     return STREAM_WARPS[vec]
 
@@ -166,7 +175,8 @@ def _step_variants() -> Iterator[Variant]:
                     for head in (0, 1, 3):
                         if head == 3 and not (x == "bf16" and s == "bf16"):
                             continue  # heads 1..3 compile alike; one extra head checks that
-                        for suffix, row_grid, even, row_div in _step_layouts(head, 2 in (step_mode, noise_mode)):
+                        per_row = 2 in (step_mode, noise_mode)
+                        for suffix, row_grid, even, row_div in _step_layouts(head, per_row, 4 if head else vec):
                             name = (
                                 f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}{suffix}"
                             )

@@ -28,8 +28,10 @@ from .tiles import (
     MAGIC_DIVIDEND_LIMIT,
     flat_launch,
     flat_tile,
+    join4,
     magic_rows,
     normal_tile,
+    pair_rows,
     row_launch,
     row_magic,
     row_tile,
@@ -62,6 +64,9 @@ STEP_ELEMS_PER_WARP = stream_elems_per_warp(4)
 #: few, large programs, so only long rows.
 ROW_GRID_MIN_GPU = 512
 ROW_GRID_MIN_INTERPRETER = 1 << 14
+#: The flat grid's per-row layouts whose 16-bit launches take the group-aligned 64 elements a thread (the
+#: others 32: see _launch_plan).
+PER_TILE_ROW_DIVS = (2, 3, 4)
 #: The eviction policy of the masked loads and stores of a launch's partial tile (SPLIT in the kernel): a
 #: streamed tile is read and written once, so evict-first is the right hint, and a hint the full tiles'
 #: accesses lack keeps LLVM from merging the two branches back into one masked access (it sinks identical
@@ -82,13 +87,42 @@ def _load_scale(
     EVEN: tl.constexpr = False,
     left=None,
     VEC: tl.constexpr = 4,
+    ROW_DIV: tl.constexpr = 0,
+    cut=None,
+    NEXT: tl.constexpr = False,
+    ROW_SHIFT: tl.constexpr = 0,
 ):
+    """One scale: a scalar or, per row on the flat grid (``rows``: _langevin_step_kernel's), a tile row's
+    ``[R, 1]``, an element's ``[R, VEC]``, a tile row's first row's ``[R, 1]`` or (NEXT) the next row's, valid where
+    it starts in the tile row (ROW_DIV 4: tiles.pair_rows, ``cut``), or (ROW_DIV 3) the ``[R, VEC >> ROW_SHIFT]``
+    scales of the tile rows' rows, for :func:`_repeat_rows`."""
     if MODE == SCALE_ARG:
         r = val
     elif MODE == SCALE_TENSOR:
         r = tl.load(ptr).to(COMPUTE)
     elif ROW_GRID:  # one row per program: `rows` is a scalar
         r = tl.load(ptr + rows).to(COMPUTE)
+    elif ROW_DIV == 3:
+        # rows of 2**ROW_SHIFT < VEC elements from a start on a row (`rows`: the tile's first row, a scalar): the
+        # tile's rows are consecutive, so each tile row's scales are one contiguous (vector) load at a constant
+        # offset from one address, not a gather per element; n is a multiple of the row, so is `left`
+        W: tl.constexpr = VEC >> ROW_SHIFT
+        idx = tl.arange(0, mask.shape[0])[:, None] * W + tl.arange(0, W)[None, :]
+        if EVEN:
+            r = tl.load((ptr + rows) + idx).to(COMPUTE)
+        else:
+            r = tl.load((ptr + rows) + idx, mask=idx < (left >> ROW_SHIFT), other=0.0).to(COMPUTE)
+    elif ROW_DIV == 4:
+        tr = tl.arange(0, rows.shape[0])[:, None] * VEC  # the tile rows' first columns
+        if NEXT:  # only where the next row starts inside the tile row (and inside the tensor)
+            m = cut < VEC
+            if not EVEN:
+                m = m & (tr + cut < left)
+            r = tl.load(ptr + rows + 1, mask=m, other=0.0).to(COMPUTE)
+        elif EVEN:
+            r = tl.load(ptr + rows).to(COMPUTE)
+        else:
+            r = tl.load(ptr + rows, mask=tr < left, other=0.0).to(COMPUTE)
     elif EVEN:  # every row index valid
         r = tile_load(ptr + rows, None, LANES).to(COMPUTE)
     elif rows.shape[1] == 1:  # one row per tile row (tiles.magic_rows): valid where the tile row's first element is
@@ -114,14 +148,78 @@ def _load_scales(
     EVEN: tl.constexpr,
     left,
     VEC: tl.constexpr,
+    ROW_DIV: tl.constexpr,
+    cut,
+    ROW_SHIFT: tl.constexpr,
 ):
-    """(a, b): the step and noise scales (:func:`_load_scale`); ``b`` is ``a`` when NOISE_MODE loads none."""
-    a = _load_scale(step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC)
-    if NOISE_MODE == NOISE_NONE or NOISE_MODE == NOISE_SQRT2A:
+    """(a, b): the step and noise scales (:func:`_load_scale`); ``b`` is ``a`` when NOISE_MODE loads none and
+    ``sqrt(2 a)`` for NOISE_SQRT2A, taken of the loaded scales (one per row, not per element, where rows are
+    per tile row or fewer), before the per-element select of ROW_DIV 4 and repeat of ROW_DIV 3."""
+    FLAT: tl.constexpr = not ROW_GRID
+    a = _load_scale(
+        step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC, ROW_DIV, cut, False,
+        ROW_SHIFT,
+    )  # fmt: skip
+    if NOISE_MODE == NOISE_NONE:
         b = a
+    elif NOISE_MODE == NOISE_SQRT2A:
+        b = tl.sqrt(2.0 * a)
     else:
-        b = _load_scale(noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC)
+        b = _load_scale(
+            noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC, ROW_DIV,
+            cut, False, ROW_SHIFT,
+        )  # fmt: skip
+    if FLAT and ROW_DIV == 4:
+        # a tile row's elements from column `cut` on are the next row's (tiles.pair_rows): its scales, selected
+        if STEP_MODE == SCALE_ROWS:
+            a1 = _load_scale(
+                step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC, ROW_DIV, cut,
+                True,
+            )  # fmt: skip
+            if NOISE_MODE == NOISE_SQRT2A:
+                b = _pick_rows(cut, b, tl.sqrt(2.0 * a1), VEC, LANES)
+            a = _pick_rows(cut, a, a1, VEC, LANES)
+        if NOISE_MODE == SCALE_ROWS:
+            b1 = _load_scale(
+                noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC,
+                ROW_DIV, cut, True,
+            )  # fmt: skip
+            b = _pick_rows(cut, b, b1, VEC, LANES)
+    elif FLAT and ROW_DIV == 3:
+        if STEP_MODE == SCALE_ROWS:
+            a = _repeat_rows(a, ROW_SHIFT)
+            if NOISE_MODE == NOISE_SQRT2A:
+                b = _repeat_rows(b, ROW_SHIFT)
+        if NOISE_MODE == SCALE_ROWS:
+            b = _repeat_rows(b, ROW_SHIFT)
     return a, b
+
+
+@triton.jit
+def _pick_rows(cut, v0, v1, VEC: tl.constexpr, LANES: tl.constexpr):
+    """The ``[R, VEC]`` tile of ``v1`` (``[R, 1]``) from column ``cut`` on, ``v0`` before; with LANES built column by
+    column (tiles.join4: each row of four stays in its thread, as the column loads it meets)."""
+    if LANES:
+        R: tl.constexpr = cut.shape[0]
+        c = tl.reshape(cut, (R,))
+        w0 = tl.reshape(v0, (R,))
+        w1 = tl.reshape(v1, (R,))
+        # column 0 is always the first row's (cut >= 1)
+        return join4(w0, tl.where(c <= 1, w1, w0), tl.where(c <= 2, w1, w0), tl.where(c <= 3, w1, w0))
+    else:
+        return tl.where(tl.arange(0, VEC)[None, :] >= cut, v1, v0)
+
+
+@triton.jit
+def _repeat_rows(v, SHIFT: tl.constexpr):
+    """The ``[R, W << SHIFT]`` tile whose element ``(r, l)`` is ``v[r, l >> SHIFT]`` (``v`` ``[R, W]``): in-thread
+    joins, no data movement."""
+    if SHIFT >= 1:
+        v = tl.join(v, v)
+    if SHIFT >= 2:
+        v = tl.join(v, v)
+    tl.static_assert(SHIFT <= 2, "rows of 1, 2 or 4 elements")
+    return tl.reshape(v, (v.shape[0], v.numel // v.shape[0]))
 
 
 @triton.jit
@@ -257,6 +355,7 @@ def _langevin_step_kernel(
         # row * row_size) >> 2 + chunk * GROUPS is the same integer, from a second 64-bit multiply-add
         first_group = group_offset + (start >> 2)
         rows = row
+        cut = None
         # the row's columns from this chunk on (not (row + 1) * row_size - start: one 64-bit product less)
         left = tl.minimum(row_size - tl.program_id(1).to(tl.int64) * BLOCK, BLOCK).to(tl.int32)
     else:
@@ -265,10 +364,13 @@ def _langevin_step_kernel(
         # 2 per tile row (tiles.magic_rows), 3 shifts (rows of 2**ROW_SHIFT <= BLOCK elements, a group-aligned start:
         # `start` is a multiple of the row, so each element's row is a scalar plus a constant, and its scale a load
         # at a constant offset from one address)
+        cut = None
         if ROW_DIV == 0:
             rows = tile_rows(start, offs, row_size, DIV32)
         elif ROW_DIV == 3:
-            rows = (start >> ROW_SHIFT).to(tl.int32) + (offs >> ROW_SHIFT)
+            rows = start >> ROW_SHIFT  # the tile's first row (_load_scale)
+        elif ROW_DIV == 4:
+            rows, cut = pair_rows(start, offs, div_magic, row_size)
         else:
             rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
@@ -290,19 +392,19 @@ def _langevin_step_kernel(
             _step_body(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
-                HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, False, LANES,
+                HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, False, LANES, ROW_DIV, cut, ROW_SHIFT,
             )  # fmt: skip
         else:
             _step_body(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
-                HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, True, LANES,
+                HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, True, LANES, ROW_DIV, cut, ROW_SHIFT,
             )  # fmt: skip
     else:
         _step_body(
             x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
             lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
-            HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, EVEN, LANES,
+            HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, EVEN, LANES, ROW_DIV, cut, ROW_SHIFT,
         )  # fmt: skip
 
 
@@ -336,6 +438,9 @@ def _step_body(
     ROW_GRID: tl.constexpr,
     EVEN: tl.constexpr,
     LANES: tl.constexpr,
+    ROW_DIV: tl.constexpr,
+    cut,
+    ROW_SHIFT: tl.constexpr,
 ):
     """The update of one tile (see :func:`_langevin_step_kernel`); EVEN: every element of it is valid."""
     # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
@@ -359,7 +464,7 @@ def _step_body(
             if GATHER:
                 a, b = _load_scales(
                     step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
-                    ROW_GRID, LANES, False, left, VEC,
+                    ROW_GRID, LANES, False, left, VEC, ROW_DIV, cut, ROW_SHIFT,
                 )  # fmt: skip
         else:
             x = _load_tile(x_ptr, start, offs, mask, left, True, LANES, COMPUTE, HALVES)
@@ -367,7 +472,7 @@ def _step_body(
             if GATHER:
                 a, b = _load_scales(
                     step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
-                    ROW_GRID, LANES, True, left, VEC,
+                    ROW_GRID, LANES, True, left, VEC, ROW_DIV, cut, ROW_SHIFT,
                 )  # fmt: skip
     else:
         x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
@@ -375,12 +480,10 @@ def _step_body(
     if not (SPLIT and GATHER):
         a, b = _load_scales(
             step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
-            LANES, EVEN, left, VEC,
+            LANES, EVEN, left, VEC, ROW_DIV, cut, ROW_SHIFT,
         )  # fmt: skip
     out = x + a * s
-    if NOISE_MODE != NOISE_NONE:
-        if NOISE_MODE == NOISE_SQRT2A:
-            b = tl.sqrt(2.0 * a)
+    if NOISE_MODE != NOISE_NONE:  # b: sqrt(2 a) for NOISE_SQRT2A (_load_scales)
         if NOISE_FROM_PTR:
             z = _load(noise_ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
         else:
@@ -523,18 +626,19 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # 35.88 instructions per element against 16).
         head = elem_offset % 4 != 0
         if per_row and n <= MAGIC_DIVIDEND_LIMIT:
-            if head:
-                row_div = 1
-            elif row_size % vec == 0:
+            if row_size % vec == 0 and not head:
                 row_div = 2
-            elif row_size & (row_size - 1) == 0:  # 1, 2 (or 4 in 8-wide rows): a power of two below VEC
+            elif row_size & (row_size - 1) == 0 and not head:  # 1, 2 (or 4 in 8-wide rows): a power of two below VEC
                 row_div = 3
+            elif row_size >= vec - 1:  # a tile row spans at most two rows
+                row_div = 4
             else:
                 row_div = 1
-        if fp64 or (head and per_row):
+        if fp64 or (head and per_row and row_div == 1):
             warps = FLAT_WARPS_GPU
         else:
-            warps = stream_warps(FLAT_BLOCK_GPU, 4 if (per_row and (row_div != 2 or mixed)) or head else vec)
+            per_elem = per_row and (row_div not in PER_TILE_ROW_DIVS or mixed)
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_elem or head else vec)
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
@@ -550,7 +654,7 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         DIV32=row_size + blk < (1 << 31),
         ROW_DIV=row_div,
         ROW_SHIFT=row_size.bit_length() - 1 if row_div == 3 else 0,
-        div_magic=row_magic(row_size) if row_div in (1, 2) else 0,
+        div_magic=row_magic(row_size) if row_div in (1, 2, 4) else 0,
         **options,
     )
     return grid, consts

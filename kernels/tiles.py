@@ -273,6 +273,31 @@ def magic_rows(start, offs, magic, PER_TILE_ROW: tl.constexpr):
     return (tl.umulhi(base2 + offs2.to(tl.uint32), m) >> s).to(tl.int32, bitcast=True)
 
 
+@triton.jit
+def pair_rows(start, offs, magic, row_size):
+    """Each tile row's first row and the column where the next begins, for rows of at least ``VEC - 1`` elements
+    (``offs.shape[1]``; below MAGIC_DIVIDEND_LIMIT elements, :func:`row_magic`'s ``magic``): ``(r0, cut)``, both
+    ``[R, 1]`` int32, with the tile's element ``(r, l)`` in row ``r0[r] + (l >= cut[r])``. A tile row then spans
+    at most two rows: ``cut`` (the next row's first element, ``(r0 + 1) row_size``, less the tile row's first,
+    ``start + VEC r``) is in ``[1, row_size + 3]`` and the row after starts ``row_size >= VEC - 1`` columns later.
+    One multiply-high per tile row instead of per element (:func:`magic_rows`); the caller loads two scales per
+    tile row and selects per element.
+
+    A mid-group start's first tile row begins up to 3 elements before the tensor (``start + VEC r < 0``): its row
+    is that of element 0 (the masked elements before it need none), ``cut`` still counts from the tile row's
+    first column. The products wrap modulo 2**32 (uint32): ``(r0 + 1) row_size`` may pass 2**31, their difference
+    is small."""
+    VEC: tl.constexpr = offs.shape[1]
+    first = start.to(tl.int32) + VEC * tl.arange(0, offs.shape[0])[:, None]  # a local index below 2**31 (or -HEAD)
+    base = tl.maximum(first, 0).to(tl.uint32)
+    magic = magic.to(tl.int64)
+    m = (magic & 0xFFFFFFFF).to(tl.uint32)
+    s = ((magic >> 32) - 1).to(tl.uint32)
+    r0 = tl.umulhi(2 * base, m) >> s
+    cut = (r0 + 1) * row_size.to(tl.uint32) - first.to(tl.uint32, bitcast=True)
+    return r0.to(tl.int32, bitcast=True), cut.to(tl.int32, bitcast=True)
+
+
 # The fast Gaussian transform (see fastlangevin._rng, "Normal transform", for the derivation and its
 # error bounds; `_rng._box_muller` is the same arithmetic in PyTorch). Coefficients are fp32 minimax
 # fits: -2 ln(1 + t) = t (L0 + t (L1 + ...)) on [sqrt(1/2) - 1, sqrt(2) - 1], relative error 1.2e-6;
