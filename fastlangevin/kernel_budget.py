@@ -50,11 +50,15 @@ The Philox counters' carry into the high word is selected per counter only in th
 (``normal_tile``: that copy of the rounds is jumped over, cold, everywhere else). Launch layouts (the variant
 name's suffix): none = masked flat grid, ``-even`` = every tile full (unmasked), ``-rowgrid`` = per-row scales
 on a (row, chunk) grid (a row's partial last chunk runs a masked copy of the body, which full chunks jump
-over); per-row scales on the flat grid (rows < 512 elements), each element's row by a multiply-high
-(``kernels/tiles.py`` magic_rows: ``-divide``), each tile row's where rows are whole tile rows
-(``-divide-tilerow``, one scale load per tile row) or by a shift for rows of 2 (``-divide-pow2``; 1 and 4 alike);
-``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
-only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).
+over); per-row scales on the flat grid (rows < 512 elements): ``-divide`` = in 8-wide (16-bit) tiles and with a
+mid-group start, each tile row's first row by a multiply-high and the next row's from a column on (``kernels/tiles.py``
+pair_rows: two scale loads per tile row, a select per element; rows of >= VEC - 1 elements), in group-aligned 4-wide
+(fp32) tiles each element's row by a multiply-high (magic_rows); ``-divide-short`` = each element's row where a tile
+row may span more than two rows (rows of 3, 5, 6 in 8-wide tiles, of 1 and 2 with a head); ``-divide-tilerow`` =
+each tile row's where rows are whole tile rows (one scale load per tile row); ``-divide-pow2`` = rows of 2 by a shift
+(1 and 4 alike: one scale load per row, joined into the tile). ``head1``/``head3`` = a start mid-way into a Philox
+group (scalar accesses column by column; masks only in program 0 and the last tile, the interior tiles' unmasked copy
+is the hot one; 4 warps, 8 with ``-divide-short``).
 """
 
 from __future__ import annotations
@@ -77,9 +81,10 @@ DEVICES = (
 #: Warps of the group-aligned elementwise launches (the step, the DSM perturb) at BLOCK 4096, by tile-row
 #: width: kernels/tiles.py ELEMS_PER_THREAD_GPU (32 elements a thread in 4-wide rows, 64 in 8-wide 16-bit
 #: ones; not imported: this module loads without Triton). The step's exceptions: float64 states and mid-group
-#: starts with per-row scales run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and per-row scales on
-#: the flat grid with a row per element (-divide, -divide-pow2) 4 warps, and so do those per tile row
-#: (-divide-tilerow) with an fp32 operand beside a 16-bit one (the others the stream's).
+#: starts with a row per element (-divide-short) run FLAT_WARPS_GPU = 8; other mid-group starts (4-wide rows) and
+#: per-row scales on the flat grid with a row per element or two per tile row (-divide, -divide-short) 4 warps, and
+#: so do those per tile row and by a shift (-divide-tilerow, -divide-pow2) with an fp32 operand beside a 16-bit one
+#: (the others the stream's).
 STREAM_WARPS = {4: 4, 8: 2}
 STEP_WARPS = STREAM_WARPS[4]
 #: The row kernels' warps at BLOCK 4096 (kernels/tiles.py ROW_ELEMS_PER_WARP = 1024 columns per warp).
@@ -127,9 +132,11 @@ def _step_layouts(head: int, per_row: bool, vec: int = 4) -> Iterator[Tuple[str,
     if per_row:
         yield "-rowgrid", True, False, 0
         yield "-rowgrid-even", True, True, 0
-        yield "-divide", False, False, 4
-        if vec == 8:  # 4-wide rows of 3 take two candidates; 1 and 2 the shift
+        if vec == 8:
+            yield "-divide", False, False, 4
             yield "-divide-short", False, False, 1
+        else:  # 4-wide group-aligned rows: a row per element (two candidates measured more instructions)
+            yield "-divide", False, False, 1
         yield "-divide-tilerow", False, False, 2
         yield "-divide-pow2", False, False, 3
     else:
@@ -142,7 +149,7 @@ def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mi
     16-bit one)."""
     if (head and suffix == "-divide-short") or (fp64 and not row_grid):
         return 8
-    if head or suffix == "-divide-short" or (suffix.startswith("-divide") and mixed):
+    if head or suffix in ("-divide", "-divide-short") or (suffix.startswith("-divide") and mixed):
         return STEP_WARPS
     return STREAM_WARPS[vec]
 

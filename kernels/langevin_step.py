@@ -66,7 +66,7 @@ ROW_GRID_MIN_GPU = 512
 ROW_GRID_MIN_INTERPRETER = 1 << 14
 #: The flat grid's per-row layouts whose 16-bit launches take the group-aligned 64 elements a thread (the
 #: others 32: see _launch_plan).
-PER_TILE_ROW_DIVS = (2, 3, 4)
+PER_TILE_ROW_DIVS = (2, 3)
 #: The eviction policy of the masked loads and stores of a launch's partial tile (SPLIT in the kernel): a
 #: streamed tile is read and written once, so evict-first is the right hint, and a hint the full tiles'
 #: accesses lack keeps LLVM from merging the two branches back into one masked access (it sinks identical
@@ -95,7 +95,7 @@ def _load_scale(
     """One scale: a scalar or, per row on the flat grid (``rows``: _langevin_step_kernel's), a tile row's
     ``[R, 1]``, an element's ``[R, VEC]``, a tile row's first row's ``[R, 1]`` or (NEXT) the next row's, valid where
     it starts in the tile row (ROW_DIV 4: tiles.pair_rows, ``cut``), or (ROW_DIV 3) the ``[R, VEC >> ROW_SHIFT]``
-    scales of the tile rows' rows, for :func:`_repeat_rows`."""
+    scales of the tile rows' rows ``W r + cut`` (:func:`_pow2_tile`)."""
     if MODE == SCALE_ARG:
         r = val
     elif MODE == SCALE_TENSOR:
@@ -104,25 +104,28 @@ def _load_scale(
         r = tl.load(ptr + rows).to(COMPUTE)
     elif ROW_DIV == 3:
         # rows of 2**ROW_SHIFT < VEC elements from a start on a row (`rows`: the tile's first row, a scalar): the
-        # tile's rows are consecutive, so each tile row's scales are one contiguous (vector) load at a constant
-        # offset from one address, not a gather per element; n is a multiple of the row, so is `left`
+        # tile's rows are consecutive, so tile row r holds rows rows + W r + j, j < W = VEC >> ROW_SHIFT: W loads
+        # per tile row at constant offsets from one address (scale j of each tile row: `cut` = j), not a gather
+        # per element; n is a multiple of the row, so is `left`
         W: tl.constexpr = VEC >> ROW_SHIFT
-        idx = tl.arange(0, mask.shape[0])[:, None] * W + tl.arange(0, W)[None, :]
+        idx = tl.arange(0, mask.shape[0]) * W + cut
         if EVEN:
             r = tl.load((ptr + rows) + idx).to(COMPUTE)
         else:
             r = tl.load((ptr + rows) + idx, mask=idx < (left >> ROW_SHIFT), other=0.0).to(COMPUTE)
     elif ROW_DIV == 4:
         tr = tl.arange(0, rows.shape[0])[:, None] * VEC  # the tile rows' first columns
+        # no `other=`: a masked scale is never selected (the next row's only from column `cut` < VEC on) or only
+        # for elements that are not stored, so it needs no defined value (and no zero-fill)
         if NEXT:  # only where the next row starts inside the tile row (and inside the tensor)
             m = cut < VEC
             if not EVEN:
                 m = m & (tr + cut < left)
-            r = tl.load(ptr + rows + 1, mask=m, other=0.0).to(COMPUTE)
+            r = tl.load(ptr + rows + 1, mask=m).to(COMPUTE)
         elif EVEN:
             r = tl.load(ptr + rows).to(COMPUTE)
         else:
-            r = tl.load(ptr + rows, mask=tr < left, other=0.0).to(COMPUTE)
+            r = tl.load(ptr + rows, mask=tr < left).to(COMPUTE)
     elif EVEN:  # every row index valid
         r = tile_load(ptr + rows, None, LANES).to(COMPUTE)
     elif rows.shape[1] == 1:  # one row per tile row (tiles.magic_rows): valid where the tile row's first element is
@@ -151,19 +154,28 @@ def _load_scales(
     ROW_DIV: tl.constexpr,
     cut,
     ROW_SHIFT: tl.constexpr,
+    offs,
 ):
     """(a, b): the step and noise scales (:func:`_load_scale`); ``b`` is ``a`` when NOISE_MODE loads none and
     ``sqrt(2 a)`` for NOISE_SQRT2A, taken of the loaded scales (one per row, not per element, where rows are
     per tile row or fewer), before the per-element select of ROW_DIV 4 and repeat of ROW_DIV 3."""
     FLAT: tl.constexpr = not ROW_GRID
-    a = _load_scale(
-        step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC, ROW_DIV, cut, False,
-        ROW_SHIFT,
-    )  # fmt: skip
+    POW2_A: tl.constexpr = FLAT and ROW_DIV == 3 and STEP_MODE == SCALE_ROWS
+    if POW2_A:
+        a, ab = _pow2_tile(step_ptr, rows, mask, left, EVEN, COMPUTE, VEC, ROW_SHIFT, NOISE_MODE == NOISE_SQRT2A)
+    else:
+        a = _load_scale(
+            step_val, step_ptr, rows, STEP_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC, ROW_DIV, cut, False,
+            ROW_SHIFT,
+        )  # fmt: skip
     if NOISE_MODE == NOISE_NONE:
         b = a
+    elif NOISE_MODE == NOISE_SQRT2A and POW2_A:
+        b = ab
     elif NOISE_MODE == NOISE_SQRT2A:
         b = tl.sqrt(2.0 * a)
+    elif FLAT and ROW_DIV == 3 and NOISE_MODE == SCALE_ROWS:
+        b, _ = _pow2_tile(noise_scale_ptr, rows, mask, left, EVEN, COMPUTE, VEC, ROW_SHIFT, False)
     else:
         b = _load_scale(
             noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC, ROW_DIV,
@@ -177,49 +189,110 @@ def _load_scales(
                 True,
             )  # fmt: skip
             if NOISE_MODE == NOISE_SQRT2A:
-                b = _pick_rows(cut, b, tl.sqrt(2.0 * a1), VEC, LANES)
-            a = _pick_rows(cut, a, a1, VEC, LANES)
+                b = _pick_rows(offs, cut, b, tl.sqrt(2.0 * a1), LANES)
+            a = _pick_rows(offs, cut, a, a1, LANES)
         if NOISE_MODE == SCALE_ROWS:
             b1 = _load_scale(
                 noise_val, noise_scale_ptr, rows, NOISE_MODE, mask, COMPUTE, ROW_GRID, LANES, EVEN, left, VEC,
                 ROW_DIV, cut, True,
             )  # fmt: skip
-            b = _pick_rows(cut, b, b1, VEC, LANES)
-    elif FLAT and ROW_DIV == 3:
-        if STEP_MODE == SCALE_ROWS:
-            a = _repeat_rows(a, ROW_SHIFT)
-            if NOISE_MODE == NOISE_SQRT2A:
-                b = _repeat_rows(b, ROW_SHIFT)
-        if NOISE_MODE == SCALE_ROWS:
-            b = _repeat_rows(b, ROW_SHIFT)
+            b = _pick_rows(offs, cut, b, b1, LANES)
     return a, b
 
 
 @triton.jit
-def _pick_rows(cut, v0, v1, VEC: tl.constexpr, LANES: tl.constexpr):
-    """The ``[R, VEC]`` tile of ``v1`` (``[R, 1]``) from column ``cut`` on, ``v0`` before; with LANES built column by
-    column (tiles.join4: each row of four stays in its thread, as the column loads it meets)."""
-    if LANES:
-        R: tl.constexpr = cut.shape[0]
-        c = tl.reshape(cut, (R,))
-        w0 = tl.reshape(v0, (R,))
-        w1 = tl.reshape(v1, (R,))
-        # column 0 is always the first row's (cut >= 1)
-        return join4(w0, tl.where(c <= 1, w1, w0), tl.where(c <= 2, w1, w0), tl.where(c <= 3, w1, w0))
-    else:
-        return tl.where(tl.arange(0, VEC)[None, :] >= cut, v1, v0)
+def _pow2_col(ptr, rows, mask, left, EVEN: tl.constexpr, COMPUTE: tl.constexpr, VEC: tl.constexpr, SHIFT: tl.constexpr,
+              J: tl.constexpr):  # fmt: skip
+    """Scale J of each tile row of rows of 2**SHIFT elements (``[R]``: _load_scale's ROW_DIV 3)."""
+    return _load_scale(0.0, ptr, rows, SCALE_ROWS, mask, COMPUTE, False, False, EVEN, left, VEC, 3, J, False, SHIFT)
 
 
 @triton.jit
-def _repeat_rows(v, SHIFT: tl.constexpr):
-    """The ``[R, W << SHIFT]`` tile whose element ``(r, l)`` is ``v[r, l >> SHIFT]`` (``v`` ``[R, W]``): in-thread
-    joins, no data movement."""
-    if SHIFT >= 1:
-        v = tl.join(v, v)
-    if SHIFT >= 2:
-        v = tl.join(v, v)
-    tl.static_assert(SHIFT <= 2, "rows of 1, 2 or 4 elements")
-    return tl.reshape(v, (v.shape[0], v.numel // v.shape[0]))
+def _pow2_tile(ptr, rows, mask, left, EVEN: tl.constexpr, COMPUTE: tl.constexpr, VEC: tl.constexpr, SHIFT: tl.constexpr,
+               SQRT2: tl.constexpr):  # fmt: skip
+    """The ``[R, VEC]`` scales of rows of 2**SHIFT < VEC elements (ROW_DIV 3) and, SQRT2, their ``sqrt(2 a)``: W =
+    VEC >> SHIFT loads per tile row (one per row), joined column by column (tiles.join4, _join_halves: in-thread),
+    the square roots taken once per row. (One ``[R, W]`` load and in-thread repeats by ``tl.join`` compiled to
+    60.5 instructions per element, the bf16 step with a clamp and sqrt(2 a): layout conversions.)"""
+    c0 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 0)
+    c1 = c0
+    c2 = c0
+    c3 = c0
+    if (VEC >> SHIFT) >= 2:
+        c1 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 1)
+    if (VEC >> SHIFT) >= 4:
+        c2 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 2)
+        c3 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 3)
+    c4 = c0
+    c5 = c0
+    c6 = c0
+    c7 = c0
+    if (VEC >> SHIFT) == 8:
+        c4 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 4)
+        c5 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 5)
+        c6 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 6)
+        c7 = _pow2_col(ptr, rows, mask, left, EVEN, COMPUTE, VEC, SHIFT, 7)
+    t = _repeat_cols(c0, c1, c2, c3, c4, c5, c6, c7, VEC, SHIFT)
+    s = t
+    if SQRT2:
+        s0 = tl.sqrt(2.0 * c0)
+        s1 = s0
+        s2 = s0
+        s3 = s0
+        s4 = s0
+        s5 = s0
+        s6 = s0
+        s7 = s0
+        if (VEC >> SHIFT) >= 2:
+            s1 = tl.sqrt(2.0 * c1)
+        if (VEC >> SHIFT) >= 4:
+            s2 = tl.sqrt(2.0 * c2)
+            s3 = tl.sqrt(2.0 * c3)
+        if (VEC >> SHIFT) == 8:
+            s4 = tl.sqrt(2.0 * c4)
+            s5 = tl.sqrt(2.0 * c5)
+            s6 = tl.sqrt(2.0 * c6)
+            s7 = tl.sqrt(2.0 * c7)
+        s = _repeat_cols(s0, s1, s2, s3, s4, s5, s6, s7, VEC, SHIFT)
+    return t, s
+
+
+@triton.jit
+def _repeat_cols(c0, c1, c2, c3, c4, c5, c6, c7, VEC: tl.constexpr, SHIFT: tl.constexpr):
+    """The ``[R, VEC]`` tile whose column l is ``c[l >> SHIFT]`` (``[R]`` columns; those past VEC >> SHIFT unused)."""
+    if SHIFT == 0:
+        t = join4(c0, c1, c2, c3)
+        if VEC == 8:
+            t = _join_halves(t, join4(c4, c5, c6, c7))
+    elif SHIFT == 1:
+        t = join4(c0, c0, c1, c1)
+        if VEC == 8:
+            t = _join_halves(t, join4(c2, c2, c3, c3))
+    else:
+        t = _join_halves(join4(c0, c0, c0, c0), join4(c1, c1, c1, c1))
+    return t
+
+
+@triton.jit
+def _pick_rows(offs, cut, v0, v1, LANES: tl.constexpr):
+    """The ``[R, VEC]`` tile (``offs``'s) of ``v1`` (``[R, 1]``) from column ``cut`` on, ``v0`` before.
+
+    Built column by column from ``[R]`` selects and joined (tiles.join4, _join_halves: in-thread, each tile row in
+    its thread as the loads and the noise). A ``[R, VEC]`` select against ``tl.arange(0, VEC)[None, :]`` or the
+    tile's offsets compiled (Triton 3.9, sm_90) to column 0's select for every column: the LLVM IR held one
+    ``cut < 1`` per tile row and multiplied each tile row by one scale, a wrong result the interpreter does not
+    show. Column 0 is always the first row's (``cut >= 1``)."""
+    R: tl.constexpr = cut.shape[0]
+    c = tl.reshape(cut, (R,))
+    w0 = tl.reshape(v0, (R,))
+    w1 = tl.reshape(v1, (R,))
+    t = join4(w0, tl.where(c <= 1, w1, w0), tl.where(c <= 2, w1, w0), tl.where(c <= 3, w1, w0))
+    if offs.shape[1] == 8:
+        hi = join4(
+            tl.where(c <= 4, w1, w0), tl.where(c <= 5, w1, w0), tl.where(c <= 6, w1, w0), tl.where(c <= 7, w1, w0)
+        )
+        t = _join_halves(t, hi)
+    return t
 
 
 @triton.jit
@@ -370,7 +443,7 @@ def _langevin_step_kernel(
         elif ROW_DIV == 3:
             rows = start >> ROW_SHIFT  # the tile's first row (_load_scale)
         elif ROW_DIV == 4:
-            rows, cut = pair_rows(start, offs, div_magic, row_size)
+            rows, cut = pair_rows(start, offs, div_magic, row_size, HEAD)
         else:
             rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
@@ -464,7 +537,7 @@ def _step_body(
             if GATHER:
                 a, b = _load_scales(
                     step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
-                    ROW_GRID, LANES, False, left, VEC, ROW_DIV, cut, ROW_SHIFT,
+                    ROW_GRID, LANES, False, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
                 )  # fmt: skip
         else:
             x = _load_tile(x_ptr, start, offs, mask, left, True, LANES, COMPUTE, HALVES)
@@ -472,7 +545,7 @@ def _step_body(
             if GATHER:
                 a, b = _load_scales(
                     step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
-                    ROW_GRID, LANES, True, left, VEC, ROW_DIV, cut, ROW_SHIFT,
+                    ROW_GRID, LANES, True, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
                 )  # fmt: skip
     else:
         x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
@@ -480,7 +553,7 @@ def _step_body(
     if not (SPLIT and GATHER):
         a, b = _load_scales(
             step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
-            LANES, EVEN, left, VEC, ROW_DIV, cut, ROW_SHIFT,
+            LANES, EVEN, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
         )  # fmt: skip
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:  # b: sqrt(2 a) for NOISE_SQRT2A (_load_scales)
@@ -613,12 +686,20 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # Per-row scales here find each element's row by a multiply-high (tiles.magic_rows, below 2**31 elements;
         # a division past that), or each tile row's when every tile row lies in one row (ROW_DIV 2: rows a
         # multiple of VEC, a group-aligned start): one row and one scale load per tile row; rows of 1, 2 (or 4
-        # in 8-wide rows) by a shift (ROW_DIV 3: the loads at constant offsets from one address; `fastlangevin
-        # kernels`, rows of 2, bf16 with a clamp and sqrt(2 a): 41.03 -> 36.22).
+        # in 8-wide rows) by a shift (ROW_DIV 3: one load per row at constant offsets from one address, joined
+        # into the tile, sqrt(2 a) per row; `fastlangevin kernels`, rows of 2, bf16 with a clamp and sqrt(2 a):
+        # 41.03 -> 36.22 -> 33.42 at 64 elements a thread). Where a tile row spans at most two rows (rows of >= VEC
+        # - 1), 8-wide tiles and mid-group starts take each tile row's first row and the next (ROW_DIV 4:
+        # tiles.pair_rows, a multiply-high and two scale loads per tile row, a compare and a select per element;
+        # bf16 with a clamp and sqrt(2 a) 41.03 -> 38.25, fp32 with a head and two per-row scales 44.88 -> 41.53);
+        # group-aligned 4-wide (fp32) tiles keep the row per element (ROW_DIV 4 took 41.12 against 39.69: eight
+        # tile rows a thread).
         # Float64 states run 8 warps (32 doubles a thread with per-row scales spill past 255 registers; 16 do
-        # not). Per-row scales per element take 32 elements a thread even in 8-wide rows (64 spill: `fastlangevin
-        # kernels`, bf16 with a clamp 255 registers, 8 bytes of stack), and 16 with a mid-group start (HEAD:
-        # scalar accesses in 4-wide rows; 32 took 206 registers with the division). Per tile row they take the
+        # not). Per-row scales per element or per pair of rows take 32 elements a thread even in 8-wide rows (64
+        # spill: `fastlangevin kernels`, bf16 with a clamp 255 registers, 8 bytes of stack; ROW_DIV 4 with sqrt(2 a)
+        # 38.69 with 43 local loads and stores against 38.34 at 32), and 16 with a row per element and a mid-group
+        # start (HEAD: scalar accesses in 4-wide rows; 32 took 206 registers with the division; 32 with two rows
+        # per tile row: 4-wide rows of four, 165 registers, no local memory). Per tile row they take the
         # group-aligned launch's 64 in 8-wide rows (bf16 with a clamp and sqrt(2 a) 34.12 -> 32.89 at 96 -> 243
         # registers, no local memory) unless an operand is fp32 (32: at 64 the fp32 state with a bf16 score and
         # two per-row scales took 255 registers and 48 bytes of stack, 12 local accesses). Other mid-group starts
@@ -630,7 +711,7 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
                 row_div = 2
             elif row_size & (row_size - 1) == 0 and not head:  # 1, 2 (or 4 in 8-wide rows): a power of two below VEC
                 row_div = 3
-            elif row_size >= vec - 1:  # a tile row spans at most two rows
+            elif row_size >= vec - 1 and (head or vec == 8):  # a tile row spans at most two rows
                 row_div = 4
             else:
                 row_div = 1

@@ -274,7 +274,7 @@ def magic_rows(start, offs, magic, PER_TILE_ROW: tl.constexpr):
 
 
 @triton.jit
-def pair_rows(start, offs, magic, row_size):
+def pair_rows(start, offs, magic, row_size, HEAD: tl.constexpr = 0):
     """Each tile row's first row and the column where the next begins, for rows of at least ``VEC - 1`` elements
     (``offs.shape[1]``; below MAGIC_DIVIDEND_LIMIT elements, :func:`row_magic`'s ``magic``): ``(r0, cut)``, both
     ``[R, 1]`` int32, with the tile's element ``(r, l)`` in row ``r0[r] + (l >= cut[r])``. A tile row then spans
@@ -283,17 +283,21 @@ def pair_rows(start, offs, magic, row_size):
     One multiply-high per tile row instead of per element (:func:`magic_rows`); the caller loads two scales per
     tile row and selects per element.
 
-    A mid-group start's first tile row begins up to 3 elements before the tensor (``start + VEC r < 0``): its row
-    is that of element 0 (the masked elements before it need none), ``cut`` still counts from the tile row's
-    first column. The products wrap modulo 2**32 (uint32): ``(r0 + 1) row_size`` may pass 2**31, their difference
-    is small."""
+    HEAD (a mid-group start): the first tile row begins up to 3 elements before the tensor (``start + VEC r <
+    0``); its row is that of element 0 (the masked elements before it need none), ``cut`` still counts from the
+    tile row's first column. The products wrap modulo 2**32 (uint32): ``(r0 + 1) row_size`` may pass 2**31, the
+    difference is small."""
     VEC: tl.constexpr = offs.shape[1]
-    first = start.to(tl.int32) + VEC * tl.arange(0, offs.shape[0])[:, None]  # a local index below 2**31 (or -HEAD)
-    base = tl.maximum(first, 0).to(tl.uint32)
+    lane_row = VEC * tl.arange(0, offs.shape[0])[:, None]
+    first = start.to(tl.int32) + lane_row  # a local index below 2**31 (or -HEAD)
+    if HEAD != 0:
+        base2 = 2 * tl.maximum(first, 0).to(tl.uint32)
+    else:  # the doubled dividend as a scalar plus constants (one add per tile row)
+        base2 = (2 * start).to(tl.uint32) + (2 * lane_row).to(tl.uint32)
     magic = magic.to(tl.int64)
     m = (magic & 0xFFFFFFFF).to(tl.uint32)
     s = ((magic >> 32) - 1).to(tl.uint32)
-    r0 = tl.umulhi(2 * base, m) >> s
+    r0 = tl.umulhi(base2, m) >> s
     cut = (r0 + 1) * row_size.to(tl.uint32) - first.to(tl.uint32, bitcast=True)
     return r0.to(tl.int32, bitcast=True), cut.to(tl.int32, bitcast=True)
 

@@ -105,6 +105,32 @@ def variants():
         {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "VEC": 8, "ROW_GRID": True, "EVEN": True},
         stream_warps(langevin_step.BLOCK_GPU, 8),  # the launcher's: 64 elements a thread in 8-wide rows
     )
+    # per-row scales on short rows: two candidate rows per tile row (ROW_DIV 4, tiles.pair_rows), with a head too,
+    # and rows of 2 by a shift (ROW_DIV 3: one scale load per row, joined into the tile)
+    yield (
+        "step-bf16-rows-pairs-sqrt2a-clamp",
+        ls,
+        step_ptrs(bf16, bf16),
+        step_floats,
+        {**base, "STEP_MODE": 2, "NOISE_MODE": 4, "HAS_CLAMP": True, "VEC": 8, "DIV32": True, "ROW_DIV": 4},
+        4,
+    )
+    yield (
+        "step-fp32-rows-pairs-head1",
+        ls,
+        step_ptrs(f32, f32),
+        step_floats,
+        {**base, "HEAD": 1, "STEP_MODE": 2, "NOISE_MODE": 2, "DIV32": True, "ROW_DIV": 4},
+        4,
+    )
+    yield (
+        "step-fp32-rows-pow2",
+        ls,
+        step_ptrs(f32, f32),
+        step_floats,
+        {**base, "STEP_MODE": 2, "NOISE_MODE": 2, "ROW_DIV": 3, "ROW_SHIFT": 1},
+        4,
+    )
     yield "step-fp16-deterministic", ls, step_ptrs("fp16", "fp16"), step_floats, {**base, "NOISE_MODE": 3, "VEC": 8}, W
     yield (
         "step-fp64-head3-injected",

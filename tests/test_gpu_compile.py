@@ -39,6 +39,8 @@ def test_every_kernel_variant_compiles_for_sm90(report):
     [
         "step-fp32-scalars",
         "step-bf16-rows-sqrt2a-clamp",
+        "step-bf16-rows-pairs-sqrt2a-clamp",
+        "step-fp32-rows-pow2",
         "step-fp32-state-bf16-score-0d",
         "step-fp16-deterministic",
         "dsm-perturb-fp32",

@@ -85,9 +85,12 @@ def _step_shape(v):
     if c["ROW_GRID"]:  # rows of >= 4096 columns (BLOCK 4096): whole chunks (EVEN) or a partial last one
         row_size = 8192 if c["EVEN"] else 8200
         return 3 * row_size, row_size, 0
-    # short rows: the flat grid finds each element's row (rows not whole tile rows: 102), each tile row's (96), or
-    # shifts (rows of 2)
-    row_size = {"-divide-tilerow": 96, "-divide-pow2": 2, "-divide": 102}.get(v.name[v.name.find("-divide") :], 1)
+    # short rows: the flat grid finds each tile row's first row and the next (rows not whole tile rows: 102; fp32
+    # group-aligned: each element's), each element's (rows of 3 in 8-wide tiles, of 2 with a head), each tile row's
+    # (96), or shifts (rows of 2)
+    layout = v.name[v.name.find("-divide") :]
+    short = 2 if c["HEAD"] else 3
+    row_size = {"-divide-tilerow": 96, "-divide-pow2": 2, "-divide": 102, "-divide-short": short}.get(layout, 1)
     n = 3 * 4096 if c["EVEN"] else 3 * 4096 + 100
     return n, row_size, c["HEAD"]
 

@@ -170,48 +170,83 @@ def _short_rows_step(x, s, seed, step_t, noise_t, offset, z=None):
 
 
 @pytest.mark.parametrize("row_size", [1, 2, 3, 4, 5, 6, 7, 8, 9, 96, 100, 511])
-@pytest.mark.parametrize("offset", [0, 3])
+@pytest.mark.parametrize("offset", [0, 1, 3])
 @pytest.mark.parametrize("dtype,score_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)])
 def test_short_rows_multiply_high_equals_division(row_size, offset, dtype, score_dtype, monkeypatch):
     """Per-row scales on rows too short for the row grid: the flat grid's rows by a multiply-high (tiles.magic_rows:
-    per element, or per tile row where rows are whole tile rows of a group-aligned launch) or, for rows of 1, 2 (4 in
-    8-wide tiles) of a group-aligned launch, by a shift give bit for bit the
+    per element, or per tile row where rows are whole tile rows of a group-aligned launch; tiles.pair_rows: each tile
+    row's first row and the next, selected per element, where a tile row spans at most two rows) or, for rows of 1,
+    2 (4 in 8-wide tiles) of a group-aligned launch, by a shift give bit for bit the
     outputs of the division they replace (the launcher's path past 2**31 elements, forced here) and, with injected
     noise, of the plain formula (fp32 bitwise; 16-bit within the interpreter's one-ulp truncation)."""
+    _check_short_rows(row_size, offset, dtype, score_dtype, 37, "both", monkeypatch)
+
+
+# rows * row_size a multiple of the block (256): every tile full at a group-aligned start (EVEN)
+@pytest.mark.parametrize("row_size", [1, 2, 3, 5, 7, 9])
+@pytest.mark.parametrize("offset", [0, 2])
+@pytest.mark.parametrize("dtype,score_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)])
+def test_short_rows_full_tiles(row_size, offset, dtype, score_dtype, monkeypatch):
+    """As test_short_rows_multiply_high_equals_division, every tile full (no masks at a group-aligned start)."""
+    _check_short_rows(row_size, offset, dtype, score_dtype, 256, "both", monkeypatch)
+
+
+@pytest.mark.parametrize("row_size", [2, 3, 9, 100])
+@pytest.mark.parametrize("offset", [0, 1])
+@pytest.mark.parametrize("scales", ["step", "noise"])
+@pytest.mark.parametrize("dtype,score_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)])
+def test_short_rows_one_per_row_scale(row_size, offset, scales, dtype, score_dtype, monkeypatch):
+    """As test_short_rows_multiply_high_equals_division with one per-row scale, the other a 0-d tensor."""
+    _check_short_rows(row_size, offset, dtype, score_dtype, 37, scales, monkeypatch)
+
+
+def _check_short_rows(row_size, offset, dtype, score_dtype, rows, scales, monkeypatch):
     from fastlangevin.kernels import langevin_step as ls
 
     from .helpers import plain_step
 
     g = torch.Generator().manual_seed(row_size)
-    rows = 37
     x = torch.randn(rows, row_size, generator=g).to(dtype)
     s = torch.randn(rows, row_size, generator=g).to(score_dtype)
     step_t, noise_t = torch.rand(rows, generator=g) * 0.1, torch.rand(rows, generator=g) + 0.5
+    if scales == "step":  # one per-row scale: the other a 0-d tensor
+        noise_t = torch.tensor(0.7)
+    elif scales == "noise":
+        step_t = torch.tensor(0.05)
     seed = torch.tensor([31337], dtype=torch.int64)
     n, vec = x.numel(), 8 if dtype == torch.bfloat16 and offset % 4 == 0 else 4  # the launcher's tile rows
-    _, consts = ls._launch_plan(n, row_size, offset, modes.SCALE_ROWS, modes.SCALE_ROWS, False, True, vec, 256, None)
+    step_mode, noise_mode = modes.scale_mode(step_t), modes.scale_mode(noise_t)
+    _, consts = ls._launch_plan(n, row_size, offset, step_mode, noise_mode, False, True, vec, 256, None)
     pow2 = row_size & (row_size - 1) == 0
     if offset % 4 == 0 and (row_size % vec == 0 or pow2):
         assert consts["ROW_DIV"] == (2 if row_size % vec == 0 else 3)
-    else:  # two candidate rows per tile row where a tile row spans at most two rows, else a row per element
-        assert consts["ROW_DIV"] == (4 if row_size >= vec - 1 else 1)
+    else:  # two candidate rows per tile row where a tile row spans at most two rows (not in group-aligned 4-wide
+        # tiles: more instructions there), else a row per element
+        assert consts["ROW_DIV"] == (4 if row_size >= vec - 1 and (offset % 4 or vec == 8) else 1)
     got = _short_rows_step(x, s, seed, step_t, noise_t, offset)
     sqrt2a = torch.full_like(x, float("nan"))
     _launch(x, s, sqrt2a, seed, step_t=step_t, clamp=(-2.0, 2.0), elem_offset=offset, block=256)
+    if step_t.dim() == 0:  # the sqrt(2 a) launch has no per-row scale then: nothing to compare
+        sqrt2a = torch.zeros_like(x)
     z = torch.randn(rows, row_size, generator=g)
     injected = _short_rows_step(x, s, seed, step_t, noise_t, offset, z)
     ls._launch_plan.cache_clear()
     try:
         monkeypatch.setattr(ls, "MAGIC_DIVIDEND_LIMIT", 0)  # the division of tiles.tile_rows
-        assert ls._launch_plan(n, row_size, offset, 2, 2, False, True, vec, 256, None)[1]["ROW_DIV"] == 0
+        assert (
+            ls._launch_plan(n, row_size, offset, step_mode, noise_mode, False, True, vec, 256, None)[1]["ROW_DIV"] == 0
+        )
         want = _short_rows_step(x, s, seed, step_t, noise_t, offset)
         want_sqrt2a = torch.full_like(x, float("nan"))
         _launch(x, s, want_sqrt2a, seed, step_t=step_t, clamp=(-2.0, 2.0), elem_offset=offset, block=256)
+        if step_t.dim() == 0:
+            want_sqrt2a = torch.zeros_like(x)
     finally:
         ls._launch_plan.cache_clear()
     assert not got.isnan().any() and torch.equal(got, want)
     assert not sqrt2a.isnan().any() and torch.equal(sqrt2a, want_sqrt2a)
-    ref = plain_step(x, s, step_t[:, None], noise_t[:, None], z, (-2.0, 2.0))
+    col = lambda t: t if t.dim() == 0 else t[:, None]  # noqa: E731
+    ref = plain_step(x, s, col(step_t), col(noise_t), z, (-2.0, 2.0))
     if dtype == torch.float32:
         assert torch.equal(injected, ref)
     else:
