@@ -113,7 +113,7 @@ class Variant:
     core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
 
 
-def _step_layouts(head: int, per_row: bool, vec: int = 4) -> Iterator[Tuple[str, bool, bool, int]]:
+def _step_layouts(head: int, per_row: bool, vec: int = 4, mixed: bool = False) -> Iterator[Tuple[str, bool, bool, int]]:
     """(name suffix, ROW_GRID, EVEN, ROW_DIV) of the step launches for one head, scale kind and tile-row width
     (see ``launch_langevin_step``): group-aligned starts run masked or, when every tile is full, unmasked
     (EVEN); per-row scales run on the (row, chunk) grid for aligned rows of >= ROW_GRID_MIN_GPU
@@ -121,7 +121,8 @@ def _step_layouts(head: int, per_row: bool, vec: int = 4) -> Iterator[Tuple[str,
     from a column on ("-divide", ROW_DIV 4: rows of >= VEC - 1 elements), each element's row by a multiply-high
     ("-divide-short", ROW_DIV 1: rows of 3, 5, 6 in 8-wide tiles, of 1, 2 with a head), each tile row's where rows
     are whole tile rows ("-divide-tilerow", ROW_DIV 2) or by a shift ("-divide-pow2", ROW_DIV 3: rows of 1, 2 and 4
-    below VEC). Mid-group starts run 4-wide rows."""
+    below VEC; ROW_DIV 5, the shift per element, with an fp32 operand beside a 16-bit one: ``mixed``). Mid-group starts
+    run 4-wide rows."""
     if head:
         if per_row:
             yield "-divide", False, False, 4
@@ -138,7 +139,7 @@ def _step_layouts(head: int, per_row: bool, vec: int = 4) -> Iterator[Tuple[str,
         else:  # 4-wide group-aligned rows: a row per element (two candidates measured more instructions)
             yield "-divide", False, False, 1
         yield "-divide-tilerow", False, False, 2
-        yield "-divide-pow2", False, False, 3
+        yield "-divide-pow2", False, False, 5 if mixed else 3  # beside a 16-bit operand an fp32 one per element
     else:
         yield "", False, False, 0
         yield "-even", False, True, 0
@@ -149,7 +150,7 @@ def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mi
     16-bit one)."""
     if (head and suffix == "-divide-short") or (fp64 and not row_grid):
         return 8
-    if head or suffix in ("-divide", "-divide-short") or (suffix.startswith("-divide") and mixed):
+    if head or suffix in ("-divide", "-divide-short", "-divide-pow2") or (suffix.startswith("-divide") and mixed):
         return STEP_WARPS
     return STREAM_WARPS[vec]
 
@@ -170,6 +171,8 @@ def _step_variants() -> Iterator[Variant]:
         ("bf16", "bf16", 2, 4, True, 0, "-divide-tilerow"),
         ("fp32", "fp32", 2, 2, True, 0, "-divide-pow2"),
         ("fp16", "fp16", 2, 2, True, 1, "-divide"),
+        ("bf16", "bf16", 2, 4, True, 0, "-divide-short"),
+        ("fp16", "fp16", 2, 2, True, 1, "-divide-short"),
     }
     for x, s in pairs:
         compute = "tl.float64" if x == "fp64" else "tl.float32"
@@ -183,7 +186,7 @@ def _step_variants() -> Iterator[Variant]:
                         if head == 3 and not (x == "bf16" and s == "bf16"):
                             continue  # heads 1..3 compile alike; one extra head checks that
                         per_row = 2 in (step_mode, noise_mode)
-                        for suffix, row_grid, even, row_div in _step_layouts(head, per_row, 4 if head else vec):
+                        for suffix, row_grid, even, row_div in _step_layouts(head, per_row, 4 if head else vec, mixed):
                             name = (
                                 f"step-{x}-{s}-a{step_mode}-b{noise_mode}{'-clamp' if clamp else ''}-head{head}{suffix}"
                             )
@@ -215,7 +218,7 @@ def _step_variants() -> Iterator[Variant]:
                                     ("EVEN", even),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row
                                     ("ROW_DIV", row_div),  # the launcher's choice below 2**31 elements
-                                    ("ROW_SHIFT", 1 if row_div == 3 else 0),  # rows of 2 (-divide-pow2)
+                                    ("ROW_SHIFT", 1 if row_div in (3, 5) else 0),  # rows of 2 (-divide-pow2)
                                 ),
                                 num_warps=_step_warps(head, x == "fp64", row_grid, suffix, vec, mixed),
                                 block=4096,

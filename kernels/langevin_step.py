@@ -66,7 +66,7 @@ ROW_GRID_MIN_GPU = 512
 ROW_GRID_MIN_INTERPRETER = 1 << 14
 #: The flat grid's per-row layouts whose 16-bit launches take the group-aligned 64 elements a thread (the
 #: others 32: see _launch_plan).
-PER_TILE_ROW_DIVS = (2, 3)
+PER_TILE_ROW_DIVS = (2,)
 #: The eviction policy of the masked loads and stores of a launch's partial tile (SPLIT in the kernel): a
 #: streamed tile is read and written once, so evict-first is the right hint, and a hint the full tiles'
 #: accesses lack keeps LLVM from merging the two branches back into one masked access (it sinks identical
@@ -112,7 +112,7 @@ def _load_scale(
         if EVEN:
             r = tl.load((ptr + rows) + idx).to(COMPUTE)
         else:
-            r = tl.load((ptr + rows) + idx, mask=idx < (left >> ROW_SHIFT), other=0.0).to(COMPUTE)
+            r = tl.load((ptr + rows) + idx, mask=idx < (left >> ROW_SHIFT)).to(COMPUTE)  # masked: not stored
     elif ROW_DIV == 4:
         tr = tl.arange(0, rows.shape[0])[:, None] * VEC  # the tile rows' first columns
         # no `other=`: a masked scale is never selected (the next row's only from column `cut` < VEC on) or only
@@ -156,9 +156,9 @@ def _load_scales(
     ROW_SHIFT: tl.constexpr,
     offs,
 ):
-    """(a, b): the step and noise scales (:func:`_load_scale`); ``b`` is ``a`` when NOISE_MODE loads none and
-    ``sqrt(2 a)`` for NOISE_SQRT2A, taken of the loaded scales (one per row, not per element, where rows are
-    per tile row or fewer), before the per-element select of ROW_DIV 4 and repeat of ROW_DIV 3."""
+    """(a, b): the step and noise scales (:func:`_load_scale`); ``b`` is ``a`` when NOISE_MODE loads none and for
+    NOISE_SQRT2A, except on the flat grid's ROW_DIV 3 and 4: there ``sqrt(2 a)``, taken of the loaded scales (one
+    per row, not per element) before the per-element select of ROW_DIV 4 and the repeat of ROW_DIV 3."""
     FLAT: tl.constexpr = not ROW_GRID
     POW2_A: tl.constexpr = FLAT and ROW_DIV == 3 and STEP_MODE == SCALE_ROWS
     if POW2_A:
@@ -172,8 +172,10 @@ def _load_scales(
         b = a
     elif NOISE_MODE == NOISE_SQRT2A and POW2_A:
         b = ab
+    elif NOISE_MODE == NOISE_SQRT2A and FLAT and ROW_DIV == 4:
+        b = tl.sqrt(2.0 * a)  # of the first row's scale (the next row's below), before the select
     elif NOISE_MODE == NOISE_SQRT2A:
-        b = tl.sqrt(2.0 * a)
+        b = a  # _step_body takes sqrt(2 a) (after the loads' branches: fp64 with a head 95.81 -> 94.38 against here)
     elif FLAT and ROW_DIV == 3 and NOISE_MODE == SCALE_ROWS:
         b, _ = _pow2_tile(noise_scale_ptr, rows, mask, left, EVEN, COMPUTE, VEC, ROW_SHIFT, False)
     else:
@@ -434,9 +436,10 @@ def _langevin_step_kernel(
     else:
         start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
         # per-row scales only (dead code otherwise): ROW_DIV 0 divides (tiles.tile_rows), 1 multiplies per element,
-        # 2 per tile row (tiles.magic_rows), 3 shifts (rows of 2**ROW_SHIFT <= BLOCK elements, a group-aligned start:
-        # `start` is a multiple of the row, so each element's row is a scalar plus a constant, and its scale a load
-        # at a constant offset from one address)
+        # 2 per tile row (tiles.magic_rows), 3 shifts (rows of 2**ROW_SHIFT < VEC elements, a group-aligned start:
+        # `start` is a multiple of the row, so the tile's rows are consecutive from start >> ROW_SHIFT and each
+        # scale a load at a constant offset from one address), 4 multiplies per tile row for its first row and
+        # finds the column where the next begins (tiles.pair_rows: rows of >= VEC - 1 elements)
         cut = None
         if ROW_DIV == 0:
             rows = tile_rows(start, offs, row_size, DIV32)
@@ -444,6 +447,8 @@ def _langevin_step_kernel(
             rows = start >> ROW_SHIFT  # the tile's first row (_load_scale)
         elif ROW_DIV == 4:
             rows, cut = pair_rows(start, offs, div_magic, row_size, HEAD)
+        elif ROW_DIV == 5:  # ROW_DIV 3's rows, each element's (gathered per element)
+            rows = (start >> ROW_SHIFT).to(tl.int32) + (offs >> ROW_SHIFT)
         else:
             rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
@@ -556,7 +561,9 @@ def _step_body(
             LANES, EVEN, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
         )  # fmt: skip
     out = x + a * s
-    if NOISE_MODE != NOISE_NONE:  # b: sqrt(2 a) for NOISE_SQRT2A (_load_scales)
+    if NOISE_MODE != NOISE_NONE:
+        if NOISE_MODE == NOISE_SQRT2A and (ROW_GRID or (ROW_DIV != 3 and ROW_DIV != 4)):
+            b = tl.sqrt(2.0 * a)  # (ROW_DIV 3 and 4: per row, in _load_scales)
         if NOISE_FROM_PTR:
             z = _load(noise_ptr + start + offs, mask, EVEN, LANES).to(tl.float32)
         else:
@@ -693,7 +700,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # tiles.pair_rows, a multiply-high and two scale loads per tile row, a compare and a select per element;
         # bf16 with a clamp and sqrt(2 a) 41.03 -> 38.25, fp32 with a head and two per-row scales 44.88 -> 41.53);
         # group-aligned 4-wide (fp32) tiles keep the row per element (ROW_DIV 4 took 41.12 against 39.69: eight
-        # tile rows a thread).
+        # tile rows a thread). An fp32 operand beside a 16-bit one keeps its rows of 1, 2, 4 per element (ROW_DIV 5,
+        # the shift per element: ROW_DIV 3 left an fp32 state with an fp16 score and one per-row scale at 128
+        # registers with a 16-bit half of the score spilled to the stack, 8 bytes, 2 local accesses).
         # Float64 states run 8 warps (32 doubles a thread with per-row scales spill past 255 registers; 16 do
         # not). Per-row scales per element or per pair of rows take 32 elements a thread even in 8-wide rows (64
         # spill: `fastlangevin kernels`, bf16 with a clamp 255 registers, 8 bytes of stack; ROW_DIV 4 with sqrt(2 a)
@@ -710,7 +719,7 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
             if row_size % vec == 0 and not head:
                 row_div = 2
             elif row_size & (row_size - 1) == 0 and not head:  # 1, 2 (or 4 in 8-wide rows): a power of two below VEC
-                row_div = 3
+                row_div = 5 if mixed else 3
             elif row_size >= vec - 1 and (head or vec == 8):  # a tile row spans at most two rows
                 row_div = 4
             else:
@@ -734,7 +743,7 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         EVEN=even,
         DIV32=row_size + blk < (1 << 31),
         ROW_DIV=row_div,
-        ROW_SHIFT=row_size.bit_length() - 1 if row_div == 3 else 0,
+        ROW_SHIFT=row_size.bit_length() - 1 if row_div in (3, 5) else 0,
         div_magic=row_magic(row_size) if row_div in (1, 2, 4) else 0,
         **options,
     )

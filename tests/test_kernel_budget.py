@@ -160,11 +160,14 @@ SUBSET_GUARD = {
     # per-row scales, (row, chunk) grid: 31.98 -> 31.56 with the full chunks' EVEN body (k23)
     "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 31.8,
     # per-row scales on short rows (flat grid; f277d6d, rows not a multiple of 16: 16-bit head0 up to 60.41, head1 up
-    # to 66.06): each element's row by a multiply-high, each tile row's, a shift for rows of 2, a mid-group start
-    "step-bf16-bf16-a2-b4-clamp-head0-divide": 41.3,
+    # to 66.06): two candidate rows per tile row (k25row: 41.03 -> 38.25; head1 46.94 -> 43.59), each element's row
+    # by a multiply-high (-divide-short), each tile row's, a shift for rows of 2 (35.22 -> 33.91: a load per row)
+    "step-bf16-bf16-a2-b4-clamp-head0-divide": 38.5,
+    "step-bf16-bf16-a2-b4-clamp-head0-divide-short": 41.2,
     "step-bf16-bf16-a2-b4-clamp-head0-divide-tilerow": 33.1,
-    "step-fp32-fp32-a2-b2-clamp-head0-divide-pow2": 35.5,
-    "step-fp16-fp16-a2-b2-clamp-head1-divide": 47.2,
+    "step-fp32-fp32-a2-b2-clamp-head0-divide-pow2": 34.2,
+    "step-fp16-fp16-a2-b2-clamp-head1-divide": 43.8,
+    "step-fp16-fp16-a2-b2-clamp-head1-divide-short": 47.2,
     "dsm-perturb-fp32-alpha-head0": 30.5,
     "dsm-loss-partial-fp32-aligned": 32.1,
     "dsm-backward-fp32-unaligned": 36.3,

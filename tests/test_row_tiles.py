@@ -13,6 +13,7 @@ tl = pytest.importorskip("triton.language")
 row_tiles = pytest.importorskip("fastlangevin.kernels.row_tiles")
 tile_rows = pytest.importorskip("fastlangevin.kernels.tiles").tile_rows
 magic_rows = pytest.importorskip("fastlangevin.kernels.tiles").magic_rows
+pair_rows = pytest.importorskip("fastlangevin.kernels.tiles").pair_rows
 kd = pytest.importorskip("fastlangevin.kernels.dsm")
 
 
@@ -196,3 +197,31 @@ def test_magic_rows_in_a_kernel(row_size, start):
     if row_size % VEC == 0 and start % VEC == 0 and start >= 0:
         _magic_rows_kernel[(1,)](got, start, row_magic(row_size), R=R, VEC=VEC, PER_TILE_ROW=True)
         assert torch.equal(got.long(), idx // row_size)
+
+
+@triton.jit
+def _pair_rows_kernel(out_ptr, start, magic, row_size, R: tl.constexpr, VEC: tl.constexpr, HEAD: tl.constexpr):
+    offs = tl.arange(0, R)[:, None] * VEC + tl.arange(0, VEC)[None, :]
+    r0, cut = pair_rows(start.to(tl.int64), offs, magic, row_size.to(tl.int64), HEAD)
+    # each element's row as the step's selects take it: the tile row's first row, the next from column `cut` on
+    rows = r0 + (tl.arange(0, VEC)[None, :] >= cut).to(tl.int32)
+    tl.store(out_ptr + offs, rows)
+
+
+@pytest.mark.parametrize("VEC", [4, 8])
+@pytest.mark.parametrize("row_size", [3, 4, 5, 7, 9, 100, 511])
+@pytest.mark.parametrize("start", [-3, -1, 0, 4096, 123456789, (1 << 31) - 4096])
+def test_pair_rows_in_a_kernel(VEC, row_size, start):
+    """tiles.pair_rows (interpreted): each tile row's first row and the column where the next begins give
+    (start + offs) // row_size for every element below 2**31 of a tile whose tile rows span at most two rows
+    (rows of >= VEC - 1); negative starts (program 0 with a head, HEAD set) masked in the kernels and not compared."""
+    from fastlangevin.kernels.tiles import row_magic
+
+    if row_size < VEC - 1:
+        pytest.skip("a tile row may span more than two rows")
+    R = 4096 // VEC
+    got = torch.empty(R * VEC, dtype=torch.int32)
+    _pair_rows_kernel[(1,)](got, start, row_magic(row_size), row_size, R=R, VEC=VEC, HEAD=int(start < 0))
+    idx = torch.arange(R * VEC, dtype=torch.int64) + start
+    valid = idx >= 0
+    assert torch.equal(got[valid].long(), idx[valid] // row_size)

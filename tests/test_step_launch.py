@@ -171,7 +171,10 @@ def _short_rows_step(x, s, seed, step_t, noise_t, offset, z=None):
 
 @pytest.mark.parametrize("row_size", [1, 2, 3, 4, 5, 6, 7, 8, 9, 96, 100, 511])
 @pytest.mark.parametrize("offset", [0, 1, 3])
-@pytest.mark.parametrize("dtype,score_dtype", [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16)])
+@pytest.mark.parametrize(
+    "dtype,score_dtype",
+    [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16), (torch.float32, torch.bfloat16)],
+)
 def test_short_rows_multiply_high_equals_division(row_size, offset, dtype, score_dtype, monkeypatch):
     """Per-row scales on rows too short for the row grid: the flat grid's rows by a multiply-high (tiles.magic_rows:
     per element, or per tile row where rows are whole tile rows of a group-aligned launch; tiles.pair_rows: each tile
@@ -214,12 +217,14 @@ def _check_short_rows(row_size, offset, dtype, score_dtype, rows, scales, monkey
     elif scales == "noise":
         step_t = torch.tensor(0.05)
     seed = torch.tensor([31337], dtype=torch.int64)
-    n, vec = x.numel(), 8 if dtype == torch.bfloat16 and offset % 4 == 0 else 4  # the launcher's tile rows
+    # the launcher's tile rows: 8-wide beside a 16-bit operand at a group-aligned start
+    n, vec = x.numel(), 8 if torch.bfloat16 in (dtype, score_dtype) and offset % 4 == 0 else 4
+    mixed = dtype != score_dtype
     step_mode, noise_mode = modes.scale_mode(step_t), modes.scale_mode(noise_t)
-    _, consts = ls._launch_plan(n, row_size, offset, step_mode, noise_mode, False, True, vec, 256, None)
+    _, consts = ls._launch_plan(n, row_size, offset, step_mode, noise_mode, False, True, vec, 256, None, mixed)
     pow2 = row_size & (row_size - 1) == 0
     if offset % 4 == 0 and (row_size % vec == 0 or pow2):
-        assert consts["ROW_DIV"] == (2 if row_size % vec == 0 else 3)
+        assert consts["ROW_DIV"] == (2 if row_size % vec == 0 else 5 if mixed else 3)
     else:  # two candidate rows per tile row where a tile row spans at most two rows (not in group-aligned 4-wide
         # tiles: more instructions there), else a row per element
         assert consts["ROW_DIV"] == (4 if row_size >= vec - 1 and (offset % 4 or vec == 8) else 1)
