@@ -215,19 +215,29 @@ FAMILY_GUARD = {
 # element (rows not a multiple of 16) took up to 60.41 (16-bit), 59.22 (fp32), 124.0 (fp64) at head0 and 66.06,
 # 64.0, 109.44 with a head. Over 32 still: a row per element costs its multiply-high, address and gather, and
 # sqrt(2 a) per element; per tile row 55 of the 112 16-bit variants are <= 32 (with a clamp up to 34.53).
+# k25row: two candidate rows per tile row (-divide in 8-wide tiles and with a head; a compare and a select per
+# element remain): 16-bit 41.6 -> 40.69, heads 47.9 -> 43.81 (16-bit), 45.8 -> 41.81 (fp32), 94.38 -> 86.94 (fp64),
+# measured over the clamped a2-b2, a2-b4, a2-b0, a0-b2 variants of the nine fp32/16-bit pairs (fp64: all); the
+# per-element rows are -divide-short (the former -divide's code, its guards kept). Rows of 1, 2, 4 one load per
+# row: fp32 36.0 -> 34.16, fp64 104.6 -> 87.88, 16-bit 36.22 -> 34.66 unless an fp32 operand is beside the 16-bit
+# one (the former per-element shift, ROW_DIV 5, up to 36.66 measured: its guard kept).
 DIVIDE_GUARD = {
-    ("step 16-bit", "-divide"): 41.8,
+    ("step 16-bit", "-divide"): 40.9,
+    ("step 16-bit", "-divide-short"): 41.8,
     ("step 16-bit", "-divide-pow2"): 37.5,
     ("step 16-bit", "-divide-tilerow"): 34.8,
-    ("step 16-bit", "head-divide"): 48.1,
+    ("step 16-bit", "head-divide"): 44.1,
+    ("step 16-bit", "head-divide-short"): 48.1,
     ("step fp32", "-divide"): 40.7,
-    ("step fp32", "-divide-pow2"): 36.2,
+    ("step fp32", "-divide-pow2"): 34.4,
     ("step fp32", "-divide-tilerow"): 34.8,
-    ("step fp32", "head-divide"): 46.1,
+    ("step fp32", "head-divide"): 42.1,
+    ("step fp32", "head-divide-short"): 46.1,
     ("step fp64", "-divide"): 106.6,
-    ("step fp64", "-divide-pow2"): 104.8,
+    ("step fp64", "-divide-pow2"): 88.1,
     ("step fp64", "-divide-tilerow"): 83.6,
-    ("step fp64", "head-divide"): 94.6,
+    ("step fp64", "head-divide"): 87.2,
+    ("step fp64", "head-divide-short"): 94.6,
 }
 
 
