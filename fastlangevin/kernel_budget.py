@@ -56,9 +56,9 @@ pair_rows: two scale loads per tile row, a select per element; rows of >= VEC - 
 (fp32) tiles each element's row by a multiply-high (magic_rows); ``-divide-short`` = each element's row where a tile
 row may span more than two rows (rows of 3, 5, 6 in 8-wide tiles, of 1 and 2 with a head); ``-divide-tilerow`` =
 each tile row's where rows are whole tile rows (one scale load per tile row); ``-divide-pow2`` = rows of 2 by a shift
-(1 and 4 alike: one scale load per row, joined into the tile). ``head1``/``head3`` = a start mid-way into a Philox
-group (scalar accesses column by column; masks only in program 0 and the last tile, the interior tiles' unmasked copy
-is the hot one; 4 warps, 8 with ``-divide-short``).
+(1 and 4 alike: one scale load per row, joined into the tile; each element's beside a 16-bit operand an fp32
+one). ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks only in
+program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide-short``).
 """
 
 from __future__ import annotations

@@ -695,7 +695,8 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # multiple of VEC, a group-aligned start): one row and one scale load per tile row; rows of 1, 2 (or 4
         # in 8-wide rows) by a shift (ROW_DIV 3: one load per row at constant offsets from one address, joined
         # into the tile, sqrt(2 a) per row; `fastlangevin kernels`, rows of 2, bf16 with a clamp and sqrt(2 a):
-        # 41.03 -> 36.22 -> 33.42 at 64 elements a thread). Where a tile row spans at most two rows (rows of >= VEC
+        # 41.03 -> 36.22 -> 34.66; 33.42 at 64 elements a thread, where fp16 spilled 16 bytes to the stack with two
+        # per-row scales, so 32). Where a tile row spans at most two rows (rows of >= VEC
         # - 1), 8-wide tiles and mid-group starts take each tile row's first row and the next (ROW_DIV 4:
         # tiles.pair_rows, a multiply-high and two scale loads per tile row, a compare and a select per element;
         # bf16 with a clamp and sqrt(2 a) 41.03 -> 38.25, fp32 with a head and two per-row scales 44.88 -> 41.53);
