@@ -207,6 +207,13 @@ def _step_variants() -> Iterator[Variant]:
                             )
 
 
+def _flat_perturb_warps(row_div: int, vec: int, fp64: bool) -> int:
+    """kernels/dsm.py ``flat_warps``: 32 elements a thread with a row per element, 64 in 8-wide rows per tile row."""
+    if fp64:
+        return 8
+    return STREAM_WARPS[vec] if row_div == 2 else STREAM_WARPS[4]
+
+
 def _dsm_variants() -> Iterator[Variant]:
     for dt in ("fp32", "bf16", "fp16", "fp64"):
         compute = "tl.float64" if dt == "fp64" else "tl.float32"
@@ -236,6 +243,33 @@ def _dsm_variants() -> Iterator[Variant]:
                     bytes_per_element=2 * _DTYPE_BYTES[dt],
                     core=dt in ("fp32", "bf16") and has_alpha and head == 0,
                 )
+                # short rows (kernels/dsm.py ROW_GRID_MIN_BUSY): the flat grid, each element's row found as the step's
+                # per-row scales find it (flat_row_div: -divide, -divide-tilerow, -divide-pow2 as there; heads -divide)
+                flat_vec = 4 if head else vec_of(True)
+                layouts = (("-divide", 1), ("-divide-tilerow", 2), ("-divide-pow2", 3))
+                for suffix, row_div in layouts[:1] if head else layouts:
+                    yield Variant(
+                        name=f"dsm-perturb-flat-{dt}{'-alpha' if has_alpha else ''}-head{head}{suffix}",
+                        family=f"dsm perturb {fam}",
+                        module="dsm",
+                        kernel="_dsm_perturb_flat_kernel",
+                        ptrs=(("x_ptr", dt), ("out_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
+                        constexprs=(
+                            ("HEAD", head),
+                            ("HAS_ALPHA", has_alpha),
+                            ("NOISE_FROM_PTR", False),
+                            ("COMPUTE", compute),
+                            ("BLOCK", 4096),
+                            ("VEC", flat_vec),
+                            ("DIV32", True),
+                            ("ROW_DIV", row_div),
+                            ("ROW_SHIFT", 1 if row_div == 3 else 0),  # rows of 2
+                        ),
+                        num_warps=_flat_perturb_warps(row_div, flat_vec, dt == "fp64"),
+                        block=4096,
+                        bytes_per_element=2 * _DTYPE_BYTES[dt],
+                        core=dt == "bf16" and has_alpha and suffix == "-divide-tilerow" and not head,
+                    )
         for aligned in (True, False):
             tail = "aligned" if aligned else "unaligned"
             common = dict(
@@ -296,7 +330,8 @@ def _corrector_variants() -> Iterator[Variant]:
 
 def variants() -> List[Variant]:
     """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096 on
-    the launchers' warps; the row kernels' short-row shapes move too few bytes to matter)."""
+    the launchers' warps; the DSM perturb's flat grid for short rows included, since a large batch of short rows
+    streams as much as long ones; the reductions' short-row blocks move too few bytes a program to matter)."""
     return [*_step_variants(), *_dsm_variants(), *_corrector_variants()]
 
 

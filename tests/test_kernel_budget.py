@@ -73,6 +73,7 @@ def test_variants_cover_the_launchers_choices():
     assert kernels == {
         "_langevin_step_kernel",
         "_dsm_perturb_kernel",
+        "_dsm_perturb_flat_kernel",
         "_dsm_loss_partial_kernel",
         "_dsm_loss_backward_kernel",
         "_corrector_norms_kernel",
@@ -124,6 +125,16 @@ def test_variants_take_the_launchers_shapes():
             )
             assert not flat and (got["BLOCK"], got["VEC"], got["HEAD"]) == (v.block, c["VEC"], c["HEAD"]), v.name
             assert got["num_warps"] == v.num_warps, (v.name, got["num_warps"], v.num_warps)
+        elif v.kernel == "_dsm_perturb_flat_kernel":
+            # rows that take each layout (ROW_DIV 1: rows of 3; 2: whole tile rows; 3: rows of 2), a head at offset 1
+            row_size = {1: 3, 2: 8, 3: 2}[c["ROW_DIV"]]
+            half = "16-bit" in v.family
+            flat, _, _, got = dsm._perturb_plan(
+                4096 * 3, row_size, c["HEAD"], half, c["HAS_ALPHA"], False, c["COMPUTE"] == "tl.float64", False, None
+            )
+            assert flat, v.name
+            keys = ("BLOCK", "VEC", "HEAD", "ROW_DIV", "ROW_SHIFT", "num_warps")
+            assert tuple(got[k] for k in keys) == (v.block, *(c[k] for k in keys[1:-1]), v.num_warps), v.name
 
 
 def _run_tool(tmp_path, *args):
@@ -166,6 +177,8 @@ SUBSET_GUARD = {
     "dsm-loss-partial-fp32-aligned": 32.1,
     "dsm-backward-fp32-unaligned": 36.3,
     "dsm-perturb-bf16-alpha-head0": 29.7,
+    # short rows (flat grid): 40.31 with a 32-bit division per element at 16 elements a thread, 29.16 per tile row
+    "dsm-perturb-flat-bf16-alpha-head0-divide-tilerow": 29.4,
     "dsm-backward-bf16-aligned": 30.8,
     "corrector-norms-fp32-aligned": 33.3,
     "corrector-norms-bf16-unaligned": 37.8,
@@ -176,6 +189,7 @@ TARGETS = {
     "step-fp32-fp32-a0-b4-head0-even": 32.0,
     "dsm-perturb-fp32-alpha-head0": 32.0,
     "dsm-perturb-bf16-alpha-head0": 32.0,
+    "dsm-perturb-flat-bf16-alpha-head0-divide-tilerow": 32.0,
     "step-fp16-fp16-a1-b1-head0-even": 32.0,
     "step-bf16-bf16-a0-b4-clamp-head0": 32.0,
     "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 32.0,
@@ -222,6 +236,21 @@ DIVIDE_GUARD = {
     ("step fp64", "-divide-pow2"): 104.8,
     ("step fp64", "-divide-tilerow"): 83.6,
     ("step fp64", "head-divide"): 94.6,
+    # The DSM perturb's flat grid (short rows), as the step's (kernels/dsm.py flat_row_div). Before: a 32-bit division
+    # per element at 16 elements a thread, whatever the row: fp32 38.62 (alpha 42.69), head 58.38 (67.38); 16-bit
+    # 37.12 (40.31), head 60.50 (69.38). Per tile row and by a shift now <= 32; a row per element is not.
+    ("dsm perturb fp32", "-divide"): 38.5,
+    ("dsm perturb fp32", "-divide-pow2"): 30.9,
+    ("dsm perturb fp32", "-divide-tilerow"): 30.3,
+    ("dsm perturb fp32", "head-divide"): 39.0,
+    ("dsm perturb 16-bit", "-divide"): 39.5,
+    ("dsm perturb 16-bit", "-divide-pow2"): 31.2,
+    ("dsm perturb 16-bit", "-divide-tilerow"): 29.4,
+    ("dsm perturb 16-bit", "head-divide"): 41.0,
+    ("dsm perturb fp64", "-divide"): 52.8,
+    ("dsm perturb fp64", "-divide-pow2"): 51.0,
+    ("dsm perturb fp64", "-divide-tilerow"): 37.4,
+    ("dsm perturb fp64", "head-divide"): 42.2,
 }
 
 
