@@ -55,6 +55,9 @@ over); per-row scales on the flat grid (rows < 512 elements), each element's row
 (``-divide-tilerow``, one scale load per tile row) or by a shift for rows of 2 (``-divide-pow2``; 1 and 4 alike);
 ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
 only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).
+``dsm-perturb-flat-*``: the DSM perturb's flat grid for short rows, its rows found as the step's per-row scales'.
+``optim-*``: the optimizers' multi-tensor kernel (one launch per bucket; full blocks unmasked with 16-byte accesses
+when every pointer of the bucket is 16-byte aligned, ``-unaligned`` otherwise).
 """
 
 from __future__ import annotations
@@ -328,11 +331,46 @@ def _corrector_variants() -> Iterator[Variant]:
             )
 
 
+def _optim_variants() -> Iterator[Variant]:
+    """The optimizers' multi-tensor kernel (kernels/optim.py): a launch per bucket, a block per 4096 elements of
+    a tensor; ALIGNED (every pointer of the bucket 16-byte aligned, the usual case) or not; the prior on."""
+    from_dtype = {"fp32": "tl.float32", "bf16": "tl.bfloat16", "fp16": "tl.float16"}
+    for method, name in ((0, "sgld"), (1, "psgld"), (2, "sghmc")):
+        for dt in ("fp32", "bf16", "fp16"):
+            master = dt != "fp32"  # 16-bit parameters keep an fp32 master copy
+            # θ (or its master) read and written, the gradient read, a 16-bit parameter written, V / v read and written
+            nbytes = 8 + _DTYPE_BYTES[dt] + (_DTYPE_BYTES[dt] if master else 0) + (8 if method else 0)
+            for aligned in (True, False):
+                yield Variant(
+                    name=f"optim-{name}-{dt}{'' if aligned else '-unaligned'}",
+                    family=f"optim {name} {'16-bit' if master else dt}",
+                    module="optim",
+                    kernel="_optim_kernel",
+                    ptrs=(("meta_ptr", "i64"), ("blocks_ptr", "i64"), ("seed_ptr", "i64")),
+                    floats=("lr", "gscale", "prior", "nscale", "a1", "a2", "eps"),
+                    constexprs=(
+                        ("METHOD", method),
+                        ("HAS_MASTER", master),
+                        ("HAS_PRIOR", True),
+                        ("HAS_NOISE", True),
+                        ("NOISE_FROM_PTR", False),
+                        ("PARAM_DTYPE", from_dtype[dt]),
+                        ("GRAD_DTYPE", from_dtype[dt]),
+                        ("BLOCK", 4096),
+                        ("ALIGNED", aligned),
+                    ),
+                    num_warps=STREAM_WARPS[4] if aligned else 8,  # kernels/optim.py NUM_WARPS_GPU
+                    block=4096,
+                    bytes_per_element=nbytes,
+                    core=name == "sgld" and dt == "fp32" and aligned,
+                )
+
+
 def variants() -> List[Variant]:
     """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096 on
     the launchers' warps; the DSM perturb's flat grid for short rows included, since a large batch of short rows
     streams as much as long ones; the reductions' short-row blocks move too few bytes a program to matter)."""
-    return [*_step_variants(), *_dsm_variants(), *_corrector_variants()]
+    return [*_step_variants(), *_dsm_variants(), *_corrector_variants(), *_optim_variants()]
 
 
 # ---------------------------------------------------------------------------------------
