@@ -195,7 +195,7 @@ def _tl_dtype(dtype):
 # valid at replay (its pinned source is kept alive: tables built under capture are never dropped).
 _TABLES = {}
 _CAPTURED_TABLES = {}
-_ALIGNED: dict = {}  # a table's rows -> whether all its pointers are 16-byte aligned
+_ALIGNED: dict = {}  # id(meta table) -> (the table, whether all its pointers are 16-byte aligned)
 
 
 def _device_table(key, build, device):
@@ -264,11 +264,14 @@ def launch_optim(method, tensors, scalars, has_noise, injected=None, block=None)
         for k in live
     )
     meta = _device_table(("meta", rows, device), lambda: torch.tensor(rows, dtype=torch.int64), device)
-    aligned = _ALIGNED.get(rows)
-    if aligned is None:  # every pointer 16-byte aligned: the full blocks' accesses are then 16 bytes wide
+    # every pointer 16-byte aligned: the full blocks' accesses are then 16 bytes wide; kept per table (by the
+    # table's identity: no second hash of the rows on the host path)
+    got = _ALIGNED.get(id(meta))
+    if got is None or got[0] is not meta:
         if len(_ALIGNED) > 64:
             _ALIGNED.clear()
-        aligned = _ALIGNED[rows] = all(r[c] % 16 == 0 for r in rows for c in range(COL_NUMEL))
+        got = _ALIGNED[id(meta)] = (meta, all(r[c] % 16 == 0 for r in rows for c in range(COL_NUMEL)))
+    aligned = got[1]
     numels = tuple(r[5] for r in rows)
     blocks = _device_table(("blocks", numels, block, device), lambda: _block_rows(numels, block), device)
     _optim_kernel[(blocks.shape[0],)](
