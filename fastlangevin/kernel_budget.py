@@ -59,6 +59,9 @@ each tile row's where rows are whole tile rows (one scale load per tile row); ``
 (1 and 4 alike: one scale load per row, joined into the tile; each element's beside a 16-bit operand an fp32
 one). ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks only in
 program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide-short``).
+``dsm-perturb-flat-*``: the DSM perturb's flat grid for short rows, its rows found as the step's per-row scales'.
+``optim-*``: the optimizers' multi-tensor kernel (one launch per bucket; full blocks unmasked with 16-byte accesses
+when every pointer of the bucket is 16-byte aligned, ``-unaligned`` otherwise).
 """
 
 from __future__ import annotations
@@ -227,6 +230,13 @@ def _step_variants() -> Iterator[Variant]:
                             )
 
 
+def _flat_perturb_warps(row_div: int, vec: int, fp64: bool) -> int:
+    """kernels/dsm.py ``flat_warps``: 32 elements a thread with a row per element, 64 in 8-wide rows per tile row."""
+    if fp64:
+        return 8
+    return STREAM_WARPS[vec] if row_div == 2 else STREAM_WARPS[4]
+
+
 def _dsm_variants() -> Iterator[Variant]:
     for dt in ("fp32", "bf16", "fp16", "fp64"):
         compute = "tl.float64" if dt == "fp64" else "tl.float32"
@@ -256,6 +266,33 @@ def _dsm_variants() -> Iterator[Variant]:
                     bytes_per_element=2 * _DTYPE_BYTES[dt],
                     core=dt in ("fp32", "bf16") and has_alpha and head == 0,
                 )
+                # short rows (kernels/dsm.py ROW_GRID_MIN_BUSY): the flat grid, each element's row found as the step's
+                # per-row scales find it (flat_row_div: -divide, -divide-tilerow, -divide-pow2 as there; heads -divide)
+                flat_vec = 4 if head else vec_of(True)
+                layouts = (("-divide", 1), ("-divide-tilerow", 2), ("-divide-pow2", 3))
+                for suffix, row_div in layouts[:1] if head else layouts:
+                    yield Variant(
+                        name=f"dsm-perturb-flat-{dt}{'-alpha' if has_alpha else ''}-head{head}{suffix}",
+                        family=f"dsm perturb {fam}",
+                        module="dsm",
+                        kernel="_dsm_perturb_flat_kernel",
+                        ptrs=(("x_ptr", dt), ("out_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
+                        constexprs=(
+                            ("HEAD", head),
+                            ("HAS_ALPHA", has_alpha),
+                            ("NOISE_FROM_PTR", False),
+                            ("COMPUTE", compute),
+                            ("BLOCK", 4096),
+                            ("VEC", flat_vec),
+                            ("DIV32", True),
+                            ("ROW_DIV", row_div),
+                            ("ROW_SHIFT", 1 if row_div == 3 else 0),  # rows of 2
+                        ),
+                        num_warps=_flat_perturb_warps(row_div, flat_vec, dt == "fp64"),
+                        block=4096,
+                        bytes_per_element=2 * _DTYPE_BYTES[dt],
+                        core=dt == "bf16" and has_alpha and suffix == "-divide-tilerow" and not head,
+                    )
         for aligned in (True, False):
             tail = "aligned" if aligned else "unaligned"
             common = dict(
@@ -314,10 +351,46 @@ def _corrector_variants() -> Iterator[Variant]:
             )
 
 
+def _optim_variants() -> Iterator[Variant]:
+    """The optimizers' multi-tensor kernel (kernels/optim.py): a launch per bucket, a block per 4096 elements of
+    a tensor; ALIGNED (every pointer of the bucket 16-byte aligned, the usual case) or not; the prior on."""
+    from_dtype = {"fp32": "tl.float32", "bf16": "tl.bfloat16", "fp16": "tl.float16"}
+    for method, name in ((0, "sgld"), (1, "psgld"), (2, "sghmc")):
+        for dt in ("fp32", "bf16", "fp16"):
+            master = dt != "fp32"  # 16-bit parameters keep an fp32 master copy
+            # θ (or its master) read and written, the gradient read, a 16-bit parameter written, V / v read and written
+            nbytes = 8 + _DTYPE_BYTES[dt] + (_DTYPE_BYTES[dt] if master else 0) + (8 if method else 0)
+            for aligned in (True, False):
+                yield Variant(
+                    name=f"optim-{name}-{dt}{'' if aligned else '-unaligned'}",
+                    family=f"optim {name} {'16-bit' if master else dt}",
+                    module="optim",
+                    kernel="_optim_kernel",
+                    ptrs=(("meta_ptr", "i64"), ("blocks_ptr", "i64"), ("seed_ptr", "i64")),
+                    floats=("lr", "gscale", "prior", "nscale", "a1", "a2", "eps"),
+                    constexprs=(
+                        ("METHOD", method),
+                        ("HAS_MASTER", master),
+                        ("HAS_PRIOR", True),
+                        ("HAS_NOISE", True),
+                        ("NOISE_FROM_PTR", False),
+                        ("PARAM_DTYPE", from_dtype[dt]),
+                        ("GRAD_DTYPE", from_dtype[dt]),
+                        ("BLOCK", 4096),
+                        ("ALIGNED", aligned),
+                    ),
+                    num_warps=STREAM_WARPS[4] if aligned else 8,  # kernels/optim.py NUM_WARPS_GPU
+                    block=4096,
+                    bytes_per_element=nbytes,
+                    core=name == "sgld" and dt == "fp32" and aligned,
+                )
+
+
 def variants() -> List[Variant]:
     """Every launch variant the launchers can pick at the bandwidth-relevant launch shape (BLOCK 4096 on
-    the launchers' warps; the row kernels' short-row shapes move too few bytes to matter)."""
-    return [*_step_variants(), *_dsm_variants(), *_corrector_variants()]
+    the launchers' warps; the DSM perturb's flat grid for short rows included, since a large batch of short rows
+    streams as much as long ones; the reductions' short-row blocks move too few bytes a program to matter)."""
+    return [*_step_variants(), *_dsm_variants(), *_corrector_variants(), *_optim_variants()]
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,12 +28,16 @@ from .tiles import (
     BLOCK_INTERPRETER,
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
+    MAGIC_DIVIDEND_LIMIT,
     flat_launch,
     flat_tile,
     launch_options,
+    magic_rows,
     normal_tile,
     row_launch,
+    row_magic,
     stream_elems_per_warp,
+    stream_warps,
     tile_load,
     tile_rows,
     tile_store,
@@ -121,6 +125,37 @@ def _dsm_perturb_kernel(
 
 
 @triton.jit
+def _row_scale(
+    ptr, rows, mask, left, EVEN: tl.constexpr, LANES: tl.constexpr, VEC: tl.constexpr, COMPUTE: tl.constexpr
+):
+    """The per-row scale ``ptr[rows]`` of a flat tile: per element, or per tile row where ``rows`` is ``[R, 1]``
+    (tiles.magic_rows' PER_TILE_ROW: valid where the tile row's first element is)."""
+    if EVEN:
+        r = tile_load(ptr + rows, None, LANES)
+    elif rows.shape[1] == 1:
+        r = tl.load(ptr + rows, mask=tl.arange(0, rows.shape[0])[:, None] * VEC < left, other=0.0)
+    else:
+        r = tile_load(ptr + rows, mask, LANES, 0.0)
+    return r.to(COMPUTE)
+
+
+@triton.jit
+def _perturb_rows_tile(
+    x_ptr, out_ptr, seed_ptr, noise_ptr, alpha_ptr, sigma_ptr, start, offs, mask, left, rows, first_group,
+    HAS_ALPHA: tl.constexpr, NOISE_FROM_PTR: tl.constexpr, COMPUTE: tl.constexpr, GROUPS: tl.constexpr,
+    VEC: tl.constexpr, LANES: tl.constexpr, EVEN: tl.constexpr,
+):  # fmt: skip
+    """:func:`_perturb_tile` with σ (and α) gathered by row; EVEN: every element of the tile is valid."""
+    m = None if EVEN else mask
+    sigma = _row_scale(sigma_ptr, rows, mask, left, EVEN, LANES, VEC, COMPUTE)
+    alpha = _row_scale(alpha_ptr, rows, mask, left, EVEN, LANES, VEC, COMPUTE) if HAS_ALPHA else sigma
+    _perturb_tile(
+        x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, m, first_group, alpha, sigma,
+        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, GROUPS, VEC, LANES,
+    )  # fmt: skip
+
+
+@triton.jit
 def _dsm_perturb_flat_kernel(
     x_ptr,
     out_ptr,
@@ -131,6 +166,7 @@ def _dsm_perturb_flat_kernel(
     n_elements,
     row_size,
     group_offset,
+    div_magic,  # tiles.row_magic(row_size) when ROW_DIV is 1 or 2, else unused
     HEAD: tl.constexpr,
     HAS_ALPHA: tl.constexpr,
     NOISE_FROM_PTR: tl.constexpr,
@@ -138,17 +174,38 @@ def _dsm_perturb_flat_kernel(
     BLOCK: tl.constexpr,
     VEC: tl.constexpr,
     DIV32: tl.constexpr = False,
+    ROW_DIV: tl.constexpr = 0,
+    ROW_SHIFT: tl.constexpr = 0,
 ):
-    """Short rows: a flat grid (a row grid would leave most lanes idle); σ and α gathered per element."""
+    """Short rows: a flat grid (a row grid would leave most lanes idle); σ and α gathered by row. The row of an
+    element as the step's per-row scales find it (kernels/langevin_step.py): ROW_DIV 0 a division
+    (tiles.tile_rows), 1 a multiply-high per element, 2 per tile row (tiles.magic_rows: rows a multiple of VEC,
+    a group-aligned start), 3 a shift (rows of 2**ROW_SHIFT). Only the launch's partial tiles (the last one;
+    program 0 too with a mid-group start) take masked accesses: the other tiles run an unmasked copy of the body,
+    which ptxas lays out as the hot one (the masked copy comes first)."""
     start, offs, mask, first_group = flat_tile(group_offset, n_elements, HEAD, BLOCK, VEC)
     LANES: tl.constexpr = HEAD != 0 and VEC == 4
-    rows = tile_rows(start, offs, row_size, DIV32)
-    sigma = tile_load(sigma_ptr + rows, mask, LANES).to(COMPUTE)
-    alpha = tile_load(alpha_ptr + rows, mask, LANES).to(COMPUTE) if HAS_ALPHA else sigma
-    _perturb_tile(
-        x_ptr, out_ptr, seed_ptr, noise_ptr, start, offs, mask, first_group, alpha, sigma,
-        HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC, LANES,
-    )  # fmt: skip
+    if ROW_DIV == 0:
+        rows = tile_rows(start, offs, row_size, DIV32)
+    elif ROW_DIV == 3:
+        rows = (start >> ROW_SHIFT).to(tl.int32) + (offs >> ROW_SHIFT)
+    else:
+        rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
+    left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
+    if HEAD != 0:
+        masked = (tl.program_id(0) == 0) | (left < BLOCK)
+    else:
+        masked = left < BLOCK
+    if masked:
+        _perturb_rows_tile(
+            x_ptr, out_ptr, seed_ptr, noise_ptr, alpha_ptr, sigma_ptr, start, offs, mask, left, rows, first_group,
+            HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC, LANES, False,
+        )  # fmt: skip
+    else:
+        _perturb_rows_tile(
+            x_ptr, out_ptr, seed_ptr, noise_ptr, alpha_ptr, sigma_ptr, start, offs, mask, left, rows, first_group,
+            HAS_ALPHA, NOISE_FROM_PTR, COMPUTE, BLOCK // 4, VEC, LANES, True,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -272,6 +329,29 @@ def launch_dsm_perturb(
     return out
 
 
+def flat_row_div(n: int, row_size: int, elem_offset: int, vec: int) -> int:
+    """How the flat perturb finds an element's row (its ROW_DIV): as the step's per-row scales do
+    (kernels/langevin_step.py ``_launch_plan``): a multiply-high per element (1) below MAGIC_DIVIDEND_LIMIT
+    elements, per tile row (2) where rows are whole tile rows from a group-aligned start, a shift (3) for rows
+    of a power of two below VEC; a division (0) past the limit."""
+    if n > MAGIC_DIVIDEND_LIMIT:
+        return 0
+    if elem_offset % 4 != 0:
+        return 1
+    if row_size % vec == 0:
+        return 2
+    return 3 if row_size & (row_size - 1) == 0 else 1
+
+
+def flat_warps(row_div: int, vec: int, fp64: bool) -> int:
+    """Warps of a compiled flat perturb on FLAT_BLOCK_GPU elements: 32 elements a thread (4 warps) with a row per
+    element, 64 in 8-wide rows per tile row (2 warps), as the step's per-row scales (`fastlangevin kernels`:
+    ``dsm-perturb-flat-*``); float64 keeps 8 warps (16 doubles a thread)."""
+    if fp64:
+        return FLAT_WARPS_GPU
+    return stream_warps(FLAT_BLOCK_GPU, vec if row_div == 2 else 4)
+
+
 @functools.lru_cache(maxsize=1024)
 def _perturb_plan(n, row_size, elem_offset, half, has_alpha, noise_from_ptr, fp64, interpreted, block):
     """(flat grid?, grid, scalar arguments, constexprs and options) of the perturb launch over ``n``
@@ -287,16 +367,20 @@ def _perturb_plan(n, row_size, elem_offset, half, has_alpha, noise_from_ptr, fp6
     gpu_block = row_grid_block(row_size + head_room)
     chunks = triton.cdiv(row_size + head_room, gpu_block)
     if lanes_busy(row_size + head_room, gpu_block) < ROW_GRID_MIN_BUSY or chunks > MAX_GRID_Y:
-        cfg = flat_launch(interpreted, n, elem_offset, block, flat_vec)
+        row_div = flat_row_div(n, row_size, elem_offset, flat_vec)
+        cfg = flat_launch(interpreted, n, elem_offset, block, flat_vec, flat_warps(row_div, flat_vec, fp64))
         consts = dict(
             HEAD=elem_offset % 4,
             BLOCK=cfg.block,
             VEC=cfg.vec,
             DIV32=row_size + cfg.block < (1 << 31),  # tiles.tile_rows
+            ROW_DIV=row_div,
+            ROW_SHIFT=row_size.bit_length() - 1 if row_div == 3 else 0,
             **modes,
             **cfg.options,
         )
-        return True, cfg.grid, (n, row_size, elem_offset // 4), consts
+        magic = row_magic(row_size) if row_div in (1, 2) else 0
+        return True, cfg.grid, (n, row_size, elem_offset // 4, magic), consts
     if block is None:  # the interpreter: one program per row (few, large programs)
         block = min(BLOCK_INTERPRETER, triton.next_power_of_2(row_size + head_room)) if interpreted else gpu_block
     grid = (n // row_size, triton.cdiv(row_size + head_room, block))

@@ -31,7 +31,13 @@ COL_PARAM, COL_GRAD, COL_MASTER, COL_STATE, COL_NOISE, COL_NUMEL, COL_INDEX = ra
 META_COLS = 7
 
 BLOCK_GPU = 4096
-NUM_WARPS_GPU = 8
+#: 32 elements (8 Philox groups) a thread, as the step (kernels/tiles.py ELEMS_PER_THREAD_GPU): the per-program
+#: work (the table row, the Philox key schedule) over twice the elements of 8 warps (`fastlangevin kernels`, with
+#: the 16-byte accesses: SGLD fp32 34.94 -> 32.84 hot instructions per element at 73 -> 128 registers). A bucket
+#: with a pointer not 16-byte aligned (scalar accesses) keeps 8 warps: at 4, pSGLD with bf16 parameters spilled
+#: (255 registers, 120 bytes of stack).
+NUM_WARPS_GPU = 4
+NUM_WARPS_UNALIGNED_GPU = 8
 # The interpreter runs each program in Python; parameters are often small, so a moderate tile.
 BLOCK_INTERPRETER = 1 << 11
 
@@ -56,31 +62,79 @@ def _optim_kernel(
     PARAM_DTYPE: tl.constexpr,
     GRAD_DTYPE: tl.constexpr,
     BLOCK: tl.constexpr,
+    ALIGNED: tl.constexpr = False,
 ):
     pid = tl.program_id(0).to(tl.int64)
     t = tl.load(blocks_ptr + 2 * pid)
     chunk = tl.load(blocks_ptr + 2 * pid + 1)
     row = meta_ptr + t * 7
-    p_ptr = tl.load(row + 0).to(tl.pointer_type(PARAM_DTYPE))
-    g_ptr = tl.load(row + 1).to(tl.pointer_type(GRAD_DTYPE))
     n = tl.load(row + 5)
-    index = tl.load(row + 6)
-    # [BLOCK // 4, 4] tile: row r holds Philox group (first_group + r), matching normal_tile.
-    local = chunk * BLOCK + (tl.arange(0, BLOCK // 4)[:, None] * 4 + tl.arange(0, 4)[None, :]).to(tl.int64)
-    mask = local < n
-
-    if HAS_MASTER:
-        m_ptr = tl.load(row + 2).to(tl.pointer_type(tl.float32))
-        theta = tl.load(m_ptr + local, mask=mask, other=0.0)
+    # [BLOCK // 4, 4] tile: row r holds Philox group (first_group + r), matching normal_tile. The tensor's offset
+    # in int64 once per program; in-tile offsets int32.
+    base = chunk * BLOCK
+    offs = tl.arange(0, BLOCK // 4)[:, None] * 4 + tl.arange(0, 4)[None, :]
+    # Only a tensor's last block is partial: the others run an unmasked copy of the update (the masked one comes
+    # first, so ptxas lays it out as the jumped-over one), whose 16-byte accesses need the table's pointers known
+    # 16-byte aligned (ALIGNED: the launcher checked every one) — a pointer loaded from memory is otherwise
+    # assumed 1-byte aligned and each element is its own access.
+    if base + BLOCK > n:
+        _update_tile(
+            row, seed_ptr, base, offs, (n - base).to(tl.int32), chunk, lr, gscale, prior, nscale, a1, a2, eps,
+            METHOD, HAS_MASTER, HAS_PRIOR, HAS_NOISE, NOISE_FROM_PTR, PARAM_DTYPE, GRAD_DTYPE, BLOCK, False, False,
+        )  # fmt: skip
     else:
-        theta = tl.load(p_ptr + local, mask=mask, other=0.0).to(tl.float32)
-    g = tl.load(g_ptr + local, mask=mask, other=0.0).to(tl.float32) * gscale
+        _update_tile(
+            row, seed_ptr, base, offs, BLOCK, chunk, lr, gscale, prior, nscale, a1, a2, eps,
+            METHOD, HAS_MASTER, HAS_PRIOR, HAS_NOISE, NOISE_FROM_PTR, PARAM_DTYPE, GRAD_DTYPE, BLOCK, True, ALIGNED,
+        )  # fmt: skip
+
+
+@triton.jit
+def _ptr(row, col, DTYPE: tl.constexpr, base, ALIGNED: tl.constexpr):
+    """Column ``col`` of a tensor's table row as a ``DTYPE`` pointer to element ``base``."""
+    p = tl.load(row + col).to(tl.pointer_type(DTYPE))
+    if ALIGNED:
+        p = tl.multiple_of(p, 16)
+    return p + base
+
+
+@triton.jit
+def _ld(ptrs, offs, left, EVEN: tl.constexpr):
+    if EVEN:
+        return tl.load(ptrs + offs)
+    return tl.load(ptrs + offs, mask=offs < left, other=0.0)
+
+
+@triton.jit
+def _st(ptrs, offs, values, left, EVEN: tl.constexpr):
+    if EVEN:
+        tl.store(ptrs + offs, values)
+    else:
+        tl.store(ptrs + offs, values, mask=offs < left)
+
+
+@triton.jit
+def _update_tile(
+    row, seed_ptr, base, offs, left, chunk, lr, gscale, prior, nscale, a1, a2, eps,
+    METHOD: tl.constexpr, HAS_MASTER: tl.constexpr, HAS_PRIOR: tl.constexpr, HAS_NOISE: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr, PARAM_DTYPE: tl.constexpr, GRAD_DTYPE: tl.constexpr, BLOCK: tl.constexpr,
+    EVEN: tl.constexpr, ALIGNED: tl.constexpr,
+):  # fmt: skip
+    """The update of elements ``base + offs`` of one tensor (``offs < left`` valid; EVEN: all of them)."""
+    p_ptr = _ptr(row, 0, PARAM_DTYPE, base, ALIGNED)
+    g_ptr = _ptr(row, 1, GRAD_DTYPE, base, ALIGNED)
+    index = tl.load(row + 6)
+    if HAS_MASTER:
+        m_ptr = _ptr(row, 2, tl.float32, base, ALIGNED)
+        theta = _ld(m_ptr, offs, left, EVEN)
+    else:
+        theta = _ld(p_ptr, offs, left, EVEN).to(tl.float32)
+    g = _ld(g_ptr, offs, left, EVEN).to(tl.float32) * gscale
     if HAS_PRIOR:
         g = g + prior * theta
     if HAS_NOISE:
         if NOISE_FROM_PTR:
-            z_ptr = tl.load(row + 4).to(tl.pointer_type(tl.float32))
-            z = tl.load(z_ptr + local, mask=mask, other=0.0)
+            z = _ld(_ptr(row, 4, tl.float32, base, ALIGNED), offs, left, EVEN)
         else:
             # 2**40 Philox groups (2**42 elements) per parameter slot.
             z = normal_tile(seed_ptr, index * 1099511627776 + chunk * (BLOCK // 4), BLOCK // 4, 4)
@@ -90,29 +144,29 @@ def _optim_kernel(
         if HAS_NOISE:
             new = new + nscale * z
     elif METHOD == 1:
-        s_ptr = tl.load(row + 3).to(tl.pointer_type(tl.float32))
-        v = tl.load(s_ptr + local, mask=mask, other=0.0)
+        s_ptr = _ptr(row, 3, tl.float32, base, ALIGNED)
+        v = _ld(s_ptr, offs, left, EVEN)
         v = a1 * v + a2 * (g * g)
-        tl.store(s_ptr + local, v, mask=mask)
+        _st(s_ptr, offs, v, left, EVEN)
         precond = tl.div_rn(1.0, eps + tl.sqrt_rn(v))
         new = theta - lr * (precond * g)
         if HAS_NOISE:
             new = new + tl.sqrt_rn(nscale * precond) * z
     else:
-        s_ptr = tl.load(row + 3).to(tl.pointer_type(tl.float32))
-        mom = a1 * tl.load(s_ptr + local, mask=mask, other=0.0)
+        s_ptr = _ptr(row, 3, tl.float32, base, ALIGNED)
+        mom = a1 * _ld(s_ptr, offs, left, EVEN)
         mom = mom - lr * g
         if HAS_NOISE:
             mom = mom + nscale * z
-        tl.store(s_ptr + local, mom, mask=mask)
+        _st(s_ptr, offs, mom, left, EVEN)
         new = theta + mom
 
     if HAS_MASTER:
-        tl.store(m_ptr + local, new, mask=mask)
+        _st(m_ptr, offs, new, left, EVEN)
     if PARAM_DTYPE == tl.bfloat16:
-        tl.store(p_ptr + local, _bf16_rtne(new), mask=mask)
+        _st(p_ptr, offs, _bf16_rtne(new), left, EVEN)
     else:
-        tl.store(p_ptr + local, new.to(PARAM_DTYPE), mask=mask)
+        _st(p_ptr, offs, new.to(PARAM_DTYPE), left, EVEN)
 
 
 @triton.jit
@@ -141,6 +195,7 @@ def _tl_dtype(dtype):
 # valid at replay (its pinned source is kept alive: tables built under capture are never dropped).
 _TABLES = {}
 _CAPTURED_TABLES = {}
+_ALIGNED: dict = {}  # id(meta table) -> (the table, whether all its pointers are 16-byte aligned)
 
 
 def _device_table(key, build, device):
@@ -209,6 +264,14 @@ def launch_optim(method, tensors, scalars, has_noise, injected=None, block=None)
         for k in live
     )
     meta = _device_table(("meta", rows, device), lambda: torch.tensor(rows, dtype=torch.int64), device)
+    # every pointer 16-byte aligned: the full blocks' accesses are then 16 bytes wide; kept per table (by the
+    # table's identity: no second hash of the rows on the host path)
+    got = _ALIGNED.get(id(meta))
+    if got is None or got[0] is not meta:
+        if len(_ALIGNED) > 64:
+            _ALIGNED.clear()
+        got = _ALIGNED[id(meta)] = (meta, all(r[c] % 16 == 0 for r in rows for c in range(COL_NUMEL)))
+    aligned = got[1]
     numels = tuple(r[5] for r in rows)
     blocks = _device_table(("blocks", numels, block, device), lambda: _block_rows(numels, block), device)
     _optim_kernel[(blocks.shape[0],)](
@@ -224,5 +287,6 @@ def launch_optim(method, tensors, scalars, has_noise, injected=None, block=None)
         PARAM_DTYPE=_tl_dtype(params[0].dtype),
         GRAD_DTYPE=_tl_dtype(grads[0].dtype),
         BLOCK=block,
-        **launch_options(interpreted, NUM_WARPS_GPU),
+        ALIGNED=aligned,
+        **launch_options(interpreted, NUM_WARPS_GPU if aligned else NUM_WARPS_UNALIGNED_GPU),
     )

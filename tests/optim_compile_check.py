@@ -38,6 +38,7 @@ def variants():
                         "PARAM_DTYPE": pdt,
                         "GRAD_DTYPE": gdt,
                         "BLOCK": optim.BLOCK_GPU,
+                        "ALIGNED": True,  # the usual launch (kernels/optim.py): 16-byte accesses
                     },
                 )
 

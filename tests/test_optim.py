@@ -985,3 +985,46 @@ def test_cpu_update_overflow_is_silent_like_torch():
         assert torch.isinf(run()).all()
     finally:
         np.seterr(**old)
+
+
+@pytest.mark.parametrize("method", [0, 1, 2], ids=["sgld", "psgld", "sghmc"])
+@pytest.mark.parametrize("misaligned", [False, True], ids=["aligned", "misaligned"])
+def test_kernel_full_and_partial_blocks_match_fallback(method, misaligned):
+    """The multi-tensor kernel's full blocks (the unmasked copy, 16-byte accesses when every pointer is
+    16-byte aligned) and each tensor's partial last block give the fallback's update: bitwise with injected
+    noise, and the fallback's Philox stream to ~1e-6 with drawn noise; a tensor starting 4 bytes into its
+    storage turns the aligned accesses off (kernels/optim.py ALIGNED) with the same results."""
+    from fastlangevin.kernels import optim as ko
+
+    from fastlangevin.fallback.optim import optim_update_torch
+
+    block = 256
+    sizes = [3 * block, 2 * block + 5, 7, block]
+    g = torch.Generator().manual_seed(11)
+
+    store = [torch.randn(n + 1, generator=g) for n in sizes]
+    grads = [torch.randn(n, generator=g) for n in sizes]
+    states = [torch.rand(n, generator=g) for n in sizes] if method else []
+    z = [torch.randn(n, generator=g) for n in sizes]
+    scalars = (0.01, 3.0, 0.5, 0.02 if method == 1 else 0.1, 0.9, 0.1, 1e-3)
+    seed = torch.tensor([1234], dtype=torch.int64)
+    for injected in (z, None):
+        results = []
+        for run in ("kernel", "fallback"):
+            copies = [s.clone() for s in store]  # parameter k = 1 starts 4 bytes into its storage when misaligned
+            ps = [c[1:] if misaligned and k == 1 else c[:-1] for k, c in enumerate(copies)]
+            assert (ps[1].data_ptr() % 16 != 0) == misaligned
+            gs, st = [t.clone() for t in grads], [t.clone() for t in states]
+            tensors = (ps, gs, [], st, list(range(len(ps))), seed)
+            if run == "kernel":
+                ko._ALIGNED.clear()
+                ko.launch_optim(method, tensors, scalars, True, injected=injected, block=block)
+                assert [a for _, a in ko._ALIGNED.values()] == [not misaligned]
+            else:
+                optim_update_torch(method, tensors, scalars, True, "philox", injected=injected)
+            results.append(ps + st)
+        for a, b in zip(*results):
+            if injected is not None:
+                assert torch.equal(a, b), (a - b).abs().max()
+            else:
+                torch.testing.assert_close(a, b, rtol=0, atol=2e-6)

@@ -225,3 +225,47 @@ def test_pair_rows_in_a_kernel(VEC, row_size, start):
     idx = torch.arange(R * VEC, dtype=torch.int64) + start
     valid = idx >= 0
     assert torch.equal(got[valid].long(), idx[valid] // row_size)
+
+
+@pytest.mark.parametrize(
+    "D,elem_offset,dtype,row_div",
+    [
+        (3, 0, torch.float32, 1),
+        (7, 0, torch.float32, 1),
+        (100, 0, torch.float32, 2),
+        (2, 0, torch.float32, 3),
+        (1, 0, torch.float32, 3),
+        (5, 1, torch.float32, 1),  # a mid-group start: a row per element
+        (12, 0, torch.bfloat16, 1),  # 16-bit rows not whole 8-wide tile rows
+        (16, 4, torch.bfloat16, 2),
+        (4, 0, torch.bfloat16, 3),
+        (6, 3, torch.bfloat16, 1),
+    ],
+    ids=str,
+)
+def test_flat_perturb_finds_rows(D, elem_offset, dtype, row_div):
+    """The flat perturb (short rows) finds each element's row by a multiply-high, per tile row or by a shift
+    (kernels/dsm.py flat_row_div): with injected noise bitwise the fallback's x̃ (fp32; bf16 to its rounding
+    of the same fp32 value), and with generated noise the fallback's Philox to 1e-5, over several full tiles
+    (BLOCK 256: the unmasked copy) and a partial last one."""
+    B = 1100 // D + 1
+    x, z, sigma, alpha, _ = _inputs(B, D, dtype)
+    n = x.numel()
+    assert n > 2 * 256 and n % 256  # full tiles and a partial one
+    flat, _, scalars, consts = kd._perturb_plan(n, D, elem_offset, dtype != torch.float32, True, True, False, True, 256)
+    assert flat and consts["ROW_DIV"] == row_div
+    seed = torch.tensor([4242], dtype=torch.int64)
+    kw = dict(row_size=D, elem_offset=elem_offset)
+    for a in (alpha, None):
+        got = kd.launch_dsm_perturb(x, torch.empty_like(x), seed, a, sigma, injected_noise=z, block=256, **kw)
+        want = fb.dsm_perturb_torch(x, torch.empty_like(x), seed, a, sigma, rng="philox", injected_noise=z, **kw)
+        if dtype == torch.float32:
+            assert torch.equal(got, want), (D, elem_offset, a is None)
+        else:  # the interpreter's fp32 -> bf16 cast truncates where torch rounds: one ulp
+            torch.testing.assert_close(got.float(), want.float(), atol=0, rtol=2**-7)
+        got = kd.launch_dsm_perturb(x, torch.empty_like(x), seed, a, sigma, block=256, **kw)
+        want = fb.dsm_perturb_torch(x, torch.empty_like(x), seed, a, sigma, rng="philox", **kw)
+        if dtype == torch.float32:
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        else:
+            torch.testing.assert_close(got.float(), want.float(), atol=1e-5, rtol=2**-7)

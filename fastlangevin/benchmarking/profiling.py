@@ -37,7 +37,7 @@ def build_target(args, device: torch.device):
     w, opts = get_workload("sampler"), BenchOptions(device=device, seed=args.seed)
     what = {"annealed": "annealed_langevin + denoising step", "langevin": "langevin (ULA)"}.get(args.sampler)
     desc, inputs = f"on {case.key}, backend={args.backend}, cuda_graph={args.cuda_graph}", w.setup(case, opts)
-    if what is None:  # pc: profiled, not benchmarked (its corrector's step depends on the batch: no exact check)
+    if args.sampler == "pc":  # profiled, not benchmarked (its corrector's step depends on the batch: no exact check)
         sde, net = VESDE(sigma_min=0.01, sigma_max=10.0), inputs["score"]  # (set up as annealed: noise-conditional)
         kw = dict(snr=0.16, n_steps=args.steps, backend=args.backend, cuda_graph=args.cuda_graph)
         x0, score = inputs["x0"] * sde.prior_std, lambda x, t: net(x, sde.marginal_std(t))
