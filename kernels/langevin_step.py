@@ -27,6 +27,7 @@ from .tiles import (
     FLAT_WARPS_GPU,
     MAGIC_DIVIDEND_LIMIT,
     flat_launch,
+    _randn4x_rounds,
     flat_tile,
     magic_rows,
     normal_tile,
@@ -35,6 +36,7 @@ from .tiles import (
     row_tile,
     stream_elems_per_warp,
     stream_warps,
+    join4,
     tile_load,
     tile_rows,
     tile_store,
@@ -248,6 +250,8 @@ def _langevin_step_kernel(
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
     # of four stays in the thread that drew its Philox group (tiles.tile_load).
     LANES: tl.constexpr = HEAD != 0 and VEC == 4
+    # Scalar or 0-d scales: the interior tiles of a mid-group start run aligned (_head_interior).
+    HEAD_ALIGNED: tl.constexpr = HEAD != 0 and not ROW_GRID and STEP_MODE != SCALE_ROWS and NOISE_MODE != SCALE_ROWS
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
         # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
@@ -284,6 +288,9 @@ def _langevin_step_kernel(
         # state, fp16 score, per-row scales, clamp 32.64 -> 31.30 instructions per element, 253 -> 214 registers).
         if HEAD != 0:
             masked = (tl.program_id(0) == 0) | (left < BLOCK)
+            if HEAD_ALIGNED:
+                # the aligned interior also reads the HEAD elements past the tile (_head_interior)
+                masked = (tl.program_id(0) == 0) | (n_elements - start < BLOCK + HEAD)
         else:
             masked = left < BLOCK
         if masked:
@@ -291,6 +298,11 @@ def _langevin_step_kernel(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
                 HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, False, LANES,
+            )  # fmt: skip
+        elif HEAD_ALIGNED:
+            _head_interior(
+                x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+                lo, hi, start, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR, HAS_CLAMP, COMPUTE, BLOCK,
             )  # fmt: skip
         else:
             _step_body(
@@ -399,6 +411,164 @@ def _step_body(
             out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
         out = out.to(OUT)
     _store_tile(out_ptr, start, offs, out, mask, left, EVEN, LANES, HALVES)
+
+
+@triton.jit
+def _finish(out, lo, hi, HAS_CLAMP: tl.constexpr, OUT: tl.constexpr):
+    """The clamp and the cast to the output dtype (see :func:`_step_body`)."""
+    if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED:
+        out = tl.clamp(out.to(OUT), tl.cast(lo, OUT), tl.cast(hi, OUT), propagate_nan=tl.PropagateNan.ALL)
+    else:
+        if HAS_CLAMP:
+            out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
+        out = out.to(OUT)
+    return out
+
+
+@triton.jit
+def _bits(v):
+    """``v``'s bits as an integer of its width (the row picks below sum integers: ``v + 0`` folds away)."""
+    if v.dtype.primitive_bitwidth == 16:
+        w = v.to(tl.int16, bitcast=True)
+    else:
+        w = v.to(tl.int32, bitcast=True)
+    return w
+
+
+@triton.jit
+def _row(v, k: tl.constexpr):
+    """Row ``k`` (dim 0, held in each thread's registers) of ``v``: a sum of one nonzero term per thread, which
+    LLVM folds into a register choice (no instruction)."""
+    w = _bits(v)
+    return tl.sum(tl.where(tl.arange(0, v.shape[0])[:, None] == k, w, 0), axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+
+
+@triton.jit
+def _row3(v, k: tl.constexpr):
+    """:func:`_row` of a 3-D tile."""
+    r = tl.arange(0, v.shape[0])[:, None, None]
+    w = _bits(v)
+    return tl.sum(tl.where(r == k, w, 0), axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+
+
+@triton.jit
+def _join4(c0, c1, c2, c3):
+    """tiles.join4 of ``[R, T]`` columns: the ``[R, T, 4]`` tile whose last index ``l`` is ``c_l`` (in-thread)."""
+    return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), (c0.shape[0], c0.shape[1], 4))
+
+
+@triton.jit
+def _shift_rows(v):
+    """``w[j] = v[j - 1]`` along dim 0 of an ``[R, T]`` tile (``w[0] = v[0]``), in-thread: folds as :func:`_row`."""
+    R: tl.constexpr = v.shape[0]
+    i = tl.arange(0, R)[:, None, None]
+    j = tl.arange(0, R)[None, :, None]
+    w = _bits(v)
+    return tl.sum(tl.where(i == tl.maximum(j - 1, 0), w[:, None, :], 0), axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+
+
+@triton.jit
+def _head_normals(seed_ptr, first_group, HEAD: tl.constexpr, R: tl.constexpr, T: tl.constexpr):
+    """The normals of :func:`_head_interior`'s memory rows: (``[R, T, 4]`` tile of rows ``W_0 .. W_{R-1}``,
+    ``[T, 4]`` row ``W_R``). Thread ``t`` draws Philox groups ``first_group + R t + r`` (``r < R``); memory
+    column ``c`` of ``W_j`` is lane ``(HEAD + c) % 4`` of group ``j - 1`` for ``c < 4 - HEAD``, of group ``j``
+    otherwise: the first columns take the groups one row down (``W_0``'s are the thread before's: not stored),
+    and ``W_R``'s the thread's last group."""
+    words = seed_ptr.to(tl.pointer_type(tl.uint32))
+    k0 = tl.load(words)
+    k1 = tl.load(words + 1)
+    grp = (tl.arange(0, T)[None, :] * R + tl.arange(0, R)[:, None]).to(tl.uint32)
+    first_group = first_group.to(tl.int64)
+    g_lo = first_group.to(tl.uint32)
+    g_hi = (first_group >> 32).to(tl.uint32)
+    x_lo = g_hi ^ k0
+    c0 = g_lo + grp
+    # as normal_tile: the tile whose counters' low words wrap selects the high word per counter (cold)
+    if g_lo > 0xFFFFFFFF - (R * T - 1):
+        x_hi = (g_hi + 1) ^ k0
+        n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
+    else:
+        n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, x_lo)
+    if HEAD == 1:
+        z = _join4(_shift_rows(n1), _shift_rows(n2), _shift_rows(n3), n0)
+        e = join4(_row(n1, R - 1), _row(n2, R - 1), _row(n3, R - 1), _row(n3, R - 1))
+    elif HEAD == 2:
+        z = _join4(_shift_rows(n2), _shift_rows(n3), n0, n1)
+        e = join4(_row(n2, R - 1), _row(n3, R - 1), _row(n3, R - 1), _row(n3, R - 1))
+    else:
+        z = _join4(_shift_rows(n3), n0, n1, n2)
+        e = join4(_row(n3, R - 1), _row(n3, R - 1), _row(n3, R - 1), _row(n3, R - 1))
+    return z, e
+
+
+@triton.jit
+def _head_interior(
+    x_ptr,
+    score_ptr,
+    out_ptr,
+    seed_ptr,
+    noise_ptr,
+    step_ptr,
+    noise_scale_ptr,
+    step_val,
+    noise_val,
+    lo,
+    hi,
+    start,
+    first_group,
+    HEAD: tl.constexpr,
+    STEP_MODE: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr,
+    HAS_CLAMP: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    """An interior tile of a mid-group start (every element valid, and the HEAD elements past it exist) with
+    aligned accesses: the tile is local elements ``start .. start + BLOCK`` (Philox groups ``first_group ..``),
+    ``start + HEAD`` a multiple of 4. Thread ``t`` owns the tile's elements ``32 t .. 32 t + 32`` (R = 8 groups)
+    and reads the aligned 4-element memory rows ``W_j = start + HEAD - 4 + 32 t + 4 j + [0, 4)``, ``j = 0 .. R``:
+    vector loads where the column-by-column scalar accesses (tiles.tile_load) read one element each. It stores
+    ``W_1 .. W_{R-1}`` whole, the last HEAD elements of ``W_0`` and the first 4 - HEAD of ``W_R`` (the rest of
+    those two rows are its neighbours'). The noise is the same (:func:`_head_normals`: one draw per group,
+    permuted in registers)."""
+    R: tl.constexpr = min(8, BLOCK // 4)
+    T: tl.constexpr = BLOCK // (4 * R)
+    # [R, T, 4] with the rows first: the loads' layout keeps a thread's R rows in its registers (lanes along T)
+    rows = tl.arange(0, R)[:, None, None] * 4 + tl.arange(0, T)[None, :, None] * (4 * R)
+    woffs = rows + tl.arange(0, 4)[None, None, :]
+    eoffs = tl.arange(0, T)[:, None] * (4 * R) + (4 * R) + tl.arange(0, 4)[None, :]
+    base = start + HEAD - 4
+    x = widen(tl.load(x_ptr + base + woffs), COMPUTE)
+    s = widen(tl.load(score_ptr + base + woffs), COMPUTE)
+    xe = widen(tl.load(x_ptr + base + eoffs), COMPUTE)
+    se = widen(tl.load(score_ptr + base + eoffs), COMPUTE)
+    a, b = _load_scales(
+        step_val, step_ptr, noise_val, noise_scale_ptr, 0, STEP_MODE, NOISE_MODE, None, COMPUTE, False, False,
+        True, 0, 4,
+    )  # fmt: skip
+    out = x + a * s
+    oute = xe + a * se
+    if NOISE_MODE != NOISE_NONE:
+        if NOISE_MODE == NOISE_SQRT2A:
+            b = tl.sqrt(2.0 * a)
+        if NOISE_FROM_PTR:
+            z = tl.load(noise_ptr + base + woffs).to(tl.float32)
+            ze = tl.load(noise_ptr + base + eoffs).to(tl.float32)
+        else:
+            z, ze = _head_normals(seed_ptr, first_group, HEAD, R, T)
+        out = out + b * z.to(COMPUTE)
+        oute = oute + b * ze.to(COMPUTE)
+    OUT: tl.constexpr = out_ptr.dtype.element_ty
+    out = _finish(out, lo, hi, HAS_CLAMP, OUT)
+    oute = _finish(oute, lo, hi, HAS_CLAMP, OUT)
+    # W_1 .. W_{R-1} whole (the mask is one per row: the stores stay vectors, and row 0's never runs)
+    tl.store(out_ptr + base + woffs, out, mask=tl.arange(0, R)[:, None, None] > 0)
+    # W_0's last HEAD elements and W_R's first 4 - HEAD, column by column (scalar stores)
+    c = tl.arange(0, 4)[None, :]
+    p0 = out_ptr + base + (tl.arange(0, T)[:, None] * (4 * R) + c)
+    tl.store(p0, _row3(out, 0), mask=c >= 4 - HEAD)
+    tl.store(out_ptr + base + eoffs, oute, mask=c < 4 - HEAD)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
