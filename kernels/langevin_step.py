@@ -293,7 +293,13 @@ def _langevin_step_kernel(
                 masked = (tl.program_id(0) == 0) | (n_elements - start < BLOCK + HEAD)
         else:
             masked = left < BLOCK
-        if masked:
+        if masked and HEAD_ALIGNED:
+            _head_interior(
+                x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+                lo, hi, start, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR, HAS_CLAMP, COMPUTE, BLOCK,
+                VEC, False, n_elements,
+            )  # fmt: skip
+        elif masked:
             _step_body(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
@@ -303,6 +309,7 @@ def _langevin_step_kernel(
             _head_interior(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR, HAS_CLAMP, COMPUTE, BLOCK,
+                VEC,
             )  # fmt: skip
         else:
             _step_body(
@@ -468,16 +475,75 @@ def _shift_rows(v):
 
 
 @triton.jit
-def _head_normals(seed_ptr, first_group, HEAD: tl.constexpr, R: tl.constexpr, T: tl.constexpr):
-    """The normals of :func:`_head_interior`'s memory rows: (``[R, T, 4]`` tile of rows ``W_0 .. W_{R-1}``,
-    ``[T, 4]`` row ``W_R``). Thread ``t`` draws Philox groups ``first_group + R t + r`` (``r < R``); memory
-    column ``c`` of ``W_j`` is lane ``(HEAD + c) % 4`` of group ``j - 1`` for ``c < 4 - HEAD``, of group ``j``
-    otherwise: the first columns take the groups one row down (``W_0``'s are the thread before's: not stored),
-    and ``W_R``'s the thread's last group."""
+def _lane(n0, n1, n2, n3, L: tl.constexpr):
+    """Output ``L`` of a Philox group's four normals."""
+    if L == 0:
+        v = n0
+    elif L == 1:
+        v = n1
+    elif L == 2:
+        v = n2
+    else:
+        v = n3
+    return v
+
+
+@triton.jit
+def _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD: tl.constexpr, W: tl.constexpr, C: tl.constexpr):
+    """Column ``C`` of :func:`_head_interior`'s memory rows ``W_j`` (``[M, T]``) and of its row ``W_M`` (``[T]``)
+    from the normals of the groups ``(W / 4) j`` (``e*``) and, for W 8, ``2 j + 1`` (``o*``) of each thread's
+    memory rows ``j``: the column is tile position ``W (j - 1) + HEAD + C`` of the thread's, output ``L`` of its
+    group ``(W / 4) (j - 1) + Q``; ``Q < W / 4`` is a group of the row before (the rows shifted one down; row
+    ``W_M`` takes the thread's last row), ``Q = W / 4`` the row's own."""
+    Q: tl.constexpr = (HEAD + C) // 4
+    L: tl.constexpr = (HEAD + C) % 4
+    if Q % (W // 4) == 0:
+        n = _lane(e0, e1, e2, e3, L)
+    else:
+        n = _lane(o0, o1, o2, o3, L)
+    if Q < W // 4:
+        col = _shift_rows(n)
+    else:
+        col = n
+    return col, _row(n, n.shape[0] - 1)
+
+
+@triton.jit
+def _join_cols(c0, c1, c2, c3, c4, c5, c6, c7, W: tl.constexpr):
+    """The tile (last index the column, in-thread) of ``W`` (4 or 8) columns ``c*`` (2-D ``[M, T]``)."""
+    lo = _join4(c0, c1, c2, c3)
+    if W == 8:
+        hi = _join4(c4, c5, c6, c7)
+        t = tl.reshape(tl.permute(tl.join(lo, hi), (0, 1, 3, 2)), (c0.shape[0], c0.shape[1], 8))
+    else:
+        t = lo
+    return t
+
+
+@triton.jit
+def _join_cols1(c0, c1, c2, c3, c4, c5, c6, c7, W: tl.constexpr):
+    """:func:`_join_cols` of 1-D ``[T]`` columns: a ``[T, W]`` tile."""
+    lo = join4(c0, c1, c2, c3)
+    if W == 8:
+        hi = join4(c4, c5, c6, c7)
+        t = tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), (c0.shape[0], 8))
+    else:
+        t = lo
+    return t
+
+
+@triton.jit
+def _head_normals(seed_ptr, first_group, HEAD: tl.constexpr, R: tl.constexpr, T: tl.constexpr, W: tl.constexpr):
+    """The normals of :func:`_head_interior`'s memory rows: (``[M, T, W]`` tile of rows ``W_0 .. W_{M-1}``,
+    ``[T, W]`` row ``W_M``; ``M = 4 R / W``). Thread ``t`` draws Philox groups ``first_group + R t + g``
+    (``g < R``) once each; :func:`_noise_col` permutes their outputs onto the memory columns in registers
+    (``W_0``'s first ``W - HEAD`` columns are the thread before's, ``W_M``'s last HEAD the next one's: not
+    stored)."""
     words = seed_ptr.to(tl.pointer_type(tl.uint32))
     k0 = tl.load(words)
     k1 = tl.load(words + 1)
-    grp = (tl.arange(0, T)[None, :] * R + tl.arange(0, R)[:, None]).to(tl.uint32)
+    M: tl.constexpr = 4 * R // W
+    grp = (tl.arange(0, T)[None, :] * R + tl.arange(0, M)[:, None] * (W // 4)).to(tl.uint32)
     first_group = first_group.to(tl.int64)
     g_lo = first_group.to(tl.uint32)
     g_hi = (first_group >> 32).to(tl.uint32)
@@ -486,18 +552,30 @@ def _head_normals(seed_ptr, first_group, HEAD: tl.constexpr, R: tl.constexpr, T:
     # as normal_tile: the tile whose counters' low words wrap selects the high word per counter (cold)
     if g_lo > 0xFFFFFFFF - (R * T - 1):
         x_hi = (g_hi + 1) ^ k0
-        n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
+        e0, e1, e2, e3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
+        if W == 8:
+            o0, o1, o2, o3 = _randn4x_rounds(k0, k1, c0 + 1, tl.where(c0 + 1 < g_lo, x_hi, x_lo))
+        else:
+            o0, o1, o2, o3 = e0, e1, e2, e3
     else:
-        n0, n1, n2, n3 = _randn4x_rounds(k0, k1, c0, x_lo)
-    if HEAD == 1:
-        z = _join4(_shift_rows(n1), _shift_rows(n2), _shift_rows(n3), n0)
-        e = join4(_row(n1, R - 1), _row(n2, R - 1), _row(n3, R - 1), _row(n3, R - 1))
-    elif HEAD == 2:
-        z = _join4(_shift_rows(n2), _shift_rows(n3), n0, n1)
-        e = join4(_row(n2, R - 1), _row(n3, R - 1), _row(n3, R - 1), _row(n3, R - 1))
+        e0, e1, e2, e3 = _randn4x_rounds(k0, k1, c0, x_lo)
+        if W == 8:
+            o0, o1, o2, o3 = _randn4x_rounds(k0, k1, c0 + 1, x_lo)
+        else:
+            o0, o1, o2, o3 = e0, e1, e2, e3
+    z0, y0 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 0)
+    z1, y1 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 1)
+    z2, y2 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 2)
+    z3, y3 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 3)
+    if W == 8:
+        z4, y4 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 4)
+        z5, y5 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 5)
+        z6, y6 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 6)
+        z7, y7 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 7)
     else:
-        z = _join4(_shift_rows(n3), n0, n1, n2)
-        e = join4(_row(n3, R - 1), _row(n3, R - 1), _row(n3, R - 1), _row(n3, R - 1))
+        z4, y4, z5, y5, z6, y6, z7, y7 = z0, y0, z0, y0, z0, y0, z0, y0
+    z = _join_cols(z0, z1, z2, z3, z4, z5, z6, z7, W)
+    e = _join_cols1(y0, y1, y2, y3, y4, y5, y6, y7, W)
     return z, e
 
 
@@ -523,26 +601,41 @@ def _head_interior(
     HAS_CLAMP: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
+    W: tl.constexpr,
+    EVEN: tl.constexpr = True,
+    n_elements=0,
 ):
     """An interior tile of a mid-group start (every element valid, and the HEAD elements past it exist) with
-    aligned accesses: the tile is local elements ``start .. start + BLOCK`` (Philox groups ``first_group ..``),
-    ``start + HEAD`` a multiple of 4. Thread ``t`` owns the tile's elements ``32 t .. 32 t + 32`` (R = 8 groups)
-    and reads the aligned 4-element memory rows ``W_j = start + HEAD - 4 + 32 t + 4 j + [0, 4)``, ``j = 0 .. R``:
-    vector loads where the column-by-column scalar accesses (tiles.tile_load) read one element each. It stores
-    ``W_1 .. W_{R-1}`` whole, the last HEAD elements of ``W_0`` and the first 4 - HEAD of ``W_R`` (the rest of
-    those two rows are its neighbours'). The noise is the same (:func:`_head_normals`: one draw per group,
-    permuted in registers)."""
-    R: tl.constexpr = min(8, BLOCK // 4)
+    aligned accesses. The tile is local elements ``start .. start + BLOCK`` (Philox groups ``first_group ..``),
+    ``start + HEAD`` a multiple of BLOCK. Thread ``t`` owns its ``4 R`` elements from ``4 R t`` (R groups: 8 for
+    W 4, 16 for W 8, as the group-aligned launches' ELEMS_PER_THREAD_GPU) and reads the W-element (16-byte
+    for 32-bit data in W 4, 16-bit in W 8) memory rows ``W_j = start + HEAD - W + 4 R t + W j + [0, W)``,
+    ``j = 0 .. M`` (M = 4 R / W): vector loads where the column-by-column accesses (tiles.tile_load) read one
+    element each. It stores ``W_1 .. W_{M-1}`` whole, the last HEAD elements of ``W_0`` and the first W - HEAD of
+    ``W_M`` (the rest of those two rows are its neighbours'). The noise is the same: one draw per group, its
+    outputs permuted in registers (:func:`_head_normals`)."""
+    R: tl.constexpr = min(8 * (W // 4), BLOCK // 4)
     T: tl.constexpr = BLOCK // (4 * R)
-    # [R, T, 4] with the rows first: the loads' layout keeps a thread's R rows in its registers (lanes along T)
-    rows = tl.arange(0, R)[:, None, None] * 4 + tl.arange(0, T)[None, :, None] * (4 * R)
-    woffs = rows + tl.arange(0, 4)[None, None, :]
-    eoffs = tl.arange(0, T)[:, None] * (4 * R) + (4 * R) + tl.arange(0, 4)[None, :]
-    base = start + HEAD - 4
-    x = widen(tl.load(x_ptr + base + woffs), COMPUTE)
-    s = widen(tl.load(score_ptr + base + woffs), COMPUTE)
-    xe = widen(tl.load(x_ptr + base + eoffs), COMPUTE)
-    se = widen(tl.load(score_ptr + base + eoffs), COMPUTE)
+    M: tl.constexpr = 4 * R // W
+    # [M, T, W] with the rows first: the loads' layout then keeps a thread's M rows in its registers (lanes
+    # along T; a [T, M, W] tile would spread the rows over the lanes)
+    woffs = tl.arange(0, M)[:, None, None] * W + tl.arange(0, T)[None, :, None] * (4 * R) + tl.arange(0, W)[None, None, :]
+    c = tl.arange(0, W)[None, :]
+    eoffs = tl.arange(0, T)[:, None] * (4 * R) + (4 * R) + c
+    base = start + HEAD - W
+    if EVEN:
+        wmask = None
+        emask = None
+    else:
+        # program 0 and the last tiles: the local elements in [0, n_elements) only (scalar accesses; cold)
+        first = tl.maximum(-base, 0).to(tl.int32)
+        last = tl.minimum(n_elements - base, BLOCK + W).to(tl.int32)
+        wmask = (woffs >= first) & (woffs < last)
+        emask = (eoffs >= first) & (eoffs < last)
+    x = widen(tl.load(x_ptr + base + woffs, mask=wmask), COMPUTE)
+    s = widen(tl.load(score_ptr + base + woffs, mask=wmask), COMPUTE)
+    xe = widen(tl.load(x_ptr + base + eoffs, mask=emask), COMPUTE)
+    se = widen(tl.load(score_ptr + base + eoffs, mask=emask), COMPUTE)
     a, b = _load_scales(
         step_val, step_ptr, noise_val, noise_scale_ptr, 0, STEP_MODE, NOISE_MODE, None, COMPUTE, False, False,
         True, 0, 4,
@@ -553,22 +646,28 @@ def _head_interior(
         if NOISE_MODE == NOISE_SQRT2A:
             b = tl.sqrt(2.0 * a)
         if NOISE_FROM_PTR:
-            z = tl.load(noise_ptr + base + woffs).to(tl.float32)
-            ze = tl.load(noise_ptr + base + eoffs).to(tl.float32)
+            z = tl.load(noise_ptr + base + woffs, mask=wmask).to(tl.float32)
+            ze = tl.load(noise_ptr + base + eoffs, mask=emask).to(tl.float32)
         else:
-            z, ze = _head_normals(seed_ptr, first_group, HEAD, R, T)
+            z, ze = _head_normals(seed_ptr, first_group, HEAD, R, T, W)
         out = out + b * z.to(COMPUTE)
         oute = oute + b * ze.to(COMPUTE)
     OUT: tl.constexpr = out_ptr.dtype.element_ty
     out = _finish(out, lo, hi, HAS_CLAMP, OUT)
     oute = _finish(oute, lo, hi, HAS_CLAMP, OUT)
-    # W_1 .. W_{R-1} whole (the mask is one per row: the stores stay vectors, and row 0's never runs)
-    tl.store(out_ptr + base + woffs, out, mask=tl.arange(0, R)[:, None, None] > 0)
-    # W_0's last HEAD elements and W_R's first 4 - HEAD, column by column (scalar stores)
-    c = tl.arange(0, 4)[None, :]
-    p0 = out_ptr + base + (tl.arange(0, T)[:, None] * (4 * R) + c)
-    tl.store(p0, _row3(out, 0), mask=c >= 4 - HEAD)
-    tl.store(out_ptr + base + eoffs, oute, mask=c < 4 - HEAD)
+    # W_1 .. W_{M-1} whole (the mask is one per row: the stores stay vectors, and row 0's never runs)
+    wkeep = tl.arange(0, M)[:, None, None] > 0
+    offs0 = tl.arange(0, T)[:, None] * (4 * R) + c
+    keep0 = c >= W - HEAD
+    ekeep = c < W - HEAD
+    if not EVEN:
+        wkeep = wkeep & wmask
+        keep0 = keep0 & (offs0 >= first) & (offs0 < last)
+        ekeep = ekeep & emask
+    tl.store(out_ptr + base + woffs, out, mask=wkeep)
+    # W_0's last HEAD elements and W_M's first W - HEAD (scalar stores)
+    tl.store(out_ptr + base + offs0, _row3(out, 0), mask=keep0)
+    tl.store(out_ptr + base + eoffs, oute, mask=ekeep)
 
 
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
@@ -581,6 +680,18 @@ def _scale_launch_args(value, tensor, as_tensor: bool, device):
             return modes.SCALE_ARG, value, None
         tensor = torch.tensor(value, dtype=torch.float64, device=device)
     return modes.scale_mode(tensor), 0.0, tensor
+
+
+def _vec(x, score, elem_offset, step_mode, noise_mode) -> int:
+    """The launch's tile-row width: tiles.vec_for at a group-aligned start. A mid-group start with per-row scales
+    has scalar accesses: 4-wide tile rows (one Philox group each, loaded column by column, tiles.tile_load) then
+    beat 8-wide ones for 16-bit dtypes too. With scalar or 0-d scales its interior tiles read aligned memory rows
+    (_head_interior) of 8 elements (16 bytes) when both operands are 16-bit; an fp32 operand keeps 4."""
+    if elem_offset % 4 == 0:
+        return vec_for(x, score)
+    if modes.SCALE_ROWS in (step_mode, noise_mode) or x.element_size() != 2 or score.element_size() != 2:
+        return 4
+    return 8
 
 
 def launch_langevin_step(
@@ -629,9 +740,7 @@ def launch_langevin_step(
         noise_mode,
         fp64,
         x.is_cpu,
-        # A mid-group start has scalar accesses: 4-wide tile rows (one Philox group each, loaded column by
-        # column, tiles.tile_load) then beat 8-wide ones for 16-bit dtypes too.
-        vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4),
+        vec or _vec(x, score, elem_offset, step_mode, noise_mode),
         block,
         row_grid,
         # an fp32 operand beside a 16-bit one (8-wide rows: fp32 tiles of 64 registers a thread at 64 elements)
@@ -704,7 +813,8 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         if fp64 or (head and per_row):
             warps = FLAT_WARPS_GPU
         else:
-            warps = stream_warps(FLAT_BLOCK_GPU, 4 if (per_row and (row_div != 2 or mixed)) or head else vec)
+            # heads: the aligned interior's elements a thread (_head_interior: 32 in 4-wide rows, 64 in 8-wide)
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_row and (row_div != 2 or mixed) else vec)
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
