@@ -26,9 +26,10 @@ from .tiles import (
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
     MAGIC_DIVIDEND_LIMIT,
-    flat_launch,
     _randn4x_rounds,
+    flat_launch,
     flat_tile,
+    join4,
     magic_rows,
     normal_tile,
     row_launch,
@@ -36,7 +37,6 @@ from .tiles import (
     row_tile,
     stream_elems_per_warp,
     stream_warps,
-    join4,
     tile_load,
     tile_rows,
     tile_store,
@@ -447,7 +447,8 @@ def _row(v, k: tl.constexpr):
     """Row ``k`` (dim 0, held in each thread's registers) of ``v``: a sum of one nonzero term per thread, which
     LLVM folds into a register choice (no instruction)."""
     w = _bits(v)
-    return tl.sum(tl.where(tl.arange(0, v.shape[0])[:, None] == k, w, 0), axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+    pick = tl.where(tl.arange(0, v.shape[0])[:, None] == k, w, 0)
+    return tl.sum(pick, axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
 
 
 @triton.jit
@@ -471,7 +472,8 @@ def _shift_rows(v):
     i = tl.arange(0, R)[:, None, None]
     j = tl.arange(0, R)[None, :, None]
     w = _bits(v)
-    return tl.sum(tl.where(i == tl.maximum(j - 1, 0), w[:, None, :], 0), axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+    pick = tl.where(i == tl.maximum(j - 1, 0), w[:, None, :], 0)
+    return tl.sum(pick, axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
 
 
 @triton.jit
@@ -619,7 +621,8 @@ def _head_interior(
     M: tl.constexpr = 4 * R // W
     # [M, T, W] with the rows first: the loads' layout then keeps a thread's M rows in its registers (lanes
     # along T; a [T, M, W] tile would spread the rows over the lanes)
-    woffs = tl.arange(0, M)[:, None, None] * W + tl.arange(0, T)[None, :, None] * (4 * R) + tl.arange(0, W)[None, None, :]
+    woffs = tl.arange(0, M)[:, None, None] * W + tl.arange(0, T)[None, :, None] * (4 * R)
+    woffs += tl.arange(0, W)[None, None, :]
     c = tl.arange(0, W)[None, :]
     eoffs = tl.arange(0, T)[:, None] * (4 * R) + (4 * R) + c
     base = start + HEAD - W
