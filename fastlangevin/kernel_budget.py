@@ -133,7 +133,7 @@ def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mi
     16-bit one)."""
     if (head and suffix == "-divide") or (fp64 and not row_grid):
         return 8
-    if head and not mixed and suffix == "":  # 16-bit heads: the aligned interior in 8-wide rows (vec 8)
+    if head and suffix == "":  # scalar scales: the aligned interior's 32 (4-wide rows) or 64 elements a thread
         return STREAM_WARPS[vec]
     if head or suffix in ("-divide", "-divide-pow2") or (suffix == "-divide-tilerow" and mixed):
         return STEP_WARPS
@@ -195,8 +195,8 @@ def _step_variants() -> Iterator[Variant]:
                                     ("HAS_CLAMP", clamp),
                                     ("COMPUTE", compute),
                                     ("BLOCK", 4096),
-                                    # the launcher's choice: 4-wide rows for heads but 16-bit ones with scalar scales
-                                    ("VEC", vec if not head or (suffix == "" and not mixed) else 4),
+                                    # the launcher's choice: 4-wide rows for heads with per-row scales
+                                    ("VEC", vec if not head or suffix == "" else 4),
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row

@@ -292,7 +292,9 @@ def _langevin_step_kernel(
                 # the aligned interior also reads the HEAD elements past the tile (_head_interior)
                 masked = (tl.program_id(0) == 0) | (n_elements - start < BLOCK + HEAD)
         else:
-            masked = left < BLOCK
+            # the row's last chunk, the one partial (not EVEN): a 32-bit compare of the chunk index, not of the
+            # 64-bit count left (`fastlangevin kernels`: fp32, per-row a and b, clamp 32.19 -> ...)
+            masked = tl.program_id(1) == tl.num_programs(1) - 1
         if masked and HEAD_ALIGNED:
             _head_interior(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
@@ -433,6 +435,22 @@ def _finish(out, lo, hi, HAS_CLAMP: tl.constexpr, OUT: tl.constexpr):
 
 
 @triton.jit
+def _clamp_pairs(v, lo, hi):
+    """``tl.clamp(v, lo, hi, propagate_nan=ALL)`` of a 16-bit tile (compiled launches): the same packed min/max
+    (``max.NaN``/``min.NaN`` on ``bf16x2``/``f16x2``, HMNMX2), on pairs of neighbouring columns. From tl.clamp
+    the compiler paired a mid-group tile's elements by their Philox groups (odd heads: pairs across the 32-bit
+    words of the stores), and re-paired the results with one PRMT per two elements (`fastlangevin kernels`: bf16
+    with a clamp and a head of 1 or 3, 31.95 -> ...)."""
+    if v.dtype == tl.bfloat16:
+        asm: tl.constexpr = "{ .reg .b32 t; max.NaN.bf16x2 t, $1, $2; min.NaN.bf16x2 $0, t, $3; }"
+    else:
+        asm: tl.constexpr = "{ .reg .b32 t; max.NaN.f16x2 t, $1, $2; min.NaN.f16x2 $0, t, $3; }"
+    lo_t = tl.full(v.shape, lo, tl.float32).to(v.dtype)
+    hi_t = tl.full(v.shape, hi, tl.float32).to(v.dtype)
+    return tl.inline_asm_elementwise(asm, "=r,r,r,r", [v, lo_t, hi_t], dtype=v.dtype, is_pure=True, pack=2)
+
+
+@triton.jit
 def _bits(v):
     """``v``'s bits as an integer of its width (the row picks below sum integers: ``v + 0`` folds away)."""
     if v.dtype.primitive_bitwidth == 16:
@@ -513,24 +531,25 @@ def _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD: tl.constexpr, W: tl.constex
 @triton.jit
 def _join_cols(c0, c1, c2, c3, c4, c5, c6, c7, W: tl.constexpr):
     """The tile (last index the column, in-thread) of ``W`` (4 or 8) columns ``c*`` (2-D ``[M, T]``)."""
-    lo = _join4(c0, c1, c2, c3)
     if W == 8:
-        hi = _join4(c4, c5, c6, c7)
-        t = tl.reshape(tl.permute(tl.join(lo, hi), (0, 1, 3, 2)), (c0.shape[0], c0.shape[1], 8))
+        # nested joins, the last the column's lowest bit: the tile's registers in column order, as the loaded
+        # rows' (a join of two 4-wide halves puts column 4 next to column 0, and the 16-bit packing of the
+        # results then pairs the wrong neighbours: one PRMT per two elements to re-pair them for the stores)
+        t = tl.join(tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7)))
+        t = tl.reshape(t, (c0.shape[0], c0.shape[1], 8))
     else:
-        t = lo
+        t = _join4(c0, c1, c2, c3)
     return t
 
 
 @triton.jit
 def _join_cols1(c0, c1, c2, c3, c4, c5, c6, c7, W: tl.constexpr):
     """:func:`_join_cols` of 1-D ``[T]`` columns: a ``[T, W]`` tile."""
-    lo = join4(c0, c1, c2, c3)
     if W == 8:
-        hi = join4(c4, c5, c6, c7)
-        t = tl.reshape(tl.permute(tl.join(lo, hi), (0, 2, 1)), (c0.shape[0], 8))
+        t = tl.join(tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7)))
+        t = tl.reshape(t, (c0.shape[0], 8))
     else:
-        t = lo
+        t = join4(c0, c1, c2, c3)
     return t
 
 
@@ -603,7 +622,7 @@ def _head_interior(
     HAS_CLAMP: tl.constexpr,
     COMPUTE: tl.constexpr,
     BLOCK: tl.constexpr,
-    W: tl.constexpr,
+    VEC: tl.constexpr,
     EVEN: tl.constexpr = True,
     n_elements=0,
 ):
@@ -616,7 +635,11 @@ def _head_interior(
     element each. It stores ``W_1 .. W_{M-1}`` whole, the last HEAD elements of ``W_0`` and the first W - HEAD of
     ``W_M`` (the rest of those two rows are its neighbours'). The noise is the same: one draw per group, its
     outputs permuted in registers (:func:`_head_normals`)."""
-    R: tl.constexpr = min(8 * (W // 4), BLOCK // 4)
+    R: tl.constexpr = min(8 * (VEC // 4), BLOCK // 4)
+    # 16-byte rows: 8 elements when both operands are 16-bit; 4 beside an fp32 one (an 8-wide fp32 row would take
+    # two threads' 16-byte pieces and the noise a shared-memory trip), at 64 elements a thread still (VEC 8)
+    SAME: tl.constexpr = x_ptr.dtype.element_ty.primitive_bitwidth == score_ptr.dtype.element_ty.primitive_bitwidth
+    W: tl.constexpr = VEC if SAME else 4
     T: tl.constexpr = BLOCK // (4 * R)
     M: tl.constexpr = 4 * R // W
     # [M, T, W] with the rows first: the loads' layout then keeps a thread's M rows in its registers (lanes
@@ -656,8 +679,12 @@ def _head_interior(
         out = out + b * z.to(COMPUTE)
         oute = oute + b * ze.to(COMPUTE)
     OUT: tl.constexpr = out_ptr.dtype.element_ty
-    out = _finish(out, lo, hi, HAS_CLAMP, OUT)
-    oute = _finish(oute, lo, hi, HAS_CLAMP, OUT)
+    if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED and HEAD % 2 == 1:
+        out = _clamp_pairs(out.to(OUT), lo, hi)
+        oute = _clamp_pairs(oute.to(OUT), lo, hi)
+    else:
+        out = _finish(out, lo, hi, HAS_CLAMP, OUT)
+        oute = _finish(oute, lo, hi, HAS_CLAMP, OUT)
     # W_1 .. W_{M-1} whole (the mask is one per row: the stores stay vectors, and row 0's never runs)
     wkeep = tl.arange(0, M)[:, None, None] > 0
     offs0 = tl.arange(0, T)[:, None] * (4 * R) + c
@@ -692,9 +719,9 @@ def _vec(x, score, elem_offset, step_mode, noise_mode) -> int:
     (_head_interior) of 8 elements (16 bytes) when both operands are 16-bit; an fp32 operand keeps 4."""
     if elem_offset % 4 == 0:
         return vec_for(x, score)
-    if modes.SCALE_ROWS in (step_mode, noise_mode) or x.element_size() != 2 or score.element_size() != 2:
+    if modes.SCALE_ROWS in (step_mode, noise_mode):
         return 4
-    return 8
+    return vec_for(x, score)
 
 
 def launch_langevin_step(
