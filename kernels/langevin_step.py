@@ -250,8 +250,12 @@ def _langevin_step_kernel(
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
     # of four stays in the thread that drew its Philox group (tiles.tile_load).
     LANES: tl.constexpr = HEAD != 0 and VEC == 4
-    # Scalar or 0-d scales: the interior tiles of a mid-group start run aligned (_head_interior).
-    HEAD_ALIGNED: tl.constexpr = HEAD != 0 and not ROW_GRID and STEP_MODE != SCALE_ROWS and NOISE_MODE != SCALE_ROWS
+    # Scalar or 0-d scales: the tiles of a mid-group start run on aligned memory rows (_head_interior). Not float64
+    # (8 warps of 16 doubles a thread: its layout does not keep a thread's rows whole; `fastlangevin kernels`, 35.12
+    # -> 51.62 instructions per element)
+    HEAD_ALIGNED: tl.constexpr = (
+        HEAD != 0 and not ROW_GRID and STEP_MODE != SCALE_ROWS and NOISE_MODE != SCALE_ROWS and COMPUTE != tl.float64
+    )
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
         # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
@@ -455,6 +459,8 @@ def _bits(v):
     """``v``'s bits as an integer of its width (the row picks below sum integers: ``v + 0`` folds away)."""
     if v.dtype.primitive_bitwidth == 16:
         w = v.to(tl.int16, bitcast=True)
+    elif v.dtype.primitive_bitwidth == 64:
+        w = v.to(tl.int64, bitcast=True)
     else:
         w = v.to(tl.int32, bitcast=True)
     return w
