@@ -53,8 +53,12 @@ on a (row, chunk) grid (a row's partial last chunk runs a masked copy of the bod
 over); per-row scales on the flat grid (rows < 512 elements), each element's row by a multiply-high
 (``kernels/tiles.py`` magic_rows: ``-divide``), each tile row's where rows are whole tile rows
 (``-divide-tilerow``, one scale load per tile row) or by a shift for rows of 2 (``-divide-pow2``; 1 and 4 alike);
-``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks
-only in program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide``).
+``head1``/``head3`` = a start mid-way into a Philox group: with scalar or 0-d scales (and not float64) every
+thread reads its elements as aligned 16-byte memory rows (``kernels/langevin_step.py`` _head_interior: one Philox
+draw per group, its outputs moved onto the rows in registers; the two rows shared with the neighbouring threads
+stored element by element), 32 elements a thread in 4-wide rows, 64 in 8-wide (both operands 16-bit) or beside a
+16-bit operand (4-wide rows); masks only in program 0 and the last tile, the interior tiles' unmasked copy is the hot
+one. ``-divide`` (per-row scales) and float64 keep scalar accesses column by column (8 warps).
 """
 
 from __future__ import annotations

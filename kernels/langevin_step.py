@@ -297,7 +297,7 @@ def _langevin_step_kernel(
                 masked = (tl.program_id(0) == 0) | (n_elements - start < BLOCK + HEAD)
         else:
             # the row's last chunk, the one partial (not EVEN): a 32-bit compare of the chunk index, not of the
-            # 64-bit count left (`fastlangevin kernels`: fp32, per-row a and b, clamp 32.19 -> ...)
+            # 64-bit count left (`fastlangevin kernels`: fp32, per-row a and b, clamp 32.19 -> 32.09)
             masked = tl.program_id(1) == tl.num_programs(1) - 1
         if masked and HEAD_ALIGNED:
             _head_interior(
@@ -444,7 +444,7 @@ def _clamp_pairs(v, lo, hi):
     (``max.NaN``/``min.NaN`` on ``bf16x2``/``f16x2``, HMNMX2), on pairs of neighbouring columns. From tl.clamp
     the compiler paired a mid-group tile's elements by their Philox groups (odd heads: pairs across the 32-bit
     words of the stores), and re-paired the results with one PRMT per two elements (`fastlangevin kernels`: bf16
-    with a clamp and a head of 1 or 3, 31.95 -> ...)."""
+    with a clamp and a head of 1 or 3, 31.95 -> 31.64)."""
     if v.dtype == tl.bfloat16:
         asm: tl.constexpr = "{ .reg .b32 t; max.NaN.bf16x2 t, $1, $2; min.NaN.bf16x2 $0, t, $3; }"
     else:
@@ -834,8 +834,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # group-aligned launch's 64 in 8-wide rows (bf16 with a clamp and sqrt(2 a) 34.12 -> 32.89 at 96 -> 243
         # registers, no local memory) unless an operand is fp32 (32: at 64 the fp32 state with a bf16 score and
         # two per-row scales took 255 registers and 48 bytes of stack, 12 local accesses). Other mid-group starts
-        # take 32 a thread as fp32 does (4-wide rows; 150 registers, no local memory: bf16 with a clamp 38.25 ->
-        # 35.88 instructions per element against 16).
+        # (scalar or 0-d scales: _head_interior's aligned rows) take the group-aligned launch's elements a thread, 32
+        # in 4-wide rows, 64 beside a 16-bit operand (bf16 with a clamp and a head 35.88 -> 31.64 at 236 registers,
+        # no local memory; at 32 a thread, 8-byte rows, 33.41).
         head = elem_offset % 4 != 0
         if per_row and n <= MAGIC_DIVIDEND_LIMIT:
             if head:
