@@ -57,8 +57,13 @@ pair_rows: two scale loads per tile row, a select per element; rows of >= VEC - 
 row may span more than two rows (rows of 3, 5, 6 in 8-wide tiles, of 1 and 2 with a head); ``-divide-tilerow`` =
 each tile row's where rows are whole tile rows (one scale load per tile row); ``-divide-pow2`` = rows of 2 by a shift
 (1 and 4 alike: one scale load per row, joined into the tile; each element's beside a 16-bit operand an fp32
-one). ``head1``/``head3`` = a start mid-way into a Philox group (scalar accesses column by column; masks only in
-program 0 and the last tile, the interior tiles' unmasked copy is the hot one; 4 warps, 8 with ``-divide-short``).
+one). ``head1``/``head3`` = a start mid-way into a Philox group: with scalar or 0-d scales (and not float64) every
+thread reads its elements as aligned 16-byte memory rows (``kernels/langevin_step.py`` _head_interior: one Philox
+draw per group, its outputs moved onto the rows in registers; the two rows shared with the neighbouring threads
+stored element by element), 32 elements a thread in 4-wide rows, 64 in 8-wide (both operands 16-bit) or beside a
+16-bit operand (4-wide rows); masks only in program 0 and the last tile, the interior tiles' unmasked copy is the hot
+one. Per-row scales (``-divide``: 4 warps, ``-divide-short``: 8) and float64 keep scalar accesses column by
+column.
 ``dsm-perturb-flat-*``: the DSM perturb's flat grid for short rows, its rows found as the step's per-row scales'.
 ``optim-*``: the optimizers' multi-tensor kernel (one launch per bucket; full blocks unmasked with 16-byte accesses
 when every pointer of the bucket is 16-byte aligned, ``-unaligned`` otherwise).
@@ -153,6 +158,8 @@ def _step_warps(head: int, fp64: bool, row_grid: bool, suffix: str, vec: int, mi
     16-bit one)."""
     if (head and suffix == "-divide-short") or (fp64 and not row_grid):
         return 8
+    if head and suffix == "":  # scalar scales: the aligned interior's 32 (4-wide rows) or 64 elements a thread
+        return STREAM_WARPS[vec]
     if head or suffix in ("-divide", "-divide-short", "-divide-pow2") or (suffix.startswith("-divide") and mixed):
         return STEP_WARPS
     return STREAM_WARPS[vec]
@@ -216,7 +223,8 @@ def _step_variants() -> Iterator[Variant]:
                                     ("HAS_CLAMP", clamp),
                                     ("COMPUTE", compute),
                                     ("BLOCK", 4096),
-                                    ("VEC", 4 if head else vec),  # the launcher's choice
+                                    # the launcher's choice: 4-wide rows for heads with per-row scales
+                                    ("VEC", vec if not head or suffix == "" else 4),
                                     ("ROW_GRID", row_grid),
                                     ("EVEN", even),
                                     ("DIV32", True),  # the launcher's choice below 2**31 - BLOCK per row

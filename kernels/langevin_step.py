@@ -26,6 +26,7 @@ from .tiles import (
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
     MAGIC_DIVIDEND_LIMIT,
+    _randn4x_rounds,
     flat_launch,
     flat_tile,
     join4,
@@ -421,6 +422,12 @@ def _langevin_step_kernel(
     # A start mid-way into a Philox group: unaligned (scalar) accesses, column by column, so that each row
     # of four stays in the thread that drew its Philox group (tiles.tile_load).
     LANES: tl.constexpr = HEAD != 0 and VEC == 4
+    # Scalar or 0-d scales: the tiles of a mid-group start run on aligned memory rows (_head_interior). Not float64
+    # (8 warps of 16 doubles a thread: its layout does not keep a thread's rows whole; `fastlangevin kernels`, 35.12
+    # -> 51.62 instructions per element)
+    HEAD_ALIGNED: tl.constexpr = (
+        HEAD != 0 and not ROW_GRID and STEP_MODE != SCALE_ROWS and NOISE_MODE != SCALE_ROWS and COMPUTE != tl.float64
+    )
     if ROW_GRID:
         # Per-row scales on a (row, chunk) grid of group-aligned rows (HEAD == 0, row_size % 4 == 0): the
         # row is the program's, so each scale is one scalar load, not a per-element 64-bit division.
@@ -464,13 +471,30 @@ def _langevin_step_kernel(
         # state, fp16 score, per-row scales, clamp 32.64 -> 31.30 instructions per element, 253 -> 214 registers).
         if HEAD != 0:
             masked = (tl.program_id(0) == 0) | (left < BLOCK)
+            if HEAD_ALIGNED:
+                # the aligned interior also reads the HEAD elements past the tile (_head_interior)
+                masked = (tl.program_id(0) == 0) | (n_elements - start < BLOCK + HEAD)
         else:
-            masked = left < BLOCK
-        if masked:
+            # the row's last chunk, the one partial (not EVEN): a 32-bit compare of the chunk index, not of the
+            # 64-bit count left (`fastlangevin kernels`: fp32, per-row a and b, clamp 32.19 -> 32.09)
+            masked = tl.program_id(1) == tl.num_programs(1) - 1
+        if masked and HEAD_ALIGNED:
+            _head_interior(
+                x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+                lo, hi, start, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR, HAS_CLAMP, COMPUTE, BLOCK,
+                VEC, False, n_elements,
+            )  # fmt: skip
+        elif masked:
             _step_body(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
                 lo, hi, start, offs, mask, left, rows, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR,
                 HAS_CLAMP, COMPUTE, BLOCK, VEC, ROW_GRID, False, LANES, ROW_DIV, cut, ROW_SHIFT,
+            )  # fmt: skip
+        elif HEAD_ALIGNED:
+            _head_interior(
+                x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
+                lo, hi, start, first_group, HEAD, STEP_MODE, NOISE_MODE, NOISE_FROM_PTR, HAS_CLAMP, COMPUTE, BLOCK,
+                VEC,
             )  # fmt: skip
         else:
             _step_body(
@@ -584,6 +608,286 @@ def _step_body(
     _store_tile(out_ptr, start, offs, out, mask, left, EVEN, LANES, HALVES)
 
 
+@triton.jit
+def _finish(out, lo, hi, HAS_CLAMP: tl.constexpr, OUT: tl.constexpr):
+    """The clamp and the cast to the output dtype (see :func:`_step_body`)."""
+    if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED:
+        out = tl.clamp(out.to(OUT), tl.cast(lo, OUT), tl.cast(hi, OUT), propagate_nan=tl.PropagateNan.ALL)
+    else:
+        if HAS_CLAMP:
+            out = tl.clamp(out, lo, hi, propagate_nan=tl.PropagateNan.ALL)
+        out = out.to(OUT)
+    return out
+
+
+@triton.jit
+def _clamp_pairs(v, lo, hi):
+    """``tl.clamp(v, lo, hi, propagate_nan=ALL)`` of a 16-bit tile (compiled launches): the same packed min/max
+    (``max.NaN``/``min.NaN`` on ``bf16x2``/``f16x2``, HMNMX2), on pairs of neighbouring columns. From tl.clamp
+    the compiler paired a mid-group tile's elements by their Philox groups (odd heads: pairs across the 32-bit
+    words of the stores), and re-paired the results with one PRMT per two elements (`fastlangevin kernels`: bf16
+    with a clamp and a head of 1 or 3, 31.95 -> 31.64)."""
+    if v.dtype == tl.bfloat16:
+        asm: tl.constexpr = "{ .reg .b32 t; max.NaN.bf16x2 t, $1, $2; min.NaN.bf16x2 $0, t, $3; }"
+    else:
+        asm: tl.constexpr = "{ .reg .b32 t; max.NaN.f16x2 t, $1, $2; min.NaN.f16x2 $0, t, $3; }"
+    lo_t = tl.full(v.shape, lo, tl.float32).to(v.dtype)
+    hi_t = tl.full(v.shape, hi, tl.float32).to(v.dtype)
+    return tl.inline_asm_elementwise(asm, "=r,r,r,r", [v, lo_t, hi_t], dtype=v.dtype, is_pure=True, pack=2)
+
+
+@triton.jit
+def _bits(v):
+    """``v``'s bits as an integer of its width (the row picks below sum integers: ``v + 0`` folds away)."""
+    if v.dtype.primitive_bitwidth == 16:
+        w = v.to(tl.int16, bitcast=True)
+    elif v.dtype.primitive_bitwidth == 64:
+        w = v.to(tl.int64, bitcast=True)
+    else:
+        w = v.to(tl.int32, bitcast=True)
+    return w
+
+
+@triton.jit
+def _row(v, k: tl.constexpr):
+    """Row ``k`` (dim 0, held in each thread's registers) of ``v``: a sum of one nonzero term per thread, which
+    LLVM folds into a register choice (no instruction)."""
+    w = _bits(v)
+    pick = tl.where(tl.arange(0, v.shape[0])[:, None] == k, w, 0)
+    return tl.sum(pick, axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+
+
+@triton.jit
+def _row3(v, k: tl.constexpr):
+    """:func:`_row` of a 3-D tile."""
+    r = tl.arange(0, v.shape[0])[:, None, None]
+    w = _bits(v)
+    return tl.sum(tl.where(r == k, w, 0), axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+
+
+@triton.jit
+def _join4(c0, c1, c2, c3):
+    """tiles.join4 of ``[R, T]`` columns: the ``[R, T, 4]`` tile whose last index ``l`` is ``c_l`` (in-thread)."""
+    return tl.reshape(tl.join(tl.join(c0, c2), tl.join(c1, c3)), (c0.shape[0], c0.shape[1], 4))
+
+
+@triton.jit
+def _shift_rows(v):
+    """``w[j] = v[j - 1]`` along dim 0 of an ``[R, T]`` tile (``w[0] = v[0]``), in-thread: folds as :func:`_row`."""
+    R: tl.constexpr = v.shape[0]
+    i = tl.arange(0, R)[:, None, None]
+    j = tl.arange(0, R)[None, :, None]
+    w = _bits(v)
+    pick = tl.where(i == tl.maximum(j - 1, 0), w[:, None, :], 0)
+    return tl.sum(pick, axis=0, dtype=w.dtype).to(v.dtype, bitcast=True)
+
+
+@triton.jit
+def _lane(n0, n1, n2, n3, L: tl.constexpr):
+    """Output ``L`` of a Philox group's four normals."""
+    if L == 0:
+        v = n0
+    elif L == 1:
+        v = n1
+    elif L == 2:
+        v = n2
+    else:
+        v = n3
+    return v
+
+
+@triton.jit
+def _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD: tl.constexpr, W: tl.constexpr, C: tl.constexpr):
+    """Column ``C`` of :func:`_head_interior`'s memory rows ``W_j`` (``[M, T]``) and of its row ``W_M`` (``[T]``)
+    from the normals of the groups ``(W / 4) j`` (``e*``) and, for W 8, ``2 j + 1`` (``o*``) of each thread's
+    memory rows ``j``: the column is tile position ``W (j - 1) + HEAD + C`` of the thread's, output ``L`` of its
+    group ``(W / 4) (j - 1) + Q``; ``Q < W / 4`` is a group of the row before (the rows shifted one down; row
+    ``W_M`` takes the thread's last row), ``Q = W / 4`` the row's own."""
+    Q: tl.constexpr = (HEAD + C) // 4
+    L: tl.constexpr = (HEAD + C) % 4
+    if Q % (W // 4) == 0:
+        n = _lane(e0, e1, e2, e3, L)
+    else:
+        n = _lane(o0, o1, o2, o3, L)
+    if Q < W // 4:
+        col = _shift_rows(n)
+    else:
+        col = n
+    return col, _row(n, n.shape[0] - 1)
+
+
+@triton.jit
+def _join_cols(c0, c1, c2, c3, c4, c5, c6, c7, W: tl.constexpr):
+    """The tile (last index the column, in-thread) of ``W`` (4 or 8) columns ``c*`` (2-D ``[M, T]``)."""
+    if W == 8:
+        # nested joins, the last the column's lowest bit: the tile's registers in column order, as the loaded
+        # rows' (a join of two 4-wide halves puts column 4 next to column 0, and the 16-bit packing of the
+        # results then pairs the wrong neighbours: one PRMT per two elements to re-pair them for the stores)
+        t = tl.join(tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7)))
+        t = tl.reshape(t, (c0.shape[0], c0.shape[1], 8))
+    else:
+        t = _join4(c0, c1, c2, c3)
+    return t
+
+
+@triton.jit
+def _join_cols1(c0, c1, c2, c3, c4, c5, c6, c7, W: tl.constexpr):
+    """:func:`_join_cols` of 1-D ``[T]`` columns: a ``[T, W]`` tile."""
+    if W == 8:
+        t = tl.join(tl.join(tl.join(c0, c4), tl.join(c2, c6)), tl.join(tl.join(c1, c5), tl.join(c3, c7)))
+        t = tl.reshape(t, (c0.shape[0], 8))
+    else:
+        t = join4(c0, c1, c2, c3)
+    return t
+
+
+@triton.jit
+def _head_normals(seed_ptr, first_group, HEAD: tl.constexpr, R: tl.constexpr, T: tl.constexpr, W: tl.constexpr):
+    """The normals of :func:`_head_interior`'s memory rows: (``[M, T, W]`` tile of rows ``W_0 .. W_{M-1}``,
+    ``[T, W]`` row ``W_M``; ``M = 4 R / W``). Thread ``t`` draws Philox groups ``first_group + R t + g``
+    (``g < R``) once each; :func:`_noise_col` permutes their outputs onto the memory columns in registers
+    (``W_0``'s first ``W - HEAD`` columns are the thread before's, ``W_M``'s last HEAD the next one's: not
+    stored)."""
+    words = seed_ptr.to(tl.pointer_type(tl.uint32))
+    k0 = tl.load(words)
+    k1 = tl.load(words + 1)
+    M: tl.constexpr = 4 * R // W
+    grp = (tl.arange(0, T)[None, :] * R + tl.arange(0, M)[:, None] * (W // 4)).to(tl.uint32)
+    first_group = first_group.to(tl.int64)
+    g_lo = first_group.to(tl.uint32)
+    g_hi = (first_group >> 32).to(tl.uint32)
+    x_lo = g_hi ^ k0
+    c0 = g_lo + grp
+    # as normal_tile: the tile whose counters' low words wrap selects the high word per counter (cold)
+    if g_lo > 0xFFFFFFFF - (R * T - 1):
+        x_hi = (g_hi + 1) ^ k0
+        e0, e1, e2, e3 = _randn4x_rounds(k0, k1, c0, tl.where(c0 < g_lo, x_hi, x_lo))
+        if W == 8:
+            o0, o1, o2, o3 = _randn4x_rounds(k0, k1, c0 + 1, tl.where(c0 + 1 < g_lo, x_hi, x_lo))
+        else:
+            o0, o1, o2, o3 = e0, e1, e2, e3
+    else:
+        e0, e1, e2, e3 = _randn4x_rounds(k0, k1, c0, x_lo)
+        if W == 8:
+            o0, o1, o2, o3 = _randn4x_rounds(k0, k1, c0 + 1, x_lo)
+        else:
+            o0, o1, o2, o3 = e0, e1, e2, e3
+    z0, y0 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 0)
+    z1, y1 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 1)
+    z2, y2 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 2)
+    z3, y3 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 3)
+    if W == 8:
+        z4, y4 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 4)
+        z5, y5 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 5)
+        z6, y6 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 6)
+        z7, y7 = _noise_col(e0, e1, e2, e3, o0, o1, o2, o3, HEAD, W, 7)
+    else:
+        z4, y4, z5, y5, z6, y6, z7, y7 = z0, y0, z0, y0, z0, y0, z0, y0
+    z = _join_cols(z0, z1, z2, z3, z4, z5, z6, z7, W)
+    e = _join_cols1(y0, y1, y2, y3, y4, y5, y6, y7, W)
+    return z, e
+
+
+@triton.jit
+def _head_interior(
+    x_ptr,
+    score_ptr,
+    out_ptr,
+    seed_ptr,
+    noise_ptr,
+    step_ptr,
+    noise_scale_ptr,
+    step_val,
+    noise_val,
+    lo,
+    hi,
+    start,
+    first_group,
+    HEAD: tl.constexpr,
+    STEP_MODE: tl.constexpr,
+    NOISE_MODE: tl.constexpr,
+    NOISE_FROM_PTR: tl.constexpr,
+    HAS_CLAMP: tl.constexpr,
+    COMPUTE: tl.constexpr,
+    BLOCK: tl.constexpr,
+    VEC: tl.constexpr,
+    EVEN: tl.constexpr = True,
+    n_elements=0,
+):
+    """An interior tile of a mid-group start (every element valid, and the HEAD elements past it exist) with
+    aligned accesses. The tile is local elements ``start .. start + BLOCK`` (Philox groups ``first_group ..``),
+    ``start + HEAD`` a multiple of BLOCK. Thread ``t`` owns its ``4 R`` elements from ``4 R t`` (R groups: 8 for
+    W 4, 16 for W 8, as the group-aligned launches' ELEMS_PER_THREAD_GPU) and reads the W-element (16-byte
+    for 32-bit data in W 4, 16-bit in W 8) memory rows ``W_j = start + HEAD - W + 4 R t + W j + [0, W)``,
+    ``j = 0 .. M`` (M = 4 R / W): vector loads where the column-by-column accesses (tiles.tile_load) read one
+    element each. It stores ``W_1 .. W_{M-1}`` whole, the last HEAD elements of ``W_0`` and the first W - HEAD of
+    ``W_M`` (the rest of those two rows are its neighbours'). The noise is the same: one draw per group, its
+    outputs permuted in registers (:func:`_head_normals`)."""
+    R: tl.constexpr = min(8 * (VEC // 4), BLOCK // 4)
+    # 16-byte rows: 8 elements when both operands are 16-bit; 4 beside an fp32 one (an 8-wide fp32 row would take
+    # two threads' 16-byte pieces and the noise a shared-memory trip), at 64 elements a thread still (VEC 8)
+    SAME: tl.constexpr = x_ptr.dtype.element_ty.primitive_bitwidth == score_ptr.dtype.element_ty.primitive_bitwidth
+    W: tl.constexpr = VEC if SAME else 4
+    T: tl.constexpr = BLOCK // (4 * R)
+    M: tl.constexpr = 4 * R // W
+    # [M, T, W] with the rows first: the loads' layout then keeps a thread's M rows in its registers (lanes
+    # along T; a [T, M, W] tile would spread the rows over the lanes)
+    woffs = tl.arange(0, M)[:, None, None] * W + tl.arange(0, T)[None, :, None] * (4 * R)
+    woffs += tl.arange(0, W)[None, None, :]
+    c = tl.arange(0, W)[None, :]
+    eoffs = tl.arange(0, T)[:, None] * (4 * R) + (4 * R) + c
+    base = start + HEAD - W
+    if EVEN:
+        wmask = None
+        emask = None
+    else:
+        # program 0 and the last tiles: the local elements in [0, n_elements) only (scalar accesses; cold)
+        first = tl.maximum(-base, 0).to(tl.int32)
+        last = tl.minimum(n_elements - base, BLOCK + W).to(tl.int32)
+        wmask = (woffs >= first) & (woffs < last)
+        emask = (eoffs >= first) & (eoffs < last)
+    x = widen(tl.load(x_ptr + base + woffs, mask=wmask), COMPUTE)
+    s = widen(tl.load(score_ptr + base + woffs, mask=wmask), COMPUTE)
+    xe = widen(tl.load(x_ptr + base + eoffs, mask=emask), COMPUTE)
+    se = widen(tl.load(score_ptr + base + eoffs, mask=emask), COMPUTE)
+    a, b = _load_scales(
+        step_val, step_ptr, noise_val, noise_scale_ptr, 0, STEP_MODE, NOISE_MODE, None, COMPUTE, False, False,
+        True, 0, 4, 0, None, 0, None,
+    )  # fmt: skip
+    out = x + a * s
+    oute = xe + a * se
+    if NOISE_MODE != NOISE_NONE:
+        if NOISE_MODE == NOISE_SQRT2A:
+            b = tl.sqrt(2.0 * a)
+        if NOISE_FROM_PTR:
+            z = tl.load(noise_ptr + base + woffs, mask=wmask).to(tl.float32)
+            ze = tl.load(noise_ptr + base + eoffs, mask=emask).to(tl.float32)
+        else:
+            z, ze = _head_normals(seed_ptr, first_group, HEAD, R, T, W)
+        out = out + b * z.to(COMPUTE)
+        oute = oute + b * ze.to(COMPUTE)
+    OUT: tl.constexpr = out_ptr.dtype.element_ty
+    if HAS_CLAMP and OUT.primitive_bitwidth == 16 and COMPILED and HEAD % 2 == 1:
+        out = _clamp_pairs(out.to(OUT), lo, hi)
+        oute = _clamp_pairs(oute.to(OUT), lo, hi)
+    else:
+        out = _finish(out, lo, hi, HAS_CLAMP, OUT)
+        oute = _finish(oute, lo, hi, HAS_CLAMP, OUT)
+    # W_1 .. W_{M-1} whole (the mask is one per row: the stores stay vectors, and row 0's never runs)
+    wkeep = tl.arange(0, M)[:, None, None] > 0
+    offs0 = tl.arange(0, T)[:, None] * (4 * R) + c
+    keep0 = c >= W - HEAD
+    ekeep = c < W - HEAD
+    if not EVEN:
+        wkeep = wkeep & wmask
+        keep0 = keep0 & (offs0 >= first) & (offs0 < last)
+        ekeep = ekeep & emask
+    tl.store(out_ptr + base + woffs, out, mask=wkeep)
+    # W_0's last HEAD elements and W_M's first W - HEAD (scalar stores)
+    tl.store(out_ptr + base + offs0, _row3(out, 0), mask=keep0)
+    tl.store(out_ptr + base + eoffs, oute, mask=ekeep)
+
+
 def _scale_launch_args(value, tensor, as_tensor: bool, device):
     """(mode, scalar value, pointer tensor or None) for a scale given as ``value`` or ``tensor``.
 
@@ -594,6 +898,18 @@ def _scale_launch_args(value, tensor, as_tensor: bool, device):
             return modes.SCALE_ARG, value, None
         tensor = torch.tensor(value, dtype=torch.float64, device=device)
     return modes.scale_mode(tensor), 0.0, tensor
+
+
+def _vec(x, score, elem_offset, step_mode, noise_mode) -> int:
+    """The launch's tile-row width: tiles.vec_for at a group-aligned start. A mid-group start with per-row scales
+    has scalar accesses: 4-wide tile rows (one Philox group each, loaded column by column, tiles.tile_load) then
+    beat 8-wide ones for 16-bit dtypes too. With scalar or 0-d scales its interior tiles read aligned memory rows
+    (_head_interior) of 8 elements (16 bytes) when both operands are 16-bit; an fp32 operand keeps 4."""
+    if elem_offset % 4 == 0:
+        return vec_for(x, score)
+    if modes.SCALE_ROWS in (step_mode, noise_mode):
+        return 4
+    return vec_for(x, score)
 
 
 def launch_langevin_step(
@@ -642,9 +958,7 @@ def launch_langevin_step(
         noise_mode,
         fp64,
         x.is_cpu,
-        # A mid-group start has scalar accesses: 4-wide tile rows (one Philox group each, loaded column by
-        # column, tiles.tile_load) then beat 8-wide ones for 16-bit dtypes too.
-        vec or (vec_for(x, score) if elem_offset % 4 == 0 else 4),
+        vec or _vec(x, score, elem_offset, step_mode, noise_mode),
         block,
         row_grid,
         # an fp32 operand beside a 16-bit one (8-wide rows: fp32 tiles of 64 registers a thread at 64 elements)
@@ -713,8 +1027,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         # group-aligned launch's 64 in 8-wide rows (bf16 with a clamp and sqrt(2 a) 34.12 -> 32.89 at 96 -> 243
         # registers, no local memory) unless an operand is fp32 (32: at 64 the fp32 state with a bf16 score and
         # two per-row scales took 255 registers and 48 bytes of stack, 12 local accesses). Other mid-group starts
-        # take 32 a thread as fp32 does (4-wide rows; 150 registers, no local memory: bf16 with a clamp 38.25 ->
-        # 35.88 instructions per element against 16).
+        # (scalar or 0-d scales: _head_interior's aligned rows) take the group-aligned launch's elements a thread, 32
+        # in 4-wide rows, 64 beside a 16-bit operand (bf16 with a clamp and a head 35.88 -> 31.64 at 236 registers,
+        # no local memory; at 32 a thread, 8-byte rows, 33.41).
         head = elem_offset % 4 != 0
         if per_row and n <= MAGIC_DIVIDEND_LIMIT:
             if row_size % vec == 0 and not head:
@@ -729,7 +1044,9 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
             warps = FLAT_WARPS_GPU
         else:
             per_elem = per_row and (row_div not in PER_TILE_ROW_DIVS or mixed)
-            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_elem or head else vec)
+            # heads: per-row scales 32 a thread (4-wide rows); scalar or 0-d scales the aligned interior's elements a
+            # thread (_head_interior: 32 in 4-wide rows, 64 in 8-wide)
+            warps = stream_warps(FLAT_BLOCK_GPU, 4 if per_elem else vec)
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0

@@ -89,7 +89,7 @@ class FlatLaunch(NamedTuple):
 #: Register limit of compiled mid-group (HEAD) flat launches: the hardware's. Without an explicit one, ptxas
 #: (Triton 3.9) squeezed the fp16 step with a head (8 warps, before its interior tiles ran unmasked) into 64
 #: registers and spilled 24 bytes to local memory (`fastlangevin kernels`); given 255 it took 90 registers and no
-#: local memory (the step's heads now run 4 warps at ~150).
+#: local memory (the step's heads with scalar scales now run 32 or 64 elements a thread at 150-255, no local memory).
 HEAD_MAXNREG = 255
 
 

@@ -132,6 +132,24 @@ def variants():
         4,
     )
     yield "step-fp16-deterministic", ls, step_ptrs("fp16", "fp16"), step_floats, {**base, "NOISE_MODE": 3, "VEC": 8}, W
+    # mid-group starts with scalar scales: aligned interior tiles (16-byte rows; kernels/langevin_step.py
+    # _head_interior), at the launcher's 32 (fp32) or 64 (16-bit) elements a thread; the odd head's 16-bit clamp
+    yield (
+        "step-bf16-head1-sqrt2a-clamp",
+        ls,
+        step_ptrs(bf16, bf16),
+        step_floats,
+        {**base, "HEAD": 1, "NOISE_MODE": 4, "HAS_CLAMP": True, "VEC": 8},
+        stream_warps(langevin_step.BLOCK_GPU, 8),
+    )
+    yield (
+        "step-fp32-head3-0d",
+        ls,
+        step_ptrs(f32, f32),
+        step_floats,
+        {**base, "HEAD": 3, "STEP_MODE": 1, "NOISE_MODE": 1},
+        stream_warps(langevin_step.BLOCK_GPU, 4),
+    )
     yield (
         "step-fp64-head3-injected",
         ls,

@@ -43,6 +43,8 @@ def test_every_kernel_variant_compiles_for_sm90(report):
         "step-fp32-rows-pow2",
         "step-fp32-state-bf16-score-0d",
         "step-fp16-deterministic",
+        "step-bf16-head1-sqrt2a-clamp",  # a mid-group start's interior tiles
+        "step-fp32-head3-0d",
         "dsm-perturb-fp32",
         "dsm-backward-fp32-alignedTrue",
         "dsm-perturb-bf16",

@@ -161,17 +161,17 @@ def _run_tool(tmp_path, *args):
 # measured when the guard was set (+0.2 for harmless scheduling noise between Triton builds, rounded up), so any
 # regression fails; lower a value when a change improves it. Issue 12's targets: the step and the DSM perturb
 # <= 32, the other passes <= 40. Reached by every variant here (the 16-bit step with a clamp or per-row scales
-# 33.09 / 33.44 -> 31.91 / 31.98 at 64 elements a thread: kernels/tiles.py ELEMS_PER_THREAD_GPU) except a start
-# mid-way into a Philox group (44.9 -> 35.88 with unmasked interior tiles at 4 warps; the rest is its scalar
-# accesses: a memory-aligned tile would need more Philox work). Where the step's instructions go: kernel_budget's
-# docstring.
+# 33.09 / 33.44 -> 31.91 / 31.98 at 64 elements a thread: kernels/tiles.py ELEMS_PER_THREAD_GPU), a start mid-way
+# into a Philox group too (44.9 -> 35.88 with unmasked interior tiles at 4 warps -> 31.64: aligned 16-byte memory
+# rows, the noise of the same Philox draws permuted in registers, 64 elements a thread; kernels/langevin_step.py
+# _head_interior). Where the step's instructions go: kernel_budget's docstring.
 SUBSET_GUARD = {
     "step-fp32-fp32-a0-b0-head0": 30.4,  # masked tiles (n not a multiple of 4096): only the last one masks its loads
     "step-fp32-fp32-a0-b4-head0-even": 29.3,  # every tile full: no masks
     "step-fp32-bf16-a1-b3-head0": 5.7,  # no noise
     "step-fp16-fp16-a1-b1-head0-even": 30.5,
     "step-bf16-bf16-a0-b4-clamp-head0": 32.2,
-    "step-bf16-bf16-a0-b4-clamp-head3": 36.1,  # mid-group start: scalar accesses, column loads (unmasked inside)
+    "step-bf16-bf16-a0-b4-clamp-head3": 31.9,  # mid-group start: aligned rows (unmasked inside), 35.88 -> 31.62
     # per-row scales, (row, chunk) grid: 31.98 -> 31.56 with the full chunks' EVEN body (k23)
     "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 31.8,
     # per-row scales on short rows (flat grid; f277d6d, rows not a multiple of 16: 16-bit head0 up to 60.41, head1 up
@@ -206,6 +206,7 @@ TARGETS = {
     "step-fp16-fp16-a1-b1-head0-even": 32.0,
     "step-bf16-bf16-a0-b4-clamp-head0": 32.0,
     "step-bf16-bf16-a2-b4-clamp-head0-rowgrid": 32.0,
+    "step-bf16-bf16-a0-b4-clamp-head3": 32.0,
     "dsm-loss-partial-fp32-aligned": 40.0,
     "dsm-backward-fp32-unaligned": 40.0,
     "dsm-backward-bf16-aligned": 40.0,
@@ -238,6 +239,14 @@ FAMILY_GUARD = {
     "optim psgld 16-bit": 79.5,
     "optim sghmc fp32": 35.8,
     "optim sghmc 16-bit": 44.5,
+}
+# Every variant (slow test): the step's mid-group starts with scalar or 0-d scales (head1, head3; aligned rows), each
+# family's maximum as measured (+0.2), and issue 12's 32 (float64 keeps its column body: no target).
+# Measured: 160 variants (scalar scales' 8 x 2 modes, clamp or not, head1 of the nine fp32/16-bit pairs, head3 of
+# bf16): fp32 29.31-31.34 (33.84 before), 16-bit and fp32 beside 16-bit <= 31.64 (35.91 before).
+HEAD_GUARD = {
+    "step fp32": 31.6,
+    "step 16-bit": 31.9,
 }
 # The step's per-row scales on short rows (flat grid), each (family, layout)'s maximum as measured (+0.2), the
 # layout being the name from "-divide" on ("head-divide": a mid-group start). f277d6d's integer division per
@@ -303,6 +312,8 @@ def _check_report(report, tmp_path, guard: bool):
                 name,
                 rec["hot_instr_per_element"],
             )
+        if head and "-divide" not in name and rec["kernel"] == "_langevin_step_kernel" and rec["family"] in HEAD_GUARD:
+            assert rec["hot_instr_per_element"] <= min(HEAD_GUARD[rec["family"]], 32.0), (name, rec)
         fam = FAMILY_GUARD.get(rec["family"])
         if fam is not None and not head and "-divide" not in name:
             assert rec["hot_instr_per_element"] <= fam, (name, rec["hot_instr_per_element"])

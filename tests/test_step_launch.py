@@ -36,7 +36,7 @@ def _launch(x, s, out, seed, *, step_t=None, noise_mode=modes.NOISE_SQRT2A, clam
         step_tensor=step_t,
         noise_mode=noise_mode,
         noise_value=0.7,
-        noise_tensor=step_t if noise_mode == modes.SCALE_ROWS else None,
+        noise_tensor=kw.pop("noise_t", step_t if noise_mode == modes.SCALE_ROWS else None),
         lo=clamp[0],
         hi=clamp[1],
         row_size=x.numel() // rows,
@@ -137,6 +137,77 @@ def test_mid_group_column_loads_equal_row_loads(offset, dtype, per_row):
     want = (0.7 * _rng.philox_normal(seed, offset, zeros.numel())).view(37, 7)
     ulp = torch.finfo(torch.float32).eps * want.abs().clamp_min(1.0)
     assert ((out - want).abs() <= ulp).all()
+
+
+def _head_vs_aligned(x, s, seed, offset, block, vec=None, **kw):
+    """(a launch at the mid-group ``offset``, the same elements of a group-aligned launch over ``offset % 4`` more
+    leading elements): the aligned launch (HEAD 0) is the reference for the head's aligned interior tiles."""
+    h = offset % 4
+    got = torch.full_like(x, float("nan"))
+    _launch(x.view(1, -1), s.view(1, -1), got.view(1, -1), seed, elem_offset=offset, block=block, vec=vec, **kw)
+    pad = lambda t: torch.cat([torch.zeros(h, dtype=t.dtype), t])  # noqa: E731
+    want = torch.full_like(pad(x), float("nan"))
+    kw = dict(kw, injected_noise=pad(kw["injected_noise"])) if kw.get("injected_noise") is not None else kw
+    _launch(pad(x).view(1, -1), pad(s).view(1, -1), want.view(1, -1), seed, elem_offset=offset - h, **kw)
+    return got, want[h:]
+
+
+@pytest.mark.parametrize("head", [1, 2, 3])
+@pytest.mark.parametrize(
+    "dtype,score_dtype",
+    [
+        (torch.float32, torch.float32),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float16),
+        (torch.float32, torch.bfloat16),
+        (torch.bfloat16, torch.float32),
+    ],
+)
+def test_head_aligned_interior_equals_group_aligned_launch(head, dtype, score_dtype):
+    """A mid-group start with scalar or 0-d scales runs its interior tiles on aligned memory rows (_head_interior:
+    the noise permuted in registers) and its first and last tiles masked: bit for bit the group-aligned launch's
+    values (and the Philox stream's), over tile sizes (8 to 64 elements a thread, one to many tiles), lengths
+    whose last tile is full, one short of the HEAD elements it reads past itself, or partial, and group offsets
+    whose Philox low words wrap inside a tile."""
+    from fastlangevin import _rng
+
+    g = torch.Generator().manual_seed(11 + head)
+    seed = torch.tensor([31337], dtype=torch.int64)
+    # (block, n): tile 1 ends at n (full, but nothing past it: masked), has its HEAD elements past it (aligned),
+    # or is partial; one program; many
+    cases = [(b, n) for b in (16, 64) for n in (3, 2 * b - head, 2 * b, 3 * b + 5)] + [(256, 1000), (None, 1000)]
+    for block, n in cases:
+        # the second: the counters' low words wrap inside tile 1 (normal_tile's cold copy of the rounds)
+        for groups in (5, (1 << 32) - (block or 64) // 4 - 3) if block == 64 else (5,):
+            offset = 4 * groups + head
+            x = torch.randn(n, generator=g).to(dtype)
+            s = torch.randn(n, generator=g).to(score_dtype)
+            got, want = _head_vs_aligned(x, s, seed, offset, block, clamp=(-1.25, 1.25))
+            assert not got.isnan().any() and torch.equal(got, want), (block, n, groups)
+    # every scale form and noise mode, injected noise too, and the 4-wide rows (vec 4) of a 16-bit launch
+    n, offset = 777, 4 * 9 + head
+    x = torch.randn(n, generator=g).to(dtype)
+    s = torch.randn(n, generator=g).to(score_dtype)
+    step_t = torch.tensor(0.03)
+    for kw in (
+        dict(noise_mode=modes.SCALE_ARG),
+        dict(noise_mode=modes.SCALE_TENSOR, step_t=step_t, noise_t=torch.tensor(0.4)),
+        dict(noise_mode=modes.SCALE_TENSOR, noise_t=torch.tensor(0.4)),
+        dict(noise_mode=modes.NOISE_NONE),
+        dict(noise_mode=modes.NOISE_SQRT2A, step_t=step_t, clamp=(-0.5, 0.75)),
+        dict(noise_mode=modes.SCALE_ARG, injected_noise=torch.randn(n, generator=g)),
+    ):
+        for vec in (None, 4):
+            got, want = _head_vs_aligned(x, s, seed, offset, 64, vec=vec, **kw)
+            assert not got.isnan().any() and torch.equal(got, want), kw
+    # and the noise is the Philox stream at the global indices
+    zeros = torch.zeros(n, dtype=dtype)
+    out = torch.full_like(zeros, float("nan"))
+    _launch(zeros.view(1, -1), zeros.view(1, -1), out.view(1, -1), seed, noise_mode=modes.SCALE_ARG,
+            elem_offset=offset, block=64)  # fmt: skip
+    want = (0.7 * _rng.philox_normal(seed, offset, n)).to(dtype)
+    ulp = torch.finfo(dtype).eps * want.float().abs().clamp_min(1.0)
+    assert ((out.float() - want.float()).abs() <= ulp).all()
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
