@@ -68,11 +68,6 @@ ROW_GRID_MIN_INTERPRETER = 1 << 14
 #: The flat grid's per-row layouts whose 16-bit launches take the group-aligned 64 elements a thread (the
 #: others 32: see _launch_plan).
 PER_TILE_ROW_DIVS = (2,)
-#: The eviction policy of the masked loads and stores of a launch's partial tile (SPLIT in the kernel): a
-#: streamed tile is read and written once, so evict-first is the right hint, and a hint the full tiles'
-#: accesses lack keeps LLVM from merging the two branches back into one masked access (it sinks identical
-#: accesses out of an if/else and selects their predicate, which restores the zero-fill on every tile).
-MASKED_POLICY: tl.constexpr = tl.constexpr("evict_first")
 
 
 @triton.jit
@@ -299,16 +294,15 @@ def _pick_rows(offs, cut, v0, v1, LANES: tl.constexpr):
 
 
 @triton.jit
-def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False, POLICY: tl.constexpr = ""):
+def _load(ptrs, mask, EVEN: tl.constexpr, LANES: tl.constexpr = False):
     # No `other=`: masked lanes are never stored, so they need no defined value. EVEN (every tile full)
-    # drops the mask, and with it the zeroing of the masked registers and the compares. POLICY: the masked
-    # load's eviction policy (see _langevin_step_kernel's SPLIT).
+    # drops the mask, and with it the zeroing of the masked registers and the compares.
     if EVEN:
         return tile_load(ptrs, None, LANES)
     elif LANES:
         return tile_load(ptrs, mask, LANES)
     else:
-        return tl.load(ptrs, mask=mask, eviction_policy=POLICY)
+        return tl.load(ptrs, mask=mask)
 
 
 @triton.jit
@@ -334,7 +328,6 @@ def _load_tile(
     LANES: tl.constexpr,
     COMPUTE: tl.constexpr,
     HALVES: tl.constexpr,
-    POLICY: tl.constexpr = "",
 ):
     """The tile ``ptr[start + offs]`` widened to COMPUTE. A 32-bit operand of an 8-wide tile (beside a 16-bit
     one) is read as two 4-wide (16-byte) halves and joined: each thread then holds whole tile rows of it, as
@@ -348,11 +341,11 @@ def _load_tile(
             xa = tl.load(ptr + start + oa)
             xb = tl.load(ptr + start + ob)
         else:
-            xa = tl.load(ptr + start + oa, mask=oa < left, eviction_policy=POLICY)
-            xb = tl.load(ptr + start + ob, mask=ob < left, eviction_policy=POLICY)
+            xa = tl.load(ptr + start + oa, mask=oa < left)
+            xb = tl.load(ptr + start + ob, mask=ob < left)
         return _join_halves(xa.to(COMPUTE), xb.to(COMPUTE))
     # bf16 widened by a shift or a mask of the loaded word (tiles.widen: one integer op per element)
-    return widen(_load(ptr + start + offs, mask, EVEN, LANES, POLICY), COMPUTE)
+    return widen(_load(ptr + start + offs, mask, EVEN, LANES), COMPUTE)
 
 
 @triton.jit
@@ -366,7 +359,6 @@ def _store_tile(
     EVEN: tl.constexpr,
     LANES: tl.constexpr,
     HALVES: tl.constexpr,
-    POLICY: tl.constexpr = "",
 ):
     """``ptr[start + offs] = values`` (masked unless EVEN); in two 4-wide halves for a 32-bit ``ptr`` of an
     8-wide tile (see :func:`_load_tile`)."""
@@ -378,14 +370,14 @@ def _store_tile(
             tl.store(ptr + start + oa, va)
             tl.store(ptr + start + ob, vb)
         else:
-            tl.store(ptr + start + oa, va, mask=oa < left, eviction_policy=POLICY)
-            tl.store(ptr + start + ob, vb, mask=ob < left, eviction_policy=POLICY)
+            tl.store(ptr + start + oa, va, mask=oa < left)
+            tl.store(ptr + start + ob, vb, mask=ob < left)
     elif EVEN:
         tile_store(ptr + start + offs, values, None, LANES)
     elif LANES:
         tile_store(ptr + start + offs, values, mask, LANES)
     else:
-        tl.store(ptr + start + offs, values, mask=mask, eviction_policy=POLICY)
+        tl.store(ptr + start + offs, values, mask=mask)
 
 
 @triton.jit
@@ -460,13 +452,13 @@ def _langevin_step_kernel(
             rows = magic_rows(start, offs, div_magic, ROW_DIV == 2)
         left = tl.minimum(n_elements - start, BLOCK).to(tl.int32)  # the tile's elements in the tensor
 
-    if HEAD != 0 or (ROW_GRID and not EVEN):
+    if HEAD != 0 or not EVEN:
         # A mid-group start: only program 0 (the head) and the last tile need element masks; every other tile
         # runs the body unmasked (column loads and stores without predicates). The masked copy comes first,
-        # so ptxas lays it out as the jumped-over one (as the group-aligned SPLIT below; `fastlangevin kernels`:
-        # bf16 step with a clamp and a head 44.94 -> 38.38 instructions per element at 8 warps).
+        # so ptxas lays it out as the jumped-over one (`fastlangevin kernels`: bf16 step with a clamp and a head
+        # 44.94 -> 38.38 instructions per element at 8 warps).
         # The row grid alike: only a row's last chunk is partial, so its full chunks run the EVEN body (stores
-        # without predicates; SPLIT's loads-only branch kept 16 store masks live across the body and, for an fp32
+        # without predicates; a branch on the loads alone kept 16 store masks live across the body and, for an fp32
         # state beside a 16-bit score, repacked the score's halves after the join: `fastlangevin kernels`, fp32
         # state, fp16 score, per-row scales, clamp 32.64 -> 31.30 instructions per element, 253 -> 214 registers).
         if HEAD != 0:
@@ -474,10 +466,15 @@ def _langevin_step_kernel(
             if HEAD_ALIGNED:
                 # the aligned interior also reads the HEAD elements past the tile (_head_interior)
                 masked = (tl.program_id(0) == 0) | (n_elements - start < BLOCK + HEAD)
-        else:
+        elif ROW_GRID:
             # the row's last chunk, the one partial (not EVEN): a 32-bit compare of the chunk index, not of the
             # 64-bit count left (`fastlangevin kernels`: fp32, per-row a and b, clamp 32.19 -> 32.09)
             masked = tl.program_id(1) == tl.num_programs(1) - 1
+        else:
+            # a group-aligned flat launch: its last tile is the one partial; the others run the EVEN body, stores
+            # without predicates too (`fastlangevin kernels`: fp32 with 0-d scales and a clamp 32.25 -> 31.6, the
+            # fp32 state beside an fp16 score 32.34 -> 31.2, against a branch on the loads alone)
+            masked = left < BLOCK
         if masked and HEAD_ALIGNED:
             _head_interior(
                 x_ptr, score_ptr, out_ptr, seed_ptr, noise_ptr, step_ptr, noise_scale_ptr, step_val, noise_val,
@@ -548,42 +545,16 @@ def _step_body(
     # An fp32 state in an 8-wide tile (beside a 16-bit score) is read and written in 4-wide halves (_load_tile);
     # an fp32 score beside a 16-bit state is not: its one load costs fewer instructions (`fastlangevin kernels`).
     HALVES: tl.constexpr = HEAD == 0
-    # A group-aligned flat launch that is not EVEN branches on the tile for its loads: only the tensor's last
-    # tile is partial, and it alone takes the masked loads (Triton zero-fills a masked load's registers
-    # first: 16 to 32 instructions a thread) while every full tile takes the unmasked ones. The masked branch
-    # comes first, so ptxas lays it out as the jumped-over one (`fastlangevin kernels`: fp32 step 31.0 -> 30.2
-    # instructions per element). The stores stay masked: a second branch made ptxas copy the results into
-    # other registers for the unmasked stores (+16 MOV), more than the predicates it saves.
-    # Per-row scales on the flat grid are gathered in the same branches: the full tiles' gathers unmasked too
-    # (`fastlangevin kernels`: bf16 with a clamp and sqrt(2 a), a row per element, 41.47 -> 41.03). Other scales
-    # load after the branch, as before (one scalar load, not two copies).
-    GATHER: tl.constexpr = not ROW_GRID and (STEP_MODE == SCALE_ROWS or NOISE_MODE == SCALE_ROWS)
-    SPLIT: tl.constexpr = not EVEN and HEAD == 0 and not ROW_GRID  # the row grid splits whole bodies (above)
-    if SPLIT:
-        if left < BLOCK:
-            x = _load_tile(x_ptr, start, offs, mask, left, False, LANES, COMPUTE, HALVES, MASKED_POLICY)
-            s = _load_tile(score_ptr, start, offs, mask, left, False, LANES, COMPUTE, False, MASKED_POLICY)
-            if GATHER:
-                a, b = _load_scales(
-                    step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
-                    ROW_GRID, LANES, False, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
-                )  # fmt: skip
-        else:
-            x = _load_tile(x_ptr, start, offs, mask, left, True, LANES, COMPUTE, HALVES)
-            s = _load_tile(score_ptr, start, offs, mask, left, True, LANES, COMPUTE, False)
-            if GATHER:
-                a, b = _load_scales(
-                    step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE,
-                    ROW_GRID, LANES, True, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
-                )  # fmt: skip
-    else:
-        x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
-        s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
-    if not (SPLIT and GATHER):
-        a, b = _load_scales(
-            step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
-            LANES, EVEN, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
-        )  # fmt: skip
+    # Masks only where the tile is partial: the kernel runs this body as an unmasked (EVEN) copy for full tiles and
+    # a masked one for the launch's partial tiles (_langevin_step_kernel). Inside the masked copy, branching once
+    # more on the loads alone (as the group-aligned launches did before) compiled to the same code (`fastlangevin
+    # kernels --subset`), so there is none.
+    x = _load_tile(x_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, HALVES)
+    s = _load_tile(score_ptr, start, offs, mask, left, EVEN, LANES, COMPUTE, False)
+    a, b = _load_scales(
+        step_val, step_ptr, noise_val, noise_scale_ptr, rows, STEP_MODE, NOISE_MODE, mask, COMPUTE, ROW_GRID,
+        LANES, EVEN, left, VEC, ROW_DIV, cut, ROW_SHIFT, offs,
+    )  # fmt: skip
     out = x + a * s
     if NOISE_MODE != NOISE_NONE:
         if NOISE_MODE == NOISE_SQRT2A and (ROW_GRID or (ROW_DIV != 3 and ROW_DIV != 4)):
