@@ -255,35 +255,13 @@ def _dsm_variants() -> Iterator[Variant]:
         row_ptrs = tuple((p, rows) for p in ("alpha_ptr", "sigma_ptr", "inv_sigma_ptr", "coef_ptr", "weight_ptr"))
         for has_alpha in (False, True):
             for head in (0, 1):
-                yield Variant(
-                    name=f"dsm-perturb-{dt}{'-alpha' if has_alpha else ''}-head{head}",
-                    family=f"dsm perturb {fam}",
-                    module="dsm",
-                    kernel="_dsm_perturb_kernel",
-                    ptrs=(("x_ptr", dt), ("out_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
-                    constexprs=(
-                        ("HEAD", head),
-                        ("HAS_ALPHA", has_alpha),
-                        ("NOISE_FROM_PTR", False),
-                        ("COMPUTE", compute),
-                        ("BLOCK", 4096),
-                        ("VEC", vec_of(head == 0)),
-                    ),
-                    num_warps=STREAM_WARPS[vec_of(head == 0)],  # elementwise (kernels/dsm.py _perturb_plan)
-                    block=4096,
-                    bytes_per_element=2 * _DTYPE_BYTES[dt],
-                    core=dt in ("fp32", "bf16") and has_alpha and head == 0,
-                )
-                # short rows (kernels/dsm.py ROW_GRID_MIN_BUSY): the flat grid, each element's row found as the step's
-                # per-row scales find it (flat_row_div: -divide, -divide-tilerow, -divide-pow2 as there; heads -divide)
-                flat_vec = 4 if head else vec_of(True)
-                layouts = (("-divide", 1), ("-divide-tilerow", 2), ("-divide-pow2", 3))
-                for suffix, row_div in layouts[:1] if head else layouts:
-                    yield Variant(
-                        name=f"dsm-perturb-flat-{dt}{'-alpha' if has_alpha else ''}-head{head}{suffix}",
+
+                def perturb(name, kernel, vec, extra, warps, core):
+                    return Variant(
+                        name=name,
                         family=f"dsm perturb {fam}",
                         module="dsm",
-                        kernel="_dsm_perturb_flat_kernel",
+                        kernel=kernel,
                         ptrs=(("x_ptr", dt), ("out_ptr", dt), ("seed_ptr", "i64"), ("noise_ptr", rows)) + row_ptrs,
                         constexprs=(
                             ("HEAD", head),
@@ -291,16 +269,31 @@ def _dsm_variants() -> Iterator[Variant]:
                             ("NOISE_FROM_PTR", False),
                             ("COMPUTE", compute),
                             ("BLOCK", 4096),
-                            ("VEC", flat_vec),
-                            ("DIV32", True),
-                            ("ROW_DIV", row_div),
-                            ("ROW_SHIFT", 1 if row_div == 3 else 0),  # rows of 2
-                        ),
-                        num_warps=_flat_perturb_warps(row_div, flat_vec, dt == "fp64"),
+                            ("VEC", vec),
+                        )
+                        + extra,
+                        num_warps=warps,
                         block=4096,
                         bytes_per_element=2 * _DTYPE_BYTES[dt],
-                        core=dt == "bf16" and has_alpha and suffix == "-divide-tilerow" and not head,
+                        core=core,
                     )
+
+                tag = f"{dt}{'-alpha' if has_alpha else ''}-head{head}"
+                yield perturb(  # elementwise (kernels/dsm.py _perturb_plan)
+                    f"dsm-perturb-{tag}", "_dsm_perturb_kernel", vec_of(head == 0), (),
+                    STREAM_WARPS[vec_of(head == 0)], dt in ("fp32", "bf16") and has_alpha and head == 0,
+                )  # fmt: skip
+                # short rows (kernels/dsm.py ROW_GRID_MIN_BUSY): the flat grid, each element's row found as the step's
+                # per-row scales find it (flat_row_div: -divide, -divide-tilerow, -divide-pow2 as there; heads -divide)
+                flat_vec = 4 if head else vec_of(True)
+                layouts = (("-divide", 1), ("-divide-tilerow", 2), ("-divide-pow2", 3))
+                for suffix, row_div in layouts[:1] if head else layouts:
+                    extra = (("DIV32", True), ("ROW_DIV", row_div), ("ROW_SHIFT", 1 if row_div == 3 else 0))
+                    yield perturb(
+                        f"dsm-perturb-flat-{tag}{suffix}", "_dsm_perturb_flat_kernel", flat_vec, extra,
+                        _flat_perturb_warps(row_div, flat_vec, dt == "fp64"),
+                        dt == "bf16" and has_alpha and suffix == "-divide-tilerow" and not head,
+                    )  # fmt: skip
         for aligned in (True, False):
             tail = "aligned" if aligned else "unaligned"
             common = dict(
