@@ -119,6 +119,7 @@ class Variant:
     bytes_per_element: int
     floats: Tuple[str, ...] = ()
     core: bool = False  # in the quick subset (`--subset`) that CI compiles by default
+    maxnreg: Optional[int] = None  # a register limit the launcher sets (kernels/langevin_step.py _launch_plan)
 
 
 def _step_layouts(head: int, per_row: bool, vec: int = 4, mixed: bool = False) -> Iterator[Tuple[str, bool, bool, int]]:
@@ -189,6 +190,7 @@ def _step_variants() -> Iterator[Variant]:
         scale = "fp64" if x == "fp64" else "fp32"
         vec = 8 if min(_DTYPE_BYTES[x], _DTYPE_BYTES[s]) == 2 else 4
         mixed = _DTYPE_BYTES[x] != _DTYPE_BYTES[s]  # an fp32 operand beside a 16-bit one
+        wide_score = _DTYPE_BYTES[x] < _DTYPE_BYTES[s]  # a 16-bit state beside an fp32 score
         for step_mode in (1, 2) if x == "fp64" else (0, 1, 2):
             for noise_mode in (1, 2, 3, 4) if x == "fp64" else (0, 1, 2, 3, 4):
                 for clamp in (False, True):
@@ -235,6 +237,7 @@ def _step_variants() -> Iterator[Variant]:
                                 block=4096,
                                 bytes_per_element=2 * _DTYPE_BYTES[x] + _DTYPE_BYTES[s],
                                 core=(x, s, step_mode, noise_mode, clamp, head, suffix) in core,
+                                maxnreg=255 if wide_score and not head and suffix == "" else None,  # _launch_plan
                             )
 
 
@@ -444,6 +447,8 @@ def compile_cubin(v: Variant, arch: int = 90) -> bytes:
     options = launch_options(False, v.num_warps)
     if v.kernel == "_langevin_step_kernel":  # the flat launches' register cap with a head (tiles.head_options)
         options = head_options(options, dict(v.constexprs).get("HEAD", 0))
+    if v.maxnreg:
+        options = dict(options, maxnreg=v.maxnreg)
     return triton.compile(src, target=target, options=options).asm["cubin"]
 
 

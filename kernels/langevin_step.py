@@ -25,6 +25,7 @@ from .tiles import (
     COMPILED,
     FLAT_BLOCK_GPU,
     FLAT_WARPS_GPU,
+    HEAD_MAXNREG,
     MAGIC_DIVIDEND_LIMIT,
     _randn4x_rounds,
     flat_launch,
@@ -934,6 +935,7 @@ def launch_langevin_step(
         row_grid,
         # an fp32 operand beside a 16-bit one (8-wide rows: fp32 tiles of 64 registers a thread at 64 elements)
         x.element_size() != score.element_size() and not fp64,
+        x.element_size() < score.element_size(),
     )
     # Unused pointer slots get x (never dereferenced: their constexpr mode disables the load).
     _langevin_step_kernel[grid](
@@ -959,10 +961,24 @@ def launch_langevin_step(
 
 
 @functools.lru_cache(maxsize=1024)
-def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpreted, vec, block, row_grid, mixed=False):
+def _launch_plan(
+    n,
+    row_size,
+    elem_offset,
+    step_mode,
+    noise_mode,
+    fp64,
+    interpreted,
+    vec,
+    block,
+    row_grid,
+    mixed=False,
+    wide_score=False,
+):
     """(grid, constexpr and launch keywords) of one launch: a function of these arguments only, cached
     (a sampling loop launches the same shape every step; the keywords are shared: read-only). ``mixed``: the
-    state and the score differ in width (an fp32 operand beside a 16-bit one)."""
+    state and the score differ in width (an fp32 operand beside a 16-bit one); ``wide_score``: the score is the
+    wider."""
     per_row = modes.SCALE_ROWS in (step_mode, noise_mode)
     row_div = 0
     if row_grid is None:
@@ -1021,6 +1037,11 @@ def _launch_plan(n, row_size, elem_offset, step_mode, noise_mode, fp64, interpre
         cfg = flat_launch(interpreted, n, elem_offset, block, vec, warps)
         grid, blk, options = cfg.grid, cfg.block, cfg.options
         even = elem_offset % 4 == 0 and n % blk == 0
+        if wide_score and not (per_row or head or even) and options:
+            # a 16-bit state beside an fp32 score, scalar scales, a partial tile (the kernel's masked copy of the body):
+            # ptxas took 168 registers and 8 bytes of stack; given the hardware's 255, ~234 and none, the same
+            # instructions (`fastlangevin kernels`: step-bf16-fp32-a0-b1-head0 29.52 -> 29.50)
+            options = dict(options, maxnreg=HEAD_MAXNREG)
     consts = dict(
         HEAD=elem_offset % 4,
         STEP_MODE=step_mode,

@@ -108,9 +108,20 @@ def test_variants_take_the_launchers_shapes():
         if v.kernel == "_langevin_step_kernel":
             n, row_size, offset = _step_shape(v)
             fp64 = c["COMPUTE"] == "tl.float64"
-            mixed = kb._DTYPE_BYTES[dict(v.ptrs)["x_ptr"]] != kb._DTYPE_BYTES[dict(v.ptrs)["score_ptr"]]
+            xb, sb = kb._DTYPE_BYTES[dict(v.ptrs)["x_ptr"]], kb._DTYPE_BYTES[dict(v.ptrs)["score_ptr"]]
             _, got = langevin_step._launch_plan(
-                n, row_size, offset, c["STEP_MODE"], c["NOISE_MODE"], fp64, False, c["VEC"], None, None, mixed
+                n,
+                row_size,
+                offset,
+                c["STEP_MODE"],
+                c["NOISE_MODE"],
+                fp64,
+                False,
+                c["VEC"],
+                None,
+                None,
+                xb != sb,
+                xb < sb,
             )
             assert (got["BLOCK"], got["ROW_GRID"], got["EVEN"], got["HEAD"], got["ROW_DIV"], got["ROW_SHIFT"]) == (
                 v.block,
@@ -121,6 +132,8 @@ def test_variants_take_the_launchers_shapes():
                 c["ROW_SHIFT"],
             ), v.name
             assert got["num_warps"] == v.num_warps, (v.name, got["num_warps"], v.num_warps)
+            want_nreg = v.maxnreg or (langevin_step.HEAD_MAXNREG if c["HEAD"] else None)  # tiles.head_options
+            assert got.get("maxnreg") == want_nreg, (v.name, got.get("maxnreg"), want_nreg)
         elif v.kernel == "_dsm_perturb_kernel":
             row_size, offset = (4096, 0) if c["HEAD"] == 0 else (4093, 1)
             half = "16-bit" in v.family
